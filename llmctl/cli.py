@@ -1,0 +1,283 @@
+"""The `llmctl` command line: parse arguments, call the API, print, map errors to exit codes.
+
+Exit codes: 0 success · 2 invalid recipe or usage · 3 quality gate failed · 4 stage failed · 5 run locked
+· 130 interrupted. Errors are one readable block on stderr; `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from llmctl import __version__
+from llmctl.errors import LlmctlError, UsageError
+
+EPILOG = "Exit codes: 0 ok, 2 invalid recipe/usage, 3 quality gate failed, 4 stage failed, 5 run locked, 130 interrupted."
+app = typer.Typer(
+    help="Declarative YAML pipelines for the LLM lifecycle: pretrain → sft → reward → ppo → quantize → benchmark → deploy.",
+    epilog=EPILOG,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+STATE = {"debug": False, "json": False}
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file.", show_default=False)]
+OverridesArg = Annotated[Optional[list[str]], typer.Argument(help="Overrides as key=value, e.g. stages.pretrain.train.lr=1e-3.", show_default=False)]  # noqa: UP007
+
+
+def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn llmctl errors into a message on stderr and their exit code (tracebacks only with --debug)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except LlmctlError as error:
+            if STATE["debug"]:
+                raise
+            _report_error(error)
+            raise typer.Exit(error.exit_code) from None
+        except KeyboardInterrupt:
+            if STATE["debug"]:
+                raise
+            err.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _report_error(error: LlmctlError) -> None:
+    if STATE["json"]:
+        print(json.dumps({"event": "error", "type": type(error).__name__, "exit_code": error.exit_code, "message": str(error)}))
+    err.print(f"[bold red]error:[/] {error}", markup=True, highlight=False, soft_wrap=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"llmctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show Python tracebacks and library logs.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output (one JSON object per event for `run`).")] = False,
+) -> None:
+    STATE["debug"] = debug or os.environ.get("LLMCTL_DEBUG") == "1"
+    STATE["json"] = json_output
+    if not STATE["debug"]:
+        from llmctl.render import quiet_libraries
+
+        quiet_libraries()
+
+
+# ---------------------------------------------------------------- validate / plan / run
+
+
+def _load(recipe: Path, overrides: list[str] | None):  # noqa: ANN202
+    from llmctl import recipe as recipe_loader
+    from llmctl import schema
+
+    loaded = recipe_loader.load(recipe, overrides or [])
+    return loaded, schema.validate(loaded)
+
+
+@app.command()
+@handle_errors
+def validate(recipes: Annotated[list[Path], typer.Argument(help="Recipe files to check.")]) -> None:
+    """Check recipes (syntax, types, stage handoffs) without loading any model. Exit 2 if any is invalid."""
+    from llmctl.pipeline import resolve_inputs
+
+    failed = []
+    for path in recipes:
+        try:
+            loaded, recipe = _load(path, [])
+            resolve_inputs(recipe, loaded)
+        except LlmctlError as error:
+            if STATE["debug"]:
+                raise
+            failed.append(error)
+            _report_error(error)
+            continue
+        if STATE["json"]:
+            print(json.dumps({"recipe": str(path), "valid": True, "stages": [s.name for s in recipe.stages]}))
+        else:
+            out.print(f"ok  {path}  ({len(recipe.stages)} stage{'s' if len(recipe.stages) != 1 else ''}: "
+                      f"{' → '.join(s.name for s in recipe.stages)})")
+    if failed:
+        raise typer.Exit(max(e.exit_code for e in failed))
+
+
+@app.command()
+@handle_errors
+def plan(
+    recipe: RecipeArg,
+    overrides: OverridesArg = None,
+    force: Annotated[bool, typer.Option(help="Plan as if every stage re-runs.")] = False,
+    from_stage: Annotated[Optional[str], typer.Option("--from", help="Re-run this stage and all after it.")] = None,  # noqa: UP007
+    only: Annotated[Optional[str], typer.Option(help="Run only this stage (its inputs must be complete).")] = None,  # noqa: UP007
+    until: Annotated[Optional[str], typer.Option(help="Stop after this stage.")] = None,  # noqa: UP007
+) -> None:
+    """Show what `run` would do: stages in order, inputs, cached/run/resume and why, model sizes and memory."""
+    from llmctl.estimate import estimate_plan
+    from llmctl.hardware import detect
+
+    the_plan = _plan(recipe, overrides, force, from_stage, only, until)
+    hw = detect(the_plan.recipe.device, the_plan.recipe.dtype)
+    sizes = estimate_plan(the_plan.recipe.stages, {s.name: s.inputs for s in the_plan.steps}, hw.dtype)
+    if STATE["json"]:
+        print(json.dumps({"run_dir": str(the_plan.run_dir), "device": hw.device, "dtype": hw.dtype,
+                          "steps": [_step_json(s, sizes[s.name]) for s in the_plan.steps]}))
+        return
+    _print_plan(the_plan, sizes, f"{hw.device}, {hw.dtype} ({hw.reason})")
+
+
+def _plan(recipe: Path, overrides: list[str] | None, force: bool, from_stage: str | None, only: str | None, until: str | None):  # noqa: ANN202
+    from llmctl.pipeline import Selection, make_plan
+
+    loaded, parsed = _load(recipe, overrides)
+    return make_plan(parsed, loaded, Selection(force, from_stage, only, until))
+
+
+def _step_json(step: Any, size: Any) -> dict[str, Any]:
+    info: dict[str, Any] = {"stage": step.name, "type": step.spec.type, "dir": str(step.stage_dir), "inputs": step.inputs,
+                            "action": step.action, "reason": step.reason, "fingerprint": step.fingerprint}
+    if hasattr(size, "total"):
+        info |= {"parameters": size.total, "trainable_parameters": size.trainable, "memory_gib": round(size.memory_gib, 2)}
+    return info
+
+
+def _print_plan(the_plan: Any, sizes: dict[str, Any], hardware: str) -> None:
+    out.print(f"[bold]{the_plan.recipe.name}[/] → {the_plan.run_dir}   [dim]{hardware}[/]")
+    table = Table("#", "stage", "type", "input", "action", "why")
+    for step in the_plan.steps:
+        table.add_row(str(step.index + 1), step.name, step.spec.type,
+                      ", ".join(f"{k} ← {v}" for k, v in step.inputs.items()) or "—",
+                      _ACTION_STYLE.get(step.action, step.action), step.reason)
+    out.print(table)
+    for step in the_plan.steps:
+        size = sizes[step.name]
+        out.print(f"  {step.name}: {size.describe() if hasattr(size, 'describe') else size}")
+
+
+_ACTION_STYLE = {"cached": "[green]cached[/]", "run": "[yellow]will run[/]", "resume": "[cyan]will resume[/]", "skip": "[dim]skip[/]"}
+
+
+@app.command()
+@handle_errors
+def run(
+    recipe: RecipeArg,
+    overrides: OverridesArg = None,
+    force: Annotated[bool, typer.Option(help="Re-run every stage, ignoring cached results.")] = False,
+    from_stage: Annotated[Optional[str], typer.Option("--from", help="Re-run this stage and all after it.")] = None,  # noqa: UP007
+    only: Annotated[Optional[str], typer.Option(help="Run only this stage (its inputs must be complete).")] = None,  # noqa: UP007
+    until: Annotated[Optional[str], typer.Option(help="Stop after this stage.")] = None,  # noqa: UP007
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan and run nothing.")] = False,
+) -> None:
+    """Run a recipe: cached stages are skipped, changed ones re-run, interrupted ones resume."""
+    from llmctl.pipeline import execute
+    from llmctl.render import JsonRenderer, RichRenderer
+
+    the_plan = _plan(recipe, overrides, force, from_stage, only, until)
+    renderer = JsonRenderer() if STATE["json"] else RichRenderer(out)
+    renderer({"event": "plan", "recipe": the_plan.recipe.name, "run_dir": str(the_plan.run_dir),
+              "steps": [_step_json(s, None) for s in the_plan.steps]})
+    if dry_run:
+        return
+    with renderer:
+        execute(the_plan, renderer)
+    renderer({"event": "run_end", "status": "complete", "run_dir": str(the_plan.run_dir)})
+
+
+# ---------------------------------------------------------------- schema / init / runs / show
+
+
+@app.command()
+@handle_errors
+def schema(output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None) -> None:  # noqa: UP007
+    """Print the JSON Schema of the recipe format (for editor completion)."""
+    from llmctl.schema import json_schema
+
+    text = json.dumps(json_schema(), indent=2)
+    if output:
+        output.write_text(text + "\n")
+        out.print(f"wrote {output}")
+    else:
+        print(text)
+
+
+@app.command()
+@handle_errors
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write the recipe.")] = Path("recipe.yaml"),
+    template: Annotated[str, typer.Option(help="Starter to write (pretrain).")] = "pretrain",
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented starter recipe."""
+    from llmctl.templates import TEMPLATES
+
+    if template not in TEMPLATES:
+        raise UsageError(f"--template {template}: unknown; choose one of {', '.join(TEMPLATES)}")
+    if path.exists() and not force:
+        raise UsageError(f"{path} exists; pass --force to overwrite it")
+    path.write_text(TEMPLATES[template])
+    out.print(f"wrote {path} — next: llmctl validate {path} && llmctl plan {path}")
+
+
+@app.command()
+@handle_errors
+def runs(root: Annotated[Path, typer.Option(help="Folder that holds run folders.")] = Path("runs")) -> None:
+    """List runs: stages complete, last activity."""
+    from llmctl.history import list_runs
+
+    found = list_runs(root)
+    if STATE["json"]:
+        print(json.dumps(found))
+        return
+    if not found:
+        out.print(f"no runs under {root}/")
+        return
+    table = Table("run", "recipe", "stages", "status", "last activity")
+    for item in found:
+        table.add_row(item["run"], item["recipe"], f"{item['complete']}/{item['stages']}", item["status"], item["updated"])
+    out.print(table)
+
+
+@app.command()
+@handle_errors
+def show(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run name (under --root) or run folder.")],
+    root: Annotated[Path, typer.Option(help="Folder that holds run folders.")] = Path("runs"),
+) -> None:
+    """Show one run: each stage's status, duration and metrics."""
+    from llmctl.history import load_run
+
+    manifest = load_run(run_ref, root)
+    if STATE["json"]:
+        print(json.dumps(manifest, default=str))
+        return
+    table = Table("stage", "status", "duration", "metrics", title=f"run {manifest.get('recipe', run_ref)}: {manifest.get('run_dir', '')}", title_justify="left")
+    for name, entry in manifest.get("stages", {}).items():
+        metrics = {k: v for k, v in (entry.get("metrics") or {}).items() if isinstance(v, (int, float))}
+        status = entry.get("status", "?") + (" (cached)" if entry.get("cached") else "")
+        duration = f"{entry['duration_s']:.1f}s" if entry.get("duration_s") is not None else "—"
+        table.add_row(name, status, duration, ", ".join(f"{k}={v:g}" for k, v in metrics.items()) or "—")
+    out.print(table)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,44 @@
+"""Read past runs from their manifests (for `llmctl runs` and `llmctl show`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from llmctl.errors import UsageError
+from llmctl.rundir import MANIFEST
+
+
+def list_runs(root: Path) -> list[dict[str, Any]]:
+    """One summary per run folder under `root` that has a manifest, newest first."""
+    found = []
+    for manifest_path in sorted(root.glob(f"*/{MANIFEST}"), key=lambda p: p.stat().st_mtime, reverse=True):
+        data = _read(manifest_path)
+        stages = data.get("stages", {})
+        statuses = [s.get("status", "?") for s in stages.values()]
+        found.append({
+            "run": manifest_path.parent.name,
+            "recipe": data.get("recipe", "?"),
+            "stages": len(stages),
+            "complete": statuses.count("complete"),
+            "status": next((s for s in ("running", "failed", "interrupted") if s in statuses), "complete" if statuses else "empty"),
+            "updated": max((s.get("finished") or s.get("started") or "" for s in stages.values()), default=""),
+        })
+    return found
+
+
+def load_run(ref: str, root: Path) -> dict[str, Any]:
+    """The manifest of a run given by name (under `root`) or by folder."""
+    for folder in (Path(ref), root / ref):
+        if (folder / MANIFEST).exists():
+            return _read(folder / MANIFEST)
+    known = ", ".join(r["run"] for r in list_runs(root)) or "none"
+    raise UsageError(f"no run '{ref}' (looked in {ref}/ and {root / ref}/); runs under {root}/: {known}")
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise UsageError(f"{path}: unreadable manifest ({err})") from None

@@ -1,0 +1,345 @@
+"""Plan and execute a recipe: input resolution, fingerprints, cached/run/resume decisions, the run lock,
+atomic stage commits and the manifest. Stages themselves know none of this."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llmctl import fingerprint as fp
+from llmctl.artifacts import Artifact
+from llmctl.data.fingerprint import content_key, fingerprint_data
+from llmctl.errors import Interrupted, LlmctlError, Problem, RecipeError, StageFailed, UsageError
+from llmctl.recipe import STAGES, LoadedRecipe, default_run_dir, stage_dir_name
+from llmctl.rundir import RESOLVED, TMP_SUFFIX, Manifest, RunLock, replace_dir, write_atomic
+from llmctl.schema import Recipe
+from llmctl.specs import PREVIOUS, DataSpec, StageSpec, stage_ref_name
+from llmctl.stages import runner
+
+Emit = Callable[[dict[str, Any]], None]
+FINGERPRINT_FILE = ".fingerprint"
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass
+class Step:
+    """One stage of a plan, with its resolved inputs and what `run` will do with it."""
+
+    index: int
+    spec: StageSpec
+    stage_dir: Path
+    inputs: dict[str, str]  # slot -> "stage:NAME" or an external reference
+    parts: dict[str, str] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    action: str = "run"  # run | resume | cached | skip
+    reason: str = ""
+    resume_from: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def fingerprint(self) -> str:
+        return fp.combine(self.parts)
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.stage_dir.with_name(self.stage_dir.name + TMP_SUFFIX)
+
+
+@dataclass
+class Plan:
+    recipe: Recipe
+    run_dir: Path
+    steps: list[Step]
+
+    def step(self, name: str) -> Step:
+        return next(s for s in self.steps if s.name == name)
+
+
+@dataclass
+class Selection:
+    """Which stages to run: the CLI's --force/--from/--only/--until."""
+
+    force: bool = False
+    from_stage: str | None = None
+    only: str | None = None
+    until: str | None = None
+
+
+# ---------------------------------------------------------------- planning
+
+
+def resolve_inputs(recipe: Recipe, loaded: LoadedRecipe | None = None) -> dict[str, dict[str, str]]:
+    """Map each stage's input slots to `stage:NAME` or an external reference; check kinds before anything runs."""
+    run_dir = Path(recipe.run_dir or default_run_dir({"name": recipe.name})).absolute()
+    outputs = {str(run_dir / stage_dir_name(i, s.name) / "output"): s.name for i, s in enumerate(recipe.stages)}
+    problems: list[Problem] = []
+    resolved: dict[str, dict[str, str]] = {}
+    for index, spec in enumerate(recipe.stages):
+        resolved[spec.name] = {}
+        for slot, wanted in spec.inputs().items():
+            where_path = (STAGES, index, *wanted.field.split("."))
+            where = loaded.where(where_path) if loaded else ""
+            path = f"stages[{index}].{wanted.field}"
+            earlier = recipe.stages[:index]
+            kinds = " or ".join(k.value for k in wanted.accepts)
+            ref = wanted.ref
+            target = stage_ref_name(ref) or outputs.get(str(Path(ref).absolute()) if not ref == PREVIOUS else "")
+            if ref == PREVIOUS:
+                match = next((s for s in reversed(earlier) if s.produces in wanted.accepts), None)
+                if match is None:
+                    problems.append(Problem(where, path, f"'previous' needs an earlier stage that produces {kinds}; "
+                                            "there is none — name a model folder or hub id instead"))
+                    continue
+                resolved[spec.name][slot] = f"stage:{match.name}"
+            elif target is not None:
+                producer = next((s for s in earlier if s.name == target), None)
+                if producer is None:
+                    later = any(s.name == target for s in recipe.stages[index:])
+                    why = "comes later in the recipe" if later else "does not exist"
+                    problems.append(Problem(where, path, f"stage '{target}' {why}; "
+                                            f"earlier stages: {', '.join(s.name for s in earlier) or 'none'}"))
+                    continue
+                if producer.produces not in wanted.accepts:
+                    problems.append(Problem(where, path, f"stage '{target}' produces {producer.produces.value}, "
+                                            f"but this input accepts {kinds}"))
+                    continue
+                resolved[spec.name][slot] = f"stage:{target}"
+            else:
+                resolved[spec.name][slot] = ref
+    if problems:
+        raise RecipeError(problems, str(loaded.path) if loaded else recipe.name)
+    return resolved
+
+
+def make_plan(recipe: Recipe, loaded: LoadedRecipe | None = None, selection: Selection | None = None) -> Plan:
+    """Decide, for each stage, whether it is cached, runs, resumes or is skipped — and why."""
+    selection = selection or Selection()
+    run_dir = Path(recipe.run_dir or default_run_dir({"name": recipe.name}))
+    names = [s.name for s in recipe.stages]
+    for flag in ("from_stage", "only", "until"):
+        value = getattr(selection, flag)
+        if value is not None and value not in names:
+            option = "--" + flag.replace("_stage", "")
+            raise UsageError(f"{option} {value}: no such stage; stages: {', '.join(names)}")
+    inputs = resolve_inputs(recipe, loaded)
+    manifest = Manifest.load(run_dir)
+    settings = recipe.model_dump(include={"seed", "device", "dtype"})
+    steps: list[Step] = []
+    for index, spec in enumerate(recipe.stages):
+        step = Step(index, spec, run_dir / stage_dir_name(index, spec.name), inputs[spec.name])
+        step.data = _data_fingerprints(spec, manifest.stage(spec.name).get("data", {}))
+        upstream = {slot: _upstream_key(ref, steps) for slot, ref in step.inputs.items()}
+        spec_json = spec.model_dump(mode="json", exclude={"name"})
+        step.parts = fp.stage_parts(spec_json, settings, upstream, {k: content_key(v) for k, v in step.data.items()})
+        _decide(step, steps, manifest, selection, names)
+        steps.append(step)
+    return Plan(recipe, run_dir, steps)
+
+
+def _upstream_key(ref: str, steps: list[Step]) -> str:
+    name = stage_ref_name(ref)
+    return next(s.fingerprint for s in steps if s.name == name) if name else ref
+
+
+def _data_fingerprints(spec: StageSpec, previous: dict[str, Any]) -> dict[str, Any]:
+    """Fingerprints of every DataSpec field of the stage, by field name."""
+    blocks = {name: getattr(spec, name) for name in type(spec).model_fields if isinstance(getattr(spec, name), DataSpec)}
+    return {name: fingerprint_data(block, previous.get(name)) for name, block in blocks.items()}
+
+
+def _decide(step: Step, earlier: list[Step], manifest: Manifest, sel: Selection, names: list[str]) -> None:
+    position = names.index(step.name)
+    if (sel.only and sel.only != step.name) or (sel.until and position > names.index(sel.until)):
+        step.action, step.reason = "skip", "not selected"
+        return
+    forced_by = "--force" if sel.force or sel.only == step.name else None
+    if sel.from_stage and position >= names.index(sel.from_stage):
+        forced_by = f"--from {sel.from_stage}"
+    rerun_inputs = [s.name for s in earlier if f"stage:{s.name}" in step.inputs.values() and s.action in ("run", "resume")]
+    done = Artifact.read(step.stage_dir)
+    if forced_by:
+        step.action, step.reason = "run", f"forced ({forced_by})"
+    elif rerun_inputs:
+        step.action, step.reason = "run", f"input stage {', '.join(rerun_inputs)} re-runs"
+    elif done is not None and done.fingerprint == step.fingerprint:
+        step.action, step.reason = "cached", "unchanged"
+    else:
+        old_parts = manifest.stage(step.name).get("parts")
+        changed = fp.changed_parts(old_parts, step.parts) if done is not None else []
+        step.action, step.reason = "run", f"changed: {', '.join(changed)}" if changed else "no completed output"
+    if step.action == "run" and not forced_by:
+        step.resume_from = _resumable_checkpoint(step)
+        if step.resume_from:
+            step.action, step.reason = "resume", f"interrupted run found; resuming {Path(step.resume_from).name}"
+    _check_only_inputs(step, earlier, sel)
+
+
+def _check_only_inputs(step: Step, earlier: list[Step], sel: Selection) -> None:
+    if sel.only != step.name:
+        return
+    missing = [s.name for s in earlier if f"stage:{s.name}" in step.inputs.values() and Artifact.read(s.stage_dir) is None]
+    if missing:
+        raise UsageError(f"--only {step.name}: its input stage {', '.join(missing)} has no completed output; "
+                         f"run it first (e.g. --until {missing[-1]})")
+
+
+def _resumable_checkpoint(step: Step) -> str | None:
+    """The newest trainer checkpoint left in the stage's temp folder by an interrupted run with the same
+    fingerprint. (transformers.trainer_utils.get_last_checkpoint does the same, but importing transformers
+    here would make `plan` slow.)"""
+    marker = step.tmp_dir / FINGERPRINT_FILE
+    if not marker.exists() or marker.read_text().strip() != step.fingerprint:
+        return None
+    checkpoints = step.tmp_dir / "checkpoints"
+    found = [(int(m.group(1)), p) for p in checkpoints.glob("checkpoint-*") if (m := CHECKPOINT_RE.match(p.name))]
+    complete = [(n, p) for n, p in found if (p / "trainer_state.json").exists()]
+    return str(max(complete)[1]) if complete else None
+
+
+# ---------------------------------------------------------------- execution
+
+
+@dataclass
+class StageContext:
+    """What a stage may know about the pipeline: its folders, resolved inputs, seed, hardware, and a logger."""
+
+    name: str
+    work_dir: Path
+    seed: int
+    recipe: Recipe
+    inputs: dict[str, Artifact | str]
+    resume_from: str | None
+    emit: Emit
+
+    @property
+    def out_dir(self) -> Path:
+        return self.work_dir / "output"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.work_dir / "checkpoints"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.work_dir / "logs"
+
+    @cached_property
+    def hardware(self):  # noqa: ANN201 - llmctl.hardware.Hardware (imports torch lazily)
+        from llmctl import hardware
+
+        return hardware.detect(self.recipe.device, self.recipe.dtype)
+
+    def input(self, slot: str) -> str:
+        """The folder (or external reference) that feeds input `slot`."""
+        value = self.inputs[slot]
+        return value.path if isinstance(value, Artifact) else value
+
+    def log(self, message: str) -> None:
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.logs_dir / "stage.log", "a", encoding="utf-8") as handle:
+            handle.write(f"{time.strftime('%H:%M:%S')} {message}\n")
+        self.emit({"event": "log", "stage": self.name, "message": message})
+
+
+def execute(plan: Plan, emit: Emit) -> dict[str, Artifact]:
+    """Run the plan's steps in order under the run lock; returns the artifacts by stage name."""
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(plan.run_dir):
+        write_atomic(plan.run_dir / RESOLVED, dump_resolved(plan.recipe))
+        manifest = Manifest.load(plan.run_dir)
+        manifest.data.update({"recipe": plan.recipe.name, "run_dir": str(plan.run_dir.absolute())})
+        artifacts: dict[str, Artifact] = {}
+        for step in plan.steps:
+            if step.action == "skip":
+                artifacts.setdefault(step.name, Artifact.read(step.stage_dir))  # type: ignore[arg-type]
+                continue
+            emit({"event": "stage_start", "stage": step.name, "index": step.index, "action": step.action, "reason": step.reason})
+            if step.action == "cached":
+                artifacts[step.name] = Artifact.read(step.stage_dir)  # type: ignore[assignment]
+                manifest.update(step.name, status="complete", cached=True)
+                emit({"event": "stage_end", "stage": step.name, "status": "cached", "metrics": manifest.stage(step.name).get("metrics", {})})
+                continue
+            artifacts[step.name] = _run_step(plan, step, artifacts, manifest, emit)
+        return artifacts
+
+
+def _run_step(plan: Plan, step: Step, artifacts: dict[str, Artifact], manifest: Manifest, emit: Emit) -> Artifact:
+    if step.action == "run" and step.tmp_dir.exists():
+        shutil.rmtree(step.tmp_dir)
+    step.tmp_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(step.tmp_dir / FINGERPRINT_FILE, step.fingerprint)
+    started = time.time()
+    seed = step.spec.seed if step.spec.seed is not None else plan.recipe.seed
+    manifest.update(step.name, status="running", fingerprint=step.fingerprint, parts=step.parts, seed=seed,
+                    started=_now(), pid=os.getpid(), cached=False, versions=fp.library_versions(),
+                    data=step.data, inputs=step.inputs, dir=step.stage_dir.name)
+    inputs = {slot: artifacts[name] if (name := stage_ref_name(ref)) else ref for slot, ref in step.inputs.items()}
+    ctx = StageContext(step.name, step.tmp_dir, seed, plan.recipe, inputs, step.resume_from, emit)
+    try:
+        _seed_everything(seed)
+        artifact = runner(step.spec.type)(step.spec, ctx)
+    except KeyboardInterrupt:
+        manifest.update(step.name, status="interrupted", finished=_now())
+        raise Interrupted(f"interrupted during stage '{step.name}'; `llmctl run` again resumes from the last checkpoint") from None
+    except LlmctlError:
+        manifest.update(step.name, status="failed", finished=_now())
+        raise
+    except Exception as err:
+        log = _write_traceback(ctx)
+        manifest.update(step.name, status="failed", finished=_now(), error=f"{type(err).__name__}: {err}")
+        raise StageFailed(step.name, err, str(log)) from err
+    return _commit(step, artifact, ctx, manifest, started, emit)
+
+
+def _commit(step: Step, artifact: Artifact, ctx: StageContext, manifest: Manifest, started: float, emit: Emit) -> Artifact:
+    """Write the descriptor and metrics, move the finished folder into place, then mark the stage complete."""
+    metrics = artifact.meta.get("metrics", {})
+    write_atomic(step.tmp_dir / "metrics.json", json.dumps(metrics, indent=2, default=str) + "\n")
+    if ctx.checkpoints_dir.exists() and not getattr(getattr(step.spec, "train", None), "keep_checkpoints", False):
+        shutil.rmtree(ctx.checkpoints_dir)
+    (step.tmp_dir / FINGERPRINT_FILE).unlink(missing_ok=True)
+    artifact.stage, artifact.fingerprint, artifact.path = step.name, step.fingerprint, "output"
+    artifact.write(step.tmp_dir)
+    replace_dir(step.tmp_dir, step.stage_dir)
+    duration = round(time.time() - started, 2)
+    manifest.update(step.name, status="complete", finished=_now(), duration_s=duration, metrics=metrics,
+                    output=str((step.stage_dir / "output").absolute()))
+    emit({"event": "stage_end", "stage": step.name, "status": "complete", "duration_s": duration, "metrics": metrics})
+    return Artifact.read(step.stage_dir)  # type: ignore[return-value]
+
+
+def _write_traceback(ctx: StageContext) -> Path:
+    ctx.logs_dir.mkdir(parents=True, exist_ok=True)
+    path = ctx.logs_dir / "error.log"
+    path.write_text(traceback.format_exc())
+    return path
+
+
+def _seed_everything(seed: int) -> None:
+    """python, numpy and torch (CPU and CUDA) — transformers.set_seed does exactly this."""
+    from transformers import set_seed
+
+    set_seed(seed)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def dump_resolved(recipe: Recipe) -> str:
+    """The validated recipe with every default filled in, as YAML."""
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,104 @@
+"""Turn pipeline events into output: rich progress and summaries for people, JSON lines for machines."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+SUMMARY_METRICS = ("train_loss", "eval_loss", "perplexity")
+# torchao (pulled in by neural-compressor[pt]) logs missing CUDA kernels and torch's pytree warns on import.
+NOISY_LOGGERS = ("transformers", "datasets", "accelerate", "peft", "trl", "torchao", "torch.utils._pytree")
+
+
+def quiet_libraries() -> None:
+    """Keep library chatter out of llmctl's own output (shown again with --debug). Sets environment
+    variables and logger levels only, so it costs nothing when the libraries are never imported."""
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DATASETS_VERBOSITY", "error")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore")
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+class JsonRenderer:
+    """One JSON object per event on stdout."""
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        print(json.dumps(event, default=str), flush=True)
+
+    def __enter__(self) -> JsonRenderer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class RichRenderer:
+    """A progress bar per training stage, a line per stage, and a final table."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("{task.fields[loss]}"), console=console, transient=True)
+        self.tasks: dict[str, Any] = {}
+        self.results: list[tuple[str, str, dict[str, Any], float | None]] = []
+
+    def __enter__(self) -> RichRenderer:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        handler = getattr(self, "_on_" + event["event"], None)
+        if handler:
+            handler(event)
+
+    def _on_plan(self, event: dict[str, Any]) -> None:
+        self.console.print(f"[bold]{event['recipe']}[/] → {event['run_dir']}")
+
+    def _on_stage_start(self, event: dict[str, Any]) -> None:
+        if event["action"] != "cached":
+            self.console.print(f"▶ [bold]{event['stage']}[/]: {event['action']} ({event['reason']})")
+            self.tasks[event["stage"]] = self.progress.add_task(event["stage"], total=None, loss="")
+
+    def _on_progress(self, event: dict[str, Any]) -> None:
+        task = self.tasks.get(event["stage"])
+        if task is not None:
+            loss = f"loss {event['loss']:.4f}" if isinstance(event.get("loss"), (int, float)) else ""
+            self.progress.update(task, total=event.get("max_steps") or None, completed=event.get("step", 0), loss=loss)
+
+    def _on_log(self, event: dict[str, Any]) -> None:
+        self.console.print(f"  [dim]{event['stage']}: {event['message']}[/]")
+
+    def _on_stage_end(self, event: dict[str, Any]) -> None:
+        task = self.tasks.pop(event["stage"], None)
+        if task is not None:
+            self.progress.remove_task(task)
+        metrics = event.get("metrics") or {}
+        shown = ", ".join(f"{k} {metrics[k]:g}" for k in SUMMARY_METRICS if isinstance(metrics.get(k), (int, float)))
+        if event["status"] == "cached":
+            self.console.print(f"• [green]{event['stage']}[/]: cached")
+        else:
+            self.console.print(f"✓ [green]{event['stage']}[/]: done in {event['duration_s']:.1f}s" + (f" — {shown}" if shown else ""))
+        for sample in metrics.get("samples", []):
+            self.console.print(f"    [dim]{sample['prompt']!r} →[/] {sample['output']!r}")
+        self.results.append((event["stage"], event["status"], metrics, event.get("duration_s")))
+
+    def _on_run_end(self, event: dict[str, Any]) -> None:
+        table = Table("stage", "status", "duration", *SUMMARY_METRICS, title=f"run complete: {event['run_dir']}", title_justify="left")
+        for stage, status, metrics, duration in self.results:
+            values = [f"{metrics[k]:g}" if isinstance(metrics.get(k), (int, float)) else "—" for k in SUMMARY_METRICS]
+            table.add_row(stage, status, f"{duration:.1f}s" if duration is not None else "—", *values)
+        self.console.print(table)

@@ -1,0 +1,118 @@
+"""Run folder layout, the run lock, and the manifest `llmctl.lock.json`.
+
+runs/<name>/
+  recipe.resolved.yaml    the validated recipe, dumped from the specs
+  llmctl.lock.json        per stage: fingerprint, status, times, metrics, output path, versions
+  .lock                   held (flock) while a run is active; records pid and start time
+  01-pretrain/            artifact.json  output/  logs/  metrics.json  (checkpoints/ while training)
+  01-pretrain.tmp/        the stage being written; renamed to 01-pretrain/ when whole
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmctl.errors import RunLocked
+
+MANIFEST = "llmctl.lock.json"
+RESOLVED = "recipe.resolved.yaml"
+LOCKFILE = ".lock"
+TMP_SUFFIX = ".tmp"
+OLD_SUFFIX = ".old"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a file so that readers see the old or the new content, never a partial one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def replace_dir(src: Path, dest: Path) -> None:
+    """Move a finished folder into place. A crash at any point leaves either the old or the new folder
+    at `dest`, or none — never a half-written one."""
+    old = dest.with_name(dest.name + OLD_SUFFIX)
+    if old.exists():
+        shutil.rmtree(old)
+    if dest.exists():
+        os.rename(dest, old)
+    os.rename(src, dest)
+    shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(dest.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class Manifest:
+    """The run's record: one entry per stage name, in recipe order."""
+
+    path: Path
+    data: dict[str, Any] = field(default_factory=lambda: {"stages": {}})
+
+    @classmethod
+    def load(cls, run_dir: Path) -> Manifest:
+        path = run_dir / MANIFEST
+        try:
+            return cls(path, json.loads(path.read_text()))
+        except (OSError, ValueError):
+            return cls(path)
+
+    def stage(self, name: str) -> dict[str, Any]:
+        return self.data.setdefault("stages", {}).setdefault(name, {})
+
+    def update(self, name: str, **values: Any) -> None:
+        self.stage(name).update(values)
+        self.save()
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.path, json.dumps(self.data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+class RunLock:
+    """An exclusive lock on a run folder. The kernel drops a flock when its process dies, so a lock left by a
+    killed run is recovered automatically; the pid/time inside are only for the message."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / LOCKFILE
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunLocked(
+                f"run folder {self.path.parent} is locked by {holder}; wait for it to finish or stop it"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

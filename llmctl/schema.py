@@ -1,0 +1,120 @@
+"""The typed recipe (settings + a discriminated union of stage specs) and validation with located errors."""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from typing import Annotated, Any, Union
+
+from pydantic import BaseModel, Field, ValidationError
+
+from llmctl.errors import Problem, RecipeError
+from llmctl.recipe import STAGES, KeyPath, LoadedRecipe, dotted
+from llmctl.specs import Settings
+from llmctl.stages import REGISTRY, SPECS
+
+AnyStage = Annotated[Union[SPECS], Field(discriminator="type")]  # noqa: UP007 - a runtime tuple of classes
+
+
+class Recipe(Settings):
+    """A recipe: global settings and the ordered list of stages."""
+
+    stages: list[AnyStage] = Field(min_length=1)  # type: ignore[valid-type]
+    """The stages, run in order; each consumes the previous stage's output unless told otherwise."""
+
+
+def validate(loaded: LoadedRecipe) -> Recipe:
+    """Validate a loaded tree; every problem is reported with file:line:col and the field path."""
+    try:
+        return Recipe.model_validate(loaded.tree)
+    except ValidationError as err:
+        problems = [_problem(error, loaded) for error in err.errors(include_url=False)]
+        raise RecipeError(_dedupe(problems), str(loaded.path)) from None
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of the recipe format, for editor completion."""
+    schema = Recipe.model_json_schema()
+    schema["title"] = "llmctl recipe"
+    schema.setdefault("properties", {})["extends"] = {
+        "description": "Base recipe file(s) this one builds on (relative paths); stages merge by name.",
+        "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+    }
+    return schema
+
+
+def _problem(error: dict[str, Any], loaded: LoadedRecipe) -> Problem:
+    loc = _strip_union_tag(tuple(error["loc"]), loaded.tree)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        parent, key = loc[:-1], str(loc[-1])
+        hint = _did_you_mean(key, _fields_at(parent, loaded.tree))
+        return Problem(loaded.where(loc), dotted(parent), f"unknown field '{key}'{hint}")
+    if kind == "missing":
+        return Problem(loaded.where(loc), dotted(loc[:-1]), f"missing required field '{loc[-1]}'")
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        known = ", ".join(sorted(REGISTRY))
+        got = error.get("input", {}).get("type") if isinstance(error.get("input"), dict) else None
+        what = f"unknown stage type '{got}'" if got else "a stage needs `type:`"
+        close = difflib.get_close_matches(str(got), list(REGISTRY), n=1, cutoff=0.6) if got else []
+        hint = f" — did you mean '{close[0]}'?" if close else ""
+        return Problem(loaded.where(loc + ("type",)), dotted(loc), f"{what}{hint}; known types: {known}")
+    message = error["msg"]
+    if "input" in error and not isinstance(error["input"], (dict, list)):
+        message += f" (got {error['input']!r})"
+    return Problem(loaded.where(loc), dotted(loc), message)
+
+
+def _strip_union_tag(loc: KeyPath, tree: dict[str, Any]) -> KeyPath:
+    """Pydantic puts the discriminator value into the path (`stages.1.pretrain.lr`); drop it."""
+    if len(loc) > 2 and loc[0] == STAGES and isinstance(loc[1], int):
+        stage = _get(tree, loc[:2])
+        if isinstance(stage, dict) and loc[2] == stage.get("type"):
+            return loc[:2] + loc[3:]
+    return loc
+
+
+def _fields_at(loc: KeyPath, tree: dict[str, Any]) -> list[str]:
+    """Field names of the model that validates the mapping at `loc` (for "did you mean")."""
+    model: Any = Recipe
+    for depth, part in enumerate(loc):
+        if isinstance(part, int):
+            if depth == 1 and loc[0] == STAGES:
+                stage = _get(tree, loc[:2])
+                model = REGISTRY.get(stage.get("type")) if isinstance(stage, dict) else None
+            continue
+        field = model.model_fields.get(part) if _is_model(model) else None
+        model = _model_in(field.annotation) if field else None
+        if model is None:
+            return []
+    return list(model.model_fields) if _is_model(model) else []
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The single BaseModel class inside an annotation like `Foo | None` or `list[Foo]`."""
+    if _is_model(annotation):
+        return annotation
+    found = [m for m in map(_model_in, typing.get_args(annotation)) if m is not None]
+    return found[0] if len(found) == 1 else None
+
+
+def _is_model(obj: Any) -> bool:
+    return isinstance(obj, type) and issubclass(obj, BaseModel)
+
+
+def _get(tree: Any, loc: KeyPath) -> Any:
+    for part in loc:
+        try:
+            tree = tree[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return tree
+
+
+def _did_you_mean(word: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f" — did you mean '{close[0]}'?" if close else (f" (expected one of: {', '.join(candidates)})" if candidates else "")
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    return list(dict.fromkeys(problems))

@@ -1,0 +1,28 @@
+"""Stage registry: `type` → (spec class, module). Each stage module defines its spec and `run(spec, ctx)`.
+
+Stage modules import heavy libraries inside their functions only, so importing this registry is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from types import ModuleType
+
+from llmctl.artifacts import Artifact
+from llmctl.specs import StageSpec
+from llmctl.stages.pretrain import PretrainSpec
+
+# The union in llmctl.schema is built from this tuple; a test asserts they match.
+SPECS: tuple[type[StageSpec], ...] = (PretrainSpec,)
+
+REGISTRY: dict[str, type[StageSpec]] = {spec.model_fields["type"].default: spec for spec in SPECS}
+
+
+def module_for(stage_type: str) -> ModuleType:
+    return importlib.import_module(f"llmctl.stages.{stage_type}")
+
+
+def runner(stage_type: str) -> Callable[..., Artifact]:
+    """The `run(spec, ctx)` function of a stage type."""
+    return module_for(stage_type).run

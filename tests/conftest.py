@@ -1,0 +1,55 @@
+"""Shared fixtures: offline Hugging Face, a tiny corpus, and tiny recipes written into a temp folder."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from llmctl.data.demo import write_corpus
+
+TINY_PRETRAIN = """\
+name: {name}
+seed: 7
+dtype: fp32
+stages:
+  - type: pretrain
+    model:
+      config: {{model_type: gpt2, n_layer: 1, n_head: 2, n_embd: 32, n_positions: 64}}
+    tokenizer: {{vocab_size: 300}}
+    data: {{path: corpus.jsonl, validation: 0.1}}
+    block_size: 32
+    train: {{max_steps: {steps}, batch_size: 8, lr: 3.0e-3, logging_steps: 5, save_steps: {save_steps}}}
+"""
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any test that reaches for the network fails loudly."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temp working directory holding a small demo corpus (corpus.jsonl); runs/ lands here too."""
+    monkeypatch.chdir(tmp_path)
+    write_corpus(tmp_path / "corpus.jsonl", rows=300, seed=1)
+    return tmp_path
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.fixture
+def tiny_recipe(workdir: Path):  # noqa: ANN201
+    """Write a tiny pretrain recipe (optionally with extra stages appended) and return its path."""
+
+    def make(name: str = "tiny", steps: int = 20, save_steps: int = 500, extra: str = "") -> Path:
+        return write(workdir / f"{name}.yaml", TINY_PRETRAIN.format(name=name, steps=steps, save_steps=save_steps) + extra)
+
+    return make
