@@ -173,15 +173,16 @@ def _decide(step: Step, earlier: list[Step], manifest: Manifest, sel: Selection,
     done = Artifact.read(step.stage_dir)
     if forced_by:
         step.action, step.reason = "run", f"forced ({forced_by})"
+    elif done is None:
+        step.action, step.reason = "run", "no completed output"
     elif rerun_inputs:
         step.action, step.reason = "run", f"input stage {', '.join(rerun_inputs)} re-runs"
-    elif done is not None and done.fingerprint == step.fingerprint:
+    elif done.fingerprint == step.fingerprint:
         step.action, step.reason = "cached", "unchanged"
     else:
-        old_parts = manifest.stage(step.name).get("parts")
-        changed = fp.changed_parts(old_parts, step.parts) if done is not None else []
-        step.action, step.reason = "run", f"changed: {', '.join(changed)}" if changed else "no completed output"
-    if step.action == "run" and not forced_by:
+        changed = fp.changed_parts(manifest.stage(step.name).get("parts"), step.parts)
+        step.action, step.reason = "run", f"changed: {', '.join(changed)}"
+    if step.action == "run" and not forced_by and not rerun_inputs:
         step.resume_from = _resumable_checkpoint(step)
         if step.resume_from:
             step.action, step.reason = "resume", f"interrupted run found; resuming {Path(step.resume_from).name}"

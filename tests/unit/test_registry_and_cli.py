@@ -1,0 +1,84 @@
+"""The stage registry, the JSON schema, shipped recipes, and the cheap CLI commands."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import typing
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from llmctl.cli import app
+from llmctl.schema import AnyStage, Recipe, json_schema
+from llmctl.stages import REGISTRY, SPECS, module_for
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = sorted((ROOT / "recipes").glob("*.yaml"))
+runner = CliRunner()
+
+
+def test_registry_matches_the_union() -> None:
+    inner = typing.get_args(AnyStage)[0]
+    union_members = typing.get_args(inner) or (inner,)  # a one-member Union collapses to the class
+    assert set(union_members) == set(SPECS) == set(REGISTRY.values())
+    for stage_type, spec in REGISTRY.items():
+        assert callable(module_for(stage_type).run), stage_type
+        assert spec.produces is not None
+
+
+def test_json_schema_describes_stages_and_fields() -> None:
+    schema = json_schema()
+    text = json.dumps(schema)
+    assert schema["title"] == "llmctl recipe"
+    assert "pretrain" in text and "block_size" in text and "extends" in schema["properties"]
+    assert "Tokens per training sequence" in text  # attribute docstrings become descriptions
+    result = runner.invoke(app, ["schema"])
+    assert result.exit_code == 0 and json.loads(result.output)["title"] == "llmctl recipe"
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_recipes_validate(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+
+
+def test_validate_and_help_do_not_import_torch() -> None:
+    code = (
+        "import sys; from llmctl.cli import app\n"
+        "from typer.testing import CliRunner\n"
+        f"r = CliRunner().invoke(app, ['validate', {str(ROOT / 'recipes' / 'quickstart.yaml')!r}])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft', 'deeplake', 'datasets') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_version_and_exit_codes_in_help() -> None:
+    assert runner.invoke(app, ["--version"]).output.startswith("llmctl ")
+    help_text = runner.invoke(app, ["--help"]).output
+    assert "Exit codes" in help_text and "5 run locked" in help_text
+
+
+def test_init_writes_a_valid_recipe_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    target = tmp_path / "new.yaml"
+    assert runner.invoke(app, ["init", str(target)]).exit_code == 0
+    assert runner.invoke(app, ["validate", str(target)]).exit_code == 0
+    again = runner.invoke(app, ["init", str(target)])
+    assert again.exit_code == 2 and "exists" in again.output
+    assert runner.invoke(app, ["init", str(target), "--template", "nope"]).exit_code == 2
+
+
+def test_recipe_model_forbids_extra_keys() -> None:
+    assert Recipe.model_config["extra"] == "forbid"
+    for spec in SPECS:
+        assert spec.model_config["extra"] == "forbid" and spec.model_config["frozen"]
+
+
+def test_show_unknown_run_is_usage_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["show", "nope", "--root", str(tmp_path)])
+    assert result.exit_code == 2 and "no run 'nope'" in result.output
