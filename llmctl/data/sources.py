@@ -30,13 +30,17 @@ def load_rows(spec: DataSpec) -> Dataset:
     if None in kinds or len(kinds) != 1:
         suffixes = ", ".join(sorted({f.suffix or "(none)" for f in files}))
         raise DataError(f"data.path {spec.path}: cannot read {suffixes} files together; use one of {', '.join(BUILDERS)}")
-    return load_dataset(kinds.pop(), data_files=[str(f) for f in files], split="train")
+    builder = kinds.pop()
+    rows = load_dataset(builder, data_files=[str(f) for f in files], split="train")
+    if builder == "text" and spec.text_column != TEXT:  # plain text has one column, whatever it is called
+        rows = rows.rename_column(TEXT, spec.text_column)
+    return rows
 
 
 def load_text_splits(spec: DataSpec, seed: int) -> tuple[Dataset, Dataset | None]:
     """(train, validation) datasets with one `text` column, checked and split as the spec says."""
     rows = load_rows(spec)
-    column = TEXT if "text" in rows.column_names and len(rows.column_names) == 1 else spec.text_column
+    column = spec.text_column
     if column not in rows.column_names:
         raise DataError(f"{spec.path}: no column '{column}'; available: {', '.join(rows.column_names)} "
                         "(set data.text_column)")

@@ -1,0 +1,136 @@
+"""The CLI end to end on tiny recipes: caching, re-runs, resume after kill -9, locking, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from llmctl.cli import app
+from llmctl.rundir import RunLock
+from tests.stages.test_pretrain import CONTINUE
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+
+
+def run_json(*args: str) -> tuple[int, list[dict]]:
+    result = runner.invoke(app, ["--json", "run", *args])
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    return result.exit_code, events
+
+
+def ends(events: list[dict]) -> dict[str, str]:
+    return {e["stage"]: e["status"] for e in events if e["event"] == "stage_end"}
+
+
+def test_run_twice_then_change_one_stage(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
+    path = str(tiny_recipe(steps=10, extra=CONTINUE))
+    code, events = run_json(path)
+    assert code == 0 and ends(events) == {"pretrain": "complete", "more": "complete"}
+    assert events[-1] == {"event": "run_end", "status": "complete", "run_dir": "runs/tiny"}
+
+    code, events = run_json(path)
+    assert code == 0 and ends(events) == {"pretrain": "cached", "more": "cached"}
+    assert not [e for e in events if e["event"] == "progress"]  # nothing trained
+
+    code, events = run_json(path, "stages.more.train.lr=5e-4")
+    assert code == 0 and ends(events) == {"pretrain": "cached", "more": "complete"}
+    starts = {e["stage"]: e["reason"] for e in events if e["event"] == "stage_start"}
+    assert starts["more"] == "changed: spec"
+
+    manifest = json.loads((workdir / "runs/tiny/llmctl.lock.json").read_text())
+    entry = manifest["stages"]["more"]
+    assert entry["status"] == "complete" and entry["seed"] == 7 and entry["versions"]["torch"].startswith("2.13")
+    assert entry["metrics"]["steps"] == 5 and entry["inputs"] == {"model": "stage:pretrain"}
+    assert (workdir / "runs/tiny/recipe.resolved.yaml").read_text().count("type: pretrain") == 2
+
+    shown = runner.invoke(app, ["--json", "show", "tiny"])
+    assert shown.exit_code == 0 and json.loads(shown.stdout)["stages"]["pretrain"]["status"] == "complete"
+    listed = runner.invoke(app, ["--json", "runs"])
+    assert json.loads(listed.stdout)[0]["complete"] == 2
+
+
+def test_kill_9_leaves_no_complete_stage_and_the_rerun_resumes(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
+    path = str(tiny_recipe(steps=60, save_steps=10))
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "llmctl", "--json", "run", path], cwd=workdir, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    stage_tmp = workdir / "runs/tiny/01-pretrain.tmp"
+    for line in proc.stdout:  # type: ignore[union-attr]
+        event = json.loads(line)
+        if event["event"] == "progress" and event.get("step", 0) >= 25:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (workdir / "runs/tiny/01-pretrain").exists()  # nothing looks complete
+    assert (stage_tmp / "checkpoints" / "checkpoint-20" / "trainer_state.json").exists()
+
+    planned = runner.invoke(app, ["--json", "plan", path])
+    step = json.loads(planned.stdout)["steps"][0]
+    assert step["action"] == "resume" and "checkpoint-" in step["reason"]
+
+    code, events = run_json(path)
+    assert code == 0 and ends(events) == {"pretrain": "complete"}
+    progress_steps = [e["step"] for e in events if e["event"] == "progress" and "loss" in e]
+    assert progress_steps and min(progress_steps) > 20  # it did not start over
+    resumed = json.loads((workdir / "runs/tiny/01-pretrain/metrics.json").read_text())
+
+    code, events = run_json(path, "run_dir=runs/straight")
+    straight = json.loads((workdir / "runs/straight/01-pretrain/metrics.json").read_text())
+    assert resumed["steps"] == straight["steps"] == 60
+    assert resumed["eval_loss"] == pytest.approx(straight["eval_loss"], rel=1e-3)
+
+
+def test_locked_run_exits_5(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
+    path = str(tiny_recipe())
+    with RunLock(workdir / "runs/tiny"):
+        result = runner.invoke(app, ["run", path])
+    assert result.exit_code == 5
+    assert f"locked by pid {os.getpid()} since" in result.output
+
+
+def test_bad_data_is_exit_2_and_a_crash_is_exit_4(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
+    path = str(tiny_recipe())
+    result = runner.invoke(app, ["run", path, "stages.pretrain.data.text_column=body"])
+    assert result.exit_code == 2
+    assert "no column 'body'; available: text" in result.output and "Traceback" not in result.output
+
+    (workdir / "corpus.jsonl").write_text('{"text": "fine"}\nnot json at all\n')
+    result = runner.invoke(app, ["run", path])
+    assert result.exit_code == 4
+    assert "stage 'pretrain' failed" in result.output and "error.log" in result.output
+    manifest = json.loads((workdir / "runs/tiny/llmctl.lock.json").read_text())
+    assert manifest["stages"]["pretrain"]["status"] == "failed"
+
+
+def test_dry_run_runs_nothing(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
+    code, events = run_json(str(tiny_recipe()), "--dry-run")
+    assert code == 0 and events[0]["event"] == "plan" and not ends(events)
+    assert not (workdir / "runs/tiny/01-pretrain").exists()
+
+
+def test_shipped_quickstart_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real quickstart recipe (shortened): loss goes down, the model loads and generates."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(root)
+    run_dir = tmp_path / "qs"
+    code, events = run_json("recipes/quickstart.yaml", "stages.pretrain.train.max_steps=60",
+                           "stages.pretrain.train.logging_steps=10", f"run_dir={run_dir}")
+    assert code == 0, events
+    metrics = json.loads((run_dir / "01-pretrain" / "metrics.json").read_text())
+    assert metrics["last_logged_loss"] < metrics["first_logged_loss"]
+    assert [s["prompt"] for s in metrics["samples"]] == ["3 plus 4 is", "The small cat"]
+    output = run_dir / "01-pretrain" / "output"
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(output), AutoTokenizer.from_pretrained(output)
+    ids = model.generate(**tokenizer("The small", return_tensors="pt"), max_new_tokens=5, do_sample=False)
+    assert len(tokenizer.decode(ids[0])) > len("The small")

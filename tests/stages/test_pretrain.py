@@ -1,0 +1,69 @@
+"""The pretrain stage on a tiny GPT-2: it learns, saves a loadable model, continues from a previous stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llmctl import recipe, schema
+from llmctl.pipeline import execute, make_plan
+
+pytestmark = pytest.mark.slow
+
+CONTINUE = """\
+  - type: pretrain
+    name: more
+    model: {init: previous}
+    data: {path: corpus.jsonl, validation: 0.1}
+    block_size: 32
+    train: {max_steps: 5, batch_size: 8, lr: 1.0e-3, logging_steps: 1}
+    samples: ["3 plus 4 is"]
+    sample_tokens: 5
+"""
+
+
+def run_recipe(path: Path, *overrides: str) -> tuple[dict, list[dict]]:
+    loaded = recipe.load(path, list(overrides))
+    events: list[dict] = []
+    artifacts = execute(make_plan(schema.validate(loaded), loaded), events.append)
+    return artifacts, events
+
+
+def test_pretrain_learns_and_saves_a_loadable_model(tiny_recipe) -> None:  # noqa: ANN001
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    artifacts, events = run_recipe(tiny_recipe(steps=40))
+    artifact = artifacts["pretrain"]
+    metrics = artifact.meta["metrics"]
+    assert metrics["steps"] == 40
+    assert metrics["last_logged_loss"] < metrics["first_logged_loss"] - 1.0  # it learned
+    assert metrics["perplexity"] > 1 and metrics["eval_loss"] > 0
+    output = Path(artifact.path)
+    assert (output / "model.safetensors").exists() and (output / "generation_config.json").exists()
+    model = AutoModelForCausalLM.from_pretrained(output)
+    tokenizer = AutoTokenizer.from_pretrained(output)
+    ids = model.generate(**tokenizer("3 plus", return_tensors="pt"), max_new_tokens=4, do_sample=False)
+    assert ids.shape[1] > 2
+    assert any(e["event"] == "progress" and e.get("loss") for e in events)
+    assert not (output.parent / "checkpoints").exists()  # removed after success by default
+    assert (output.parent / "logs" / "train.jsonl").exists()
+
+
+def test_same_seed_same_loss_curve(tiny_recipe) -> None:  # noqa: ANN001
+    path = tiny_recipe(steps=10)
+    first, _ = run_recipe(path, "run_dir=runs/a")
+    second, _ = run_recipe(path, "run_dir=runs/b")
+    curve = lambda run: [json.loads(line)["loss"] for line in (Path(run["pretrain"].path).parent / "logs" / "train.jsonl").read_text().splitlines() if "loss" in json.loads(line)]  # noqa: E731
+    assert curve(first) == curve(second)
+
+
+def test_continue_pretraining_from_previous_stage(tiny_recipe) -> None:  # noqa: ANN001
+    artifacts, _ = run_recipe(tiny_recipe(steps=10, extra=CONTINUE))
+    more = artifacts["more"]
+    assert more.meta["metrics"]["steps"] == 5
+    samples = json.loads((Path(more.path).parent / "samples.json").read_text())
+    assert samples[0]["prompt"] == "3 plus 4 is" and isinstance(samples[0]["output"], str)
+    vocab = json.loads((Path(artifacts["pretrain"].path) / "tokenizer.json").read_text())["model"]["vocab"]
+    assert vocab == json.loads((Path(more.path) / "tokenizer.json").read_text())["model"]["vocab"]
