@@ -1,0 +1,139 @@
+"""Causal LMs: configs, loading, tokenizing text into blocks, saving a standalone folder, sample generations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from llmctl.errors import UsageError
+
+DEFAULT_MODEL_TYPE = "gpt2"
+POSITION_FIELDS = ("n_positions", "max_position_embeddings")
+
+
+def load_tokenizer(ref: str) -> Any:
+    """AutoTokenizer from a folder or hub id, with a pad token (the EOS token when it has none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(ref)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load(ref: str) -> Any:
+    """AutoModelForCausalLM in fp32 (mixed precision comes from the trainer's autocast, not the weights)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(ref)
+
+
+def load_config(ref: str) -> Any:
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(ref)
+
+
+def build_config(
+    config: dict[str, Any] | str | None, *, tokenizer: Any = None, vocab_size: int | None = None, block_size: int = 0
+) -> Any:
+    """A transformers config from recipe fields (`model_type` defaults to gpt2) or a config path/hub id.
+    `vocab_size` defaults to the tokenizer's; the context must hold `block_size` tokens."""
+    from transformers import AutoConfig
+
+    if isinstance(config, str):
+        built = AutoConfig.from_pretrained(config)
+    else:
+        fields = dict(config or {})
+        model_type = fields.pop("model_type", DEFAULT_MODEL_TYPE)
+        if "vocab_size" not in fields and (tokenizer is not None or vocab_size):
+            fields["vocab_size"] = len(tokenizer) if tokenizer is not None else vocab_size
+        try:
+            built = AutoConfig.for_model(model_type, **fields)
+        except ValueError as err:
+            raise UsageError(f"model.config: {err}") from None
+    if tokenizer is not None:
+        built.bos_token_id, built.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+        built.pad_token_id = tokenizer.pad_token_id
+    context = next((getattr(built, f) for f in POSITION_FIELDS if hasattr(built, f)), None)
+    if context is not None and block_size > context:
+        raise UsageError(f"block_size {block_size} exceeds the model's context of {context} positions")
+    return built
+
+
+def from_config(config: Any, seed: int) -> Any:
+    """A freshly initialised model (seeded, so the same recipe gives the same weights)."""
+    from transformers import AutoModelForCausalLM, set_seed
+
+    set_seed(seed)
+    return AutoModelForCausalLM.from_config(config)
+
+
+def tokenize_blocks(texts: Any, tokenizer: Any, block_size: int) -> Any:
+    """Tokenize documents, join them with EOS and cut into `block_size` blocks (labels = input ids)."""
+    eos = tokenizer.eos_token_id
+
+    def tokenize(batch: dict[str, list[str]]) -> dict[str, list[list[int]]]:
+        ids = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
+        return {"ids": [row + [eos] for row in ids]}
+
+    def group(batch: dict[str, list[list[int]]]) -> dict[str, list[list[int]]]:
+        flat = [token for row in batch["ids"] for token in row]
+        usable = len(flat) // block_size * block_size
+        blocks = [flat[i : i + block_size] for i in range(0, usable, block_size)]
+        return {"input_ids": blocks, "labels": [list(b) for b in blocks], "attention_mask": [[1] * block_size for _ in blocks]}
+
+    tokenized = texts.map(tokenize, batched=True, remove_columns=texts.column_names)
+    blocks = tokenized.map(group, batched=True, batch_size=1000, remove_columns=["ids"])
+    if len(blocks) == 0:
+        raise UsageError(f"the data holds fewer than block_size={block_size} tokens; lower block_size or add data")
+    return blocks
+
+
+def parameter_counts(model: Any) -> tuple[int, int]:
+    """(total, trainable) parameters."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return total, trainable
+
+
+def summary(model: Any) -> dict[str, Any]:
+    total, trainable = parameter_counts(model)
+    return {"architecture": type(model).__name__, "parameters": total, "trainable_parameters": trainable}
+
+
+def describe(model: Any) -> str:
+    total, trainable = parameter_counts(model)
+    return f"{type(model).__name__}, {total / 1e6:.2f}M parameters ({trainable / 1e6:.2f}M trainable)"
+
+
+def save(model: Any, tokenizer: Any, out_dir: Path) -> None:
+    """A standalone folder: safetensors weights, config, generation config, tokenizer."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+
+
+def generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int) -> list[str]:
+    """Greedy continuations of `prompts` (the prompt itself is not repeated)."""
+    import torch
+
+    model.eval()
+    outputs = []
+    with torch.no_grad():
+        for prompt in prompts:
+            inputs = tokenizer(prompt, return_tensors="pt", return_token_type_ids=False).to(model.device)
+            ids = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
+            outputs.append(tokenizer.decode(ids[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))
+    return outputs
+
+
+def write_samples(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, folder: Path) -> list[dict[str, str]]:
+    """Generate for each prompt, write samples.json into `folder`, return the pairs."""
+    pairs = [{"prompt": p, "output": o} for p, o in zip(prompts, generate(model, tokenizer, prompts, max_new_tokens))]
+    (folder / "samples.json").write_text(json.dumps(pairs, indent=2, ensure_ascii=False) + "\n")
+    return pairs

@@ -1,0 +1,107 @@
+"""Shared Trainer plumbing: TrainArgs → TrainingArguments, progress events, and the train/evaluate loop."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import TYPE_CHECKING, Any
+
+from llmctl.specs import TrainArgs
+
+if TYPE_CHECKING:
+    from llmctl.pipeline import StageContext
+
+
+def training_arguments(args: TrainArgs, ctx: StageContext, has_eval: bool, **extra: Any) -> Any:
+    """transformers.TrainingArguments from the recipe's TrainArgs, the stage folders and the detected hardware."""
+    from transformers import TrainingArguments
+
+    hw = ctx.hardware
+    evaluate_during = has_eval and args.eval_steps is not None
+    return TrainingArguments(
+        output_dir=str(ctx.checkpoints_dir),
+        logging_dir=str(ctx.logs_dir / "tensorboard"),
+        max_steps=args.max_steps,
+        num_train_epochs=args.epochs,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.grad_accum,
+        learning_rate=args.lr,
+        lr_scheduler_type=args.scheduler,
+        warmup_steps=args.warmup_steps,
+        warmup_ratio=args.warmup_ratio,
+        weight_decay=args.weight_decay,
+        max_grad_norm=args.max_grad_norm,
+        logging_steps=args.logging_steps,
+        eval_strategy="steps" if evaluate_during else "no",
+        eval_steps=args.eval_steps if evaluate_during else None,
+        save_strategy="steps",
+        save_steps=args.save_steps,
+        save_total_limit=args.save_total_limit,
+        gradient_checkpointing=args.gradient_checkpointing,
+        bf16=hw.dtype == "bf16",
+        fp16=hw.dtype == "fp16",
+        use_cpu=hw.device == "cpu",
+        report_to=list(args.report_to) or "none",
+        seed=ctx.seed,
+        data_seed=ctx.seed,
+        dataloader_num_workers=args.dataloader_workers,
+        disable_tqdm=True,
+        save_safetensors=True,
+        **extra,
+    )
+
+
+def progress_callback(ctx: StageContext) -> Any:
+    """A TrainerCallback that turns trainer logs into llmctl events and appends them to logs/train.jsonl."""
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            ctx.emit({"event": "progress", "stage": ctx.name, "step": state.global_step, "max_steps": state.max_steps})
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+            record = {"step": state.global_step, **(logs or {})}
+            ctx.logs_dir.mkdir(parents=True, exist_ok=True)
+            with open(ctx.logs_dir / "train.jsonl", "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+            ctx.emit({"event": "progress", "stage": ctx.name, "max_steps": state.max_steps, **record})
+
+    return Progress()
+
+
+def train_causal_lm(model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any, args: TrainArgs, ctx: StageContext) -> dict[str, Any]:
+    """Train with the HF Trainer (resuming when the pipeline found a checkpoint), evaluate, return metrics."""
+    from transformers import PrinterCallback, Trainer, default_data_collator
+
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(args, ctx, has_eval=eval_ds is not None),
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        data_collator=default_data_collator,
+        processing_class=tokenizer,
+        callbacks=[progress_callback(ctx)],
+    )
+    trainer.remove_callback(PrinterCallback)  # llmctl renders progress itself
+    if ctx.resume_from:
+        ctx.log(f"resuming from {ctx.resume_from}")
+    result = trainer.train(resume_from_checkpoint=ctx.resume_from)
+    return train_metrics(trainer, result) | (eval_metrics(trainer) if eval_ds is not None else {})
+
+
+def train_metrics(trainer: Any, result: Any) -> dict[str, Any]:
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return {
+        "train_loss": round(result.training_loss, 4),
+        "first_logged_loss": losses[0] if losses else None,
+        "last_logged_loss": losses[-1] if losses else None,
+        "steps": trainer.state.global_step,
+        "train_runtime_s": result.metrics.get("train_runtime"),
+        "train_samples_per_s": result.metrics.get("train_samples_per_second"),
+    }
+
+
+def eval_metrics(trainer: Any) -> dict[str, Any]:
+    loss = trainer.evaluate()["eval_loss"]
+    return {"eval_loss": round(loss, 4), "perplexity": round(math.exp(min(loss, 50)), 3)}
