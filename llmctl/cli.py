@@ -20,7 +20,8 @@ from rich.table import Table
 from llmctl import __version__
 from llmctl.errors import LlmctlError, UsageError
 
-EPILOG = "Exit codes: 0 ok, 2 invalid recipe/usage, 3 quality gate failed, 4 stage failed, 5 run locked, 130 interrupted."
+EPILOG = ("Exit codes: 0 ok, 1 internal error, 2 invalid recipe/usage, 3 quality gate failed, 4 stage failed, "
+          "5 run locked, 130 interrupted.")
 app = typer.Typer(
     help="Declarative YAML pipelines for the LLM lifecycle: pretrain → sft → reward → ppo → quantize → benchmark → deploy.",
     epilog=EPILOG,
@@ -54,6 +55,12 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
                 raise
             err.print("interrupted")
             raise typer.Exit(130) from None
+        except Exception as error:  # noqa: BLE001 - a bug in llmctl: say so in one line, traceback with --debug
+            if STATE["debug"] or isinstance(error, (typer.Exit, typer.Abort)):
+                raise
+            err.print(f"internal error: {type(error).__name__}: {error}\n  (re-run with --debug for the traceback)",
+                      markup=False, highlight=False)
+            raise typer.Exit(1) from None
 
     return wrapper
 
@@ -276,6 +283,105 @@ def show(
         duration = f"{entry['duration_s']:.1f}s" if entry.get("duration_s") is not None else "—"
         table.add_row(name, status, duration, ", ".join(f"{k}={v:g}" for k, v in metrics.items()) or "—")
     out.print(table)
+
+
+# ---------------------------------------------------------------- data
+
+
+data_app = typer.Typer(help="Inspect, import and generate datasets (Deep Lake, files, saved HF datasets).", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("import")
+@handle_errors
+def data_import(
+    source: Annotated[str, typer.Argument(help="JSONL/JSON/CSV/Parquet file or glob, or a save_to_disk folder.")],
+    dest: Annotated[str, typer.Argument(help="Deep Lake dataset to create or append to (a local folder or a URI).")],
+    message: Annotated[str, typer.Option("--message", "-m", help="Commit message of the new version.")] = "import",
+    split: Annotated[Optional[str], typer.Option(help="Split of a saved DatasetDict.")] = None,  # noqa: UP007
+) -> None:
+    """Import rows into a Deep Lake dataset; importing into an existing one appends and makes a new version."""
+    from llmctl.data import lake
+    from llmctl.data.sources import read_rows
+
+    version, count = lake.write(dest, read_rows(source, split=split), message)
+    _emit({"dest": dest, "rows_added": count, "version": version}, f"imported {count} rows into {dest} (version {version})")
+
+
+@data_app.command("show")
+@handle_errors
+def data_show(
+    source: Annotated[str, typer.Argument(help="Deep Lake dataset, file/glob or save_to_disk folder.")],
+    query: Annotated[Optional[str], typer.Option(help="TQL query (Deep Lake).")] = None,  # noqa: UP007
+    limit: Annotated[int, typer.Option(help="Rows to show.")] = 5,
+    split: Annotated[Optional[str], typer.Option(help="Split of a saved DatasetDict.")] = None,  # noqa: UP007
+) -> None:
+    """Schema, row count, version and the first rows of a dataset."""
+    from llmctl.data.sources import describe, read_rows
+
+    info = describe(source, query, split)
+    rows = read_rows(source, query, split)
+    sample = [rows[i] for i in range(min(limit, len(rows)))]
+    if STATE["json"]:
+        print(json.dumps(info | {"sample": sample}, default=str))
+        return
+    out.print(f"[bold]{source}[/]  {info['kind']}, {info['rows']} rows" + (f" (of {info['total_rows']})" if query else "")
+              + (f", version {info['version']}" if info["version"] else ""))
+    out.print("  " + ", ".join(f"{k}: {v}" for k, v in info["schema"].items()))
+    table = Table(*info["schema"].keys())
+    for row in sample:
+        table.add_row(*[_clip(row.get(k)) for k in info["schema"]])
+    out.print(table)
+
+
+@data_app.command("preview")
+@handle_errors
+def data_preview(
+    recipe: RecipeArg,
+    stage: Annotated[Optional[str], typer.Option(help="Stage whose data to preview (default: the first with data).")] = None,  # noqa: UP007
+    count: Annotated[int, typer.Option("--count", "-n", help="Examples to show.")] = 3,
+    overrides: OverridesArg = None,
+) -> None:
+    """The first training examples of a stage, rendered as the model will see them; a masked prompt is marked."""
+    from llmctl.data.preview import preview
+
+    _, parsed = _load(recipe, overrides)
+    examples = preview(parsed, stage, count)
+    if STATE["json"]:
+        print(json.dumps(examples))
+        return
+    for index, example in enumerate(examples):
+        out.rule(f"example {index}" + (f" · {example['tokens']} tokens" if example.get("tokens") else ""))
+        for part in example["parts"]:
+            style = "dim strike" if part["masked"] else ("bold green" if part["role"] == "completion" else "")
+            label = f"[{part['role']}{', masked' if part['masked'] else ''}] "
+            out.print(f"[cyan]{label}[/]", end="")
+            out.print(part["text"], style=style, markup=False, highlight=False)
+
+
+@data_app.command("demo")
+@handle_errors
+def data_demo(
+    dest: Annotated[Path, typer.Argument(help="Folder to write the demo datasets into.")] = Path("data/demo"),
+    seed: Annotated[int, typer.Option(help="Generator seed (same seed, same data).")] = 0,
+) -> None:
+    """Generate the demo datasets (corpus, instructions, preferences, prompts, eval) as Deep Lake datasets."""
+    from llmctl.data.demo import write_demo
+
+    versions = write_demo(dest, seed)
+    _emit({"dest": str(dest), "datasets": versions}, "\n".join(f"wrote {dest / n}  (version {v})" for n, v in versions.items()))
+
+
+def _emit(data: dict[str, Any], text: str) -> None:
+    if STATE["json"]:
+        print(json.dumps(data))
+    else:
+        out.print(text)
+
+
+def _clip(value: Any, width: int = 60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def main() -> None:

@@ -54,24 +54,49 @@ class StageSpec(Block):
         return {}
 
 
+DataFormat = Literal["text", "prompt_completion", "instruction", "chat", "preference", "prompt"]
+
+
 class DataSpec(Block):
-    """Where training text comes from and how it is split."""
+    """Where rows come from, how they are filtered and split, and how a row becomes training text."""
 
     path: str
-    """A file or glob (.jsonl, .json, .txt, .csv, .parquet), relative to the working directory."""
-    text_column: str = "text"
-    """The column holding the text (JSON/CSV/Parquet); plain text files have one document per line."""
-    validation: float | int = Field(0.05, ge=0)
-    """Held-out share (0 < x < 1) or row count (>= 1) for evaluation; 0 disables evaluation."""
+    """A Deep Lake dataset (local folder, file://, hub://, s3://, gcs://, az://), a file or glob
+    (.jsonl .json .txt .csv .parquet), or a `datasets.save_to_disk` folder. Local paths are relative to
+    the working directory."""
+    query: str | None = None
+    """Deep Lake TQL applied before anything else, e.g. "SELECT * WHERE contains(question, 'python')"."""
+    split: str | None = None
+    """Named split of a saved DatasetDict (e.g. train)."""
+    columns: dict[str, str] = {}
+    """Renames, {name the format expects: column in the data}, e.g. {prompt: question, completion: answer}."""
+    format: DataFormat = "text"
+    """text | prompt_completion | instruction (instruction/input/output) | chat (messages) |
+    preference (prompt/chosen/rejected) | prompt (prompts only, for RL rollouts)."""
+    template: str | None = None
+    """Python format string over the row's columns, e.g. "Question: {prompt}\n\nAnswer: {completion}". For
+    prompt_completion/instruction the completion starts at the completion placeholder."""
+    completion_only: bool = False
+    """Train on the completion only (the prompt is masked out of the loss)."""
+    validation: float | int | str = Field(0.05)
+    """Held-out share (0 < x < 1), row count (>= 1), or the path of a second source laid out the same way;
+    0 disables evaluation."""
     limit: int | None = Field(None, ge=1)
-    """Use at most this many rows (after shuffling)."""
+    """Use at most this many rows (after the query and shuffling)."""
     shuffle: bool = True
-    """Shuffle rows (seeded) before the split."""
+    """Shuffle rows (seeded) before splitting."""
+    max_length: int | None = Field(None, ge=8)
+    """Longest row in tokens; longer rows are handled as `too_long` says (checked before training)."""
+    too_long: Literal["truncate", "drop", "error"] = "truncate"
 
     @model_validator(mode="after")
-    def _fraction_or_count(self) -> DataSpec:
-        if isinstance(self.validation, float) and self.validation >= 1:
-            raise ValueError("validation is a fraction below 1 (0.05) or a whole row count (500)")
+    def _check(self) -> DataSpec:
+        if isinstance(self.validation, float) and not 0 <= self.validation < 1:
+            raise ValueError("validation is a fraction below 1 (0.05), a row count (500) or a second source path")
+        if isinstance(self.validation, int) and self.validation < 0:
+            raise ValueError("validation must not be negative")
+        if self.completion_only and self.format not in ("prompt_completion", "instruction", "chat"):
+            raise ValueError(f"completion_only needs a prompt and a completion; format {self.format} has none")
         return self
 
 

@@ -18,7 +18,7 @@ stages:
       vocab_size: 8192    # a byte-level BPE trained on the corpus; or `path: gpt2` for an existing one
     data:
       path: data/*.jsonl  # .jsonl/.json/.txt/.csv/.parquet, globs allowed
-      text_column: text
+      columns: {text: text}
       validation: 0.05    # held-out share (or a row count) for eval loss / perplexity
     block_size: 256       # tokens per training sequence
     train:

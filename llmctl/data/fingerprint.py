@@ -13,10 +13,6 @@ from llmctl.specs import DataSpec
 CHUNK = 1 << 20
 
 
-def is_remote(uri: str) -> bool:
-    return "://" in uri and not uri.startswith("file://")
-
-
 def local_files(pattern: str) -> list[Path]:
     """The files a local path or glob names, sorted (a folder means every file below it)."""
     pattern = pattern.removeprefix("file://")
@@ -36,24 +32,44 @@ def sha256_file(path: Path) -> str:
 
 
 def fingerprint_data(spec: DataSpec, previous: dict[str, Any] | None = None) -> dict[str, Any]:
-    """{"uri": …, "files": {path: {size, mtime, sha256}}}; reuses `previous` hashes for unchanged files."""
-    if is_remote(spec.path):
-        return {"uri": spec.path}
+    """What identifies the data a DataSpec reads: the source's fingerprint (see `fingerprint_source`), the
+    query, and the second source used for validation, if any."""
+    found = fingerprint_source(spec.path, previous) | {"query": spec.query}
+    if isinstance(spec.validation, str):
+        found["validation"] = fingerprint_source(spec.validation, (previous or {}).get("validation"))
+    return found
+
+
+def fingerprint_source(path: str, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A Deep Lake dataset's version id; or {path: {size, mtime, sha256}} for local files, reusing
+    `previous` hashes for files whose size and mtime are unchanged."""
+    from llmctl.data import lake
+
+    if lake.is_lake_path(path):
+        try:
+            return {"uri": path, "version": lake.version(path)}
+        except Exception as err:  # noqa: BLE001 - offline `plan` of a remote recipe must still work
+            return {"uri": path, "version": f"unavailable ({type(err).__name__})"}
     old_files = (previous or {}).get("files", {})
     files = {}
-    for path in local_files(spec.path):
-        stat = path.stat()
-        key = str(path)
+    for file in local_files(path):
+        stat = file.stat()
+        key = str(file)
         old = old_files.get(key, {})
         same = old.get("size") == stat.st_size and old.get("mtime") == stat.st_mtime_ns
         files[key] = {
             "size": stat.st_size,
             "mtime": stat.st_mtime_ns,
-            "sha256": old["sha256"] if same and "sha256" in old else sha256_file(path),
+            "sha256": old["sha256"] if same and "sha256" in old else sha256_file(file),
         }
-    return {"uri": spec.path, "files": files}
+    return {"uri": path, "files": files}
 
 
 def content_key(fingerprint: dict[str, Any]) -> dict[str, Any]:
-    """What enters the stage fingerprint: content hashes only (a touched but unchanged file is not a change)."""
-    return {"uri": fingerprint.get("uri"), "files": {p: f["sha256"] for p, f in fingerprint.get("files", {}).items()}}
+    """What enters the stage fingerprint: versions and content hashes, not mtimes (a touched but unchanged
+    file is not a change)."""
+    key = {k: v for k, v in fingerprint.items() if k not in ("files", "validation")}
+    key["files"] = {p: f["sha256"] for p, f in fingerprint.get("files", {}).items()}
+    if "validation" in fingerprint:
+        key["validation"] = content_key(fingerprint["validation"])
+    return key

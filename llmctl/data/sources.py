@@ -1,12 +1,15 @@
-"""Read training text from local files (JSONL, JSON, text, CSV, Parquet; globs allowed) with the
-Hugging Face `datasets` loaders, check it, and split it reproducibly. Problems are reported before any
-model loads, naming the source (and row)."""
+"""Read rows from any source (Deep Lake, files, a saved HF dataset), rename, check, render and split them.
+
+Everything here runs before a model loads: a missing column, an empty query result, a null value or a
+non-string is reported naming the source and the row, never as a KeyError from inside a trainer."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from llmctl.data.fingerprint import is_remote, local_files
+from llmctl.data import formats, lake
+from llmctl.data.fingerprint import local_files
 from llmctl.errors import DataError
 from llmctl.specs import DataSpec
 
@@ -14,54 +17,114 @@ if TYPE_CHECKING:
     from datasets import Dataset
 
 BUILDERS = {".jsonl": "json", ".json": "json", ".txt": "text", ".csv": "csv", ".parquet": "parquet"}
-TEXT = "text"
+CHECK_BATCH = 1000
 
 
-def load_rows(spec: DataSpec) -> Dataset:
-    """All rows of a local source as a `datasets.Dataset`."""
+def is_hf_disk(path: str) -> bool:
+    folder = Path(path).expanduser()
+    return (folder / "dataset_dict.json").exists() or (folder / "state.json").exists()
+
+
+def source_kind(path: str) -> str:
+    """deeplake | hf_disk | files."""
+    if lake.is_lake_path(path):
+        return "deeplake"
+    if is_hf_disk(path):
+        return "hf_disk"
+    return "files"
+
+
+def read_rows(path: str, query: str | None = None, split: str | None = None, columns: list[str] | None = None) -> Dataset:
+    """All rows of a source as a `datasets.Dataset` (Deep Lake rows are streamed in batches into an on-disk
+    Arrow cache keyed by the dataset version, so a dataset is never held whole in memory)."""
+    kind = source_kind(path)
+    if query and kind != "deeplake":
+        raise DataError(f"data.query needs a Deep Lake source; {path} is {kind.replace('_', ' ')}")
+    if kind == "deeplake":
+        return _read_lake(path, query, columns)
+    if kind == "hf_disk":
+        return _read_hf_disk(path, split)
+    return _read_files(path)
+
+
+def _read_lake(path: str, query: str | None, columns: list[str] | None) -> Dataset:
+    from datasets import Dataset
+
+    dataset, view = lake.open_view(path, query)
+    available = lake.column_names(dataset)
+    wanted = [c for c in (columns or available) if c in available]
+    if len(view) == 0:
+        return Dataset.from_dict({c: [] for c in wanted})
+    return Dataset.from_file(str(lake.to_arrow(path, query, wanted)))
+
+
+def _read_hf_disk(path: str, split: str | None) -> Dataset:
+    from datasets import DatasetDict, load_from_disk
+
+    loaded = load_from_disk(str(Path(path).expanduser()))
+    if isinstance(loaded, DatasetDict):
+        if split not in loaded:
+            raise DataError(f"data.split: {path} has splits {', '.join(loaded)}; name one (e.g. split: {next(iter(loaded))})")
+        return loaded[split]
+    return loaded
+
+
+def _read_files(path: str) -> Dataset:
     from datasets import load_dataset
 
-    if is_remote(spec.path):
-        raise DataError(f"data.path {spec.path}: remote sources are not supported yet; use a local file or glob")
-    files = local_files(spec.path)
+    files = local_files(path)
     if not files:
-        raise DataError(f"data.path {spec.path}: no file matches (paths are relative to the working directory)")
+        raise DataError(f"data.path {path}: no file or dataset found (paths are relative to the working directory)")
     kinds = {BUILDERS.get(f.suffix.lower()) for f in files}
     if None in kinds or len(kinds) != 1:
         suffixes = ", ".join(sorted({f.suffix or "(none)" for f in files}))
-        raise DataError(f"data.path {spec.path}: cannot read {suffixes} files together; use one of {', '.join(BUILDERS)}")
-    builder = kinds.pop()
-    rows = load_dataset(builder, data_files=[str(f) for f in files], split="train")
-    if builder == "text" and spec.text_column != TEXT:  # plain text has one column, whatever it is called
-        rows = rows.rename_column(TEXT, spec.text_column)
-    return rows
+        raise DataError(f"data.path {path}: cannot read {suffixes} files together; use one of {', '.join(BUILDERS)}")
+    return load_dataset(kinds.pop(), data_files=[str(f) for f in files], split="train")
 
 
-def load_text_splits(spec: DataSpec, seed: int) -> tuple[Dataset, Dataset | None]:
-    """(train, validation) datasets with one `text` column, checked and split as the spec says."""
-    rows = load_rows(spec)
-    column = spec.text_column
-    if column not in rows.column_names:
-        raise DataError(f"{spec.path}: no column '{column}'; available: {', '.join(rows.column_names)} "
-                        "(set data.text_column)")
-    rows = rows.select_columns([column]).rename_column(column, TEXT) if column != TEXT else rows.select_columns([TEXT])
-    _check_strings(rows, spec.path)
+def load_examples(spec: DataSpec, seed: int) -> tuple[Dataset, Dataset | None]:
+    """(train, validation): rendered for the spec's format, checked, shuffled, limited and split."""
+    rows = _prepared(spec, spec.path, seed)
+    if isinstance(spec.validation, str):
+        held_out = _prepared(spec, spec.validation, seed)
+        return rows, held_out
+    return _split(rows, spec)
+
+
+def _prepared(spec: DataSpec, path: str, seed: int) -> Dataset:
+    renamed_from = {source: target for target, source in spec.columns.items()}
+    needed = formats.needed_columns(spec.format, spec.template)
+    optional = formats.FORMATS[spec.format].optional
+    source_columns = [spec.columns.get(name, name) for name in [*needed, *optional]]
+    rows = read_rows(path, spec.query, spec.split, source_columns)
+    missing = [source for source in spec.columns.values() if source not in rows.column_names]
+    if missing:
+        raise DataError(f"data.columns: {path} has no column {', '.join(missing)}; available: {', '.join(rows.column_names)}")
+    rows = rows.rename_columns({s: t for s, t in renamed_from.items() if s != t})
+    formats.check_columns(rows.column_names, spec.format, spec.template, path)
+    keep = [c for c in rows.column_names if c in needed or c in optional]
+    rows = rows.select_columns(keep)
+    if len(rows) == 0:
+        where = f" after the query {spec.query!r}" if spec.query else ""
+        raise DataError(f"{path}: no rows{where}; loosen the query or check the source")
+    _check_rows(rows, spec, path)
     if spec.shuffle:
         rows = rows.shuffle(seed=seed)
     if spec.limit:
         rows = rows.select(range(min(spec.limit, len(rows))))
-    return _split(rows, spec)
+    return rows.map(lambda row: formats.render(row, spec.format, spec.template), remove_columns=keep)
 
 
-def _check_strings(rows: Dataset, source: str) -> None:
-    if len(rows) == 0:
-        raise DataError(f"{source}: the dataset is empty")
-    for index, value in enumerate(rows[TEXT]):
-        if not isinstance(value, str):
-            raise DataError(f"{source}: row {index}: text is {type(value).__name__}, expected a string")
+def _check_rows(rows: Dataset, spec: DataSpec, source: str) -> None:
+    for start in range(0, len(rows), CHECK_BATCH):
+        batch = rows[start : start + CHECK_BATCH]
+        for offset in range(len(next(iter(batch.values())))):
+            row = {name: values[offset] for name, values in batch.items()}
+            formats.check_values(row, start + offset, spec.format, spec.template, source)
 
 
 def _split(rows: Dataset, spec: DataSpec) -> tuple[Dataset, Dataset | None]:
+    assert not isinstance(spec.validation, str)
     held = spec.validation if isinstance(spec.validation, int) else round(len(rows) * spec.validation)
     if spec.validation and held == 0:
         held = 1
@@ -70,3 +133,19 @@ def _split(rows: Dataset, spec: DataSpec) -> tuple[Dataset, Dataset | None]:
     if held == 0:
         return rows, None
     return rows.select(range(held, len(rows))), rows.select(range(held))
+
+
+def load_text_splits(spec: DataSpec, seed: int) -> tuple[Dataset, Dataset | None]:
+    """(train, validation) with one `text` column — for pretraining."""
+    if spec.format != "text":
+        raise DataError(f"pretraining reads format 'text' (or a template producing text); got format {spec.format}")
+    return load_examples(spec, seed)
+
+
+def describe(path: str, query: str | None = None, split: str | None = None) -> dict[str, Any]:
+    """Kind, schema, row count and version of a source (for `llmctl data show`)."""
+    if source_kind(path) == "deeplake":
+        return lake.describe(path, query)
+    rows = read_rows(path, query, split)
+    return {"kind": source_kind(path), "version": None, "rows": len(rows), "total_rows": len(rows),
+            "schema": {name: str(feature) for name, feature in rows.features.items()}}

@@ -99,9 +99,9 @@ def test_locked_run_exits_5(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
 
 def test_bad_data_is_exit_2_and_a_crash_is_exit_4(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
     path = str(tiny_recipe())
-    result = runner.invoke(app, ["run", path, "stages.pretrain.data.text_column=body"])
+    result = runner.invoke(app, ["run", path, "stages.pretrain.data.columns={text: body}"])
     assert result.exit_code == 2
-    assert "no column 'body'; available: text" in result.output and "Traceback" not in result.output
+    assert "has no column body; available: text" in result.output and "Traceback" not in result.output
 
     (workdir / "corpus.jsonl").write_text('{"text": "fine"}\nnot json at all\n')
     result = runner.invoke(app, ["run", path])

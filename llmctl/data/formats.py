@@ -1,0 +1,94 @@
+"""Formats: how a row becomes training text. Each format names the columns it needs and renders rows
+into the columns TRL's trainers consume (text | prompt+completion | messages | prompt+chosen+rejected | prompt).
+
+A `template:` (Python format string over the row's columns) overrides the default rendering; for formats
+with a completion, everything from the completion placeholder on is the completion (what
+`completion_only` trains on)."""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from typing import Any
+
+from llmctl.errors import DataError
+
+
+@dataclass(frozen=True)
+class Format:
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+    completion: str | None  # the column where the completion starts (for templates and masking)
+    default_template: str | None
+
+
+ALPACA = "### Instruction:\n{instruction}\n\n{input_block}### Response:\n{output}"
+FORMATS: dict[str, Format] = {
+    "text": Format(("text",), (), None, "{text}"),
+    "prompt_completion": Format(("prompt", "completion"), (), "completion", "{prompt}{completion}"),
+    "instruction": Format(("instruction", "output"), ("input",), "output", ALPACA),
+    "chat": Format(("messages",), (), None, None),
+    "preference": Format(("prompt", "chosen", "rejected"), (), None, "{prompt}"),
+    "prompt": Format(("prompt",), (), None, "{prompt}"),
+}
+
+
+def placeholders(template: str) -> list[str]:
+    return [field for _, field, _, _ in string.Formatter().parse(template) if field]
+
+
+def needed_columns(fmt: str, template: str | None) -> list[str]:
+    """Columns a row must have: the format's own, plus whatever the template names."""
+    spec = FORMATS[fmt]
+    names = list(spec.required)
+    for name in placeholders(template or ""):
+        if name not in names and name != "input_block":
+            names.append(name)
+    return names
+
+
+def check_columns(available: list[str], fmt: str, template: str | None, source: str) -> None:
+    missing = [c for c in needed_columns(fmt, template) if c not in available]
+    if missing:
+        raise DataError(f"{source}: format '{fmt}' needs column{'s' if len(missing) > 1 else ''} "
+                        f"{', '.join(missing)}; available: {', '.join(available) or 'none'} "
+                        "(rename with data.columns, e.g. {prompt: question})")
+
+
+def check_values(row: dict[str, Any], index: int, fmt: str, template: str | None, source: str) -> None:
+    """Nulls and non-strings are reported by row, before any model loads."""
+    for name in needed_columns(fmt, template):
+        value = row.get(name)
+        if fmt == "chat" and name == "messages":
+            if not isinstance(value, list) or not all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in value):
+                raise DataError(f"{source}: row {index}: messages must be a list of {{role, content}} objects")
+        elif not isinstance(value, str):
+            kind = "null" if value is None else type(value).__name__
+            raise DataError(f"{source}: row {index}: column '{name}' is {kind}, expected a string")
+
+
+def render(row: dict[str, Any], fmt: str, template: str | None) -> dict[str, Any]:
+    """One row in the layout TRL expects for the format."""
+    spec = FORMATS[fmt]
+    if fmt == "chat":
+        return {"messages": row["messages"]}
+    template = template or spec.default_template or ""
+    values = dict(row)
+    if fmt == "instruction":
+        values["input_block"] = f"### Input:\n{row['input']}\n\n" if row.get("input") else ""
+    if fmt == "text":
+        return {"text": template.format(**values)}
+    if fmt == "preference":
+        return {"prompt": template.format(**values), "chosen": row["chosen"], "rejected": row["rejected"]}
+    if fmt == "prompt":
+        return {"prompt": template.format(**values)}
+    marker = "{" + str(spec.completion) + "}"
+    if marker not in template:
+        raise DataError(f"data.template must contain {marker} (where the completion starts) for format {fmt}")
+    cut = template.index(marker)
+    return {"prompt": template[:cut].format(**values), "completion": template[cut:].format(**values)}
+
+
+def output_columns(fmt: str) -> list[str]:
+    return {"text": ["text"], "chat": ["messages"], "preference": ["prompt", "chosen", "rejected"],
+            "prompt": ["prompt"]}.get(fmt, ["prompt", "completion"])

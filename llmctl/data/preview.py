@@ -1,0 +1,66 @@
+"""`llmctl data preview`: a stage's first training examples, rendered as the trainer receives them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmctl.errors import UsageError
+from llmctl.specs import DataSpec, StageSpec, is_local_path
+
+
+def preview(recipe: Any, stage: str | None, count: int) -> list[dict[str, Any]]:
+    """Up to `count` examples of the stage's `data`, each as parts {role, text, masked} (+ token count when
+    the stage's tokenizer is at hand)."""
+    from llmctl.data.sources import load_examples
+
+    spec = _stage_with_data(recipe.stages, stage)
+    data: DataSpec = spec.data  # type: ignore[attr-defined]
+    rows, _ = load_examples(data.model_copy(update={"limit": count, "validation": 0}), seed=spec.seed or recipe.seed)
+    tokenizer = _tokenizer(spec)
+    examples = []
+    for row in rows:
+        parts = _parts(row, data)
+        example: dict[str, Any] = {"parts": parts}
+        if tokenizer is not None:
+            example["tokens"] = len(tokenizer("".join(p["text"] for p in parts))["input_ids"])
+        examples.append(example)
+    return examples
+
+
+def _stage_with_data(stages: list[StageSpec], name: str | None) -> StageSpec:
+    with_data = [s for s in stages if isinstance(getattr(s, "data", None), DataSpec)]
+    if name is None and with_data:
+        return with_data[0]
+    match = next((s for s in with_data if s.name == name), None)
+    if match is None:
+        raise UsageError(f"--stage {name}: no stage with data by that name; stages with data: "
+                         f"{', '.join(s.name for s in with_data) or 'none'}")
+    return match
+
+
+def _parts(row: dict[str, Any], data: DataSpec) -> list[dict[str, Any]]:
+    masked = data.completion_only
+    if data.format == "text":
+        return [{"role": "text", "text": row["text"], "masked": False}]
+    if data.format == "prompt":
+        return [{"role": "prompt", "text": row["prompt"], "masked": False}]
+    if data.format == "preference":
+        return [{"role": r, "text": row[r], "masked": False} for r in ("prompt", "chosen", "rejected")]
+    if data.format == "chat":
+        return [{"role": m["role"], "text": f"{m['role']}: {m['content']}\n", "masked": masked and m["role"] != "assistant"}
+                for m in row["messages"]]
+    return [{"role": "prompt", "text": row["prompt"], "masked": masked},
+            {"role": "completion", "text": row["completion"], "masked": False}]
+
+
+def _tokenizer(spec: StageSpec) -> Any | None:
+    """The stage's tokenizer when it is on disk (never downloaded for a preview)."""
+    ref = getattr(getattr(spec, "tokenizer", None), "path", None)
+    if ref is None:
+        slot = spec.inputs().get("model")
+        ref = slot.ref if slot else None
+    if not ref or not is_local_path(ref):
+        return None
+    from llmctl.models.causal_lm import load_tokenizer
+
+    return load_tokenizer(ref)
