@@ -97,6 +97,11 @@ class DataSpec(Block):
             raise ValueError("validation must not be negative")
         if self.completion_only and self.format not in ("prompt_completion", "instruction", "chat"):
             raise ValueError(f"completion_only needs a prompt and a completion; format {self.format} has none")
+        completion = {"prompt_completion": "{completion}", "instruction": "{output}"}.get(self.format)
+        if self.template and completion and completion not in self.template:
+            raise ValueError(f"template must contain {completion}, where the completion starts (format {self.format})")
+        if self.template and self.format == "chat":
+            raise ValueError("format chat renders messages with the tokenizer's chat template; drop `template`")
         return self
 
 

@@ -16,10 +16,11 @@ from llmctl.errors import DataError
 
 @dataclass(frozen=True)
 class Format:
-    required: tuple[str, ...]
+    required: tuple[str, ...]  # columns needed without a template
     optional: tuple[str, ...]
     completion: str | None  # the column where the completion starts (for templates and masking)
     default_template: str | None
+    untemplated: tuple[str, ...] = ()  # columns needed even with a template (not rendered by it)
 
 
 ALPACA = "### Instruction:\n{instruction}\n\n{input_block}### Response:\n{output}"
@@ -28,7 +29,7 @@ FORMATS: dict[str, Format] = {
     "prompt_completion": Format(("prompt", "completion"), (), "completion", "{prompt}{completion}"),
     "instruction": Format(("instruction", "output"), ("input",), "output", ALPACA),
     "chat": Format(("messages",), (), None, None),
-    "preference": Format(("prompt", "chosen", "rejected"), (), None, "{prompt}"),
+    "preference": Format(("prompt", "chosen", "rejected"), (), None, "{prompt}", ("chosen", "rejected")),
     "prompt": Format(("prompt",), (), None, "{prompt}"),
 }
 
@@ -38,13 +39,16 @@ def placeholders(template: str) -> list[str]:
 
 
 def needed_columns(fmt: str, template: str | None) -> list[str]:
-    """Columns a row must have: the format's own, plus whatever the template names."""
+    """Columns a row must have: the format's own — or, with a template, the ones it names (plus those the
+    template does not render, like preference's chosen/rejected)."""
     spec = FORMATS[fmt]
-    names = list(spec.required)
-    for name in placeholders(template or ""):
-        if name not in names and name != "input_block":
-            names.append(name)
-    return names
+    if not template or fmt == "chat":
+        return list(spec.required)
+    named = [n for n in dict.fromkeys(placeholders(template)) if n != "input_block"]
+    if spec.completion and spec.completion in named:
+        named.remove(spec.completion)
+        named.append(spec.completion)
+    return named + [n for n in spec.untemplated if n not in named]
 
 
 def check_columns(available: list[str], fmt: str, template: str | None, source: str) -> None:
@@ -75,6 +79,7 @@ def render(row: dict[str, Any], fmt: str, template: str | None) -> dict[str, Any
     template = template or spec.default_template or ""
     values = dict(row)
     if fmt == "instruction":
+        values.setdefault("input", "")
         values["input_block"] = f"### Input:\n{row['input']}\n\n" if row.get("input") else ""
     if fmt == "text":
         return {"text": template.format(**values)}

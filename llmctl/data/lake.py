@@ -108,11 +108,13 @@ def to_arrow(path: str, query: str | None, columns: list[str]) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(f".{os.getpid()}.partial")
-    writer = None
+    writer, schema = None, None
     try:
         for batch in iter_batches(path, query, columns):
-            table = pa.Table.from_pydict(batch) if writer is None else pa.Table.from_pydict(batch, schema=writer.schema)
-            writer = writer or pa.ipc.new_stream(str(partial), table.schema)
+            table = pa.Table.from_pydict(batch, schema=schema)
+            if writer is None:
+                schema = table.schema
+                writer = pa.ipc.new_stream(str(partial), schema)
             writer.write_table(table)
     finally:
         if writer is not None:

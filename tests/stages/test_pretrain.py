@@ -67,3 +67,27 @@ def test_continue_pretraining_from_previous_stage(tiny_recipe) -> None:  # noqa:
     assert samples[0]["prompt"] == "3 plus 4 is" and isinstance(samples[0]["output"], str)
     vocab = json.loads((Path(artifacts["pretrain"].path) / "tokenizer.json").read_text())["model"]["vocab"]
     assert vocab == json.loads((Path(more.path) / "tokenizer.json").read_text())["model"]["vocab"]
+
+
+def test_pretrain_streams_from_deep_lake_and_reruns_on_a_new_version(workdir: Path) -> None:
+    from datasets import Dataset
+
+    from llmctl.data import lake
+    from llmctl.data.demo import corpus
+
+    lake.write(str(workdir / "lake"), Dataset.from_list([{"body": t} for t in corpus(300, seed=2)]), "v1")
+    path = workdir / "lake.yaml"
+    path.write_text(
+        "name: lake\nseed: 3\ndtype: fp32\nstages:\n  - type: pretrain\n"
+        "    model: {config: {n_layer: 1, n_head: 2, n_embd: 32, n_positions: 64}}\n"
+        "    tokenizer: {vocab_size: 300}\n"
+        "    data: {path: lake, query: \"SELECT * WHERE contains(body, 'plus')\", columns: {text: body}}\n"
+        "    block_size: 32\n    train: {max_steps: 5, batch_size: 8}\n"
+    )
+    artifacts, _ = run_recipe(path)
+    assert artifacts["pretrain"].meta["metrics"]["steps"] == 5
+    loaded = recipe.load(path)
+    assert make_plan(schema.validate(loaded), loaded).steps[0].action == "cached"
+    lake.write(str(workdir / "lake"), Dataset.from_list([{"body": "1 plus 1 is 2."}]), "v2")
+    step = make_plan(schema.validate(loaded), loaded).steps[0]
+    assert (step.action, step.reason) == ("run", "changed: data")
