@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from llmctl.specs import StageSpec, stage_ref_name
+from llmctl.errors import LlmctlError
+from llmctl.specs import PeftSpec, StageSpec, stage_ref_name
 from llmctl.stages import module_for
 
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -20,28 +21,38 @@ class ModelEstimate:
 
     def describe(self) -> str:
         memory = f"{self.memory_gib:.1f} GiB" if self.memory_gib >= 0.1 else f"{self.memory_gib * 1024:.0f} MiB"
-        return f"{_human(self.total)} params ({_human(self.trainable)} trainable), ~{memory} to train"
+        share = f"{self.trainable:,} of {self.total:,} trainable"
+        return f"{_human(self.total)} params ({_human(self.trainable)} trainable: {share}), ~{memory} to train"
 
 
-def count_parameters(config: Any) -> tuple[int, int]:
-    """(total, trainable) parameters of the architecture `config` describes, built on the meta device."""
+def count_parameters(config: Any, peft: PeftSpec | None = None, head: str = "causal_lm") -> tuple[int, int]:
+    """(total, trainable) parameters of the architecture `config` describes (with the LoRA adapter `peft`
+    adds), built on the meta device: no weights are downloaded or allocated."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from llmctl.models import adapters
 
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    total = sum(p.numel() for p in model.parameters())
-    return total, total
+        if head == "reward_model":
+            model = AutoModelForSequenceClassification.from_config(config, num_labels=1)
+        else:
+            model = AutoModelForCausalLM.from_config(config)
+        if peft is not None and peft.method != "none":
+            adapters.check_target_modules(model, peft)
+            model = adapters.apply(model, peft.model_copy(update={"method": "lora"}),
+                                   task_type="SEQ_CLS" if head == "reward_model" else "CAUSAL_LM")
+    return adapters.trainable_counts(model)
 
 
 def estimate_stage(spec: StageSpec, config: Any, dtype: str) -> ModelEstimate:
-    total, trainable = count_parameters(config)
+    total, trainable = count_parameters(config, getattr(spec, "peft", None), spec.produces.value)
     train = getattr(spec, "train", None)
     tokens = (getattr(train, "batch_size", 1) or 1) * (getattr(spec, "block_size", 512) or 512)
     hidden = getattr(config, "hidden_size", getattr(config, "n_embd", 0)) or 0
     layers = getattr(config, "num_hidden_layers", getattr(config, "n_layer", 0)) or 0
     activations = tokens * hidden * layers * 34 * BYTES.get(dtype, 4) // 2  # Korthikanti et al. 2022, no recompute
-    weights = total * 4 + trainable * (4 + ADAM_STATE_BYTES)
+    weights = total * BYTES.get(dtype, 4) + trainable * (4 + ADAM_STATE_BYTES)
     return ModelEstimate(total, trainable, (weights + activations) / 2**30)
 
 
@@ -50,19 +61,19 @@ def estimate_plan(specs: list[StageSpec], inputs: dict[str, dict[str, str]], dty
     configs: dict[str, Any] = {}
     out: dict[str, ModelEstimate | str] = {}
     for spec in specs:
-        hook = getattr(module_for(spec.type), "model_config", None)
+        upstream = stage_ref_name(inputs.get(spec.name, {}).get("model", ""))
         try:
-            config = hook(spec) if hook else None
+            hook = getattr(module_for(spec.type), "model_config", None)
+            config = (hook(spec) if hook else None) or configs.get(upstream or "")
+            if config is None:
+                out[spec.name] = "unknown until run time"
+                continue
+            configs[spec.name] = config
+            out[spec.name] = estimate_stage(spec, config, dtype)
+        except LlmctlError:
+            raise  # e.g. a LoRA target module the model does not have: the recipe is wrong
         except Exception as err:  # noqa: BLE001 - an estimate must never break `plan`
             out[spec.name] = f"unknown ({type(err).__name__}: {str(err).splitlines()[0][:80]})"
-            continue
-        upstream = stage_ref_name(inputs.get(spec.name, {}).get("model", ""))
-        config = config if config is not None else configs.get(upstream or "")
-        if config is None:
-            out[spec.name] = "unknown until run time"
-            continue
-        configs[spec.name] = config
-        out[spec.name] = estimate_stage(spec, config, dtype)
     return out
 
 

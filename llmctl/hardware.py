@@ -6,6 +6,7 @@ bf16 on a CPU without native support (AVX-512-BF16 or AMX) is several times slow
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -34,6 +35,17 @@ def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     except OSError:
         return False
     return any(flag in flags.split() for flag in CPU_BF16_FLAGS)
+
+
+def cuda_visible() -> bool:
+    """Whether an NVIDIA GPU is usable, without importing torch (for `validate`): the driver is loaded
+    and CUDA_VISIBLE_DEVICES does not hide every device. LLMCTL_ASSUME_CUDA=0/1 overrides (tests)."""
+    forced = os.environ.get("LLMCTL_ASSUME_CUDA")
+    if forced in ("0", "1"):
+        return forced == "1"
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return Path("/proc/driver/nvidia/version").exists()
 
 
 @lru_cache(maxsize=None)

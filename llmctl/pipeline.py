@@ -99,7 +99,7 @@ def resolve_inputs(recipe: Recipe, loaded: LoadedRecipe | None = None) -> dict[s
             ref = wanted.ref
             target = stage_ref_name(ref) or outputs.get(str(Path(ref).absolute()) if not ref == PREVIOUS else "")
             if ref == PREVIOUS:
-                match = next((s for s in reversed(earlier) if s.produces in wanted.accepts), None)
+                match = next((s for s in reversed(earlier) if s.output_kind() in wanted.accepts), None)
                 if match is None:
                     problems.append(Problem(where, path, f"'previous' needs an earlier stage that produces {kinds}; "
                                             "there is none — name a model folder or hub id instead"))
@@ -113,16 +113,27 @@ def resolve_inputs(recipe: Recipe, loaded: LoadedRecipe | None = None) -> dict[s
                     problems.append(Problem(where, path, f"stage '{target}' {why}; "
                                             f"earlier stages: {', '.join(s.name for s in earlier) or 'none'}"))
                     continue
-                if producer.produces not in wanted.accepts:
-                    problems.append(Problem(where, path, f"stage '{target}' produces {producer.produces.value}, "
+                if producer.output_kind() not in wanted.accepts:
+                    problems.append(Problem(where, path, f"stage '{target}' produces {producer.output_kind().value}, "
                                             f"but this input accepts {kinds}"))
                     continue
                 resolved[spec.name][slot] = f"stage:{target}"
             else:
                 resolved[spec.name][slot] = ref
+        problems.extend(_environment_problems(spec, index, loaded))
     if problems:
         raise RecipeError(problems, str(loaded.path) if loaded else recipe.name)
     return resolved
+
+
+def _environment_problems(spec: StageSpec, index: int, loaded: LoadedRecipe | None) -> list[Problem]:
+    from llmctl.hardware import cuda_visible
+
+    found = []
+    for field, message in spec.check_environment(cuda_visible()):
+        where = loaded.where((STAGES, index, *field.split("."))) if loaded else ""
+        found.append(Problem(where, f"stages[{index}].{field}", message))
+    return found
 
 
 def make_plan(recipe: Recipe, loaded: LoadedRecipe | None = None, selection: Selection | None = None) -> Plan:

@@ -12,9 +12,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-SUMMARY_METRICS = ("train_loss", "eval_loss", "perplexity")
+SUMMARY_METRICS = ("train_loss", "eval_loss", "perplexity", "exact_match", "pairwise_accuracy")
 # torchao (pulled in by neural-compressor[pt]) logs missing CUDA kernels and torch's pytree warns on import.
-NOISY_LOGGERS = ("transformers", "datasets", "accelerate", "peft", "trl", "torchao", "torch.utils._pytree")
+NOISY_LOGGERS = ("transformers", "datasets", "accelerate", "peft", "trl", "torchao", "torch.utils._pytree",
+                 "neural_compressor")
 
 
 def quiet_libraries() -> None:
@@ -25,6 +26,7 @@ def quiet_libraries() -> None:
     os.environ.setdefault("DATASETS_VERBOSITY", "error")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("LOGLEVEL", "ERROR")  # neural-compressor (imported by peft) reads its log level from LOGLEVEL
     warnings.filterwarnings("ignore")
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -77,11 +77,11 @@ def _strip_union_tag(loc: KeyPath, tree: dict[str, Any]) -> KeyPath:
 def _fields_at(loc: KeyPath, tree: dict[str, Any]) -> list[str]:
     """Field names of the model that validates the mapping at `loc` (for "did you mean")."""
     model: Any = Recipe
-    for depth, part in enumerate(loc):
+    if len(loc) >= 2 and loc[0] == STAGES:  # the union member is chosen by the stage's `type`
+        stage = _get(tree, loc[:2])
+        model, loc = (REGISTRY.get(stage.get("type")) if isinstance(stage, dict) else None), loc[2:]
+    for part in loc:
         if isinstance(part, int):
-            if depth == 1 and loc[0] == STAGES:
-                stage = _get(tree, loc[:2])
-                model = REGISTRY.get(stage.get("type")) if isinstance(stage, dict) else None
             continue
         field = model.model_fields.get(part) if _is_model(model) else None
         model = _model_in(field.annotation) if field else None

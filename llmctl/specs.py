@@ -53,6 +53,14 @@ class StageSpec(Block):
         """The inputs this stage consumes, by slot name. Stages override this."""
         return {}
 
+    def output_kind(self) -> ArtifactKind:
+        """What this stage hands on (a stage whose output depends on its settings overrides this)."""
+        return self.produces
+
+    def check_environment(self, cuda_visible: bool) -> list[tuple[str, str]]:
+        """(field path, message) for settings this machine cannot run; checked by validate/plan/run."""
+        return []
+
 
 DataFormat = Literal["text", "prompt_completion", "instruction", "chat", "preference", "prompt"]
 
@@ -103,6 +111,26 @@ class DataSpec(Block):
         if self.template and self.format == "chat":
             raise ValueError("format chat renders messages with the tokenizer's chat template; drop `template`")
         return self
+
+
+class PeftSpec(Block):
+    """Parameter-efficient fine-tuning with peft."""
+
+    method: Literal["none", "lora", "qlora"] = "lora"
+    """none: full fine-tuning; lora; qlora: LoRA on a 4-bit NF4 base (bitsandbytes, CUDA GPU only)."""
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] | None = None
+    """Module names to adapt (e.g. [q_proj, v_proj]); default: what peft picks for the architecture."""
+    bias: Literal["none", "all", "lora_only"] = "none"
+    merge: bool = True
+    """Merge the adapter into the base after training, handing on a standalone model; false hands on base + adapter."""
+
+    def check_environment(self, cuda_visible: bool, field: str = "peft.method") -> list[tuple[str, str]]:
+        if self.method == "qlora" and not cuda_visible:
+            return [(field, "qlora needs a CUDA GPU (bitsandbytes 4-bit); none is visible here — use method: lora")]
+        return []
 
 
 class TrainArgs(Block):

@@ -55,11 +55,14 @@ def qa_pairs(rows: int, seed: int, low: int = 0, high: int = 20) -> list[dict[st
 
 
 def preference_pairs(rows: int, seed: int) -> list[dict[str, str]]:
-    """prompt + chosen (the right sum) + rejected (off by 1 to 5)."""
+    """prompt + chosen (the right sum) + rejected: the failures a small model makes — a word instead of a
+    number, a copied operand, or a sum that is off by a little (in equal shares)."""
     rng = random.Random(seed)
     out = []
     for pair in qa_pairs(rows, seed + 1):
-        wrong = int(pair["answer"]) + rng.choice([-5, -3, -2, -1, 1, 2, 3, 5])
+        a, b = (int(x) for x in pair["question"].removeprefix("What is ").removesuffix("?").split(" plus "))
+        wrong = [rng.choice(NOUNS + ADJECTIVES), str(rng.choice([a, b] if a + b not in (a, b) else [a + b + 1])),
+                 str(a + b + rng.choice([-3, -2, -1, 1, 2, 3]))][rng.randrange(3)]
         out.append({"prompt": f"Question: {pair['question']}\n\nAnswer:", "chosen": f" {pair['answer']}", "rejected": f" {wrong}"})
     return out
 
@@ -78,16 +81,48 @@ def demo_tables(seed: int = 0) -> dict[str, list[dict[str, str]]]:
     }
 
 
-def write_demo(dest: Path, seed: int = 0) -> dict[str, str]:
-    """Write every demo set as a Deep Lake dataset under `dest`; returns {name: version id}."""
+def write_demo(dest: Path, seed: int = 0, names: tuple[str, ...] = DEMO_SETS) -> dict[str, str]:
+    """Write demo sets as Deep Lake datasets under `dest`; returns {name: version id}."""
+    return {name: write_demo_one(dest / name, name, seed) for name in names}
+
+
+DEMO_SCHEME = "demo://"
+DEMO_VERSION = 2  # bump when the generators change, so cached demo sets are rebuilt
+
+
+def resolve(path: str) -> str:
+    """`demo://NAME` → a local Deep Lake dataset holding demo set NAME (seed 0), generated on first use into
+    llmctl's cache; any other path is returned unchanged. Lets the quickstart run with no set-up step."""
+    if not path.startswith(DEMO_SCHEME):
+        return path
+    import os
+    import shutil
+
+    from llmctl.data.lake import cache_dir
+    from llmctl.errors import DataError
+
+    name = path[len(DEMO_SCHEME) :]
+    if name not in DEMO_SETS:
+        raise DataError(f"data.path {path}: no such demo set; choose one of {', '.join(DEMO_SETS)}")
+    target = cache_dir().parent / "demo" / f"v{DEMO_VERSION}" / name
+    if not target.exists():
+        partial = target.with_name(f".{name}.{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        write_demo_one(partial, name)
+        os.replace(partial, target)
+    return str(target)
+
+
+def write_demo_one(dest: Path, name: str, seed: int = 0) -> str:
+    """Write one demo set as a Deep Lake dataset at `dest`; returns its version id."""
     from datasets import Dataset
 
     from llmctl.data import lake
 
-    versions = {}
-    for name, rows in demo_tables(seed).items():
-        versions[name], _ = lake.write(str(dest / name), Dataset.from_list(rows), f"llmctl demo data (seed {seed})")
-    return versions
+    rows = demo_tables(seed)[name]
+    version, _ = lake.write(str(dest), Dataset.from_list(rows), f"llmctl demo data (seed {seed})")
+    return version
 
 
 def write_corpus(path: Path, rows: int = 2000, seed: int = 0) -> Path:

@@ -43,8 +43,9 @@ def fingerprint_data(spec: DataSpec, previous: dict[str, Any] | None = None) -> 
 def fingerprint_source(path: str, previous: dict[str, Any] | None = None) -> dict[str, Any]:
     """A Deep Lake dataset's version id; or {path: {size, mtime, sha256}} for local files, reusing
     `previous` hashes for files whose size and mtime are unchanged."""
-    from llmctl.data import lake
+    from llmctl.data import demo, lake
 
+    path = demo.resolve(path)
     if lake.is_lake_path(path):
         try:
             return {"uri": path, "version": lake.version(path)}

@@ -91,7 +91,11 @@ def render(row: dict[str, Any], fmt: str, template: str | None) -> dict[str, Any
     if marker not in template:
         raise DataError(f"data.template must contain {marker} (where the completion starts) for format {fmt}")
     cut = template.index(marker)
-    return {"prompt": template[:cut].format(**values), "completion": template[cut:].format(**values)}
+    prompt, completion = template[:cut].format(**values), template[cut:].format(**values)
+    # "Answer: " + "7" → "Answer:" + " 7": BPE tokenizers attach the space to the next word, so a prompt
+    # ending in a space would not be a token prefix of prompt+completion (and the loss mask would slip).
+    stripped = prompt.rstrip(" ")
+    return {"prompt": stripped, "completion": prompt[len(stripped) :] + completion}
 
 
 def output_columns(fmt: str) -> list[str]:

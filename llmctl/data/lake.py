@@ -58,9 +58,11 @@ def column_names(dataset: Any) -> list[str]:
 
 
 def version(path: str) -> str:
-    """The dataset's current version id (cheap: metadata only)."""
+    """The dataset's current version: id, commit time and row count (cheap: metadata only). Version ids alone
+    are counters that repeat when a dataset is deleted and created again, so the commit time goes with them."""
     dataset, _ = open_view(path)
-    return str(dataset.version)
+    commit = dataset.history[dataset.version]
+    return f"{dataset.version}@{commit.timestamp}/{len(dataset)}"
 
 
 def json_columns(dataset: Any) -> set[str]:

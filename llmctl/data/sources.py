@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmctl.data import formats, lake
+from llmctl.data import demo, formats, lake
 from llmctl.data.fingerprint import local_files
 from llmctl.errors import DataError
 from llmctl.specs import DataSpec
@@ -37,6 +37,7 @@ def source_kind(path: str) -> str:
 def read_rows(path: str, query: str | None = None, split: str | None = None, columns: list[str] | None = None) -> Dataset:
     """All rows of a source as a `datasets.Dataset` (Deep Lake rows are streamed in batches into an on-disk
     Arrow cache keyed by the dataset version, so a dataset is never held whole in memory)."""
+    path = demo.resolve(path)
     kind = source_kind(path)
     if query and kind != "deeplake":
         raise DataError(f"data.query needs a Deep Lake source; {path} is {kind.replace('_', ' ')}")
@@ -144,6 +145,7 @@ def load_text_splits(spec: DataSpec, seed: int) -> tuple[Dataset, Dataset | None
 
 def describe(path: str, query: str | None = None, split: str | None = None) -> dict[str, Any]:
     """Kind, schema, row count and version of a source (for `llmctl data show`)."""
+    path = demo.resolve(path)
     if source_kind(path) == "deeplake":
         return lake.describe(path, query)
     rows = read_rows(path, query, split)

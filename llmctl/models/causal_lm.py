@@ -22,16 +22,32 @@ def load_tokenizer(ref: str) -> Any:
     return tokenizer
 
 
-def load(ref: str) -> Any:
-    """AutoModelForCausalLM in fp32 (mixed precision comes from the trainer's autocast, not the weights)."""
+def load(ref: str, quantization_config: Any = None) -> Any:
+    """AutoModelForCausalLM in fp32 (mixed precision comes from the trainer's autocast, not the weights).
+    An adapter folder (base + LoRA, from `merge: false`) is loaded onto its base and merged."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(ref)
+    from llmctl.models import adapters
+
+    if adapters.is_adapter_folder(ref):
+        from peft import AutoPeftModelForCausalLM
+
+        return adapters.merged(AutoPeftModelForCausalLM.from_pretrained(ref))
+    return AutoModelForCausalLM.from_pretrained(ref, quantization_config=quantization_config)
 
 
 def load_config(ref: str) -> Any:
+    """The config of a folder or hub id. The course models' configs ship with llmctl (models/configs/) and
+    are used first, so `plan` needs no network for them; other hub ids come from the hub or its cache."""
     from transformers import AutoConfig
 
+    from llmctl.models import adapters
+
+    if adapters.is_adapter_folder(ref):
+        ref = json.loads((Path(ref) / adapters.ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
+    bundled = Path(__file__).parent / "configs" / (ref.replace("/", "--") + ".json")
+    if bundled.exists() and not Path(ref).exists():
+        return _config_from_file(bundled)
     return AutoConfig.from_pretrained(ref)
 
 
@@ -60,6 +76,13 @@ def build_config(
     if context is not None and block_size > context:
         raise UsageError(f"block_size {block_size} exceeds the model's context of {context} positions")
     return built
+
+
+def _config_from_file(path: Path) -> Any:
+    from transformers import AutoConfig
+
+    data = json.loads(path.read_text())
+    return AutoConfig.for_model(data.pop("model_type"), **data)
 
 
 def from_config(config: Any, seed: int) -> Any:

@@ -12,13 +12,18 @@ if TYPE_CHECKING:
     from llmctl.pipeline import StageContext
 
 
-def training_arguments(args: TrainArgs, ctx: StageContext, has_eval: bool, **extra: Any) -> Any:
+def training_arguments(args: TrainArgs, ctx: StageContext, has_eval: bool) -> Any:
     """transformers.TrainingArguments from the recipe's TrainArgs, the stage folders and the detected hardware."""
     from transformers import TrainingArguments
 
+    return TrainingArguments(**training_kwargs(args, ctx, has_eval))
+
+
+def training_kwargs(args: TrainArgs, ctx: StageContext, has_eval: bool) -> dict[str, Any]:
+    """The TrainingArguments fields llmctl sets (TRL's configs extend TrainingArguments, so they take these too)."""
     hw = ctx.hardware
     evaluate_during = has_eval and args.eval_steps is not None
-    return TrainingArguments(
+    return dict(
         output_dir=str(ctx.checkpoints_dir),
         logging_dir=str(ctx.logs_dir / "tensorboard"),
         max_steps=args.max_steps,
@@ -48,7 +53,6 @@ def training_arguments(args: TrainArgs, ctx: StageContext, has_eval: bool, **ext
         dataloader_num_workers=args.dataloader_workers,
         disable_tqdm=True,
         save_safetensors=True,
-        **extra,
     )
 
 

@@ -85,7 +85,8 @@ def spec(path: str, **fields: object) -> DataSpec:
 
 def test_template_renders_exactly_and_splits_prompt_from_completion(tmp_path: Path) -> None:
     train, _ = load_examples(spec(write_rows(tmp_path, "jsonl"), shuffle=False, validation=0), seed=0)
-    assert train[3] == {"prompt": "Question: What is 3 plus 1?\n\nAnswer: ", "completion": "4"}
+    # the space before the answer moves into the completion, so the prompt's tokens prefix the full text's
+    assert train[3] == {"prompt": "Question: What is 3 plus 1?\n\nAnswer:", "completion": " 4"}
 
 
 def test_instruction_format_default_template() -> None:
@@ -158,7 +159,8 @@ def test_fingerprint_follows_lake_versions_and_file_content(tmp_path: Path) -> N
     assert before == content_key(fingerprint_data(DataSpec(path=path)))
     assert content_key(fingerprint_data(DataSpec(path=path, query="SELECT * WHERE n > 3"))) != before
     lake.write(path, Dataset.from_list(ROWS[:2]), "two more rows")
-    assert content_key(fingerprint_data(DataSpec(path=path)))["version"] != before["version"]
+    after = content_key(fingerprint_data(DataSpec(path=path)))["version"]
+    assert after != before["version"] and after.endswith("/42")
     assert len(read_rows(path)) == 42  # the new version is read, not a stale cache
 
 

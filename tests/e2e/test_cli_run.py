@@ -125,8 +125,13 @@ def test_shipped_quickstart_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.chdir(root)
     run_dir = tmp_path / "qs"
     code, events = run_json("recipes/quickstart.yaml", "stages.pretrain.train.max_steps=60",
-                           "stages.pretrain.train.logging_steps=10", f"run_dir={run_dir}")
+                           "stages.pretrain.train.logging_steps=10", "stages.sft.train.max_steps=10",
+                           "stages.reward.train.max_steps=5", f"run_dir={run_dir}")
     assert code == 0, events
+    assert [e["stage"] for e in events if e["event"] == "stage_end"] == ["pretrain", "sft", "reward"]
+    sft = json.loads((run_dir / "02-sft" / "metrics.json").read_text())
+    assert {"exact_match_before", "exact_match"} <= sft.keys()
+    assert "pairwise_accuracy" in json.loads((run_dir / "03-reward" / "metrics.json").read_text())
     metrics = json.loads((run_dir / "01-pretrain" / "metrics.json").read_text())
     assert metrics["last_logged_loss"] < metrics["first_logged_loss"]
     assert [s["prompt"] for s in metrics["samples"]] == ["3 plus 4 is", "The small cat"]

@@ -1,0 +1,67 @@
+"""peft helpers: LoRA/QLoRA configs, target-module checks, merging, and loading adapter folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from llmctl.errors import UsageError
+from llmctl.specs import PeftSpec
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def is_adapter_folder(path: str) -> bool:
+    return (Path(path) / ADAPTER_CONFIG).exists()
+
+
+def lora_config(spec: PeftSpec, task_type: str = "CAUSAL_LM") -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, bias=spec.bias,
+                      target_modules=spec.target_modules, task_type=task_type)
+
+
+def check_target_modules(model: Any, spec: PeftSpec, where: str = "peft.target_modules") -> None:
+    """Fail before training when a named target module is not in the model (peft's own error comes late)."""
+    if spec.method == "none" or not isinstance(spec.target_modules, list):
+        return
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [t for t in spec.target_modules if t not in names]
+    if missing:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ in ("Linear", "Conv1D")})
+        raise UsageError(f"{where}: {', '.join(missing)} not found in {type(model).__name__}; "
+                         f"its linear modules are: {', '.join(linear)} (or use all-linear)")
+
+
+def apply(model: Any, spec: PeftSpec, task_type: str = "CAUSAL_LM") -> Any:
+    """Wrap `model` with a LoRA adapter (QLoRA: prepare the 4-bit base for training first)."""
+    if spec.method == "none":
+        return model
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    check_target_modules(model, spec)
+    if spec.method == "qlora":
+        model = prepare_model_for_kbit_training(model)
+    return get_peft_model(model, lora_config(spec, task_type))
+
+
+def quantization_config() -> Any:
+    """4-bit NF4 with double quantization and bf16 compute (QLoRA)."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+def merged(model: Any) -> Any:
+    """The base model with the adapter folded in (a plain transformers model)."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+
+def trainable_counts(model: Any) -> tuple[int, int]:
+    """(total, trainable) parameters, adapter included."""
+    from llmctl.models.causal_lm import parameter_counts
+
+    return parameter_counts(model)

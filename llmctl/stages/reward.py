@@ -1,0 +1,117 @@
+"""Stage `reward`: a reward model (sequence classification, one output) trained with TRL's RewardTrainer on
+preference pairs. Its base is a hub id or folder (e.g. DeBERTa-v3), or an earlier causal LM of this recipe
+(`model: previous` or `stage:NAME`, the usual choice before PPO: same tokenizer). A reward stage never
+becomes the policy: the stages after it still receive the last causal LM."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, model_validator
+
+from llmctl.artifacts import Artifact, ArtifactKind
+from llmctl.specs import DataSpec, InputSlot, PeftSpec, StageSpec, TrainArgs
+
+if TYPE_CHECKING:
+    from llmctl.pipeline import StageContext
+
+
+class RewardSpec(StageSpec):
+    """Reward-model training with TRL's RewardTrainer."""
+
+    type: Literal["reward"] = "reward"
+    model: str
+    """Base model: a hub id or folder, or 'previous' / 'stage:NAME' to start from a causal LM of this recipe.
+    There is no default: a reward stage does not silently take the previous stage's output."""
+    data: DataSpec
+    peft: PeftSpec = PeftSpec(method="none")
+    train: TrainArgs = TrainArgs(lr=1e-5)
+    max_length: int = Field(512, ge=8)
+
+    produces = ArtifactKind.reward_model
+
+    @model_validator(mode="after")
+    def _preference_data(self) -> RewardSpec:
+        if self.data.format != "preference":
+            raise ValueError("reward trains on preference data: set data.format: preference (prompt, chosen, rejected)")
+        return self
+
+    def inputs(self) -> dict[str, InputSlot]:
+        return {"model": InputSlot(self.model, (ArtifactKind.causal_lm, ArtifactKind.adapter), "model")}
+
+    def check_environment(self, cuda_visible: bool) -> list[tuple[str, str]]:
+        return self.peft.check_environment(cuda_visible)
+
+
+def run(spec: RewardSpec, ctx: StageContext) -> Artifact:
+    from llmctl.data.sources import load_examples
+
+    train_ds, eval_ds = load_examples(spec.data, seed=ctx.seed)
+    model, tokenizer = _load(spec, ctx)
+    trainer = _trainer(spec, ctx, model, tokenizer, train_ds, eval_ds)
+    metrics = _train(trainer, ctx, eval_ds is not None)
+    model = _save(spec, trainer.model, tokenizer, ctx)
+    return Artifact(ArtifactKind.reward_model, str(ctx.out_dir), meta={"metrics": metrics, "architecture": type(model).__name__})
+
+
+def _load(spec: RewardSpec, ctx: StageContext) -> tuple[Any, Any]:
+    """A one-output sequence classifier on the base weights (a causal LM's head is replaced by a score head)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from llmctl.models import adapters, causal_lm
+
+    source = ctx.input("model")
+    tokenizer = causal_lm.load_tokenizer(source)
+    if adapters.is_adapter_folder(source):  # fold the adapter in first, then load the merged weights as a classifier
+        merged_dir = ctx.work_dir / "base"
+        causal_lm.save(causal_lm.load(source), tokenizer, merged_dir)
+        source = str(merged_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model = adapters.apply(model, spec.peft, task_type="SEQ_CLS")
+    total, trainable = adapters.trainable_counts(model)
+    ctx.log(f"{type(model).__name__}: {trainable:,} trainable of {total:,} parameters")
+    return model, tokenizer
+
+
+def _trainer(spec: RewardSpec, ctx: StageContext, model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any) -> Any:
+    from transformers import PrinterCallback
+    from trl import RewardConfig, RewardTrainer
+
+    from llmctl.models.training import progress_callback, training_kwargs
+
+    config = RewardConfig(**training_kwargs(spec.train, ctx, has_eval=eval_ds is not None), max_length=spec.max_length)
+    trainer = RewardTrainer(model=model, args=config, train_dataset=train_ds, eval_dataset=eval_ds,
+                            processing_class=tokenizer, callbacks=[progress_callback(ctx)])
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def _train(trainer: Any, ctx: StageContext, has_eval: bool) -> dict[str, Any]:
+    from llmctl.models.training import train_metrics
+
+    result = trainer.train(resume_from_checkpoint=ctx.resume_from)
+    metrics = train_metrics(trainer, result)
+    if has_eval:
+        scores = trainer.evaluate()
+        metrics |= {"pairwise_accuracy": round(scores["eval_accuracy"], 4), "mean_margin": round(scores["eval_margin"], 4),
+                    "eval_loss": round(scores["eval_loss"], 4)}
+    return metrics
+
+
+def _save(spec: RewardSpec, model: Any, tokenizer: Any, ctx: StageContext) -> Any:
+    from llmctl.models import adapters
+
+    model = adapters.merged(model)
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(ctx.out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(ctx.out_dir)
+    return model
+
+
+def model_config(spec: RewardSpec) -> Any | None:
+    from llmctl.models import causal_lm
+
+    if spec.model == "previous" or spec.model.startswith("stage:"):
+        return None
+    return causal_lm.load_config(spec.model)

@@ -1,0 +1,155 @@
+"""Stage `sft`: supervised fine-tuning with TRL's SFTTrainer — full, LoRA or QLoRA — with optional packing,
+completion-only loss, adapter merge, sample generations and an exact-match evaluation before vs after."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, model_validator
+
+from llmctl.artifacts import Artifact, ArtifactKind
+from llmctl.specs import PREVIOUS, DataSpec, InputSlot, PeftSpec, StageSpec, TrainArgs
+
+if TYPE_CHECKING:
+    from llmctl.pipeline import StageContext
+
+MODEL_KINDS = (ArtifactKind.causal_lm, ArtifactKind.adapter)
+
+
+class EvalSetSpec(DataSpec):
+    """Prompt/completion pairs scored by exact match of the greedy generation (stripped)."""
+
+    format: Literal["prompt_completion", "instruction"] = "prompt_completion"
+    validation: float | int | str = 0
+    max_new_tokens: int = Field(8, ge=1)
+
+
+class SFTSpec(StageSpec):
+    """Supervised fine-tuning with TRL's SFTTrainer."""
+
+    type: Literal["sft"] = "sft"
+    model: str = PREVIOUS
+    """'previous' (the last causal LM), 'stage:NAME', a model folder or a hub id."""
+    data: DataSpec
+    peft: PeftSpec = PeftSpec()
+    train: TrainArgs = TrainArgs(lr=2e-4)
+    max_length: int = Field(1024, ge=8)
+    """Sequence length in tokens (longer examples are truncated by the trainer, or per data.too_long)."""
+    packing: bool = False
+    """Pack examples into max_length sequences (TRL best-fit packing; no attention across examples on
+    architectures whose masks follow position ids, e.g. GPT-2 and Llama)."""
+    eval_set: EvalSetSpec | None = None
+    """Exact-match evaluation before and after training (metrics exact_match_before / exact_match)."""
+    samples: list[str] = []
+    """Prompts to generate from after training (samples.json and the run summary)."""
+    sample_tokens: int = Field(32, ge=1)
+
+    produces = ArtifactKind.causal_lm
+
+    @model_validator(mode="after")
+    def _data_format(self) -> SFTSpec:
+        if self.data.format in ("preference", "prompt"):
+            raise ValueError(f"sft trains on text, prompt_completion, instruction or chat data, not {self.data.format}")
+        return self
+
+    def inputs(self) -> dict[str, InputSlot]:
+        return {"model": InputSlot(self.model, MODEL_KINDS, "model")}
+
+    def output_kind(self) -> ArtifactKind:
+        return ArtifactKind.causal_lm if self.peft.merge or self.peft.method == "none" else ArtifactKind.adapter
+
+    def check_environment(self, cuda_visible: bool) -> list[tuple[str, str]]:
+        return self.peft.check_environment(cuda_visible)
+
+
+def run(spec: SFTSpec, ctx: StageContext) -> Artifact:
+    """Check the data, load the model, measure, train, merge, measure again, save."""
+    from llmctl.data.sources import load_examples
+    from llmctl.models import causal_lm
+
+    train_ds, eval_ds = load_examples(spec.data, seed=ctx.seed)
+    eval_rows = load_examples(spec.eval_set, seed=ctx.seed)[0] if spec.eval_set else None
+    tokenizer = causal_lm.load_tokenizer(ctx.input("model"))
+    model = _load_model(spec, ctx)
+    metrics: dict[str, Any] = {}
+    if eval_rows is not None:
+        metrics["exact_match_before"] = _exact_match(model, tokenizer, eval_rows, spec.eval_set)  # type: ignore[arg-type]
+    trainer = _trainer(spec, ctx, model, tokenizer, train_ds, eval_ds)
+    metrics |= _train(trainer, ctx, eval_ds is not None)
+    model = _finish(spec, trainer.model, tokenizer, ctx)
+    if eval_rows is not None:
+        metrics["exact_match"] = _exact_match(model, tokenizer, eval_rows, spec.eval_set)  # type: ignore[arg-type]
+    if spec.samples:
+        metrics["samples"] = causal_lm.write_samples(model, tokenizer, spec.samples, spec.sample_tokens, ctx.work_dir)
+    kind = spec.output_kind()
+    return Artifact(kind, str(ctx.out_dir), meta={"metrics": metrics, "peft": spec.peft.method, **causal_lm.summary(model)})
+
+
+def _load_model(spec: SFTSpec, ctx: StageContext) -> Any:
+    from llmctl.models import adapters, causal_lm
+
+    quantization = adapters.quantization_config() if spec.peft.method == "qlora" else None
+    model = causal_lm.load(ctx.input("model"), quantization_config=quantization)
+    model = adapters.apply(model, spec.peft)
+    total, trainable = adapters.trainable_counts(model)
+    ctx.log(f"{type(model).__name__}: {trainable:,} trainable of {total:,} parameters ({spec.peft.method})")
+    return model
+
+
+def _trainer(spec: SFTSpec, ctx: StageContext, model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any) -> Any:
+    from transformers import PrinterCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from llmctl.models.training import progress_callback, training_kwargs
+
+    config = SFTConfig(
+        **training_kwargs(spec.train, ctx, has_eval=eval_ds is not None),
+        max_length=spec.max_length,
+        packing=spec.packing,
+        completion_only_loss=spec.data.completion_only,
+        dataset_text_field="text",
+    )
+    trainer = SFTTrainer(model=model, args=config, train_dataset=train_ds, eval_dataset=eval_ds,
+                         processing_class=tokenizer, callbacks=[progress_callback(ctx)])
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def _train(trainer: Any, ctx: StageContext, has_eval: bool) -> dict[str, Any]:
+    from llmctl.models.training import eval_metrics, train_metrics
+
+    if ctx.resume_from:
+        ctx.log(f"resuming from {ctx.resume_from}")
+    result = trainer.train(resume_from_checkpoint=ctx.resume_from)
+    return train_metrics(trainer, result) | (eval_metrics(trainer) if has_eval else {})
+
+
+def _finish(spec: SFTSpec, model: Any, tokenizer: Any, ctx: StageContext) -> Any:
+    """Save a standalone model (merged) or the adapter alone (merge: false); return the model to evaluate."""
+    from llmctl.models import adapters, causal_lm
+
+    if spec.peft.method != "none" and not spec.peft.merge:
+        ctx.out_dir.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(ctx.out_dir)
+        tokenizer.save_pretrained(ctx.out_dir)
+        return model
+    model = adapters.merged(model)
+    causal_lm.save(model, tokenizer, ctx.out_dir)
+    return model
+
+
+def _exact_match(model: Any, tokenizer: Any, rows: Any, spec: EvalSetSpec) -> float:
+    from llmctl.models.causal_lm import generate
+
+    outputs = generate(model, tokenizer, rows["prompt"], spec.max_new_tokens)
+    hits = sum(out.strip().split("\n")[0].strip() == want.strip() for out, want in zip(outputs, rows["completion"]))
+    return round(hits / max(len(rows), 1), 4)
+
+
+def model_config(spec: SFTSpec) -> Any | None:
+    """The base architecture when it is named directly (for `plan`); None when it comes from a stage."""
+    from llmctl.models import causal_lm
+
+    if spec.model == PREVIOUS or spec.model.startswith("stage:"):
+        return None
+    return causal_lm.load_config(spec.model)

@@ -1,0 +1,177 @@
+"""sft and reward on a tiny GPT-2: full and LoRA fine-tuning, merged and unmerged adapters, reward models
+from a folder and from the previous stage, and the recipe errors these stages must catch early."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from llmctl.cli import app
+from llmctl.data.demo import preference_pairs, qa_pairs
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny GPT-2 saved like a hub checkpoint (config, safetensors, tokenizer), with a trained BPE."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from llmctl.data.demo import corpus
+    from llmctl.models.causal_lm import save
+    from llmctl.models.tokenizers import train_bpe
+
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    tokenizer = train_bpe(corpus(300, seed=5) + [f"{p['question']} {p['answer']}" for p in qa_pairs(300, 5)], 400)
+    config = GPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=64, vocab_size=len(tokenizer),
+                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    save(GPT2LMHeadModel(config), tokenizer, folder)
+    return folder
+
+
+@pytest.fixture
+def data(workdir: Path) -> Path:
+    (workdir / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in qa_pairs(200, 1)))
+    (workdir / "prefs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in preference_pairs(200, 2)))
+    return workdir
+
+
+SFT = """\
+  - type: sft
+    name: {name}
+    model: {model}
+    data: {{path: qa.jsonl, format: prompt_completion, columns: {{prompt: question, completion: answer}},
+            template: "Question: {{prompt}}\\n\\nAnswer: {{completion}}", completion_only: true, validation: 0.1}}
+    peft: {peft}
+    max_length: 48
+    train: {{max_steps: {steps}, batch_size: 8, lr: 1.0e-3, logging_steps: 2, save_steps: {save}}}
+    eval_set: {{path: qa.jsonl, limit: 10, columns: {{prompt: question, completion: answer}},
+                template: "Question: {{prompt}}\\n\\nAnswer: {{completion}}", max_new_tokens: 3}}
+"""
+REWARD = """\
+  - type: reward
+    name: {name}
+    model: {model}
+    data: {{path: prefs.jsonl, format: preference, validation: 0.2}}
+    max_length: 48
+    train: {{max_steps: 6, batch_size: 8, lr: 1.0e-3, logging_steps: 2}}
+"""
+
+
+def recipe(folder: Path, *stages: str) -> Path:
+    path = folder / "recipe.yaml"
+    path.write_text("name: t\nseed: 5\ndtype: fp32\nstages:\n" + "".join(stages))
+    return path
+
+
+def sft(name: str = "sft", model: str = "previous", peft: str = "{method: lora, r: 4, alpha: 8}", steps: int = 6, save: int = 500) -> str:
+    return SFT.format(name=name, model=model, peft=peft, steps=steps, save=save)
+
+
+def run(path: Path, *args: str) -> tuple[int, list[dict]]:
+    result = runner.invoke(app, ["--json", "run", str(path), *args])
+    return result.exit_code, [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+def metrics(workdir: Path, folder: str) -> dict:
+    return json.loads((workdir / "runs/t" / folder / "metrics.json").read_text())
+
+
+def test_full_and_lora_sft_then_reward_from_previous(tiny_lm: Path, data: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    path = recipe(data, sft("full", str(tiny_lm), "{method: none}"), sft("lora"), REWARD.format(name="rm", model="previous"))
+    code, events = run(path)
+    assert code == 0, events[-1]
+    full, lora, reward = metrics(data, "01-full"), metrics(data, "02-lora"), metrics(data, "03-rm")
+    assert full["steps"] == lora["steps"] == 6 and full["last_logged_loss"] < full["first_logged_loss"]
+    assert {"exact_match_before", "exact_match", "eval_loss", "perplexity"} <= lora.keys()
+    assert 0 <= reward["pairwise_accuracy"] <= 1 and "mean_margin" in reward
+    merged = data / "runs/t/02-lora/output"
+    assert not (merged / "adapter_config.json").exists()  # merge: true hands on a standalone model
+    AutoModelForCausalLM.from_pretrained(merged)
+    scorer = AutoModelForSequenceClassification.from_pretrained(data / "runs/t/03-rm/output")
+    assert scorer.config.num_labels == 1
+    inputs = {s["stage"]: s["inputs"] for s in events[0]["steps"]}
+    assert inputs == {"full": {"model": str(tiny_lm)}, "lora": {"model": "stage:full"}, "rm": {"model": "stage:lora"}}
+
+
+def test_unmerged_adapter_feeds_downstream_stages(tiny_lm: Path, data: Path) -> None:
+    from peft import AutoPeftModelForCausalLM
+
+    path = recipe(data, sft("adapter", str(tiny_lm), "{method: lora, r: 4, alpha: 8, merge: false}"),
+                  REWARD.format(name="rm", model="previous"), sft("again"))
+    code, events = run(path)
+    assert code == 0, events[-1]
+    adapter = data / "runs/t/01-adapter/output"
+    assert (adapter / "adapter_config.json").exists() and not (adapter / "model.safetensors").exists()
+    assert json.loads((data / "runs/t/01-adapter/artifact.json").read_text())["kind"] == "adapter"
+    AutoPeftModelForCausalLM.from_pretrained(adapter)
+    assert metrics(data, "03-again")["steps"] == 6  # 'previous' skipped the reward model, found the adapter
+
+
+def test_reward_from_a_hub_style_folder(tiny_lm: Path, data: Path) -> None:
+    code, events = run(recipe(data, REWARD.format(name="rm", model=str(tiny_lm))))
+    assert code == 0, events[-1]
+    assert "pairwise_accuracy" in metrics(data, "01-rm")
+
+
+def test_sft_resume_after_kill_matches_an_uninterrupted_run(tiny_lm: Path, data: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    path = recipe(data, sft("sft", str(tiny_lm), steps=16, save=4))
+    proc = subprocess.Popen([sys.executable, "-m", "llmctl", "--json", "run", str(path)], cwd=data,
+                            env=os.environ | {"PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in proc.stdout:  # type: ignore[union-attr]
+        event = json.loads(line)
+        if event["event"] == "progress" and event.get("step", 0) >= 9:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (data / "runs/t/01-sft").exists()
+    code, events = run(path)
+    assert code == 0 and [e["action"] for e in events if e["event"] == "stage_start"] == ["resume"]
+    code, _ = run(path, "run_dir=runs/straight")
+    straight = json.loads((data / "runs/straight/01-sft/metrics.json").read_text())
+    resumed = metrics(data, "01-sft")
+    assert resumed["steps"] == straight["steps"] == 16
+    assert resumed["eval_loss"] == pytest.approx(straight["eval_loss"], rel=1e-4)
+
+
+def test_qlora_without_cuda_fails_validation(data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMCTL_ASSUME_CUDA", "0")
+    path = recipe(data, sft("sft", "gpt2", "{method: qlora}"))
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert f"{path}:10:" in result.output and "stages[0].peft.method: qlora needs a CUDA GPU" in result.output
+    assert "use method: lora" in result.output
+
+
+def test_preference_data_without_rejected_fails_before_the_model_loads(tiny_lm: Path, data: Path) -> None:
+    (data / "prefs.jsonl").write_text(json.dumps({"prompt": "Q", "chosen": " 1"}) + "\n")
+    result = runner.invoke(app, ["run", str(recipe(data, REWARD.format(name="rm", model=str(tiny_lm))))])
+    assert result.exit_code == 2
+    assert "format 'preference' needs column rejected; available: prompt, chosen" in result.output
+    assert not (data / "runs/t/01-rm.tmp/logs/stage.log").exists()  # nothing was loaded or logged
+
+
+def test_missing_target_module_fails_at_plan(tiny_lm: Path, data: Path) -> None:
+    path = recipe(data, sft("sft", str(tiny_lm), "{method: lora, target_modules: [q_proj]}"))
+    result = runner.invoke(app, ["plan", str(path)])
+    assert result.exit_code == 2
+    assert "peft.target_modules: q_proj not found in GPT2LMHeadModel" in result.output and "c_attn" in result.output
+
+
+def test_plan_counts_lora_parameters_of_opt_1_3b_from_its_config() -> None:
+    root = Path(__file__).resolve().parents[2]
+    result = runner.invoke(app, ["--json", "plan", str(root / "recipes/sft_lima.yaml")])
+    assert result.exit_code == 0, result.output
+    step = json.loads(result.stdout)["steps"][0]
+    assert (step["trainable_parameters"], step["parameters"]) == (3_145_728, 1_318_903_808)
