@@ -230,7 +230,7 @@ def schema(output: Annotated[Optional[Path], typer.Option("--output", "-o", help
 @handle_errors
 def init(
     path: Annotated[Path, typer.Argument(help="Where to write the recipe.")] = Path("recipe.yaml"),
-    template: Annotated[str, typer.Option(help="Starter to write (pretrain).")] = "pretrain",
+    template: Annotated[str, typer.Option(help="Starter to write: pretrain or sft.")] = "pretrain",
     force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a commented starter recipe."""

@@ -93,9 +93,9 @@ class DataSpec(Block):
     """Use at most this many rows (after the query and shuffling)."""
     shuffle: bool = True
     """Shuffle rows (seeded) before splitting."""
-    max_length: int | None = Field(None, ge=8)
-    """Longest row in tokens; longer rows are handled as `too_long` says (checked before training)."""
     too_long: Literal["truncate", "drop", "error"] = "truncate"
+    """Rows longer than the stage's max_length (counted with its tokenizer before training): truncate them
+    (the trainer cuts them), drop them, or stop with an error naming the first one."""
 
     @model_validator(mode="after")
     def _check(self) -> DataSpec:

@@ -33,4 +33,33 @@ stages:
     samples: ["Once upon a time"]   # generated after training, shown in the summary
 """
 
-TEMPLATES = {"pretrain": PRETRAIN}
+SFT = """\
+# A starter recipe (written by `llmctl init --template sft`): LoRA fine-tuning of an existing model on
+# question/answer pairs, then a reward model from the result. `llmctl schema` describes every key.
+name: my-sft
+seed: 42
+dtype: auto
+
+stages:
+  - type: sft
+    model: facebook/opt-125m          # a hub id or a model folder
+    data:
+      path: data/qa                   # a Deep Lake dataset, a .jsonl/.csv/.parquet file, or demo://instructions
+      format: prompt_completion       # text | prompt_completion | instruction | chat
+      columns: {prompt: question, completion: answer}   # {name the format expects: your column}
+      template: "Question: {prompt}\\n\\nAnswer: {completion}"
+      completion_only: true           # loss on the answer only
+      validation: 0.05
+    peft: {method: lora, r: 16, alpha: 32, dropout: 0.05}   # method: none for full fine-tuning
+    max_length: 512
+    packing: false
+    train: {epochs: 3, batch_size: 8, lr: 2.0e-4, scheduler: cosine, warmup_ratio: 0.03, save_steps: 200}
+    samples: ["Question: What is LoRA?\\n\\nAnswer:"]
+
+  - type: reward                      # optional: a reward model for RLHF, starting from the SFT model
+    model: previous
+    data: {path: data/preferences, format: preference}   # prompt, chosen, rejected
+    train: {epochs: 1, batch_size: 8, lr: 1.0e-5}
+"""
+
+TEMPLATES = {"pretrain": PRETRAIN, "sft": SFT}

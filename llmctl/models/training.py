@@ -95,7 +95,10 @@ def train_causal_lm(model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any, arg
 
 
 def train_metrics(trainer: Any, result: Any) -> dict[str, Any]:
+    """Loss curve ends, steps, speed (samples/s; tokens/s where the trainer counts tokens) and peak memory."""
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    tokens = max((entry.get("num_tokens", 0) for entry in trainer.state.log_history), default=0)
+    runtime = result.metrics.get("train_runtime") or 0
     return {
         "train_loss": round(result.training_loss, 4),
         "first_logged_loss": losses[0] if losses else None,
@@ -103,7 +106,20 @@ def train_metrics(trainer: Any, result: Any) -> dict[str, Any]:
         "steps": trainer.state.global_step,
         "train_runtime_s": result.metrics.get("train_runtime"),
         "train_samples_per_s": result.metrics.get("train_samples_per_second"),
+        "train_tokens_per_s": round(tokens / runtime) if tokens and runtime else None,
+        "peak_memory_mib": peak_memory_mib(),
     }
+
+
+def peak_memory_mib() -> int:
+    """Peak GPU memory allocated by torch on CUDA; else this process's peak resident memory."""
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 def eval_metrics(trainer: Any) -> dict[str, Any]:

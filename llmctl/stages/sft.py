@@ -64,14 +64,16 @@ class SFTSpec(StageSpec):
 
 def run(spec: SFTSpec, ctx: StageContext) -> Artifact:
     """Check the data, load the model, measure, train, merge, measure again, save."""
+    from llmctl.data.lengths import check_lengths
     from llmctl.data.sources import load_examples
     from llmctl.models import causal_lm
 
     train_ds, eval_ds = load_examples(spec.data, seed=ctx.seed)
     eval_rows = load_examples(spec.eval_set, seed=ctx.seed)[0] if spec.eval_set else None
     tokenizer = causal_lm.load_tokenizer(ctx.input("model"))
+    train_ds, length_report = check_lengths(train_ds, tokenizer, spec.max_length, spec.data, ctx.log)
     model = _load_model(spec, ctx)
-    metrics: dict[str, Any] = {}
+    metrics: dict[str, Any] = {"too_long_rows": length_report["too_long"]}
     if eval_rows is not None:
         metrics["exact_match_before"] = _exact_match(model, tokenizer, eval_rows, spec.eval_set)  # type: ignore[arg-type]
     trainer = _trainer(spec, ctx, model, tokenizer, train_ds, eval_ds)

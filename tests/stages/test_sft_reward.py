@@ -175,3 +175,37 @@ def test_plan_counts_lora_parameters_of_opt_1_3b_from_its_config() -> None:
     assert result.exit_code == 0, result.output
     step = json.loads(result.stdout)["steps"][0]
     assert (step["trainable_parameters"], step["parameters"]) == (3_145_728, 1_318_903_808)
+
+
+def test_completion_only_masks_exactly_the_prompt(tiny_lm: Path, data: Path) -> None:
+    """Our prompt/completion split + TRL's tokenization: the labels are the answer tokens and EOS, nothing else."""
+    from trl import SFTConfig, SFTTrainer
+    from transformers import AutoModelForCausalLM
+
+    from llmctl.data.sources import load_examples
+    from llmctl.models.causal_lm import load_tokenizer
+    from llmctl.specs import DataSpec
+
+    spec = DataSpec(path="qa.jsonl", format="prompt_completion", columns={"prompt": "question", "completion": "answer"},
+                    template="Question: {prompt}\n\nAnswer: {completion}", completion_only=True, validation=0, shuffle=False)
+    rows, _ = load_examples(spec, seed=0)
+    tokenizer = load_tokenizer(str(tiny_lm))
+    config = SFTConfig(output_dir=str(data / "ckpt"), completion_only_loss=True, max_length=48, report_to="none", use_cpu=True)
+    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_lm), args=config, train_dataset=rows.select(range(5)),
+                         processing_class=tokenizer)
+    for example, row in zip(trainer.train_dataset, rows):
+        ids, mask = example["input_ids"], [label != -100 for label in example["labels"]]
+        trained = tokenizer.decode([i for i, m in zip(ids, mask) if m])
+        assert trained == row["completion"] + tokenizer.eos_token
+        assert tokenizer.decode([i for i, m in zip(ids, mask) if not m]) == row["prompt"]
+
+
+def test_too_long_rows_are_counted_dropped_or_refused(tiny_lm: Path, data: Path) -> None:
+    long_row = {"question": "What is " + "1 plus " * 40 + "1?", "answer": "41"}
+    with open(data / "qa.jsonl", "a") as handle:
+        handle.write(json.dumps(long_row) + "\n")
+    base = sft("sft", str(tiny_lm), "{method: none}", steps=2)
+    code, _ = run(recipe(data, base.replace("validation: 0.1}", "validation: 0.1, too_long: drop}")))
+    assert code == 0 and metrics(data, "01-sft")["too_long_rows"] == 1
+    result = runner.invoke(app, ["run", str(recipe(data, base.replace("validation: 0.1}", "validation: 0.1, too_long: error}")))])
+    assert result.exit_code == 2 and "1 of 181 rows are longer than max_length=48 tokens" in result.output

@@ -64,9 +64,10 @@ def test_version_and_exit_codes_in_help() -> None:
     assert "Exit codes" in help_text and "5 run locked" in help_text
 
 
-def test_init_writes_a_valid_recipe_and_refuses_to_overwrite(tmp_path: Path) -> None:
+@pytest.mark.parametrize("template", ["pretrain", "sft"])
+def test_init_writes_a_valid_recipe_and_refuses_to_overwrite(tmp_path: Path, template: str) -> None:
     target = tmp_path / "new.yaml"
-    assert runner.invoke(app, ["init", str(target)]).exit_code == 0
+    assert runner.invoke(app, ["init", str(target), "--template", template]).exit_code == 0
     assert runner.invoke(app, ["validate", str(target)]).exit_code == 0
     again = runner.invoke(app, ["init", str(target)])
     assert again.exit_code == 2 and "exists" in again.output
