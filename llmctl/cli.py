@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from llmctl import __version__
-from llmctl.errors import LlmctlError, UsageError
+from llmctl.errors import LlmctlError, RecipeError, UsageError
 
 EPILOG = ("Exit codes: 0 ok, 1 internal error, 2 invalid recipe/usage, 3 quality gate failed, 4 stage failed, "
           "5 run locked, 130 interrupted.")
@@ -106,13 +106,14 @@ def _load(recipe: Path, overrides: list[str] | None):  # noqa: ANN202
 @handle_errors
 def validate(recipes: Annotated[list[Path], typer.Argument(help="Recipe files to check.")]) -> None:
     """Check recipes (syntax, types, stage handoffs) without loading any model. Exit 2 if any is invalid."""
-    from llmctl.pipeline import resolve_inputs
+    from llmctl.pipeline import environment_problems, resolve_inputs
 
     failed = []
     for path in recipes:
         try:
             loaded, recipe = _load(path, [])
             resolve_inputs(recipe, loaded)
+            _warn(environment_problems(recipe, loaded))
         except LlmctlError as error:
             if STATE["debug"]:
                 raise
@@ -143,6 +144,7 @@ def plan(
     from llmctl.hardware import detect
 
     the_plan = _plan(recipe, overrides, force, from_stage, only, until)
+    _warn(the_plan.environment)
     hw = detect(the_plan.recipe.device, the_plan.recipe.dtype)
     sizes = estimate_plan(the_plan.recipe.stages, {s.name: s.inputs for s in the_plan.steps}, hw.dtype)
     if STATE["json"]:
@@ -153,10 +155,19 @@ def plan(
 
 
 def _plan(recipe: Path, overrides: list[str] | None, force: bool, from_stage: str | None, only: str | None, until: str | None):  # noqa: ANN202
-    from llmctl.pipeline import Selection, make_plan
+    from llmctl.pipeline import Selection, environment_problems, make_plan
 
     loaded, parsed = _load(recipe, overrides)
-    return make_plan(parsed, loaded, Selection(force, from_stage, only, until))
+    the_plan = make_plan(parsed, loaded, Selection(force, from_stage, only, until))
+    the_plan.environment = environment_problems(parsed, loaded)
+    return the_plan
+
+
+def _warn(problems: list[Any]) -> None:
+    for problem in problems:
+        if STATE["json"]:
+            print(json.dumps({"event": "warning", "message": str(problem)}))
+        err.print(f"[yellow]warning:[/] {problem} (this machine cannot run it)", soft_wrap=True)
 
 
 def _step_json(step: Any, size: Any) -> dict[str, Any]:
@@ -199,6 +210,8 @@ def run(
     from llmctl.render import JsonRenderer, RichRenderer
 
     the_plan = _plan(recipe, overrides, force, from_stage, only, until)
+    if the_plan.environment:
+        raise RecipeError(the_plan.environment, f"{recipe} cannot run on this machine")
     renderer = JsonRenderer() if STATE["json"] else RichRenderer(out)
     renderer({"event": "plan", "recipe": the_plan.recipe.name, "run_dir": str(the_plan.run_dir),
               "steps": [_step_json(s, None) for s in the_plan.steps]})

@@ -21,7 +21,7 @@ class ModelEstimate:
 
     def describe(self) -> str:
         memory = f"{self.memory_gib:.1f} GiB" if self.memory_gib >= 0.1 else f"{self.memory_gib * 1024:.0f} MiB"
-        share = f"{self.trainable:,} of {self.total:,} trainable"
+        share = f"{self.trainable:,} of {self.total:,}"
         return f"{_human(self.total)} params ({_human(self.trainable)} trainable: {share}), ~{memory} to train"
 
 
@@ -35,7 +35,8 @@ def count_parameters(config: Any, peft: PeftSpec | None = None, head: str = "cau
 
     with torch.device("meta"):
         if head == "reward_model":
-            model = AutoModelForSequenceClassification.from_config(config, num_labels=1)
+            config.num_labels = 1
+            model = AutoModelForSequenceClassification.from_config(config)
         else:
             model = AutoModelForCausalLM.from_config(config)
         if peft is not None and peft.method != "none":

@@ -64,6 +64,7 @@ class Plan:
     recipe: Recipe
     run_dir: Path
     steps: list[Step]
+    environment: list[Problem] = field(default_factory=list)  # what this machine cannot run
 
     def step(self, name: str) -> Step:
         return next(s for s in self.steps if s.name == name)
@@ -120,19 +121,21 @@ def resolve_inputs(recipe: Recipe, loaded: LoadedRecipe | None = None) -> dict[s
                 resolved[spec.name][slot] = f"stage:{target}"
             else:
                 resolved[spec.name][slot] = ref
-        problems.extend(_environment_problems(spec, index, loaded))
     if problems:
         raise RecipeError(problems, str(loaded.path) if loaded else recipe.name)
     return resolved
 
 
-def _environment_problems(spec: StageSpec, index: int, loaded: LoadedRecipe | None) -> list[Problem]:
+def environment_problems(recipe: Recipe, loaded: LoadedRecipe | None = None) -> list[Problem]:
+    """Settings this machine cannot run (e.g. qlora without CUDA). `validate` and `plan` show them as
+    warnings — the recipe may be meant for another machine — and `run` refuses to start."""
     from llmctl.hardware import cuda_visible
 
     found = []
-    for field, message in spec.check_environment(cuda_visible()):
-        where = loaded.where((STAGES, index, *field.split("."))) if loaded else ""
-        found.append(Problem(where, f"stages[{index}].{field}", message))
+    for index, spec in enumerate(recipe.stages):
+        for field, message in spec.check_environment(cuda_visible()):
+            where = loaded.where((STAGES, index, *field.split("."))) if loaded else ""
+            found.append(Problem(where, f"stages[{index}].{field}", message))
     return found
 
 

@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-SUMMARY_METRICS = ("train_loss", "eval_loss", "perplexity", "exact_match", "pairwise_accuracy")
+SUMMARY_METRICS = ("train_loss", "eval_loss", "perplexity", "exact_match", "pairwise_accuracy", "mean_reward")
+BEFORE = "_before"  # metrics measured before training too: shown as "before → after"
 # torchao (pulled in by neural-compressor[pt]) logs missing CUDA kernels and torch's pytree warns on import.
 NOISY_LOGGERS = ("transformers", "datasets", "accelerate", "peft", "trl", "torchao", "torch.utils._pytree",
                  "neural_compressor")
@@ -89,7 +90,7 @@ class RichRenderer:
         if task is not None:
             self.progress.remove_task(task)
         metrics = event.get("metrics") or {}
-        shown = ", ".join(f"{k} {metrics[k]:g}" for k in SUMMARY_METRICS if isinstance(metrics.get(k), (int, float)))
+        shown = ", ".join(_metric(metrics, k) for k in SUMMARY_METRICS if isinstance(metrics.get(k), (int, float)))
         if event["status"] == "cached":
             self.console.print(f"• [green]{event['stage']}[/]: cached")
         else:
@@ -99,8 +100,14 @@ class RichRenderer:
         self.results.append((event["stage"], event["status"], metrics, event.get("duration_s")))
 
     def _on_run_end(self, event: dict[str, Any]) -> None:
-        table = Table("stage", "status", "duration", *SUMMARY_METRICS, title=f"run complete: {event['run_dir']}", title_justify="left")
+        table = Table("stage", "status", "time", "metrics", title=f"run complete: {event['run_dir']}", title_justify="left")
         for stage, status, metrics, duration in self.results:
-            values = [f"{metrics[k]:g}" if isinstance(metrics.get(k), (int, float)) else "—" for k in SUMMARY_METRICS]
-            table.add_row(stage, status, f"{duration:.1f}s" if duration is not None else "—", *values)
+            shown = ", ".join(_metric(metrics, k) for k in SUMMARY_METRICS if isinstance(metrics.get(k), (int, float)))
+            table.add_row(stage, status, f"{duration:.1f}s" if duration is not None else "—", shown or "—")
         self.console.print(table)
+
+
+def _metric(metrics: dict[str, Any], key: str) -> str:
+    """`exact_match 0 → 0.13` when the stage measured it before training too, else `eval_loss 1.38`."""
+    before = metrics.get(key + BEFORE)
+    return f"{key} {before:g} → {metrics[key]:g}" if isinstance(before, (int, float)) else f"{key} {metrics[key]:g}"

@@ -113,6 +113,14 @@ class DataSpec(Block):
         return self
 
 
+class EvalSetSpec(DataSpec):
+    """Prompt/completion pairs scored by exact match of the greedy generation (first line, stripped)."""
+
+    format: Literal["prompt_completion", "instruction"] = "prompt_completion"
+    validation: float | int | str = 0
+    max_new_tokens: int = Field(8, ge=1)
+
+
 class PeftSpec(Block):
     """Parameter-efficient fine-tuning with peft."""
 

@@ -54,3 +54,24 @@ def tiny_recipe(workdir: Path):  # noqa: ANN201
         return write(workdir / f"{name}.yaml", TINY_PRETRAIN.format(name=name, steps=steps, save_steps=save_steps) + extra)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny GPT-2 saved like a hub checkpoint (config, safetensors, tokenizer), with a trained BPE."""
+    return make_tiny_lm(tmp_path_factory.mktemp("tiny-gpt2"), vocab=400)
+
+
+def make_tiny_lm(folder: Path, vocab: int) -> Path:
+    """Save a 1-layer GPT-2 and a byte-level BPE of `vocab` tokens trained on demo text into `folder`."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from llmctl.data.demo import corpus, qa_pairs
+    from llmctl.models.causal_lm import save
+    from llmctl.models.tokenizers import train_bpe
+
+    tokenizer = train_bpe(corpus(300, seed=5) + [f"{p['question']} {p['answer']}" for p in qa_pairs(300, 5)], vocab)
+    config = GPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=64, vocab_size=len(tokenizer),
+                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    save(GPT2LMHeadModel(config), tokenizer, folder)
+    return folder

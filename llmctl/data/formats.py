@@ -29,7 +29,7 @@ FORMATS: dict[str, Format] = {
     "prompt_completion": Format(("prompt", "completion"), (), "completion", "{prompt}{completion}"),
     "instruction": Format(("instruction", "output"), ("input",), "output", ALPACA),
     "chat": Format(("messages",), (), None, None),
-    "preference": Format(("prompt", "chosen", "rejected"), (), None, "{prompt}", ("chosen", "rejected")),
+    "preference": Format(("chosen", "rejected"), ("prompt",), None, None, ("chosen", "rejected")),
     "prompt": Format(("prompt",), (), None, "{prompt}"),
 }
 
@@ -83,8 +83,9 @@ def render(row: dict[str, Any], fmt: str, template: str | None) -> dict[str, Any
         values["input_block"] = f"### Input:\n{row['input']}\n\n" if row.get("input") else ""
     if fmt == "text":
         return {"text": template.format(**values)}
-    if fmt == "preference":
-        return {"prompt": template.format(**values), "chosen": row["chosen"], "rejected": row["rejected"]}
+    if fmt == "preference":  # without a prompt column (Anthropic HH), chosen/rejected hold the whole dialogue
+        prompt = template.format(**values) if template else row.get("prompt") or ""
+        return {"prompt": prompt, "chosen": row["chosen"], "rejected": row["rejected"]}
     if fmt == "prompt":
         return {"prompt": template.format(**values)}
     marker = "{" + str(spec.completion) + "}"

@@ -11,12 +11,13 @@ from types import ModuleType
 
 from llmctl.artifacts import Artifact
 from llmctl.specs import StageSpec
+from llmctl.stages.ppo import PPOSpec
 from llmctl.stages.pretrain import PretrainSpec
 from llmctl.stages.reward import RewardSpec
 from llmctl.stages.sft import SFTSpec
 
 # The union in llmctl.schema is built from this tuple; a test asserts they match.
-SPECS: tuple[type[StageSpec], ...] = (PretrainSpec, SFTSpec, RewardSpec)
+SPECS: tuple[type[StageSpec], ...] = (PretrainSpec, SFTSpec, RewardSpec, PPOSpec)
 
 REGISTRY: dict[str, type[StageSpec]] = {spec.model_fields["type"].default: spec for spec in SPECS}
 

@@ -8,20 +8,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, model_validator
 
 from llmctl.artifacts import Artifact, ArtifactKind
-from llmctl.specs import PREVIOUS, DataSpec, InputSlot, PeftSpec, StageSpec, TrainArgs
+from llmctl.specs import PREVIOUS, DataSpec, EvalSetSpec, InputSlot, PeftSpec, StageSpec, TrainArgs
 
 if TYPE_CHECKING:
     from llmctl.pipeline import StageContext
 
 MODEL_KINDS = (ArtifactKind.causal_lm, ArtifactKind.adapter)
-
-
-class EvalSetSpec(DataSpec):
-    """Prompt/completion pairs scored by exact match of the greedy generation (stripped)."""
-
-    format: Literal["prompt_completion", "instruction"] = "prompt_completion"
-    validation: float | int | str = 0
-    max_new_tokens: int = Field(8, ge=1)
 
 
 class SFTSpec(StageSpec):
@@ -67,6 +59,7 @@ def run(spec: SFTSpec, ctx: StageContext) -> Artifact:
     from llmctl.data.lengths import check_lengths
     from llmctl.data.sources import load_examples
     from llmctl.models import causal_lm
+    from llmctl.models.evaluate import exact_match
 
     train_ds, eval_ds = load_examples(spec.data, seed=ctx.seed)
     eval_rows = load_examples(spec.eval_set, seed=ctx.seed)[0] if spec.eval_set else None
@@ -75,12 +68,12 @@ def run(spec: SFTSpec, ctx: StageContext) -> Artifact:
     model = _load_model(spec, ctx)
     metrics: dict[str, Any] = {"too_long_rows": length_report["too_long"]}
     if eval_rows is not None:
-        metrics["exact_match_before"] = _exact_match(model, tokenizer, eval_rows, spec.eval_set)  # type: ignore[arg-type]
+        metrics["exact_match_before"] = exact_match(model, tokenizer, eval_rows, spec.eval_set.max_new_tokens)  # type: ignore[union-attr]
     trainer = _trainer(spec, ctx, model, tokenizer, train_ds, eval_ds)
     metrics |= _train(trainer, ctx, eval_ds is not None)
     model = _finish(spec, trainer.model, tokenizer, ctx)
     if eval_rows is not None:
-        metrics["exact_match"] = _exact_match(model, tokenizer, eval_rows, spec.eval_set)  # type: ignore[arg-type]
+        metrics["exact_match"] = exact_match(model, tokenizer, eval_rows, spec.eval_set.max_new_tokens)  # type: ignore[union-attr]
     if spec.samples:
         metrics["samples"] = causal_lm.write_samples(model, tokenizer, spec.samples, spec.sample_tokens, ctx.work_dir)
     kind = spec.output_kind()
@@ -138,14 +131,6 @@ def _finish(spec: SFTSpec, model: Any, tokenizer: Any, ctx: StageContext) -> Any
     model = adapters.merged(model)
     causal_lm.save(model, tokenizer, ctx.out_dir)
     return model
-
-
-def _exact_match(model: Any, tokenizer: Any, rows: Any, spec: EvalSetSpec) -> float:
-    from llmctl.models.causal_lm import generate
-
-    outputs = generate(model, tokenizer, rows["prompt"], spec.max_new_tokens)
-    hits = sum(out.strip().split("\n")[0].strip() == want.strip() for out, want in zip(outputs, rows["completion"]))
-    return round(hits / max(len(rows), 1), 4)
 
 
 def model_config(spec: SFTSpec) -> Any | None:

@@ -126,9 +126,10 @@ def test_shipped_quickstart_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.
     run_dir = tmp_path / "qs"
     code, events = run_json("recipes/quickstart.yaml", "stages.pretrain.train.max_steps=60",
                            "stages.pretrain.train.logging_steps=10", "stages.sft.train.max_steps=10",
-                           "stages.reward.train.max_steps=5", f"run_dir={run_dir}")
+                           "stages.reward.train.max_steps=5", "stages.ppo.total_episodes=32", f"run_dir={run_dir}")
     assert code == 0, events
-    assert [e["stage"] for e in events if e["event"] == "stage_end"] == ["pretrain", "sft", "reward"]
+    assert [e["stage"] for e in events if e["event"] == "stage_end"] == ["pretrain", "sft", "reward", "ppo"]
+    assert {"mean_reward_before", "mean_reward"} <= json.loads((run_dir / "04-ppo" / "metrics.json").read_text()).keys()
     sft = json.loads((run_dir / "02-sft" / "metrics.json").read_text())
     assert {"exact_match_before", "exact_match"} <= sft.keys()
     assert "pairwise_accuracy" in json.loads((run_dir / "03-reward" / "metrics.json").read_text())

@@ -1,0 +1,307 @@
+"""Stage `ppo`: RLHF of the current causal LM against a reward model, with a KL penalty to a frozen reference.
+
+`algorithm: ppo` uses TRL's PPO (`trl.experimental.ppo`, pinned trl 1.12: it was removed in 1.13) with a value
+model initialised from the reward model; `rloo` and `grpo` use TRL's RLOO/GRPO trainers with the reward model
+as the reward function (no value model). Guard rails stop the stage with a clear message instead of
+producing a silently broken model: a reward model without exactly one output, responses that do not fit the
+context, and a KL to the reference above `kl.limit`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, model_validator
+
+from llmctl.artifacts import Artifact, ArtifactKind
+from llmctl.errors import StageFailed, UsageError
+from llmctl.specs import PREVIOUS, Block, DataSpec, EvalSetSpec, InputSlot, PeftSpec, StageSpec
+
+if TYPE_CHECKING:
+    from llmctl.pipeline import StageContext
+
+
+class KLSpec(Block):
+    """The KL penalty to the reference model."""
+
+    init: float = Field(0.05, ge=0)
+    """Initial KL coefficient (PPO's kl_coef, RLOO/GRPO's beta)."""
+    adaptive: bool = False
+    """PPO only: adapt the coefficient towards `target` (Ziegler et al. 2019's controller)."""
+    target: float = Field(6.0, gt=0)
+    horizon: int = Field(10000, ge=1)
+    limit: float = Field(50.0, gt=0)
+    """Stop the stage when the measured KL exceeds this (the policy has run away from the reference)."""
+
+
+class SamplingSpec(Block):
+    temperature: float = Field(0.7, gt=0)
+    top_k: int = Field(0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+
+
+class PPOSpec(StageSpec):
+    """Reinforcement learning from a reward model: PPO, RLOO or GRPO."""
+
+    type: Literal["ppo"] = "ppo"
+    algorithm: Literal["ppo", "rloo", "grpo"] = "ppo"
+    model: str = PREVIOUS
+    """The policy: 'previous' (the last causal LM), 'stage:NAME', a folder or a hub id."""
+    reward_model: str = PREVIOUS
+    """'previous' (the last reward stage), 'stage:NAME', a folder or a hub id."""
+    data: DataSpec
+    """Prompts (format: prompt); the validation split is the held-out set for the before/after reward."""
+    total_episodes: int = Field(1024, ge=1)
+    """Prompts sampled over the whole run (PPO); RLOO/GRPO train for total_episodes / batch_size steps."""
+    batch_size: int = Field(16, ge=1)
+    mini_batches: int = Field(4, ge=1)
+    """PPO: mini-batches per batch (mini-batch size = batch_size / mini_batches)."""
+    ppo_epochs: int = Field(4, ge=1)
+    lr: float = Field(1.41e-5, gt=0)
+    kl: KLSpec = KLSpec()
+    cliprange: float = Field(0.2, gt=0)
+    cliprange_value: float = Field(0.2, gt=0)
+    vf_coef: float = Field(0.1, ge=0)
+    response_length: int = Field(32, ge=1)
+    sampling: SamplingSpec = SamplingSpec()
+    stop_token: Literal["eos"] | None = "eos"
+    num_generations: int = Field(4, ge=2)
+    """RLOO/GRPO: completions per prompt."""
+    value_model: str | None = None
+    """PPO: value model folder/hub id (default: initialised from the reward model)."""
+    peft: PeftSpec = PeftSpec(method="none")
+    eval_set: EvalSetSpec | None = None
+    """Task accuracy (exact match) before and after."""
+    logging_steps: int = Field(1, ge=1)
+    save_steps: int = Field(500, ge=1)
+
+    produces = ArtifactKind.causal_lm
+
+    @model_validator(mode="after")
+    def _check(self) -> PPOSpec:
+        if self.data.format != "prompt":
+            raise ValueError("ppo samples responses to prompts: set data.format: prompt")
+        if self.algorithm == "ppo" and self.batch_size % self.mini_batches:
+            raise ValueError(f"batch_size {self.batch_size} must be a multiple of mini_batches {self.mini_batches}")
+        if self.algorithm != "ppo" and self.batch_size % self.num_generations:
+            raise ValueError(f"batch_size {self.batch_size} must be a multiple of num_generations {self.num_generations}")
+        if self.kl.adaptive and self.algorithm != "ppo":
+            raise ValueError("kl.adaptive is a PPO controller; RLOO/GRPO use a fixed beta (kl.init)")
+        return self
+
+    def inputs(self) -> dict[str, InputSlot]:
+        return {"model": InputSlot(self.model, (ArtifactKind.causal_lm, ArtifactKind.adapter), "model"),
+                "reward_model": InputSlot(self.reward_model, (ArtifactKind.reward_model,), "reward_model")}
+
+    def check_environment(self, cuda_visible: bool) -> list[tuple[str, str]]:
+        return self.peft.check_environment(cuda_visible)
+
+
+def run(spec: PPOSpec, ctx: StageContext) -> Artifact:
+    from llmctl.data.sources import load_examples
+    from llmctl.models import causal_lm
+    from llmctl.models.evaluate import exact_match, mean_reward
+
+    prompts, held_out = load_examples(spec.data, seed=ctx.seed)
+    eval_rows = load_examples(spec.eval_set, seed=ctx.seed)[0] if spec.eval_set else None
+    tokenizer = causal_lm.load_tokenizer(ctx.input("model"))
+    policy = causal_lm.load(ctx.input("model"))
+    scorer = RewardScorer(ctx.input("reward_model"), tokenizer)
+    _check_context(policy, tokenizer, prompts, spec)
+    held = list((held_out or prompts.select(range(min(64, len(prompts)))))["prompt"])
+    metrics: dict[str, Any] = {"mean_reward_before": mean_reward(policy, tokenizer, scorer, held, spec.response_length)}
+    if eval_rows is not None:
+        metrics["exact_match_before"] = exact_match(policy, tokenizer, eval_rows, spec.eval_set.max_new_tokens)  # type: ignore[union-attr]
+    trainer = _trainer(spec, ctx, policy, tokenizer, scorer, prompts)
+    metrics |= _train(spec, trainer, ctx)
+    policy = _save(spec, trainer, tokenizer, ctx)
+    metrics["mean_reward"] = mean_reward(policy, tokenizer, scorer, held, spec.response_length)
+    if eval_rows is not None:
+        metrics["exact_match"] = exact_match(policy, tokenizer, eval_rows, spec.eval_set.max_new_tokens)  # type: ignore[union-attr]
+    return Artifact(ArtifactKind.causal_lm, str(ctx.out_dir), meta={"metrics": metrics, **causal_lm.summary(policy)})
+
+
+class RewardScorer:
+    """The reward model: scores (prompt, response) texts with its own tokenizer, which may differ from the
+    policy's (the course pairs OPT with DeBERTa)."""
+
+    def __init__(self, path: str, policy_tokenizer: Any) -> None:
+        from transformers import AutoModelForSequenceClassification
+
+        from llmctl.models.causal_lm import load_tokenizer
+
+        self.path = path
+        self.model = AutoModelForSequenceClassification.from_pretrained(path)
+        labels = self.model.config.num_labels
+        if labels != 1:
+            raise UsageError(f"reward_model {path}: it has {labels} outputs; a reward model must output one scalar "
+                             "(train it with a reward stage, or num_labels: 1)")
+        self.tokenizer = load_tokenizer(path)
+        self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.same_tokenizer = self.tokenizer.get_vocab() == policy_tokenizer.get_vocab()
+
+    def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
+        import torch
+
+        texts = [p + r for p, r in zip(prompts, responses)]
+        batch = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, return_token_type_ids=False)
+        with torch.no_grad():
+            return self.model(**batch).logits[:, 0].float().tolist()
+
+    def reward_function(self) -> Any:
+        """A TRL reward function (RLOO/GRPO): text in, one float per completion out."""
+
+        def reward(prompts: list[str], completions: list[str], **_: Any) -> list[float]:
+            return self(prompts, completions)
+
+        reward.__name__ = "reward_model"
+        return reward
+
+
+def _check_context(policy: Any, tokenizer: Any, prompts: Any, spec: PPOSpec) -> None:
+    longest = max(len(ids) for ids in tokenizer(list(prompts["prompt"]))["input_ids"])
+    context = next((getattr(policy.config, f) for f in ("n_positions", "max_position_embeddings") if hasattr(policy.config, f)), None)
+    if context is not None and longest + spec.response_length > context:
+        raise UsageError(f"response_length {spec.response_length} + the longest prompt ({longest} tokens) exceed the "
+                         f"policy's context of {context} tokens; lower response_length or shorten the prompts")
+
+
+def _trainer(spec: PPOSpec, ctx: StageContext, policy: Any, tokenizer: Any, scorer: RewardScorer, prompts: Any) -> Any:
+    from llmctl.models import adapters
+    from llmctl.models.training import progress_callback
+
+    common = _common_args(spec, ctx)
+    callbacks = [progress_callback(ctx), kl_guard(spec, ctx)]
+    peft_config = adapters.lora_config(spec.peft) if spec.peft.method != "none" else None
+    if spec.algorithm == "ppo":
+        return _ppo_trainer(spec, ctx, common, policy, tokenizer, scorer, prompts, callbacks, peft_config)
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    config_cls, trainer_cls = (RLOOConfig, RLOOTrainer) if spec.algorithm == "rloo" else (GRPOConfig, GRPOTrainer)
+    config = config_cls(**common, max_steps=max(1, spec.total_episodes // spec.batch_size), num_generations=spec.num_generations,
+                        max_completion_length=spec.response_length, beta=spec.kl.init, temperature=spec.sampling.temperature,
+                        top_k=spec.sampling.top_k, top_p=spec.sampling.top_p, per_device_train_batch_size=spec.batch_size)
+    return trainer_cls(model=policy, reward_funcs=scorer.reward_function(), args=config, train_dataset=prompts,
+                       processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
+
+
+def _common_args(spec: PPOSpec, ctx: StageContext) -> dict[str, Any]:
+    hw = ctx.hardware
+    return dict(output_dir=str(ctx.checkpoints_dir), learning_rate=spec.lr, logging_steps=spec.logging_steps,
+                save_steps=spec.save_steps, save_strategy="steps", report_to="none", seed=ctx.seed, use_cpu=hw.device == "cpu",
+                bf16=hw.dtype == "bf16", fp16=hw.dtype == "fp16", disable_tqdm=True, gradient_checkpointing=False)
+
+
+def _ppo_trainer(spec: PPOSpec, ctx: StageContext, common: dict[str, Any], policy: Any, tokenizer: Any, scorer: RewardScorer, prompts: Any,
+                 callbacks: list[Any], peft_config: Any) -> Any:
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification
+    from trl.experimental.ppo import PPOConfig, PPOTrainer
+
+    from llmctl.models import causal_lm
+
+    config = PPOConfig(**common, per_device_train_batch_size=spec.batch_size, num_mini_batches=spec.mini_batches,
+                       num_ppo_epochs=spec.ppo_epochs, total_episodes=spec.total_episodes, response_length=spec.response_length,
+                       kl_coef=spec.kl.init, cliprange=spec.cliprange, cliprange_value=spec.cliprange_value, vf_coef=spec.vf_coef,
+                       temperature=spec.sampling.temperature, stop_token=spec.stop_token, num_sample_generations=0)
+    reward = scorer.model if scorer.same_tokenizer else retokenizing_reward(scorer, tokenizer)
+    # The value model reads policy token ids: from the reward model when they share a tokenizer, else the policy.
+    value_source = spec.value_model or (scorer.path if scorer.same_tokenizer else ctx.input("model"))
+    value = AutoModelForSequenceClassification.from_pretrained(value_source, num_labels=1)
+    value.config.pad_token_id = tokenizer.pad_token_id
+    ref = None if peft_config is not None else causal_lm.load(ctx.input("model"))
+    dataset = Dataset.from_dict({"input_ids": tokenizer(list(prompts["prompt"]))["input_ids"]})
+    return PPOTrainer(args=config, processing_class=tokenizer, model=policy, ref_model=ref, reward_model=reward,
+                      train_dataset=dataset, value_model=value, callbacks=callbacks, peft_config=peft_config)
+
+
+def _train(spec: PPOSpec, trainer: Any, ctx: StageContext) -> dict[str, Any]:
+    from transformers import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    ctx.logs_dir.mkdir(parents=True, exist_ok=True)
+    # TRL's PPO prints to stdout ("===training policy==="); keep stdout for llmctl's own (--json) output.
+    with open(ctx.logs_dir / "trainer.out", "a", encoding="utf-8") as sink, contextlib.redirect_stdout(sink):
+        if spec.algorithm == "ppo":
+            if ctx.resume_from:
+                ctx.log("TRL's PPO trainer cannot resume from a checkpoint; starting the stage over")
+            trainer.train()
+        else:
+            trainer.train(resume_from_checkpoint=ctx.resume_from)
+    return _curve(trainer.state.log_history)
+
+
+CURVE_KEYS = {"objective/scores": "score", "objective/kl": "kl", "objective/entropy": "entropy", "loss/policy_avg": "policy_loss",
+              "loss/value_avg": "value_loss", "policy/clipfrac_avg": "clipfrac", "val/clipfrac_avg": "value_clipfrac",
+              "reward": "score", "kl": "kl", "entropy": "entropy", "completions/mean_length": "response_length",
+              "clip_ratio/region_mean": "clipfrac"}
+
+
+def _curve(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """First and last logged value of each RL metric (the whole curve is in logs/train.jsonl)."""
+    out: dict[str, Any] = {}
+    for key, name in CURVE_KEYS.items():
+        values = [entry[key] for entry in history if key in entry]
+        if values:
+            out[f"{name}_first"], out[f"{name}_last"] = round(values[0], 4), round(values[-1], 4)
+    return out
+
+
+def _save(spec: PPOSpec, trainer: Any, tokenizer: Any, ctx: StageContext) -> Any:
+    from llmctl.models import adapters, causal_lm
+
+    policy = trainer.model.policy if spec.algorithm == "ppo" else trainer.model  # PPO wraps policy + value
+    policy = adapters.merged(policy)
+    causal_lm.save(policy, tokenizer, ctx.out_dir)
+    return policy
+
+
+def retokenizing_reward(scorer: RewardScorer, policy_tokenizer: Any) -> Any:
+    """A reward model with another tokenizer, shaped like one TRL's PPO can call on policy token ids.
+
+    TRL's `get_reward` runs `getattr(model, model.base_model_prefix)(input_ids=…)`, then `model.score(hidden)`,
+    and reads the score at each sequence's last token. Here the "backbone" decodes the policy's ids to text,
+    scores that text with the real reward model and its own tokenizer, and returns the score at every position."""
+    from types import SimpleNamespace
+
+    import torch
+
+    class RetokenizingReward(torch.nn.Module):
+        base_model_prefix = "backbone"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.reward = scorer.model  # a submodule, so .to()/.eval()/dropout handling reach it
+
+        def backbone(self, input_ids: Any, **_: Any) -> Any:
+            texts = policy_tokenizer.batch_decode(input_ids, skip_special_tokens=True)
+            scores = torch.tensor(scorer(texts, [""] * len(texts)), device=input_ids.device)
+            return SimpleNamespace(hidden_states=[scores[:, None, None].expand(*input_ids.shape, 1)])
+
+        def score(self, hidden: Any) -> Any:
+            return hidden
+
+    return RetokenizingReward()
+
+
+def kl_guard(spec: PPOSpec, ctx: StageContext) -> Any:
+    """A TrainerCallback that adapts PPO's KL coefficient when asked to and stops the stage when the KL explodes."""
+    from transformers import TrainerCallback
+
+    class KLGuard(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **_: Any) -> None:
+            logs = logs if logs is not None else {}
+            kl = logs.get("objective/kl", logs.get("kl"))
+            if kl is None:
+                return
+            if kl > spec.kl.limit:
+                raise StageFailed(ctx.name, f"KL to the reference reached {kl:.2f} > kl.limit {spec.kl.limit} at step "
+                                  f"{state.global_step}; lower lr or raise kl.init (the policy is drifting away)")
+            if spec.kl.adaptive:  # Ziegler et al. (2019): proportional control of the KL, error clipped to ±20%
+                error = max(-0.2, min(0.2, kl / spec.kl.target - 1))
+                episodes = spec.batch_size * spec.logging_steps
+                object.__setattr__(args, "kl_coef", args.kl_coef * (1 + error * episodes / spec.kl.horizon))
+                logs["kl_coef"] = args.kl_coef
+
+    return KLGuard()

@@ -1,0 +1,87 @@
+"""ppo (PPO, RLOO, GRPO) on a tiny GPT-2 chain sft → reward → ppo, the tokenizer-mismatch path, guard rails."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llmctl.data.demo import qa_pairs
+from tests.conftest import make_tiny_lm
+from tests.stages.test_sft_reward import REWARD, data, metrics, recipe, run, sft  # noqa: F401 - data is a fixture
+
+pytestmark = pytest.mark.slow
+
+PPO = """\
+  - type: ppo
+    algorithm: {algorithm}
+    model: previous
+    reward_model: {reward}
+    data: {{path: prompts.jsonl, format: prompt, validation: 8}}
+    total_episodes: 48
+    batch_size: 8
+    mini_batches: 2
+    ppo_epochs: 1
+    num_generations: 2
+    lr: 1.0e-4
+    kl: {kl}
+    response_length: {length}
+    eval_set: {{path: qa.jsonl, limit: 8, columns: {{prompt: question, completion: answer}},
+                template: "Question: {{prompt}}\\n\\nAnswer: {{completion}}", max_new_tokens: 3}}
+"""
+
+
+def ppo(algorithm: str = "ppo", reward: str = "previous", kl: str = "{init: 0.05}", length: int = 4) -> str:
+    return PPO.format(algorithm=algorithm, reward=reward, kl=kl, length=length)
+
+
+@pytest.fixture
+def prompts(data: Path) -> Path:  # noqa: F811 - the fixture imported above
+    rows = [{"prompt": f"Question: {p['question']}\n\nAnswer:"} for p in qa_pairs(64, 3)]
+    (data / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return data
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "rloo", "grpo"])
+def test_rl_after_sft_and_reward(tiny_lm: Path, prompts: Path, algorithm: str) -> None:
+    from transformers import AutoModelForCausalLM
+
+    path = recipe(prompts, sft("sft", str(tiny_lm), "{method: none}", steps=2), REWARD.format(name="rm", model="previous"),
+                  ppo(algorithm))
+    code, events = run(path)
+    assert code == 0, events[-1]  # run() parses every stdout line as JSON: nothing else may print there
+    result = metrics(prompts, "03-ppo")
+    assert {"mean_reward_before", "mean_reward", "exact_match_before", "exact_match", "score_first", "kl_last"} <= result.keys()
+    plan = {s["stage"]: s["inputs"] for s in events[0]["steps"]}
+    assert plan["ppo"] == {"model": "stage:sft", "reward_model": "stage:rm"}  # the reward stage is not the policy
+    AutoModelForCausalLM.from_pretrained(prompts / "runs/t/03-ppo/output")
+
+
+def test_reward_model_with_another_tokenizer(tiny_lm: Path, prompts: Path, tmp_path: Path) -> None:
+    other = make_tiny_lm(tmp_path / "other-lm", vocab=330)
+    path = recipe(prompts, sft("sft", str(tiny_lm), "{method: none}", steps=2), REWARD.format(name="rm", model=str(other)),
+                  ppo("ppo", reward="stage:rm"))
+    code, events = run(path)
+    assert code == 0, events[-1]
+    assert metrics(prompts, "03-ppo")["mean_reward"] is not None
+
+
+def test_guard_rails(tiny_lm: Path, prompts: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    from llmctl.models.causal_lm import load_tokenizer
+
+    two_outputs = tmp_path / "classifier"
+    AutoModelForSequenceClassification.from_pretrained(tiny_lm, num_labels=2).save_pretrained(two_outputs)
+    load_tokenizer(str(tiny_lm)).save_pretrained(two_outputs)
+    base = sft("sft", str(tiny_lm), "{method: none}", steps=1)
+
+    code, events = run(recipe(prompts, base, ppo(reward=str(two_outputs))))
+    assert code == 2 and "it has 2 outputs; a reward model must output one scalar" in events[-1]["message"]
+
+    code, events = run(recipe(prompts, base, REWARD.format(name="rm", model="previous"), ppo(length=60)))
+    assert code == 2 and "exceed the policy's context of 64 tokens" in events[-1]["message"]
+
+    code, events = run(recipe(prompts, base, REWARD.format(name="rm", model="previous"), ppo(kl="{init: 0.0, limit: 1.0e-9}")))
+    assert code == 4 and "KL to the reference reached" in events[-1]["message"] and "kl.limit" in events[-1]["message"]
