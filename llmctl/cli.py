@@ -35,6 +35,9 @@ out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file.", show_default=False)]
+FromOpt = Annotated[Optional[str], typer.Option("--from", help="Re-run this stage and all after it.")]  # noqa: UP007
+OnlyOpt = Annotated[Optional[str], typer.Option(help="Run only this stage (its inputs must be complete).")]  # noqa: UP007
+UntilOpt = Annotated[Optional[str], typer.Option(help="Stop after this stage.")]  # noqa: UP007
 OverridesArg = Annotated[Optional[list[str]], typer.Argument(help="Overrides as key=value, e.g. stages.pretrain.train.lr=1e-3.", show_default=False)]  # noqa: UP007
 
 
@@ -135,9 +138,9 @@ def plan(
     recipe: RecipeArg,
     overrides: OverridesArg = None,
     force: Annotated[bool, typer.Option(help="Plan as if every stage re-runs.")] = False,
-    from_stage: Annotated[Optional[str], typer.Option("--from", help="Re-run this stage and all after it.")] = None,  # noqa: UP007
-    only: Annotated[Optional[str], typer.Option(help="Run only this stage (its inputs must be complete).")] = None,  # noqa: UP007
-    until: Annotated[Optional[str], typer.Option(help="Stop after this stage.")] = None,  # noqa: UP007
+    from_stage: FromOpt = None,
+    only: OnlyOpt = None,
+    until: UntilOpt = None,
 ) -> None:
     """Show what `run` would do: stages in order, inputs, cached/run/resume and why, model sizes and memory."""
     from llmctl.estimate import estimate_plan
@@ -200,9 +203,9 @@ def run(
     recipe: RecipeArg,
     overrides: OverridesArg = None,
     force: Annotated[bool, typer.Option(help="Re-run every stage, ignoring cached results.")] = False,
-    from_stage: Annotated[Optional[str], typer.Option("--from", help="Re-run this stage and all after it.")] = None,  # noqa: UP007
-    only: Annotated[Optional[str], typer.Option(help="Run only this stage (its inputs must be complete).")] = None,  # noqa: UP007
-    until: Annotated[Optional[str], typer.Option(help="Stop after this stage.")] = None,  # noqa: UP007
+    from_stage: FromOpt = None,
+    only: OnlyOpt = None,
+    until: UntilOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan and run nothing.")] = False,
 ) -> None:
     """Run a recipe: cached stages are skipped, changed ones re-run, interrupted ones resume."""

@@ -133,9 +133,9 @@ def environment_problems(recipe: Recipe, loaded: LoadedRecipe | None = None) -> 
 
     found = []
     for index, spec in enumerate(recipe.stages):
-        for field, message in spec.check_environment(cuda_visible()):
-            where = loaded.where((STAGES, index, *field.split("."))) if loaded else ""
-            found.append(Problem(where, f"stages[{index}].{field}", message))
+        for field_path, message in spec.check_environment(cuda_visible()):
+            where = loaded.where((STAGES, index, *field_path.split("."))) if loaded else ""
+            found.append(Problem(where, f"stages[{index}].{field_path}", message))
     return found
 
 

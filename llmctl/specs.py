@@ -5,6 +5,7 @@ Attribute docstrings become descriptions in `llmctl schema`. Defaults live here,
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -59,7 +60,8 @@ class StageSpec(Block):
 
     def check_environment(self, cuda_visible: bool) -> list[tuple[str, str]]:
         """(field path, message) for settings this machine cannot run; checked by validate/plan/run."""
-        return []
+        peft = getattr(self, "peft", None)
+        return peft.check_environment(cuda_visible) if peft is not None else []
 
 
 DataFormat = Literal["text", "prompt_completion", "instruction", "chat", "preference", "prompt"]
@@ -136,8 +138,12 @@ class PeftSpec(Block):
     """Merge the adapter into the base after training, handing on a standalone model; false hands on base + adapter."""
 
     def check_environment(self, cuda_visible: bool, field: str = "peft.method") -> list[tuple[str, str]]:
-        if self.method == "qlora" and not cuda_visible:
+        if self.method != "qlora":
+            return []
+        if not cuda_visible:
             return [(field, "qlora needs a CUDA GPU (bitsandbytes 4-bit); none is visible here — use method: lora")]
+        if importlib.util.find_spec("bitsandbytes") is None:
+            return [(field, "qlora needs bitsandbytes: .venv/bin/pip install bitsandbytes (or use method: lora)")]
         return []
 
 

@@ -41,6 +41,36 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+def run_json(*args: str) -> tuple[int, list[dict]]:
+    """`llmctl --json run ARGS` in-process: (exit code, events). Every stdout line must be one JSON event."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from llmctl.cli import app
+
+    result = CliRunner().invoke(app, ["--json", "run", *args])
+    return result.exit_code, [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def kill_run_at_step(recipe: Path | str, cwd: Path, step: int) -> None:
+    """Start `llmctl --json run RECIPE` in a subprocess and SIGKILL it once training logs `step`."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "llmctl", "--json", "run", str(recipe)], cwd=cwd,
+                            env=os.environ | {"PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in proc.stdout:  # type: ignore[union-attr]
+        event = json.loads(line)
+        if event["event"] == "progress" and event.get("step", 0) >= step:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def write(path: Path, text: str) -> Path:
     path.write_text(textwrap.dedent(text))
     return path

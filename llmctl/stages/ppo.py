@@ -94,9 +94,6 @@ class PPOSpec(StageSpec):
         return {"model": InputSlot(self.model, (ArtifactKind.causal_lm, ArtifactKind.adapter), "model"),
                 "reward_model": InputSlot(self.reward_model, (ArtifactKind.reward_model,), "reward_model")}
 
-    def check_environment(self, cuda_visible: bool) -> list[tuple[str, str]]:
-        return self.peft.check_environment(cuda_visible)
-
 
 def run(spec: PPOSpec, ctx: StageContext) -> Artifact:
     from llmctl.data.sources import load_examples

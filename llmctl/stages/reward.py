@@ -39,9 +39,6 @@ class RewardSpec(StageSpec):
     def inputs(self) -> dict[str, InputSlot]:
         return {"model": InputSlot(self.model, (ArtifactKind.causal_lm, ArtifactKind.adapter), "model")}
 
-    def check_environment(self, cuda_visible: bool) -> list[tuple[str, str]]:
-        return self.peft.check_environment(cuda_visible)
-
 
 def run(spec: RewardSpec, ctx: StageContext) -> Artifact:
     from llmctl.data.sources import load_examples

@@ -50,9 +50,6 @@ class SFTSpec(StageSpec):
     def output_kind(self) -> ArtifactKind:
         return ArtifactKind.causal_lm if self.peft.merge or self.peft.method == "none" else ArtifactKind.adapter
 
-    def check_environment(self, cuda_visible: bool) -> list[tuple[str, str]]:
-        return self.peft.check_environment(cuda_visible)
-
 
 def run(spec: SFTSpec, ctx: StageContext) -> Artifact:
     """Check the data, load the model, measure, train, merge, measure again, save."""

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,16 +11,11 @@ from typer.testing import CliRunner
 
 from llmctl.cli import app
 from llmctl.rundir import RunLock
+from tests.conftest import kill_run_at_step, run_json
 from tests.stages.test_pretrain import CONTINUE
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
-
-
-def run_json(*args: str) -> tuple[int, list[dict]]:
-    result = runner.invoke(app, ["--json", "run", *args])
-    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    return result.exit_code, events
 
 
 def ends(events: list[dict]) -> dict[str, str]:
@@ -60,16 +51,8 @@ def test_run_twice_then_change_one_stage(tiny_recipe, workdir: Path) -> None:  #
 
 def test_kill_9_leaves_no_complete_stage_and_the_rerun_resumes(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
     path = str(tiny_recipe(steps=60, save_steps=10))
-    env = os.environ | {"PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "llmctl", "--json", "run", path], cwd=workdir, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    kill_run_at_step(path, workdir, 25)
     stage_tmp = workdir / "runs/tiny/01-pretrain.tmp"
-    for line in proc.stdout:  # type: ignore[union-attr]
-        event = json.loads(line)
-        if event["event"] == "progress" and event.get("step", 0) >= 25:
-            break
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
     assert not (workdir / "runs/tiny/01-pretrain").exists()  # nothing looks complete
     assert (stage_tmp / "checkpoints" / "checkpoint-20" / "trainer_state.json").exists()
 

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from llmctl.cli import app
 from llmctl.data.demo import preference_pairs, qa_pairs
+from tests.conftest import kill_run_at_step, run_json
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -56,9 +57,7 @@ def sft(name: str = "sft", model: str = "previous", peft: str = "{method: lora, 
 
 
 def run(path: Path, *args: str) -> tuple[int, list[dict]]:
-    """`llmctl --json run`: every stdout line must be one JSON event."""
-    result = runner.invoke(app, ["--json", "run", str(path), *args])
-    return result.exit_code, [json.loads(line) for line in result.stdout.splitlines()]
+    return run_json(str(path), *args)
 
 
 def metrics(workdir: Path, folder: str) -> dict:
@@ -105,20 +104,8 @@ def test_reward_from_a_hub_style_folder(tiny_lm: Path, data: Path) -> None:
 
 
 def test_sft_resume_after_kill_matches_an_uninterrupted_run(tiny_lm: Path, data: Path) -> None:
-    import os
-    import signal
-    import subprocess
-    import sys
-
     path = recipe(data, sft("sft", str(tiny_lm), steps=16, save=4))
-    proc = subprocess.Popen([sys.executable, "-m", "llmctl", "--json", "run", str(path)], cwd=data,
-                            env=os.environ | {"PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    for line in proc.stdout:  # type: ignore[union-attr]
-        event = json.loads(line)
-        if event["event"] == "progress" and event.get("step", 0) >= 9:
-            break
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_run_at_step(path, data, 9)
     assert not (data / "runs/t/01-sft").exists()
     code, events = run(path)
     assert code == 0 and [e["action"] for e in events if e["event"] == "stage_start"] == ["resume"]
