@@ -24,7 +24,7 @@ from llmctl.errors import Interrupted, LlmctlError, Problem, RecipeError, StageF
 from llmctl.recipe import STAGES, LoadedRecipe, default_run_dir, stage_dir_name
 from llmctl.rundir import RESOLVED, TMP_SUFFIX, Manifest, RunLock, replace_dir, write_atomic
 from llmctl.schema import Recipe
-from llmctl.specs import PREVIOUS, DataSpec, StageSpec, stage_ref_name
+from llmctl.specs import PREVIOUS, DataSpec, InputSlot, StageSpec, stage_ref_name
 from llmctl.stages import runner
 
 Emit = Callable[[dict[str, Any]], None]
@@ -92,38 +92,36 @@ def resolve_inputs(recipe: Recipe, loaded: LoadedRecipe | None = None) -> dict[s
     for index, spec in enumerate(recipe.stages):
         resolved[spec.name] = {}
         for slot, wanted in spec.inputs().items():
-            where_path = (STAGES, index, *wanted.field.split("."))
-            where = loaded.where(where_path) if loaded else ""
-            path = f"stages[{index}].{wanted.field}"
-            earlier = recipe.stages[:index]
-            kinds = " or ".join(k.value for k in wanted.accepts)
-            ref = wanted.ref
-            target = stage_ref_name(ref) or outputs.get(str(Path(ref).absolute()) if not ref == PREVIOUS else "")
-            if ref == PREVIOUS:
-                match = next((s for s in reversed(earlier) if s.output_kind() in wanted.accepts), None)
-                if match is None:
-                    problems.append(Problem(where, path, f"'previous' needs an earlier stage that produces {kinds}; "
-                                            "there is none — name a model folder or hub id instead"))
-                    continue
-                resolved[spec.name][slot] = f"stage:{match.name}"
-            elif target is not None:
-                producer = next((s for s in earlier if s.name == target), None)
-                if producer is None:
-                    later = any(s.name == target for s in recipe.stages[index:])
-                    why = "comes later in the recipe" if later else "does not exist"
-                    problems.append(Problem(where, path, f"stage '{target}' {why}; "
-                                            f"earlier stages: {', '.join(s.name for s in earlier) or 'none'}"))
-                    continue
-                if producer.output_kind() not in wanted.accepts:
-                    problems.append(Problem(where, path, f"stage '{target}' produces {producer.output_kind().value}, "
-                                            f"but this input accepts {kinds}"))
-                    continue
-                resolved[spec.name][slot] = f"stage:{target}"
+            ref, error = _resolve_ref(wanted, recipe.stages, index, outputs)
+            if error:
+                where = loaded.where((STAGES, index, *wanted.field.split("."))) if loaded else ""
+                problems.append(Problem(where, f"stages[{index}].{wanted.field}", error))
             else:
                 resolved[spec.name][slot] = ref
     if problems:
         raise RecipeError(problems, str(loaded.path) if loaded else recipe.name)
     return resolved
+
+
+def _resolve_ref(wanted: InputSlot, stages: list[StageSpec], index: int, outputs: dict[str, str]) -> tuple[str, str | None]:
+    """(`stage:NAME` or the external reference, None) — or ("", why the reference does not fit)."""
+    earlier = stages[:index]
+    kinds = " or ".join(k.value for k in wanted.accepts)
+    if wanted.ref == PREVIOUS:
+        match = next((s for s in reversed(earlier) if s.output_kind() in wanted.accepts), None)
+        if match is None:
+            return "", f"'previous' needs an earlier stage that produces {kinds}; there is none — name a model folder or hub id instead"
+        return f"stage:{match.name}", None
+    target = stage_ref_name(wanted.ref) or outputs.get(str(Path(wanted.ref).absolute()))  # ${stages.X.output} too
+    if target is None:
+        return wanted.ref, None
+    producer = next((s for s in earlier if s.name == target), None)
+    if producer is None:
+        why = "comes later in the recipe" if any(s.name == target for s in stages[index:]) else "does not exist"
+        return "", f"stage '{target}' {why}; earlier stages: {', '.join(s.name for s in earlier) or 'none'}"
+    if producer.output_kind() not in wanted.accepts:
+        return "", f"stage '{target}' produces {producer.output_kind().value}, but this input accepts {kinds}"
+    return f"stage:{target}", None
 
 
 def environment_problems(recipe: Recipe, loaded: LoadedRecipe | None = None) -> list[Problem]:
