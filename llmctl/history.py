@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from llmctl.errors import UsageError
-from llmctl.rundir import MANIFEST
+from llmctl.rundir import MANIFEST, RunLock
 
 
 def list_runs(root: Path) -> list[dict[str, Any]]:
@@ -16,7 +16,7 @@ def list_runs(root: Path) -> list[dict[str, Any]]:
     for manifest_path in sorted(root.glob(f"*/{MANIFEST}"), key=lambda p: p.stat().st_mtime, reverse=True):
         data = _read(manifest_path)
         stages = data.get("stages", {})
-        statuses = [s.get("status", "?") for s in stages.values()]
+        statuses = [_status(s, manifest_path.parent) for s in stages.values()]
         found.append({
             "run": manifest_path.parent.name,
             "recipe": data.get("recipe", "?"),
@@ -28,11 +28,20 @@ def list_runs(root: Path) -> list[dict[str, Any]]:
     return found
 
 
+def _status(stage: dict[str, Any], run_dir: Path) -> str:
+    """A stage marked running whose run no longer holds the lock was killed: report it as interrupted."""
+    status = stage.get("status", "?")
+    return "interrupted" if status == "running" and not RunLock.is_held(run_dir) else status
+
+
 def load_run(ref: str, root: Path) -> dict[str, Any]:
-    """The manifest of a run given by name (under `root`) or by folder."""
+    """The manifest of a run given by name (under `root`) or by folder, with stale 'running' corrected."""
     for folder in (Path(ref), root / ref):
         if (folder / MANIFEST).exists():
-            return _read(folder / MANIFEST)
+            manifest = _read(folder / MANIFEST)
+            for stage in manifest.get("stages", {}).values():
+                stage["status"] = _status(stage, folder)
+            return manifest
     known = ", ".join(r["run"] for r in list_runs(root)) or "none"
     raise UsageError(f"no run '{ref}' (looked in {ref}/ and {root / ref}/); runs under {root}/: {known}")
 

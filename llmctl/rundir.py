@@ -110,6 +110,21 @@ class RunLock:
         self._fd = fd
         return self
 
+    @staticmethod
+    def is_held(run_dir: Path) -> bool:
+        """Whether a live process holds the run folder's lock right now."""
+        path = run_dir / LOCKFILE
+        if not path.exists():
+            return False
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing drops the lock if we took it
+        return False
+
     def __exit__(self, *exc: object) -> None:
         if self._fd is not None:
             os.ftruncate(self._fd, 0)

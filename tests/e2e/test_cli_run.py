@@ -54,6 +54,8 @@ def test_kill_9_leaves_no_complete_stage_and_the_rerun_resumes(tiny_recipe, work
     kill_run_at_step(path, workdir, 25)
     stage_tmp = workdir / "runs/tiny/01-pretrain.tmp"
     assert not (workdir / "runs/tiny/01-pretrain").exists()  # nothing looks complete
+    shown = json.loads(runner.invoke(app, ["--json", "show", "tiny"]).stdout)
+    assert shown["stages"]["pretrain"]["status"] == "interrupted"  # marked running, but its lock died with it
     assert (stage_tmp / "checkpoints" / "checkpoint-20" / "trainer_state.json").exists()
 
     planned = runner.invoke(app, ["--json", "plan", path])

@@ -31,8 +31,10 @@ def test_lock_of_a_killed_process_is_recovered(tmp_path: Path) -> None:
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(RunLocked, match=f"pid {holder.pid}"):
         RunLock(tmp_path).__enter__()
+    assert RunLock.is_held(tmp_path)
     holder.send_signal(signal.SIGKILL)
     holder.wait()
+    assert not RunLock.is_held(tmp_path)
     with RunLock(tmp_path):
         pass
 
