@@ -21,12 +21,6 @@ class Hardware:
     reason: str  # why, for logs and `plan`
     gpus: int = 0
 
-    @property
-    def torch_dtype(self):  # noqa: ANN201 - torch is imported lazily
-        import torch
-
-        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.dtype]
-
 
 def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """True when the CPU advertises AVX-512-BF16 or AMX-BF16."""

@@ -1,9 +1,9 @@
 """Deterministic demo data for the quickstart and tests: a corpus of arithmetic facts and simple templated
-sentences, question/answer pairs, preference pairs (the correct sum is chosen, a wrong one rejected — a rule
-a reward model can learn), RL prompts, and an evaluation set with exact answers.
+sentences, question/answer pairs, preference pairs (the correct sum is chosen; the rejected answer is a word,
+a copied operand or a near-miss sum), RL prompts, and an evaluation set with exact answers.
 
-`llmctl data demo DEST` writes them as Deep Lake datasets; `python -m llmctl.data.demo FILE` rewrites the
-shipped JSONL corpus (recipes/data/corpus.jsonl).
+`llmctl data demo DEST` writes them as Deep Lake datasets (`demo://NAME` in a recipe does it on first use);
+`python -m llmctl.data.demo FILE` writes the corpus as JSONL.
 """
 
 from __future__ import annotations
@@ -135,4 +135,4 @@ def write_corpus(path: Path, rows: int = 2000, seed: int = 0) -> Path:
 
 
 if __name__ == "__main__":
-    write_corpus(Path(sys.argv[1] if len(sys.argv) > 1 else "recipes/data/corpus.jsonl"))
+    write_corpus(Path(sys.argv[1] if len(sys.argv) > 1 else "corpus.jsonl"))

@@ -98,7 +98,3 @@ def render(row: dict[str, Any], fmt: str, template: str | None) -> dict[str, Any
     stripped = prompt.rstrip(" ")
     return {"prompt": stripped, "completion": prompt[len(stripped) :] + completion}
 
-
-def output_columns(fmt: str) -> list[str]:
-    return {"text": ["text"], "chat": ["messages"], "preference": ["prompt", "chosen", "rejected"],
-            "prompt": ["prompt"]}.get(fmt, ["prompt", "completion"])
