@@ -32,6 +32,7 @@ def count_parameters(config: Any, peft: PeftSpec | None = None, head: str = "cau
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from llmctl.models import adapters
+    from llmctl.models.causal_lm import parameter_counts
 
     with torch.device("meta"):
         if head == "reward_model":
@@ -43,7 +44,7 @@ def count_parameters(config: Any, peft: PeftSpec | None = None, head: str = "cau
             adapters.check_target_modules(model, peft)
             model = adapters.apply(model, peft.model_copy(update={"method": "lora"}),
                                    task_type="SEQ_CLS" if head == "reward_model" else "CAUSAL_LM")
-    return adapters.trainable_counts(model)
+    return parameter_counts(model)
 
 
 def estimate_stage(spec: StageSpec, config: Any, dtype: str) -> ModelEstimate:

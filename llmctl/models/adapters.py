@@ -59,9 +59,3 @@ def merged(model: Any) -> Any:
     """The base model with the adapter folded in (a plain transformers model)."""
     return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
 
-
-def trainable_counts(model: Any) -> tuple[int, int]:
-    """(total, trainable) parameters, adapter included."""
-    from llmctl.models.causal_lm import parameter_counts
-
-    return parameter_counts(model)

@@ -76,7 +76,7 @@ def progress_callback(ctx: StageContext) -> Any:
 
 def train_causal_lm(model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any, args: TrainArgs, ctx: StageContext) -> dict[str, Any]:
     """Train with the HF Trainer (resuming when the pipeline found a checkpoint), evaluate, return metrics."""
-    from transformers import PrinterCallback, Trainer, default_data_collator
+    from transformers import Trainer, default_data_collator
 
     trainer = Trainer(
         model=model,
@@ -87,11 +87,18 @@ def train_causal_lm(model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any, arg
         processing_class=tokenizer,
         callbacks=[progress_callback(ctx)],
     )
-    trainer.remove_callback(PrinterCallback)  # llmctl renders progress itself
+    return fit(trainer, ctx) | (eval_metrics(trainer) if eval_ds is not None else {})
+
+
+def fit(trainer: Any, ctx: StageContext) -> dict[str, Any]:
+    """Train any Trainer subclass (resuming when the pipeline found a checkpoint); return `train_metrics`.
+    The trainer's own log printer goes: llmctl renders progress from its callback's events."""
+    from transformers import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
     if ctx.resume_from:
         ctx.log(f"resuming from {ctx.resume_from}")
-    result = trainer.train(resume_from_checkpoint=ctx.resume_from)
-    return train_metrics(trainer, result) | (eval_metrics(trainer) if eval_ds is not None else {})
+    return train_metrics(trainer, trainer.train(resume_from_checkpoint=ctx.resume_from))
 
 
 def train_metrics(trainer: Any, result: Any) -> dict[str, Any]:

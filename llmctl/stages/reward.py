@@ -70,29 +70,25 @@ def _load(spec: RewardSpec, ctx: StageContext) -> tuple[Any, Any]:
     model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
     model = adapters.apply(model, spec.peft, task_type="SEQ_CLS")
-    total, trainable = adapters.trainable_counts(model)
+    total, trainable = causal_lm.parameter_counts(model)
     ctx.log(f"{type(model).__name__}: {trainable:,} trainable of {total:,} parameters")
     return model, tokenizer
 
 
 def _trainer(spec: RewardSpec, ctx: StageContext, model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any) -> Any:
-    from transformers import PrinterCallback
     from trl import RewardConfig, RewardTrainer
 
     from llmctl.models.training import progress_callback, training_kwargs
 
     config = RewardConfig(**training_kwargs(spec.train, ctx, has_eval=eval_ds is not None), max_length=spec.max_length)
-    trainer = RewardTrainer(model=model, args=config, train_dataset=train_ds, eval_dataset=eval_ds,
-                            processing_class=tokenizer, callbacks=[progress_callback(ctx)])
-    trainer.remove_callback(PrinterCallback)
-    return trainer
+    return RewardTrainer(model=model, args=config, train_dataset=train_ds, eval_dataset=eval_ds,
+                         processing_class=tokenizer, callbacks=[progress_callback(ctx)])
 
 
 def _train(trainer: Any, ctx: StageContext, has_eval: bool) -> dict[str, Any]:
-    from llmctl.models.training import train_metrics
+    from llmctl.models.training import fit
 
-    result = trainer.train(resume_from_checkpoint=ctx.resume_from)
-    metrics = train_metrics(trainer, result)
+    metrics = fit(trainer, ctx)
     if has_eval:
         scores = trainer.evaluate()
         metrics |= {"pairwise_accuracy": round(scores["eval_accuracy"], 4), "mean_margin": round(scores["eval_margin"], 4),

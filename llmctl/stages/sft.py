@@ -57,6 +57,7 @@ def run(spec: SFTSpec, ctx: StageContext) -> Artifact:
     from llmctl.data.sources import load_examples
     from llmctl.models import causal_lm
     from llmctl.models.evaluate import exact_match
+    from llmctl.models.training import eval_metrics, fit
 
     train_ds, eval_ds = load_examples(spec.data, seed=ctx.seed)
     eval_rows = load_examples(spec.eval_set, seed=ctx.seed)[0] if spec.eval_set else None
@@ -67,7 +68,7 @@ def run(spec: SFTSpec, ctx: StageContext) -> Artifact:
     if eval_rows is not None:
         metrics["exact_match_before"] = exact_match(model, tokenizer, eval_rows, spec.eval_set.max_new_tokens)  # type: ignore[union-attr]
     trainer = _trainer(spec, ctx, model, tokenizer, train_ds, eval_ds)
-    metrics |= _train(trainer, ctx, eval_ds is not None)
+    metrics |= fit(trainer, ctx) | (eval_metrics(trainer) if eval_ds is not None else {})
     model = _finish(spec, trainer.model, tokenizer, ctx)
     if eval_rows is not None:
         metrics["exact_match"] = exact_match(model, tokenizer, eval_rows, spec.eval_set.max_new_tokens)  # type: ignore[union-attr]
@@ -83,13 +84,12 @@ def _load_model(spec: SFTSpec, ctx: StageContext) -> Any:
     quantization = adapters.quantization_config() if spec.peft.method == "qlora" else None
     model = causal_lm.load(ctx.input("model"), quantization_config=quantization)
     model = adapters.apply(model, spec.peft)
-    total, trainable = adapters.trainable_counts(model)
+    total, trainable = causal_lm.parameter_counts(model)
     ctx.log(f"{type(model).__name__}: {trainable:,} trainable of {total:,} parameters ({spec.peft.method})")
     return model
 
 
 def _trainer(spec: SFTSpec, ctx: StageContext, model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any) -> Any:
-    from transformers import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     from llmctl.models.training import progress_callback, training_kwargs
@@ -101,19 +101,8 @@ def _trainer(spec: SFTSpec, ctx: StageContext, model: Any, tokenizer: Any, train
         completion_only_loss=spec.data.completion_only,
         dataset_text_field="text",
     )
-    trainer = SFTTrainer(model=model, args=config, train_dataset=train_ds, eval_dataset=eval_ds,
-                         processing_class=tokenizer, callbacks=[progress_callback(ctx)])
-    trainer.remove_callback(PrinterCallback)
-    return trainer
-
-
-def _train(trainer: Any, ctx: StageContext, has_eval: bool) -> dict[str, Any]:
-    from llmctl.models.training import eval_metrics, train_metrics
-
-    if ctx.resume_from:
-        ctx.log(f"resuming from {ctx.resume_from}")
-    result = trainer.train(resume_from_checkpoint=ctx.resume_from)
-    return train_metrics(trainer, result) | (eval_metrics(trainer) if has_eval else {})
+    return SFTTrainer(model=model, args=config, train_dataset=train_ds, eval_dataset=eval_ds,
+                      processing_class=tokenizer, callbacks=[progress_callback(ctx)])
 
 
 def _finish(spec: SFTSpec, model: Any, tokenizer: Any, ctx: StageContext) -> Any:
