@@ -18,8 +18,12 @@ class ModelEstimate:
     total: int
     trainable: int
     memory_gib: float  # rough training footprint: weights, grads, optimizer states, activations
+    quantized_bits: int | None = None  # a quantize stage: weights only, at this width
 
     def describe(self) -> str:
+        if self.quantized_bits:
+            before, after = self.total * 4 / 2**20, self.total * self.quantized_bits / 8 / 2**20
+            return f"{_human(self.total)} params, weights ~{before:.1f} MiB fp32 → ~{after:.1f} MiB at int{self.quantized_bits}"
         memory = f"{self.memory_gib:.1f} GiB" if self.memory_gib >= 0.1 else f"{self.memory_gib * 1024:.0f} MiB"
         share = f"{self.trainable:,} of {self.total:,}"
         return f"{_human(self.total)} params ({_human(self.trainable)} trainable: {share}), ~{memory} to train"
@@ -48,6 +52,9 @@ def count_parameters(config: Any, peft: PeftSpec | None = None, head: str = "cau
 
 
 def estimate_stage(spec: StageSpec, config: Any, dtype: str) -> ModelEstimate:
+    if spec.type == "quantize":
+        total = count_parameters(config)[0]
+        return ModelEstimate(total, 0, 0.0, quantized_bits=getattr(spec, "bits", 8))
     total, trainable = count_parameters(config, getattr(spec, "peft", None), spec.produces.value)
     train = getattr(spec, "train", None)
     tokens = (getattr(train, "batch_size", 1) or 1) * (getattr(spec, "block_size", 512) or 512)

@@ -3,13 +3,14 @@ atomic stage commits and the manifest. Stages themselves know none of this."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -260,6 +261,15 @@ class StageContext:
         """The folder (or external reference) that feeds input `slot`."""
         value = self.inputs[slot]
         return value.path if isinstance(value, Artifact) else value
+
+    @contextlib.contextmanager
+    def library_output(self) -> Iterator[None]:
+        """Send what libraries print (TRL's PPO banners, NNCF tables, INC and OpenVINO notices) to
+        logs/library.out, keeping stdout for llmctl's own output (`--json` must stay one event per line)."""
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.logs_dir / "library.out", "a", encoding="utf-8") as sink:
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                yield
 
     def log(self, message: str) -> None:
         self.logs_dir.mkdir(parents=True, exist_ok=True)

@@ -12,11 +12,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-SUMMARY_METRICS = ("train_loss", "eval_loss", "perplexity", "exact_match", "pairwise_accuracy", "mean_reward")
+SUMMARY_METRICS = ("train_loss", "eval_loss", "perplexity", "exact_match", "pairwise_accuracy", "mean_reward",
+                   "size_mb", "tokens_per_s", "beam_tokens_per_s")
 BEFORE = "_before"  # metrics measured before training too: shown as "before → after"
 # torchao (pulled in by neural-compressor[pt]) logs missing CUDA kernels and torch's pytree warns on import.
 NOISY_LOGGERS = ("transformers", "datasets", "accelerate", "peft", "trl", "torchao", "torch.utils._pytree",
-                 "neural_compressor")
+                 "neural_compressor", "nncf", "openvino")
 
 
 def quiet_libraries() -> None:

@@ -72,10 +72,15 @@ def build_config(
     if tokenizer is not None:
         built.bos_token_id, built.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
         built.pad_token_id = tokenizer.pad_token_id
-    context = next((getattr(built, f) for f in POSITION_FIELDS if hasattr(built, f)), None)
+    context = context_length(built)
     if context is not None and block_size > context:
         raise UsageError(f"block_size {block_size} exceeds the model's context of {context} positions")
     return built
+
+
+def context_length(config: Any) -> int | None:
+    """How many positions the model's config allows (None when it does not say)."""
+    return next((getattr(config, f) for f in POSITION_FIELDS if hasattr(config, f)), None)
 
 
 def _config_from_file(path: Path) -> Any:

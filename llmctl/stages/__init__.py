@@ -13,11 +13,12 @@ from llmctl.artifacts import Artifact
 from llmctl.specs import StageSpec
 from llmctl.stages.ppo import PPOSpec
 from llmctl.stages.pretrain import PretrainSpec
+from llmctl.stages.quantize import QuantizeSpec
 from llmctl.stages.reward import RewardSpec
 from llmctl.stages.sft import SFTSpec
 
 # The union in llmctl.schema is built from this tuple; a test asserts they match.
-SPECS: tuple[type[StageSpec], ...] = (PretrainSpec, SFTSpec, RewardSpec, PPOSpec)
+SPECS: tuple[type[StageSpec], ...] = (PretrainSpec, SFTSpec, RewardSpec, PPOSpec, QuantizeSpec)
 
 REGISTRY: dict[str, type[StageSpec]] = {spec.model_fields["type"].default: spec for spec in SPECS}
 

@@ -9,7 +9,6 @@ context, and a KL to the reference above `kl.limit`.
 
 from __future__ import annotations
 
-import contextlib
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
@@ -157,8 +156,10 @@ class RewardScorer:
 
 
 def _check_context(policy: Any, tokenizer: Any, prompts: Any, spec: PPOSpec) -> None:
+    from llmctl.models import causal_lm
+
     longest = max(len(ids) for ids in tokenizer(list(prompts["prompt"]))["input_ids"])
-    context = next((getattr(policy.config, f) for f in ("n_positions", "max_position_embeddings") if hasattr(policy.config, f)), None)
+    context = causal_lm.context_length(policy.config)
     if context is not None and longest + spec.response_length > context:
         raise UsageError(f"response_length {spec.response_length} + the longest prompt ({longest} tokens) exceed the "
                          f"policy's context of {context} tokens; lower response_length or shorten the prompts")
@@ -217,9 +218,7 @@ def _train(spec: PPOSpec, trainer: Any, ctx: StageContext) -> dict[str, Any]:
     from transformers import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)
-    ctx.logs_dir.mkdir(parents=True, exist_ok=True)
-    # TRL's PPO prints to stdout ("===training policy==="); keep stdout for llmctl's own (--json) output.
-    with open(ctx.logs_dir / "trainer.out", "a", encoding="utf-8") as sink, contextlib.redirect_stdout(sink):
+    with ctx.library_output():  # TRL's PPO prints to stdout ("===training policy===")
         if spec.algorithm == "ppo":
             if ctx.resume_from:
                 ctx.log("TRL's PPO trainer cannot resume from a checkpoint; starting the stage over")

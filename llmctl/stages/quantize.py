@@ -1,0 +1,322 @@
+"""Stage `quantize`: post-training quantization with Intel Neural Compressor (weight-only RTN/GPTQ/AWQ) or
+OpenVINO (optimum-intel export with NNCF weight compression), optionally accuracy-aware: configurations are
+tried from the most aggressive to the safest and the first within `tolerable_loss` is kept.
+
+Size, decode speed (greedy and beam search) and the accuracy metric are measured before and after, in the
+same process on the same prompts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, model_validator
+
+from llmctl.artifacts import Artifact, ArtifactKind
+from llmctl.errors import GateFailed
+from llmctl.specs import PREVIOUS, Block, DataSpec, InputSlot, StageSpec
+
+if TYPE_CHECKING:
+    from llmctl.pipeline import StageContext
+
+Backend = Literal["inc", "openvino"]
+Method = Literal["rtn", "gptq", "awq", "weight_only", "dynamic", "static", "smoothquant"]
+METHODS: dict[str, tuple[str, ...]] = {"inc": ("rtn", "gptq", "awq"), "openvino": ("weight_only",)}
+DEFAULT_METHOD = {"inc": "rtn", "openvino": "weight_only"}
+DEFAULT_SYM = {"inc": True, "openvino": False}  # each library's own default
+NEEDS_CALIBRATION = ("gptq", "awq")
+UNSUPPORTED = {
+    "dynamic": "INC 3.x quantizes activations dynamically only through torch.export (PT2E), which cannot export a "
+               "generating transformers model; use backend: openvino (int8 weights, activations quantized at run "
+               "time by the OpenVINO CPU plugin) or method: rtn with bits: 8",
+    "static": "INC 3.x static int8 needs intel-extension-for-pytorch, which has no build for torch 2.13; use "
+              "backend: openvino or a weight-only method (rtn, gptq, awq)",
+    "smoothquant": "INC 3.x SmoothQuant needs intel-extension-for-pytorch, which has no build for torch 2.13; use "
+                   "backend: openvino or a weight-only method (rtn, gptq, awq)",
+}
+# Accuracy-aware search order when `accuracy.search` is empty: most aggressive first, int8 last.
+LADDERS: dict[str, list[dict[str, Any]]] = {
+    "inc": [{"method": "rtn", "bits": 4, "group_size": 128}, {"method": "rtn", "bits": 4, "group_size": 32},
+            {"method": "awq", "bits": 4, "group_size": 32}, {"method": "gptq", "bits": 4, "group_size": 32},
+            {"method": "rtn", "bits": 8, "group_size": -1, "sym": True}],
+    "openvino": [{"bits": 4, "group_size": 128, "ratio": 1.0}, {"bits": 4, "group_size": 64, "ratio": 1.0},
+                 {"bits": 4, "group_size": 32, "ratio": 1.0}, {"bits": 4, "group_size": 32, "ratio": 0.5},
+                 {"bits": 8}],
+}
+SPEED_PROMPTS = ["Once upon a time", "The meaning of life is", "Question: What is 3 plus 4?\n\nAnswer:", "def add(a, b):"]
+
+
+class QuantConfig(Block):
+    """One configuration to try; unset fields come from the stage."""
+
+    method: Method | None = None
+    bits: Literal[4, 8] | None = None
+    group_size: int | None = Field(None, ge=-1)
+    sym: bool | None = None
+    ratio: float | None = Field(None, gt=0, le=1)
+
+
+class AccuracySpec(Block):
+    """Accuracy-aware quantization: keep the first configuration whose metric stays within `tolerable_loss`."""
+
+    metric: Literal["perplexity", "exact_match"] = "perplexity"
+    """perplexity of the data's texts (lower is better) or exact match of greedy answers to prompt_completion
+    rows (higher is better)."""
+    data: DataSpec
+    tolerable_loss: float = Field(0.01, ge=0)
+    """Largest relative loss accepted: 0.01 = at most 1% worse than the unquantized model."""
+    max_trials: int = Field(10, ge=1)
+    search: list[QuantConfig] = []
+    """Configurations to try in order (default: the backend's ladder from int4 to int8)."""
+    max_length: int = Field(256, ge=8)
+    """Tokens per text for perplexity."""
+    max_new_tokens: int = Field(8, ge=1)
+    """Tokens generated per prompt for exact_match."""
+
+
+class SpeedSpec(Block):
+    """Decode-speed measurement before and after (same process, same prompts)."""
+
+    enabled: bool = True
+    prompts: list[str] = SPEED_PROMPTS
+    new_tokens: int = Field(32, ge=1)
+    beams: int = Field(4, ge=1)
+    """Beam width for the beam-search figure (1 skips it)."""
+
+
+class QuantizeSpec(StageSpec):
+    """Post-training quantization with Intel Neural Compressor or OpenVINO."""
+
+    type: Literal["quantize"] = "quantize"
+    model: str = PREVIOUS
+    """'previous' (the last causal LM or adapter; adapters are merged first), 'stage:NAME', a folder or hub id."""
+    backend: Backend = "openvino"
+    """inc: Intel Neural Compressor weight-only (PyTorch); openvino: OpenVINO IR with NNCF weight compression."""
+    method: Method | None = None
+    """inc: rtn | gptq | awq (default rtn); openvino: weight_only (the default)."""
+    bits: Literal[4, 8] = 8
+    group_size: int = Field(128, ge=-1)
+    """Weights per quantization group for 4-bit (-1: one scale per output channel)."""
+    sym: bool | None = None
+    """Symmetric quantization (no zero point); default true for inc, false for openvino (each library's default)."""
+    ratio: float = Field(1.0, gt=0, le=1)
+    """openvino int4: share of layers in int4, the rest int8."""
+    calibration: DataSpec | None = None
+    """Calibration texts (required by gptq and awq)."""
+    calibration_samples: int = Field(32, ge=1)
+    calibration_length: int = Field(128, ge=8)
+    accuracy: AccuracySpec | None = None
+    speed: SpeedSpec = SpeedSpec()
+
+    produces = ArtifactKind.quantized_lm
+
+    @model_validator(mode="after")
+    def _check(self) -> QuantizeSpec:
+        configs = [QuantConfig(method=self.method)] + (self.accuracy.search if self.accuracy else [])
+        for config in configs:
+            method = config.method or DEFAULT_METHOD[self.backend]
+            if method in UNSUPPORTED:
+                raise ValueError(f"method {method}: {UNSUPPORTED[method]}")
+            if method not in METHODS[self.backend]:
+                raise ValueError(f"backend {self.backend} supports method {' | '.join(METHODS[self.backend])}, not {method}")
+            if method in NEEDS_CALIBRATION and self.calibration is None:
+                raise ValueError(f"method {method} needs calibration data: add `calibration: {{path: ...}}`")
+            if config.group_size == 0 or (config.group_size is None and self.group_size == 0):
+                raise ValueError("group_size is a positive number of weights, or -1 for per-channel")
+            sym = next(v for v in (config.sym, self.sym, DEFAULT_SYM[self.backend]) if v is not None)
+            if self.backend == "inc" and (config.bits or self.bits) == 8 and not sym:
+                # measured with neural-compressor 3.10: ~100% relative error per layer (4-bit asymmetric is fine)
+                raise ValueError("INC 3.10's asymmetric 8-bit weight-only quantization is broken; use sym: true")
+        return self
+
+    def inputs(self) -> dict[str, InputSlot]:
+        return {"model": InputSlot(self.model, (ArtifactKind.causal_lm, ArtifactKind.adapter), "model")}
+
+
+def candidates(spec: QuantizeSpec) -> list[dict[str, Any]]:
+    """The configurations to try, complete and in order (one unless accuracy-aware)."""
+    base = {"method": spec.method or DEFAULT_METHOD[spec.backend], "bits": spec.bits, "group_size": spec.group_size,
+            "sym": DEFAULT_SYM[spec.backend] if spec.sym is None else spec.sym, "ratio": spec.ratio}
+    if spec.accuracy is None:
+        return [base]
+    search = [c.model_dump(exclude_none=True) for c in spec.accuracy.search] or LADDERS[spec.backend]
+    usable = [base | c for c in search if spec.calibration or c.get("method") not in NEEDS_CALIBRATION]
+    return usable[: spec.accuracy.max_trials]
+
+
+def run(spec: QuantizeSpec, ctx: StageContext) -> Artifact:
+    """Measure the original, try configurations in order, keep the first that passes, measure it."""
+    from llmctl.models import causal_lm, measure
+
+    source = _standalone_source(ctx)
+    tokenizer = causal_lm.load_tokenizer(source)
+    evaluate = _evaluator(spec, ctx, tokenizer)
+    calibration = _calibration(spec, ctx, tokenizer)
+    original = causal_lm.load(source).eval()
+    before = {"size_mb": measure.folder_size_mb(source), **_speed(spec, original, tokenizer, full=True)}
+    if evaluate:
+        before[spec.accuracy.metric] = evaluate(original)  # type: ignore[union-attr]
+    del original
+    ctx.log(f"original: {_describe(before)}")
+    chosen, trials = _search(spec, ctx, source, tokenizer, calibration, evaluate, before)
+    trial_dir = ctx.work_dir / "trials" / f"{chosen['index']:02d}"
+    shutil.move(str(trial_dir), ctx.out_dir)
+    shutil.rmtree(ctx.work_dir / "trials", ignore_errors=True)
+    shutil.rmtree(ctx.work_dir / "merged", ignore_errors=True)
+    with ctx.library_output():
+        final = _load(ctx.out_dir)
+    after = chosen["measured"] | _speed(spec, final, tokenizer, full=True)
+    metrics = _metrics(before, after, trials, chosen["config"])
+    return Artifact(ArtifactKind.quantized_lm, str(ctx.out_dir), meta={"metrics": metrics, "quantization": chosen["config"]})
+
+
+def _search(spec: QuantizeSpec, ctx: StageContext, source: str, tokenizer: Any, calibration: list[Any],
+            evaluate: Any, before: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Try each candidate; return the first that passes (or raise GateFailed listing every trial)."""
+    from llmctl.models import measure
+
+    trials: list[dict[str, Any]] = []
+    for index, config in enumerate(candidates(spec)):
+        out = ctx.work_dir / "trials" / f"{index:02d}"
+        try:
+            with ctx.library_output():
+                model = _quantize(spec.backend, source, config, calibration, tokenizer, out)
+        except Exception as err:  # a configuration the model cannot take (e.g. group size > layer width)
+            trials.append({"config": config, "error": f"{type(err).__name__}: {err}"[:300], "passed": False})
+            ctx.log(f"trial {index + 1}: {_config_name(config)} failed: {trials[-1]['error']}")
+            continue
+        measured = {"size_mb": measure.folder_size_mb(out), **_speed(spec, model, tokenizer, full=False)}
+        trial = {"config": config, **measured, "passed": True}
+        if evaluate:
+            metric = spec.accuracy.metric  # type: ignore[union-attr]
+            measured[metric] = evaluate(model)
+            trial |= {metric: measured[metric], "loss": relative_loss(metric, before[metric], measured[metric])}
+            trial["passed"] = trial["loss"] <= spec.accuracy.tolerable_loss  # type: ignore[union-attr]
+        trials.append(trial)
+        (ctx.work_dir / "trials.json").write_text(json.dumps(trials, indent=2) + "\n")
+        ctx.log(f"trial {index + 1}: {_config_name(config)} → {_describe(measured)}{'' if trial['passed'] else ' (over tolerance)'}")
+        if trial["passed"]:
+            return {"index": index, "config": config, "measured": measured}, trials
+        shutil.rmtree(out, ignore_errors=True)
+    raise GateFailed(_no_config_message(spec, before, trials))
+
+
+def relative_loss(metric: str, before: float, after: float) -> float:
+    """How much worse `after` is than `before`, relative (0.01 = 1% worse; negative = better)."""
+    if metric == "perplexity":
+        return round((after - before) / before, 6)
+    return round((before - after) / before, 6) if before > 0 else (0.0 if after >= before else 1.0)
+
+
+def _quantize(backend: str, source: str, config: dict[str, Any], calibration: list[Any], tokenizer: Any, out: Path) -> Any:
+    """Quantize `source` per `config` into folder `out` (with descriptor); return the model loaded from it."""
+    from llmctl.models import causal_lm, quantized
+
+    if backend == "openvino":
+        from llmctl.models import openvino
+
+        model = openvino.export(source, config, out)
+    else:
+        from llmctl.models import inc
+
+        inc.save(inc.quantize(causal_lm.load(source), config, calibration), tokenizer, out)
+        model = inc.load(str(out))
+    config_file = json.loads((out / "config.json").read_text())
+    quantized.write_descriptor(out, {"backend": backend, **config, "model_type": config_file.get("model_type"),
+                                     "architectures": config_file.get("architectures")})
+    return model
+
+
+def _load(path: Path) -> Any:
+    from llmctl.models import quantized
+
+    return quantized.load_any(str(path))
+
+
+def _standalone_source(ctx: StageContext) -> str:
+    """The input as a standalone model folder or hub id; an adapter is merged into its base first."""
+    from llmctl.models import adapters, causal_lm
+
+    source = ctx.input("model")
+    if not adapters.is_adapter_folder(source):
+        return source
+    merged = ctx.work_dir / "merged"
+    causal_lm.save(causal_lm.load(source), causal_lm.load_tokenizer(source), merged)
+    ctx.log("merged the adapter into its base before quantizing")
+    return str(merged)
+
+
+def _evaluator(spec: QuantizeSpec, ctx: StageContext, tokenizer: Any) -> Any:
+    """model → the accuracy metric, or None when the stage is not accuracy-aware."""
+    if spec.accuracy is None:
+        return None
+    from llmctl.data.sources import load_examples
+    from llmctl.models import evaluate, measure
+
+    accuracy = spec.accuracy
+    rows = load_examples(accuracy.data, seed=ctx.seed)[0]
+    if accuracy.metric == "exact_match":
+        return lambda model: evaluate.exact_match(model, tokenizer, rows, accuracy.max_new_tokens)
+    texts = measure.texts_of(rows)
+    return lambda model: measure.perplexity(model, tokenizer, texts, accuracy.max_length)
+
+
+def _calibration(spec: QuantizeSpec, ctx: StageContext, tokenizer: Any) -> list[Any]:
+    """Input-id tensors for GPTQ/AWQ (empty when the stage has no calibration data)."""
+    if spec.calibration is None:
+        return []
+    from llmctl.data.sources import load_examples
+    from llmctl.models import measure
+
+    texts = measure.texts_of(load_examples(spec.calibration, seed=ctx.seed)[0])[: spec.calibration_samples]
+    return [tokenizer(t, return_tensors="pt", truncation=True, max_length=spec.calibration_length,
+                      return_token_type_ids=False)["input_ids"] for t in texts]
+
+
+def _speed(spec: QuantizeSpec, model: Any, tokenizer: Any, full: bool) -> dict[str, float]:
+    """Greedy decode speed at batch 1 (and beam search when `full`)."""
+    from llmctl.models import measure
+
+    if not spec.speed.enabled:
+        return {}
+    greedy = measure.generation_speed(model, tokenizer, spec.speed.prompts, spec.speed.new_tokens)
+    if not full or spec.speed.beams == 1:
+        return greedy
+    beam = measure.generation_speed(model, tokenizer, spec.speed.prompts, spec.speed.new_tokens, beams=spec.speed.beams)
+    return greedy | {"beam_tokens_per_s": beam["tokens_per_s"]}
+
+
+def _metrics(before: dict[str, Any], after: dict[str, Any], trials: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:
+    metrics: dict[str, Any] = {key: value for key, value in after.items()}
+    metrics |= {f"{key}_before": value for key, value in before.items()}
+    if before.get("tokens_per_s") and after.get("tokens_per_s"):
+        metrics["speedup"] = round(after["tokens_per_s"] / before["tokens_per_s"], 3)
+    if before.get("beam_tokens_per_s") and after.get("beam_tokens_per_s"):
+        metrics["beam_speedup"] = round(after["beam_tokens_per_s"] / before["beam_tokens_per_s"], 3)
+    metrics["compression"] = round(before["size_mb"] / max(after["size_mb"], 1e-9), 3)
+    return metrics | {"config": config, "trials": trials}
+
+
+def _config_name(config: dict[str, Any]) -> str:
+    group = "per-channel" if config["group_size"] == -1 or config["bits"] == 8 else f"g{config['group_size']}"
+    ratio = f" ratio {config['ratio']}" if config["bits"] == 4 and config["ratio"] < 1 else ""
+    return f"{config['method']} int{config['bits']} {group}{' sym' if config['sym'] else ''}{ratio}"
+
+
+def _describe(measured: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:g}" for k, v in measured.items() if isinstance(v, (int, float)))
+
+
+def _no_config_message(spec: QuantizeSpec, before: dict[str, Any], trials: list[dict[str, Any]]) -> str:
+    accuracy = spec.accuracy
+    metric = accuracy.metric if accuracy else "metric"
+    lines = [f"stage '{spec.name}': no configuration stayed within tolerable_loss "
+             f"{accuracy.tolerable_loss if accuracy else 0:g} of {metric} {before.get(metric)} "
+             f"({len(trials)} trial{'s' if len(trials) != 1 else ''}):"]
+    for trial in trials:
+        outcome = trial.get("error") or f"{metric} {trial.get(metric)}, loss {trial.get('loss', 0):+.2%}"
+        lines.append(f"  {_config_name(trial['config'])}: {outcome}")
+    lines.append("  raise accuracy.tolerable_loss, add safer configurations to accuracy.search, or raise max_trials")
+    return "\n".join(lines)
