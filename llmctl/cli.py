@@ -6,6 +6,8 @@ Exit codes: 0 success · 2 invalid recipe or usage · 3 quality gate failed · 4
 
 from __future__ import annotations
 
+import sys
+
 import functools
 import json
 import os
@@ -215,7 +217,8 @@ def run(
     the_plan = _plan(recipe, overrides, force, from_stage, only, until)
     if the_plan.environment:
         raise RecipeError(the_plan.environment, f"{recipe} cannot run on this machine")
-    renderer = JsonRenderer() if STATE["json"] else RichRenderer(out)
+    # Bound to this invocation's stdout, so stages' library_output() redirection cannot swallow events.
+    renderer = JsonRenderer(sys.stdout) if STATE["json"] else RichRenderer(Console(file=sys.stdout, highlight=False))
     renderer({"event": "plan", "recipe": the_plan.recipe.name, "run_dir": str(the_plan.run_dir),
               "steps": [_step_json(s, None) for s in the_plan.steps]})
     if dry_run:

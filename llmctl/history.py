@@ -51,3 +51,9 @@ def _read(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise UsageError(f"{path}: unreadable manifest ({err})") from None
+
+
+def stage_metrics(ref: str, stage: str, root: Path = Path("runs")) -> dict[str, Any] | None:
+    """The metrics of a completed stage of a past run (by run name or folder), or None."""
+    entry = load_run(ref, root).get("stages", {}).get(stage, {})
+    return entry.get("metrics") if entry.get("status") == "complete" else None

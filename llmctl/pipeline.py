@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -17,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from llmctl import fingerprint as fp
 from llmctl.artifacts import Artifact
 from llmctl.data.fingerprint import content_key, fingerprint_data
-from llmctl.errors import Interrupted, LlmctlError, Problem, RecipeError, StageFailed, UsageError
+from llmctl.errors import GateFailed, Interrupted, LlmctlError, Problem, RecipeError, StageFailed, UsageError
 from llmctl.recipe import STAGES, LoadedRecipe, default_run_dir, stage_dir_name
 from llmctl.rundir import RESOLVED, TMP_SUFFIX, Manifest, RunLock, replace_dir, write_atomic
 from llmctl.schema import Recipe
@@ -169,9 +171,23 @@ def _upstream_key(ref: str, steps: list[Step]) -> str:
 
 
 def _data_fingerprints(spec: StageSpec, previous: dict[str, Any]) -> dict[str, Any]:
-    """Fingerprints of every DataSpec field of the stage, by field name."""
-    blocks = {name: getattr(spec, name) for name in type(spec).model_fields if isinstance(getattr(spec, name), DataSpec)}
-    return {name: fingerprint_data(block, previous.get(name)) for name, block in blocks.items()}
+    """Fingerprints of every DataSpec in the stage, however deeply nested, by field path (`data`,
+    `accuracy.data`, `local_tasks[0].data`)."""
+    return {path: fingerprint_data(block, previous.get(path)) for path, block in data_blocks(spec)}
+
+
+def data_blocks(block: Any, prefix: str = "") -> list[tuple[str, DataSpec]]:
+    """(field path, DataSpec) for every data block inside `block`."""
+    if isinstance(block, DataSpec):
+        return [(prefix, block)]
+    found: list[tuple[str, DataSpec]] = []
+    if isinstance(block, BaseModel):
+        for name in type(block).model_fields:
+            found += data_blocks(getattr(block, name), f"{prefix}.{name}" if prefix else name)
+    elif isinstance(block, (list, tuple)):
+        for index, item in enumerate(block):
+            found += data_blocks(item, f"{prefix}[{index}]")
+    return found
 
 
 def _decide(step: Step, earlier: list[Step], manifest: Manifest, sel: Selection, names: list[str]) -> None:
@@ -238,6 +254,7 @@ class StageContext:
     inputs: dict[str, Artifact | str]
     resume_from: str | None
     emit: Emit
+    previous_metrics: dict[str, Any] = field(default_factory=dict)  # this stage's last successful run, if any
 
     @property
     def out_dir(self) -> Path:
@@ -264,12 +281,21 @@ class StageContext:
 
     @contextlib.contextmanager
     def library_output(self) -> Iterator[None]:
-        """Send what libraries print (TRL's PPO banners, NNCF tables, INC and OpenVINO notices) to
-        logs/library.out, keeping stdout for llmctl's own output (`--json` must stay one event per line)."""
+        """Send what libraries print (TRL's PPO banners, NNCF tables, INC and OpenVINO notices, and the
+        stderr of their subprocesses) to logs/library.out, keeping stdout for llmctl's own output (`--json`
+        must stay one event per line; renderers hold their own stream, so events still get through)."""
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         with open(self.logs_dir / "library.out", "a", encoding="utf-8") as sink:
-            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-                yield
+            sys.stderr.flush()
+            saved_fd2 = os.dup(2)
+            os.dup2(sink.fileno(), 2)
+            try:
+                with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                    yield
+            finally:
+                sink.flush()
+                os.dup2(saved_fd2, 2)
+                os.close(saved_fd2)
 
     def log(self, message: str) -> None:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -295,9 +321,18 @@ def execute(plan: Plan, emit: Emit) -> dict[str, Artifact]:
                 artifacts[step.name] = Artifact.read(step.stage_dir)  # type: ignore[assignment]
                 manifest.update(step.name, status="complete", cached=True)
                 emit({"event": "stage_end", "stage": step.name, "status": "cached", "metrics": manifest.stage(step.name).get("metrics", {})})
-                continue
-            artifacts[step.name] = _run_step(plan, step, artifacts, manifest, emit)
+            else:
+                artifacts[step.name] = _run_step(plan, step, artifacts, manifest, emit)
+            _enforce_gate(step, artifacts[step.name])
         return artifacts
+
+
+def _enforce_gate(step: Step, artifact: Artifact) -> None:
+    """A stage whose quality gate failed stops the pipeline (exit 3), also when it is cached, so no later
+    stage (e.g. deploy) runs on a rejected model."""
+    decision = artifact.meta.get("gate")
+    if decision and not decision["passed"]:
+        raise GateFailed(f"stage '{step.name}': {decision['message']}\n  later stages did not run")
 
 
 def _run_step(plan: Plan, step: Step, artifacts: dict[str, Artifact], manifest: Manifest, emit: Emit) -> Artifact:
@@ -306,12 +341,14 @@ def _run_step(plan: Plan, step: Step, artifacts: dict[str, Artifact], manifest: 
     step.tmp_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(step.tmp_dir / FINGERPRINT_FILE, step.fingerprint)
     started = time.time()
+    previous = manifest.stage(step.name)
+    previous_metrics = previous.get("metrics", {}) if previous.get("status") == "complete" else {}
     seed = step.spec.seed if step.spec.seed is not None else plan.recipe.seed
     manifest.update(step.name, status="running", fingerprint=step.fingerprint, parts=step.parts, seed=seed,
                     started=_now(), pid=os.getpid(), cached=False, versions=fp.library_versions(),
                     data=step.data, inputs=step.inputs, dir=step.stage_dir.name)
     inputs = {slot: artifacts[name] if (name := stage_ref_name(ref)) else ref for slot, ref in step.inputs.items()}
-    ctx = StageContext(step.name, step.tmp_dir, seed, plan.recipe, inputs, step.resume_from, emit)
+    ctx = StageContext(step.name, step.tmp_dir, seed, plan.recipe, inputs, step.resume_from, emit, previous_metrics)
     try:
         _seed_everything(seed)
         artifact = runner(step.spec.type)(step.spec, ctx)

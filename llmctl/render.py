@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import warnings
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -35,10 +35,13 @@ def quiet_libraries() -> None:
 
 
 class JsonRenderer:
-    """One JSON object per event on stdout."""
+    """One JSON object per event on `stream` (stdout)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
 
     def __call__(self, event: dict[str, Any]) -> None:
-        print(json.dumps(event, default=str), flush=True)
+        print(json.dumps(event, default=str), file=self.stream, flush=True)
 
     def __enter__(self) -> JsonRenderer:
         return self
@@ -91,7 +94,7 @@ class RichRenderer:
         if task is not None:
             self.progress.remove_task(task)
         metrics = event.get("metrics") or {}
-        shown = ", ".join(_metric(metrics, k) for k in SUMMARY_METRICS if isinstance(metrics.get(k), (int, float)))
+        shown = _shown(metrics)
         if event["status"] == "cached":
             self.console.print(f"• [green]{event['stage']}[/]: cached")
         else:
@@ -103,9 +106,19 @@ class RichRenderer:
     def _on_run_end(self, event: dict[str, Any]) -> None:
         table = Table("stage", "status", "time", "metrics", title=f"run complete: {event['run_dir']}", title_justify="left")
         for stage, status, metrics, duration in self.results:
-            shown = ", ".join(_metric(metrics, k) for k in SUMMARY_METRICS if isinstance(metrics.get(k), (int, float)))
+            shown = _shown(metrics)
             table.add_row(stage, status, f"{duration:.1f}s" if duration is not None else "—", shown or "—")
         self.console.print(table)
+
+
+def _shown(metrics: dict[str, Any]) -> str:
+    """The headline metrics: the usual ones, every benchmark task metric (`task/metric`), the gate."""
+    keys = [k for k in SUMMARY_METRICS if isinstance(metrics.get(k), (int, float))]
+    keys += [k for k in metrics if "/" in k and not k.endswith("_stderr") and isinstance(metrics[k], (int, float))]
+    shown = [_metric(metrics, k) for k in keys]
+    if "gate_passed" in metrics:
+        shown.append("gate " + ("passed" if metrics["gate_passed"] else "FAILED"))
+    return ", ".join(shown)
 
 
 def _metric(metrics: dict[str, Any], key: str) -> str:

@@ -64,7 +64,7 @@ class StageSpec(Block):
         return peft.check_environment(cuda_visible) if peft is not None else []
 
 
-DataFormat = Literal["text", "prompt_completion", "instruction", "chat", "preference", "prompt"]
+DataFormat = Literal["text", "prompt_completion", "instruction", "chat", "preference", "prompt", "choice"]
 
 
 class DataSpec(Block):
@@ -82,7 +82,8 @@ class DataSpec(Block):
     """Renames, {name the format expects: column in the data}, e.g. {prompt: question, completion: answer}."""
     format: DataFormat = "text"
     """text | prompt_completion | instruction (instruction/input/output) | chat (messages) |
-    preference (prompt/chosen/rejected) | prompt (prompts only, for RL rollouts)."""
+    preference (prompt/chosen/rejected) | prompt (prompts only, for RL rollouts) | choice (prompt, choices:
+    a list of strings, answer: its index or text; for multiple-choice evaluation)."""
     template: str | None = None
     """Python format string over the row's columns, e.g. "Question: {prompt}\n\nAnswer: {completion}". For
     prompt_completion/instruction the completion starts at the completion placeholder."""

@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--beams", type=int, default=4)
     args = parser.parse_args()
 
-    from llmctl.models import causal_lm, inc, measure, openvino
+    from llmctl.models import causal_lm, measure, openvino
     from llmctl.render import quiet_libraries
 
     quiet_libraries()

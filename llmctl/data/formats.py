@@ -31,7 +31,9 @@ FORMATS: dict[str, Format] = {
     "chat": Format(("messages",), (), None, None),
     "preference": Format(("chosen", "rejected"), ("prompt",), None, None, ("chosen", "rejected")),
     "prompt": Format(("prompt",), (), None, "{prompt}"),
+    "choice": Format(("prompt", "choices", "answer"), (), None, "{prompt}", ("choices", "answer")),
 }
+NOT_STRINGS = {"choices": "a list of strings", "answer": "the index or the text of the right choice"}
 
 
 def placeholders(template: str) -> list[str]:
@@ -66,6 +68,9 @@ def check_values(row: dict[str, Any], index: int, fmt: str, template: str | None
         if fmt == "chat" and name == "messages":
             if not isinstance(value, list) or not all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in value):
                 raise DataError(f"{source}: row {index}: messages must be a list of {{role, content}} objects")
+        elif fmt == "choice" and name in NOT_STRINGS:
+            if not _valid_choice_field(name, value, row.get("choices")):
+                raise DataError(f"{source}: row {index}: column '{name}' must be {NOT_STRINGS[name]}")
         elif not isinstance(value, str):
             kind = "null" if value is None else type(value).__name__
             raise DataError(f"{source}: row {index}: column '{name}' is {kind}, expected a string")
@@ -88,6 +93,9 @@ def render(row: dict[str, Any], fmt: str, template: str | None) -> dict[str, Any
         return {"prompt": prompt, "chosen": row["chosen"], "rejected": row["rejected"]}
     if fmt == "prompt":
         return {"prompt": template.format(**values)}
+    if fmt == "choice":  # the answer becomes the index of the right choice
+        answer = row["answer"] if isinstance(row["answer"], int) else row["choices"].index(row["answer"])
+        return {"prompt": template.format(**values), "choices": row["choices"], "answer": answer}
     marker = "{" + str(spec.completion) + "}"
     if marker not in template:
         raise DataError(f"data.template must contain {marker} (where the completion starts) for format {fmt}")
@@ -98,3 +106,11 @@ def render(row: dict[str, Any], fmt: str, template: str | None) -> dict[str, Any
     stripped = prompt.rstrip(" ")
     return {"prompt": stripped, "completion": prompt[len(stripped) :] + completion}
 
+
+
+def _valid_choice_field(name: str, value: Any, choices: Any) -> bool:
+    if name == "choices":
+        return isinstance(value, list) and len(value) > 1 and all(isinstance(c, str) for c in value)
+    if isinstance(value, bool) or not isinstance(choices, list):
+        return False
+    return (isinstance(value, int) and 0 <= value < len(choices)) or (isinstance(value, str) and value in choices)

@@ -40,7 +40,7 @@ class SFTSpec(StageSpec):
 
     @model_validator(mode="after")
     def _data_format(self) -> SFTSpec:
-        if self.data.format in ("preference", "prompt"):
+        if self.data.format in ("preference", "prompt", "choice"):
             raise ValueError(f"sft trains on text, prompt_completion, instruction or chat data, not {self.data.format}")
         return self
 

@@ -1,0 +1,67 @@
+"""Quality gates: turn a stage's metrics into a pass/fail decision for CI and cron retraining.
+
+A check is `METRIC OP NUMBER` (`toy_add/exact_match >= 0.6`); a baseline comparison fails a metric that got
+worse than the baseline's value by more than `tolerance`. The pipeline stops with exit 3 on a failed gate
+(also when the stage is cached), so downstream stages such as `deploy` never run on a rejected model."""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+CHECK_RE = re.compile(r"^\s*(?P<metric>[A-Za-z0-9_./,-]+)\s*(?P<op>>=|<=|==|>|<)\s*(?P<value>-?[0-9.]+(?:e-?[0-9]+)?)\s*$")
+OPERATORS: dict[str, Callable[[float, float], bool]] = {">=": operator.ge, "<=": operator.le, ">": operator.gt,
+                                                        "<": operator.lt, "==": operator.eq}
+LOWER_IS_BETTER = ("perplexity", "loss", "ms_per_token", "bits_per_byte", "byte_perplexity", "word_perplexity")
+
+
+@dataclass(frozen=True)
+class Check:
+    metric: str
+    op: str
+    threshold: float
+
+    @classmethod
+    def parse(cls, text: str) -> Check:
+        match = CHECK_RE.match(text)
+        if not match:
+            raise ValueError(f"gate check {text!r} is not `METRIC OP NUMBER`, e.g. 'toy_add/exact_match >= 0.6'")
+        return cls(match["metric"], match["op"], float(match["value"]))
+
+
+def lower_is_better(metric: str) -> bool:
+    return any(metric.split("/")[-1].startswith(name) for name in LOWER_IS_BETTER)
+
+
+def evaluate(metrics: dict[str, Any], checks: list[str], baseline: dict[str, Any] | None, compare: list[str],
+             tolerance: float, baseline_name: str) -> dict[str, Any]:
+    """{"passed": bool, "rows": [...], "message": str}: every check and baseline comparison, each with its
+    value, threshold and outcome."""
+    rows = []
+    for check in map(Check.parse, checks):
+        value = metrics.get(check.metric)
+        ok = isinstance(value, (int, float)) and OPERATORS[check.op](value, check.threshold)
+        rows.append({"metric": check.metric, "value": value, "rule": f"{check.op} {check.threshold:g}", "passed": ok})
+    if baseline is not None:
+        for metric in compare or sorted(k for k in metrics if isinstance(metrics[k], (int, float)) and k in baseline):
+            value, base = metrics.get(metric), baseline.get(metric)
+            if not isinstance(base, (int, float)):
+                rows.append({"metric": metric, "value": value, "rule": f"baseline {baseline_name}: no value", "passed": True})
+                continue
+            worse = (value - base) if lower_is_better(metric) else (base - value)
+            ok = isinstance(value, (int, float)) and worse <= tolerance
+            rows.append({"metric": metric, "value": value, "rule": f"no worse than {base:g} ({baseline_name}) - {tolerance:g}",
+                         "passed": ok})
+    passed = all(row["passed"] for row in rows)
+    return {"passed": passed, "rows": rows, "message": message(rows, passed)}
+
+
+def message(rows: list[dict[str, Any]], passed: bool) -> str:
+    lines = [f"quality gate {'passed' if passed else 'FAILED'}:"]
+    for row in rows:
+        value = f"{row['value']:.4g}" if isinstance(row["value"], (int, float)) else "missing"
+        lines.append(f"  {'pass' if row['passed'] else 'FAIL'}  {row['metric']} = {value}  (needs {row['rule']})")
+    return "\n".join(lines)

@@ -1,0 +1,86 @@
+"""EleutherAI's lm-eval harness through its Python API: local tasks written as lm-eval task YAML (so they
+can be re-run with `lm_eval --include_path`), any llmctl model folder wrapped as an lm-eval model (the stock
+`hf` model for PyTorch and INC folders, lm-eval's `openvino` model for OpenVINO folders), results flattened
+to `task/metric` keys."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+STRIP = [{"name": "strip", "filter": [{"function": "remove_whitespace"}, {"function": "take_first"}]}]
+KIND_OF_FORMAT = {"prompt_completion": "generate", "instruction": "generate", "choice": "choice", "text": "perplexity"}
+
+
+def write_task(name: str, rows: Any, max_new_tokens: int, stop: list[str], folder: Path) -> Path:
+    """Write `rows` (rendered by the data layer) as NAME.jsonl and an lm-eval task NAME.yaml into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = folder / f"{name}.jsonl"
+    data.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    config: dict[str, Any] = {"task": name, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data.absolute())}},
+                              "test_split": "test"}
+    columns = set(rows.column_names)
+    if "choices" in columns:
+        config |= {"output_type": "multiple_choice", "doc_to_text": "{{prompt}}", "doc_to_choice": "{{choices}}",
+                   "doc_to_target": "answer", "metric_list": [_metric("acc"), _metric("acc_norm")]}
+    elif "completion" in columns:
+        config |= {"output_type": "generate_until", "doc_to_text": "{{prompt}}", "doc_to_target": "{{completion | trim}}",
+                   "generation_kwargs": {"until": stop, "do_sample": False, "max_gen_toks": max_new_tokens},
+                   "filter_list": STRIP, "metric_list": [_metric("exact_match")]}
+    else:
+        config |= {"output_type": "loglikelihood_rolling", "doc_to_text": "{{text}}", "doc_to_target": "{{text}}",
+                   "metric_list": [{"metric": m} for m in ("word_perplexity", "byte_perplexity", "bits_per_byte")]}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def _metric(name: str) -> dict[str, Any]:
+    return {"metric": name, "aggregation": "mean", "higher_is_better": True}
+
+
+def lm_for(ref: str, batch_size: int) -> Any:
+    """An lm-eval model for any llmctl model folder (plain, adapter, INC or OpenVINO) or hub id."""
+    from lm_eval.models.huggingface import HFLM
+
+    from llmctl.models import causal_lm, quantized
+
+    info = quantized.descriptor(ref)
+    if info and info["backend"] == "openvino":
+        from lm_eval.models.optimum_lm import OptimumLM
+
+        return OptimumLM(pretrained=ref, batch_size=batch_size)
+    model, tokenizer = quantized.load_any(ref), causal_lm.load_tokenizer(ref)
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=causal_lm.context_length(model.config))
+
+
+def run(lm: Any, tasks: list[str], include_paths: list[str], builtin: bool, num_fewshot: int | None,
+        limit: int | float | None, seed: int) -> dict[str, Any]:
+    """lm_eval.simple_evaluate; built-in tasks are only indexed when some are requested (it takes seconds)."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=include_paths or None, include_defaults=builtin)
+    return simple_evaluate(model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=manager,
+                           log_samples=False, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+                           fewshot_random_seed=seed, bootstrap_iters=1000)
+
+
+def flatten(results: dict[str, Any]) -> dict[str, float]:
+    """{"toy_add/exact_match": 0.4, "toy_add/exact_match_stderr": 0.05, …} from lm-eval's results."""
+    flat: dict[str, float] = {}
+    for task, values in results.get("results", {}).items():
+        for key, value in values.items():
+            if "," in key and isinstance(value, (int, float)):
+                flat[f"{task}/{key.split(',')[0]}"] = round(float(value), 6)
+    return flat
+
+
+def known_tasks() -> list[str]:
+    """Every task lm-eval knows by name (for the offline error message)."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager().all_tasks

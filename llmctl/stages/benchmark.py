@@ -1,0 +1,253 @@
+"""Stage `benchmark`: EleutherAI's lm-eval harness on the stage's model (plain, adapter, INC or OpenVINO) —
+built-in tasks, task YAML folders and tasks written inline in the recipe — plus perplexity on a data block,
+generation latency/throughput, and a quality gate that stops the pipeline (exit 3) before `deploy`."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, model_validator
+
+from llmctl import gate
+from llmctl.artifacts import Artifact, ArtifactKind
+from llmctl.errors import DataError, UsageError
+from llmctl.specs import PREVIOUS, Block, DataSpec, InputSlot, StageSpec
+
+if TYPE_CHECKING:
+    from llmctl.pipeline import StageContext
+
+MODEL_KINDS = (ArtifactKind.causal_lm, ArtifactKind.adapter, ArtifactKind.quantized_lm)
+TASK_FORMATS = ("prompt_completion", "instruction", "choice", "text")
+SPEED_TEXT = "The quick brown fox jumps over the lazy dog while the city sleeps and the river runs to the sea. "
+OFFLINE_HINT = ("built-in lm-eval tasks download their datasets from the Hugging Face hub; this machine could not "
+                "get {tasks} ({error}). Fetch them once where there is network (python -c \"import lm_eval, datasets; ...\" or "
+                "`lm_eval --tasks {tasks} --limit 1`), then run with HF_DATASETS_OFFLINE=1 — or use local_tasks")
+
+
+class LocalTask(Block):
+    """A task written in the recipe: its data's format decides the kind — prompt_completion/instruction: exact
+    match of the greedy answer; choice: accuracy over choices by log-likelihood (acc, acc_norm); text: perplexity."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+    data: DataSpec
+    max_new_tokens: int = Field(16, ge=1)
+    stop: list[str] = ["\n"]
+    """Generation stops at any of these strings (generate tasks)."""
+
+    @model_validator(mode="after")
+    def _format(self) -> LocalTask:
+        if self.data.format not in TASK_FORMATS:
+            raise ValueError(f"a local task's data.format is one of {', '.join(TASK_FORMATS)}, not {self.data.format}")
+        return self
+
+
+class PerplexitySpec(Block):
+    """Token-level perplexity of the model on a data block's texts (computed by llmctl, any backend)."""
+
+    data: DataSpec
+    max_length: int = Field(512, ge=8)
+
+
+class SpeedSpec(Block):
+    """Generation latency and throughput on synthetic prompts of a set length."""
+
+    prompt_tokens: int = Field(32, ge=1)
+    new_tokens: int = Field(32, ge=1)
+    batch_sizes: list[int] = [1, 4]
+    prompts: int = Field(4, ge=1)
+    """Prompts per batch size."""
+
+
+class GateSpec(Block):
+    """Turn results into a decision: absolute thresholds and/or no regression against a baseline."""
+
+    checks: list[str] = []
+    """`METRIC OP NUMBER`, e.g. 'toy_add/exact_match >= 0.6' or 'perplexity <= 40'."""
+    baseline: str | None = None
+    """'previous' (this stage's last successful run of this recipe), a run folder or run name (same stage
+    name), or 'registry:DIR/NAME' (the metrics stored with the model currently deployed there)."""
+    compare: list[str] = []
+    """Metrics compared with the baseline (default: every metric both have)."""
+    tolerance: float = Field(0.0, ge=0)
+    """Largest allowed absolute regression against the baseline."""
+
+    @model_validator(mode="after")
+    def _checks_parse(self) -> GateSpec:
+        for check in self.checks:
+            gate.Check.parse(check)
+        return self
+
+
+class BenchmarkSpec(StageSpec):
+    """Evaluation with lm-eval, perplexity and speed; optional quality gate."""
+
+    type: Literal["benchmark"] = "benchmark"
+    model: str = PREVIOUS
+    """'previous' (the last causal LM, adapter or quantized model), 'stage:NAME', a folder or hub id."""
+    tasks: list[str] = []
+    """lm-eval tasks by name (built-in, e.g. hellaswag, or from include_path)."""
+    include_path: str | None = None
+    """A folder of lm-eval task YAML files."""
+    local_tasks: list[LocalTask] = []
+    num_fewshot: int | None = Field(None, ge=0)
+    limit: float | None = Field(None, gt=0)
+    """Examples per task (a count, or a share below 1)."""
+    batch_size: int = Field(1, ge=1)
+    perplexity: PerplexitySpec | None = None
+    speed: SpeedSpec | None = None
+    gate: GateSpec | None = None
+
+    produces = ArtifactKind.eval_report
+
+    @model_validator(mode="after")
+    def _something_to_measure(self) -> BenchmarkSpec:
+        if not (self.tasks or self.local_tasks or self.perplexity or self.speed):
+            raise ValueError("nothing to measure: add tasks, local_tasks, perplexity or speed")
+        names = [t.name for t in self.local_tasks]
+        if len(set(names)) != len(names):
+            raise ValueError("local_tasks names must be unique")
+        known = set(self.tasks) | set(names)
+        for check in self.gate.checks if self.gate else []:
+            metric = gate.Check.parse(check).metric
+            task = metric.split("/")[0] if "/" in metric else None
+            if task is not None and task not in known and self.include_path is None:
+                raise ValueError(f"gate check {check!r}: task {task!r} is not benchmarked here ({', '.join(sorted(known)) or 'none'})")
+        return self
+
+    def inputs(self) -> dict[str, InputSlot]:
+        return {"model": InputSlot(self.model, MODEL_KINDS, "model")}
+
+
+def run(spec: BenchmarkSpec, ctx: StageContext) -> Artifact:
+    """Check tasks and data, evaluate, measure, decide the gate."""
+    from llmctl.models import causal_lm, measure, quantized
+
+    ref = ctx.input("model")
+    tasks = _task_list(spec, ctx)
+    metrics: dict[str, Any] = {}
+    if tasks:
+        metrics |= _harness(spec, ctx, ref, tasks)
+    if spec.perplexity or spec.speed:
+        with ctx.library_output():
+            model = quantized.load_any(ref)
+        tokenizer = causal_lm.load_tokenizer(ref)
+        if spec.perplexity:
+            metrics["perplexity"] = measure.perplexity(model, tokenizer, _texts(spec.perplexity.data, ctx), spec.perplexity.max_length)
+        if spec.speed:
+            metrics |= _speed(spec.speed, model, tokenizer)
+    meta: dict[str, Any] = {"metrics": metrics}
+    if spec.gate:
+        baseline, name = _baseline(spec, ctx)
+        decision = gate.evaluate(metrics, spec.gate.checks, baseline, spec.gate.compare, spec.gate.tolerance, name)
+        metrics["gate_passed"] = decision["passed"]
+        meta["gate"] = decision
+        ctx.log(decision["message"])
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    (ctx.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return Artifact(ArtifactKind.eval_report, str(ctx.out_dir), meta=meta)
+
+
+def _task_list(spec: BenchmarkSpec, ctx: StageContext) -> list[str]:
+    """Write the local tasks as lm-eval YAML; check built-in task names before any model loads."""
+    from llmctl.data.sources import load_examples
+    from llmctl.models import harness
+
+    for task in spec.local_tasks:
+        rows = load_examples(task.data.model_copy(update={"validation": 0}), seed=ctx.seed)[0]
+        harness.write_task(task.name, rows, task.max_new_tokens, task.stop, ctx.work_dir / "tasks")
+    if spec.tasks:
+        with ctx.library_output():
+            known = set(harness.known_tasks()) | _include_path_tasks(spec.include_path)
+        unknown = [t for t in spec.tasks if t not in known]
+        if unknown:
+            hints = {t: difflib.get_close_matches(t, known, n=1) for t in unknown}
+            raise UsageError("benchmark.tasks: unknown lm-eval task " + ", ".join(
+                f"{t!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for t, h in hints.items()))
+    return [*spec.tasks, *(t.name for t in spec.local_tasks)]
+
+
+def _include_path_tasks(include_path: str | None) -> set[str]:
+    if include_path is None:
+        return set()
+    import yaml
+
+    names = set()
+    for file in Path(include_path).rglob("*.yaml"):
+        config = yaml.safe_load(file.read_text()) or {}
+        names.add(config.get("task") or config.get("group") or "")
+    return names
+
+
+def _harness(spec: BenchmarkSpec, ctx: StageContext, ref: str, tasks: list[str]) -> dict[str, float]:
+    """Run lm-eval; write its results JSON and table into the stage folder; return flattened metrics."""
+    from lm_eval.utils import make_table
+
+    from llmctl.models import harness
+
+    include = [str(ctx.work_dir / "tasks")] if spec.local_tasks else []
+    include += [spec.include_path] if spec.include_path else []
+    limit = int(spec.limit) if spec.limit and spec.limit >= 1 else spec.limit
+    with ctx.library_output():
+        lm = harness.lm_for(ref, spec.batch_size)
+        try:
+            results = harness.run(lm, tasks, include, bool(spec.tasks), spec.num_fewshot, limit, ctx.seed)
+        except Exception as err:
+            if spec.tasks and _is_offline_error(err):
+                raise DataError(OFFLINE_HINT.format(tasks=",".join(spec.tasks), error=f"{type(err).__name__}: {str(err)[:160]}")) from err
+            raise
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    (ctx.out_dir / "lm_eval_results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    table = make_table(results)
+    (ctx.out_dir / "results.md").write_text(table)
+    for line in table.strip().splitlines():
+        ctx.log(line)
+    return harness.flatten(results)
+
+
+def _is_offline_error(err: BaseException) -> bool:
+    names = " ".join(type(e).__name__ for e in (err, err.__cause__, err.__context__) if e is not None)
+    text = str(err).lower()
+    return any(k in names for k in ("Offline", "Connection", "HTTP", "Hub", "NotFound", "Timeout")) or "offline" in text
+
+
+def _texts(data: DataSpec, ctx: StageContext) -> list[str]:
+    from llmctl.data.sources import load_examples
+    from llmctl.models import measure
+
+    return measure.texts_of(load_examples(data.model_copy(update={"validation": 0}), seed=ctx.seed)[0])
+
+
+def _speed(speed: SpeedSpec, model: Any, tokenizer: Any) -> dict[str, float]:
+    """tokens/s and ms/token at each batch size, on prompts of exactly `prompt_tokens` tokens."""
+    from llmctl.models import measure
+
+    ids = tokenizer(SPEED_TEXT * (1 + speed.prompt_tokens // 8), add_special_tokens=False)["input_ids"]
+    prompts = [tokenizer.decode(ids[i : i + speed.prompt_tokens]) for i in range(speed.prompts)]
+    out: dict[str, float] = {}
+    for batch in speed.batch_sizes:
+        result = measure.generation_speed(model, tokenizer, prompts * batch, speed.new_tokens, batch_size=batch)
+        out |= {f"tokens_per_s_batch{batch}": result["tokens_per_s"], f"ms_per_token_batch{batch}": result["ms_per_token"]}
+    return out
+
+
+def _baseline(spec: BenchmarkSpec, ctx: StageContext) -> tuple[dict[str, Any] | None, str]:
+    """(baseline metrics or None when there is none yet, a name for messages)."""
+    from llmctl.history import stage_metrics
+
+    choice = spec.gate.baseline if spec.gate else None
+    if choice is None:
+        return None, ""
+    if choice == "previous":
+        return ctx.previous_metrics or None, "previous run"
+    if choice.startswith("registry:"):
+        from llmctl.serve.registry import Registry
+
+        folder, _, name = choice[len("registry:") :].rpartition("/")
+        return Registry(Path(folder)).current_metrics(name), f"deployed {name}"
+    found = stage_metrics(choice, spec.name)
+    if found is None:
+        raise UsageError(f"gate.baseline: no completed stage '{spec.name}' in run {choice!r} (a run folder or name under runs/)")
+    return found, f"run {choice}"
