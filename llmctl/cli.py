@@ -224,8 +224,18 @@ def run(
     if dry_run:
         return
     with renderer:
-        execute(the_plan, renderer)
+        artifacts = execute(the_plan, renderer)
     renderer({"event": "run_end", "status": "complete", "run_dir": str(the_plan.run_dir)})
+    _serve_after_run(the_plan, artifacts)
+
+
+def _serve_after_run(the_plan: Any, artifacts: dict[str, Any]) -> None:
+    """A deploy stage with `serve: true` starts the server once the whole pipeline succeeded."""
+    deploy = next((s for s in reversed(the_plan.recipe.stages) if s.type == "deploy" and s.serve and s.name in artifacts), None)
+    if deploy is not None:
+        from llmctl.serve.app import Limits
+
+        _run_server(None, deploy.registry, deploy.model_name, deploy.host, deploy.port, None, Limits(), 2.0)
 
 
 # ---------------------------------------------------------------- schema / init / runs / show
@@ -302,6 +312,124 @@ def show(
         duration = f"{entry['duration_s']:.1f}s" if entry.get("duration_s") is not None else "—"
         table.add_row(name, status, duration, ", ".join(f"{k}={v:g}" for k, v in metrics.items()) or "—")
     out.print(table)
+
+
+# ---------------------------------------------------------------- compare / serve / models
+
+
+@app.command()
+@handle_errors
+def compare(
+    run_refs: Annotated[list[str], typer.Argument(metavar="RUN...", help="Two or more runs (names under --root, or folders).")],
+    root: Annotated[Path, typer.Option(help="Folder that holds run folders.")] = Path("runs"),
+) -> None:
+    """Show the numeric metrics of several runs side by side (stage/metric per row)."""
+    from llmctl.history import load_run
+
+    if len(run_refs) < 2:
+        raise UsageError("compare needs at least two runs")
+    columns = {ref: {f"{stage}/{k}": v for stage, e in load_run(ref, root).get("stages", {}).items()
+                     for k, v in (e.get("metrics") or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+               for ref in run_refs}
+    rows = sorted(set().union(*columns.values()))
+    if STATE["json"]:
+        print(json.dumps({key: {ref: columns[ref].get(key) for ref in run_refs} for key in rows}))
+        return
+    table = Table("stage/metric", *run_refs)
+    for key in rows:
+        table.add_row(key, *(f"{columns[ref][key]:g}" if key in columns[ref] else "—" for ref in run_refs))
+    out.print(table)
+
+
+@app.command()
+@handle_errors
+def serve(
+    model_dir: Annotated[Optional[Path], typer.Argument(help="A model folder (plain, merged, INC or OpenVINO).")] = None,  # noqa: UP007
+    registry: Annotated[Optional[Path], typer.Option(help="Serve NAME's current version from this registry (hot reload).")] = None,  # noqa: UP007
+    name: Annotated[Optional[str], typer.Option(help="Model name in the registry.")] = None,  # noqa: UP007
+    host: Annotated[str, typer.Option(help="Bind address (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    api_key: Annotated[Optional[str], typer.Option(help="Require 'Authorization: Bearer KEY' (or set LLMCTL_API_KEY).")] = None,  # noqa: UP007
+    max_tokens: Annotated[int, typer.Option(help="Cap on max_tokens per request.")] = 512,
+    max_batch: Annotated[int, typer.Option(help="Requests batched into one forward pass.")] = 8,
+    max_queue: Annotated[int, typer.Option(help="Waiting requests before answering 429.")] = 64,
+    watch: Annotated[float, typer.Option(help="Seconds between checks of the registry's current version (0: only POST /admin/reload).")] = 2.0,
+) -> None:
+    """Serve a model over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, streaming)."""
+    from llmctl.serve.app import Limits
+
+    if (model_dir is None) == (name is None):
+        raise UsageError("serve takes a MODEL_DIR, or --registry DIR --name NAME")
+    if model_dir is not None and not model_dir.is_dir():
+        raise UsageError(f"{model_dir}: no such model folder")
+    _run_server(model_dir, registry or Path("models"), name, host, port, api_key,
+                Limits(max_tokens=max_tokens, max_batch=max_batch, max_queue=max_queue), watch)
+
+
+def _run_server(model_dir: Path | None, registry: Path | str | None, name: str | None, host: str, port: int,
+                api_key: str | None, limits: Any, watch: float) -> None:
+    import uvicorn
+
+    from llmctl.render import quiet_libraries
+    from llmctl.serve.app import Source, api_key_from_env, create_app
+
+    quiet_libraries()
+    source = Source(str(model_dir)) if model_dir else Source(registry=str(registry), name=name)
+    app_ = create_app(source, api_key_from_env(api_key), limits, watch)
+    err.print(f"serving {source.model_id} on http://{host}:{port}/v1 (Ctrl-C stops)")
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+models_app = typer.Typer(help="Manage a model registry: list, show, promote, roll back.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+RegistryOpt = Annotated[Path, typer.Option(help="Registry folder.")]
+
+
+@models_app.command("list")
+@handle_errors
+def models_list(registry: RegistryOpt = Path("models")) -> None:
+    """Models in the registry with their versions and the current one."""
+    from llmctl.serve.registry import Registry
+
+    reg = Registry(registry)
+    found = [{"name": n, "versions": reg.versions(n), "current": reg.current(n)} for n in reg.names()]
+    _emit({"registry": str(registry), "models": found},
+          "\n".join(f"{m['name']}: current {m['current'] or '—'}, versions {', '.join(m['versions'])}" for m in found)
+          or f"no models in {registry}/")
+
+
+@models_app.command("show")
+@handle_errors
+def models_show(name: str, version: Annotated[Optional[str], typer.Argument()] = None, registry: RegistryOpt = Path("models")) -> None:  # noqa: UP007
+    """One version's record (default: the current one): run, fingerprint, metrics, time."""
+    from llmctl.serve.registry import Registry
+
+    reg = Registry(registry)
+    version = version or reg.current(name)
+    if version is None:
+        raise UsageError(f"model '{name}' has no current version in {registry}/")
+    info = reg.info(name, version)
+    _emit(info, "\n".join(f"{k}: {v}" for k, v in info.items()))
+
+
+@models_app.command("promote")
+@handle_errors
+def models_promote(name: str, version: str, registry: RegistryOpt = Path("models")) -> None:
+    """Make VERSION current (a running `llmctl serve --registry` picks it up)."""
+    from llmctl.serve.registry import Registry
+
+    Registry(registry).promote(name, version)
+    _emit({"name": name, "current": version}, f"{name}: current → {version}")
+
+
+@models_app.command("rollback")
+@handle_errors
+def models_rollback(name: str, registry: RegistryOpt = Path("models")) -> None:
+    """Make the version before the current one current again."""
+    from llmctl.serve.registry import Registry
+
+    version = Registry(registry).rollback(name)
+    _emit({"name": name, "current": version}, f"{name}: rolled back to {version}")
 
 
 # ---------------------------------------------------------------- data

@@ -99,6 +99,8 @@ class RichRenderer:
             self.console.print(f"• [green]{event['stage']}[/]: cached")
         else:
             self.console.print(f"✓ [green]{event['stage']}[/]: done in {event['duration_s']:.1f}s" + (f" — {shown}" if shown else ""))
+        if isinstance(metrics.get("serve"), str):
+            self.console.print(f"    [dim]serve it:[/] {metrics['serve']}")
         for sample in metrics.get("samples", []):
             self.console.print(f"    [dim]{sample['prompt']!r} →[/] {sample['output']!r}")
         self.results.append((event["stage"], event["status"], metrics, event.get("duration_s")))

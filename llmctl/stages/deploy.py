@@ -1,0 +1,91 @@
+"""Stage `deploy`: publish the stage's model into a model registry folder as a new immutable version and
+promote it to `current` atomically. Behind a benchmark gate, a failed gate stops the pipeline before this
+stage, so the version already serving stays current — the nightly retrain-evaluate-promote loop."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
+
+from llmctl.artifacts import Artifact, ArtifactKind
+from llmctl.specs import PREVIOUS, InputSlot, StageSpec
+
+if TYPE_CHECKING:
+    from llmctl.pipeline import StageContext
+
+MODEL_KINDS = (ArtifactKind.causal_lm, ArtifactKind.adapter, ArtifactKind.quantized_lm)
+
+
+class DeploySpec(StageSpec):
+    """Publish to a model registry and promote; optionally serve when the pipeline ends."""
+
+    type: Literal["deploy"] = "deploy"
+    model: str = PREVIOUS
+    """'previous' (the last causal LM, adapter or quantized model), 'stage:NAME', or a folder."""
+    report: str | None = None
+    """An evaluation to store with the version ('previous' or 'stage:NAME' of a benchmark stage); its metrics
+    become the baseline for `gate.baseline: registry:DIR/NAME`."""
+    registry: str = "models"
+    """Registry folder (relative to the working directory)."""
+    model_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    """The model's name in the registry, e.g. lima-chat."""
+    promote: bool = True
+    """Make the new version current (false: publish only; promote later with `llmctl models promote`)."""
+    keep: int | None = Field(None, ge=1)
+    """Keep at most this many versions (the current one is never deleted)."""
+    serve: bool = False
+    """Start `llmctl serve` on the registry model when the pipeline ends (blocks until stopped)."""
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
+    produces = ArtifactKind.deployment
+
+    def inputs(self) -> dict[str, InputSlot]:
+        slots = {"model": InputSlot(self.model, MODEL_KINDS, "model")}
+        if self.report is not None:
+            slots["report"] = InputSlot(self.report, (ArtifactKind.eval_report,), "report")
+        return slots
+
+
+def run(spec: DeploySpec, ctx: StageContext) -> Artifact:
+    """Publish (merging an adapter first), promote, prune, and describe the deployment."""
+    from llmctl.serve.registry import Registry
+
+    registry = Registry(spec.registry)
+    source = _publishable(ctx)
+    model_input, report = ctx.inputs["model"], ctx.inputs.get("report")
+    info = {"recipe": ctx.recipe.name, "stage": ctx.name, "run_dir": str(ctx.work_dir.parent.absolute()),
+            "source": ctx.input("model"), "model_fingerprint": getattr(model_input, "fingerprint", ""),
+            "metrics": getattr(report, "meta", {}).get("metrics", {}) if report is not None else {}}
+    version = registry.publish(spec.model_name, source, info)
+    shutil.rmtree(ctx.work_dir / "merged", ignore_errors=True)  # a merged adapter now lives in the registry
+    ctx.log(f"published {spec.model_name} {version} to {registry.root}/")
+    if spec.promote:
+        registry.promote(spec.model_name, version)
+        ctx.log(f"promoted {spec.model_name} {version} to current")
+    pruned = registry.prune(spec.model_name, spec.keep) if spec.keep else []
+    deployment = {"registry": str(registry.root.absolute()), "name": spec.model_name, "version": version,
+                  "promoted": spec.promote, "pruned": pruned, "path": str((registry.root / spec.model_name / version).absolute())}
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    (ctx.out_dir / "deployment.json").write_text(json.dumps(deployment, indent=2) + "\n")
+    serve_cmd = f"llmctl serve --registry {spec.registry} --name {spec.model_name}"
+    metrics: dict[str, Any] = {"version": version, "promoted": spec.promote, "serve": serve_cmd}
+    return Artifact(ArtifactKind.deployment, str(ctx.out_dir), meta={"metrics": metrics, "deployment": deployment})
+
+
+def _publishable(ctx: StageContext) -> Any:
+    """The model folder to copy: an adapter is merged into a standalone model first (its base may live in a
+    run folder that is later deleted)."""
+    from pathlib import Path
+
+    from llmctl.models import adapters, causal_lm
+
+    source = ctx.input("model")
+    if not adapters.is_adapter_folder(source):
+        return Path(source)
+    merged = ctx.work_dir / "merged"
+    causal_lm.save(causal_lm.load(source), causal_lm.load_tokenizer(source), merged)
+    return merged

@@ -1,0 +1,31 @@
+"""Quality-gate decisions: thresholds, baseline regressions (direction-aware), and the message."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmctl import gate
+
+
+def test_thresholds_and_missing_metrics() -> None:
+    decision = gate.evaluate({"toy/exact_match": 0.7, "perplexity": 12.0}, ["toy/exact_match >= 0.6", "perplexity < 10",
+                                                                            "toy/acc > 0.1"], None, [], 0.0, "")
+    assert [row["passed"] for row in decision["rows"]] == [True, False, False] and not decision["passed"]
+    assert "FAIL  perplexity = 12  (needs < 10)" in decision["message"] and "toy/acc = missing" in decision["message"]
+
+
+def test_baseline_comparison_knows_which_way_is_better() -> None:
+    baseline = {"toy/exact_match": 0.70, "perplexity": 10.0}
+    ok = gate.evaluate({"toy/exact_match": 0.68, "perplexity": 10.01}, [], baseline, [], 0.05, "deployed toy")
+    assert ok["passed"]
+    worse = gate.evaluate({"toy/exact_match": 0.60, "perplexity": 11.0}, [], baseline, [], 0.05, "deployed toy")
+    assert [row["passed"] for row in worse["rows"]] == [False, False]
+    assert "no worse than 10 (deployed toy)" in worse["message"]
+    first_run = gate.evaluate({"toy/exact_match": 0.1}, [], {}, ["toy/exact_match"], 0.0, "previous run")
+    assert first_run["passed"]  # nothing to regress from yet
+
+
+@pytest.mark.parametrize("text", ["acc", "acc >= x", ">= 0.5", "acc => 0.5"])
+def test_bad_checks_are_rejected(text: str) -> None:
+    with pytest.raises(ValueError, match="METRIC OP NUMBER"):
+        gate.Check.parse(text)

@@ -1,0 +1,65 @@
+"""The model registry: immutable numbered versions, atomic `current` swaps, rollback, pruning."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from llmctl.cli import app
+from llmctl.errors import UsageError
+from llmctl.serve.registry import Registry
+
+
+def model_folder(tmp_path: Path, tag: str) -> Path:
+    folder = tmp_path / f"src-{tag}"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"tag": tag}))
+    return folder
+
+
+def test_publish_promote_rollback_and_prune(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "models")
+    versions = [registry.publish("chat", model_folder(tmp_path, str(i)), {"metrics": {"acc": i / 10}}) for i in range(1, 4)]
+    assert versions == ["v1", "v2", "v3"] and registry.current("chat") is None
+    registry.promote("chat", "v3")
+    assert registry.current("chat") == "v3" and registry.current_metrics("chat") == {"acc": 0.3}
+    assert json.loads((registry.current_path("chat") / "config.json").read_text()) == {"tag": "3"}
+    assert registry.info("chat", "v1")["version"] == "v1" and "published" in registry.info("chat", "v1")
+    assert registry.rollback("chat") == "v2" and registry.current("chat") == "v2"
+    assert registry.prune("chat", keep=1) == ["v1", "v3"]  # keeps only the current one
+    assert registry.versions("chat") == ["v2"] and registry.current("chat") == "v2"
+    assert not list((tmp_path / "models/chat").glob(".*.tmp"))
+
+
+def test_errors_name_what_exists(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "models")
+    registry.publish("chat", model_folder(tmp_path, "a"), {})
+    with pytest.raises(UsageError, match="no version v9 of model 'chat'.*versions: v1"):
+        registry.promote("chat", "v9")
+    with pytest.raises(UsageError, match="has no current version"):
+        registry.current_path("chat")
+    registry.promote("chat", "v1")
+    with pytest.raises(UsageError, match="nothing to roll back to"):
+        registry.rollback("chat")
+
+
+def test_models_cli(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "models")
+    for tag in "ab":
+        registry.publish("chat", model_folder(tmp_path, tag), {"metrics": {"acc": 0.5}})
+    registry.promote("chat", "v2")
+    runner = CliRunner()
+    args = ["--registry", str(tmp_path / "models")]
+    result = runner.invoke(app, ["models", "list", *args])
+    assert result.exit_code == 0 and "chat: current v2, versions v1, v2" in result.output
+    result = runner.invoke(app, ["models", "rollback", "chat", *args])
+    assert result.exit_code == 0 and registry.current("chat") == "v1"
+    result = runner.invoke(app, ["models", "promote", "chat", "v2", *args])
+    assert result.exit_code == 0 and registry.current("chat") == "v2"
+    result = runner.invoke(app, ["--json", "models", "show", "chat", *args])
+    assert result.exit_code == 0 and json.loads(result.output)["metrics"] == {"acc": 0.5}
+    result = runner.invoke(app, ["models", "promote", "chat", "v7", *args])
+    assert result.exit_code == 2 and "no version v7" in result.output
