@@ -209,6 +209,9 @@ def run(
     only: OnlyOpt = None,
     until: UntilOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan and run nothing.")] = False,
+    if_changed: Annotated[bool, typer.Option("--if-changed", help="Do nothing (exit 0) unless some input changed since the last successful run (for cron).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and the final summary line.")] = False,
+    notify_cmd: Annotated[Optional[str], typer.Option("--notify-cmd", help="Run this shell command when the run ends, with a JSON summary on stdin (or set LLMCTL_NOTIFY_CMD).")] = None,  # noqa: UP007
 ) -> None:
     """Run a recipe: cached stages are skipped, changed ones re-run, interrupted ones resume."""
     from llmctl.pipeline import execute
@@ -218,15 +221,49 @@ def run(
     if the_plan.environment:
         raise RecipeError(the_plan.environment, f"{recipe} cannot run on this machine")
     # Bound to this invocation's stdout, so stages' library_output() redirection cannot swallow events.
-    renderer = JsonRenderer(sys.stdout) if STATE["json"] else RichRenderer(Console(file=sys.stdout, highlight=False))
+    renderer = JsonRenderer(sys.stdout) if STATE["json"] else RichRenderer(Console(file=sys.stdout, highlight=False), quiet)
+    if if_changed and all(step.action in ("cached", "skip") for step in the_plan.steps):
+        renderer({"event": "skipped", "recipe": the_plan.recipe.name, "run_dir": str(the_plan.run_dir),
+                  "reason": "nothing changed since the last successful run"})
+        return
     renderer({"event": "plan", "recipe": the_plan.recipe.name, "run_dir": str(the_plan.run_dir),
               "steps": [_step_json(s, None) for s in the_plan.steps]})
     if dry_run:
         return
-    with renderer:
-        artifacts = execute(the_plan, renderer)
+    notify = notify_cmd or os.environ.get("LLMCTL_NOTIFY_CMD")
+    try:
+        with renderer:
+            artifacts = execute(the_plan, renderer)
+    except (LlmctlError, KeyboardInterrupt) as error:
+        if notify:
+            _notify(notify, the_plan, error)
+        raise
     renderer({"event": "run_end", "status": "complete", "run_dir": str(the_plan.run_dir)})
+    if notify:
+        _notify(notify, the_plan, None)
     _serve_after_run(the_plan, artifacts)
+
+
+def _notify(command: str, the_plan: Any, error: BaseException | None) -> None:
+    """Run the notify command with a JSON summary of the run on stdin; its failure is a warning only."""
+    import subprocess
+
+    from llmctl.errors import GateFailed
+    from llmctl.rundir import Manifest
+
+    status = ("complete" if error is None else "gate_failed" if isinstance(error, GateFailed)
+              else "interrupted" if isinstance(error, KeyboardInterrupt) or getattr(error, "exit_code", 0) == 130 else "failed")
+    stages = Manifest.load(the_plan.run_dir).data.get("stages", {})
+    summary = {"recipe": the_plan.recipe.name, "run_dir": str(the_plan.run_dir.absolute()), "status": status,
+               "exit_code": 0 if error is None else getattr(error, "exit_code", 130), "message": str(error or ""),
+               "stages": {name: {"status": e.get("status"), "metrics": e.get("metrics", {})} for name, e in stages.items()}}
+    try:
+        done = subprocess.run(command, shell=True, input=json.dumps(summary, default=str), text=True, timeout=120,
+                              capture_output=True, check=False)
+        if done.returncode != 0:
+            err.print(f"warning: --notify-cmd exited {done.returncode}: {done.stderr.strip()[:200]}", markup=False)
+    except (OSError, subprocess.TimeoutExpired) as problem:
+        err.print(f"warning: --notify-cmd failed: {problem}", markup=False)
 
 
 def _serve_after_run(the_plan: Any, artifacts: dict[str, Any]) -> None:
@@ -314,7 +351,79 @@ def show(
     out.print(table)
 
 
-# ---------------------------------------------------------------- compare / serve / models
+# ---------------------------------------------------------------- doctor / compare / serve / models
+
+
+DOCTOR_PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "deeplake", "neural-compressor", "optimum-intel",
+                   "openvino", "lm-eval", "fastapi", "uvicorn")
+DOCTOR_IMPORTS = {"deeplake": "deeplake", "neural-compressor": "neural_compressor.torch.quantization",
+                  "openvino": "optimum.intel.openvino", "lm-eval": "lm_eval"}
+
+
+@app.command()
+@handle_errors
+def doctor(
+    recipe: Annotated[Optional[Path], typer.Argument(help="Also check this recipe's settings against this machine.")] = None,  # noqa: UP007
+    runs_root: Annotated[Path, typer.Option("--runs", help="Run folder root whose free disk space to report.")] = Path("runs"),
+) -> None:
+    """Check the environment: versions, devices (CUDA, native bf16), optional backends, disk, warnings."""
+    import importlib
+    import platform
+    import shutil
+    from importlib.metadata import PackageNotFoundError, version
+
+    from llmctl import hardware
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "missing"
+
+    warnings_found: list[str] = []
+    report: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(),
+                              "packages": {name: installed(name) for name in DOCTOR_PACKAGES}}
+    hw = hardware.detect("auto", "auto")
+    import torch
+
+    report["devices"] = {"cuda": torch.cuda.is_available(), "gpus": torch.cuda.device_count(), "cpu_native_bf16": hardware.cpu_has_native_bf16(),
+                         "cpu_threads": torch.get_num_threads(), "auto_device": hw.device, "auto_dtype": hw.dtype, "why": hw.reason}
+    imports = {}
+    for name, module in DOCTOR_IMPORTS.items():
+        try:
+            importlib.import_module(module)
+            imports[name] = "ok"
+        except Exception as problem:  # noqa: BLE001 - report any import failure
+            imports[name] = f"{type(problem).__name__}: {str(problem)[:120]}"
+            warnings_found.append(f"{name} does not import: {imports[name]}")
+    report["imports"] = imports
+    probe = runs_root if runs_root.exists() else Path(".")
+    report["disk_free_gib"] = round(shutil.disk_usage(probe).free / 2**30, 1)
+    if report["disk_free_gib"] < 5:
+        warnings_found.append(f"only {report['disk_free_gib']} GiB free under {probe.absolute()}")
+    if recipe is not None:
+        _, validated = _load(recipe, None)
+        if validated.dtype == "bf16" and hw.device == "cpu" and not hardware.cpu_has_native_bf16():
+            warnings_found.append(f"{recipe}: dtype bf16 on a CPU without native bf16 (AVX-512-BF16/AMX) is several times "
+                                  "slower than fp32; use dtype: auto")
+        from llmctl.pipeline import environment_problems
+
+        warnings_found += [str(p) for p in environment_problems(validated)]
+    report["warnings"] = warnings_found
+    if STATE["json"]:
+        print(json.dumps(report))
+        return
+    out.print(f"python {report['python']} on {report['platform']}")
+    out.print("packages: " + ", ".join(f"{k} {v}" for k, v in report["packages"].items()))
+    d = report["devices"]
+    out.print(f"devices: cuda={d['cuda']} (gpus {d['gpus']}), cpu native bf16={d['cpu_native_bf16']}, threads {d['cpu_threads']}; "
+              f"dtype auto → {d['auto_dtype']} ({d['why']})")
+    out.print("backends: " + ", ".join(f"{k} {v}" for k, v in imports.items()))
+    out.print(f"disk: {report['disk_free_gib']} GiB free under {probe.absolute()}")
+    for warning in warnings_found:
+        out.print(f"[yellow]warning:[/] {warning}", markup=True)
+    if not warnings_found:
+        out.print("no problems found")
 
 
 @app.command()

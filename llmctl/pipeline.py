@@ -306,13 +306,17 @@ class StageContext:
 
 def execute(plan: Plan, emit: Emit) -> dict[str, Artifact]:
     """Run the plan's steps in order under the run lock; returns the artifacts by stage name."""
+    from llmctl import signals
+
     plan.run_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(plan.run_dir):
+    with RunLock(plan.run_dir), signals.graceful_stop():
         write_atomic(plan.run_dir / RESOLVED, dump_resolved(plan.recipe))
         manifest = Manifest.load(plan.run_dir)
         manifest.data.update({"recipe": plan.recipe.name, "run_dir": str(plan.run_dir.absolute())})
         artifacts: dict[str, Artifact] = {}
         for step in plan.steps:
+            if signals.requested():
+                raise Interrupted(f"stopped before stage '{step.name}'; `llmctl run` again continues from there")
             if step.action == "skip":
                 artifacts.setdefault(step.name, Artifact.read(step.stage_dir))  # type: ignore[arg-type]
                 continue

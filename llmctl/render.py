@@ -53,7 +53,8 @@ class JsonRenderer:
 class RichRenderer:
     """A progress bar per training stage, a line per stage, and a final table."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, quiet: bool = False) -> None:
+        self.quiet = quiet
         self.console = console
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TextColumn("{task.fields[loss]}"), console=console, transient=True)
@@ -68,9 +69,25 @@ class RichRenderer:
         self.progress.stop()
 
     def __call__(self, event: dict[str, Any]) -> None:
+        if self.quiet:
+            self._quiet(event)
+            return
         handler = getattr(self, "_on_" + event["event"], None)
         if handler:
             handler(event)
+
+    def _quiet(self, event: dict[str, Any]) -> None:
+        """--quiet: one line at the end (errors still go to stderr)."""
+        if event["event"] == "stage_end":
+            self.results.append((event["stage"], event["status"], event.get("metrics") or {}, event.get("duration_s")))
+        elif event["event"] == "run_end":
+            ran = sum(status == "complete" for _, status, _, _ in self.results)
+            self.console.print(f"run complete: {event['run_dir']} ({ran} ran, {len(self.results) - ran} cached)")
+        elif event["event"] == "skipped":
+            self._on_skipped(event)
+
+    def _on_skipped(self, event: dict[str, Any]) -> None:
+        self.console.print(f"{event['recipe']}: {event['reason']}; nothing to do")
 
     def _on_plan(self, event: dict[str, Any]) -> None:
         self.console.print(f"[bold]{event['recipe']}[/] → {event['run_dir']}")

@@ -53,8 +53,9 @@ def run_json(*args: str) -> tuple[int, list[dict]]:
     return result.exit_code, [json.loads(line) for line in result.stdout.splitlines()]
 
 
-def kill_run_at_step(recipe: Path | str, cwd: Path, step: int) -> None:
-    """Start `llmctl --json run RECIPE` in a subprocess and SIGKILL it once training logs `step`."""
+def kill_run_at_step(recipe: Path | str, cwd: Path, step: int, sig: int = 9) -> int:
+    """Start `llmctl --json run RECIPE` in a subprocess, send `sig` (SIGKILL) once training logs `step`;
+    returns the exit code."""
     import json
     import os
     import signal
@@ -67,8 +68,9 @@ def kill_run_at_step(recipe: Path | str, cwd: Path, step: int) -> None:
         event = json.loads(line)
         if event["event"] == "progress" and event.get("step", 0) >= step:
             break
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(signal.Signals(sig))
+    proc.stdout.read()  # type: ignore[union-attr]
+    return proc.wait(timeout=60)
 
 
 def write(path: Path, text: str) -> Path:

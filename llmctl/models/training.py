@@ -95,10 +95,15 @@ def fit(trainer: Any, ctx: StageContext) -> dict[str, Any]:
     The trainer's own log printer goes: llmctl renders progress from its callback's events."""
     from transformers import PrinterCallback
 
+    from llmctl import signals
+
     trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(signals.stop_callback())
     if ctx.resume_from:
         ctx.log(f"resuming from {ctx.resume_from}")
-    return train_metrics(trainer, trainer.train(resume_from_checkpoint=ctx.resume_from))
+    result = trainer.train(resume_from_checkpoint=ctx.resume_from)
+    signals.raise_if_requested()  # stopped by SIGINT/SIGTERM: the checkpoint is saved, the stage is not complete
+    return train_metrics(trainer, result)
 
 
 def train_metrics(trainer: Any, result: Any) -> dict[str, Any]:

@@ -217,7 +217,10 @@ def _ppo_trainer(spec: PPOSpec, ctx: StageContext, common: dict[str, Any], polic
 def _train(spec: PPOSpec, trainer: Any, ctx: StageContext) -> dict[str, Any]:
     from transformers import PrinterCallback
 
+    from llmctl import signals
+
     trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(signals.stop_callback(hard=spec.algorithm == "ppo"))
     with ctx.library_output():  # TRL's PPO prints to stdout ("===training policy===")
         if spec.algorithm == "ppo":
             if ctx.resume_from:
@@ -225,6 +228,7 @@ def _train(spec: PPOSpec, trainer: Any, ctx: StageContext) -> dict[str, Any]:
             trainer.train()
         else:
             trainer.train(resume_from_checkpoint=ctx.resume_from)
+    signals.raise_if_requested()
     return _curve(trainer.state.log_history)
 
 

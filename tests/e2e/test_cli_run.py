@@ -74,6 +74,53 @@ def test_kill_9_leaves_no_complete_stage_and_the_rerun_resumes(tiny_recipe, work
     assert resumed["eval_loss"] == pytest.approx(straight["eval_loss"], rel=1e-3)
 
 
+def test_sigterm_saves_a_checkpoint_releases_the_lock_and_exits_130(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
+    import signal
+
+    path = str(tiny_recipe(steps=60, save_steps=1000))  # no periodic checkpoint: the one found is the stop's
+    assert kill_run_at_step(path, workdir, 25, signal.SIGTERM) == 130
+    checkpoints = sorted((workdir / "runs/tiny/01-pretrain.tmp/checkpoints").glob("checkpoint-*"))
+    assert len(checkpoints) == 1 and 25 <= int(checkpoints[0].name.split("-")[1]) < 60
+    assert not RunLock.is_held(workdir / "runs/tiny")
+    shown = json.loads(runner.invoke(app, ["--json", "show", "tiny"]).stdout)
+    assert shown["stages"]["pretrain"]["status"] == "interrupted"
+    code, events = run_json(path)
+    assert code == 0 and events[1]["action"] == "resume" and checkpoints[0].name in events[1]["reason"]
+    assert json.loads((workdir / "runs/tiny/01-pretrain/metrics.json").read_text())["steps"] == 60
+
+
+def test_if_changed_skips_an_unchanged_recipe_and_notify_gets_a_summary(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
+    path = str(tiny_recipe(steps=4))
+    notify = f"cat > {workdir / 'summary.json'}"
+    code, events = run_json(path, "--if-changed", "--notify-cmd", notify)
+    assert code == 0 and ends(events) == {"pretrain": "complete"}
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["exit_code"] == 0 and summary["stages"]["pretrain"]["metrics"]["steps"] == 4
+
+    code, events = run_json(path, "--if-changed")
+    assert code == 0 and [e["event"] for e in events] == ["skipped"]
+    assert "nothing changed" in events[0]["reason"]
+    quiet = runner.invoke(app, ["run", path, "--if-changed", "--quiet"])
+    assert quiet.exit_code == 0 and "nothing to do" in quiet.output and len(quiet.output.strip().splitlines()) == 1
+
+    (workdir / "corpus.jsonl").write_text((workdir / "corpus.jsonl").read_text() + '{"text": "A new line of data."}\n')
+    code, events = run_json(path, "--if-changed", "--notify-cmd", notify)
+    assert code == 0 and ends(events) == {"pretrain": "complete"}  # the data changed: it ran
+
+    code, events = run_json(path, "--force", "stages.pretrain.data.path=missing.jsonl", "--notify-cmd", notify)
+    assert code == 2 and json.loads((workdir / "summary.json").read_text())["status"] == "failed"
+    quiet = runner.invoke(app, ["run", path, "--force", "--quiet"])
+    assert quiet.exit_code == 0 and quiet.output.strip().splitlines()[-1].startswith("run complete: runs/tiny (1 ran")
+
+
+def test_doctor_reports_the_environment(tiny_recipe) -> None:  # noqa: ANN001
+    result = runner.invoke(app, ["--json", "doctor", str(tiny_recipe())])
+    assert result.exit_code == 0
+    report = json.loads(result.stdout)
+    assert report["packages"]["trl"] == "1.12.0" and report["imports"]["lm-eval"] == "ok"
+    assert {"cuda", "cpu_native_bf16", "auto_dtype"} <= report["devices"].keys() and report["disk_free_gib"] > 0
+
+
 def test_locked_run_exits_5(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
     path = str(tiny_recipe())
     with RunLock(workdir / "runs/tiny"):

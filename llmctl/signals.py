@@ -1,0 +1,63 @@
+"""Graceful stop: the first SIGINT/SIGTERM asks the running stage to stop at its next safe point (a trainer
+saves a checkpoint at the end of the current step; other stages finish, and no further stage starts); a
+second signal stops at once. Either way the run lock is released and exit code 130 follows, and the next
+`llmctl run` resumes."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+STOP = threading.Event()
+
+
+def requested() -> bool:
+    return STOP.is_set()
+
+
+@contextmanager
+def graceful_stop() -> Iterator[None]:
+    """Install the SIGINT/SIGTERM handlers for the duration of a run (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if STOP.is_set():
+            raise KeyboardInterrupt
+        STOP.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    STOP.clear()
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        STOP.clear()
+
+
+def stop_callback(hard: bool = False) -> Any:
+    """A TrainerCallback that, once a stop is requested, saves a checkpoint at the end of the step and ends
+    training; the stage then raises KeyboardInterrupt (see `raise_if_requested`). `hard`: raise at the end of
+    the step instead, for trainers that ignore should_training_stop and cannot resume anyway (TRL's PPO)."""
+    from transformers import TrainerCallback
+
+    class StopOnSignal(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            if STOP.is_set() and hard:
+                raise KeyboardInterrupt
+            if STOP.is_set():
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
+    return StopOnSignal()
+
+
+def raise_if_requested() -> None:
+    if STOP.is_set():
+        raise KeyboardInterrupt
