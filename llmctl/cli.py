@@ -428,6 +428,19 @@ def doctor(
 
 @app.command()
 @handle_errors
+def report(
+    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run name (under --root) or run folder.")],
+    root: Annotated[Path, typer.Option(help="Folder that holds run folders.")] = Path("runs"),
+) -> None:
+    """Write an HTML report (and PNG charts) into RUN/report/: curves, metrics along the chain, quantization, benchmarks."""
+    from llmctl.report import write_report
+
+    path = write_report(run_ref, root)
+    _emit({"report": str(path)}, f"wrote {path}")
+
+
+@app.command()
+@handle_errors
 def compare(
     run_refs: Annotated[list[str], typer.Argument(metavar="RUN...", help="Two or more runs (names under --root, or folders).")],
     root: Annotated[Path, typer.Option(help="Folder that holds run folders.")] = Path("runs"),

@@ -176,7 +176,7 @@ class TrainArgs(Block):
     """Keep trainer checkpoints in the stage folder after success (they are deleted by default to save disk)."""
     gradient_checkpointing: bool = False
     report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = []
-    """Experiment trackers (none by default; tensorboard works offline)."""
+    """Experiment trackers for this stage (default: the recipe's `report_to`)."""
     dataloader_workers: int = Field(0, ge=0)
 
 
@@ -194,6 +194,9 @@ class Settings(Block):
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """auto: bf16 on GPUs and CPUs with native bf16 (AVX-512-BF16/AMX), fp16 on older GPUs, fp32 otherwise."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = []
+    """Experiment trackers for every training stage: tensorboard (event files in each stage's logs/tensorboard),
+    mlflow (a local ./mlruns file store unless MLFLOW_TRACKING_URI is set), wandb (offline without WANDB_API_KEY)."""
 
 
 def stage_ref_name(ref: str) -> str | None:

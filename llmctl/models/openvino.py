@@ -3,8 +3,23 @@ int4 with group size and ratio) — the course's "deploy on a cloud CPU" path.""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
+
+
+def _no_telemetry() -> None:
+    """OpenVINO's converter sends usage telemetry by default, each event from a forked process that waits
+    on the network; offline (llmctl's normal case) those processes can deadlock and then block the exit of
+    llmctl forever. llmctl turns it off for its own process; LLMCTL_OPENVINO_TELEMETRY=1 leaves it on
+    (`opt_in_out --opt_out` turns it off for the user everywhere)."""
+    if os.environ.get("LLMCTL_OPENVINO_TELEMETRY") == "1":
+        return
+    try:
+        from openvino_telemetry.backend.backend_ga4 import GA4Backend
+    except ImportError:
+        return
+    GA4Backend.send = lambda self, message: None
 
 
 def export(model_dir: str, trial: dict[str, Any], out_dir: Path) -> Any:
@@ -12,6 +27,7 @@ def export(model_dir: str, trial: dict[str, Any], out_dir: Path) -> Any:
     from optimum.intel import OVModelForCausalLM, OVWeightQuantizationConfig
     from transformers import AutoTokenizer
 
+    _no_telemetry()
     config = OVWeightQuantizationConfig(bits=trial["bits"], sym=trial["sym"],
                                         **({"group_size": trial["group_size"], "ratio": trial["ratio"]} if trial["bits"] == 4 else {}))
     model = OVModelForCausalLM.from_pretrained(model_dir, export=True, quantization_config=config, compile=False)

@@ -47,13 +47,29 @@ def training_kwargs(args: TrainArgs, ctx: StageContext, has_eval: bool) -> dict[
         bf16=hw.dtype == "bf16",
         fp16=hw.dtype == "fp16",
         use_cpu=hw.device == "cpu",
-        report_to=list(args.report_to) or "none",
+        report_to=trackers(args.report_to or ctx.recipe.report_to, ctx),
+        run_name=f"{ctx.recipe.name}/{ctx.name}",
         seed=ctx.seed,
         data_seed=ctx.seed,
         dataloader_num_workers=args.dataloader_workers,
         disable_tqdm=True,
         save_safetensors=True,
     )
+
+
+def trackers(names: list[str], ctx: StageContext) -> list[str] | str:
+    """The trackers to report to, with offline-friendly defaults; each stage is one run named recipe/stage."""
+    import os
+
+    if "mlflow" in names:
+        os.environ.setdefault("MLFLOW_TRACKING_URI", f"file:{os.path.abspath('mlruns')}")
+        os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", ctx.recipe.name)
+        os.environ["MLFLOW_RUN_NAME"] = ctx.name
+    if "wandb" in names and not os.environ.get("WANDB_API_KEY"):
+        os.environ.setdefault("WANDB_MODE", "offline")
+    if "wandb" in names:
+        os.environ.setdefault("WANDB_PROJECT", ctx.recipe.name)
+    return list(names) or "none"
 
 
 def progress_callback(ctx: StageContext) -> Any:

@@ -113,6 +113,24 @@ def test_if_changed_skips_an_unchanged_recipe_and_notify_gets_a_summary(tiny_rec
     assert quiet.exit_code == 0 and quiet.output.strip().splitlines()[-1].startswith("run complete: runs/tiny (1 ran")
 
 
+def test_tensorboard_tracking_and_the_html_report(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    code, events = run_json(str(tiny_recipe(steps=10)), "report_to=[tensorboard]")
+    assert code == 0
+    logs = workdir / "runs/tiny/01-pretrain/logs"
+    accumulator = EventAccumulator(str(next(logs.glob("tensorboard/**/events.out.tfevents.*")).parent))
+    accumulator.Reload()
+    assert "train/loss" in accumulator.Tags()["scalars"] and len(accumulator.Scalars("train/loss")) == 2
+
+    result = runner.invoke(app, ["report", "tiny"])
+    assert result.exit_code == 0
+    report = workdir / "runs/tiny/report"
+    page = (report / "index.html").read_text()
+    assert "<h2>pretrain</h2>" in page and "data:image/png;base64," in page and "Stages" in page
+    assert (report / "pretrain-curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_doctor_reports_the_environment(tiny_recipe) -> None:  # noqa: ANN001
     result = runner.invoke(app, ["--json", "doctor", str(tiny_recipe())])
     assert result.exit_code == 0
@@ -150,7 +168,7 @@ def test_dry_run_runs_nothing(tiny_recipe, workdir: Path) -> None:  # noqa: ANN0
 
 
 def test_shipped_quickstart_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The real quickstart recipe (shortened): loss goes down, the model loads and generates."""
+    """The real quickstart recipe (shortened): every stage runs, hands on a loadable artifact and reports."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     root = Path(__file__).resolve().parents[2]
@@ -158,14 +176,24 @@ def test_shipped_quickstart_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.
     run_dir = tmp_path / "qs"
     code, events = run_json("recipes/quickstart.yaml", "stages.pretrain.train.max_steps=60",
                            "stages.pretrain.train.logging_steps=10", "stages.sft.train.max_steps=10",
-                           "stages.reward.train.max_steps=5", "stages.ppo.total_episodes=32", f"run_dir={run_dir}")
+                           "stages.reward.train.max_steps=5", "stages.ppo.total_episodes=32", f"run_dir={run_dir}",
+                           "stages.quantize.speed.new_tokens=4", "stages.bench-int8.speed.new_tokens=4",
+                           "stages.bench-int8.gate.checks=['toy_add/exact_match >= 0']", f"stages.deploy.registry={tmp_path}/models")
     assert code == 0, events
-    assert [e["stage"] for e in events if e["event"] == "stage_end"] == ["pretrain", "sft", "reward", "ppo"]
-    assert {"mean_reward_before", "mean_reward"} <= json.loads((run_dir / "04-ppo" / "metrics.json").read_text()).keys()
-    sft = json.loads((run_dir / "02-sft" / "metrics.json").read_text())
-    assert {"exact_match_before", "exact_match"} <= sft.keys()
-    assert "pairwise_accuracy" in json.loads((run_dir / "03-reward" / "metrics.json").read_text())
-    metrics = json.loads((run_dir / "01-pretrain" / "metrics.json").read_text())
+    assert [e["stage"] for e in events if e["event"] == "stage_end"] == [
+        "pretrain", "sft", "bench-sft", "reward", "ppo", "bench-ppo", "quantize", "bench-int8", "deploy"]
+    def stage_metrics(folder: str) -> dict:
+        return json.loads((run_dir / folder / "metrics.json").read_text())
+
+    assert {"mean_reward_before", "mean_reward"} <= stage_metrics("05-ppo").keys()
+    assert {"exact_match_before", "exact_match"} <= stage_metrics("02-sft").keys()
+    assert stage_metrics("03-bench-sft")["toy_add/exact_match"] == stage_metrics("02-sft")["exact_match"]  # lm-eval agrees
+    assert "pairwise_accuracy" in stage_metrics("04-reward")
+    quantized = stage_metrics("07-quantize")
+    assert quantized["size_mb"] < quantized["size_mb_before"] and quantized["config"]["bits"] == 8
+    assert stage_metrics("08-bench-int8")["gate_passed"] is True
+    assert (tmp_path / "models/toy-math/current").resolve().name == "v1"
+    metrics = stage_metrics("01-pretrain")
     assert metrics["last_logged_loss"] < metrics["first_logged_loss"]
     assert [s["prompt"] for s in metrics["samples"]] == ["3 plus 4 is", "The small cat"]
     output = run_dir / "01-pretrain" / "output"
