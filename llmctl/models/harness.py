@@ -48,8 +48,7 @@ def lm_for(ref: str, batch_size: int) -> Any:
 
     from llmctl.models import causal_lm, quantized
 
-    info = quantized.descriptor(ref)
-    if info and info["backend"] == "openvino":
+    if quantized.backend_of(ref) == "openvino":
         from lm_eval.models.optimum_lm import OptimumLM
 
         return OptimumLM(pretrained=ref, batch_size=batch_size)

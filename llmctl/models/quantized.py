@@ -21,14 +21,22 @@ def write_descriptor(out_dir: Path, info: dict[str, Any]) -> None:
     (out_dir / DESCRIPTOR).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
 
 
+def backend_of(ref: str) -> str:
+    """pytorch | inc | openvino: from the descriptor, or an OpenVINO export made elsewhere (openvino_model.xml)."""
+    info = descriptor(ref)
+    if info is not None:
+        return info["backend"]
+    return "openvino" if (Path(ref) / "openvino_model.xml").exists() else "pytorch"
+
+
 def load_any(ref: str) -> Any:
     """A model ready to generate, from a plain/adapter folder or hub id, an INC folder or an OpenVINO folder."""
-    info = descriptor(ref)
-    if info is None:
+    backend = backend_of(ref)
+    if backend == "pytorch":
         from llmctl.models import causal_lm
 
         return causal_lm.load(ref).eval()
-    if info["backend"] == "openvino":
+    if backend == "openvino":
         from llmctl.models import openvino
 
         return openvino.load(ref)

@@ -1,0 +1,113 @@
+"""Throughput and latency of `llmctl serve` on loopback: N concurrent streaming clients for a bounded time.
+
+Run: .venv/bin/python scripts/bench_serve.py [--model DIR] [--clients 1 8] [--seconds 20] [--max-tokens 32]
+Without --model it builds a GPT-2-124M-sized model (random weights, local tokenizer; no download) and, with
+--openvino, also serves its OpenVINO int8 export. For each client count prints requests/s, output tokens/s,
+p50/p99 request latency and p50 time to first token, and the aggregate speed-up over one client.
+Targets (issue 8): 8 clients >= 3x the single-client tokens/s (batching).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+PROMPTS = ["The history of the city begins", "In a quiet village there lived", "Scientists have discovered that",
+           "The best way to learn a language is"]
+
+
+def start(model: str, max_batch: int) -> tuple[str, object]:
+    import uvicorn
+
+    from llmctl.serve.app import Limits, Source, create_app
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(Source(model), limits=Limits(max_batch=max_batch, max_queue=256)),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    return f"http://127.0.0.1:{port}", server
+
+
+def client(base: str, until: float, max_tokens: int, index: int) -> list[tuple[float, float, int]]:
+    """(latency s, time to first token s, tokens) per request until the deadline."""
+    done = []
+    with httpx.Client(timeout=120) as http:
+        while time.perf_counter() < until:
+            started, first, chunks, finish = time.perf_counter(), None, 0, None
+            body = {"prompt": PROMPTS[index % len(PROMPTS)], "max_tokens": max_tokens, "temperature": 0, "stream": True}
+            with http.stream("POST", f"{base}/v1/completions", json=body) as response:
+                for line in response.iter_lines():
+                    if line.startswith("data: {"):
+                        choice = json.loads(line[6:])["choices"][0]
+                        chunks += bool(choice["text"])
+                        finish = choice["finish_reason"] or finish
+                        if choice["text"]:
+                            first = first or time.perf_counter()
+            tokens = max_tokens if finish == "length" else chunks  # a chunk is about a token
+            done.append((time.perf_counter() - started, (first or time.perf_counter()) - started, tokens))
+    return done
+
+
+def measure(base: str, clients: int, seconds: float, max_tokens: int) -> dict[str, float]:
+    until = time.perf_counter() + seconds
+    with ThreadPoolExecutor(clients) as pool:
+        results = [r for batch in pool.map(lambda i: client(base, until, max_tokens, i), range(clients)) for r in batch]
+    elapsed = seconds + max((r[0] for r in results), default=0) / 2
+    latencies = sorted(r[0] for r in results)
+    return {"clients": clients, "requests": len(results), "requests_per_s": round(len(results) / elapsed, 2),
+            "tokens_per_s": round(sum(r[2] for r in results) / elapsed, 1),
+            "p50_latency_s": round(statistics.median(latencies), 3),
+            "p99_latency_s": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 3),
+            "p50_ttft_s": round(statistics.median(sorted(r[1] for r in results)), 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model")
+    parser.add_argument("--openvino", action="store_true", help="also serve the OpenVINO int8 export of the built model")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    args = parser.parse_args()
+
+    from llmctl.render import quiet_libraries
+
+    quiet_libraries()
+    models = {"given": args.model} if args.model else {}
+    if not args.model:
+        from scripts.bench_quantize import build
+
+        work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+        models["pytorch fp32"] = str(build(work / "fp32"))
+        if args.openvino:
+            from llmctl.models import openvino
+
+            openvino.export(models["pytorch fp32"], {"bits": 8, "sym": False}, work / "ov8")
+            models["openvino int8"] = str(work / "ov8")
+    for name, path in models.items():
+        base, server = start(path, max(args.clients))
+        rows = [measure(base, n, args.seconds, args.max_tokens) for n in args.clients]
+        server.should_exit = True  # type: ignore[attr-defined]
+        for row in rows:
+            ratio = row["tokens_per_s"] / rows[0]["tokens_per_s"]
+            print(f"{name:14s} {row['clients']:2d} clients: {row['requests_per_s']:6.2f} req/s  {row['tokens_per_s']:7.1f} tok/s "
+                  f"({ratio:.2f}x)  p50 {row['p50_latency_s']:.2f}s  p99 {row['p99_latency_s']:.2f}s  ttft p50 {row['p50_ttft_s']:.3f}s",
+                  flush=True)
+        print(json.dumps({name: rows}))
+
+
+if __name__ == "__main__":
+    main()
