@@ -131,6 +131,17 @@ def test_tensorboard_tracking_and_the_html_report(tiny_recipe, workdir: Path) ->
     assert (report / "pretrain-curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_compare_shows_runs_side_by_side(tiny_recipe) -> None:  # noqa: ANN001
+    path = str(tiny_recipe(steps=4))
+    assert run_json(path)[0] == 0 and run_json(path, "run_dir=runs/other", "stages.pretrain.train.lr=1e-2")[0] == 0
+    result = runner.invoke(app, ["--json", "compare", "tiny", "other"])
+    assert result.exit_code == 0
+    table = json.loads(result.stdout)
+    assert table["pretrain/steps"] == {"tiny": 4, "other": 4}
+    assert table["pretrain/eval_loss"]["tiny"] != table["pretrain/eval_loss"]["other"]
+    assert runner.invoke(app, ["compare", "tiny"]).exit_code == 2
+
+
 def test_doctor_reports_the_environment(tiny_recipe) -> None:  # noqa: ANN001
     result = runner.invoke(app, ["--json", "doctor", str(tiny_recipe())])
     assert result.exit_code == 0

@@ -74,6 +74,20 @@ def test_openai_client_completions_chat_and_streaming(tiny_lm: Path) -> None:
         assert "llmctl_request_latency_seconds_bucket" in metrics
 
 
+def test_an_openvino_int8_folder_is_served(tiny_lm: Path, tmp_path: Path) -> None:
+    from llmctl.models import openvino
+
+    folder = tmp_path / "ov"
+    openvino.export(str(tiny_lm), {"bits": 8, "sym": False}, folder)
+    expected = greedy_answers(tiny_lm, [PROMPT], tokens=3)[0]
+    with server(Source(str(folder))) as base:
+        client = openai_client(base)
+        with ThreadPoolExecutor(4) as pool:  # batched on the OpenVINO backend too
+            texts = list(pool.map(lambda _: client.completions.create(model="ov", prompt=PROMPT, max_tokens=3, temperature=0)
+                                  .choices[0].text, range(4)))
+    assert len(set(texts)) == 1 and texts[0].split("\n")[0].strip() == expected  # int8 keeps the greedy answer
+
+
 def test_bad_requests_get_openai_style_errors_and_the_server_survives(tiny_lm: Path) -> None:
     with server(Source(str(tiny_lm)), limits=Limits(max_tokens=32, max_n=2)) as base:
         url = f"{base}/v1/completions"
