@@ -27,7 +27,7 @@ from llmctl.errors import GateFailed, Interrupted, LlmctlError, Problem, RecipeE
 from llmctl.recipe import STAGES, LoadedRecipe, default_run_dir, stage_dir_name
 from llmctl.rundir import RESOLVED, TMP_SUFFIX, Manifest, RunLock, replace_dir, write_atomic
 from llmctl.schema import Recipe
-from llmctl.specs import PREVIOUS, DataSpec, InputSlot, StageSpec, stage_ref_name
+from llmctl.specs import PREVIOUS, DataSpec, InputSlot, LauncherSpec, StageSpec, stage_ref_name
 from llmctl.stages import runner
 
 Emit = Callable[[dict[str, Any]], None]
@@ -153,12 +153,14 @@ def make_plan(recipe: Recipe, loaded: LoadedRecipe | None = None, selection: Sel
     inputs = resolve_inputs(recipe, loaded)
     manifest = Manifest.load(run_dir)
     settings = recipe.model_dump(include={"seed", "device", "dtype"})
+    if recipe.launcher.engine != "none":  # (only then, so fingerprints of in-process recipes stay as they were)
+        settings["launcher"] = recipe.launcher.model_dump(mode="json")
     steps: list[Step] = []
     for index, spec in enumerate(recipe.stages):
         step = Step(index, spec, run_dir / stage_dir_name(index, spec.name), inputs[spec.name])
         step.data = _data_fingerprints(spec, manifest.stage(spec.name).get("data", {}))
         upstream = {slot: _upstream_key(ref, steps) for slot, ref in step.inputs.items()}
-        spec_json = spec.model_dump(mode="json", exclude={"name"})
+        spec_json = spec.model_dump(mode="json", exclude={"name"} | ({"launcher"} if spec.launcher is None else set()))
         step.parts = fp.stage_parts(spec_json, settings, upstream, {k: content_key(v) for k, v in step.data.items()})
         _decide(step, steps, manifest, selection, names)
         steps.append(step)
@@ -355,7 +357,13 @@ def _run_step(plan: Plan, step: Step, artifacts: dict[str, Artifact], manifest: 
     ctx = StageContext(step.name, step.tmp_dir, seed, plan.recipe, inputs, step.resume_from, emit, previous_metrics)
     try:
         _seed_everything(seed)
-        artifact = runner(step.spec.type)(step.spec, ctx)
+        launcher = effective_launcher(step.spec, plan.recipe)
+        if launcher.engine == "none":
+            artifact = runner(step.spec.type)(step.spec, ctx)
+        else:
+            from llmctl.launch import run_launched
+
+            artifact = run_launched(step.spec, ctx, launcher)
     except KeyboardInterrupt:
         manifest.update(step.name, status="interrupted", finished=_now())
         raise Interrupted(f"interrupted during stage '{step.name}'; `llmctl run` again resumes from the last checkpoint") from None
@@ -367,6 +375,13 @@ def _run_step(plan: Plan, step: Step, artifacts: dict[str, Artifact], manifest: 
         manifest.update(step.name, status="failed", finished=_now(), error=f"{type(err).__name__}: {err}")
         raise StageFailed(step.name, err, str(log)) from err
     return _commit(step, artifact, ctx, manifest, started, emit)
+
+
+def effective_launcher(spec: StageSpec, recipe: Recipe) -> LauncherSpec:
+    """The stage's own launcher, else the recipe's for training stages; in-process otherwise."""
+    if spec.launcher is not None:
+        return spec.launcher
+    return recipe.launcher if spec.distributable else LauncherSpec()
 
 
 def _commit(step: Step, artifact: Artifact, ctx: StageContext, manifest: Manifest, started: float, emit: Emit) -> Artifact:

@@ -33,6 +33,40 @@ class InputSlot:
     field: str  # the spec field that holds the reference, for error messages
 
 
+class LauncherSpec(Block):
+    """How a training stage is started: in-process, or as a job of torchrun / Accelerate (DeepSpeed, FSDP)."""
+
+    engine: Literal["none", "torchrun", "accelerate"] = "none"
+    num_processes: int = Field(1, ge=1)
+    """Processes in total (per machine × machines)."""
+    num_machines: int = Field(1, ge=1)
+    machine_rank: int = Field(0, ge=0)
+    main_process_ip: str | None = None
+    main_process_port: int = Field(29500, ge=1, le=65535)
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = None
+    """accelerate: overrides the recipe's dtype for the launch."""
+    config_file: str | None = None
+    """accelerate: an `accelerate config` YAML."""
+    deepspeed: str | Literal[1, 2, 3] | None = None
+    """accelerate: a DeepSpeed JSON config, or a ZeRO stage."""
+    offload: bool = False
+    """accelerate + DeepSpeed ZeRO stage: offload optimizer state and parameters to CPU."""
+    fsdp: str | None = None
+    """accelerate: FSDP sharding strategy, e.g. FULL_SHARD."""
+
+    @model_validator(mode="after")
+    def _check(self) -> LauncherSpec:
+        if self.engine != "accelerate" and (self.deepspeed is not None or self.fsdp or self.config_file or self.mixed_precision):
+            raise ValueError("deepspeed, fsdp, config_file and mixed_precision need engine: accelerate")
+        if self.deepspeed is not None and self.fsdp:
+            raise ValueError("choose deepspeed or fsdp, not both")
+        if self.num_machines > 1 and not self.main_process_ip:
+            raise ValueError("num_machines > 1 needs main_process_ip (the rank-0 machine)")
+        if self.num_processes % self.num_machines:
+            raise ValueError("num_processes must be a multiple of num_machines")
+        return self
+
+
 class StageSpec(Block):
     """Fields every stage has."""
 
@@ -41,13 +75,18 @@ class StageSpec(Block):
     """Unique stage name (defaults to the type); used by `stage:NAME`, `--from`, `${stages.NAME.output}`."""
     seed: int | None = None
     """Overrides the recipe's seed for this stage."""
+    launcher: LauncherSpec | None = None
+    """Overrides the recipe's launcher for this stage (training stages: pretrain, sft, reward)."""
 
     produces: ClassVar[ArtifactKind]
+    distributable: ClassVar[bool] = False  # trains with the HF Trainer, so torchrun/accelerate can scale it out
 
     @model_validator(mode="after")
     def _default_name(self) -> StageSpec:
         if not self.name:
             object.__setattr__(self, "name", self.type)
+        if self.launcher is not None and self.launcher.engine != "none" and not self.distributable:
+            raise ValueError(f"stage type {self.type} runs in-process only; a launcher applies to pretrain, sft and reward")
         return self
 
     def inputs(self) -> dict[str, InputSlot]:
@@ -194,6 +233,8 @@ class Settings(Block):
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """auto: bf16 on GPUs and CPUs with native bf16 (AVX-512-BF16/AMX), fp16 on older GPUs, fp32 otherwise."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    launcher: LauncherSpec = LauncherSpec()
+    """Default launcher of the training stages (pretrain, sft, reward): none runs them in-process."""
     report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = []
     """Experiment trackers for every training stage: tensorboard (event files in each stage's logs/tensorboard),
     mlflow (a local ./mlruns file store unless MLFLOW_TRACKING_URI is set), wandb (offline without WANDB_API_KEY)."""

@@ -58,6 +58,7 @@ class PretrainSpec(StageSpec):
     sample_tokens: int = Field(32, ge=1)
 
     produces = ArtifactKind.causal_lm
+    distributable = True
 
     def inputs(self) -> dict[str, InputSlot]:
         if self.model.init is None:

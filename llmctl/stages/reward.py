@@ -29,6 +29,7 @@ class RewardSpec(StageSpec):
     max_length: int = Field(512, ge=8)
 
     produces = ArtifactKind.reward_model
+    distributable = True
 
     @model_validator(mode="after")
     def _preference_data(self) -> RewardSpec:

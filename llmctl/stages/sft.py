@@ -37,6 +37,7 @@ class SFTSpec(StageSpec):
     sample_tokens: int = Field(32, ge=1)
 
     produces = ArtifactKind.causal_lm
+    distributable = True
 
     @model_validator(mode="after")
     def _data_format(self) -> SFTSpec:

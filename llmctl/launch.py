@@ -1,0 +1,102 @@
+"""Scale-out through existing engines: a training stage runs as a job of torchrun or `accelerate launch`
+(DeepSpeed, FSDP, multi-machine), each rank executing `python -m llmctl.worker`. llmctl only builds the
+command, streams rank 0's events, maps the exit status and checks the ranks ended with the same weights."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmctl.artifacts import Artifact, ArtifactKind
+from llmctl.errors import StageFailed
+from llmctl.specs import LauncherSpec, StageSpec
+
+if TYPE_CHECKING:
+    from llmctl.pipeline import StageContext
+
+WORKFILE = "worker.json"
+RESULT = "worker.result.json"
+RANKS = "ranks"
+
+
+def command(launcher: LauncherSpec, workfile: Path) -> list[str]:
+    """The launch command for `launcher` running `python -m llmctl.worker WORKFILE` on every rank."""
+    per_machine = launcher.num_processes // launcher.num_machines
+    worker = ["-m", "llmctl.worker", str(workfile)]
+    if launcher.engine == "torchrun":
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={launcher.num_machines}",
+               f"--nproc_per_node={per_machine}", f"--node_rank={launcher.machine_rank}",
+               f"--master_port={launcher.main_process_port}"]
+        cmd += [f"--master_addr={launcher.main_process_ip}"] if launcher.main_process_ip else []
+        return cmd + worker
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(launcher.num_processes),
+           "--num_machines", str(launcher.num_machines), "--machine_rank", str(launcher.machine_rank),
+           "--main_process_port", str(launcher.main_process_port)]
+    cmd += ["--main_process_ip", launcher.main_process_ip] if launcher.main_process_ip else []
+    cmd += ["--mixed_precision", launcher.mixed_precision] if launcher.mixed_precision else []
+    cmd += ["--config_file", launcher.config_file] if launcher.config_file else []
+    if isinstance(launcher.deepspeed, int):
+        cmd += ["--use_deepspeed", "--zero_stage", str(launcher.deepspeed)]
+        cmd += ["--offload_optimizer_device", "cpu", "--offload_param_device", "cpu"] if launcher.offload else []
+    elif launcher.deepspeed:
+        cmd += ["--use_deepspeed", "--deepspeed_config_file", launcher.deepspeed]
+    if launcher.fsdp:
+        cmd += ["--use_fsdp", "--fsdp_sharding_strategy", launcher.fsdp]
+    elif launcher.deepspeed is None and not launcher.config_file and launcher.num_processes > 1:
+        cmd += ["--multi_gpu"]
+    return cmd + worker
+
+
+def run_launched(spec: StageSpec, ctx: StageContext, launcher: LauncherSpec) -> Artifact:
+    """Run the stage under `launcher`; returns rank 0's artifact, with the world size and rank agreement added."""
+    workfile = ctx.work_dir / WORKFILE
+    inputs = {slot: (asdict(v) | {"kind": v.kind.value}) if isinstance(v, Artifact) else v for slot, v in ctx.inputs.items()}
+    workfile.write_text(json.dumps({"recipe": ctx.recipe.model_dump(mode="json"), "stage": ctx.name, "work_dir": str(ctx.work_dir),
+                                    "seed": ctx.seed, "inputs": inputs, "resume_from": ctx.resume_from}))
+    cmd = command(launcher, workfile)
+    ctx.log("launching: " + " ".join(cmd))
+    ctx.logs_dir.mkdir(parents=True, exist_ok=True)
+    log_path = ctx.logs_dir / "launcher.log"
+    with open(log_path, "a", encoding="utf-8") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
+        for line in proc.stdout:  # type: ignore[union-attr]
+            event = _event(line)
+            if event is not None:
+                ctx.emit(event)
+            else:
+                log.write(line)
+        code = proc.wait()
+    if code != 0:
+        raise StageFailed(ctx.name, f"{launcher.engine} exited with status {code}", str(log_path))
+    result = json.loads((ctx.work_dir / RESULT).read_text())
+    artifact = Artifact(**(result | {"kind": ArtifactKind(result["kind"])}))
+    digests = {p.stem: p.read_text() for p in sorted((ctx.work_dir / RANKS).glob("*.sha256"))}
+    artifact.meta.setdefault("metrics", {}).update(world_size=len(digests) or 1, ranks_in_sync=len(set(digests.values())) <= 1)
+    shutil.rmtree(ctx.work_dir / RANKS, ignore_errors=True)  # other ranks' scratch outputs
+    for name in (WORKFILE, RESULT):
+        (ctx.work_dir / name).unlink(missing_ok=True)
+    return artifact
+
+
+def _event(line: str) -> dict[str, Any] | None:
+    if not line.startswith("{"):
+        return None
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) and "event" in event else None
+
+
+def weights_digest(folder: Path) -> str:
+    """sha256 over the weight files of a model folder (equal on every rank when gradients were synchronised)."""
+    digest = hashlib.sha256()
+    for file in sorted(folder.glob("*.safetensors")):
+        digest.update(file.read_bytes())
+    return digest.hexdigest()

@@ -1,0 +1,47 @@
+"""One rank of a launched stage: `python -m llmctl.worker WORKFILE` (started by torchrun or accelerate).
+
+Rank 0 works in the stage's folder and prints its events as JSON lines for the parent llmctl; other ranks
+work in a scratch folder (`ranks/rank-N/`) so that only rank 0's outputs are kept. Every rank records a digest
+of its final weights, so the parent can check the ranks stayed in sync."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from llmctl.artifacts import Artifact, ArtifactKind
+from llmctl.launch import RANKS, RESULT, weights_digest
+from llmctl.pipeline import StageContext
+from llmctl.render import quiet_libraries
+from llmctl.schema import Recipe
+from llmctl.stages import runner
+
+
+def main(workfile: str) -> None:
+    quiet_libraries()
+    state = json.loads(Path(workfile).read_text())
+    rank = int(os.environ.get("RANK", "0"))
+    recipe = Recipe.model_validate(state["recipe"])
+    spec = next(s for s in recipe.stages if s.name == state["stage"])
+    stage_dir = Path(state["work_dir"])
+    work_dir = stage_dir if rank == 0 else stage_dir / RANKS / f"rank-{rank}"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    inputs = {slot: Artifact(**(v | {"kind": ArtifactKind(v["kind"])})) if isinstance(v, dict) else v for slot, v in state["inputs"].items()}
+
+    def emit(event: dict) -> None:
+        if rank == 0:
+            print(json.dumps(event, default=str), flush=True)
+
+    ctx = StageContext(spec.name, work_dir, state["seed"], recipe, inputs, state["resume_from"], emit)
+    artifact = runner(spec.type)(spec, ctx)
+    (stage_dir / RANKS).mkdir(exist_ok=True)
+    (stage_dir / RANKS / f"rank-{rank}.sha256").write_text(weights_digest(ctx.out_dir))
+    if rank == 0:
+        (stage_dir / RESULT).write_text(json.dumps(asdict(artifact) | {"kind": artifact.kind.value}, default=str))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
