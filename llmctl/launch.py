@@ -7,12 +7,14 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmctl import signals
 from llmctl.artifacts import Artifact, ArtifactKind
 from llmctl.errors import StageFailed
 from llmctl.specs import LauncherSpec, StageSpec
@@ -55,23 +57,36 @@ def command(launcher: LauncherSpec, workfile: Path) -> list[str]:
 
 def run_launched(spec: StageSpec, ctx: StageContext, launcher: LauncherSpec) -> Artifact:
     """Run the stage under `launcher`; returns rank 0's artifact, with the world size and rank agreement added."""
+    resume_from = ctx.resume_from
+    if resume_from and ctx.hardware.device == "cpu" and launcher.num_processes > 1:
+        # transformers 4.57 loads the optimizer state with map_location "cpu:0" in multi-process CPU runs, which
+        # torch 2.13 rejects; multi-process CPU stages therefore start over (GPU runs resume normally).
+        ctx.log(f"multi-process CPU runs cannot resume from {Path(resume_from).name} (transformers 4.57); starting over")
+        shutil.rmtree(ctx.checkpoints_dir, ignore_errors=True)
+        resume_from = None
     workfile = ctx.work_dir / WORKFILE
     inputs = {slot: (asdict(v) | {"kind": v.kind.value}) if isinstance(v, Artifact) else v for slot, v in ctx.inputs.items()}
     workfile.write_text(json.dumps({"recipe": ctx.recipe.model_dump(mode="json"), "stage": ctx.name, "work_dir": str(ctx.work_dir),
-                                    "seed": ctx.seed, "inputs": inputs, "resume_from": ctx.resume_from}))
+                                    "seed": ctx.seed, "inputs": inputs, "resume_from": resume_from}))
     cmd = command(launcher, workfile)
     ctx.log("launching: " + " ".join(cmd))
     ctx.logs_dir.mkdir(parents=True, exist_ok=True)
     log_path = ctx.logs_dir / "launcher.log"
     with open(log_path, "a", encoding="utf-8") as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
+        forwarded = False
         for line in proc.stdout:  # type: ignore[union-attr]
             event = _event(line)
             if event is not None:
                 ctx.emit(event)
             else:
                 log.write(line)
+            if signals.requested() and not forwarded:  # the engine passes SIGTERM on to every rank
+                proc.send_signal(signal.SIGTERM)
+                forwarded = True
         code = proc.wait()
+    if signals.requested():
+        raise KeyboardInterrupt  # the ranks saved a checkpoint at the end of their step; the next run resumes
     if code != 0:
         raise StageFailed(ctx.name, f"{launcher.engine} exited with status {code}", str(log_path))
     result = json.loads((ctx.work_dir / RESULT).read_text())

@@ -12,6 +12,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from llmctl import signals
 from llmctl.artifacts import Artifact, ArtifactKind
 from llmctl.launch import RANKS, RESULT, weights_digest
 from llmctl.pipeline import StageContext
@@ -36,7 +37,8 @@ def main(workfile: str) -> None:
             print(json.dumps(event, default=str), flush=True)
 
     ctx = StageContext(spec.name, work_dir, state["seed"], recipe, inputs, state["resume_from"], emit)
-    artifact = runner(spec.type)(spec, ctx)
+    with signals.graceful_stop():  # SIGTERM (forwarded by the engine): checkpoint at the end of the step
+        artifact = runner(spec.type)(spec, ctx)
     (stage_dir / RANKS).mkdir(exist_ok=True)
     (stage_dir / RANKS / f"rank-{rank}.sha256").write_text(weights_digest(ctx.out_dir))
     if rank == 0:

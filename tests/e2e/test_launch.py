@@ -75,3 +75,21 @@ def test_in_process_stages_reject_a_launcher(tiny_recipe) -> None:  # noqa: ANN0
     path = tiny_recipe(extra=f"  - type: quantize\n    backend: inc\n    {TWO}\n")
     result = CliRunner().invoke(app, ["validate", str(path)])
     assert result.exit_code == 2 and "runs in-process only" in result.output
+
+
+@pytest.mark.slow
+def test_sigterm_reaches_every_rank_and_the_rerun_completes(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
+    import signal
+
+    from tests.conftest import kill_run_at_step
+
+    path = tiny_recipe(steps=60, save_steps=1000)
+    path.write_text(path.read_text().replace("dtype: fp32\n", f"dtype: fp32\n{TWO}\n"))
+    assert kill_run_at_step(path, workdir, 15, signal.SIGTERM) == 130
+    checkpoints = list((workdir / "runs/tiny/01-pretrain.tmp/checkpoints").glob("checkpoint-*"))
+    assert len(checkpoints) == 1 and 15 <= int(checkpoints[0].name.split("-")[1]) < 60
+    code, events = run_json(str(path))  # on CPU a multi-process stage starts over (see llmctl.launch)
+    assert code == 0 and events[1]["action"] == "resume"
+    assert any("cannot resume" in e.get("message", "") for e in events if e["event"] == "log")
+    result = json.loads((workdir / "runs/tiny/01-pretrain/metrics.json").read_text())
+    assert result["steps"] == 60 and result["ranks_in_sync"] is True
