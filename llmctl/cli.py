@@ -40,6 +40,8 @@ RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file.", show_defaul
 FromOpt = Annotated[Optional[str], typer.Option("--from", help="Re-run this stage and all after it.")]  # noqa: UP007
 OnlyOpt = Annotated[Optional[str], typer.Option(help="Run only this stage (its inputs must be complete).")]  # noqa: UP007
 UntilOpt = Annotated[Optional[str], typer.Option(help="Stop after this stage.")]  # noqa: UP007
+RunArg = Annotated[str, typer.Argument(metavar="RUN", help="Run name (under --root) or run folder.")]
+RootOpt = Annotated[Path, typer.Option(help="Folder that holds run folders.")]
 OverridesArg = Annotated[Optional[list[str]], typer.Argument(help="Overrides as key=value, e.g. stages.pretrain.train.lr=1e-3.", show_default=False)]  # noqa: UP007
 
 
@@ -312,7 +314,7 @@ def init(
 
 @app.command()
 @handle_errors
-def runs(root: Annotated[Path, typer.Option(help="Folder that holds run folders.")] = Path("runs")) -> None:
+def runs(root: RootOpt = Path("runs")) -> None:
     """List runs: stages complete, last activity."""
     from llmctl.history import list_runs
 
@@ -332,8 +334,8 @@ def runs(root: Annotated[Path, typer.Option(help="Folder that holds run folders.
 @app.command()
 @handle_errors
 def show(
-    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run name (under --root) or run folder.")],
-    root: Annotated[Path, typer.Option(help="Folder that holds run folders.")] = Path("runs"),
+    run_ref: RunArg,
+    root: RootOpt = Path("runs"),
 ) -> None:
     """Show one run: each stage's status, duration and metrics."""
     from llmctl.history import load_run
@@ -429,8 +431,8 @@ def doctor(
 @app.command()
 @handle_errors
 def report(
-    run_ref: Annotated[str, typer.Argument(metavar="RUN", help="Run name (under --root) or run folder.")],
-    root: Annotated[Path, typer.Option(help="Folder that holds run folders.")] = Path("runs"),
+    run_ref: RunArg,
+    root: RootOpt = Path("runs"),
 ) -> None:
     """Write an HTML report (and PNG charts) into RUN/report/: curves, metrics along the chain, quantization, benchmarks."""
     from llmctl.report import write_report
@@ -443,7 +445,7 @@ def report(
 @handle_errors
 def compare(
     run_refs: Annotated[list[str], typer.Argument(metavar="RUN...", help="Two or more runs (names under --root, or folders).")],
-    root: Annotated[Path, typer.Option(help="Folder that holds run folders.")] = Path("runs"),
+    root: RootOpt = Path("runs"),
 ) -> None:
     """Show the numeric metrics of several runs side by side (stage/metric per row)."""
     from llmctl.history import load_run
