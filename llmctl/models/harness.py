@@ -56,13 +56,18 @@ def lm_for(ref: str, batch_size: int) -> Any:
     return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=causal_lm.context_length(model.config))
 
 
-def run(lm: Any, tasks: list[str], include_paths: list[str], builtin: bool, num_fewshot: int | None,
-        limit: int | float | None, seed: int) -> dict[str, Any]:
-    """lm_eval.simple_evaluate; built-in tasks are only indexed when some are requested (it takes seconds)."""
-    from lm_eval import simple_evaluate
+def task_manager(include_paths: list[str], builtin: bool) -> Any:
+    """lm-eval's task index over `include_paths`, plus the built-in tasks only when some are requested
+    (indexing them takes seconds)."""
     from lm_eval.tasks import TaskManager
 
-    manager = TaskManager(include_path=include_paths or None, include_defaults=builtin)
+    return TaskManager(include_path=include_paths or None, include_defaults=builtin)
+
+
+def run(lm: Any, tasks: list[str], manager: Any, num_fewshot: int | None, limit: int | float | None, seed: int) -> dict[str, Any]:
+    """lm_eval.simple_evaluate with seeded sampling and few-shot selection."""
+    from lm_eval import simple_evaluate
+
     return simple_evaluate(model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=manager,
                            log_samples=False, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
                            fewshot_random_seed=seed, bootstrap_iters=1000)
@@ -76,10 +81,3 @@ def flatten(results: dict[str, Any]) -> dict[str, float]:
             if "," in key and isinstance(value, (int, float)):
                 flat[f"{task}/{key.split(',')[0]}"] = round(float(value), 6)
     return flat
-
-
-def known_tasks() -> list[str]:
-    """Every task lm-eval knows by name (for the offline error message)."""
-    from lm_eval.tasks import TaskManager
-
-    return TaskManager().all_tasks

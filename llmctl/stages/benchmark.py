@@ -126,10 +126,10 @@ def run(spec: BenchmarkSpec, ctx: StageContext) -> Artifact:
     from llmctl.models import causal_lm, measure, quantized
 
     ref = ctx.input("model")
-    tasks = _task_list(spec, ctx)
+    tasks, manager = _task_list(spec, ctx)
     metrics: dict[str, Any] = {}
     if tasks:
-        metrics |= _harness(spec, ctx, ref, tasks)
+        metrics |= _harness(spec, ctx, ref, tasks, manager)
     if spec.perplexity or spec.speed:
         with ctx.library_output():
             model = quantized.load_any(ref)
@@ -150,50 +150,36 @@ def run(spec: BenchmarkSpec, ctx: StageContext) -> Artifact:
     return Artifact(ArtifactKind.eval_report, str(ctx.out_dir), meta=meta)
 
 
-def _task_list(spec: BenchmarkSpec, ctx: StageContext) -> list[str]:
-    """Write the local tasks as lm-eval YAML; check built-in task names before any model loads."""
-    from llmctl.data.sources import load_examples
+def _task_list(spec: BenchmarkSpec, ctx: StageContext) -> tuple[list[str], Any]:
+    """Write the local tasks as lm-eval YAML and index every task source once; check requested task names
+    before any model loads. Returns (task names, lm-eval task manager)."""
     from llmctl.models import harness
 
     for task in spec.local_tasks:
-        rows = load_examples(task.data.model_copy(update={"validation": 0}), seed=ctx.seed)[0]
-        harness.write_task(task.name, rows, task.max_new_tokens, task.stop, ctx.work_dir / "tasks")
-    if spec.tasks:
-        with ctx.library_output():
-            known = set(harness.known_tasks()) | _include_path_tasks(spec.include_path)
-        unknown = [t for t in spec.tasks if t not in known]
-        if unknown:
-            hints = {t: difflib.get_close_matches(t, known, n=1) for t in unknown}
-            raise UsageError("benchmark.tasks: unknown lm-eval task " + ", ".join(
-                f"{t!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for t, h in hints.items()))
-    return [*spec.tasks, *(t.name for t in spec.local_tasks)]
+        harness.write_task(task.name, _all_rows(task.data, ctx), task.max_new_tokens, task.stop, ctx.work_dir / "tasks")
+    include = [str(ctx.work_dir / "tasks")] if spec.local_tasks else []
+    include += [spec.include_path] if spec.include_path else []
+    with ctx.library_output():
+        manager = harness.task_manager(include, builtin=bool(spec.tasks))
+    unknown = [t for t in spec.tasks if t not in manager.all_tasks]
+    if unknown:
+        hints = {t: difflib.get_close_matches(t, manager.all_tasks, n=1) for t in unknown}
+        raise UsageError("benchmark.tasks: unknown lm-eval task " + ", ".join(
+            f"{t!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for t, h in hints.items()))
+    return [*spec.tasks, *(t.name for t in spec.local_tasks)], manager
 
 
-def _include_path_tasks(include_path: str | None) -> set[str]:
-    if include_path is None:
-        return set()
-    import yaml
-
-    names = set()
-    for file in Path(include_path).rglob("*.yaml"):
-        config = yaml.safe_load(file.read_text()) or {}
-        names.add(config.get("task") or config.get("group") or "")
-    return names
-
-
-def _harness(spec: BenchmarkSpec, ctx: StageContext, ref: str, tasks: list[str]) -> dict[str, float]:
+def _harness(spec: BenchmarkSpec, ctx: StageContext, ref: str, tasks: list[str], manager: Any) -> dict[str, float]:
     """Run lm-eval; write its results JSON and table into the stage folder; return flattened metrics."""
     from lm_eval.utils import make_table
 
     from llmctl.models import harness
 
-    include = [str(ctx.work_dir / "tasks")] if spec.local_tasks else []
-    include += [spec.include_path] if spec.include_path else []
     limit = int(spec.limit) if spec.limit and spec.limit >= 1 else spec.limit
     with ctx.library_output():
         lm = harness.lm_for(ref, spec.batch_size)
         try:
-            results = harness.run(lm, tasks, include, bool(spec.tasks), spec.num_fewshot, limit, ctx.seed)
+            results = harness.run(lm, tasks, manager, spec.num_fewshot, limit, ctx.seed)
         except Exception as err:
             if spec.tasks and _is_offline_error(err):
                 raise DataError(OFFLINE_HINT.format(tasks=",".join(spec.tasks), error=f"{type(err).__name__}: {str(err)[:160]}")) from err
@@ -213,11 +199,17 @@ def _is_offline_error(err: BaseException) -> bool:
     return any(k in names for k in ("Offline", "Connection", "HTTP", "Hub", "NotFound", "Timeout")) or "offline" in text
 
 
-def _texts(data: DataSpec, ctx: StageContext) -> list[str]:
+def _all_rows(data: DataSpec, ctx: StageContext) -> Any:
+    """Every row of a data block (an evaluation set is not split into train and validation)."""
     from llmctl.data.sources import load_examples
+
+    return load_examples(data.model_copy(update={"validation": 0}), seed=ctx.seed)[0]
+
+
+def _texts(data: DataSpec, ctx: StageContext) -> list[str]:
     from llmctl.models import measure
 
-    return measure.texts_of(load_examples(data.model_copy(update={"validation": 0}), seed=ctx.seed)[0])
+    return measure.texts_of(_all_rows(data, ctx))
 
 
 def _speed(speed: SpeedSpec, model: Any, tokenizer: Any) -> dict[str, float]:
