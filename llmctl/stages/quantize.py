@@ -155,7 +155,7 @@ def run(spec: QuantizeSpec, ctx: StageContext) -> Artifact:
     evaluate = _evaluator(spec, ctx, tokenizer)
     calibration = _calibration(spec, ctx, tokenizer)
     original = causal_lm.load(source).eval()
-    before = {"size_mb": measure.folder_size_mb(source), **_speed(spec, original, tokenizer, full=True)}
+    before = {"size_mb": measure.folder_size_mb(source), **_greedy(spec, original, tokenizer), **_beam(spec, original, tokenizer)}
     if evaluate:
         before[spec.accuracy.metric] = evaluate(original)  # type: ignore[union-attr]
     del original
@@ -165,9 +165,7 @@ def run(spec: QuantizeSpec, ctx: StageContext) -> Artifact:
     shutil.move(str(trial_dir), ctx.out_dir)
     shutil.rmtree(ctx.work_dir / "trials", ignore_errors=True)
     shutil.rmtree(ctx.work_dir / "merged", ignore_errors=True)
-    with ctx.library_output():
-        final = _load(ctx.out_dir)
-    after = chosen["measured"] | _speed(spec, final, tokenizer, full=True)
+    after = chosen["measured"] | _beam(spec, chosen["model"], tokenizer)  # (the OpenVINO model is compiled: the move is harmless)
     metrics = _metrics(before, after, trials, chosen["config"])
     return Artifact(ArtifactKind.quantized_lm, str(ctx.out_dir), meta={"metrics": metrics, "quantization": chosen["config"]})
 
@@ -187,7 +185,7 @@ def _search(spec: QuantizeSpec, ctx: StageContext, source: str, tokenizer: Any, 
             trials.append({"config": config, "error": f"{type(err).__name__}: {err}"[:300], "passed": False})
             ctx.log(f"trial {index + 1}: {_config_name(config)} failed: {trials[-1]['error']}")
             continue
-        measured = {"size_mb": measure.folder_size_mb(out), **_speed(spec, model, tokenizer, full=False)}
+        measured = {"size_mb": measure.folder_size_mb(out), **_greedy(spec, model, tokenizer)}
         trial = {"config": config, **measured, "passed": True}
         if evaluate:
             metric = spec.accuracy.metric  # type: ignore[union-attr]
@@ -198,7 +196,7 @@ def _search(spec: QuantizeSpec, ctx: StageContext, source: str, tokenizer: Any, 
         (ctx.work_dir / "trials.json").write_text(json.dumps(trials, indent=2) + "\n")
         ctx.log(f"trial {index + 1}: {_config_name(config)} → {_describe(measured)}{'' if trial['passed'] else ' (over tolerance)'}")
         if trial["passed"]:
-            return {"index": index, "config": config, "measured": measured}, trials
+            return {"index": index, "config": config, "measured": measured, "model": model}, trials
         shutil.rmtree(out, ignore_errors=True)
     raise GateFailed(_no_config_message(spec, before, trials))
 
@@ -227,12 +225,6 @@ def _quantize(backend: str, source: str, config: dict[str, Any], calibration: li
     quantized.write_descriptor(out, {"backend": backend, **config, "model_type": config_file.get("model_type"),
                                      "architectures": config_file.get("architectures")})
     return model
-
-
-def _load(path: Path) -> Any:
-    from llmctl.models import quantized
-
-    return quantized.load_any(str(path))
 
 
 def _standalone_source(ctx: StageContext) -> str:
@@ -275,21 +267,25 @@ def _calibration(spec: QuantizeSpec, ctx: StageContext, tokenizer: Any) -> list[
                       return_token_type_ids=False)["input_ids"] for t in texts]
 
 
-def _speed(spec: QuantizeSpec, model: Any, tokenizer: Any, full: bool) -> dict[str, float]:
-    """Greedy decode speed at batch 1 (and beam search when `full`)."""
+def _greedy(spec: QuantizeSpec, model: Any, tokenizer: Any) -> dict[str, float]:
+    """Greedy decode speed at batch 1 (measured for the original and every trial)."""
     from llmctl.models import measure
 
-    if not spec.speed.enabled:
+    return measure.generation_speed(model, tokenizer, spec.speed.prompts, spec.speed.new_tokens) if spec.speed.enabled else {}
+
+
+def _beam(spec: QuantizeSpec, model: Any, tokenizer: Any) -> dict[str, float]:
+    """Beam-search decode speed (measured for the original and the kept configuration only)."""
+    from llmctl.models import measure
+
+    if not spec.speed.enabled or spec.speed.beams == 1:
         return {}
-    greedy = measure.generation_speed(model, tokenizer, spec.speed.prompts, spec.speed.new_tokens)
-    if not full or spec.speed.beams == 1:
-        return greedy
     beam = measure.generation_speed(model, tokenizer, spec.speed.prompts, spec.speed.new_tokens, beams=spec.speed.beams)
-    return greedy | {"beam_tokens_per_s": beam["tokens_per_s"]}
+    return {"beam_tokens_per_s": beam["tokens_per_s"]}
 
 
 def _metrics(before: dict[str, Any], after: dict[str, Any], trials: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:
-    metrics: dict[str, Any] = {key: value for key, value in after.items()}
+    metrics: dict[str, Any] = dict(after)
     metrics |= {f"{key}_before": value for key, value in before.items()}
     if before.get("tokens_per_s") and after.get("tokens_per_s"):
         metrics["speedup"] = round(after["tokens_per_s"] / before["tokens_per_s"], 3)
