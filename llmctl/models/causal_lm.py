@@ -36,6 +36,17 @@ def load(ref: str, quantization_config: Any = None) -> Any:
     return AutoModelForCausalLM.from_pretrained(ref, quantization_config=quantization_config)
 
 
+def standalone(ref: str, scratch: Path) -> str:
+    """`ref` itself, or — for an adapter folder — the adapter merged onto its base and saved into `scratch`
+    (for stages that need a self-contained model: quantize, deploy)."""
+    from llmctl.models import adapters
+
+    if not adapters.is_adapter_folder(ref):
+        return ref
+    save(load(ref), load_tokenizer(ref), scratch)
+    return str(scratch)
+
+
 def load_config(ref: str) -> Any:
     """The config of a folder or hub id. The course models' configs ship with llmctl (models/configs/) and
     are used first, so `plan` needs no network for them; other hub ids come from the hub or its cache."""

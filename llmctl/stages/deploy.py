@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
@@ -52,10 +53,12 @@ class DeploySpec(StageSpec):
 
 def run(spec: DeploySpec, ctx: StageContext) -> Artifact:
     """Publish (merging an adapter first), promote, prune, and describe the deployment."""
+    from llmctl.models import causal_lm
     from llmctl.serve.registry import Registry
 
     registry = Registry(spec.registry)
-    source = _publishable(ctx)
+    # an adapter is merged first: its base may live in a run folder that is later deleted
+    source = Path(causal_lm.standalone(ctx.input("model"), ctx.work_dir / "merged"))
     model_input, report = ctx.inputs["model"], ctx.inputs.get("report")
     info = {"recipe": ctx.recipe.name, "stage": ctx.name, "run_dir": str(ctx.work_dir.parent.absolute()),
             "source": ctx.input("model"), "model_fingerprint": getattr(model_input, "fingerprint", ""),
@@ -74,18 +77,3 @@ def run(spec: DeploySpec, ctx: StageContext) -> Artifact:
     serve_cmd = f"llmctl serve --registry {spec.registry} --name {spec.model_name}"
     metrics: dict[str, Any] = {"version": version, "promoted": spec.promote, "serve": serve_cmd}
     return Artifact(ArtifactKind.deployment, str(ctx.out_dir), meta={"metrics": metrics, "deployment": deployment})
-
-
-def _publishable(ctx: StageContext) -> Any:
-    """The model folder to copy: an adapter is merged into a standalone model first (its base may live in a
-    run folder that is later deleted)."""
-    from pathlib import Path
-
-    from llmctl.models import adapters, causal_lm
-
-    source = ctx.input("model")
-    if not adapters.is_adapter_folder(source):
-        return Path(source)
-    merged = ctx.work_dir / "merged"
-    causal_lm.save(causal_lm.load(source), causal_lm.load_tokenizer(source), merged)
-    return merged

@@ -229,15 +229,12 @@ def _quantize(backend: str, source: str, config: dict[str, Any], calibration: li
 
 def _standalone_source(ctx: StageContext) -> str:
     """The input as a standalone model folder or hub id; an adapter is merged into its base first."""
-    from llmctl.models import adapters, causal_lm
+    from llmctl.models import causal_lm
 
-    source = ctx.input("model")
-    if not adapters.is_adapter_folder(source):
-        return source
-    merged = ctx.work_dir / "merged"
-    causal_lm.save(causal_lm.load(source), causal_lm.load_tokenizer(source), merged)
-    ctx.log("merged the adapter into its base before quantizing")
-    return str(merged)
+    source = causal_lm.standalone(ctx.input("model"), ctx.work_dir / "merged")
+    if source != ctx.input("model"):
+        ctx.log("merged the adapter into its base before quantizing")
+    return source
 
 
 def _evaluator(spec: QuantizeSpec, ctx: StageContext, tokenizer: Any) -> Any:
