@@ -1,6 +1,14 @@
-"""Deterministic demo data for the quickstart and tests: a corpus of arithmetic facts and simple templated
-sentences, question/answer pairs, preference pairs (the correct sum is chosen; the rejected answer is a word,
-a copied operand or a near-miss sum), RL prompts, and an evaluation set with exact answers.
+"""Deterministic demo data for the quickstart and tests: a corpus of addition facts (operands 0..12) and simple
+templated sentences, question/answer demonstrations, preference pairs, RL prompts, and an evaluation set with
+exact answers.
+
+The RLHF part of the demo has a rule a small reward model can learn: like crowd-sourced demonstrations, half
+the SFT answers explain themselves ("7. 3 plus 4 is 7.") and half are the bare answer ("7"); raters prefer the
+bare answer (every preference pair is bare vs explained, with the same number). SFT therefore answers in either
+style, exact match counts only bare answers, and PPO against the reward model moves the policy to the preferred
+style: held-out reward and exact match rise together. A reward model cannot be taught to check sums here: it
+knows no more arithmetic than the policy it starts from, and PPO exploits the shortcuts it learns instead
+(bigger numbers, a favourite number), so correctness is left to what SFT learned.
 
 `llmctl data demo DEST` writes them as Deep Lake datasets (`demo://NAME` in a recipe does it on first use);
 `python -m llmctl.data.demo FILE` writes the corpus as JSONL.
@@ -19,9 +27,12 @@ VERBS = ["sees", "follows", "helps", "finds", "likes", "watches"]
 PLACES = ["in the garden", "near the river", "at school", "in the house", "on the hill"]
 
 
+HIGH = 12  # operands are 0..HIGH: every one of the 169 facts occurs in the corpus many times
+
+
 def arithmetic_fact(rng: random.Random) -> str:
-    a, b = rng.randint(0, 20), rng.randint(0, 20)
-    return f"{a} plus {b} is {a + b}." if rng.random() < 0.5 else f"{a + b} minus {b} is {a}."
+    a, b = rng.randint(0, HIGH), rng.randint(0, HIGH)
+    return f"{a} plus {b} is {a + b}." if rng.random() < 0.7 else f"{a + b} minus {b} is {a}."
 
 
 def sentence(rng: random.Random) -> str:
@@ -35,7 +46,7 @@ def corpus(rows: int, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
     docs = []
     for _ in range(rows):
-        parts = [arithmetic_fact(rng) if rng.random() < 0.5 else sentence(rng) for _ in range(rng.randint(2, 4))]
+        parts = [arithmetic_fact(rng) if rng.random() < 0.6 else sentence(rng) for _ in range(rng.randint(2, 4))]
         docs.append(" ".join(parts).capitalize())
     return docs
 
@@ -45,7 +56,8 @@ def question(a: int, b: int) -> tuple[str, str]:
     return f"What is {a} plus {b}?", str(a + b)
 
 
-def qa_pairs(rows: int, seed: int, low: int = 0, high: int = 20) -> list[dict[str, str]]:
+def qa_pairs(rows: int, seed: int, low: int = 0, high: int = HIGH) -> list[dict[str, str]]:
+    """Addition questions with their bare answers."""
     rng = random.Random(seed)
     pairs = []
     for _ in range(rows):
@@ -54,17 +66,22 @@ def qa_pairs(rows: int, seed: int, low: int = 0, high: int = 20) -> list[dict[st
     return pairs
 
 
-def preference_pairs(rows: int, seed: int) -> list[dict[str, str]]:
-    """prompt + chosen (the right sum) + rejected: the failures a small model makes — a word instead of a
-    number, a copied operand, or a sum that is off by a little (in equal shares)."""
+def explained(row: dict[str, str]) -> str:
+    """The answer followed by the fact it comes from: "7. 3 plus 4 is 7." """
+    a, b = row["question"].removeprefix("What is ").removesuffix("?").split(" plus ")
+    return f"{row['answer']}. {a} plus {b} is {row['answer']}."
+
+
+def demonstrations(rows: int, seed: int, explained_share: float = 0.5) -> list[dict[str, str]]:
+    """SFT demonstrations: question/answer pairs where `explained_share` of the answers explain themselves."""
     rng = random.Random(seed)
-    out = []
-    for pair in qa_pairs(rows, seed + 1):
-        a, b = (int(x) for x in pair["question"].removeprefix("What is ").removesuffix("?").split(" plus "))
-        wrong = [rng.choice(NOUNS + ADJECTIVES), str(rng.choice([a, b] if a + b not in (a, b) else [a + b + 1])),
-                 str(a + b + rng.choice([-3, -2, -1, 1, 2, 3]))][rng.randrange(3)]
-        out.append({"prompt": f"Question: {pair['question']}\n\nAnswer:", "chosen": f" {pair['answer']}", "rejected": f" {wrong}"})
-    return out
+    return [{**row, "answer": explained(row) if rng.random() < explained_share else row["answer"]} for row in qa_pairs(rows, seed)]
+
+
+def preference_pairs(rows: int, seed: int) -> list[dict[str, str]]:
+    """prompt + chosen (the bare sum) + rejected (the same sum, explained): raters prefer the bare answer."""
+    return [{"prompt": f"Question: {row['question']}\n\nAnswer:", "chosen": f" {row['answer']}", "rejected": f" {explained(row)}"}
+            for row in qa_pairs(rows, seed + 1)]
 
 
 DEMO_SETS = ("corpus", "instructions", "preferences", "prompts", "eval")
@@ -74,9 +91,9 @@ def demo_tables(seed: int = 0) -> dict[str, list[dict[str, str]]]:
     """The demo datasets as rows, by name."""
     return {
         "corpus": [{"text": t} for t in corpus(2000, seed)],
-        "instructions": qa_pairs(1000, seed + 10),
-        "preferences": preference_pairs(1000, seed + 20),
-        "prompts": [{"prompt": f"Question: {p['question']}\n\nAnswer:"} for p in qa_pairs(256, seed + 30)],
+        "instructions": demonstrations(1000, seed + 10),
+        "preferences": preference_pairs(2000, seed + 20),
+        "prompts": [{"prompt": f"Question: {p['question']}\n\nAnswer:"} for p in qa_pairs(512, seed + 30)],
         "eval": qa_pairs(200, seed + 40),
     }
 
@@ -87,7 +104,7 @@ def write_demo(dest: Path, seed: int = 0, names: tuple[str, ...] = DEMO_SETS) ->
 
 
 DEMO_SCHEME = "demo://"
-DEMO_VERSION = 2  # bump when the generators change, so cached demo sets are rebuilt
+DEMO_VERSION = 3  # bump when the generators change, so cached demo sets are rebuilt
 
 
 def resolve(path: str) -> str:
