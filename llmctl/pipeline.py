@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel
 
 from llmctl import fingerprint as fp
+from llmctl import tracking
 from llmctl.artifacts import Artifact
 from llmctl.data.fingerprint import content_key, fingerprint_data
 from llmctl.errors import GateFailed, Interrupted, LlmctlError, Problem, RecipeError, StageFailed, UsageError
@@ -358,12 +359,14 @@ def _run_step(plan: Plan, step: Step, artifacts: dict[str, Artifact], manifest: 
     try:
         _seed_everything(seed)
         launcher = effective_launcher(step.spec, plan.recipe)
-        if launcher.engine == "none":
-            artifact = runner(step.spec.type)(step.spec, ctx)
-        else:
-            from llmctl.launch import run_launched
+        with tracking.mlflow_stage_run(step.spec, ctx, launched=launcher.engine != "none"):
+            if launcher.engine == "none":
+                artifact = runner(step.spec.type)(step.spec, ctx)
+            else:
+                from llmctl.launch import run_launched
 
-            artifact = run_launched(step.spec, ctx, launcher)
+                artifact = run_launched(step.spec, ctx, launcher)
+            tracking.log_stage_metrics(artifact.meta.get("metrics", {}))
     except KeyboardInterrupt:
         manifest.update(step.name, status="interrupted", finished=_now())
         raise Interrupted(f"interrupted during stage '{step.name}'; `llmctl run` again resumes from the last checkpoint") from None

@@ -58,66 +58,11 @@ def training_kwargs(args: TrainArgs, ctx: StageContext, has_eval: bool) -> dict[
 
 
 def trackers(names: list[str], ctx: StageContext) -> list[str] | str:
-    """The trackers to report to, with offline-friendly defaults; each stage is one run named recipe/stage."""
-    import os
+    """The trackers to report to (offline-friendly defaults set); each stage is one run named recipe/stage."""
+    from llmctl.tracking import configure
 
-    if "mlflow" in names:
-        os.environ.setdefault("MLFLOW_TRACKING_URI", f"file:{os.path.abspath('mlruns')}")
-        os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", ctx.recipe.name)
-        os.environ["MLFLOW_RUN_NAME"] = ctx.name
-    if "wandb" in names and not os.environ.get("WANDB_API_KEY"):
-        os.environ.setdefault("WANDB_MODE", "offline")
-    if "wandb" in names:
-        os.environ.setdefault("WANDB_PROJECT", ctx.recipe.name)
+    configure(names, ctx.recipe.name)
     return list(names) or "none"
-
-
-def recipe_params(ctx: StageContext) -> dict[str, str]:
-    """The recipe's settings and this stage's validated spec, flattened to {"stage.train.lr": "0.001", …}."""
-    spec = next(stage for stage in ctx.recipe.stages if stage.name == ctx.name)
-    settings = ctx.recipe.model_dump(mode="json", exclude={"stages"})
-    tree = {"recipe": settings, "stage": spec.model_dump(mode="json")}
-    flat: dict[str, str] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict) and value:
-            for key, item in value.items():
-                walk(f"{prefix}.{key}", item)
-        else:
-            flat[prefix] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-
-    for key, value in tree.items():
-        walk(key, value)
-    return flat
-
-
-def recipe_params_callback(ctx: StageContext, trainer: Any) -> Any:
-    """A TrainerCallback that records the resolved recipe with each tracker's run, next to the TrainingArguments
-    the trackers log themselves: tensorboard gets it as text, mlflow as params (prefixed `llmctl.`) plus the
-    resolved YAML as an artifact, wandb in its run config. Runs after the tracker callbacks have started."""
-    from transformers import TrainerCallback
-    from transformers.integrations import MLflowCallback, TensorBoardCallback, WandbCallback
-
-    from llmctl.pipeline import dump_resolved
-
-    class RecipeParams(TrainerCallback):
-        def on_train_begin(self, args: Any, state: Any, control: Any, **_: Any) -> None:
-            if not state.is_world_process_zero:
-                return
-            params = recipe_params(ctx)
-            for callback in trainer.callback_handler.callbacks:
-                if isinstance(callback, TensorBoardCallback) and callback.tb_writer is not None:
-                    table = "\n".join(f"| {key} | {value} |" for key, value in params.items())
-                    callback.tb_writer.add_text("llmctl/recipe", "| field | value |\n|---|---|\n" + table)
-                elif isinstance(callback, MLflowCallback) and callback._initialized:
-                    items = [(f"llmctl.{key}", value[:6000]) for key, value in params.items()]
-                    for start in range(0, len(items), 100):  # mlflow takes at most 100 params per call
-                        callback._ml_flow.log_params(dict(items[start : start + 100]))
-                    callback._ml_flow.log_text(dump_resolved(ctx.recipe), "llmctl/recipe.resolved.yaml")
-                elif isinstance(callback, WandbCallback) and callback._wandb.run is not None:
-                    callback._wandb.config.update({"llmctl": params}, allow_val_change=True)
-
-    return RecipeParams()
 
 
 def progress_callback(ctx: StageContext) -> Any:
@@ -159,11 +104,11 @@ def fit(trainer: Any, ctx: StageContext) -> dict[str, Any]:
     The trainer's own log printer goes: llmctl renders progress from its callback's events."""
     from transformers import PrinterCallback
 
-    from llmctl import signals
+    from llmctl import signals, tracking
 
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(signals.stop_callback())
-    trainer.add_callback(recipe_params_callback(ctx, trainer))
+    trainer.add_callback(tracking.recipe_params_callback(ctx, trainer))
     if ctx.resume_from:
         ctx.log(f"resuming from {ctx.resume_from}")
     result = trainer.train(resume_from_checkpoint=ctx.resume_from)

@@ -133,6 +133,24 @@ def test_tensorboard_tracking_and_the_html_report(tiny_recipe, workdir: Path) ->
     assert (report / "pretrain-curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_mlflow_file_store_receives_metrics_and_the_resolved_recipe(tiny_recipe, workdir: Path,  # noqa: ANN001
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_NAME"):
+        monkeypatch.delenv(name, raising=False)  # llmctl's offline defaults apply, and are undone after the test
+    code, events = run_json(str(tiny_recipe(steps=10)), "report_to=[mlflow]")
+    assert code == 0, events[-1]
+    client = mlflow.MlflowClient(tracking_uri=f"file:{workdir / 'mlruns'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])  # evaluation included
+    assert run.info.run_name == "tiny/pretrain" and run.info.status == "FINISHED"
+    assert {"loss", "eval_loss", "stage/eval_loss", "stage/steps"} <= run.data.metrics.keys()
+    assert run.data.params["llmctl.stage.train.max_steps"] == "10" and run.data.params["llmctl.recipe.name"] == "tiny"
+    assert "learning_rate" in run.data.params  # the TrainingArguments, logged by transformers' own callback
+    recipe = Path(client.download_artifacts(run.info.run_id, "llmctl/recipe.resolved.yaml", str(workdir)))
+    assert "max_steps: 10" in recipe.read_text()
+
+
 def test_compare_shows_runs_side_by_side(tiny_recipe) -> None:  # noqa: ANN001
     path = str(tiny_recipe(steps=4))
     assert run_json(path)[0] == 0 and run_json(path, "run_dir=runs/other", "stages.pretrain.train.lr=1e-2")[0] == 0

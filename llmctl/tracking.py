@@ -1,0 +1,124 @@
+"""Experiment trackers (tensorboard, mlflow, wandb): offline-friendly defaults and one mlflow run per stage.
+
+The trainers' own callbacks (transformers' TensorBoardCallback, MLflowCallback, WandbCallback) log the curves
+and TrainingArguments. llmctl adds what they cannot know: the resolved recipe as parameters, and, for mlflow, a
+run that spans the whole stage, so evaluation after training and the metrics of stages without a trainer
+(quantize, benchmark) land in the same place (left alone, MLflowCallback ends its run when training ends and
+the final evaluation opens a second, unnamed one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from llmctl.pipeline import StageContext
+    from llmctl.specs import StageSpec
+
+
+def stage_trackers(spec: StageSpec, recipe_trackers: list[str]) -> list[str]:
+    """A training stage's own `train.report_to`, else the recipe's."""
+    own = getattr(getattr(spec, "train", None), "report_to", None)
+    return list(own or recipe_trackers)
+
+
+def configure(names: list[str], recipe_name: str) -> None:
+    """Environment defaults that keep trackers local and offline unless the user configured them."""
+    if "mlflow" in names:
+        os.environ.setdefault("MLFLOW_TRACKING_URI", f"file:{os.path.abspath('mlruns')}")
+        # MLflow 3.x refuses its file store unless this opt-out is set; it needs no database and `mlflow ui
+        # --backend-store-uri ./mlruns` reads it. Set MLFLOW_TRACKING_URI (e.g. sqlite:///mlflow.db) to use another.
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", recipe_name)
+    if "wandb" in names and not os.environ.get("WANDB_API_KEY"):
+        os.environ.setdefault("WANDB_MODE", "offline")
+    if "wandb" in names:
+        os.environ.setdefault("WANDB_PROJECT", recipe_name)
+
+
+def recipe_params(ctx: StageContext) -> dict[str, str]:
+    """The recipe's settings and this stage's validated spec, flattened to {"stage.train.lr": "0.001", …}."""
+    spec = next(stage for stage in ctx.recipe.stages if stage.name == ctx.name)
+    tree = {"recipe": ctx.recipe.model_dump(mode="json", exclude={"stages"}), "stage": spec.model_dump(mode="json")}
+    flat: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for key, item in value.items():
+                walk(f"{prefix}.{key}", item)
+        else:
+            flat[prefix] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+    walk("recipe", tree["recipe"])
+    walk("stage", tree["stage"])
+    return flat
+
+
+@contextlib.contextmanager
+def mlflow_stage_run(spec: StageSpec, ctx: StageContext, launched: bool) -> Iterator[None]:
+    """An mlflow run named RECIPE/STAGE around the whole stage when the stage reports to mlflow: the resolved
+    recipe as `llmctl.*` params plus its YAML as an artifact, the stage's final metrics at the end. A launched
+    stage's rank 0 joins the same run (MLFLOW_RUN_ID)."""
+    names = stage_trackers(spec, ctx.recipe.report_to)
+    if "mlflow" not in names:
+        yield
+        return
+    import mlflow
+
+    from llmctl.pipeline import dump_resolved
+
+    configure(names, ctx.recipe.name)
+    mlflow.set_experiment(os.environ["MLFLOW_EXPERIMENT_NAME"])
+    with mlflow.start_run(run_name=f"{ctx.recipe.name}/{ctx.name}") as run:
+        items = [(f"llmctl.{key}", value[:6000]) for key, value in recipe_params(ctx).items()]
+        for start in range(0, len(items), 100):  # mlflow takes at most 100 params per call
+            mlflow.log_params(dict(items[start : start + 100]))
+        mlflow.log_text(dump_resolved(ctx.recipe), "llmctl/recipe.resolved.yaml")
+        if not launched:
+            yield
+            return
+        os.environ["MLFLOW_RUN_ID"] = run.info.run_id  # inherited by the launcher's processes
+        try:
+            yield
+        finally:
+            del os.environ["MLFLOW_RUN_ID"]
+
+
+def log_stage_metrics(metrics: dict[str, Any]) -> None:
+    """The stage's final numeric metrics, into the active mlflow run (if any) as `stage/NAME`."""
+    if "mlflow" not in sys.modules:  # no stage run was opened
+        return
+    import mlflow
+
+    if mlflow.active_run() is None:
+        return
+    numbers = {f"stage/{key}": float(value) for key, value in metrics.items()
+               if isinstance(value, (int, float)) and not isinstance(value, bool)}
+    if numbers:
+        mlflow.log_metrics(numbers)
+
+
+def recipe_params_callback(ctx: StageContext, trainer: Any) -> Any:
+    """A TrainerCallback that adds the resolved recipe to tensorboard (a text table) and wandb (run config) once
+    their callbacks have started; mlflow gets it from `mlflow_stage_run`."""
+    from transformers import TrainerCallback
+    from transformers.integrations import TensorBoardCallback, WandbCallback
+
+    class RecipeParams(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+            if not state.is_world_process_zero:
+                return
+            params = recipe_params(ctx)
+            for callback in trainer.callback_handler.callbacks:
+                if isinstance(callback, TensorBoardCallback) and callback.tb_writer is not None:
+                    table = "\n".join(f"| {key} | {value} |" for key, value in params.items())
+                    callback.tb_writer.add_text("llmctl/recipe", "| field | value |\n|---|---|\n" + table)
+                elif isinstance(callback, WandbCallback) and callback._wandb.run is not None:
+                    callback._wandb.config.update({"llmctl": params}, allow_val_change=True)
+
+    return RecipeParams()
