@@ -40,20 +40,22 @@ def graceful_stop() -> Iterator[None]:
         STOP.clear()
 
 
-def stop_callback(hard: bool = False) -> Any:
+def stop_callback(save_then_raise: bool = False) -> Any:
     """A TrainerCallback that, once a stop is requested, saves a checkpoint at the end of the step and ends
-    training; the stage then raises KeyboardInterrupt (see `raise_if_requested`). `hard`: raise at the end of
-    the step instead, for trainers that ignore should_training_stop and cannot resume anyway (TRL's PPO)."""
+    training; the stage then raises KeyboardInterrupt (see `raise_if_requested`). `save_then_raise`: raise right
+    after that checkpoint is saved, for trainers whose loop ignores should_training_stop (TRL's PPO)."""
     from transformers import TrainerCallback
 
     class StopOnSignal(TrainerCallback):
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-            if STOP.is_set() and hard:
-                raise KeyboardInterrupt
             if STOP.is_set():
                 control.should_save = True
                 control.should_training_stop = True
             return control
+
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if STOP.is_set() and save_then_raise:
+                raise KeyboardInterrupt
 
     return StopOnSignal()
 

@@ -53,9 +53,9 @@ def run_json(*args: str) -> tuple[int, list[dict]]:
     return result.exit_code, [json.loads(line) for line in result.stdout.splitlines()]
 
 
-def kill_run_at_step(recipe: Path | str, cwd: Path, step: int, sig: int = 9) -> int:
-    """Start `llmctl --json run RECIPE` in a subprocess, send `sig` (SIGKILL) once training logs `step`;
-    returns the exit code."""
+def kill_run_at_step(recipe: Path | str, cwd: Path, step: int, sig: int = 9, stage: str | None = None) -> int:
+    """Start `llmctl --json run RECIPE` in a subprocess, send `sig` (SIGKILL) once training (of `stage`, or any)
+    logs `step`; returns the exit code."""
     import json
     import os
     import signal
@@ -66,7 +66,7 @@ def kill_run_at_step(recipe: Path | str, cwd: Path, step: int, sig: int = 9) -> 
                             env=os.environ | {"PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     for line in proc.stdout:  # type: ignore[union-attr]
         event = json.loads(line)
-        if event["event"] == "progress" and event.get("step", 0) >= step:
+        if event["event"] == "progress" and event.get("step", 0) >= step and stage in (None, event["stage"]):
             break
     proc.send_signal(signal.Signals(sig))
     proc.stdout.read()  # type: ignore[union-attr]

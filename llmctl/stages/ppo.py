@@ -9,6 +9,9 @@ context, and a KL to the reference above `kl.limit`.
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
@@ -191,27 +194,76 @@ def _common_args(spec: PPOSpec, ctx: StageContext) -> dict[str, Any]:
                 bf16=hw.dtype == "bf16", fp16=hw.dtype == "fp16", disable_tqdm=True, gradient_checkpointing=False)
 
 
+VALUE_DIR = "value_model"  # inside each PPO checkpoint: TRL saves only the policy there
+
+
 def _ppo_trainer(spec: PPOSpec, ctx: StageContext, common: dict[str, Any], policy: Any, tokenizer: Any, scorer: RewardScorer, prompts: Any,
                  callbacks: list[Any], peft_config: Any) -> Any:
+    import torch
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
     from llmctl.models import causal_lm
 
+    resume, done = _ppo_resume_point(spec, ctx, peft_config)
+    total_updates = math.ceil(spec.total_episodes / spec.batch_size)
+    # The remaining updates continue PPO's linear decay: a fresh linear schedule from the rate reached so far.
+    common = common | {"learning_rate": spec.lr * (1 - done / total_updates)}
     config = PPOConfig(**common, per_device_train_batch_size=spec.batch_size, num_mini_batches=spec.mini_batches,
-                       num_ppo_epochs=spec.ppo_epochs, total_episodes=spec.total_episodes, response_length=spec.response_length,
-                       kl_coef=spec.kl.init, cliprange=spec.cliprange, cliprange_value=spec.cliprange_value, vf_coef=spec.vf_coef,
-                       temperature=spec.sampling.temperature, stop_token=spec.stop_token, num_sample_generations=0)
+                       num_ppo_epochs=spec.ppo_epochs, total_episodes=spec.total_episodes - done * spec.batch_size,
+                       response_length=spec.response_length, kl_coef=spec.kl.init, cliprange=spec.cliprange,
+                       cliprange_value=spec.cliprange_value, vf_coef=spec.vf_coef, temperature=spec.sampling.temperature,
+                       stop_token=spec.stop_token, num_sample_generations=0)
     reward = scorer.model if scorer.same_tokenizer else retokenizing_reward(scorer, tokenizer)
     # The value model reads policy token ids: from the reward model when they share a tokenizer, else the policy.
     value_source = spec.value_model or (scorer.path if scorer.same_tokenizer else ctx.input("model"))
+    if resume:
+        policy, value_source = causal_lm.load(resume), f"{resume}/{VALUE_DIR}"
     value = AutoModelForSequenceClassification.from_pretrained(value_source, num_labels=1)
     value.config.pad_token_id = tokenizer.pad_token_id
-    ref = None if peft_config is not None else causal_lm.load(ctx.input("model"))
+    ref = None if peft_config is not None else causal_lm.load(ctx.input("model"))  # the reference stays the input
     dataset = Dataset.from_dict({"input_ids": tokenizer(list(prompts["prompt"]))["input_ids"]})
-    return PPOTrainer(args=config, processing_class=tokenizer, model=policy, ref_model=ref, reward_model=reward,
-                      train_dataset=dataset, value_model=value, callbacks=callbacks, peft_config=peft_config)
+    trainer = PPOTrainer(args=config, processing_class=tokenizer, model=policy, ref_model=ref, reward_model=reward,
+                         train_dataset=dataset, value_model=value, callbacks=callbacks, peft_config=peft_config)
+    if resume:
+        trainer.optimizer.load_state_dict(torch.load(f"{resume}/optimizer.pt", weights_only=True))
+        ctx.log(f"resuming PPO from {Path(resume).name}: {done} of {total_updates} updates done; policy, value model and "
+                "optimizer state reloaded (prompts are drawn from the start again)")
+    trainer.add_callback(value_model_saver(trainer, done))
+    return trainer
+
+
+def _ppo_resume_point(spec: PPOSpec, ctx: StageContext, peft_config: Any) -> tuple[str | None, int]:
+    """The checkpoint to continue from and the updates it completed. TRL's PPOTrainer cannot resume, so llmctl
+    reloads what its checkpoints hold (policy, optimizer) plus the value model it saves beside them, and runs
+    the remaining updates. Not for a LoRA policy (its checkpoint holds only the adapter): that starts over."""
+    if not ctx.resume_from:
+        return None, 0
+    resume = Path(ctx.resume_from)
+    if peft_config is not None or not (resume / VALUE_DIR).is_dir() or not (resume / "optimizer.pt").exists():
+        ctx.log(f"{resume.name} cannot be resumed by PPO (LoRA policy, or no value model saved); starting the stage over")
+        return None, 0
+    state = json.loads((resume / "trainer_state.json").read_text())
+    return str(resume), int(state["global_step"])
+
+
+def value_model_saver(trainer: Any, done: int) -> Any:
+    """A TrainerCallback that saves PPO's value model into each checkpoint (TRL saves only the policy) and
+    numbers checkpoints of a resumed run by the updates done in all."""
+    from transformers import TrainerCallback
+
+    class SaveValueModel(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+            state.global_step = done  # TRL's loop starts its count at 0 and adds one per update
+            state.max_steps += done
+
+        def on_save(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}" / VALUE_DIR
+            if state.is_world_process_zero:
+                trainer.accelerator.unwrap_model(trainer.model).value_model.save_pretrained(folder)
+
+    return SaveValueModel()
 
 
 def _train(spec: PPOSpec, trainer: Any, ctx: StageContext) -> dict[str, Any]:
@@ -220,12 +272,10 @@ def _train(spec: PPOSpec, trainer: Any, ctx: StageContext) -> dict[str, Any]:
     from llmctl import signals
 
     trainer.remove_callback(PrinterCallback)
-    trainer.add_callback(signals.stop_callback(hard=spec.algorithm == "ppo"))
+    trainer.add_callback(signals.stop_callback(save_then_raise=spec.algorithm == "ppo"))
     with ctx.library_output():  # TRL's PPO prints to stdout ("===training policy===")
         if spec.algorithm == "ppo":
-            if ctx.resume_from:
-                ctx.log("TRL's PPO trainer cannot resume from a checkpoint; starting the stage over")
-            trainer.train()
+            trainer.train()  # resumes through _ppo_trainer (TRL's PPO takes no checkpoint)
         else:
             trainer.train(resume_from_checkpoint=ctx.resume_from)
     signals.raise_if_requested()

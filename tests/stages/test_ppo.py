@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from llmctl.data.demo import qa_pairs
-from tests.conftest import make_tiny_lm
+from tests.conftest import kill_run_at_step, make_tiny_lm
 from tests.stages.test_sft_reward import REWARD, data, metrics, recipe, run, sft  # noqa: F401 - data is a fixture
 
 pytestmark = pytest.mark.slow
@@ -19,7 +19,7 @@ PPO = """\
     model: previous
     reward_model: {reward}
     data: {{path: prompts.jsonl, format: prompt, validation: 8}}
-    total_episodes: 48
+    total_episodes: {episodes}
     batch_size: 8
     mini_batches: 2
     ppo_epochs: 1
@@ -32,8 +32,8 @@ PPO = """\
 """
 
 
-def ppo(algorithm: str = "ppo", reward: str = "previous", kl: str = "{init: 0.05}", length: int = 4) -> str:
-    return PPO.format(algorithm=algorithm, reward=reward, kl=kl, length=length)
+def ppo(algorithm: str = "ppo", reward: str = "previous", kl: str = "{init: 0.05}", length: int = 4, episodes: int = 48) -> str:
+    return PPO.format(algorithm=algorithm, reward=reward, kl=kl, length=length, episodes=episodes)
 
 
 @pytest.fixture
@@ -85,3 +85,30 @@ def test_guard_rails(tiny_lm: Path, prompts: Path, tmp_path: Path) -> None:
 
     code, events = run(recipe(prompts, base, REWARD.format(name="rm", model="previous"), ppo(kl="{init: 0.0, limit: 1.0e-9}")))
     assert code == 4 and "KL to the reference reached" in events[-1]["message"] and "kl.limit" in events[-1]["message"]
+
+
+def test_sigterm_mid_ppo_then_resume_continues_from_the_checkpoint(tiny_lm: Path, prompts: Path) -> None:
+    """TRL's PPO has no resume: llmctl saves the value model into each checkpoint and reloads policy, value model
+    and optimizer state, then runs only the remaining updates."""
+    import signal
+
+    import torch
+    from safetensors.torch import load_file
+
+    path = recipe(prompts, sft("sft", str(tiny_lm), "{method: none}", steps=2), REWARD.format(name="rm", model="previous"),
+                  ppo(episodes=160))  # 20 updates of 8 prompts, no periodic checkpoint
+    assert kill_run_at_step(path, prompts, 5, signal.SIGTERM, stage="ppo") == 130
+    (checkpoint,) = (prompts / "runs/t/03-ppo.tmp/checkpoints").glob("checkpoint-*")
+    done = int(checkpoint.name.split("-")[1])
+    assert 5 <= done < 20 and (checkpoint / "value_model/config.json").exists() and (checkpoint / "optimizer.pt").exists()
+    saved = load_file(checkpoint / "model.safetensors")
+
+    code, events = run(path)
+    assert code == 0, events[-1]
+    assert [e["action"] for e in events[0]["steps"]] == ["cached", "cached", "resume"]
+    log = (prompts / "runs/t/03-ppo/logs/stage.log").read_text()
+    assert f"resuming PPO from {checkpoint.name}: {done} of 20 updates done" in log
+    steps = [json.loads(line)["step"] for line in (prompts / "runs/t/03-ppo/logs/train.jsonl").read_text().splitlines()]
+    assert steps[-1] == 20 and steps.count(done + 1) == 1  # the resumed run counted on from the checkpoint
+    final = load_file(prompts / "runs/t/03-ppo/output/model.safetensors")
+    assert any(not torch.equal(saved[name], final[name]) for name in saved)  # training went on from there
