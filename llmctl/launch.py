@@ -58,12 +58,6 @@ def command(launcher: LauncherSpec, workfile: Path) -> list[str]:
 def run_launched(spec: StageSpec, ctx: StageContext, launcher: LauncherSpec) -> Artifact:
     """Run the stage under `launcher`; returns rank 0's artifact, with the world size and rank agreement added."""
     resume_from = ctx.resume_from
-    if resume_from and ctx.hardware.device == "cpu" and launcher.num_processes > 1:
-        # transformers 4.57 loads the optimizer state with map_location "cpu:0" in multi-process CPU runs, which
-        # torch 2.13 rejects; multi-process CPU stages therefore start over (GPU runs resume normally).
-        ctx.log(f"multi-process CPU runs cannot resume from {Path(resume_from).name} (transformers 4.57); starting over")
-        shutil.rmtree(ctx.checkpoints_dir, ignore_errors=True)
-        resume_from = None
     workfile = ctx.work_dir / WORKFILE
     inputs = {slot: (asdict(v) | {"kind": v.kind.value}) if isinstance(v, Artifact) else v for slot, v in ctx.inputs.items()}
     workfile.write_text(json.dumps({"recipe": ctx.recipe.model_dump(mode="json"), "stage": ctx.name, "work_dir": str(ctx.work_dir),

@@ -23,6 +23,7 @@ from llmctl.stages import runner
 
 def main(workfile: str) -> None:
     quiet_libraries()
+    accept_cpu_index_locations()
     state = json.loads(Path(workfile).read_text())
     rank = int(os.environ.get("RANK", "0"))
     recipe = Recipe.model_validate(state["recipe"])
@@ -43,6 +44,20 @@ def main(workfile: str) -> None:
     (stage_dir / RANKS / f"rank-{rank}.sha256").write_text(weights_digest(ctx.out_dir))
     if rank == 0:
         (stage_dir / RESULT).write_text(json.dumps(asdict(artifact) | {"kind": artifact.kind.value}, default=str))
+
+
+def accept_cpu_index_locations() -> None:
+    """Let torch.load map to "cpu:0". In multi-process runs transformers 4.57 loads the optimizer state of a
+    checkpoint with map_location=args.device, which is cpu:0 on CPU, and torch 2.13 has no deserializer for an
+    indexed CPU location ("don't know how to restore data location … cpu:0"), so resuming failed. This adds one:
+    storage for cpu:N stays on the CPU."""
+    import torch
+
+    def restore(storage: object, location: str) -> object | None:
+        return storage if location.startswith("cpu:") else None
+
+    priorities = {entry[0] for entry in torch.serialization._package_registry}
+    torch.serialization.register_package(min(priorities) - 1, lambda _: None, restore)
 
 
 if __name__ == "__main__":

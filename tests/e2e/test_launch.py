@@ -88,8 +88,11 @@ def test_sigterm_reaches_every_rank_and_the_rerun_completes(tiny_recipe, workdir
     assert kill_run_at_step(path, workdir, 15, signal.SIGTERM) == 130
     checkpoints = list((workdir / "runs/tiny/01-pretrain.tmp/checkpoints").glob("checkpoint-*"))
     assert len(checkpoints) == 1 and 15 <= int(checkpoints[0].name.split("-")[1]) < 60
-    code, events = run_json(str(path))  # on CPU a multi-process stage starts over (see llmctl.launch)
+    code, events = run_json(str(path))
     assert code == 0 and events[1]["action"] == "resume"
-    assert any("cannot resume" in e.get("message", "") for e in events if e["event"] == "log")
+    logs = [e["message"] for e in events if e["event"] == "log"]
+    assert any(line.startswith("resuming from") and line.endswith(checkpoints[0].name) for line in logs)
+    curve = [json.loads(line)["step"] for line in (workdir / "runs/tiny/01-pretrain/logs/train.jsonl").read_text().splitlines()]
+    assert curve == sorted(curve)  # the resumed ranks went on from the checkpoint, not from step 0
     result = json.loads((workdir / "runs/tiny/01-pretrain/metrics.json").read_text())
     assert result["steps"] == 60 and result["ranks_in_sync"] is True
