@@ -25,7 +25,8 @@ def write_report(ref: str, root: Path = Path("runs")) -> Path:
     run_dir = Path(manifest.get("run_dir") or (root / ref))
     out = run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    stages = manifest.get("stages", {})
+    # Recipe order: the manifest keeps first-seen order, so stages added to a recipe later would come last.
+    stages = dict(sorted(manifest.get("stages", {}).items(), key=lambda item: item[1].get("dir", "")))
     sections = [_summary(stages)]
     for name, entry in stages.items():
         history = _history(run_dir / entry.get("dir", ""))
