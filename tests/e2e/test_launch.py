@@ -20,9 +20,10 @@ TWO = "launcher: {engine: torchrun, num_processes: 2}"
 
 
 @pytest.mark.slow
-def test_two_process_pretrain_matches_one_process_with_the_doubled_batch(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("engine", ["torchrun", "accelerate"])
+def test_two_process_pretrain_matches_one_process_with_the_doubled_batch(tiny_recipe, workdir: Path, engine: str) -> None:  # noqa: ANN001
     path = str(tiny_recipe(steps=10))
-    code, events = run_json(path, "launcher.engine=torchrun", "launcher.num_processes=2", "stages.pretrain.train.batch_size=4")
+    code, events = run_json(path, f"launcher.engine={engine}", "launcher.num_processes=2", "stages.pretrain.train.batch_size=4")
     assert code == 0, events[-1]
     assert any(e["event"] == "progress" for e in events)  # rank 0's events reach the parent
     two = json.loads((workdir / "runs/tiny/01-pretrain/metrics.json").read_text())
