@@ -119,7 +119,8 @@ class RichRenderer:
         if isinstance(metrics.get("serve"), str):
             self.console.print(f"    [dim]serve it:[/] {metrics['serve']}")
         for sample in metrics.get("samples", []):
-            self.console.print(f"    [dim]{sample['prompt']!r} →[/] {sample['output']!r}")
+            before = f"{sample['before']!r} ⇒ " if "before" in sample else ""
+            self.console.print(f"    [dim]{sample['prompt']!r} →[/] {before}{sample['output']!r}")
         self.results.append((event["stage"], event["status"], metrics, event.get("duration_s")))
 
     def _on_run_end(self, event: dict[str, Any]) -> None:

@@ -171,8 +171,11 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int
     return outputs
 
 
-def write_samples(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, folder: Path) -> list[dict[str, str]]:
-    """Generate for each prompt, write samples.json into `folder`, return the pairs."""
-    pairs = [{"prompt": p, "output": o} for p, o in zip(prompts, generate(model, tokenizer, prompts, max_new_tokens))]
+def write_samples(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, folder: Path,
+                  before: list[str] | None = None) -> list[dict[str, str]]:
+    """Generate for each prompt, write samples.json into `folder`, return the pairs (with the output of the
+    model before training, when given)."""
+    outputs = generate(model, tokenizer, prompts, max_new_tokens)
+    pairs = [{"prompt": p, "output": o} | ({"before": before[i]} if before else {}) for i, (p, o) in enumerate(zip(prompts, outputs))]
     (folder / "samples.json").write_text(json.dumps(pairs, indent=2, ensure_ascii=False) + "\n")
     return pairs

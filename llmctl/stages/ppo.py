@@ -75,6 +75,8 @@ class PPOSpec(StageSpec):
     peft: PeftSpec = PeftSpec(method="none")
     eval_set: EvalSetSpec | None = None
     """Task accuracy (exact match) before and after."""
+    samples: list[str] = []
+    """Prompts to answer greedily before and after training (samples.json and the run summary)."""
     logging_steps: int = Field(1, ge=1)
     save_steps: int = Field(500, ge=1)
 
@@ -112,12 +114,15 @@ def run(spec: PPOSpec, ctx: StageContext) -> Artifact:
     metrics: dict[str, Any] = {"mean_reward_before": mean_reward(policy, tokenizer, scorer, held, spec.response_length)}
     if eval_rows is not None:
         metrics["exact_match_before"] = exact_match(policy, tokenizer, eval_rows, spec.eval_set.max_new_tokens)  # type: ignore[union-attr]
+    before = causal_lm.generate(policy, tokenizer, spec.samples, spec.response_length) if spec.samples else []
     trainer = _trainer(spec, ctx, policy, tokenizer, scorer, prompts)
     metrics |= _train(spec, trainer, ctx)
     policy = _save(spec, trainer, tokenizer, ctx)
     metrics["mean_reward"] = mean_reward(policy, tokenizer, scorer, held, spec.response_length)
     if eval_rows is not None:
         metrics["exact_match"] = exact_match(policy, tokenizer, eval_rows, spec.eval_set.max_new_tokens)  # type: ignore[union-attr]
+    if spec.samples:
+        metrics["samples"] = causal_lm.write_samples(policy, tokenizer, spec.samples, spec.response_length, ctx.work_dir, before)
     return Artifact(ArtifactKind.causal_lm, str(ctx.out_dir), meta={"metrics": metrics, **causal_lm.summary(policy)})
 
 

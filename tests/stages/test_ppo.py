@@ -27,6 +27,7 @@ PPO = """\
     lr: 1.0e-4
     kl: {kl}
     response_length: {length}
+    samples: ["Question: What is 3 plus 4?\\n\\nAnswer:"]
     eval_set: {{path: qa.jsonl, limit: 8, columns: {{prompt: question, completion: answer}},
                 template: "Question: {{prompt}}\\n\\nAnswer: {{completion}}", max_new_tokens: 3}}
 """
@@ -53,6 +54,8 @@ def test_rl_after_sft_and_reward(tiny_lm: Path, prompts: Path, algorithm: str) -
     assert code == 0, events[-1]  # run() parses every stdout line as JSON: nothing else may print there
     result = metrics(prompts, "03-ppo")
     assert {"mean_reward_before", "mean_reward", "exact_match_before", "exact_match", "score_first", "kl_last"} <= result.keys()
+    (sample,) = result["samples"]
+    assert sample["prompt"] == "Question: What is 3 plus 4?\n\nAnswer:" and {"before", "output"} <= sample.keys()
     plan = {s["stage"]: s["inputs"] for s in events[0]["steps"]}
     assert plan["ppo"] == {"model": "stage:sft", "reward_model": "stage:rm"}  # the reward stage is not the policy
     AutoModelForCausalLM.from_pretrained(prompts / "runs/t/03-ppo/output")
