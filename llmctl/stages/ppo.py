@@ -4,7 +4,8 @@
 model initialised from the reward model; `rloo` and `grpo` use TRL's RLOO/GRPO trainers with the reward model
 as the reward function (no value model). Guard rails stop the stage with a clear message instead of
 producing a silently broken model: a reward model without exactly one output, responses that do not fit the
-context, and a KL to the reference above `kl.limit`.
+context, and a KL to the reference above `kl.limit`. An interrupted PPO run resumes from its last checkpoint
+(llmctl reloads policy, value model and optimizer state: TRL's PPOTrainer has no resume of its own).
 """
 
 from __future__ import annotations
