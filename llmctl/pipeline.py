@@ -359,7 +359,7 @@ def _run_step(plan: Plan, step: Step, artifacts: dict[str, Artifact], manifest: 
     try:
         _seed_everything(seed)
         launcher = effective_launcher(step.spec, plan.recipe)
-        with tracking.mlflow_stage_run(step.spec, ctx, launched=launcher.engine != "none"):
+        with tracking.stage_runs(step.spec, ctx, launched=launcher.engine != "none"):
             if launcher.engine == "none":
                 artifact = runner(step.spec.type)(step.spec, ctx)
             else:

@@ -1,10 +1,11 @@
-"""Experiment trackers (tensorboard, mlflow, wandb): offline-friendly defaults and one mlflow run per stage.
+"""Experiment trackers (tensorboard, mlflow, wandb): offline-friendly defaults and one tracker run per stage.
 
 The trainers' own callbacks (transformers' TensorBoardCallback, MLflowCallback, WandbCallback) log the curves
-and TrainingArguments. llmctl adds what they cannot know: the resolved recipe as parameters, and, for mlflow, a
-run that spans the whole stage, so evaluation after training and the metrics of stages without a trainer
-(quantize, benchmark) land in the same place (left alone, MLflowCallback ends its run when training ends and
-the final evaluation opens a second, unnamed one).
+and TrainingArguments. llmctl adds what they cannot know: the resolved recipe as parameters, and, for mlflow and
+wandb, a run that spans the whole stage, so evaluation after training and the metrics of stages without a
+trainer (quantize, benchmark) land in the stage's run. Left alone, MLflowCallback ends its run when training
+ends (the final evaluation then opens a second, unnamed one) and WandbCallback never ends its run (every later
+stage would log into the first stage's).
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ def configure(names: list[str], recipe_name: str) -> None:
         os.environ.setdefault("WANDB_MODE", "offline")
     if "wandb" in names:
         os.environ.setdefault("WANDB_PROJECT", recipe_name)
+        # transformers prints "Running in WANDB offline mode" to stdout when this module is first imported with
+        # WANDB_MODE=offline; stdout carries `--json` events, so that line goes to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            import transformers.integrations.integration_utils  # noqa: F401
 
 
 def recipe_params(ctx: StageContext) -> dict[str, str]:
@@ -60,19 +65,27 @@ def recipe_params(ctx: StageContext) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def mlflow_stage_run(spec: StageSpec, ctx: StageContext, launched: bool) -> Iterator[None]:
-    """An mlflow run named RECIPE/STAGE around the whole stage when the stage reports to mlflow: the resolved
-    recipe as `llmctl.*` params plus its YAML as an artifact, the stage's final metrics at the end. A launched
-    stage's rank 0 joins the same run (MLFLOW_RUN_ID)."""
+def stage_runs(spec: StageSpec, ctx: StageContext, launched: bool) -> Iterator[None]:
+    """One run named RECIPE/STAGE per tracker that needs one, around the whole stage (see the module docstring):
+    mlflow always, wandb for in-process stages (a launched stage's rank 0 opens its own)."""
     names = stage_trackers(spec, ctx.recipe.report_to)
-    if "mlflow" not in names:
+    configure(names, ctx.recipe.name)
+    with contextlib.ExitStack() as runs:
+        if "mlflow" in names:
+            runs.enter_context(_mlflow_run(ctx, launched))
+        if "wandb" in names and not launched:
+            runs.enter_context(_wandb_run(ctx))
         yield
-        return
+
+
+@contextlib.contextmanager
+def _mlflow_run(ctx: StageContext, launched: bool) -> Iterator[None]:
+    """The resolved recipe as `llmctl.*` params plus its YAML as an artifact; a launched stage's rank 0 joins
+    the same run (MLFLOW_RUN_ID)."""
     import mlflow
 
     from llmctl.pipeline import dump_resolved
 
-    configure(names, ctx.recipe.name)
     mlflow.set_experiment(os.environ["MLFLOW_EXPERIMENT_NAME"])
     with mlflow.start_run(run_name=f"{ctx.recipe.name}/{ctx.name}") as run:
         items = [(f"llmctl.{key}", value[:6000]) for key, value in recipe_params(ctx).items()]
@@ -89,18 +102,27 @@ def mlflow_stage_run(spec: StageSpec, ctx: StageContext, launched: bool) -> Iter
             del os.environ["MLFLOW_RUN_ID"]
 
 
-def log_stage_metrics(metrics: dict[str, Any]) -> None:
-    """The stage's final numeric metrics, into the active mlflow run (if any) as `stage/NAME`."""
-    if "mlflow" not in sys.modules:  # no stage run was opened
-        return
-    import mlflow
+@contextlib.contextmanager
+def _wandb_run(ctx: StageContext) -> Iterator[None]:
+    """Left alone, transformers' WandbCallback never finishes its run, so every later stage of the process
+    would log into the first stage's run; this one is the stage's own and is finished when the stage ends."""
+    import wandb
 
-    if mlflow.active_run() is None:
-        return
+    with wandb.init(project=os.environ["WANDB_PROJECT"], name=f"{ctx.recipe.name}/{ctx.name}",
+                    config={"llmctl": recipe_params(ctx)}, reinit="finish_previous"):
+        yield
+
+
+def log_stage_metrics(metrics: dict[str, Any]) -> None:
+    """The stage's final numeric metrics as `stage/NAME`, into the open mlflow run and wandb run's summary."""
     numbers = {f"stage/{key}": float(value) for key, value in metrics.items()
                if isinstance(value, (int, float)) and not isinstance(value, bool)}
-    if numbers:
-        mlflow.log_metrics(numbers)
+    if not numbers:
+        return
+    if "mlflow" in sys.modules and sys.modules["mlflow"].active_run() is not None:  # imported only by a stage run
+        sys.modules["mlflow"].log_metrics(numbers)
+    if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
+        sys.modules["wandb"].run.summary.update(numbers)
 
 
 def recipe_params_callback(ctx: StageContext, trainer: Any) -> Any:

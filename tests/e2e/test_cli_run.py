@@ -151,6 +151,23 @@ def test_mlflow_file_store_receives_metrics_and_the_resolved_recipe(tiny_recipe,
     assert "max_steps: 10" in recipe.read_text()
 
 
+def test_wandb_runs_offline_without_a_key_and_records_the_recipe(tiny_recipe, workdir: Path,  # noqa: ANN001
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_PROJECT", "WANDB_DIR"):
+        monkeypatch.delenv(name, raising=False)  # llmctl's offline default applies, and is undone after the test
+    second = ("  - type: pretrain\n    name: again\n    model: {config: {model_type: gpt2, n_layer: 1, n_head: 2, n_embd: 32}}\n"
+              "    tokenizer: {vocab_size: 300}\n    data: {path: corpus.jsonl}\n    block_size: 32\n    train: {max_steps: 2}\n")
+    code, events = run_json(str(tiny_recipe(steps=10, extra=second)), "report_to=[wandb]")
+    assert code == 0, events[-1]
+    # wandb 0.31 has no Python reader for its offline log; its records are protobuf, so the strings show as bytes
+    runs = [path.read_bytes() for path in (workdir / "wandb").glob("offline-run-*/run-*.wandb")]
+    assert len(runs) == 2 and sum(b"tiny/again" in raw for raw in runs) == 1  # one run per stage
+    (raw,) = [raw for raw in runs if b"tiny/again" not in raw]
+    assert b"tiny/pretrain" in raw and b"train/loss" in raw  # the run's name and the curve
+    assert b"stage.train.max_steps" in raw and b"learning_rate" in raw  # the resolved recipe and the TrainingArguments
+    assert b"stage/eval_loss" in raw  # the stage's metrics, in the run's summary: the run was finished with the stage
+
+
 def test_compare_shows_runs_side_by_side(tiny_recipe) -> None:  # noqa: ANN001
     path = str(tiny_recipe(steps=4))
     assert run_json(path)[0] == 0 and run_json(path, "run_dir=runs/other", "stages.pretrain.train.lr=1e-2")[0] == 0
