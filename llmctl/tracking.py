@@ -40,8 +40,14 @@ def configure(names: list[str], recipe_name: str) -> None:
         os.environ.setdefault("WANDB_MODE", "offline")
     if "wandb" in names:
         os.environ.setdefault("WANDB_PROJECT", recipe_name)
-        # transformers prints "Running in WANDB offline mode" to stdout when this module is first imported with
-        # WANDB_MODE=offline; stdout carries `--json` events, so that line goes to stderr.
+    quiet_wandb_notice()
+
+
+def quiet_wandb_notice() -> None:
+    """transformers prints "Running in WANDB offline mode" to stdout when its integrations are first imported
+    with WANDB_MODE=offline (set by llmctl, or by the user for any run); stdout carries `--json` events, so
+    import them now with that line going to stderr."""
+    if os.environ.get("WANDB_MODE") == "offline" and "transformers.integrations.integration_utils" not in sys.modules:
         with contextlib.redirect_stdout(sys.stderr):
             import transformers.integrations.integration_utils  # noqa: F401
 

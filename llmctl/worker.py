@@ -19,10 +19,12 @@ from llmctl.pipeline import StageContext
 from llmctl.render import quiet_libraries
 from llmctl.schema import Recipe
 from llmctl.stages import runner
+from llmctl.tracking import quiet_wandb_notice
 
 
 def main(workfile: str) -> None:
     quiet_libraries()
+    quiet_wandb_notice()  # rank 0's stdout carries its events to the parent
     accept_cpu_index_locations()
     state = json.loads(Path(workfile).read_text())
     rank = int(os.environ.get("RANK", "0"))

@@ -133,12 +133,19 @@ def test_tensorboard_tracking_and_the_html_report(tiny_recipe, workdir: Path) ->
     assert (report / "pretrain-curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def unset(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
+    """Unset `names` so llmctl's defaults apply, and unset them again after the test: llmctl sets them in
+    os.environ, and a leaked WANDB_MODE would reach later tests' subprocesses."""
+    for name in names:
+        monkeypatch.setenv(name, "")  # records the current state, which monkeypatch restores at the end
+        monkeypatch.delenv(name)
+
+
 def test_mlflow_file_store_receives_metrics_and_the_resolved_recipe(tiny_recipe, workdir: Path,  # noqa: ANN001
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import mlflow
 
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_NAME"):
-        monkeypatch.delenv(name, raising=False)  # llmctl's offline defaults apply, and are undone after the test
+    unset(monkeypatch, "MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_NAME")
     code, events = run_json(str(tiny_recipe(steps=10)), "report_to=[mlflow]")
     assert code == 0, events[-1]
     client = mlflow.MlflowClient(tracking_uri=f"file:{workdir / 'mlruns'}")
@@ -153,8 +160,7 @@ def test_mlflow_file_store_receives_metrics_and_the_resolved_recipe(tiny_recipe,
 
 def test_wandb_runs_offline_without_a_key_and_records_the_recipe(tiny_recipe, workdir: Path,  # noqa: ANN001
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_PROJECT", "WANDB_DIR"):
-        monkeypatch.delenv(name, raising=False)  # llmctl's offline default applies, and is undone after the test
+    unset(monkeypatch, "WANDB_API_KEY", "WANDB_MODE", "WANDB_PROJECT", "WANDB_DIR")
     second = ("  - type: pretrain\n    name: again\n    model: {config: {model_type: gpt2, n_layer: 1, n_head: 2, n_embd: 32}}\n"
               "    tokenizer: {vocab_size: 300}\n    data: {path: corpus.jsonl}\n    block_size: 32\n    train: {max_steps: 2}\n")
     code, events = run_json(str(tiny_recipe(steps=10, extra=second)), "report_to=[wandb]")
@@ -166,6 +172,19 @@ def test_wandb_runs_offline_without_a_key_and_records_the_recipe(tiny_recipe, wo
     assert b"tiny/pretrain" in raw and b"train/loss" in raw  # the run's name and the curve
     assert b"stage.train.max_steps" in raw and b"learning_rate" in raw  # the resolved recipe and the TrainingArguments
     assert b"stage/eval_loss" in raw  # the stage's metrics, in the run's summary: the run was finished with the stage
+
+
+def test_json_stdout_stays_clean_when_the_user_runs_wandb_offline(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
+    """transformers prints a notice to stdout on import when WANDB_MODE=offline; --json output must not carry it."""
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "llmctl", "--json", "run", str(tiny_recipe(steps=2))], cwd=workdir,
+                            env=os.environ | {"WANDB_MODE": "offline"}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert events[-1]["event"] == "run_end" and "Running in WANDB offline mode" in result.stderr
 
 
 def test_compare_shows_runs_side_by_side(tiny_recipe) -> None:  # noqa: ANN001
