@@ -57,11 +57,10 @@ def command(launcher: LauncherSpec, workfile: Path) -> list[str]:
 
 def run_launched(spec: StageSpec, ctx: StageContext, launcher: LauncherSpec) -> Artifact:
     """Run the stage under `launcher`; returns rank 0's artifact, with the world size and rank agreement added."""
-    resume_from = ctx.resume_from
     workfile = ctx.work_dir / WORKFILE
     inputs = {slot: (asdict(v) | {"kind": v.kind.value}) if isinstance(v, Artifact) else v for slot, v in ctx.inputs.items()}
     workfile.write_text(json.dumps({"recipe": ctx.recipe.model_dump(mode="json"), "stage": ctx.name, "work_dir": str(ctx.work_dir),
-                                    "seed": ctx.seed, "inputs": inputs, "resume_from": resume_from}))
+                                    "seed": ctx.seed, "inputs": inputs, "resume_from": ctx.resume_from}))
     cmd = command(launcher, workfile)
     ctx.log("launching: " + " ".join(cmd))
     ctx.logs_dir.mkdir(parents=True, exist_ok=True)

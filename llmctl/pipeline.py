@@ -359,14 +359,14 @@ def _run_step(plan: Plan, step: Step, artifacts: dict[str, Artifact], manifest: 
     try:
         _seed_everything(seed)
         launcher = effective_launcher(step.spec, plan.recipe)
-        with tracking.stage_runs(step.spec, ctx, launched=launcher.engine != "none"):
+        with tracking.stage_runs(step.spec, ctx, launched=launcher.engine != "none") as log_stage_metrics:
             if launcher.engine == "none":
                 artifact = runner(step.spec.type)(step.spec, ctx)
             else:
                 from llmctl.launch import run_launched
 
                 artifact = run_launched(step.spec, ctx, launcher)
-            tracking.log_stage_metrics(artifact.meta.get("metrics", {}))
+            log_stage_metrics(artifact.meta.get("metrics", {}))
     except KeyboardInterrupt:
         manifest.update(step.name, status="interrupted", finished=_now())
         raise Interrupted(f"interrupted during stage '{step.name}'; `llmctl run` again resumes from the last checkpoint") from None

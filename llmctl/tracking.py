@@ -14,7 +14,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -70,22 +70,35 @@ def recipe_params(ctx: StageContext) -> dict[str, str]:
     return flat
 
 
+Log = Callable[[dict[str, float]], None]
+
+
 @contextlib.contextmanager
-def stage_runs(spec: StageSpec, ctx: StageContext, launched: bool) -> Iterator[None]:
+def stage_runs(spec: StageSpec, ctx: StageContext, launched: bool) -> Iterator[Callable[[dict[str, Any]], None]]:
     """One run named RECIPE/STAGE per tracker that needs one, around the whole stage (see the module docstring):
-    mlflow always, wandb for in-process stages (a launched stage's rank 0 opens its own)."""
+    mlflow always, wandb for in-process stages (a launched stage's rank 0 opens its own). Yields a function
+    that records the stage's final numeric metrics, as `stage/NAME`, in those runs."""
     names = stage_trackers(spec, ctx.recipe.report_to)
     configure(names, ctx.recipe.name)
     with contextlib.ExitStack() as runs:
+        logs: list[Log] = []
         if "mlflow" in names:
-            runs.enter_context(_mlflow_run(ctx, launched))
+            logs.append(runs.enter_context(_mlflow_run(ctx, launched)))
         if "wandb" in names and not launched:
-            runs.enter_context(_wandb_run(ctx))
-        yield
+            logs.append(runs.enter_context(_wandb_run(ctx)))
+
+        def log_stage_metrics(metrics: dict[str, Any]) -> None:
+            numbers = {f"stage/{key}": float(value) for key, value in metrics.items()
+                       if isinstance(value, (int, float)) and not isinstance(value, bool)}
+            for log in logs:
+                if numbers:
+                    log(numbers)
+
+        yield log_stage_metrics
 
 
 @contextlib.contextmanager
-def _mlflow_run(ctx: StageContext, launched: bool) -> Iterator[None]:
+def _mlflow_run(ctx: StageContext, launched: bool) -> Iterator[Log]:
     """The resolved recipe as `llmctl.*` params plus its YAML as an artifact; a launched stage's rank 0 joins
     the same run (MLFLOW_RUN_ID)."""
     import mlflow
@@ -98,42 +111,29 @@ def _mlflow_run(ctx: StageContext, launched: bool) -> Iterator[None]:
         for start in range(0, len(items), 100):  # mlflow takes at most 100 params per call
             mlflow.log_params(dict(items[start : start + 100]))
         mlflow.log_text(dump_resolved(ctx.recipe), "llmctl/recipe.resolved.yaml")
-        if not launched:
-            yield
-            return
-        os.environ["MLFLOW_RUN_ID"] = run.info.run_id  # inherited by the launcher's processes
+        if launched:
+            os.environ["MLFLOW_RUN_ID"] = run.info.run_id  # inherited by the launcher's processes
         try:
-            yield
+            yield mlflow.log_metrics
         finally:
-            del os.environ["MLFLOW_RUN_ID"]
+            if launched:
+                del os.environ["MLFLOW_RUN_ID"]
 
 
 @contextlib.contextmanager
-def _wandb_run(ctx: StageContext) -> Iterator[None]:
+def _wandb_run(ctx: StageContext) -> Iterator[Log]:
     """Left alone, transformers' WandbCallback never finishes its run, so every later stage of the process
     would log into the first stage's run; this one is the stage's own and is finished when the stage ends."""
     import wandb
 
     with wandb.init(project=os.environ["WANDB_PROJECT"], name=f"{ctx.recipe.name}/{ctx.name}",
-                    config={"llmctl": recipe_params(ctx)}, reinit="finish_previous"):
-        yield
-
-
-def log_stage_metrics(metrics: dict[str, Any]) -> None:
-    """The stage's final numeric metrics as `stage/NAME`, into the open mlflow run and wandb run's summary."""
-    numbers = {f"stage/{key}": float(value) for key, value in metrics.items()
-               if isinstance(value, (int, float)) and not isinstance(value, bool)}
-    if not numbers:
-        return
-    if "mlflow" in sys.modules and sys.modules["mlflow"].active_run() is not None:  # imported only by a stage run
-        sys.modules["mlflow"].log_metrics(numbers)
-    if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
-        sys.modules["wandb"].run.summary.update(numbers)
+                    config={"llmctl": recipe_params(ctx)}, reinit="finish_previous") as run:
+        yield run.summary.update
 
 
 def recipe_params_callback(ctx: StageContext, trainer: Any) -> Any:
     """A TrainerCallback that adds the resolved recipe to tensorboard (a text table) and wandb (run config) once
-    their callbacks have started; mlflow gets it from `mlflow_stage_run`."""
+    their callbacks have started; mlflow gets it from `stage_runs`."""
     from transformers import TrainerCallback
     from transformers.integrations import TensorBoardCallback, WandbCallback
 

@@ -24,7 +24,7 @@ from llmctl.tracking import quiet_wandb_notice
 
 def main(workfile: str) -> None:
     quiet_libraries()
-    quiet_wandb_notice()  # rank 0's stdout carries its events to the parent
+    quiet_wandb_notice()  # rank 0's stdout carries its events; the tracker env defaults come from the parent
     accept_cpu_index_locations()
     state = json.loads(Path(workfile).read_text())
     rank = int(os.environ.get("RANK", "0"))

@@ -47,7 +47,7 @@ def training_kwargs(args: TrainArgs, ctx: StageContext, has_eval: bool) -> dict[
         bf16=hw.dtype == "bf16",
         fp16=hw.dtype == "fp16",
         use_cpu=hw.device == "cpu",
-        report_to=trackers(args.report_to or ctx.recipe.report_to, ctx),
+        report_to=list(args.report_to or ctx.recipe.report_to) or "none",  # their env defaults: tracking.stage_runs
         run_name=f"{ctx.recipe.name}/{ctx.name}",
         seed=ctx.seed,
         data_seed=ctx.seed,
@@ -55,14 +55,6 @@ def training_kwargs(args: TrainArgs, ctx: StageContext, has_eval: bool) -> dict[
         disable_tqdm=True,
         save_safetensors=True,
     )
-
-
-def trackers(names: list[str], ctx: StageContext) -> list[str] | str:
-    """The trackers to report to (offline-friendly defaults set); each stage is one run named recipe/stage."""
-    from llmctl.tracking import configure
-
-    configure(names, ctx.recipe.name)
-    return list(names) or "none"
 
 
 def progress_callback(ctx: StageContext) -> Any:
