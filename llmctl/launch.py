@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from llmctl.pipeline import StageContext
 
 WORKFILE = "worker.json"
+ENV_VALUES = "LLMCTL_RECIPE_ENV_VALUES"
 RESULT = "worker.result.json"
 RANKS = "ranks"
 
@@ -59,14 +61,15 @@ def run_launched(spec: StageSpec, ctx: StageContext, launcher: LauncherSpec) -> 
     """Run the stage under `launcher`; returns rank 0's artifact, with the world size and rank agreement added."""
     workfile = ctx.work_dir / WORKFILE
     inputs = {slot: (asdict(v) | {"kind": v.kind.value}) if isinstance(v, Artifact) else v for slot, v in ctx.inputs.items()}
-    workfile.write_text(json.dumps({"recipe": ctx.recipe.model_dump(mode="json"), "stage": ctx.name, "work_dir": str(ctx.work_dir),
+    workfile.write_text(json.dumps({"recipe": ctx.recipe.public_dump(), "stage": ctx.name, "work_dir": str(ctx.work_dir),
                                     "seed": ctx.seed, "inputs": inputs, "resume_from": ctx.resume_from}))
+    env = os.environ | {ENV_VALUES: json.dumps(ctx.recipe.env_entries())}  # values read from the environment stay off disk
     cmd = command(launcher, workfile)
     ctx.log("launching: " + " ".join(cmd))
     ctx.logs_dir.mkdir(parents=True, exist_ok=True)
     log_path = ctx.logs_dir / "launcher.log"
     with open(log_path, "a", encoding="utf-8") as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
         forwarded = False
         for line in proc.stdout:  # type: ignore[union-attr]
             event = _event(line)

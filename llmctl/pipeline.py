@@ -26,7 +26,7 @@ from llmctl.artifacts import Artifact
 from llmctl.data.fingerprint import content_key, fingerprint_data
 from llmctl.errors import GateFailed, Interrupted, LlmctlError, Problem, RecipeError, StageFailed, UsageError
 from llmctl.recipe import STAGES, LoadedRecipe, default_run_dir, stage_dir_name
-from llmctl.rundir import RESOLVED, TMP_SUFFIX, Manifest, RunLock, replace_dir, write_atomic
+from llmctl.rundir import RESOLVED, TMP_SUFFIX, Manifest, RunLock, replace_dir, unsafe_run_dir, write_atomic
 from llmctl.schema import Recipe
 from llmctl.specs import PREVIOUS, DataSpec, InputSlot, LauncherSpec, StageSpec, stage_ref_name
 from llmctl.stages import runner
@@ -92,6 +92,8 @@ def resolve_inputs(recipe: Recipe, loaded: LoadedRecipe | None = None) -> dict[s
     run_dir = Path(recipe.run_dir or default_run_dir({"name": recipe.name})).absolute()
     outputs = {str(run_dir / stage_dir_name(i, s.name) / "output"): s.name for i, s in enumerate(recipe.stages)}
     problems: list[Problem] = []
+    if why := unsafe_run_dir(run_dir):
+        problems.append(Problem(loaded.where(("run_dir",)) if loaded else "", "run_dir", why))
     resolved: dict[str, dict[str, str]] = {}
     for index, spec in enumerate(recipe.stages):
         resolved[spec.name] = {}
@@ -423,5 +425,6 @@ def _now() -> str:
 
 
 def dump_resolved(recipe: Recipe) -> str:
-    """The validated recipe with every default filled in, as YAML."""
-    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    """The validated recipe with every default filled in, as YAML (values read from the environment show as
+    the `${oc.env:…}` text the user wrote)."""
+    return yaml.safe_dump(recipe.public_dump(), sort_keys=False, allow_unicode=True)

@@ -22,6 +22,12 @@ from llmctl.errors import Problem, RecipeError
 KeyPath = tuple[str | int, ...]
 STAGES = "stages"
 _INJECTED_OUTPUT = "output"  # `${stages.NAME.output}` resolves to the stage's output folder
+ENV_RESOLVER = "${oc.env:"
+# Limits that keep a hostile or broken file from taking minutes or all memory before it is rejected.
+MAX_RECIPE_BYTES = 1 << 20  # 1 MiB: the largest shipped recipe is ~4 KiB
+MAX_VALUES = 100_000  # values after YAML anchors/aliases are expanded (an alias bomb expands exponentially)
+MAX_DEPTH = 64  # nesting levels
+MIN_SECRET_CHARS = 6  # shorter values read from the environment (a seed, a device) are not searched for in text
 
 
 @dataclass
@@ -31,6 +37,9 @@ class LoadedRecipe:
     path: Path
     tree: dict[str, Any]
     positions: dict[KeyPath, str] = field(default_factory=dict)
+    from_env: dict[KeyPath, str] = field(default_factory=dict)
+    """Key paths whose value came from the environment (`${oc.env:…}`), directly or through another key,
+    with the text the user wrote: written files show that text, never the value (it may be a token)."""
 
     def where(self, path: KeyPath) -> str:
         """The position of `path`, or of its nearest ancestor that has one."""
@@ -66,7 +75,9 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Loade
     tree = _resolve(cfg, positions, problems, str(path))
     if problems:
         raise RecipeError(problems, str(path))
-    return LoadedRecipe(path, *_stages_to_list(tree, positions, outputs))
+    from_env = _env_values(OmegaConf.to_container(cfg, resolve=False), tree)  # type: ignore[arg-type]
+    tree, positions = _stages_to_list(tree, positions, outputs)
+    return LoadedRecipe(path, tree, positions, _stage_keys_to_index(from_env, tree))
 
 
 # ---------------------------------------------------------------- reading YAML with positions
@@ -74,23 +85,85 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Loade
 
 def _read_yaml(path: Path, problems: list[Problem]) -> tuple[Any, dict[KeyPath, str]]:
     """Parse one YAML file into plain data and a position for every key path (stages still a list)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        problems.append(Problem(str(path), "", f"cannot read recipe: {err.strerror or err}"))
+    text = _read_text(path, problems)
+    if text is None:
         return None, {}
+    loader = None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        loader = yaml.SafeLoader(text)
+        node = loader.get_single_node()
+        if node is not None:
+            _check_size(node, path)
+        data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problems.append(Problem(where, "", f"YAML syntax error: {err.problem}"))
         return None, {}
+    except yaml.YAMLError as err:  # e.g. a control character the YAML reader refuses
+        problems.append(Problem(str(path), "", f"YAML error: {str(err).splitlines()[0]}"))
+        return None, {}
+    except (_TooLarge, RecursionError) as err:
+        why = str(err) if isinstance(err, _TooLarge) else f"nested deeper than {MAX_DEPTH} levels"
+        problems.append(Problem(str(path), "", f"recipe rejected: {why}"))
+        return None, {}
+    finally:
+        if loader is not None:
+            loader.dispose()
     positions: dict[KeyPath, str] = {}
     if node is not None:
         _walk_positions(node, (), path, positions, problems)
     return data, positions
+
+
+def _read_text(path: Path, problems: list[Problem]) -> str | None:
+    """The file as UTF-8 text, or None with a problem naming the size limit or the first bad byte."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_RECIPE_BYTES:
+            problems.append(Problem(str(path), "", f"recipe is {size / 2**20:.1f} MiB; recipes are at most "
+                                    f"{MAX_RECIPE_BYTES // 2**20} MiB (put data in data files, not in the recipe)"))
+            return None
+        raw = path.read_bytes()
+    except OSError as err:
+        problems.append(Problem(str(path), "", f"cannot read recipe: {err.strerror or err}"))
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+        problems.append(Problem(f"{path}:{line}:{column}", "", f"not UTF-8 text: byte 0x{raw[err.start]:02x} at offset "
+                                f"{err.start}; save the recipe as UTF-8"))
+        return None
+
+
+class _TooLarge(Exception):
+    """A YAML document that expands beyond MAX_VALUES values or MAX_DEPTH levels."""
+
+
+def _check_size(root: yaml.Node, path: Path) -> None:
+    """Count values with aliases expanded (memoized per node, so an alias bomb is measured, not expanded)
+    and nesting depth, before anything builds the expanded tree."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node, depth: int) -> int:
+        if depth > MAX_DEPTH:
+            raise _TooLarge(f"nested deeper than {MAX_DEPTH} levels")
+        if id(node) in sizes:
+            return sizes[id(node)]
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        total = 1 + sum(size(child, depth + 1) for child in children)
+        if total > MAX_VALUES:
+            raise _TooLarge(f"expands to more than {MAX_VALUES:,} values (YAML anchors and aliases * are expanded)")
+        sizes[id(node)] = total
+        return total
+
+    size(root, 0)
 
 
 def _walk_positions(node: yaml.Node, at: KeyPath, path: Path, out: dict[KeyPath, str], problems: list[Problem]) -> None:
@@ -190,7 +263,7 @@ def _apply_overrides(
             continue
         try:
             cfg.merge_with(OmegaConf.from_dotlist([item]))
-        except OmegaConfBaseException as err:
+        except (OmegaConfBaseException, yaml.YAMLError, ValueError) as err:  # the value is parsed as YAML
             problems.append(Problem(where, key, _omegaconf_message(err)))
             continue
         for sub in [k for k in positions if k[: len(parts)] == parts]:
@@ -247,6 +320,49 @@ def _interpolation_errors(node: DictConfig | ListConfig, at: KeyPath) -> list[tu
 def _omegaconf_message(err: Exception) -> str:
     """OmegaConf messages carry a multi-line context block; keep the first line."""
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def _env_values(raw: Any, resolved: Any, at: KeyPath = ()) -> dict[KeyPath, str]:
+    """Key paths whose value comes from `${oc.env:…}`, with the unresolved text; then every other string
+    that contains one of those values (it was reached through another key, e.g. `${token}`)."""
+    direct: dict[KeyPath, str] = {}
+    for key_path, text in _strings(raw, at):
+        if ENV_RESOLVER in text:
+            direct[key_path] = text
+    secrets = {str(value) for key_path in direct if len(str(value := _get(resolved, key_path))) >= MIN_SECRET_CHARS}
+    found = dict(direct)
+    for key_path, value in _strings(resolved, at):
+        if key_path not in found and any(secret in value for secret in secrets):
+            found[key_path] = str(_get(raw, key_path))
+    return found
+
+
+def _strings(tree: Any, at: KeyPath) -> list[tuple[KeyPath, str]]:
+    if isinstance(tree, dict):
+        return [item for key, value in tree.items() for item in _strings(value, at + (key,))]
+    if isinstance(tree, list):
+        return [item for index, value in enumerate(tree) for item in _strings(value, at + (index,))]
+    return [(at, tree)] if isinstance(tree, str) else []
+
+
+def _get(tree: Any, key_path: KeyPath) -> Any:
+    for part in key_path:
+        try:
+            tree = tree[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return tree
+
+
+def _stage_keys_to_index(paths: dict[KeyPath, str], tree: dict[str, Any]) -> dict[KeyPath, str]:
+    """`("stages", "sft", …)` → `("stages", 1, …)`, as in the validated recipe."""
+    names = [s.get("name") if isinstance(s, dict) else None for s in tree.get(STAGES) or []]
+    out = {}
+    for key_path, text in paths.items():
+        if key_path[:1] == (STAGES,) and len(key_path) > 1 and key_path[1] in names:
+            key_path = (STAGES, names.index(key_path[1])) + key_path[2:]
+        out[key_path] = text
+    return out
 
 
 def _stages_to_list(

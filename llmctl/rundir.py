@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -26,6 +27,27 @@ RESOLVED = "recipe.resolved.yaml"
 LOCKFILE = ".lock"
 TMP_SUFFIX = ".tmp"
 OLD_SUFFIX = ".old"
+STAGE_DIR_RE = re.compile(r"^\d{2,}-[A-Za-z0-9]")
+
+
+def unsafe_run_dir(run_dir: Path) -> str | None:
+    """Why llmctl must not use `run_dir` as a run folder, or None. llmctl deletes and renames folders inside a
+    run folder, so it takes only a folder of its own: a new one, an empty one, or one it made before."""
+    folder = run_dir.expanduser().absolute()
+    here = Path.cwd().absolute()
+    if folder == Path(folder.anchor) or folder == Path.home().absolute() or here.is_relative_to(folder):
+        return f"{run_dir} would put a run folder around the root, home or working directory; name a folder of its own (e.g. runs/NAME)"
+    if folder.exists() and not folder.is_dir():
+        return f"{run_dir} is a file; a run folder is a directory llmctl creates"
+    if folder.is_dir() and any(folder.iterdir()) and not _looks_like_a_run(folder):
+        return f"{run_dir} is not an llmctl run folder (it holds other files); name a new or empty folder"
+    return None
+
+
+def _looks_like_a_run(folder: Path) -> bool:
+    """A folder llmctl made: it holds the manifest, lock or resolved recipe, or stage folders (`01-name`)."""
+    return any((folder / n).exists() for n in (MANIFEST, LOCKFILE, RESOLVED)) or any(
+        STAGE_DIR_RE.match(p.name) for p in folder.iterdir())
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -6,13 +6,14 @@ import difflib
 import typing
 from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
 from llmctl.errors import Problem, RecipeError
-from llmctl.recipe import STAGES, KeyPath, LoadedRecipe, dotted
-from llmctl.specs import Settings
+from llmctl.recipe import MIN_SECRET_CHARS, STAGES, KeyPath, LoadedRecipe, dotted
+from llmctl.specs import NAME_PATTERN, Settings, optional_pattern
 from llmctl.stages import REGISTRY, SPECS
 
+NAME_PATTERNS = (NAME_PATTERN, optional_pattern(NAME_PATTERN))
 AnyStage = Annotated[Union[SPECS], Field(discriminator="type")]  # noqa: UP007 - a runtime tuple of classes
 
 
@@ -21,15 +22,65 @@ class Recipe(Settings):
 
     stages: list[AnyStage] = Field(min_length=1)  # type: ignore[valid-type]
     """The stages, run in order; each consumes the previous stage's output unless told otherwise."""
+    _from_env: dict[KeyPath, str] = PrivateAttr(default_factory=dict)
+
+    def public_dump(self) -> dict[str, Any]:
+        """The recipe as JSON-able data for files, logs and trackers: a value read from the environment
+        (`${oc.env:HF_TOKEN}`) shows as the text the user wrote, never as its value."""
+        data = self.model_dump(mode="json")
+        for key_path, text in self._from_env.items():
+            parent = _get(data, key_path[:-1])
+            if isinstance(parent, (dict, list)) and _get(data, key_path) is not None:
+                parent[key_path[-1]] = text
+        return data
+
+    def env_entries(self) -> list[tuple[list[str | int], Any]]:
+        """(key path, value) of every value read from the environment: what a launched worker, which gets the
+        public dump, needs to rebuild this recipe (passed in its environment, never written to disk)."""
+        data = self.model_dump(mode="json")
+        return [(list(path), _get(data, path)) for path in self._from_env]
+
+    @classmethod
+    def from_public(cls, public: dict[str, Any], env_entries: list[tuple[list[str | int], Any]]) -> Recipe:
+        """Rebuild a recipe from `public_dump()` and `env_entries()`."""
+        written = {tuple(path): str(_get(public, tuple(path))) for path, _ in env_entries}
+        for path, value in env_entries:
+            _get(public, tuple(path[:-1]))[path[-1]] = value
+        recipe = cls.model_validate(public)
+        recipe._from_env = written
+        return recipe
+
+    def secret_values(self) -> list[str]:
+        """Values this recipe read from the environment (long enough to be worth hiding), longest first."""
+        data = self.model_dump(mode="json")
+        values = {str(v) for path in self._from_env if len(str(v := _get(data, path))) >= MIN_SECRET_CHARS and v is not None}
+        return sorted(values, key=len, reverse=True)
+
+    def redact(self, value: Any) -> Any:
+        """`value` (a string, or JSON-like data) with every environment-read value replaced by `***`."""
+        secrets = self.secret_values()
+        if not secrets:
+            return value
+        if isinstance(value, str):
+            for secret in secrets:
+                value = value.replace(secret, "***")
+            return value
+        if isinstance(value, dict):
+            return {k: self.redact(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.redact(v) for v in value]
+        return value
 
 
 def validate(loaded: LoadedRecipe) -> Recipe:
     """Validate a loaded tree; every problem is reported with file:line:col and the field path."""
     try:
-        return Recipe.model_validate(loaded.tree)
+        recipe = Recipe.model_validate(loaded.tree)
     except ValidationError as err:
         problems = [_problem(error, loaded) for error in err.errors(include_url=False)]
         raise RecipeError(_dedupe(problems), str(loaded.path)) from None
+    recipe._from_env = dict(loaded.from_env)
+    return recipe
 
 
 def json_schema() -> dict[str, Any]:
@@ -60,7 +111,11 @@ def _problem(error: dict[str, Any], loaded: LoadedRecipe) -> Problem:
         hint = f" — did you mean '{close[0]}'?" if close else ""
         return Problem(loaded.where(loc + ("type",)), dotted(loc), f"{what}{hint}; known types: {known}")
     message = error["msg"]
-    if "input" in error and not isinstance(error["input"], (dict, list)):
+    if kind == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") in NAME_PATTERNS:
+        message = "a name is letters, digits, '_', '.' or '-' (no '/'), starts with a letter or digit, at most 64 characters"
+    if loc in loaded.from_env:  # the value came from the environment: show what was written, not the value
+        message += f" (got {loaded.from_env[loc]})"
+    elif "input" in error and not isinstance(error["input"], (dict, list)):
         message += f" (got {error['input']!r})"
     return Problem(loaded.where(loc), dotted(loc), message)
 

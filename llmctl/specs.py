@@ -16,12 +16,22 @@ from llmctl.artifacts import ArtifactKind
 
 PREVIOUS = "previous"
 STAGE_PREFIX = "stage:"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+"""Recipe, stage and model names: they become folder names, so no `/`, no leading `.`, at most 64 characters."""
+
+
+def optional_pattern(pattern: str) -> str:
+    """`pattern`, or the empty string."""
+    return f"^(?:{pattern[1:-1]})?$"
+
+
+MAX_SEED = 2**32 - 1  # numpy's seed range (transformers.set_seed seeds numpy too)
 
 
 class Block(BaseModel):
     """Base of every recipe block: unknown keys are errors, values are immutable once validated."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, allow_inf_nan=False)
 
 
 @dataclass(frozen=True)
@@ -71,9 +81,10 @@ class StageSpec(Block):
     """Fields every stage has."""
 
     type: str
-    name: str = ""
-    """Unique stage name (defaults to the type); used by `stage:NAME`, `--from`, `${stages.NAME.output}`."""
-    seed: int | None = None
+    name: str = Field("", pattern=optional_pattern(NAME_PATTERN))
+    """Unique stage name (defaults to the type); used by `stage:NAME`, `--from`, `${stages.NAME.output}`.
+    Letters, digits, `_ . -`; it names the stage's folder, so no `/`."""
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
     """Overrides the recipe's seed for this stage."""
     launcher: LauncherSpec | None = None
     """Overrides the recipe's launcher for this stage (training stages: pretrain, sft, reward)."""
@@ -190,7 +201,7 @@ class PeftSpec(Block):
 class TrainArgs(Block):
     """Optimisation settings shared by the training stages (mapped onto transformers.TrainingArguments)."""
 
-    max_steps: int = -1
+    max_steps: int = Field(-1, ge=-1)
     """Stop after this many optimizer steps (-1: run `epochs`)."""
     epochs: float = Field(1.0, gt=0)
     batch_size: int = Field(8, ge=1)
@@ -218,14 +229,20 @@ class TrainArgs(Block):
     """Experiment trackers for this stage (default: the recipe's `report_to`)."""
     dataloader_workers: int = Field(0, ge=0)
 
+    @model_validator(mode="after")
+    def _steps(self) -> TrainArgs:
+        if self.max_steps == 0:
+            raise ValueError("max_steps is -1 (train for `epochs`) or at least 1")
+        return self
+
 
 class Settings(Block):
     """Recipe-wide settings (everything but `stages`)."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=NAME_PATTERN)
     """Recipe name; the run folder is runs/<name> unless `run_dir` is set."""
     description: str = ""
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=MAX_SEED)
     """Seeds python, numpy and torch for every stage (a stage's own `seed` wins)."""
     run_dir: str | None = None
     """Run folder (default runs/<name>)."""

@@ -54,8 +54,9 @@ def quiet_wandb_notice() -> None:
 
 def recipe_params(ctx: StageContext) -> dict[str, str]:
     """The recipe's settings and this stage's validated spec, flattened to {"stage.train.lr": "0.001", …}."""
-    spec = next(stage for stage in ctx.recipe.stages if stage.name == ctx.name)
-    tree = {"recipe": ctx.recipe.model_dump(mode="json", exclude={"stages"}), "stage": spec.model_dump(mode="json")}
+    public = ctx.recipe.public_dump()  # values read from the environment (tokens) show as `${oc.env:…}`
+    stage = next(stage for stage in public.pop("stages") if stage["name"] == ctx.name)
+    tree = {"recipe": public, "stage": stage}
     flat: dict[str, str] = {}
 
     def walk(prefix: str, value: Any) -> None:

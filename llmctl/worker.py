@@ -14,7 +14,7 @@ from pathlib import Path
 
 from llmctl import signals
 from llmctl.artifacts import Artifact, ArtifactKind
-from llmctl.launch import RANKS, RESULT, weights_digest
+from llmctl.launch import ENV_VALUES, RANKS, RESULT, weights_digest
 from llmctl.pipeline import StageContext
 from llmctl.render import quiet_libraries
 from llmctl.schema import Recipe
@@ -28,7 +28,7 @@ def main(workfile: str) -> None:
     accept_cpu_index_locations()
     state = json.loads(Path(workfile).read_text())
     rank = int(os.environ.get("RANK", "0"))
-    recipe = Recipe.model_validate(state["recipe"])
+    recipe = Recipe.from_public(state["recipe"], json.loads(os.environ.get(ENV_VALUES, "[]")))
     spec = next(s for s in recipe.stages if s.name == state["stage"])
     stage_dir = Path(state["work_dir"])
     work_dir = stage_dir if rank == 0 else stage_dir / RANKS / f"rank-{rank}"

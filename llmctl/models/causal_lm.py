@@ -76,6 +76,7 @@ def build_config(
         model_type = fields.pop("model_type", DEFAULT_MODEL_TYPE)
         if "vocab_size" not in fields and (tokenizer is not None or vocab_size):
             fields["vocab_size"] = len(tokenizer) if tokenizer is not None else vocab_size
+        _check_config_fields(model_type, fields)
         try:
             built = AutoConfig.for_model(model_type, **fields)
         except ValueError as err:
@@ -87,6 +88,25 @@ def build_config(
     if context is not None and block_size > context:
         raise UsageError(f"block_size {block_size} exceeds the model's context of {context} positions")
     return built
+
+
+def _check_config_fields(model_type: str, fields: dict[str, Any]) -> None:
+    """transformers keeps unknown config keys as plain attributes, so `n_lyer: 2` would train the default
+    depth without a word: every key must be a field of the architecture's config class."""
+    import difflib
+
+    from transformers import CONFIG_MAPPING
+
+    if model_type not in CONFIG_MAPPING:
+        close = difflib.get_close_matches(model_type, list(CONFIG_MAPPING.keys()), n=1)
+        raise UsageError(f"model.config.model_type: unknown architecture {model_type!r}" + (f" — did you mean {close[0]!r}?" if close else ""))
+    config_class = CONFIG_MAPPING[model_type]
+    known = set(config_class().to_dict()) | set(config_class.attribute_map)
+    for key in fields:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            raise UsageError(f"model.config.{key}: not a field of {config_class.__name__}"
+                             + (f" — did you mean {close[0]!r}?" if close else ""))
 
 
 def context_length(config: Any) -> int | None:

@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from llmctl.pipeline import StageContext
 
 MODEL_KINDS = (ArtifactKind.causal_lm, ArtifactKind.adapter, ArtifactKind.quantized_lm)
-TASK_FORMATS = ("prompt_completion", "instruction", "choice", "text")
+LOCAL_METRICS = {"prompt_completion": ("exact_match",), "instruction": ("exact_match",), "choice": ("acc", "acc_norm"),
+                 "text": ("word_perplexity", "byte_perplexity", "bits_per_byte")}  # what models/harness.write_task asks for
+TASK_FORMATS = tuple(LOCAL_METRICS)
 SPEED_TEXT = "The quick brown fox jumps over the lazy dog while the city sleeps and the river runs to the sea. "
 OFFLINE_HINT = ("built-in lm-eval tasks download their datasets from the Hugging Face hub; this machine could not "
                 "get {tasks} ({error}). Fetch them once where there is network (python -c \"import lm_eval, datasets; ...\" or "
@@ -109,13 +111,27 @@ class BenchmarkSpec(StageSpec):
         names = [t.name for t in self.local_tasks]
         if len(set(names)) != len(names):
             raise ValueError("local_tasks names must be unique")
-        known = set(self.tasks) | set(names)
-        for check in self.gate.checks if self.gate else []:
-            metric = gate.Check.parse(check).metric
-            task = metric.split("/")[0] if "/" in metric else None
-            if task is not None and task not in known and self.include_path is None:
-                raise ValueError(f"gate check {check!r}: task {task!r} is not benchmarked here ({', '.join(sorted(known)) or 'none'})")
+        for metric in [gate.Check.parse(c).metric for c in self.gate.checks] + self.gate.compare if self.gate else []:
+            self._check_metric(metric)
         return self
+
+    def _check_metric(self, metric: str) -> None:
+        """A gate may only name a metric this stage produces (lm-eval built-in tasks' metrics are known only
+        once they ran, so those are taken on trust)."""
+        task, _, name = metric.rpartition("/")
+        if not task:
+            produced = (["perplexity"] if self.perplexity else []) + [
+                f"{kind}_batch{n}" for n in (self.speed.batch_sizes if self.speed else []) for kind in ("tokens_per_s", "ms_per_token")]
+            if metric not in produced:
+                raise ValueError(f"gate: metric {metric!r} is not measured here (stage metrics: {', '.join(produced) or 'none'}; "
+                                 "task metrics are TASK/METRIC, e.g. toy_add/exact_match)")
+            return
+        local = {t.name: LOCAL_METRICS[t.data.format] for t in self.local_tasks}
+        if task in local and name.removesuffix("_stderr") not in local[task]:
+            raise ValueError(f"gate: task {task!r} reports {', '.join(local[task])}, not {name!r}")
+        if task not in local and task not in self.tasks and self.include_path is None:
+            known = sorted(set(self.tasks) | set(local))
+            raise ValueError(f"gate: task {task!r} is not benchmarked here ({', '.join(known) or 'none'})")
 
     def inputs(self) -> dict[str, InputSlot]:
         return {"model": InputSlot(self.model, MODEL_KINDS, "model")}

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from llmctl.artifacts import Artifact, ArtifactKind
-from llmctl.specs import PREVIOUS, InputSlot, StageSpec
+from llmctl.specs import NAME_PATTERN, PREVIOUS, InputSlot, StageSpec
 
 if TYPE_CHECKING:
     from llmctl.pipeline import StageContext
@@ -31,7 +31,7 @@ class DeploySpec(StageSpec):
     become the baseline for `gate.baseline: registry:DIR/NAME`."""
     registry: str = "models"
     """Registry folder (relative to the working directory)."""
-    model_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    model_name: str = Field(pattern=NAME_PATTERN)
     """The model's name in the registry, e.g. lima-chat."""
     promote: bool = True
     """Make the new version current (false: publish only; promote later with `llmctl models promote`)."""
