@@ -501,7 +501,9 @@ def _run_server(model_dir: Path | None, registry: Path | str | None, name: str |
     source = Source(str(model_dir)) if model_dir else Source(registry=str(registry), name=name)
     app_ = create_app(source, api_key_from_env(api_key), limits, watch)
     err.print(f"serving {source.model_id} on http://{host}:{port}/v1 (Ctrl-C stops)")
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
+    # Bounded connections (503 beyond) and a bounded wait for open requests on Ctrl-C/SIGTERM.
+    uvicorn.run(app_, host=host, port=port, log_level="warning", limit_concurrency=limits.max_connections,
+                timeout_graceful_shutdown=5)
 
 
 models_app = typer.Typer(help="Manage a model registry: list, show, promote, roll back.", no_args_is_help=True)

@@ -7,6 +7,7 @@ shape {"error": {"message", "type", "param", "code"}}; a client cannot crash the
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import os
 import threading
@@ -17,16 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llmctl.serve.engine import Engine, Overloaded
 from llmctl.serve.engine import Request as GenRequest
 from llmctl.serve.engine import load as load_model
 
 FALLBACK_CHAT = "{role}: {content}\n"  # tokenizers without a chat template
+DISCONNECT_CHECK_S = 0.5
 UNSUPPORTED = ("echo", "logprobs", "suffix", "tools", "functions")  # OpenAI fields this server does not implement
 
 
@@ -36,6 +38,12 @@ class Limits:
     max_n: int = 8
     max_batch: int = 8
     max_queue: int = 64
+    max_prompts: int = 64
+    """Prompts in one /v1/completions request."""
+    max_connections: int = 256
+    """Open connections uvicorn accepts before answering 503."""
+    max_body_bytes: int = 4 << 20
+    """Request bodies above this get 413 before they are read whole (parsing and tokenizing 20 MB took seconds)."""
 
 
 @dataclass
@@ -60,6 +68,33 @@ class Source:
         return self.name or Path(self.path or "model").name
 
 
+class BodyLimit:
+    """ASGI middleware: 413 for a body over `max_bytes`, judged by Content-Length before anything is read, and
+    counted as chunks arrive when there is none (Starlette and uvicorn set no limit of their own)."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers", [])).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            error = APIError(413, f"request body of {int(declared):,} bytes is over this server's limit of {self.max_bytes:,}")
+            return await JSONResponse(error.body, status_code=413)(scope, receive, send)
+        received = 0
+
+        async def counted() -> dict[str, Any]:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise ValueError(f"request body is over this server's limit of {self.max_bytes:,} bytes")
+            return message
+
+        await self.app(scope, counted, send)
+
+
 class APIError(Exception):
     def __init__(self, status: int, message: str, kind: str = "invalid_request_error", param: str | None = None,
                  code: str | None = None) -> None:
@@ -78,7 +113,12 @@ class CompletionRequest(BaseModel):
     n: int = Field(1, ge=1)
     stream: bool = False
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)  # what torch.manual_seed takes
+
+    @field_validator("prompt", "stop")
+    @classmethod
+    def _encodable(cls, value: Any) -> Any:
+        return _no_surrogates(value)
 
 
 class Message(BaseModel):
@@ -86,6 +126,21 @@ class Message(BaseModel):
 
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str
+
+    @field_validator("content")
+    @classmethod
+    def _encodable(cls, value: str) -> str:
+        return _no_surrogates(value)
+
+
+def _no_surrogates(value: Any) -> Any:
+    """JSON may carry a lone UTF-16 surrogate ("\\ud800"), which no tokenizer can encode."""
+    for text in [value] if isinstance(value, str) else value or []:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("contains an unpaired UTF-16 surrogate (\\ud800-\\udfff); send valid Unicode") from None
+    return value
 
 
 class ChatRequest(CompletionRequest):
@@ -107,8 +162,17 @@ def create_app(source: Source, api_key: str | None = None, limits: Limits | None
     tokens_total = Counter("llmctl_tokens", "Tokens processed", ["kind"], registry=metrics)
     latency = Histogram("llmctl_request_latency_seconds", "Request latency", ["endpoint"], registry=metrics,
                         buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
-    Gauge("llmctl_queue_depth", "Requests waiting for the engine", registry=metrics).set_function(engine.pending.qsize)
-    app = FastAPI(title="llmctl serve", version="1")
+    Gauge("llmctl_queue_depth", "Requests waiting for the engine", registry=metrics).set_function(engine.queue_depth)
+    cancelled_total = Counter("llmctl_cancelled", "Generations stopped because their client went away", registry=metrics)
+    async def _authorized(request: Request) -> None:
+        """A dependency, not an HTTP middleware: Starlette's BaseHTTPMiddleware hides a client's disconnect from
+        the endpoint, so an abandoned generation would run to its end."""
+        if api_key and request.url.path.startswith(("/v1/", "/admin/")):
+            if not hmac.compare_digest(request.headers.get("authorization", ""), f"Bearer {api_key}"):
+                raise APIError(401, "missing or wrong API key (send Authorization: Bearer KEY)", code="invalid_api_key")
+
+    app = FastAPI(title="llmctl serve", version="1", dependencies=[Depends(_authorized)])
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     reload_lock = threading.Lock()
 
     def reload() -> bool:
@@ -144,18 +208,9 @@ def create_app(source: Source, api_key: str | None = None, limits: Limits | None
         requests_total.labels(request.url.path, "500").inc()
         return JSONResponse(APIError(500, f"internal error: {type(err).__name__}", "server_error").body, status_code=500)
 
-    @app.middleware("http")
-    async def _auth(request: Request, call_next: Any) -> Any:
-        if api_key and request.url.path.startswith(("/v1/", "/admin/")):
-            if request.headers.get("authorization", "") != f"Bearer {api_key}":
-                error = APIError(401, "missing or wrong API key (send Authorization: Bearer KEY)", code="invalid_api_key")
-                requests_total.labels(request.url.path, "401").inc()
-                return JSONResponse(error.body, status_code=401)
-        return await call_next(request)
-
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": source.model_id, "version": state["version"], "queue": engine.pending.qsize()}
+        return {"status": "ok", "model": source.model_id, "version": state["version"], "queue": engine.queue_depth()}
 
     @app.get("/metrics")
     async def prometheus() -> PlainTextResponse:
@@ -178,16 +233,18 @@ def create_app(source: Source, api_key: str | None = None, limits: Limits | None
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if not prompts:
             raise APIError(400, "prompt must not be empty", param="prompt")
+        if len(prompts) > limits.max_prompts:
+            raise APIError(400, f"{len(prompts)} prompts; this server takes at most {limits.max_prompts} per request", param="prompt")
         return await _serve("/v1/completions", "text_completion", body, prompts, body.max_tokens, request)
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(body: ChatRequest, request: Request) -> Any:
-        prompt = _chat_prompt(engine.loaded.counter, [m.model_dump() for m in body.messages])
+        prompt = await asyncio.to_thread(_chat_prompt, engine.loaded.counter, [m.model_dump() for m in body.messages])
         return await _serve("/v1/chat/completions", "chat.completion", body, [prompt], body.max_completion_tokens or body.max_tokens, request)
 
     async def _serve(endpoint: str, kind: str, body: CompletionRequest, prompts: list[str], max_tokens: int, request: Request) -> Any:
         started = time.perf_counter()
-        _check(body, prompts, max_tokens)
+        prompts = await asyncio.to_thread(_check, body, prompts, max_tokens)  # tokenizing a long prompt takes a while
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[tuple[int, str, Any]] = asyncio.Queue()
         stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
@@ -198,11 +255,8 @@ def create_app(source: Source, api_key: str | None = None, limits: Limits | None
 
             generations.append(GenRequest(prompts[index // body.n], max_tokens, body.temperature, body.top_p, stops, body.seed, notify))
         try:
-            for generation in generations:
-                engine.submit(generation)
+            engine.submit(generations)
         except Overloaded:
-            for generation in generations:
-                generation.cancelled = True
             raise APIError(429, "the server is overloaded; retry later", "rate_limit_error", code="overloaded") from None
         meta = {"id": f"{'chatcmpl' if kind.startswith('chat') else 'cmpl'}-{uuid.uuid4().hex[:24]}", "created": int(time.time()),
                 "model": source.model_id}
@@ -215,7 +269,8 @@ def create_app(source: Source, api_key: str | None = None, limits: Limits | None
         _account(endpoint, "200", generations, started)
         return _response(kind, meta, texts, generations, body.n)
 
-    def _check(body: CompletionRequest, prompts: list[str], max_tokens: int) -> None:
+    def _check(body: CompletionRequest, prompts: list[str], max_tokens: int) -> list[str]:
+        """Refuse what cannot be served; returns the prompts, an empty one replaced by the model's start token."""
         for field in UNSUPPORTED:
             if getattr(body, field, None) not in (None, False, 0, [], ""):
                 raise APIError(400, f"{field} is not supported by llmctl serve", param=field)
@@ -227,23 +282,30 @@ def create_app(source: Source, api_key: str | None = None, limits: Limits | None
         if body.n > limits.max_n:
             raise APIError(400, f"n {body.n} is above this server's cap of {limits.max_n}", param="n")
         context = engine.loaded.context
+        start = engine.loaded.counter.bos_token or engine.loaded.counter.eos_token
+        if "" in prompts and not start:
+            raise APIError(400, "prompt is empty and this model has no start token to generate from", param="prompt")
+        prompts = [prompt or start for prompt in prompts]
         for prompt in prompts:
             used = engine.count_tokens(prompt)
             if context is not None and used + max_tokens > context:
                 raise APIError(400, f"this model's context is {context} tokens; the prompt has {used} and max_tokens asks for "
                                f"{max_tokens}: shorten the prompt or lower max_tokens", param="prompt", code="context_length_exceeded")
+        return prompts
 
     async def _collect(events: asyncio.Queue, generations: list[GenRequest], request: Request) -> list[str]:
         texts = [""] * len(generations)
         pending = len(generations)
+        checked = time.monotonic()
         while pending:
-            try:
-                index, event, data = await asyncio.wait_for(events.get(), timeout=0.5)
-            except asyncio.TimeoutError:
+            if time.monotonic() - checked > DISCONNECT_CHECK_S:  # also while tokens keep coming
+                checked = time.monotonic()
                 if await request.is_disconnected():  # the client left: stop generating for it
-                    for generation in generations:
-                        generation.cancelled = True
-                    raise APIError(499, "client disconnected") from None
+                    _cancel(generations)
+                    raise APIError(499, "client disconnected")
+            try:
+                index, event, data = await asyncio.wait_for(events.get(), timeout=DISCONNECT_CHECK_S)
+            except asyncio.TimeoutError:
                 continue
             if event == "delta":
                 texts[index] += data
@@ -278,8 +340,13 @@ def create_app(source: Source, api_key: str | None = None, limits: Limits | None
             yield "data: [DONE]\n\n"
             _account(endpoint, "200", generations, started)
         finally:  # also on client disconnect (the generator is closed): stop generating
-            for generation in generations:
-                generation.cancelled = True
+            _cancel(generations)
+
+    def _cancel(generations: list[GenRequest]) -> None:
+        unfinished = [g for g in generations if not g.finished]
+        for generation in unfinished:
+            generation.cancelled = True
+        cancelled_total.inc(len(unfinished))
 
     def _account(endpoint: str, status: str, generations: list[GenRequest], started: float) -> None:
         requests_total.labels(endpoint, status).inc()

@@ -7,7 +7,7 @@ Any backend `quantized.load_any` returns works (PyTorch, INC, OpenVINO): all imp
 
 from __future__ import annotations
 
-import queue
+import collections
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,20 +67,32 @@ def load(path: str) -> Loaded:
 
 
 class Engine:
+    """Requests wait in one bounded deque, guarded by a condition. The worker takes the oldest request and
+    every waiting request that can share its generate() call, and leaves the rest in place: nothing is ever
+    put back, so the worker can never block on a full queue (it once did, and wedged the server for good)."""
+
     def __init__(self, loaded: Loaded, max_batch: int = 8, max_queue: int = 64, window_s: float = 0.005) -> None:
         self.loaded = loaded
-        self.max_batch, self.window_s = max_batch, window_s
-        self.pending: queue.Queue[Request] = queue.Queue(maxsize=max_queue)
+        self.max_batch, self.max_queue, self.window_s = max_batch, max_queue, window_s
+        self.waiting: collections.deque[Request] = collections.deque()
+        self.ready = threading.Condition()
         self.lock = threading.Lock()
         self.batches = 0
         self.worker = threading.Thread(target=self._work, name="llmctl-engine", daemon=True)
         self.worker.start()
 
-    def submit(self, request: Request) -> None:
-        try:
-            self.pending.put_nowait(request)
-        except queue.Full:
-            raise Overloaded from None
+    def submit(self, requests: list[Request]) -> None:
+        """Queue all of `requests` (the n choices of one API call), or none of them when the queue is full."""
+        with self.ready:
+            if len(self.waiting) + len(requests) > self.max_queue:
+                self.waiting = collections.deque(r for r in self.waiting if not r.cancelled)
+            if len(self.waiting) + len(requests) > self.max_queue:
+                raise Overloaded
+            self.waiting.extend(requests)
+            self.ready.notify()
+
+    def queue_depth(self) -> int:
+        return len(self.waiting)
 
     def swap(self, loaded: Loaded) -> None:
         """Use `loaded` from the next batch on; the batch in flight finishes on the old model."""
@@ -92,22 +104,29 @@ class Engine:
 
     def _work(self) -> None:
         while True:
-            first = self.pending.get()
-            batch, held = [first], []
-            deadline = self.window_s
-            while len(batch) < self.max_batch:
-                try:
-                    nxt = self.pending.get(timeout=deadline)
-                except queue.Empty:
-                    break
-                joins = nxt.batch_key() == first.batch_key() and first.seed is None
-                (batch if joins else held).append(nxt)
-                deadline = 0.0005
-            for request in held:  # another sampling setting: next round
-                self.pending.put(request)
+            batch = self._next_batch()
             live = [r for r in batch if not r.cancelled]
             if live:
                 self._generate(live)
+
+    def _next_batch(self) -> list[Request]:
+        """The oldest request plus up to max_batch - 1 waiting ones with the same sampling settings; waits
+        `window_s` for more to arrive while the batch has room."""
+        with self.ready:
+            while not self.waiting:
+                self.ready.wait()
+            first = self.waiting.popleft()
+            if first.seed is not None:  # a seeded request runs alone, so its output depends on its seed only
+                return [first]
+            self.ready.wait(self.window_s)
+            batch = [first]
+            for request in list(self.waiting):
+                if len(batch) == self.max_batch:
+                    break
+                if request.batch_key() == first.batch_key():
+                    self.waiting.remove(request)
+                    batch.append(request)
+            return batch
 
     def _generate(self, batch: list[Request]) -> None:
         import torch

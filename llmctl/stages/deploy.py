@@ -61,15 +61,11 @@ def run(spec: DeploySpec, ctx: StageContext) -> Artifact:
     source = Path(causal_lm.standalone(ctx.input("model"), ctx.work_dir / "merged"))
     model_input, report = ctx.inputs["model"], ctx.inputs.get("report")
     info = {"recipe": ctx.recipe.name, "stage": ctx.name, "run_dir": str(ctx.work_dir.parent.absolute()),
-            "source": ctx.input("model"), "model_fingerprint": getattr(model_input, "fingerprint", ""),
+            "source": ctx.recipe.redact(ctx.input("model")), "model_fingerprint": getattr(model_input, "fingerprint", ""),
             "metrics": getattr(report, "meta", {}).get("metrics", {}) if report is not None else {}}
-    version = registry.publish(spec.model_name, source, info)
+    version, pruned = registry.deploy(spec.model_name, source, info, spec.promote, spec.keep)
     shutil.rmtree(ctx.work_dir / "merged", ignore_errors=True)  # a merged adapter now lives in the registry
-    ctx.log(f"published {spec.model_name} {version} to {registry.root}/")
-    if spec.promote:
-        registry.promote(spec.model_name, version)
-        ctx.log(f"promoted {spec.model_name} {version} to current")
-    pruned = registry.prune(spec.model_name, spec.keep) if spec.keep else []
+    ctx.log(f"published {spec.model_name} {version} to {registry.root}/" + (", promoted to current" if spec.promote else ""))
     deployment = {"registry": str(registry.root.absolute()), "name": spec.model_name, "version": version,
                   "promoted": spec.promote, "pruned": pruned, "path": str((registry.root / spec.model_name / version).absolute())}
     ctx.out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,138 @@
+"""`llmctl serve` under abuse, on loopback only, every loop bounded: floods of seeded requests (once wedged the
+engine for good), huge and malformed bodies, absurd parameters, clients that leave mid-generation, wrong keys.
+After each, the server must still answer a normal request."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from llmctl.serve.app import Limits, Source
+from tests.conftest import make_tiny_lm
+from tests.e2e.test_serve import server
+
+pytestmark = [pytest.mark.slow, pytest.mark.reliability]
+PROMPT = "Question: What is 3 plus 4?\n\nAnswer:"
+
+
+@pytest.fixture(scope="module")
+def long_context_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny GPT-2 with 2,048 positions, so one generation runs long enough to be cancelled."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from llmctl.models.causal_lm import load_tokenizer, save
+
+    folder = make_tiny_lm(tmp_path_factory.mktemp("short"), vocab=400)
+    tokenizer = load_tokenizer(str(folder))
+    config = GPT2Config(n_layer=2, n_head=2, n_embd=64, n_positions=2048, vocab_size=len(tokenizer),
+                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    out = tmp_path_factory.mktemp("long")
+    save(GPT2LMHeadModel(config), tokenizer, out)
+    return out
+
+
+def still_serving(base: str) -> None:
+    done = httpx.post(f"{base}/v1/completions", json={"prompt": PROMPT, "max_tokens": 2, "temperature": 0}, timeout=30)
+    assert done.status_code == 200, done.text
+    assert httpx.get(f"{base}/health", timeout=5).json()["queue"] == 0
+
+
+def test_a_flood_of_seeded_requests_never_wedges_the_engine(tiny_lm: Path) -> None:
+    async def flood(base: str) -> list[int]:
+        limits = httpx.Limits(max_connections=200)
+        async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+            bodies = [{"prompt": PROMPT, "max_tokens": 2, "temperature": 0.7, "seed": i} for i in range(200)]
+            answers = await asyncio.gather(*(client.post("/v1/completions", json=b) for b in bodies))
+        return [a.status_code for a in answers]
+
+    with server(Source(str(tiny_lm)), limits=Limits(max_queue=16)) as base:
+        statuses = asyncio.run(asyncio.wait_for(flood(base), timeout=120))
+        assert set(statuses) <= {200, 429} and statuses.count(200) >= 16, statuses
+        still_serving(base)
+
+
+@pytest.mark.parametrize(("body", "status", "needle"), [
+    (b"{not json", 400, "not valid JSON"),
+    (b'{"prompt": "\\ud800 lone surrogate"}', 400, "surrogate"),
+    (json.dumps({"prompt": PROMPT, "seed": 2**70}).encode(), 400, "seed"),
+    (json.dumps({"prompt": PROMPT, "max_tokens": 10**9}).encode(), 400, "max_tokens"),
+    (json.dumps({"prompt": PROMPT, "n": 1000}).encode(), 400, "n 1000"),
+    (json.dumps({"prompt": ["a"] * 200_000}).encode(), 400, "at most 64"),
+    (json.dumps({"prompt": PROMPT, "temperature": 99}).encode(), 400, "temperature"),
+    (json.dumps({"prompt": PROMPT, "echo": True}).encode(), 400, "echo"),
+    (b'{"prompt": "' + b"x" * (5 << 20) + b'"}', 413, "over this server's limit"),
+], ids=["not-json", "surrogate", "seed-2^70", "max-tokens", "n", "200k-prompts", "temperature", "unsupported", "5MB-body"])
+def test_bad_bodies_get_a_4xx_and_the_server_stays_up(tiny_lm: Path, body: bytes, status: int, needle: str) -> None:
+    with server(Source(str(tiny_lm))) as base:
+        started = time.perf_counter()
+        answer = httpx.post(f"{base}/v1/completions", content=body, headers={"content-type": "application/json"}, timeout=60)
+        assert answer.status_code == status, answer.text
+        assert needle in answer.json()["error"]["message"]
+        assert time.perf_counter() - started < 10  # answered without tokenizing megabytes on the event loop
+        still_serving(base)
+
+
+def test_an_empty_prompt_generates_from_the_start_token(tiny_lm: Path) -> None:
+    with server(Source(str(tiny_lm))) as base:
+        answer = httpx.post(f"{base}/v1/completions", json={"prompt": "", "max_tokens": 3, "temperature": 0}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+def test_keys_are_required_for_the_api_and_reload(tiny_lm: Path) -> None:
+    with server(Source(str(tiny_lm)), api_key="s3cret-key") as base:
+        for path, method in (("/v1/completions", "post"), ("/v1/models", "get"), ("/admin/reload", "post")):
+            for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "s3cret-key"}):
+                answer = httpx.request(method, f"{base}{path}", json={"prompt": "x"}, headers=headers, timeout=10)
+                assert answer.status_code == 401, (path, headers, answer.text)
+        ok = httpx.post(f"{base}/v1/completions", json={"prompt": PROMPT, "max_tokens": 2},
+                        headers={"authorization": "Bearer s3cret-key"}, timeout=30)
+        assert ok.status_code == 200
+
+
+def cancelled(base: str) -> float:
+    for line in httpx.get(f"{base}/metrics", timeout=5).text.splitlines():
+        if line.startswith("llmctl_cancelled_total"):
+            return float(line.split()[-1])
+    return 0.0
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_a_client_that_leaves_stops_its_generation(long_context_lm: Path, stream: bool) -> None:
+    body = {"prompt": PROMPT, "max_tokens": 1900, "temperature": 0, "stream": stream}
+    with server(Source(str(long_context_lm)), limits=Limits(max_tokens=2000)) as base:
+        try:  # the client leaves after the first streamed chunk, or when a plain answer takes too long
+            with httpx.stream("POST", f"{base}/v1/completions", json=body, timeout=httpx.Timeout(30, read=0.8)) as answer:
+                next(answer.iter_bytes())
+        except httpx.ReadTimeout:
+            assert not stream
+        deadline = time.monotonic() + 10
+        while cancelled(base) < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert cancelled(base) >= 1
+        started = time.perf_counter()
+        still_serving(base)
+        assert time.perf_counter() - started < 5  # the abandoned generation is not still running
+
+
+def test_many_half_open_connections_do_not_block_requests(tiny_lm: Path) -> None:
+    import socket
+
+    with server(Source(str(tiny_lm))) as base:
+        port = int(base.rsplit(":", 1)[1])
+        sockets = []
+        try:
+            for _ in range(50):  # connections that send half a request line and wait
+                sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+                sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n")
+                sockets.append(sock)
+            still_serving(base)
+        finally:
+            for sock in sockets:
+                sock.close()
+        still_serving(base)
