@@ -74,6 +74,11 @@ def check_values(row: dict[str, Any], index: int, fmt: str, template: str | None
         elif not isinstance(value, str):
             kind = "null" if value is None else type(value).__name__
             raise DataError(f"{source}: row {index}: column '{name}' is {kind}, expected a string")
+    if fmt == "preference" and row.get("chosen") == row.get("rejected"):
+        raise DataError(f"{source}: row {index}: chosen and rejected are the same text; such a pair teaches nothing "
+                        "(the loss stays at log 2): drop or fix the row")
+    if fmt == "prompt" and not template and not str(row.get("prompt") or "").strip():
+        raise DataError(f"{source}: row {index}: the prompt is empty; a rollout needs a prompt to answer")
 
 
 def render(row: dict[str, Any], fmt: str, template: str | None) -> dict[str, Any]:

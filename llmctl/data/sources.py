@@ -8,8 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmctl.data import demo, formats, lake
+from llmctl.data import demo, diagnose, formats, lake
 from llmctl.data.fingerprint import local_files
+from llmctl.data.lengths import SOURCE_ROW, LengthLimit
 from llmctl.errors import DataError
 from llmctl.specs import DataSpec
 
@@ -80,16 +81,32 @@ def _read_files(path: str) -> Dataset:
     if None in kinds or len(kinds) != 1:
         suffixes = ", ".join(sorted({f.suffix or "(none)" for f in files}))
         raise DataError(f"data.path {path}: cannot read {suffixes} files together; use one of {', '.join(BUILDERS)}")
-    return load_dataset(kinds.pop(), data_files=[str(f) for f in files], split="train")
+    builder = kinds.pop()
+    try:
+        return load_dataset(builder, data_files=[str(f) for f in files], split="train")
+    except Exception as err:  # noqa: BLE001 - the library names neither file nor line: find them
+        raise _located(path, err) from err
 
 
-def load_examples(spec: DataSpec, seed: int) -> tuple[Dataset, Dataset | None]:
-    """(train, validation): rendered for the spec's format, checked, shuffled, limited and split."""
+def _located(path: str, err: BaseException) -> DataError:
+    """The first bad line of the source's files (scanned only now that reading failed), or the library's reason."""
+    found = next((f for file in local_files(path) if (f := diagnose.first_problem(file))), None) if source_kind(path) == "files" else None
+    root = err.__cause__ or err.__context__ or err
+    return DataError(found or f"{path}: cannot read it ({type(root).__name__}: {str(root)[:200]})")
+
+
+def load_examples(spec: DataSpec, seed: int, lengths: LengthLimit | None = None) -> tuple[Dataset, Dataset | None]:
+    """(train, validation): rendered for the spec's format, checked, shuffled, limited and split; training rows
+    over `lengths.max_length` tokens handled as `spec.too_long` says. Errors name rows by source position."""
     rows = _prepared(spec, spec.path, seed)
-    if isinstance(spec.validation, str):
-        held_out = _prepared(spec, spec.validation, seed)
-        return rows, held_out
-    return _split(rows, spec)
+    train, held_out = (rows, _prepared(spec, spec.validation, seed)) if isinstance(spec.validation, str) else _split(rows, spec)
+    if lengths is not None:
+        train = lengths.apply(train, spec)
+    return _without_source_row(train), _without_source_row(held_out)
+
+
+def _without_source_row(rows: Dataset | None) -> Dataset | None:
+    return rows.remove_columns(SOURCE_ROW) if rows is not None and SOURCE_ROW in rows.column_names else rows
 
 
 def _prepared(spec: DataSpec, path: str, seed: int) -> Dataset:
@@ -108,7 +125,11 @@ def _prepared(spec: DataSpec, path: str, seed: int) -> Dataset:
     if len(rows) == 0:
         where = f" after the query {spec.query!r}" if spec.query else ""
         raise DataError(f"{path}: no rows{where}; loosen the query or check the source")
-    _check_rows(rows, spec, path)
+    try:
+        _check_rows(rows, spec, path)
+    except UnicodeDecodeError as err:  # pyarrow reads JSON without checking UTF-8; values fail when read
+        raise _located(path, err) from err
+    rows = rows.add_column(SOURCE_ROW, list(range(len(rows))))
     if spec.shuffle:
         rows = rows.shuffle(seed=seed)
     if spec.limit:

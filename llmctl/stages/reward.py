@@ -42,16 +42,15 @@ class RewardSpec(StageSpec):
 
 
 def run(spec: RewardSpec, ctx: StageContext) -> Artifact:
+    from llmctl.data.lengths import LengthLimit
     from llmctl.data.sources import load_examples
-
-    from llmctl.data.lengths import check_lengths
     from llmctl.models.causal_lm import load_tokenizer
 
-    train_ds, eval_ds = load_examples(spec.data, seed=ctx.seed)
-    train_ds, length_report = check_lengths(train_ds, load_tokenizer(ctx.input("model")), spec.max_length, spec.data, ctx.log)
+    lengths = LengthLimit(load_tokenizer(ctx.input("model")), spec.max_length, ctx.log)
+    train_ds, eval_ds = load_examples(spec.data, ctx.seed, lengths)
     model, tokenizer = _load(spec, ctx)
     trainer = _trainer(spec, ctx, model, tokenizer, train_ds, eval_ds)
-    metrics = {"too_long_rows": length_report["too_long"]} | _train(trainer, ctx, eval_ds is not None)
+    metrics = {"too_long_rows": lengths.report["too_long"]} | _train(trainer, ctx, eval_ds is not None)
     model = _save(spec, trainer.model, tokenizer, ctx)
     return Artifact(ArtifactKind.reward_model, str(ctx.out_dir), meta={"metrics": metrics, "architecture": type(model).__name__})
 

@@ -54,18 +54,18 @@ class SFTSpec(StageSpec):
 
 def run(spec: SFTSpec, ctx: StageContext) -> Artifact:
     """Check the data, load the model, measure, train, merge, measure again, save."""
-    from llmctl.data.lengths import check_lengths
+    from llmctl.data.lengths import LengthLimit
     from llmctl.data.sources import load_examples
     from llmctl.models import causal_lm
     from llmctl.models.evaluate import exact_match
     from llmctl.models.training import eval_metrics, fit
 
-    train_ds, eval_ds = load_examples(spec.data, seed=ctx.seed)
-    eval_rows = load_examples(spec.eval_set, seed=ctx.seed)[0] if spec.eval_set else None
     tokenizer = causal_lm.load_tokenizer(ctx.input("model"))
-    train_ds, length_report = check_lengths(train_ds, tokenizer, spec.max_length, spec.data, ctx.log)
+    lengths = LengthLimit(tokenizer, spec.max_length, ctx.log)
+    train_ds, eval_ds = load_examples(spec.data, ctx.seed, lengths)
+    eval_rows = load_examples(spec.eval_set, seed=ctx.seed)[0] if spec.eval_set else None
     model = _load_model(spec, ctx)
-    metrics: dict[str, Any] = {"too_long_rows": length_report["too_long"]}
+    metrics: dict[str, Any] = {"too_long_rows": lengths.report["too_long"]}
     if eval_rows is not None:
         metrics["exact_match_before"] = exact_match(model, tokenizer, eval_rows, spec.eval_set.max_new_tokens)  # type: ignore[union-attr]
     trainer = _trainer(spec, ctx, model, tokenizer, train_ds, eval_ds)
