@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -31,11 +33,34 @@ class Artifact:
     stage: str = ""
     fingerprint: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, list[Any]] = field(default_factory=dict)
+    """Content manifest of the output folder: relative path -> [size, sha256], written at commit."""
+    committed: float = 0.0
 
     def write(self, stage_dir: Path) -> None:
-        """Write `artifact.json` into the stage folder (before that folder is moved into place)."""
+        """Write `artifact.json` into the stage folder (before that folder is moved into place), with a
+        content manifest of the output folder so a damaged output is noticed instead of being reused."""
+        output = stage_dir / self.path
+        self.files = {str(f.relative_to(output)): [f.stat().st_size, _sha256(f)]
+                      for f in sorted(output.rglob("*")) if f.is_file()} if output.is_dir() else {}
+        self.committed = time.time()
         data = asdict(self) | {"kind": self.kind.value}
         (stage_dir / DESCRIPTOR).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+    def damage(self) -> str | None:
+        """What is wrong with the output folder against the content manifest, or None. Sizes are checked
+        always; a file modified after the commit is hashed (so copying a run folder costs one hash pass)."""
+        output = Path(self.path)
+        for name, (size, digest) in self.files.items():
+            file = output / name
+            if not file.is_file():
+                return f"{name} is missing"
+            stat = file.stat()
+            if stat.st_size != size:
+                return f"{name} changed size ({size} -> {stat.st_size} bytes)"
+            if stat.st_mtime > self.committed and _sha256(file) != digest:
+                return f"{name} was modified after the stage completed"
+        return None
 
     @classmethod
     def read(cls, stage_dir: Path) -> Artifact | None:
@@ -46,3 +71,11 @@ class Artifact:
             return cls(**(data | {"kind": ArtifactKind(data["kind"]), "path": str(path.absolute())}))
         except (OSError, ValueError, KeyError, TypeError):
             return None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

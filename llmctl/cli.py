@@ -20,9 +20,10 @@ from rich.console import Console
 from rich.table import Table
 
 from llmctl import __version__
-from llmctl.errors import LlmctlError, RecipeError, UsageError
+from llmctl.errors import LlmctlError, RecipeError, UsageError, storage_error
 
-EPILOG = ("Exit codes: 0 ok, 1 internal error, 2 invalid recipe/usage, 3 quality gate failed, 4 stage failed, "
+EPILOG = ("Exit codes: 0 ok, 1 internal error, 2 invalid recipe/usage/data, 3 quality gate failed, 4 stage failed "
+          "(or disk full/read-only), "
           "5 run locked, 130 interrupted.")
 app = typer.Typer(
     help="Declarative YAML pipelines for the LLM lifecycle: pretrain → sft → reward → ppo → quantize → benchmark → deploy.",
@@ -65,6 +66,9 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as error:  # noqa: BLE001 - a bug in llmctl: say so in one line, traceback with --debug
             if STATE["debug"] or isinstance(error, (typer.Exit, typer.Abort)):
                 raise
+            if (storage := storage_error(error)) is not None:  # a full or read-only disk is not a bug
+                _report_error(storage)
+                raise typer.Exit(storage.exit_code) from None
             err.print(f"internal error: {type(error).__name__}: {error}\n  (re-run with --debug for the traceback)",
                       markup=False, highlight=False)
             raise typer.Exit(1) from None

@@ -7,7 +7,9 @@ Exit codes (documented in README):
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class LlmctlError(Exception):
@@ -81,3 +83,43 @@ class Interrupted(LlmctlError):
     """The user (or a signal) interrupted the run."""
 
     exit_code = 130
+
+
+class StorageError(LlmctlError):
+    """The disk is full, read-only or not ours to write: what llmctl could not write, and how to fix it."""
+
+    exit_code = 4
+
+
+LOW_SPACE = 16 << 20  # below this, a write that failed for an unnamed reason is put down to a full disk
+STORAGE_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+                  errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied", errno.EPERM: "permission denied"}
+
+
+def storage_error(err: BaseException, folder: Path | None = None) -> StorageError | None:
+    """A StorageError when `err` (or what caused it) is a full disk or a write that was refused, else None.
+    Libraries wrap these without an errno (torch: "unexpected pos 42688 vs 42576"), so the message text counts
+    too, and so does a nearly full disk under `folder`, the folder that was being written."""
+    if folder is not None and (free := _free_bytes(folder)) is not None and free < LOW_SPACE:
+        return StorageError(f"{type(err).__name__} while writing under {folder}, where the disk is full ({free // 1024} KiB "
+                            "free). Free space, then run again: completed stages are kept and an interrupted one resumes")
+    seen: BaseException | None = err
+    while seen is not None:
+        why = STORAGE_ERRNOS.get(seen.errno) if isinstance(seen, OSError) else None  # type: ignore[arg-type]
+        if why is None and "No space left on device" in str(seen):
+            why = "the disk is full"
+        if why:
+            target = getattr(seen, "filename", None) or "a file"
+            return StorageError(f"cannot write {target}: {why}. Free space or make the folder writable (run_dir, "
+                                "registry), then run again: completed stages are kept and an interrupted one resumes")
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _free_bytes(folder: Path) -> int | None:
+    import shutil
+
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None

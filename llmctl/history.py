@@ -14,8 +14,13 @@ def list_runs(root: Path) -> list[dict[str, Any]]:
     """One summary per run folder under `root` that has a manifest, newest first."""
     found = []
     for manifest_path in sorted(root.glob(f"*/{MANIFEST}"), key=lambda p: p.stat().st_mtime, reverse=True):
-        data = _read(manifest_path)
-        stages = data.get("stages", {})
+        try:
+            data = _read(manifest_path)
+            stages = dict(data.get("stages", {}))
+        except (UsageError, TypeError, ValueError, AttributeError):  # one damaged run must not hide the others
+            found.append({"run": manifest_path.parent.name, "recipe": "?", "stages": 0, "complete": 0,
+                          "status": "unreadable manifest", "updated": ""})
+            continue
         statuses = [_status(s, manifest_path.parent) for s in stages.values()]
         found.append({
             "run": manifest_path.parent.name,
@@ -48,9 +53,12 @@ def load_run(ref: str, root: Path) -> dict[str, Any]:
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise UsageError(f"{path}: unreadable manifest ({err})") from None
+    if not isinstance(data, dict) or not all(isinstance(s, dict) for s in (data.get("stages") or {}).values()):
+        raise UsageError(f"{path}: unreadable manifest (not an llmctl manifest)")
+    return data
 
 
 def stage_metrics(ref: str, stage: str, root: Path = Path("runs")) -> dict[str, Any] | None:

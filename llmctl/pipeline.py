@@ -24,7 +24,7 @@ from llmctl import fingerprint as fp
 from llmctl import tracking
 from llmctl.artifacts import Artifact
 from llmctl.data.fingerprint import content_key, fingerprint_data
-from llmctl.errors import GateFailed, Interrupted, LlmctlError, Problem, RecipeError, StageFailed, UsageError
+from llmctl.errors import GateFailed, Interrupted, LlmctlError, Problem, RecipeError, StageFailed, UsageError, storage_error
 from llmctl.recipe import STAGES, LoadedRecipe, default_run_dir, stage_dir_name
 from llmctl.rundir import RESOLVED, TMP_SUFFIX, Manifest, RunLock, replace_dir, unsafe_run_dir, write_atomic
 from llmctl.schema import Recipe
@@ -205,10 +205,13 @@ def _decide(step: Step, earlier: list[Step], manifest: Manifest, sel: Selection,
         forced_by = f"--from {sel.from_stage}"
     rerun_inputs = [s.name for s in earlier if f"stage:{s.name}" in step.inputs.values() and s.action in ("run", "resume")]
     done = Artifact.read(step.stage_dir)
+    damage = done.damage() if done is not None and not forced_by else None
     if forced_by:
         step.action, step.reason = "run", f"forced ({forced_by})"
     elif done is None:
         step.action, step.reason = "run", "no completed output"
+    elif damage:
+        step.action, step.reason = "run", f"output of stage '{step.name}' damaged: {damage}"
     elif rerun_inputs:
         step.action, step.reason = "run", f"input stage {', '.join(rerun_inputs)} re-runs"
     elif done.fingerprint == step.fingerprint:
@@ -370,15 +373,15 @@ def _run_step(plan: Plan, step: Step, artifacts: dict[str, Artifact], manifest: 
                 artifact = run_launched(step.spec, ctx, launcher)
             log_stage_metrics(artifact.meta.get("metrics", {}))
     except KeyboardInterrupt:
-        manifest.update(step.name, status="interrupted", finished=_now())
+        _record(manifest, step.name, status="interrupted", finished=_now())
         raise Interrupted(f"interrupted during stage '{step.name}'; `llmctl run` again resumes from the last checkpoint") from None
     except LlmctlError:
-        manifest.update(step.name, status="failed", finished=_now())
+        _record(manifest, step.name, status="failed", finished=_now())
         raise
     except Exception as err:
         log = _write_traceback(ctx)
-        manifest.update(step.name, status="failed", finished=_now(), error=f"{type(err).__name__}: {err}")
-        raise StageFailed(step.name, err, str(log)) from err
+        _record(manifest, step.name, status="failed", finished=_now(), error=f"{type(err).__name__}: {err}")
+        raise (storage_error(err, ctx.work_dir) or StageFailed(step.name, err, str(log) if log else None)) from err
     return _commit(step, artifact, ctx, manifest, started, emit)
 
 
@@ -406,11 +409,23 @@ def _commit(step: Step, artifact: Artifact, ctx: StageContext, manifest: Manifes
     return Artifact.read(step.stage_dir)  # type: ignore[return-value]
 
 
-def _write_traceback(ctx: StageContext) -> Path:
-    ctx.logs_dir.mkdir(parents=True, exist_ok=True)
+def _write_traceback(ctx: StageContext) -> Path | None:
+    """logs/error.log with the traceback; None when it cannot be written (a full or read-only disk)."""
     path = ctx.logs_dir / "error.log"
-    path.write_text(traceback.format_exc())
+    try:
+        ctx.logs_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(traceback.format_exc())
+    except OSError:
+        return None
     return path
+
+
+def _record(manifest: Manifest, name: str, **values: Any) -> None:
+    """Record a stage's failure in the manifest if the disk lets us; the error itself is what the user sees."""
+    try:
+        manifest.update(name, **values)
+    except OSError:
+        pass
 
 
 def _seed_everything(seed: int) -> None:

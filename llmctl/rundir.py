@@ -61,16 +61,35 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def replace_dir(src: Path, dest: Path) -> None:
-    """Move a finished folder into place. A crash at any point leaves either the old or the new folder
-    at `dest`, or none — never a half-written one."""
+    """Move a finished folder into place. A crash at any point leaves either the old or the new folder at
+    `dest`, never a half-written one: an existing `dest` is swapped with `src` in one renameat2(RENAME_EXCHANGE)
+    where the file system supports it (else renamed aside first), then the old one is deleted."""
     old = dest.with_name(dest.name + OLD_SUFFIX)
     if old.exists():
         shutil.rmtree(old)
-    if dest.exists():
-        os.rename(dest, old)
-    os.rename(src, dest)
-    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists() and _exchange(src, dest):
+        shutil.rmtree(src, ignore_errors=True)  # src now holds the old folder
+    else:
+        if dest.exists():
+            os.rename(dest, old)
+        os.rename(src, dest)
+        shutil.rmtree(old, ignore_errors=True)
     _fsync_dir(dest.parent)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE, not in Python's os module); False where
+    the kernel or file system cannot."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def _fsync_dir(path: Path) -> None:

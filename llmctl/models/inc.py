@@ -69,7 +69,8 @@ def load(path: str) -> Any:
 
     skeleton = linearize(AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path)))
     model = inc_load(path, original_model=skeleton)
-    model.load_state_dict(torch.load(Path(path) / WEIGHTS, weights_only=False), strict=False)
+    # INC writes plain tensors and reads them back with weights_only=True itself; so do we (no unpickling of code)
+    model.load_state_dict(torch.load(Path(path) / WEIGHTS, weights_only=True), strict=False)
     model.tie_weights()
     model.generation_config = GenerationConfig.from_pretrained(path)
     return model.eval()
