@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 import typing
 from typing import Annotated, Any, Union
@@ -43,6 +44,7 @@ class Recipe(Settings):
     @classmethod
     def from_public(cls, public: dict[str, Any], env_entries: list[tuple[list[str | int], Any]]) -> Recipe:
         """Rebuild a recipe from `public_dump()` and `env_entries()`."""
+        public = copy.deepcopy(public)
         written = {tuple(path): str(_get(public, tuple(path))) for path, _ in env_entries}
         for path, value in env_entries:
             _get(public, tuple(path[:-1]))[path[-1]] = value

@@ -1,0 +1,150 @@
+"""Hostile and broken recipes: each is refused by `validate` (and so by `run`) with exit 2, a message that
+names file:line or the field, and no traceback — quickly, without reading or writing outside the run folder."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from llmctl.cli import app
+from llmctl.serve.registry import Registry
+
+pytestmark = pytest.mark.reliability
+runner = CliRunner()
+GOOD = """\
+name: demo
+stages:
+  - type: pretrain
+    model: {config: {n_layer: 1}}
+    data: {path: corpus.jsonl}
+"""
+BENCH = """\
+  - type: benchmark
+    local_tasks:
+      - name: toy
+        data: {path: qa.jsonl, format: prompt_completion}
+"""
+
+
+def alias_bomb() -> str:
+    text, previous = "name: demo\nl0: &l0 [x, x, x, x, x, x, x, x, x]\n", "l0"
+    for level in range(1, 10):
+        text += f"l{level}: &l{level} [{', '.join(['*' + previous] * 9)}]\n"
+        previous = f"l{level}"
+    return text + GOOD.split("\n", 1)[1]
+
+
+CASES = {
+    "stage-name-traversal": (GOOD.replace("- type: pretrain", "- type: pretrain\n    name: x/../../../victim"), "stages[0].name: a name is"),
+    "stage-name-dotdot": (GOOD.replace("- type: pretrain", "- type: pretrain\n    name: .."), "stages[0].name"),
+    "recipe-name-slash": (GOOD.replace("name: demo", "name: a/b"), "name: a name is"),
+    "run-dir-root": (GOOD.replace("name: demo", "name: demo\nrun_dir: /"), "run_dir: / would put a run folder around the root"),
+    "run-dir-file": (GOOD.replace("name: demo", "name: demo\nrun_dir: /etc/passwd"), "run_dir: /etc/passwd is a file"),
+    "run-dir-not-ours": (GOOD.replace("name: demo", "name: demo\nrun_dir: /etc"), "/etc is not an llmctl run folder"),
+    "run-dir-cwd": (GOOD.replace("name: demo", "name: demo\nrun_dir: ."), "around the root, home or working directory"),
+    "alias-bomb": (alias_bomb(), "expands to more than 100,000 values"),
+    "deep-nesting": ("name: demo\nx: " + "[" * 5000 + "]" * 5000 + "\n", "nested deeper than 64 levels"),
+    "max-steps-0": (GOOD + "    train: {max_steps: 0}\n", "max_steps is -1 (train for `epochs`) or at least 1"),
+    "max-steps-negative": (GOOD + "    train: {max_steps: -5}\n", "train.max_steps: Input should be greater than or equal to -1"),
+    "lr-inf": (GOOD + "    train: {lr: .inf}\n", "train.lr: Input should be a finite number"),
+    "lr-nan": (GOOD + "    train: {lr: .nan}\n", "train.lr: Input should be a finite number"),
+    "seed-too-big": (GOOD.replace("name: demo", "name: demo\nseed: 4294967296"), "seed: Input should be less than or equal to 4294967295"),
+    "seed-negative": (GOOD + "    seed: -1\n", "stages[0].seed: Input should be greater than or equal to 0"),
+    "duplicate-key": (GOOD.replace("name: demo", "name: demo\nseed: 1\nseed: 2"), "duplicate key"),
+    "duplicate-stage": (GOOD + GOOD.split("stages:\n", 1)[1], "duplicate stage name 'pretrain'"),
+    "extends-missing": ("extends: nowhere.yaml\n" + GOOD, "base recipe not found"),
+    "extends-self": ("extends: bad.yaml\n" + GOOD, "circular extends"),
+    "env-unset": (GOOD.replace("name: demo", "name: demo\ndescription: ${oc.env:LLMCTL_SURELY_UNSET}"), "LLMCTL_SURELY_UNSET' not found"),
+    "interpolation-cycle": (GOOD.replace("name: demo", "name: demo\na: ${b}\nb: ${a}"), "Recursive interpolation"),
+    "forward-reference": (GOOD + "  - type: sft\n    model: stage:later\n    data: {path: x.jsonl, format: prompt_completion}\n"
+                          "  - type: sft\n    name: later\n    data: {path: x.jsonl, format: prompt_completion}\n",
+                          "stage 'later' comes later in the recipe"),
+    "gate-unknown-task": (GOOD + BENCH + "    gate: {checks: ['nosuch/exact_match >= 0.5']}\n", "task 'nosuch' is not benchmarked here"),
+    "gate-unknown-metric": (GOOD + BENCH + "    gate: {checks: ['toy/accuracy >= 0.5']}\n", "task 'toy' reports exact_match, not 'accuracy'"),
+    "gate-unknown-stage-metric": (GOOD + BENCH + "    gate: {checks: ['perplexity < 30']}\n", "metric 'perplexity' is not measured here"),
+    "model-name-traversal": (GOOD + "  - type: deploy\n    model_name: ../../outside\n", "model_name: a name is"),
+    "not-a-mapping": ("- just\n- a list\n", "a recipe must be a mapping"),
+    "yaml-syntax": (GOOD + "    model: [oops\n", "YAML syntax error"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_hostile_recipe_is_refused_with_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    body, needle = CASES[case]
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text(body)
+    started = time.perf_counter()
+    result = runner.invoke(app, ["validate", str(recipe)])
+    assert result.exit_code == 2, result.output
+    assert needle in result.output, result.output
+    assert "Traceback" not in result.output and "internal error" not in result.output
+    assert time.perf_counter() - started < 5
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "victim").exists()
+
+
+@pytest.mark.parametrize(("content", "needle"), [
+    ("name: d\xe9mo\n".encode("latin-1"), "bad.yaml:1:8: not UTF-8 text: byte 0xe9 at offset 7"),
+    (b"\x00\x01\x02name: x\n", "YAML error: unacceptable character"),
+    (b"name: demo\n# " + b"x" * (2 << 20) + b"\n", "recipe is 2.0 MiB; recipes are at most 1 MiB"),
+], ids=["latin-1", "binary", "huge"])
+def test_unreadable_recipe_bytes(tmp_path: Path, content: bytes, needle: str) -> None:
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_bytes(content)
+    result = runner.invoke(app, ["validate", str(recipe)])
+    assert result.exit_code == 2 and needle in result.output, result.output
+
+
+@pytest.mark.parametrize(("override", "needle"), [
+    ("stages.pretrain.name=x/../../../y", "a name is"),
+    ("stages.pretrain.train.lr=[oops", "override 'stages.pretrain.train.lr=[oops'"),
+    ("seed=${oc.env:LLMCTL_SURELY_UNSET}", "not found"),
+], ids=["name-traversal", "broken-value", "unset-env"])
+def test_hostile_overrides_are_refused_at_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, override: str, needle: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(GOOD)
+    result = runner.invoke(app, ["plan", str(recipe), override])
+    assert result.exit_code == 2 and needle in result.output, result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_unknown_model_config_key_is_refused_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(GOOD.replace("{n_layer: 1}", "{n_lyer: 1}"))
+    result = runner.invoke(app, ["plan", str(recipe)])
+    assert result.exit_code == 2 and "model.config.n_lyer: not a field of GPT2Config — did you mean 'n_layer'?" in result.output
+
+
+def test_registry_refuses_paths_and_dangling_pointers(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "config.json").write_text("{}")
+    registry = Registry(tmp_path / "models")
+    registry.deploy("chat", source, {}, promote=False, keep=1)
+    assert registry.versions("chat") == ["v1"]  # promote: false + keep: 1 keeps what it just published
+    args = ["--registry", str(tmp_path / "models")]
+    for name, version in (("chat", "../../outside"), ("../x", "v1"), ("chat", "v1/../../x")):
+        result = runner.invoke(app, ["models", "promote", name, version, *args])
+        assert result.exit_code == 2, result.output
+    assert registry.current("chat") is None
+    (tmp_path / "models/chat/current").symlink_to("v9")
+    result = runner.invoke(app, ["serve", "--registry", str(tmp_path / "models"), "--name", "chat"])
+    assert result.exit_code == 2 and "current points at 'v9', which is not a version" in result.output
+
+
+def test_concurrent_deploys_into_one_registry_never_fail(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "weights.bin").write_bytes(b"x" * 100_000)
+    registry = Registry(tmp_path / "models")
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: registry.deploy("chat", source, {}, promote=True, keep=2), range(12)))
+    assert len({version for version, _ in results}) == 12
+    assert len(registry.versions("chat")) == 2 and registry.current("chat") == registry.versions("chat")[-1]
