@@ -220,8 +220,13 @@ def test_bad_data_is_exit_2_and_a_crash_is_exit_4(tiny_recipe, workdir: Path) ->
     assert result.exit_code == 2
     assert "has no column body; available: text" in result.output and "Traceback" not in result.output
 
+    original = (workdir / "corpus.jsonl").read_text()
     (workdir / "corpus.jsonl").write_text('{"text": "fine"}\nnot json at all\n')
-    result = runner.invoke(app, ["run", path])
+    result = runner.invoke(app, ["run", path])  # bad data is the recipe's input: exit 2 naming file and line
+    assert result.exit_code == 2 and "corpus.jsonl:2:1: not valid JSON" in result.output
+
+    (workdir / "corpus.jsonl").write_text(original)
+    result = runner.invoke(app, ["run", path, "stages.pretrain.model.config.n_head=3"])  # 32 dims do not split in 3 heads
     assert result.exit_code == 4
     assert "stage 'pretrain' failed" in result.output and "error.log" in result.output
     manifest = json.loads((workdir / "runs/tiny/llmctl.lock.json").read_text())
