@@ -329,11 +329,11 @@ def _env_values(raw: Any, resolved: Any, at: KeyPath = ()) -> dict[KeyPath, str]
     for key_path, text in _strings(raw, at):
         if ENV_RESOLVER in text:
             direct[key_path] = text
-    secrets = {str(value) for key_path in direct if len(str(value := _get(resolved, key_path))) >= MIN_SECRET_CHARS}
+    secrets = {str(value) for key_path in direct if len(str(value := get_path(resolved, key_path))) >= MIN_SECRET_CHARS}
     found = dict(direct)
     for key_path, value in _strings(resolved, at):
         if key_path not in found and any(secret in value for secret in secrets):
-            found[key_path] = str(_get(raw, key_path))
+            found[key_path] = str(get_path(raw, key_path))
     return found
 
 
@@ -345,7 +345,8 @@ def _strings(tree: Any, at: KeyPath) -> list[tuple[KeyPath, str]]:
     return [(at, tree)] if isinstance(tree, str) else []
 
 
-def _get(tree: Any, key_path: KeyPath) -> Any:
+def get_path(tree: Any, key_path: KeyPath) -> Any:
+    """The value at `key_path` in nested dicts/lists, or None when there is none."""
     for part in key_path:
         try:
             tree = tree[part]

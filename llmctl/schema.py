@@ -10,7 +10,7 @@ from typing import Annotated, Any, Union
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
 from llmctl.errors import Problem, RecipeError
-from llmctl.recipe import MIN_SECRET_CHARS, STAGES, KeyPath, LoadedRecipe, dotted
+from llmctl.recipe import MIN_SECRET_CHARS, STAGES, KeyPath, LoadedRecipe, dotted, get_path
 from llmctl.specs import NAME_PATTERN, Settings, optional_pattern
 from llmctl.stages import REGISTRY, SPECS
 
@@ -30,8 +30,8 @@ class Recipe(Settings):
         (`${oc.env:HF_TOKEN}`) shows as the text the user wrote, never as its value."""
         data = self.model_dump(mode="json")
         for key_path, text in self._from_env.items():
-            parent = _get(data, key_path[:-1])
-            if isinstance(parent, (dict, list)) and _get(data, key_path) is not None:
+            parent = get_path(data, key_path[:-1])
+            if isinstance(parent, (dict, list)) and get_path(data, key_path) is not None:
                 parent[key_path[-1]] = text
         return data
 
@@ -39,15 +39,15 @@ class Recipe(Settings):
         """(key path, value) of every value read from the environment: what a launched worker, which gets the
         public dump, needs to rebuild this recipe (passed in its environment, never written to disk)."""
         data = self.model_dump(mode="json")
-        return [(list(path), _get(data, path)) for path in self._from_env]
+        return [(list(path), get_path(data, path)) for path in self._from_env]
 
     @classmethod
     def from_public(cls, public: dict[str, Any], env_entries: list[tuple[list[str | int], Any]]) -> Recipe:
         """Rebuild a recipe from `public_dump()` and `env_entries()`."""
         public = copy.deepcopy(public)
-        written = {tuple(path): str(_get(public, tuple(path))) for path, _ in env_entries}
+        written = {tuple(path): str(get_path(public, tuple(path))) for path, _ in env_entries}
         for path, value in env_entries:
-            _get(public, tuple(path[:-1]))[path[-1]] = value
+            get_path(public, tuple(path[:-1]))[path[-1]] = value
         recipe = cls.model_validate(public)
         recipe._from_env = written
         return recipe
@@ -55,7 +55,7 @@ class Recipe(Settings):
     def secret_values(self) -> list[str]:
         """Values this recipe read from the environment (long enough to be worth hiding), longest first."""
         data = self.model_dump(mode="json")
-        values = {str(v) for path in self._from_env if len(str(v := _get(data, path))) >= MIN_SECRET_CHARS and v is not None}
+        values = {str(v) for path in self._from_env if len(str(v := get_path(data, path))) >= MIN_SECRET_CHARS and v is not None}
         return sorted(values, key=len, reverse=True)
 
     def redact(self, value: Any) -> Any:
@@ -125,7 +125,7 @@ def _problem(error: dict[str, Any], loaded: LoadedRecipe) -> Problem:
 def _strip_union_tag(loc: KeyPath, tree: dict[str, Any]) -> KeyPath:
     """Pydantic puts the discriminator value into the path (`stages.1.pretrain.lr`); drop it."""
     if len(loc) > 2 and loc[0] == STAGES and isinstance(loc[1], int):
-        stage = _get(tree, loc[:2])
+        stage = get_path(tree, loc[:2])
         if isinstance(stage, dict) and loc[2] == stage.get("type"):
             return loc[:2] + loc[3:]
     return loc
@@ -135,7 +135,7 @@ def _fields_at(loc: KeyPath, tree: dict[str, Any]) -> list[str]:
     """Field names of the model that validates the mapping at `loc` (for "did you mean")."""
     model: Any = Recipe
     if len(loc) >= 2 and loc[0] == STAGES:  # the union member is chosen by the stage's `type`
-        stage = _get(tree, loc[:2])
+        stage = get_path(tree, loc[:2])
         model, loc = (REGISTRY.get(stage.get("type")) if isinstance(stage, dict) else None), loc[2:]
     for part in loc:
         if isinstance(part, int):
@@ -157,15 +157,6 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
 
 def _is_model(obj: Any) -> bool:
     return isinstance(obj, type) and issubclass(obj, BaseModel)
-
-
-def _get(tree: Any, loc: KeyPath) -> Any:
-    for part in loc:
-        try:
-            tree = tree[part]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return tree
 
 
 def _did_you_mean(word: str, candidates: list[str]) -> str:
