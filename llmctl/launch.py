@@ -21,7 +21,7 @@ from llmctl.errors import StageFailed
 from llmctl.specs import LauncherSpec, StageSpec
 
 if TYPE_CHECKING:
-    from llmctl.pipeline import StageContext
+    from llmctl.context import StageContext
 
 WORKFILE = "worker.json"
 ENV_VALUES = "LLMCTL_RECIPE_ENV_VALUES"

@@ -3,21 +3,16 @@ atomic stage commits and the manifest. Stages themselves know none of this."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shutil
-import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel
 
 from llmctl import fingerprint as fp
@@ -26,12 +21,12 @@ from llmctl.artifacts import Artifact
 from llmctl.data.fingerprint import content_key, fingerprint_data
 from llmctl.errors import GateFailed, Interrupted, LlmctlError, Problem, RecipeError, StageFailed, UsageError, storage_error
 from llmctl.recipe import STAGES, LoadedRecipe, default_run_dir, stage_dir_name
-from llmctl.rundir import RESOLVED, TMP_SUFFIX, Manifest, RunLock, replace_dir, unsafe_run_dir, write_atomic
+from llmctl.context import Emit, StageContext
+from llmctl.rundir import RESOLVED, TMP_SUFFIX, Manifest, RunLock, dump_resolved, replace_dir, unsafe_run_dir, write_atomic
 from llmctl.schema import Recipe
 from llmctl.specs import PREVIOUS, DataSpec, InputSlot, LauncherSpec, StageSpec, stage_ref_name
 from llmctl.stages import runner
 
-Emit = Callable[[dict[str, Any]], None]
 FINGERPRINT_FILE = ".fingerprint"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
@@ -251,67 +246,6 @@ def _resumable_checkpoint(step: Step) -> str | None:
 # ---------------------------------------------------------------- execution
 
 
-@dataclass
-class StageContext:
-    """What a stage may know about the pipeline: its folders, resolved inputs, seed, hardware, and a logger."""
-
-    name: str
-    work_dir: Path
-    seed: int
-    recipe: Recipe
-    inputs: dict[str, Artifact | str]
-    resume_from: str | None
-    emit: Emit
-    previous_metrics: dict[str, Any] = field(default_factory=dict)  # this stage's last successful run, if any
-
-    @property
-    def out_dir(self) -> Path:
-        return self.work_dir / "output"
-
-    @property
-    def checkpoints_dir(self) -> Path:
-        return self.work_dir / "checkpoints"
-
-    @property
-    def logs_dir(self) -> Path:
-        return self.work_dir / "logs"
-
-    @cached_property
-    def hardware(self):  # noqa: ANN201 - llmctl.hardware.Hardware (imports torch lazily)
-        from llmctl import hardware
-
-        return hardware.detect(self.recipe.device, self.recipe.dtype)
-
-    def input(self, slot: str) -> str:
-        """The folder (or external reference) that feeds input `slot`."""
-        value = self.inputs[slot]
-        return value.path if isinstance(value, Artifact) else value
-
-    @contextlib.contextmanager
-    def library_output(self) -> Iterator[None]:
-        """Send what libraries print (TRL's PPO banners, NNCF tables, INC and OpenVINO notices, and the
-        stderr of their subprocesses) to logs/library.out, keeping stdout for llmctl's own output (`--json`
-        must stay one event per line; renderers hold their own stream, so events still get through)."""
-        self.logs_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.logs_dir / "library.out", "a", encoding="utf-8") as sink:
-            sys.stderr.flush()
-            saved_fd2 = os.dup(2)
-            os.dup2(sink.fileno(), 2)
-            try:
-                with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-                    yield
-            finally:
-                sink.flush()
-                os.dup2(saved_fd2, 2)
-                os.close(saved_fd2)
-
-    def log(self, message: str) -> None:
-        self.logs_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.logs_dir / "stage.log", "a", encoding="utf-8") as handle:
-            handle.write(f"{time.strftime('%H:%M:%S')} {message}\n")
-        self.emit({"event": "log", "stage": self.name, "message": message})
-
-
 def execute(plan: Plan, emit: Emit) -> dict[str, Artifact]:
     """Run the plan's steps in order under the run lock; returns the artifacts by stage name."""
     from llmctl import signals
@@ -437,9 +371,3 @@ def _seed_everything(seed: int) -> None:
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-def dump_resolved(recipe: Recipe) -> str:
-    """The validated recipe with every default filled in, as YAML (values read from the environment show as
-    the `${oc.env:…}` text the user wrote)."""
-    return yaml.safe_dump(recipe.public_dump(), sort_keys=False, allow_unicode=True)

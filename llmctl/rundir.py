@@ -18,9 +18,14 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import yaml
 
 from llmctl.errors import RunLocked
+
+if TYPE_CHECKING:
+    from llmctl.schema import Recipe
 
 MANIFEST = "llmctl.lock.json"
 RESOLVED = "recipe.resolved.yaml"
@@ -172,3 +177,9 @@ class RunLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def dump_resolved(recipe: Recipe) -> str:
+    """The validated recipe with every default filled in, as YAML (values read from the environment show as
+    the `${oc.env:…}` text the user wrote)."""
+    return yaml.safe_dump(recipe.public_dump(), sort_keys=False, allow_unicode=True)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from llmctl.pipeline import StageContext
+    from llmctl.context import StageContext
     from llmctl.specs import StageSpec
 
 
@@ -104,7 +104,7 @@ def _mlflow_run(ctx: StageContext, launched: bool) -> Iterator[Log]:
     the same run (MLFLOW_RUN_ID)."""
     import mlflow
 
-    from llmctl.pipeline import dump_resolved
+    from llmctl.rundir import dump_resolved
 
     mlflow.set_experiment(os.environ["MLFLOW_EXPERIMENT_NAME"])
     with mlflow.start_run(run_name=f"{ctx.recipe.name}/{ctx.name}") as run:

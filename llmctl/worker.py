@@ -15,7 +15,7 @@ from pathlib import Path
 from llmctl import signals
 from llmctl.artifacts import Artifact, ArtifactKind
 from llmctl.launch import ENV_VALUES, RANKS, RESULT, weights_digest
-from llmctl.pipeline import StageContext
+from llmctl.context import StageContext
 from llmctl.render import quiet_libraries
 from llmctl.schema import Recipe
 from llmctl.stages import runner

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from llmctl.specs import TrainArgs
 
 if TYPE_CHECKING:
-    from llmctl.pipeline import StageContext
+    from llmctl.context import StageContext
 
 
 def training_arguments(args: TrainArgs, ctx: StageContext, has_eval: bool) -> Any:

@@ -17,7 +17,7 @@ from llmctl.errors import DataError, UsageError
 from llmctl.specs import PREVIOUS, Block, DataSpec, InputSlot, StageSpec
 
 if TYPE_CHECKING:
-    from llmctl.pipeline import StageContext
+    from llmctl.context import StageContext
 
 MODEL_KINDS = (ArtifactKind.causal_lm, ArtifactKind.adapter, ArtifactKind.quantized_lm)
 LOCAL_METRICS = {"prompt_completion": ("exact_match",), "instruction": ("exact_match",), "choice": ("acc", "acc_norm"),

@@ -15,7 +15,7 @@ from llmctl.artifacts import Artifact, ArtifactKind
 from llmctl.specs import NAME_PATTERN, PREVIOUS, InputSlot, StageSpec
 
 if TYPE_CHECKING:
-    from llmctl.pipeline import StageContext
+    from llmctl.context import StageContext
 
 MODEL_KINDS = (ArtifactKind.causal_lm, ArtifactKind.adapter, ArtifactKind.quantized_lm)
 

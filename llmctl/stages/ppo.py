@@ -22,7 +22,7 @@ from llmctl.errors import StageFailed, UsageError
 from llmctl.specs import PREVIOUS, Block, DataSpec, EvalSetSpec, InputSlot, PeftSpec, StageSpec
 
 if TYPE_CHECKING:
-    from llmctl.pipeline import StageContext
+    from llmctl.context import StageContext
 
 
 class KLSpec(Block):

@@ -15,7 +15,7 @@ from llmctl.artifacts import Artifact, ArtifactKind
 from llmctl.specs import PREVIOUS, Block, DataSpec, InputSlot, StageSpec, TrainArgs
 
 if TYPE_CHECKING:
-    from llmctl.pipeline import StageContext
+    from llmctl.context import StageContext
 
 
 class PretrainModel(Block):

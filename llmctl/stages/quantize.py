@@ -19,7 +19,7 @@ from llmctl.errors import GateFailed
 from llmctl.specs import PREVIOUS, Block, DataSpec, InputSlot, StageSpec
 
 if TYPE_CHECKING:
-    from llmctl.pipeline import StageContext
+    from llmctl.context import StageContext
 
 Backend = Literal["inc", "openvino"]
 Method = Literal["rtn", "gptq", "awq", "weight_only", "dynamic", "static", "smoothquant"]

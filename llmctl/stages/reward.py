@@ -13,7 +13,7 @@ from llmctl.artifacts import Artifact, ArtifactKind
 from llmctl.specs import DataSpec, InputSlot, PeftSpec, StageSpec, TrainArgs
 
 if TYPE_CHECKING:
-    from llmctl.pipeline import StageContext
+    from llmctl.context import StageContext
 
 
 class RewardSpec(StageSpec):

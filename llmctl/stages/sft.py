@@ -11,7 +11,7 @@ from llmctl.artifacts import Artifact, ArtifactKind
 from llmctl.specs import PREVIOUS, DataSpec, EvalSetSpec, InputSlot, PeftSpec, StageSpec, TrainArgs
 
 if TYPE_CHECKING:
-    from llmctl.pipeline import StageContext
+    from llmctl.context import StageContext
 
 MODEL_KINDS = (ArtifactKind.causal_lm, ArtifactKind.adapter)
 

@@ -1,0 +1,84 @@
+"""What a stage may know about the pipeline: its folders, resolved inputs, seed, hardware and a logger.
+
+Stages, models/ helpers, tracking and the launcher depend on this module, never on `pipeline` (which
+depends on them): the arrows point one way, which a unit test checks."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmctl.artifacts import Artifact
+
+if TYPE_CHECKING:
+    from llmctl.schema import Recipe
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class StageContext:
+    """What a stage may know about the pipeline: its folders, resolved inputs, seed, hardware, and a logger."""
+
+    name: str
+    work_dir: Path
+    seed: int
+    recipe: Recipe
+    inputs: dict[str, Artifact | str]
+    resume_from: str | None
+    emit: Emit
+    previous_metrics: dict[str, Any] = field(default_factory=dict)  # this stage's last successful run, if any
+
+    @property
+    def out_dir(self) -> Path:
+        return self.work_dir / "output"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.work_dir / "checkpoints"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.work_dir / "logs"
+
+    @cached_property
+    def hardware(self):  # noqa: ANN201 - llmctl.hardware.Hardware (imports torch lazily)
+        from llmctl import hardware
+
+        return hardware.detect(self.recipe.device, self.recipe.dtype)
+
+    def input(self, slot: str) -> str:
+        """The folder (or external reference) that feeds input `slot`."""
+        value = self.inputs[slot]
+        return value.path if isinstance(value, Artifact) else value
+
+    @contextlib.contextmanager
+    def library_output(self) -> Iterator[None]:
+        """Send what libraries print (TRL's PPO banners, NNCF tables, INC and OpenVINO notices, and the
+        stderr of their subprocesses) to logs/library.out, keeping stdout for llmctl's own output (`--json`
+        must stay one event per line; renderers hold their own stream, so events still get through)."""
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.logs_dir / "library.out", "a", encoding="utf-8") as sink:
+            sys.stderr.flush()
+            saved_fd2 = os.dup(2)
+            os.dup2(sink.fileno(), 2)
+            try:
+                with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                    yield
+            finally:
+                sink.flush()
+                os.dup2(saved_fd2, 2)
+                os.close(saved_fd2)
+
+    def log(self, message: str) -> None:
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.logs_dir / "stage.log", "a", encoding="utf-8") as handle:
+            handle.write(f"{time.strftime('%H:%M:%S')} {message}\n")
+        self.emit({"event": "log", "stage": self.name, "message": message})
