@@ -21,6 +21,7 @@ from rich.table import Table
 
 from llmctl import __version__
 from llmctl.errors import LlmctlError, RecipeError, UsageError, storage_error
+from llmctl.serve.limits import Limits as ServeLimits
 
 EPILOG = ("Exit codes: 0 ok, 1 internal error, 2 invalid recipe/usage/data, 3 quality gate failed, 4 stage failed "
           "(or disk full/read-only), "
@@ -274,11 +275,13 @@ def _notify(command: str, the_plan: Any, error: BaseException | None) -> None:
 
 def _serve_after_run(the_plan: Any, artifacts: dict[str, Any]) -> None:
     """A deploy stage with `serve: true` starts the server once the whole pipeline succeeded."""
-    deploy = next((s for s in reversed(the_plan.recipe.stages) if s.type == "deploy" and s.serve and s.name in artifacts), None)
-    if deploy is not None:
-        from llmctl.serve.app import Limits
+    from llmctl.pipeline import deployment_to_serve
 
-        _run_server(None, deploy.registry, deploy.model_name, deploy.host, deploy.port, None, Limits(), 2.0)
+    deploy = deployment_to_serve(the_plan, artifacts)
+    if deploy is not None:
+        from llmctl.serve.app import Source, run_server
+
+        run_server(Source(registry=deploy.registry, name=deploy.model_name), deploy.host, deploy.port, None, ServeLimits(), 2.0)
 
 
 # ---------------------------------------------------------------- schema / init / runs / show
@@ -478,36 +481,21 @@ def serve(
     host: Annotated[str, typer.Option(help="Bind address (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     api_key: Annotated[Optional[str], typer.Option(help="Require 'Authorization: Bearer KEY' (or set LLMCTL_API_KEY).")] = None,  # noqa: UP007
-    max_tokens: Annotated[int, typer.Option(help="Cap on max_tokens per request.")] = 512,
-    max_batch: Annotated[int, typer.Option(help="Requests batched into one forward pass.")] = 8,
-    max_queue: Annotated[int, typer.Option(help="Waiting requests before answering 429.")] = 64,
+    max_tokens: Annotated[int, typer.Option(help="Cap on max_tokens per request.")] = ServeLimits.max_tokens,
+    max_batch: Annotated[int, typer.Option(help="Requests batched into one forward pass.")] = ServeLimits.max_batch,
+    max_queue: Annotated[int, typer.Option(help="Waiting requests before answering 429.")] = ServeLimits.max_queue,
     watch: Annotated[float, typer.Option(help="Seconds between checks of the registry's current version (0: only POST /admin/reload).")] = 2.0,
 ) -> None:
     """Serve a model over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, streaming)."""
-    from llmctl.serve.app import Limits
+    from llmctl.serve.app import Source, api_key_from_env, run_server
 
     if (model_dir is None) == (name is None):
         raise UsageError("serve takes a MODEL_DIR, or --registry DIR --name NAME")
     if model_dir is not None and not model_dir.is_dir():
         raise UsageError(f"{model_dir}: no such model folder")
-    _run_server(model_dir, registry or Path("models"), name, host, port, api_key,
-                Limits(max_tokens=max_tokens, max_batch=max_batch, max_queue=max_queue), watch)
-
-
-def _run_server(model_dir: Path | None, registry: Path | str | None, name: str | None, host: str, port: int,
-                api_key: str | None, limits: Any, watch: float) -> None:
-    import uvicorn
-
-    from llmctl.render import quiet_libraries
-    from llmctl.serve.app import Source, api_key_from_env, create_app
-
-    quiet_libraries()
-    source = Source(str(model_dir)) if model_dir else Source(registry=str(registry), name=name)
-    app_ = create_app(source, api_key_from_env(api_key), limits, watch)
-    err.print(f"serving {source.model_id} on http://{host}:{port}/v1 (Ctrl-C stops)")
-    # Bounded connections (503 beyond) and a bounded wait for open requests on Ctrl-C/SIGTERM.
-    uvicorn.run(app_, host=host, port=port, log_level="warning", limit_concurrency=limits.max_connections,
-                timeout_graceful_shutdown=5)
+    source = Source(str(model_dir)) if model_dir else Source(registry=str(registry or Path("models")), name=name)
+    run_server(source, host, port, api_key_from_env(api_key),
+               ServeLimits(max_tokens=max_tokens, max_batch=max_batch, max_queue=max_queue), watch)
 
 
 models_app = typer.Typer(help="Manage a model registry: list, show, promote, roll back.", no_args_is_help=True)

@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from llmctl.artifacts import Artifact
 
 if TYPE_CHECKING:
+    from llmctl.history import Baseline
     from llmctl.schema import Recipe
 
 Emit = Callable[[dict[str, Any]], None]
@@ -34,7 +35,7 @@ class StageContext:
     inputs: dict[str, Artifact | str]
     resume_from: str | None
     emit: Emit
-    previous_metrics: dict[str, Any] = field(default_factory=dict)  # this stage's last successful run, if any
+    baseline: Baseline | None = None  # a quality gate's baseline, resolved by the pipeline
 
     @property
     def out_dir(self) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +66,27 @@ def stage_metrics(ref: str, stage: str, root: Path = Path("runs")) -> dict[str, 
     """The metrics of a completed stage of a past run (by run name or folder), or None."""
     entry = load_run(ref, root).get("stages", {}).get(stage, {})
     return entry.get("metrics") if entry.get("status") == "complete" else None
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """Metrics a quality gate compares against, and a name for messages (None: no baseline yet)."""
+
+    metrics: dict[str, Any] | None
+    name: str
+
+
+def baseline(ref: str, stage: str, runs_root: Path, previous: dict[str, Any]) -> Baseline:
+    """Resolve a gate's `baseline:` — 'previous' (this stage's last successful metrics in this run),
+    'registry:DIR/NAME' (the metrics stored with the version deployed there), or a run folder/name."""
+    if ref == "previous":
+        return Baseline(previous or None, "previous run")
+    if ref.startswith("registry:"):
+        from llmctl.serve.registry import Registry
+
+        folder, _, name = ref[len("registry:") :].rpartition("/")
+        return Baseline(Registry(Path(folder)).current_metrics(name), f"deployed {name}")
+    found = stage_metrics(ref, stage, runs_root)
+    if found is None:
+        raise UsageError(f"gate.baseline: no completed stage '{stage}' in run {ref!r} (a run folder, or a run name under {runs_root}/)")
+    return Baseline(found, f"run {ref}")

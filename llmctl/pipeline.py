@@ -22,10 +22,12 @@ from llmctl.data.fingerprint import content_key, fingerprint_data
 from llmctl.errors import GateFailed, Interrupted, LlmctlError, Problem, RecipeError, StageFailed, UsageError, storage_error
 from llmctl.recipe import STAGES, LoadedRecipe, default_run_dir, stage_dir_name
 from llmctl.context import Emit, StageContext
+from llmctl.history import Baseline, baseline
 from llmctl.rundir import RESOLVED, TMP_SUFFIX, Manifest, RunLock, dump_resolved, replace_dir, unsafe_run_dir, write_atomic
 from llmctl.schema import Recipe
 from llmctl.specs import PREVIOUS, DataSpec, InputSlot, LauncherSpec, StageSpec, stage_ref_name
 from llmctl.stages import runner
+from llmctl.stages.deploy import DeploySpec
 
 FINGERPRINT_FILE = ".fingerprint"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -44,6 +46,7 @@ class Step:
     action: str = "run"  # run | resume | cached | skip
     reason: str = ""
     resume_from: str | None = None
+    baseline: Baseline | None = None
 
     @property
     def name(self) -> str:
@@ -158,11 +161,21 @@ def make_plan(recipe: Recipe, loaded: LoadedRecipe | None = None, selection: Sel
         step = Step(index, spec, run_dir / stage_dir_name(index, spec.name), inputs[spec.name])
         step.data = _data_fingerprints(spec, manifest.stage(spec.name).get("data", {}))
         upstream = {slot: _upstream_key(ref, steps) for slot, ref in step.inputs.items()}
+        if (ref := spec.baseline_ref()) is not None:
+            step.baseline = baseline(ref, spec.name, run_dir.parent, _previous_metrics(manifest, spec.name))
+            if ref != "previous":  # another run's or the registry's metrics are an input: a change re-runs the gate
+                upstream["baseline"] = fp.digest(step.baseline.metrics)
         spec_json = spec.model_dump(mode="json", exclude={"name"} | ({"launcher"} if spec.launcher is None else set()))
         step.parts = fp.stage_parts(spec_json, settings, upstream, {k: content_key(v) for k, v in step.data.items()})
         _decide(step, steps, manifest, selection, names)
         steps.append(step)
     return Plan(recipe, run_dir, steps)
+
+
+def _previous_metrics(manifest: Manifest, name: str) -> dict[str, Any]:
+    """The stage's metrics from its last successful run in this run folder ({} when there is none)."""
+    entry = manifest.stage(name)
+    return entry.get("metrics", {}) if entry.get("status") == "complete" else {}
 
 
 def _upstream_key(ref: str, steps: list[Step]) -> str:
@@ -287,14 +300,12 @@ def _run_step(plan: Plan, step: Step, artifacts: dict[str, Artifact], manifest: 
     step.tmp_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(step.tmp_dir / FINGERPRINT_FILE, step.fingerprint)
     started = time.time()
-    previous = manifest.stage(step.name)
-    previous_metrics = previous.get("metrics", {}) if previous.get("status") == "complete" else {}
     seed = step.spec.seed if step.spec.seed is not None else plan.recipe.seed
     manifest.update(step.name, status="running", fingerprint=step.fingerprint, parts=step.parts, seed=seed,
                     started=_now(), pid=os.getpid(), cached=False, versions=fp.library_versions(),
                     data=step.data, inputs=step.inputs, dir=step.stage_dir.name)
     inputs = {slot: artifacts[name] if (name := stage_ref_name(ref)) else ref for slot, ref in step.inputs.items()}
-    ctx = StageContext(step.name, step.tmp_dir, seed, plan.recipe, inputs, step.resume_from, emit, previous_metrics)
+    ctx = StageContext(step.name, step.tmp_dir, seed, plan.recipe, inputs, step.resume_from, emit, step.baseline)
     try:
         _seed_everything(seed)
         launcher = effective_launcher(step.spec, plan.recipe)
@@ -371,3 +382,8 @@ def _seed_everything(seed: int) -> None:
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def deployment_to_serve(plan: Plan, artifacts: dict[str, Artifact]) -> DeploySpec | None:
+    """The last deploy stage that ran (or was cached) and asks to `serve: true` when the pipeline succeeded."""
+    return next((s for s in reversed(plan.recipe.stages) if isinstance(s, DeploySpec) and s.serve and s.name in artifacts), None)

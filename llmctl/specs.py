@@ -104,6 +104,11 @@ class StageSpec(Block):
         """The inputs this stage consumes, by slot name. Stages override this."""
         return {}
 
+    def baseline_ref(self) -> str | None:
+        """Where this stage's quality gate takes its baseline metrics from ('previous', 'registry:DIR/NAME', a
+        run); resolved by the pipeline, which also fingerprints them. Stages with a gate override this."""
+        return None
+
     def output_kind(self) -> ArtifactKind:
         """What this stage hands on (a stage whose output depends on its settings overrides this)."""
         return self.produces

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import os
 import threading
 import time
@@ -24,26 +25,14 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llmctl.serve.engine import Engine, Overloaded
+from llmctl.serve.limits import Limits
 from llmctl.serve.engine import Request as GenRequest
 from llmctl.serve.engine import load as load_model
 
 FALLBACK_CHAT = "{role}: {content}\n"  # tokenizers without a chat template
 DISCONNECT_CHECK_S = 0.5
+LOG = logging.getLogger("llmctl.serve")
 UNSUPPORTED = ("echo", "logprobs", "suffix", "tools", "functions")  # OpenAI fields this server does not implement
-
-
-@dataclass
-class Limits:
-    max_tokens: int = 512
-    max_n: int = 8
-    max_batch: int = 8
-    max_queue: int = 64
-    max_prompts: int = 64
-    """Prompts in one /v1/completions request."""
-    max_connections: int = 256
-    """Open connections uvicorn accepts before answering 503."""
-    max_body_bytes: int = 4 << 20
-    """Request bodies above this get 413 before they are read whole (parsing and tokenizing 20 MB took seconds)."""
 
 
 @dataclass
@@ -358,13 +347,33 @@ def create_app(source: Source, api_key: str | None = None, limits: Limits | None
 
 
 def _watch(reload: Any, every_s: float) -> None:
-    """Follow the registry's `current` pointer; a failed load keeps the old model serving."""
+    """Follow the registry's `current` pointer; a failed load keeps the old model serving and is logged once
+    per distinct failure (e.g. a version being pruned mid-read: the next tick tries again)."""
+    last = ""
     while True:
         time.sleep(every_s)
         try:
             reload()
-        except Exception:  # noqa: BLE001 - e.g. a version being pruned mid-read: try again next tick
-            pass
+            last = ""
+        except Exception as err:  # noqa: BLE001 - the server must outlive a bad registry state
+            if str(err) != last:
+                LOG.warning("registry watch: could not load the current version (%s: %s); still serving the previous one",
+                            type(err).__name__, err)
+            last = str(err)
+
+
+def run_server(source: Source, host: str, port: int, api_key: str | None, limits: Limits, watch: float) -> None:
+    """Load the model, then serve until Ctrl-C/SIGTERM (blocking)."""
+    import uvicorn
+
+    from llmctl.render import quiet_libraries
+
+    quiet_libraries()
+    app = create_app(source, api_key, limits, watch)
+    LOG.warning("serving %s on http://%s:%s/v1 (Ctrl-C stops)", source.model_id, host, port)
+    # Bounded connections (503 beyond) and a bounded wait for open requests on Ctrl-C/SIGTERM.
+    uvicorn.run(app, host=host, port=port, log_level="warning", limit_concurrency=limits.max_connections,
+                timeout_graceful_shutdown=5)
 
 
 def _chat_prompt(tokenizer: Any, messages: list[dict[str, Any]]) -> str:

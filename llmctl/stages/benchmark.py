@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import difflib
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
@@ -136,6 +135,9 @@ class BenchmarkSpec(StageSpec):
     def inputs(self) -> dict[str, InputSlot]:
         return {"model": InputSlot(self.model, MODEL_KINDS, "model")}
 
+    def baseline_ref(self) -> str | None:
+        return self.gate.baseline if self.gate else None
+
 
 def run(spec: BenchmarkSpec, ctx: StageContext) -> Artifact:
     """Check tasks and data, evaluate, measure, decide the gate."""
@@ -156,8 +158,9 @@ def run(spec: BenchmarkSpec, ctx: StageContext) -> Artifact:
             metrics |= _speed(spec.speed, model, tokenizer)
     meta: dict[str, Any] = {"metrics": metrics}
     if spec.gate:
-        baseline, name = _baseline(spec, ctx)
-        decision = gate.evaluate(metrics, spec.gate.checks, baseline, spec.gate.compare, spec.gate.tolerance, name)
+        baseline = ctx.baseline
+        decision = gate.evaluate(metrics, spec.gate.checks, baseline.metrics if baseline else None, spec.gate.compare,
+                                 spec.gate.tolerance, baseline.name if baseline else "")
         metrics["gate_passed"] = decision["passed"]
         meta["gate"] = decision
         ctx.log(decision["message"])
@@ -239,23 +242,3 @@ def _speed(speed: SpeedSpec, model: Any, tokenizer: Any) -> dict[str, float]:
         result = measure.generation_speed(model, tokenizer, prompts * batch, speed.new_tokens, batch_size=batch)
         out |= {f"tokens_per_s_batch{batch}": result["tokens_per_s"], f"ms_per_token_batch{batch}": result["ms_per_token"]}
     return out
-
-
-def _baseline(spec: BenchmarkSpec, ctx: StageContext) -> tuple[dict[str, Any] | None, str]:
-    """(baseline metrics or None when there is none yet, a name for messages)."""
-    from llmctl.history import stage_metrics
-
-    choice = spec.gate.baseline if spec.gate else None
-    if choice is None:
-        return None, ""
-    if choice == "previous":
-        return ctx.previous_metrics or None, "previous run"
-    if choice.startswith("registry:"):
-        from llmctl.serve.registry import Registry
-
-        folder, _, name = choice[len("registry:") :].rpartition("/")
-        return Registry(Path(folder)).current_metrics(name), f"deployed {name}"
-    found = stage_metrics(choice, spec.name)
-    if found is None:
-        raise UsageError(f"gate.baseline: no completed stage '{spec.name}' in run {choice!r} (a run folder or name under runs/)")
-    return found, f"run {choice}"

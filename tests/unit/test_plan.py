@@ -154,3 +154,31 @@ def test_incompatible_handoff_is_rejected() -> None:
         resolve_inputs(bad)  # type: ignore[arg-type]
     with pytest.raises(RecipeError, match="'previous' needs an earlier stage that produces causal_lm"):
         resolve_inputs(_fake_recipe(_RewardSpec(name="rm"), _PolicySpec(name="ppo")))  # type: ignore[arg-type]
+
+
+def test_a_gate_baseline_from_the_registry_is_resolved_by_the_plan_and_fingerprinted(workdir: Path) -> None:
+    from llmctl.serve.registry import Registry
+
+    (workdir / "qa.jsonl").write_text('{"prompt": "q", "completion": " a"}\n')
+    path = write(workdir / "gated.yaml", """\
+name: gated
+stages:
+  - type: benchmark
+    model: some/model
+    local_tasks:
+      - name: toy
+        data: {path: qa.jsonl, format: prompt_completion}
+    gate: {baseline: "registry:models/toy", compare: [toy/exact_match]}
+""")
+    registry, source = Registry(workdir / "models"), workdir / "m"
+    source.mkdir()
+    registry.deploy("toy", source, {"metrics": {"toy/exact_match": 0.5}}, promote=True, keep=None)
+    first = plan_of(path)
+    assert first.steps[0].baseline.metrics == {"toy/exact_match": 0.5} and first.steps[0].baseline.name == "deployed toy"
+    complete(first, "benchmark")
+    assert actions(plan_of(path))["benchmark"][0] == "cached"
+    registry.deploy("toy", source, {"metrics": {"toy/exact_match": 0.7}}, promote=True, keep=None)
+    assert actions(plan_of(path))["benchmark"] == ("run", "changed: inputs")  # a new deployed model: the gate re-runs
+    missing = write(workdir / "missing.yaml", path.read_text().replace("registry:models/toy", "nosuchrun"))
+    with pytest.raises(UsageError, match="no run 'nosuchrun'"):
+        plan_of(missing)
