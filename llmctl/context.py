@@ -42,6 +42,14 @@ class StageContext:
         return self.work_dir / "output"
 
     @property
+    def committed_dir(self) -> Path:
+        """Where the stage folder will be once complete (the pipeline writes it to `NN-name.tmp/`, then renames
+        it): for files that must name their own location afterwards, like lm-eval task YAMLs."""
+        from llmctl.rundir import TMP_SUFFIX
+
+        return self.work_dir.with_name(self.work_dir.name.removesuffix(TMP_SUFFIX))
+
+    @property
     def checkpoints_dir(self) -> Path:
         return self.work_dir / "checkpoints"
 

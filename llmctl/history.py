@@ -45,8 +45,13 @@ def load_run(ref: str, root: Path) -> dict[str, Any]:
     for folder in (Path(ref), root / ref):
         if (folder / MANIFEST).exists():
             manifest = _read(folder / MANIFEST)
+            # Paths are rewritten to where the run folder is now, so a copied or moved run reads (and its report
+            # writes) only there, never in the folder it was copied from.
+            manifest["run_dir"] = str(folder.absolute())
             for stage in manifest.get("stages", {}).values():
                 stage["status"] = _status(stage, folder)
+                if stage.get("dir"):
+                    stage["output"] = str((folder / stage["dir"] / "output").absolute())
             return manifest
     known = ", ".join(r["run"] for r in list_runs(root)) or "none"
     raise UsageError(f"no run '{ref}' (looked in {ref}/ and {root / ref}/); runs under {root}/: {known}")

@@ -38,6 +38,17 @@ def write_task(name: str, rows: Any, max_new_tokens: int, stop: list[str], folde
     return path
 
 
+def relocate_tasks(folder: Path, now: Path, later: Path) -> None:
+    """Point the task YAMLs in `folder` at their data files' final place (`later` instead of `now`), so that
+    `lm_eval --include_path RUN/NN-bench/tasks` works after the stage folder has been renamed into place."""
+    for path in folder.glob("*.yaml"):
+        config = yaml.safe_load(path.read_text())
+        files = config.get("dataset_kwargs", {}).get("data_files", {})
+        for split, file in files.items():
+            files[split] = str(later / Path(file).relative_to(now)) if Path(file).is_relative_to(now) else file
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
 def _metric(name: str) -> dict[str, Any]:
     return {"metric": name, "aggregation": "mean", "higher_is_better": True}
 

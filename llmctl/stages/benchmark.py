@@ -141,13 +141,15 @@ class BenchmarkSpec(StageSpec):
 
 def run(spec: BenchmarkSpec, ctx: StageContext) -> Artifact:
     """Check tasks and data, evaluate, measure, decide the gate."""
-    from llmctl.models import causal_lm, measure, quantized
+    from llmctl.models import causal_lm, harness, measure, quantized
 
     ref = ctx.input("model")
     tasks, manager = _task_list(spec, ctx)
     metrics: dict[str, Any] = {}
     if tasks:
         metrics |= _harness(spec, ctx, ref, tasks, manager)
+    if spec.local_tasks:
+        harness.relocate_tasks(ctx.work_dir / "tasks", ctx.work_dir.absolute(), ctx.committed_dir.absolute())
     if spec.perplexity or spec.speed:
         with ctx.library_output():
             model = quantized.load_any(ref)

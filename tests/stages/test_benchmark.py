@@ -80,6 +80,25 @@ def test_local_tasks_perplexity_and_speed_give_the_known_values(tiny_lm: Path, t
     assert "exact" in json.loads((out / "lm_eval_results.json").read_text())["results"]
     assert "exact_match" in (out / "results.md").read_text()
     assert (tasks / "runs/t/01-bench/tasks/exact.yaml").exists()  # re-runnable with lm_eval --include_path
+    assert_relocatable(tasks / "runs/t", tasks / "elsewhere/t")
+
+
+def assert_relocatable(run: Path, copy: Path) -> None:
+    """A copied run folder reads and writes only where it is: show, report, and its lm-eval task YAMLs."""
+    import shutil
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from llmctl.cli import app
+
+    tasks_yaml = yaml.safe_load((run / "01-bench/tasks/exact.yaml").read_text())
+    assert Path(tasks_yaml["dataset_kwargs"]["data_files"]["test"]).is_file()  # not the deleted .tmp folder
+    shutil.copytree(run, copy)
+    shown = json.loads(CliRunner().invoke(app, ["--json", "show", str(copy)]).stdout)
+    assert shown["run_dir"] == str(copy.absolute()) and shown["stages"]["bench"]["output"].startswith(str(copy.absolute()))
+    assert CliRunner().invoke(app, ["report", str(copy)]).exit_code == 0
+    assert (copy / "report/index.html").exists() and not (run / "report").exists()
 
 
 def test_choice_accuracy_follows_log_likelihood(tiny_lm: Path, tasks: Path) -> None:
