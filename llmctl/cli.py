@@ -21,6 +21,7 @@ from rich.table import Table
 
 from llmctl import __version__
 from llmctl.errors import LlmctlError, RecipeError, UsageError, storage_error
+from llmctl.rundir import RUNS_ROOT
 from llmctl.serve.limits import Limits as ServeLimits
 
 EPILOG = ("Exit codes: 0 ok, 1 internal error, 2 invalid recipe/usage/data, 3 quality gate failed, 4 stage failed "
@@ -260,10 +261,10 @@ def _notify(command: str, the_plan: Any, error: BaseException | None) -> None:
 
     status = ("complete" if error is None else "gate_failed" if isinstance(error, GateFailed)
               else "interrupted" if isinstance(error, KeyboardInterrupt) or getattr(error, "exit_code", 0) == 130 else "failed")
-    stages = Manifest.load(the_plan.run_dir).data.get("stages", {})
+    stages = Manifest.load(the_plan.run_dir).data.stages
     summary = {"recipe": the_plan.recipe.name, "run_dir": str(the_plan.run_dir.absolute()), "status": status,
                "exit_code": 0 if error is None else getattr(error, "exit_code", 130), "message": str(error or ""),
-               "stages": {name: {"status": e.get("status"), "metrics": e.get("metrics", {})} for name, e in stages.items()}}
+               "stages": {name: {"status": e.status, "metrics": e.metrics} for name, e in stages.items()}}
     try:
         done = subprocess.run(command, shell=True, input=json.dumps(summary, default=str), text=True, timeout=120,
                               capture_output=True, check=False)
@@ -321,7 +322,7 @@ def init(
 
 @app.command()
 @handle_errors
-def runs(root: RootOpt = Path("runs")) -> None:
+def runs(root: RootOpt = RUNS_ROOT) -> None:
     """List runs: stages complete, last activity."""
     from llmctl.history import list_runs
 
@@ -342,21 +343,20 @@ def runs(root: RootOpt = Path("runs")) -> None:
 @handle_errors
 def show(
     run_ref: RunArg,
-    root: RootOpt = Path("runs"),
+    root: RootOpt = RUNS_ROOT,
 ) -> None:
     """Show one run: each stage's status, duration and metrics."""
     from llmctl.history import load_run
 
     manifest = load_run(run_ref, root)
     if STATE["json"]:
-        print(json.dumps(manifest, default=str))
+        print(manifest.model_dump_json())
         return
-    table = Table("stage", "status", "duration", "metrics", title=f"run {manifest.get('recipe', run_ref)}: {manifest.get('run_dir', '')}", title_justify="left")
-    for name, entry in manifest.get("stages", {}).items():
-        metrics = {k: v for k, v in (entry.get("metrics") or {}).items() if isinstance(v, (int, float))}
-        status = entry.get("status", "?") + (" (cached)" if entry.get("cached") else "")
-        duration = f"{entry['duration_s']:.1f}s" if entry.get("duration_s") is not None else "—"
-        table.add_row(name, status, duration, ", ".join(f"{k}={v:g}" for k, v in metrics.items()) or "—")
+    table = Table("stage", "status", "duration", "metrics", title=f"run {manifest.recipe}: {manifest.run_dir}", title_justify="left")
+    for name, entry in manifest.stages.items():
+        status = entry.status + (" (cached)" if entry.cached else "")
+        duration = f"{entry.duration_s:.1f}s" if entry.duration_s is not None else "—"
+        table.add_row(name, status, duration, ", ".join(f"{k}={v:g}" for k, v in entry.numeric_metrics().items()) or "—")
     out.print(table)
 
 
@@ -373,7 +373,7 @@ DOCTOR_IMPORTS = {"deeplake": "deeplake", "neural-compressor": "neural_compresso
 @handle_errors
 def doctor(
     recipe: Annotated[Optional[Path], typer.Argument(help="Also check this recipe's settings against this machine.")] = None,  # noqa: UP007
-    runs_root: Annotated[Path, typer.Option("--runs", help="Run folder root whose free disk space to report.")] = Path("runs"),
+    runs_root: Annotated[Path, typer.Option("--runs", help="Run folder root whose free disk space to report.")] = RUNS_ROOT,
 ) -> None:
     """Check the environment: versions, devices (CUDA, native bf16), optional backends, disk, warnings."""
     import importlib
@@ -439,7 +439,7 @@ def doctor(
 @handle_errors
 def report(
     run_ref: RunArg,
-    root: RootOpt = Path("runs"),
+    root: RootOpt = RUNS_ROOT,
 ) -> None:
     """Write an HTML report (and PNG charts) into RUN/report/: curves, metrics along the chain, quantization, benchmarks."""
     from llmctl.report import write_report
@@ -452,15 +452,14 @@ def report(
 @handle_errors
 def compare(
     run_refs: Annotated[list[str], typer.Argument(metavar="RUN...", help="Two or more runs (names under --root, or folders).")],
-    root: RootOpt = Path("runs"),
+    root: RootOpt = RUNS_ROOT,
 ) -> None:
     """Show the numeric metrics of several runs side by side (stage/metric per row)."""
     from llmctl.history import load_run
 
     if len(run_refs) < 2:
         raise UsageError("compare needs at least two runs")
-    columns = {ref: {f"{stage}/{k}": v for stage, e in load_run(ref, root).get("stages", {}).items()
-                     for k, v in (e.get("metrics") or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    columns = {ref: {f"{stage}/{k}": v for stage, e in load_run(ref, root).stages.items() for k, v in e.numeric_metrics().items()}
                for ref in run_refs}
     rows = sorted(set().union(*columns.values()))
     if STATE["json"]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmctl.artifacts import Artifact
+from llmctl.rundir import CHECKPOINTS, LOGS, OUTPUT, TMP_SUFFIX
 
 if TYPE_CHECKING:
     from llmctl.history import Baseline
@@ -39,23 +40,21 @@ class StageContext:
 
     @property
     def out_dir(self) -> Path:
-        return self.work_dir / "output"
+        return self.work_dir / OUTPUT
 
     @property
     def committed_dir(self) -> Path:
         """Where the stage folder will be once complete (the pipeline writes it to `NN-name.tmp/`, then renames
         it): for files that must name their own location afterwards, like lm-eval task YAMLs."""
-        from llmctl.rundir import TMP_SUFFIX
-
         return self.work_dir.with_name(self.work_dir.name.removesuffix(TMP_SUFFIX))
 
     @property
     def checkpoints_dir(self) -> Path:
-        return self.work_dir / "checkpoints"
+        return self.work_dir / CHECKPOINTS
 
     @property
     def logs_dir(self) -> Path:
-        return self.work_dir / "logs"
+        return self.work_dir / LOGS
 
     @cached_property
     def hardware(self):  # noqa: ANN201 - llmctl.hardware.Hardware (imports torch lazily)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llmctl.errors import UsageError
-from llmctl.rundir import MANIFEST, RunLock
+from llmctl.rundir import MANIFEST, OUTPUT, RUNS_ROOT, RunLock, RunRecord, StageRecord
 
 
 def list_runs(root: Path) -> list[dict[str, Any]]:
@@ -16,61 +15,57 @@ def list_runs(root: Path) -> list[dict[str, Any]]:
     found = []
     for manifest_path in sorted(root.glob(f"*/{MANIFEST}"), key=lambda p: p.stat().st_mtime, reverse=True):
         try:
-            data = _read(manifest_path)
-            stages = dict(data.get("stages", {}))
-        except (UsageError, TypeError, ValueError, AttributeError):  # one damaged run must not hide the others
+            record = _read(manifest_path)
+        except UsageError:  # one damaged run must not hide the others
             found.append({"run": manifest_path.parent.name, "recipe": "?", "stages": 0, "complete": 0,
                           "status": "unreadable manifest", "updated": ""})
             continue
-        statuses = [_status(s, manifest_path.parent) for s in stages.values()]
+        statuses = [_status(s, manifest_path.parent) for s in record.stages.values()]
         found.append({
             "run": manifest_path.parent.name,
-            "recipe": data.get("recipe", "?"),
-            "stages": len(stages),
+            "recipe": record.recipe,
+            "stages": len(record.stages),
             "complete": statuses.count("complete"),
             "status": next((s for s in ("running", "failed", "interrupted") if s in statuses), "complete" if statuses else "empty"),
-            "updated": max((s.get("finished") or s.get("started") or "" for s in stages.values()), default=""),
+            "updated": max((s.finished or s.started or "" for s in record.stages.values()), default=""),
         })
     return found
 
 
-def _status(stage: dict[str, Any], run_dir: Path) -> str:
+def _status(stage: StageRecord, run_dir: Path) -> str:
     """A stage marked running whose run no longer holds the lock was killed: report it as interrupted."""
-    status = stage.get("status", "?")
-    return "interrupted" if status == "running" and not RunLock.is_held(run_dir) else status
+    return "interrupted" if stage.status == "running" and not RunLock.is_held(run_dir) else stage.status
 
 
-def load_run(ref: str, root: Path) -> dict[str, Any]:
-    """The manifest of a run given by name (under `root`) or by folder, with stale 'running' corrected."""
+def load_run(ref: str, root: Path) -> RunRecord:
+    """The record of a run given by name (under `root`) or by folder, with stale 'running' corrected."""
     for folder in (Path(ref), root / ref):
         if (folder / MANIFEST).exists():
-            manifest = _read(folder / MANIFEST)
+            record = _read(folder / MANIFEST)
             # Paths are rewritten to where the run folder is now, so a copied or moved run reads (and its report
             # writes) only there, never in the folder it was copied from.
-            manifest["run_dir"] = str(folder.absolute())
-            for stage in manifest.get("stages", {}).values():
-                stage["status"] = _status(stage, folder)
-                if stage.get("dir"):
-                    stage["output"] = str((folder / stage["dir"] / "output").absolute())
-            return manifest
+            record.run_dir = str(folder.absolute())
+            for stage in record.stages.values():
+                stage.status = _status(stage, folder)
+                if stage.dir:
+                    stage.output = str((folder / stage.dir / OUTPUT).absolute())
+            return record
     known = ", ".join(r["run"] for r in list_runs(root)) or "none"
     raise UsageError(f"no run '{ref}' (looked in {ref}/ and {root / ref}/); runs under {root}/: {known}")
 
 
-def _read(path: Path) -> dict[str, Any]:
+def _read(path: Path) -> RunRecord:
     try:
-        data = json.loads(path.read_text())
+        return RunRecord.model_validate_json(path.read_text())
     except (OSError, ValueError) as err:
-        raise UsageError(f"{path}: unreadable manifest ({err})") from None
-    if not isinstance(data, dict) or not all(isinstance(s, dict) for s in (data.get("stages") or {}).values()):
-        raise UsageError(f"{path}: unreadable manifest (not an llmctl manifest)")
-    return data
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UsageError(f"{path}: unreadable manifest ({reason})") from None
 
 
-def stage_metrics(ref: str, stage: str, root: Path = Path("runs")) -> dict[str, Any] | None:
+def stage_metrics(ref: str, stage: str, root: Path = RUNS_ROOT) -> dict[str, Any] | None:
     """The metrics of a completed stage of a past run (by run name or folder), or None."""
-    entry = load_run(ref, root).get("stages", {}).get(stage, {})
-    return entry.get("metrics") if entry.get("status") == "complete" else None
+    entry = load_run(ref, root).stages.get(stage)
+    return entry.metrics if entry is not None and entry.status == "complete" else None
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,10 @@ from llmctl import tracking
 from llmctl.artifacts import Artifact
 from llmctl.data.fingerprint import content_key, fingerprint_data
 from llmctl.errors import GateFailed, Interrupted, LlmctlError, Problem, RecipeError, StageFailed, UsageError, storage_error
-from llmctl.recipe import STAGES, LoadedRecipe, default_run_dir, stage_dir_name
+from llmctl.recipe import STAGES, LoadedRecipe
 from llmctl.context import Emit, StageContext
 from llmctl.history import Baseline, baseline
-from llmctl.rundir import RESOLVED, TMP_SUFFIX, Manifest, RunLock, dump_resolved, replace_dir, unsafe_run_dir, write_atomic
+from llmctl.rundir import OUTPUT, RESOLVED, TMP_SUFFIX, RunLayout, Manifest, RunLock, dump_resolved, replace_dir, unsafe_run_dir, write_atomic
 from llmctl.schema import Recipe
 from llmctl.specs import PREVIOUS, DataSpec, InputSlot, LauncherSpec, StageSpec, stage_ref_name
 from llmctl.stages import runner
@@ -87,8 +87,8 @@ class Selection:
 
 def resolve_inputs(recipe: Recipe, loaded: LoadedRecipe | None = None) -> dict[str, dict[str, str]]:
     """Map each stage's input slots to `stage:NAME` or an external reference; check kinds before anything runs."""
-    run_dir = Path(recipe.run_dir or default_run_dir({"name": recipe.name})).absolute()
-    outputs = {str(run_dir / stage_dir_name(i, s.name) / "output"): s.name for i, s in enumerate(recipe.stages)}
+    run_dir = RunLayout.of(recipe.name, recipe.run_dir).run_dir.absolute()
+    outputs = {str(RunLayout(run_dir).output_of(i, s.name)): s.name for i, s in enumerate(recipe.stages)}
     problems: list[Problem] = []
     if why := unsafe_run_dir(run_dir):
         problems.append(Problem(loaded.where(("run_dir",)) if loaded else "", "run_dir", why))
@@ -144,7 +144,8 @@ def environment_problems(recipe: Recipe, loaded: LoadedRecipe | None = None) -> 
 def make_plan(recipe: Recipe, loaded: LoadedRecipe | None = None, selection: Selection | None = None) -> Plan:
     """Decide, for each stage, whether it is cached, runs, resumes or is skipped — and why."""
     selection = selection or Selection()
-    run_dir = Path(recipe.run_dir or default_run_dir({"name": recipe.name}))
+    layout = RunLayout.of(recipe.name, recipe.run_dir)
+    run_dir = layout.run_dir
     names = [s.name for s in recipe.stages]
     for flag in ("from_stage", "only", "until"):
         value = getattr(selection, flag)
@@ -158,8 +159,8 @@ def make_plan(recipe: Recipe, loaded: LoadedRecipe | None = None, selection: Sel
         settings["launcher"] = recipe.launcher.model_dump(mode="json")
     steps: list[Step] = []
     for index, spec in enumerate(recipe.stages):
-        step = Step(index, spec, run_dir / stage_dir_name(index, spec.name), inputs[spec.name])
-        step.data = _data_fingerprints(spec, manifest.stage(spec.name).get("data", {}))
+        step = Step(index, spec, layout.stage_dir(index, spec.name), inputs[spec.name])
+        step.data = _data_fingerprints(spec, manifest.stage(spec.name).data)
         upstream = {slot: _upstream_key(ref, steps) for slot, ref in step.inputs.items()}
         if (ref := spec.baseline_ref()) is not None:
             step.baseline = baseline(ref, spec.name, run_dir.parent, _previous_metrics(manifest, spec.name))
@@ -175,7 +176,7 @@ def make_plan(recipe: Recipe, loaded: LoadedRecipe | None = None, selection: Sel
 def _previous_metrics(manifest: Manifest, name: str) -> dict[str, Any]:
     """The stage's metrics from its last successful run in this run folder ({} when there is none)."""
     entry = manifest.stage(name)
-    return entry.get("metrics", {}) if entry.get("status") == "complete" else {}
+    return entry.metrics if entry.status == "complete" else {}
 
 
 def _upstream_key(ref: str, steps: list[Step]) -> str:
@@ -225,7 +226,7 @@ def _decide(step: Step, earlier: list[Step], manifest: Manifest, sel: Selection,
     elif done.fingerprint == step.fingerprint:
         step.action, step.reason = "cached", "unchanged"
     else:
-        changed = fp.changed_parts(manifest.stage(step.name).get("parts"), step.parts)
+        changed = fp.changed_parts(manifest.stage(step.name).parts, step.parts)
         step.action, step.reason = "run", f"changed: {', '.join(changed)}"
     if step.action == "run" and not forced_by and not rerun_inputs:
         step.resume_from = _resumable_checkpoint(step)
@@ -267,7 +268,7 @@ def execute(plan: Plan, emit: Emit) -> dict[str, Artifact]:
     with RunLock(plan.run_dir), signals.graceful_stop():
         write_atomic(plan.run_dir / RESOLVED, dump_resolved(plan.recipe))
         manifest = Manifest.load(plan.run_dir)
-        manifest.data.update({"recipe": plan.recipe.name, "run_dir": str(plan.run_dir.absolute())})
+        manifest.data.recipe, manifest.data.run_dir = plan.recipe.name, str(plan.run_dir.absolute())
         artifacts: dict[str, Artifact] = {}
         for step in plan.steps:
             if signals.requested():
@@ -279,7 +280,7 @@ def execute(plan: Plan, emit: Emit) -> dict[str, Artifact]:
             if step.action == "cached":
                 artifacts[step.name] = Artifact.read(step.stage_dir)  # type: ignore[assignment]
                 manifest.update(step.name, status="complete", cached=True)
-                emit({"event": "stage_end", "stage": step.name, "status": "cached", "metrics": manifest.stage(step.name).get("metrics", {})})
+                emit({"event": "stage_end", "stage": step.name, "status": "cached", "metrics": manifest.stage(step.name).metrics})
             else:
                 artifacts[step.name] = _run_step(plan, step, artifacts, manifest, emit)
             _enforce_gate(step, artifacts[step.name])
@@ -303,7 +304,7 @@ def _run_step(plan: Plan, step: Step, artifacts: dict[str, Artifact], manifest: 
     seed = step.spec.seed if step.spec.seed is not None else plan.recipe.seed
     manifest.update(step.name, status="running", fingerprint=step.fingerprint, parts=step.parts, seed=seed,
                     started=_now(), pid=os.getpid(), cached=False, versions=fp.library_versions(),
-                    data=step.data, inputs=step.inputs, dir=step.stage_dir.name)
+                    data=step.data, inputs=plan.recipe.redact(step.inputs), dir=step.stage_dir.name)
     inputs = {slot: artifacts[name] if (name := stage_ref_name(ref)) else ref for slot, ref in step.inputs.items()}
     ctx = StageContext(step.name, step.tmp_dir, seed, plan.recipe, inputs, step.resume_from, emit, step.baseline)
     try:
@@ -344,12 +345,12 @@ def _commit(step: Step, artifact: Artifact, ctx: StageContext, manifest: Manifes
     if ctx.checkpoints_dir.exists() and not getattr(getattr(step.spec, "train", None), "keep_checkpoints", False):
         shutil.rmtree(ctx.checkpoints_dir)
     (step.tmp_dir / FINGERPRINT_FILE).unlink(missing_ok=True)
-    artifact.stage, artifact.fingerprint, artifact.path = step.name, step.fingerprint, "output"
+    artifact.stage, artifact.fingerprint, artifact.path = step.name, step.fingerprint, OUTPUT
     artifact.write(step.tmp_dir)
     replace_dir(step.tmp_dir, step.stage_dir)
     duration = round(time.time() - started, 2)
     manifest.update(step.name, status="complete", finished=_now(), duration_s=duration, metrics=metrics,
-                    output=str((step.stage_dir / "output").absolute()))
+                    output=str((step.stage_dir / OUTPUT).absolute()))
     emit({"event": "stage_end", "stage": step.name, "status": "complete", "duration_s": duration, "metrics": metrics})
     return Artifact.read(step.stage_dir)  # type: ignore[return-value]
 

@@ -18,10 +18,11 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from llmctl.errors import Problem, RecipeError
+from llmctl.rundir import RunLayout
 
 KeyPath = tuple[str | int, ...]
 STAGES = "stages"
-_INJECTED_OUTPUT = "output"  # `${stages.NAME.output}` resolves to the stage's output folder
+_INJECTED_OUTPUT = "output"  # the key: `${stages.NAME.output}` resolves to the stage's output folder
 ENV_RESOLVER = "${oc.env:"
 # Limits that keep a hostile or broken file from taking minutes or all memory before it is rejected.
 MAX_RECIPE_BYTES = 1 << 20  # 1 MiB: the largest shipped recipe is ~4 KiB
@@ -49,14 +50,9 @@ class LoadedRecipe:
         return str(self.path)
 
 
-def stage_dir_name(index: int, name: str) -> str:
-    """`01-pretrain`: the folder of the stage at list position `index` (0-based)."""
-    return f"{index + 1:02d}-{name}"
-
-
 def default_run_dir(tree: dict[str, Any]) -> str:
     """Where a recipe's run lives unless `run_dir:` says otherwise."""
-    return str(tree.get("run_dir") or Path("runs") / str(tree.get("name", "run")))
+    return str(RunLayout.of(str(tree.get("name", "run")), tree.get("run_dir")).run_dir)
 
 
 def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> LoadedRecipe:
@@ -284,7 +280,7 @@ def _inject_outputs(cfg: DictConfig) -> set[str]:
     for index, name in enumerate(stages):
         stage = stages[name]
         if isinstance(stage, DictConfig) and _INJECTED_OUTPUT not in stage:
-            stage[_INJECTED_OUTPUT] = str(run_dir.absolute() / stage_dir_name(index, str(name)) / "output")
+            stage[_INJECTED_OUTPUT] = str(RunLayout(run_dir.absolute()).output_of(index, str(name)))
             injected.add(str(name))
     return injected
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from llmctl.history import load_run
+from llmctl.rundir import RUNS_ROOT
 
 CURVES = {"loss": "train loss", "eval_loss": "eval loss", "objective/scores": "reward (score)", "objective/kl": "KL to reference",
           "rewards/chosen": "reward chosen", "reward": "reward"}
@@ -19,22 +20,22 @@ STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto
          "img{max-width:100%;border:1px solid #eee;margin:.5em 0}.fail{color:#b00}.ok{color:#070}")
 
 
-def write_report(ref: str, root: Path = Path("runs")) -> Path:
+def write_report(ref: str, root: Path = RUNS_ROOT) -> Path:
     """Write RUN/report/index.html and its PNGs; returns the HTML path."""
     manifest = load_run(ref, root)
-    run_dir = Path(manifest.get("run_dir") or (root / ref))
+    run_dir = Path(manifest.run_dir)
     out = run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     # Recipe order: the manifest keeps first-seen order, so stages added to a recipe later would come last.
-    stages = dict(sorted(manifest.get("stages", {}).items(), key=lambda item: item[1].get("dir", "")))
+    stages = dict(sorted(manifest.stages.items(), key=lambda item: item[1].dir))
     sections = [_summary(stages)]
     for name, entry in stages.items():
-        history = _history(run_dir / entry.get("dir", ""))
+        history = _history(run_dir / entry.dir)
         if history:
             sections.append(_chart_section(name, history, out))
     sections += [_chain(stages, out), _quantization(stages), _benchmarks(stages)]
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>llmctl report: {html.escape(manifest.get('recipe', ref))}"
-            f"</title><style>{STYLE}</style></head><body><h1>Run {html.escape(manifest.get('recipe', ref))}</h1>"
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>llmctl report: {html.escape(manifest.recipe)}"
+            f"</title><style>{STYLE}</style></head><body><h1>Run {html.escape(manifest.recipe)}</h1>"
             f"<p>{html.escape(str(run_dir))}</p>{''.join(s for s in sections if s)}</body></html>")
     target = out / "index.html"
     target.write_text(page, encoding="utf-8")
@@ -51,11 +52,11 @@ def _history(stage_dir: Path) -> list[dict[str, Any]]:
 def _summary(stages: dict[str, Any]) -> str:
     rows = []
     for name, entry in stages.items():
-        gate = entry.get("metrics", {}).get("gate_passed")
-        status = html.escape(entry.get("status", "?")) + (" (cached)" if entry.get("cached") else "")
+        gate = entry.metrics.get("gate_passed")
+        status = html.escape(entry.status) + (" (cached)" if entry.cached else "")
         if gate is not None:
             status += f" — gate <span class='{'ok' if gate else 'fail'}'>{'passed' if gate else 'FAILED'}</span>"
-        duration = f"{entry['duration_s']:.1f}s" if entry.get("duration_s") is not None else "—"
+        duration = f"{entry.duration_s:.1f}s" if entry.duration_s is not None else "—"
         rows.append(f"<tr><td>{html.escape(name)}</td><td>{status}</td><td>{duration}</td></tr>")
     return "<h2>Stages</h2><table><tr><th>stage</th><th>status</th><th>duration</th></tr>" + "".join(rows) + "</table>"
 
@@ -73,7 +74,7 @@ def _chain(stages: dict[str, Any], out: Path) -> str:
     """Task metrics measured at several points of the chain (benchmarks, exact match before/after)."""
     points: dict[str, list[tuple[str, float]]] = {}
     for name, entry in stages.items():
-        for key, value in (entry.get("metrics") or {}).items():
+        for key, value in entry.metrics.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and (
                     ("/" in key and not key.endswith("_stderr")) or key in ("exact_match", "mean_reward", "pairwise_accuracy")):
                 points.setdefault(key, []).append((name, value))
@@ -89,7 +90,7 @@ def _chain(stages: dict[str, Any], out: Path) -> str:
 def _quantization(stages: dict[str, Any]) -> str:
     rows = []
     for name, entry in stages.items():
-        metrics = entry.get("metrics") or {}
+        metrics = entry.metrics
         if "size_mb_before" not in metrics:
             continue
         for key in ("size_mb", "tokens_per_s", "ms_per_token", "beam_tokens_per_s", "perplexity", "exact_match"):
@@ -103,7 +104,7 @@ def _quantization(stages: dict[str, Any]) -> str:
 def _benchmarks(stages: dict[str, Any]) -> str:
     rows = []
     for name, entry in stages.items():
-        metrics = entry.get("metrics") or {}
+        metrics = entry.metrics
         for key, value in metrics.items():
             if "/" in key and not key.endswith("_stderr") and isinstance(value, (int, float)):
                 stderr = metrics.get(f"{key}_stderr")

@@ -11,7 +11,6 @@ runs/<name>/
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import re
 import shutil
@@ -21,18 +20,52 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict
 
 from llmctl.errors import RunLocked
 
 if TYPE_CHECKING:
     from llmctl.schema import Recipe
 
+RUNS_ROOT = Path("runs")  # where runs live unless a recipe sets run_dir
+OUTPUT, CHECKPOINTS, LOGS = "output", "checkpoints", "logs"  # inside a stage folder
 MANIFEST = "llmctl.lock.json"
 RESOLVED = "recipe.resolved.yaml"
 LOCKFILE = ".lock"
 TMP_SUFFIX = ".tmp"
 OLD_SUFFIX = ".old"
 STAGE_DIR_RE = re.compile(r"^\d{2,}-[A-Za-z0-9]")
+
+
+def stage_dir_name(index: int, name: str) -> str:
+    """`01-pretrain`: the folder of the stage at list position `index` (0-based)."""
+    return f"{index + 1:02d}-{name}"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The one owner of where a run's files go (see the module docstring)."""
+
+    run_dir: Path
+
+    @classmethod
+    def of(cls, name: str, run_dir: str | None = None) -> RunLayout:
+        """A recipe's run folder: `run_dir`, else runs/<name>."""
+        return cls(Path(run_dir) if run_dir else RUNS_ROOT / name)
+
+    def stage_dir(self, index: int, name: str) -> Path:
+        return self.run_dir / stage_dir_name(index, name)
+
+    def output_of(self, index: int, name: str) -> Path:
+        return self.stage_dir(index, name) / OUTPUT
+
+    @property
+    def manifest(self) -> Path:
+        return self.run_dir / MANIFEST
+
+    @property
+    def resolved(self) -> Path:
+        return self.run_dir / RESOLVED
 
 
 def unsafe_run_dir(run_dir: Path) -> str | None:
@@ -105,31 +138,70 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class StageRecord(BaseModel):
+    """One stage's entry in `llmctl.lock.json`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: str = "pending"  # running | complete | failed | interrupted (as read: a dead `running` is interrupted)
+    fingerprint: str = ""
+    parts: dict[str, str] = {}
+    seed: int | None = None
+    started: str | None = None
+    finished: str | None = None
+    pid: int | None = None
+    cached: bool = False
+    versions: dict[str, Any] = {}
+    data: dict[str, Any] = {}
+    inputs: dict[str, str] = {}
+    dir: str = ""
+    duration_s: float | None = None
+    metrics: dict[str, Any] = {}
+    output: str | None = None
+    error: str | None = None
+
+    def numeric_metrics(self) -> dict[str, float]:
+        """The metrics that are numbers (not flags, samples or text)."""
+        return {k: v for k, v in self.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+class RunRecord(BaseModel):
+    """`llmctl.lock.json`: the run's record, one StageRecord per stage name (first-seen order)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    recipe: str = "?"
+    run_dir: str = ""
+    stages: dict[str, StageRecord] = {}
+
+
 @dataclass
 class Manifest:
-    """The run's record: one entry per stage name, in recipe order."""
+    """The run's record on disk."""
 
     path: Path
-    data: dict[str, Any] = field(default_factory=lambda: {"stages": {}})
+    data: RunRecord = field(default_factory=RunRecord)
 
     @classmethod
     def load(cls, run_dir: Path) -> Manifest:
         path = run_dir / MANIFEST
         try:
-            return cls(path, json.loads(path.read_text()))
+            return cls(path, RunRecord.model_validate_json(path.read_text()))
         except (OSError, ValueError):
             return cls(path)
 
-    def stage(self, name: str) -> dict[str, Any]:
-        return self.data.setdefault("stages", {}).setdefault(name, {})
+    def stage(self, name: str) -> StageRecord:
+        return self.data.stages.setdefault(name, StageRecord())
 
     def update(self, name: str, **values: Any) -> None:
-        self.stage(name).update(values)
+        record = self.stage(name)
+        for key, value in values.items():
+            setattr(record, key, value)
         self.save()
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.path, json.dumps(self.data, indent=2, sort_keys=False, default=str) + "\n")
+        write_atomic(self.path, self.data.model_dump_json(indent=2) + "\n")
 
 
 class RunLock:

@@ -62,6 +62,6 @@ def test_replace_dir_recovers_after_crash_between_renames(tmp_path: Path) -> Non
 
 def test_manifest_round_trip(tmp_path: Path) -> None:
     manifest = Manifest.load(tmp_path)
-    manifest.update("pretrain", status="running", started=time.time())
-    assert Manifest.load(tmp_path).stage("pretrain")["status"] == "running"
+    manifest.update("pretrain", status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    assert Manifest.load(tmp_path).stage("pretrain").status == "running"  # typed records (issue 14)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
