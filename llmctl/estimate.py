@@ -10,7 +10,8 @@ from llmctl.specs import PeftSpec, StageSpec, stage_ref_name
 from llmctl.stages import module_for
 
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
-ADAM_STATE_BYTES = 8  # two fp32 moments per trainable parameter
+ADAM_STATE_BYTES = 8  # two fp32 moments per trainable parameter (plus 4 bytes of fp32 gradient)
+DEFAULT_SEQ_LEN = 512  # stages that do not say
 
 
 @dataclass
@@ -52,16 +53,21 @@ def count_parameters(config: Any, peft: PeftSpec | None = None, head: str = "cau
 
 
 def estimate_stage(spec: StageSpec, config: Any, dtype: str) -> ModelEstimate:
-    if spec.type == "quantize":
+    if spec.quantized_bits is not None:
         total = count_parameters(config)[0]
-        return ModelEstimate(total, 0, 0.0, quantized_bits=getattr(spec, "bits", 8))
-    total, trainable = count_parameters(config, getattr(spec, "peft", None), spec.produces.value)
-    train = getattr(spec, "train", None)
-    tokens = (getattr(train, "batch_size", 1) or 1) * (getattr(spec, "block_size", 512) or 512)
+        return ModelEstimate(total, 0, 0.0, quantized_bits=spec.quantized_bits)
+    peft, train = spec.peft_settings, spec.train_args
+    total, trainable = count_parameters(config, peft, spec.produces.value)
+    tokens = (train.batch_size if train else 1) * (spec.seq_len or DEFAULT_SEQ_LEN)
     hidden = getattr(config, "hidden_size", getattr(config, "n_embd", 0)) or 0
     layers = getattr(config, "num_hidden_layers", getattr(config, "n_layer", 0)) or 0
-    activations = tokens * hidden * layers * 34 * BYTES.get(dtype, 4) // 2  # Korthikanti et al. 2022, no recompute
-    weights = total * BYTES.get(dtype, 4) + trainable * (4 + ADAM_STATE_BYTES)
+    width = BYTES.get(dtype, 4)
+    # Korthikanti et al. 2022: ~34·s·b·h bytes per layer at 16 bits without recomputation; with gradient
+    # checkpointing only each layer's input is kept (2·s·b·h) plus one layer being recomputed.
+    stored = layers * 2 + 34 if train is not None and train.gradient_checkpointing else layers * 34
+    activations = tokens * hidden * stored * width // 2
+    frozen_width = 0.5 if peft is not None and peft.method == "qlora" else width  # NF4 base weights
+    weights = (total - trainable) * frozen_width + trainable * (width + 4 + ADAM_STATE_BYTES)
     return ModelEstimate(total, trainable, (weights + activations) / 2**30)
 
 

@@ -342,7 +342,8 @@ def _commit(step: Step, artifact: Artifact, ctx: StageContext, manifest: Manifes
     """Write the descriptor and metrics, move the finished folder into place, then mark the stage complete."""
     metrics = artifact.meta.get("metrics", {})
     write_atomic(step.tmp_dir / "metrics.json", json.dumps(metrics, indent=2, default=str) + "\n")
-    if ctx.checkpoints_dir.exists() and not getattr(getattr(step.spec, "train", None), "keep_checkpoints", False):
+    keep = step.spec.train_args is not None and step.spec.train_args.keep_checkpoints
+    if ctx.checkpoints_dir.exists() and not keep:
         shutil.rmtree(ctx.checkpoints_dir)
     (step.tmp_dir / FINGERPRINT_FILE).unlink(missing_ok=True)
     artifact.stage, artifact.fingerprint, artifact.path = step.name, step.fingerprint, OUTPUT

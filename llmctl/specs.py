@@ -115,8 +115,38 @@ class StageSpec(Block):
 
     def check_environment(self, cuda_visible: bool) -> list[tuple[str, str]]:
         """(field path, message) for settings this machine cannot run; checked by validate/plan/run."""
-        peft = getattr(self, "peft", None)
-        return peft.check_environment(cuda_visible) if peft is not None else []
+        return self.peft_settings.check_environment(cuda_visible) if self.peft_settings is not None else []
+
+    # What the pipeline, `plan`, tracking and `data preview` need to know of any stage; stages override these.
+    @property
+    def train_args(self) -> TrainArgs | None:
+        """The Trainer settings of a training stage."""
+        return None
+
+    @property
+    def peft_settings(self) -> PeftSpec | None:
+        """LoRA/QLoRA settings of a stage that can train an adapter."""
+        return None
+
+    @property
+    def seq_len(self) -> int | None:
+        """Tokens per training sequence (block_size, max_length), for the memory estimate."""
+        return None
+
+    @property
+    def training_data(self) -> DataSpec | None:
+        """The data block the stage trains on (what `llmctl data preview` shows)."""
+        return None
+
+    @property
+    def tokenizer_ref(self) -> str | None:
+        """A tokenizer named by the stage itself (else its model input's is used)."""
+        return None
+
+    @property
+    def quantized_bits(self) -> int | None:
+        """Weight bits of a quantizing stage's output."""
+        return None
 
 
 DataFormat = Literal["text", "prompt_completion", "instruction", "chat", "preference", "prompt", "choice"]

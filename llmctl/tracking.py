@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 def stage_trackers(spec: StageSpec, recipe_trackers: list[str]) -> list[str]:
     """A training stage's own `train.report_to`, else the recipe's."""
-    own = getattr(getattr(spec, "train", None), "report_to", None)
+    own = spec.train_args.report_to if spec.train_args is not None else []
     return list(own or recipe_trackers)
 
 

@@ -14,7 +14,8 @@ def preview(recipe: Any, stage: str | None, count: int) -> list[dict[str, Any]]:
     from llmctl.data.sources import load_examples
 
     spec = _stage_with_data(recipe.stages, stage)
-    data: DataSpec = spec.data  # type: ignore[attr-defined]
+    data = spec.training_data
+    assert data is not None  # _stage_with_data picked a stage that has some
     rows, _ = load_examples(data.model_copy(update={"limit": count, "validation": 0}), seed=spec.seed or recipe.seed)
     tokenizer = _tokenizer(spec)
     examples = []
@@ -28,7 +29,7 @@ def preview(recipe: Any, stage: str | None, count: int) -> list[dict[str, Any]]:
 
 
 def _stage_with_data(stages: list[StageSpec], name: str | None) -> StageSpec:
-    with_data = [s for s in stages if isinstance(getattr(s, "data", None), DataSpec)]
+    with_data = [s for s in stages if s.training_data is not None]
     if name is None and with_data:
         return with_data[0]
     match = next((s for s in with_data if s.name == name), None)
@@ -55,7 +56,7 @@ def _parts(row: dict[str, Any], data: DataSpec) -> list[dict[str, Any]]:
 
 def _tokenizer(spec: StageSpec) -> Any | None:
     """The stage's tokenizer when it is on disk (never downloaded for a preview)."""
-    ref = getattr(getattr(spec, "tokenizer", None), "path", None)
+    ref = spec.tokenizer_ref
     if ref is None:
         slot = spec.inputs().get("model")
         ref = slot.ref if slot else None

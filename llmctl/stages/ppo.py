@@ -99,6 +99,14 @@ class PPOSpec(StageSpec):
         return {"model": InputSlot(self.model, (ArtifactKind.causal_lm, ArtifactKind.adapter), "model"),
                 "reward_model": InputSlot(self.reward_model, (ArtifactKind.reward_model,), "reward_model")}
 
+    @property
+    def peft_settings(self) -> PeftSpec:
+        return self.peft
+
+    @property
+    def training_data(self) -> DataSpec:
+        return self.data
+
 
 def run(spec: PPOSpec, ctx: StageContext) -> Artifact:
     from llmctl.data.sources import load_examples

@@ -65,6 +65,22 @@ class PretrainSpec(StageSpec):
             return {}
         return {"model": InputSlot(self.model.init, (ArtifactKind.causal_lm,), "model.init")}
 
+    @property
+    def train_args(self) -> TrainArgs:
+        return self.train
+
+    @property
+    def training_data(self) -> DataSpec:
+        return self.data
+
+    @property
+    def seq_len(self) -> int:
+        return self.block_size
+
+    @property
+    def tokenizer_ref(self) -> str | None:
+        return self.tokenizer.path
+
 
 def run(spec: PretrainSpec, ctx: StageContext) -> Artifact:
     """Tokenize the corpus, build or load the model, train, evaluate, save."""

@@ -134,6 +134,10 @@ class QuantizeSpec(StageSpec):
     def inputs(self) -> dict[str, InputSlot]:
         return {"model": InputSlot(self.model, (ArtifactKind.causal_lm, ArtifactKind.adapter), "model")}
 
+    @property
+    def quantized_bits(self) -> int:
+        return self.bits
+
 
 def candidates(spec: QuantizeSpec) -> list[dict[str, Any]]:
     """The configurations to try, complete and in order (one unless accuracy-aware)."""

@@ -40,6 +40,22 @@ class RewardSpec(StageSpec):
     def inputs(self) -> dict[str, InputSlot]:
         return {"model": InputSlot(self.model, (ArtifactKind.causal_lm, ArtifactKind.adapter), "model")}
 
+    @property
+    def train_args(self) -> TrainArgs:
+        return self.train
+
+    @property
+    def training_data(self) -> DataSpec:
+        return self.data
+
+    @property
+    def peft_settings(self) -> PeftSpec:
+        return self.peft
+
+    @property
+    def seq_len(self) -> int:
+        return self.max_length
+
 
 def run(spec: RewardSpec, ctx: StageContext) -> Artifact:
     from llmctl.data.lengths import LengthLimit

@@ -48,6 +48,22 @@ class SFTSpec(StageSpec):
     def inputs(self) -> dict[str, InputSlot]:
         return {"model": InputSlot(self.model, MODEL_KINDS, "model")}
 
+    @property
+    def train_args(self) -> TrainArgs:
+        return self.train
+
+    @property
+    def training_data(self) -> DataSpec:
+        return self.data
+
+    @property
+    def peft_settings(self) -> PeftSpec:
+        return self.peft
+
+    @property
+    def seq_len(self) -> int:
+        return self.max_length
+
     def output_kind(self) -> ArtifactKind:
         return ArtifactKind.causal_lm if self.peft.merge or self.peft.method == "none" else ArtifactKind.adapter
 
