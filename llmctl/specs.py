@@ -300,3 +300,33 @@ def stage_ref_name(ref: str) -> str | None:
 def is_local_path(ref: str) -> bool:
     """Whether a model/data reference names the local file system rather than a hub id."""
     return ref.startswith(("/", "./", "../", "~", "file://")) or Path(ref).expanduser().exists()
+
+
+class TrainingSpec(StageSpec):
+    """A stage trained with the Hugging Face Trainer on a data block (pretrain, sft, reward)."""
+
+    data: DataSpec
+    train: TrainArgs = TrainArgs()
+
+    @property
+    def train_args(self) -> TrainArgs:
+        return self.train
+
+    @property
+    def training_data(self) -> DataSpec:
+        return self.data
+
+
+class FineTuneSpec(TrainingSpec):
+    """A training stage that starts from a model and may train a LoRA/QLoRA adapter (sft, reward)."""
+
+    peft: PeftSpec = PeftSpec()
+    max_length: int = Field(1024, ge=8)
+
+    @property
+    def peft_settings(self) -> PeftSpec:
+        return self.peft
+
+    @property
+    def seq_len(self) -> int:
+        return self.max_length

@@ -112,7 +112,6 @@ def render(row: dict[str, Any], fmt: str, template: str | None) -> dict[str, Any
     return {"prompt": stripped, "completion": prompt[len(stripped) :] + completion}
 
 
-
 def _valid_choice_field(name: str, value: Any, choices: Any) -> bool:
     if name == "choices":
         return isinstance(value, list) and len(value) > 1 and all(isinstance(c, str) for c in value)

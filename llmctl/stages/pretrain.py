@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, model_validator
 
 from llmctl.artifacts import Artifact, ArtifactKind
-from llmctl.specs import PREVIOUS, Block, DataSpec, InputSlot, StageSpec, TrainArgs
+from llmctl.specs import PREVIOUS, Block, DataSpec, InputSlot, TrainArgs, TrainingSpec
 
 if TYPE_CHECKING:
     from llmctl.context import StageContext
@@ -43,7 +43,7 @@ class TokenizerSpec(Block):
     min_frequency: int = Field(2, ge=1)
 
 
-class PretrainSpec(StageSpec):
+class PretrainSpec(TrainingSpec):
     """Causal-LM pretraining with the Hugging Face Trainer."""
 
     type: Literal["pretrain"] = "pretrain"
@@ -64,14 +64,6 @@ class PretrainSpec(StageSpec):
         if self.model.init is None:
             return {}
         return {"model": InputSlot(self.model.init, (ArtifactKind.causal_lm,), "model.init")}
-
-    @property
-    def train_args(self) -> TrainArgs:
-        return self.train
-
-    @property
-    def training_data(self) -> DataSpec:
-        return self.data
 
     @property
     def seq_len(self) -> int:

@@ -95,12 +95,13 @@ class QuantizeSpec(StageSpec):
     backend: Backend = "openvino"
     """inc: Intel Neural Compressor weight-only (PyTorch); openvino: OpenVINO IR with NNCF weight compression."""
     method: Method | None = None
-    """inc: rtn | gptq | awq (default rtn); openvino: weight_only (the default)."""
+    """inc: rtn | gptq | awq (default rtn); openvino: weight_only (the default). Filled in at validation."""
     bits: Literal[4, 8] = 8
     group_size: int = Field(128, ge=-1)
     """Weights per quantization group for 4-bit (-1: one scale per output channel)."""
     sym: bool | None = None
-    """Symmetric quantization (no zero point); default true for inc, false for openvino (each library's default)."""
+    """Symmetric quantization (no zero point); default true for inc, false for openvino (each library's default),
+    filled in at validation."""
     ratio: float = Field(1.0, gt=0, le=1)
     """openvino int4: share of layers in int4, the rest int8."""
     calibration: DataSpec | None = None
@@ -114,9 +115,14 @@ class QuantizeSpec(StageSpec):
 
     @model_validator(mode="after")
     def _check(self) -> QuantizeSpec:
+        # The backend's defaults are filled in here, so the resolved recipe shows what runs (not `method: null`).
+        if self.method is None:
+            object.__setattr__(self, "method", DEFAULT_METHOD[self.backend])
+        if self.sym is None:
+            object.__setattr__(self, "sym", DEFAULT_SYM[self.backend])
         configs = [QuantConfig(method=self.method)] + (self.accuracy.search if self.accuracy else [])
         for config in configs:
-            method = config.method or DEFAULT_METHOD[self.backend]
+            method = config.method or self.method
             if method in UNSUPPORTED:
                 raise ValueError(f"method {method}: {UNSUPPORTED[method]}")
             if method not in METHODS[self.backend]:
@@ -125,7 +131,7 @@ class QuantizeSpec(StageSpec):
                 raise ValueError(f"method {method} needs calibration data: add `calibration: {{path: ...}}`")
             if config.group_size == 0 or (config.group_size is None and self.group_size == 0):
                 raise ValueError("group_size is a positive number of weights, or -1 for per-channel")
-            sym = next(v for v in (config.sym, self.sym, DEFAULT_SYM[self.backend]) if v is not None)
+            sym = config.sym if config.sym is not None else self.sym
             if self.backend == "inc" and (config.bits or self.bits) == 8 and not sym:
                 # measured with neural-compressor 3.10: ~100% relative error per layer (4-bit asymmetric is fine)
                 raise ValueError("INC 3.10's asymmetric 8-bit weight-only quantization is broken; use sym: true")
@@ -141,8 +147,7 @@ class QuantizeSpec(StageSpec):
 
 def candidates(spec: QuantizeSpec) -> list[dict[str, Any]]:
     """The configurations to try, complete and in order (one unless accuracy-aware)."""
-    base = {"method": spec.method or DEFAULT_METHOD[spec.backend], "bits": spec.bits, "group_size": spec.group_size,
-            "sym": DEFAULT_SYM[spec.backend] if spec.sym is None else spec.sym, "ratio": spec.ratio}
+    base = {"method": spec.method, "bits": spec.bits, "group_size": spec.group_size, "sym": spec.sym, "ratio": spec.ratio}
     if spec.accuracy is None:
         return [base]
     search = [c.model_dump(exclude_none=True) for c in spec.accuracy.search] or LADDERS[spec.backend]

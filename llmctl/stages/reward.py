@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, model_validator
 
 from llmctl.artifacts import Artifact, ArtifactKind
-from llmctl.specs import DataSpec, InputSlot, PeftSpec, StageSpec, TrainArgs
+from llmctl.specs import DataSpec, FineTuneSpec, InputSlot, PeftSpec, TrainArgs
 
 if TYPE_CHECKING:
     from llmctl.context import StageContext
 
 
-class RewardSpec(StageSpec):
+class RewardSpec(FineTuneSpec):
     """Reward-model training with TRL's RewardTrainer."""
 
     type: Literal["reward"] = "reward"
@@ -39,22 +39,6 @@ class RewardSpec(StageSpec):
 
     def inputs(self) -> dict[str, InputSlot]:
         return {"model": InputSlot(self.model, (ArtifactKind.causal_lm, ArtifactKind.adapter), "model")}
-
-    @property
-    def train_args(self) -> TrainArgs:
-        return self.train
-
-    @property
-    def training_data(self) -> DataSpec:
-        return self.data
-
-    @property
-    def peft_settings(self) -> PeftSpec:
-        return self.peft
-
-    @property
-    def seq_len(self) -> int:
-        return self.max_length
 
 
 def run(spec: RewardSpec, ctx: StageContext) -> Artifact:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, model_validator
 
 from llmctl.artifacts import Artifact, ArtifactKind
-from llmctl.specs import PREVIOUS, DataSpec, EvalSetSpec, InputSlot, PeftSpec, StageSpec, TrainArgs
+from llmctl.specs import PREVIOUS, DataSpec, EvalSetSpec, FineTuneSpec, InputSlot, PeftSpec, TrainArgs
 
 if TYPE_CHECKING:
     from llmctl.context import StageContext
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 MODEL_KINDS = (ArtifactKind.causal_lm, ArtifactKind.adapter)
 
 
-class SFTSpec(StageSpec):
+class SFTSpec(FineTuneSpec):
     """Supervised fine-tuning with TRL's SFTTrainer."""
 
     type: Literal["sft"] = "sft"
@@ -47,22 +47,6 @@ class SFTSpec(StageSpec):
 
     def inputs(self) -> dict[str, InputSlot]:
         return {"model": InputSlot(self.model, MODEL_KINDS, "model")}
-
-    @property
-    def train_args(self) -> TrainArgs:
-        return self.train
-
-    @property
-    def training_data(self) -> DataSpec:
-        return self.data
-
-    @property
-    def peft_settings(self) -> PeftSpec:
-        return self.peft
-
-    @property
-    def seq_len(self) -> int:
-        return self.max_length
 
     def output_kind(self) -> ArtifactKind:
         return ArtifactKind.causal_lm if self.peft.merge or self.peft.method == "none" else ArtifactKind.adapter
