@@ -12,6 +12,7 @@ import functools
 import json
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -35,7 +36,37 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-STATE = {"debug": False, "json": False}
+
+
+@dataclass
+class Output:
+    """How this invocation prints: `--json` (one JSON object per result or event, nothing else on stdout) or
+    for people (rich tables), and whether `--debug` shows tracebacks."""
+
+    json: bool = False
+    debug: bool = False
+
+    def result(self, data: Any, human: str | Callable[[], None]) -> None:
+        """A command's result: `data` as one JSON line, or `human` (text, or a function that prints it)."""
+        if self.json:
+            print(json.dumps(data, default=str))
+        elif callable(human):
+            human()
+        else:
+            out.print(human)
+
+    def warning(self, message: str, hint: str = "") -> None:
+        if self.json:
+            print(json.dumps({"event": "warning", "message": message}))
+        err.print(f"[yellow]warning:[/] {message}{hint}", soft_wrap=True)
+
+    def error(self, error: LlmctlError) -> None:
+        if self.json:
+            print(json.dumps({"event": "error", "type": type(error).__name__, "exit_code": error.exit_code, "message": str(error)}))
+        err.print(f"[bold red]error:[/] {error}", markup=True, highlight=False, soft_wrap=True)
+
+
+OUTPUT = Output()
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
@@ -56,17 +87,17 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return command(*args, **kwargs)
         except LlmctlError as error:
-            if STATE["debug"]:
+            if OUTPUT.debug:
                 raise
             _report_error(error)
             raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
-            if STATE["debug"]:
+            if OUTPUT.debug:
                 raise
             err.print("interrupted")
             raise typer.Exit(130) from None
         except Exception as error:  # noqa: BLE001 - a bug in llmctl: say so in one line, traceback with --debug
-            if STATE["debug"] or isinstance(error, (typer.Exit, typer.Abort)):
+            if OUTPUT.debug or isinstance(error, (typer.Exit, typer.Abort)):
                 raise
             if (storage := storage_error(error)) is not None:  # a full or read-only disk is not a bug
                 _report_error(storage)
@@ -79,9 +110,7 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _report_error(error: LlmctlError) -> None:
-    if STATE["json"]:
-        print(json.dumps({"event": "error", "type": type(error).__name__, "exit_code": error.exit_code, "message": str(error)}))
-    err.print(f"[bold red]error:[/] {error}", markup=True, highlight=False, soft_wrap=True)
+    OUTPUT.error(error)
 
 
 def _version(value: bool) -> None:
@@ -96,9 +125,9 @@ def main_options(
     debug: Annotated[bool, typer.Option("--debug", help="Show Python tracebacks and library logs.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output (one JSON object per event for `run`).")] = False,
 ) -> None:
-    STATE["debug"] = debug or os.environ.get("LLMCTL_DEBUG") == "1"
-    STATE["json"] = json_output
-    if not STATE["debug"]:
+    OUTPUT.debug = debug or os.environ.get("LLMCTL_DEBUG") == "1"
+    OUTPUT.json = json_output
+    if not OUTPUT.debug:
         from llmctl.render import quiet_libraries
 
         quiet_libraries()
@@ -128,15 +157,13 @@ def validate(recipes: Annotated[list[Path], typer.Argument(help="Recipe files to
             resolve_inputs(recipe, loaded)
             _warn(environment_problems(recipe, loaded))
         except LlmctlError as error:
-            if STATE["debug"]:
+            if OUTPUT.debug:
                 raise
             failed.append(error)
             _report_error(error)
             continue
-        if STATE["json"]:
-            print(json.dumps({"recipe": str(path), "valid": True, "stages": [s.name for s in recipe.stages]}))
-        else:
-            out.print(f"ok  {path}  ({len(recipe.stages)} stage{'s' if len(recipe.stages) != 1 else ''}: "
+        OUTPUT.result({"recipe": str(path), "valid": True, "stages": [s.name for s in recipe.stages]},
+                      f"ok  {path}  ({len(recipe.stages)} stage{'s' if len(recipe.stages) != 1 else ''}: "
                       f"{' → '.join(s.name for s in recipe.stages)})")
     if failed:
         raise typer.Exit(max(e.exit_code for e in failed))
@@ -160,11 +187,9 @@ def plan(
     _warn(the_plan.environment)
     hw = detect(the_plan.recipe.device, the_plan.recipe.dtype)
     sizes = estimate_plan(the_plan.recipe.stages, {s.name: s.inputs for s in the_plan.steps}, hw.dtype)
-    if STATE["json"]:
-        print(json.dumps({"run_dir": str(the_plan.run_dir), "device": hw.device, "dtype": hw.dtype,
-                          "steps": [_step_json(s, sizes[s.name]) for s in the_plan.steps]}))
-        return
-    _print_plan(the_plan, sizes, f"{hw.device}, {hw.dtype} ({hw.reason})")
+    OUTPUT.result({"run_dir": str(the_plan.run_dir), "device": hw.device, "dtype": hw.dtype,
+                   "steps": [_step_json(s, sizes[s.name]) for s in the_plan.steps]},
+                  lambda: _print_plan(the_plan, sizes, f"{hw.device}, {hw.dtype} ({hw.reason})"))
 
 
 def _plan(recipe: Path, overrides: list[str] | None, force: bool, from_stage: str | None, only: str | None, until: str | None):  # noqa: ANN202
@@ -178,9 +203,7 @@ def _plan(recipe: Path, overrides: list[str] | None, force: bool, from_stage: st
 
 def _warn(problems: list[Any]) -> None:
     for problem in problems:
-        if STATE["json"]:
-            print(json.dumps({"event": "warning", "message": str(problem)}))
-        err.print(f"[yellow]warning:[/] {problem} (this machine cannot run it)", soft_wrap=True)
+        OUTPUT.warning(str(problem), " (this machine cannot run it)")
 
 
 def _step_json(step: Any, size: Any) -> dict[str, Any]:
@@ -229,7 +252,7 @@ def run(
     if the_plan.environment:
         raise RecipeError(the_plan.environment, f"{recipe} cannot run on this machine")
     # Bound to this invocation's stdout, so stages' library_output() redirection cannot swallow events.
-    renderer = JsonRenderer(sys.stdout) if STATE["json"] else RichRenderer(Console(file=sys.stdout, highlight=False), quiet)
+    renderer = JsonRenderer(sys.stdout) if OUTPUT.json else RichRenderer(Console(file=sys.stdout, highlight=False), quiet)
     if if_changed and all(step.action in ("cached", "skip") for step in the_plan.steps):
         renderer({"event": "skipped", "recipe": the_plan.recipe.name, "run_dir": str(the_plan.run_dir),
                   "reason": "nothing changed since the last successful run"})
@@ -257,7 +280,7 @@ def _notify(command: str, the_plan: Any, error: BaseException | None) -> None:
     import subprocess
 
     from llmctl.errors import GateFailed
-    from llmctl.rundir import Manifest
+    from llmctl.records import Manifest
 
     status = ("complete" if error is None else "gate_failed" if isinstance(error, GateFailed)
               else "interrupted" if isinstance(error, KeyboardInterrupt) or getattr(error, "exit_code", 0) == 130 else "failed")
@@ -327,9 +350,10 @@ def runs(root: RootOpt = RUNS_ROOT) -> None:
     from llmctl.history import list_runs
 
     found = list_runs(root)
-    if STATE["json"]:
-        print(json.dumps(found))
-        return
+    OUTPUT.result(found, lambda: _print_runs(found, root))
+
+
+def _print_runs(found: list[dict[str, Any]], root: Path) -> None:
     if not found:
         out.print(f"no runs under {root}/")
         return
@@ -349,9 +373,10 @@ def show(
     from llmctl.history import load_run
 
     manifest = load_run(run_ref, root)
-    if STATE["json"]:
-        print(manifest.model_dump_json())
-        return
+    OUTPUT.result(manifest.model_dump(mode="json"), lambda: _print_run(manifest))
+
+
+def _print_run(manifest: Any) -> None:
     table = Table("stage", "status", "duration", "metrics", title=f"run {manifest.recipe}: {manifest.run_dir}", title_justify="left")
     for name, entry in manifest.stages.items():
         status = entry.status + (" (cached)" if entry.cached else "")
@@ -363,12 +388,6 @@ def show(
 # ---------------------------------------------------------------- doctor / compare / serve / models
 
 
-DOCTOR_PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "deeplake", "neural-compressor", "optimum-intel",
-                   "openvino", "lm-eval", "fastapi", "uvicorn")
-DOCTOR_IMPORTS = {"deeplake": "deeplake", "neural-compressor": "neural_compressor.torch.quantization",
-                  "openvino": "optimum.intel.openvino", "lm-eval": "lm_eval"}
-
-
 @app.command()
 @handle_errors
 def doctor(
@@ -376,62 +395,36 @@ def doctor(
     runs_root: Annotated[Path, typer.Option("--runs", help="Run folder root whose free disk space to report.")] = RUNS_ROOT,
 ) -> None:
     """Check the environment: versions, devices (CUDA, native bf16), optional backends, disk, warnings."""
-    import importlib
-    import platform
-    import shutil
-    from importlib.metadata import PackageNotFoundError, version
+    from llmctl.hardware import environment_report
 
-    from llmctl import hardware
-
-    def installed(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "missing"
-
-    warnings_found: list[str] = []
-    report: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(),
-                              "packages": {name: installed(name) for name in DOCTOR_PACKAGES}}
-    hw = hardware.detect("auto", "auto")
-    import torch
-
-    report["devices"] = {"cuda": torch.cuda.is_available(), "gpus": torch.cuda.device_count(), "cpu_native_bf16": hardware.cpu_has_native_bf16(),
-                         "cpu_threads": torch.get_num_threads(), "auto_device": hw.device, "auto_dtype": hw.dtype, "why": hw.reason}
-    imports = {}
-    for name, module in DOCTOR_IMPORTS.items():
-        try:
-            importlib.import_module(module)
-            imports[name] = "ok"
-        except Exception as problem:  # noqa: BLE001 - report any import failure
-            imports[name] = f"{type(problem).__name__}: {str(problem)[:120]}"
-            warnings_found.append(f"{name} does not import: {imports[name]}")
-    report["imports"] = imports
-    probe = runs_root if runs_root.exists() else Path(".")
-    report["disk_free_gib"] = round(shutil.disk_usage(probe).free / 2**30, 1)
-    if report["disk_free_gib"] < 5:
-        warnings_found.append(f"only {report['disk_free_gib']} GiB free under {probe.absolute()}")
+    found = environment_report(runs_root)
     if recipe is not None:
-        _, validated = _load(recipe, None)
-        if validated.dtype == "bf16" and hw.device == "cpu" and not hardware.cpu_has_native_bf16():
-            warnings_found.append(f"{recipe}: dtype bf16 on a CPU without native bf16 (AVX-512-BF16/AMX) is several times "
-                                  "slower than fp32; use dtype: auto")
         from llmctl.pipeline import environment_problems
 
-        warnings_found += [str(p) for p in environment_problems(validated)]
-    report["warnings"] = warnings_found
-    if STATE["json"]:
-        print(json.dumps(report))
-        return
-    out.print(f"python {report['python']} on {report['platform']}")
-    out.print("packages: " + ", ".join(f"{k} {v}" for k, v in report["packages"].items()))
-    d = report["devices"]
+        _, validated = _load(recipe, None)
+        found["warnings"] += [f"{recipe}: {w}" for w in _recipe_warnings(validated, found)]
+        found["warnings"] += [str(p) for p in environment_problems(validated)]
+    OUTPUT.result(found, lambda: _print_doctor(found))
+
+
+def _recipe_warnings(recipe: Any, found: dict[str, Any]) -> list[str]:
+    devices = found["devices"]
+    if recipe.dtype == "bf16" and devices["auto_device"] == "cpu" and not devices["cpu_native_bf16"]:
+        return ["dtype bf16 on a CPU without native bf16 (AVX-512-BF16/AMX) is several times slower than fp32; use dtype: auto"]
+    return []
+
+
+def _print_doctor(found: dict[str, Any]) -> None:
+    out.print(f"python {found['python']} on {found['platform']}")
+    out.print("packages: " + ", ".join(f"{k} {v}" for k, v in found["packages"].items()))
+    d = found["devices"]
     out.print(f"devices: cuda={d['cuda']} (gpus {d['gpus']}), cpu native bf16={d['cpu_native_bf16']}, threads {d['cpu_threads']}; "
               f"dtype auto → {d['auto_dtype']} ({d['why']})")
-    out.print("backends: " + ", ".join(f"{k} {v}" for k, v in imports.items()))
-    out.print(f"disk: {report['disk_free_gib']} GiB free under {probe.absolute()}")
-    for warning in warnings_found:
+    out.print("backends: " + ", ".join(f"{k} {v}" for k, v in found["imports"].items()))
+    out.print(f"disk: {found['disk_free_gib']} GiB free under {found['disk_probe']}")
+    for warning in found["warnings"]:
         out.print(f"[yellow]warning:[/] {warning}", markup=True)
-    if not warnings_found:
+    if not found["warnings"]:
         out.print("no problems found")
 
 
@@ -445,7 +438,7 @@ def report(
     from llmctl.report import write_report
 
     path = write_report(run_ref, root)
-    _emit({"report": str(path)}, f"wrote {path}")
+    OUTPUT.result({"report": str(path)}, f"wrote {path}")
 
 
 @app.command()
@@ -462,9 +455,11 @@ def compare(
     columns = {ref: {f"{stage}/{k}": v for stage, e in load_run(ref, root).stages.items() for k, v in e.numeric_metrics().items()}
                for ref in run_refs}
     rows = sorted(set().union(*columns.values()))
-    if STATE["json"]:
-        print(json.dumps({key: {ref: columns[ref].get(key) for ref in run_refs} for key in rows}))
-        return
+    OUTPUT.result({key: {ref: columns[ref].get(key) for ref in run_refs} for key in rows},
+                  lambda: _print_columns(columns, rows, run_refs))
+
+
+def _print_columns(columns: dict[str, dict[str, float]], rows: list[str], run_refs: list[str]) -> None:
     table = Table("stage/metric", *run_refs)
     for key in rows:
         table.add_row(key, *(f"{columns[ref][key]:g}" if key in columns[ref] else "—" for ref in run_refs))
@@ -510,7 +505,7 @@ def models_list(registry: RegistryOpt = Path("models")) -> None:
 
     reg = Registry(registry)
     found = [{"name": n, "versions": reg.versions(n), "current": reg.current(n)} for n in reg.names()]
-    _emit({"registry": str(registry), "models": found},
+    OUTPUT.result({"registry": str(registry), "models": found},
           "\n".join(f"{m['name']}: current {m['current'] or '—'}, versions {', '.join(m['versions'])}" for m in found)
           or f"no models in {registry}/")
 
@@ -526,7 +521,7 @@ def models_show(name: str, version: Annotated[Optional[str], typer.Argument()] =
     if version is None:
         raise UsageError(f"model '{name}' has no current version in {registry}/")
     info = reg.info(name, version)
-    _emit(info, "\n".join(f"{k}: {v}" for k, v in info.items()))
+    OUTPUT.result(info, "\n".join(f"{k}: {v}" for k, v in info.items()))
 
 
 @models_app.command("promote")
@@ -536,7 +531,7 @@ def models_promote(name: str, version: str, registry: RegistryOpt = Path("models
     from llmctl.serve.registry import Registry
 
     Registry(registry).promote(name, version)
-    _emit({"name": name, "current": version}, f"{name}: current → {version}")
+    OUTPUT.result({"name": name, "current": version}, f"{name}: current → {version}")
 
 
 @models_app.command("rollback")
@@ -546,7 +541,7 @@ def models_rollback(name: str, registry: RegistryOpt = Path("models")) -> None:
     from llmctl.serve.registry import Registry
 
     version = Registry(registry).rollback(name)
-    _emit({"name": name, "current": version}, f"{name}: rolled back to {version}")
+    OUTPUT.result({"name": name, "current": version}, f"{name}: rolled back to {version}")
 
 
 # ---------------------------------------------------------------- data
@@ -569,7 +564,7 @@ def data_import(
     from llmctl.data.sources import read_rows
 
     version, count = lake.write(dest, read_rows(source, split=split), message)
-    _emit({"dest": dest, "rows_added": count, "version": version}, f"imported {count} rows into {dest} (version {version})")
+    OUTPUT.result({"dest": dest, "rows_added": count, "version": version}, f"imported {count} rows into {dest} (version {version})")
 
 
 @data_app.command("show")
@@ -586,9 +581,10 @@ def data_show(
     info = describe(source, query, split)
     rows = read_rows(source, query, split)
     sample = [rows[i] for i in range(min(limit, len(rows)))]
-    if STATE["json"]:
-        print(json.dumps(info | {"sample": sample}, default=str))
-        return
+    OUTPUT.result(info | {"sample": sample}, lambda: _print_dataset(source, query, info, sample))
+
+
+def _print_dataset(source: str, query: str | None, info: dict[str, Any], sample: list[dict[str, Any]]) -> None:
     out.print(f"[bold]{source}[/]  {info['kind']}, {info['rows']} rows" + (f" (of {info['total_rows']})" if query else "")
               + (f", version {info['version']}" if info["version"] else ""))
     out.print("  " + ", ".join(f"{k}: {v}" for k, v in info["schema"].items()))
@@ -611,9 +607,10 @@ def data_preview(
 
     _, parsed = _load(recipe, overrides)
     examples = preview(parsed, stage, count)
-    if STATE["json"]:
-        print(json.dumps(examples))
-        return
+    OUTPUT.result(examples, lambda: _print_examples(examples))
+
+
+def _print_examples(examples: list[dict[str, Any]]) -> None:
     for index, example in enumerate(examples):
         out.rule(f"example {index}" + (f" · {example['tokens']} tokens" if example.get("tokens") else ""))
         for part in example["parts"]:
@@ -633,14 +630,7 @@ def data_demo(
     from llmctl.data.demo import write_demo
 
     versions = write_demo(dest, seed)
-    _emit({"dest": str(dest), "datasets": versions}, "\n".join(f"wrote {dest / n}  (version {v})" for n, v in versions.items()))
-
-
-def _emit(data: dict[str, Any], text: str) -> None:
-    if STATE["json"]:
-        print(json.dumps(data))
-    else:
-        out.print(text)
+    OUTPUT.result({"dest": str(dest), "datasets": versions}, "\n".join(f"wrote {dest / n}  (version {v})" for n, v in versions.items()))
 
 
 def _clip(value: Any, width: int = 60) -> str:

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -63,3 +64,45 @@ def detect(device: str = "auto", dtype: str = "auto") -> Hardware:
     if cpu_has_native_bf16():
         return Hardware("cpu", "bf16", "CPU has native bf16 (AVX-512-BF16/AMX)", 0)
     return Hardware("cpu", "fp32", "CPU lacks native bf16 (no AVX-512-BF16/AMX): fp32 is faster", 0)
+
+
+DOCTOR_PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "deeplake", "neural-compressor", "optimum-intel",
+                   "openvino", "lm-eval", "fastapi", "uvicorn")
+DOCTOR_IMPORTS = {"deeplake": "deeplake", "neural-compressor": "neural_compressor.torch.quantization",
+                  "openvino": "optimum.intel.openvino", "lm-eval": "lm_eval"}
+LOW_DISK_GIB = 5
+
+
+def environment_report(runs_root: Path) -> dict[str, Any]:
+    """What `llmctl doctor` shows: versions, devices, whether the optional backends import, free disk, warnings."""
+    import importlib
+    import platform
+    import shutil
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "missing"
+
+    hw = detect("auto", "auto")
+    found: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(),
+                             "packages": {name: installed(name) for name in DOCTOR_PACKAGES}, "warnings": []}
+    found["devices"] = {"cuda": torch.cuda.is_available(), "gpus": torch.cuda.device_count(), "cpu_native_bf16": cpu_has_native_bf16(),
+                        "cpu_threads": torch.get_num_threads(), "auto_device": hw.device, "auto_dtype": hw.dtype, "why": hw.reason}
+    found["imports"] = {}
+    for name, module in DOCTOR_IMPORTS.items():
+        try:
+            importlib.import_module(module)
+            found["imports"][name] = "ok"
+        except Exception as problem:  # noqa: BLE001 - report any import failure
+            found["imports"][name] = f"{type(problem).__name__}: {str(problem)[:120]}"
+            found["warnings"].append(f"{name} does not import: {found['imports'][name]}")
+    probe = runs_root if runs_root.exists() else Path(".")
+    found["disk_free_gib"], found["disk_probe"] = round(shutil.disk_usage(probe).free / 2**30, 1), str(probe.absolute())
+    if found["disk_free_gib"] < LOW_DISK_GIB:
+        found["warnings"].append(f"only {found['disk_free_gib']} GiB free under {probe.absolute()}")
+    return found

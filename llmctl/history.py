@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from llmctl.errors import UsageError
-from llmctl.rundir import MANIFEST, OUTPUT, RUNS_ROOT, RunLock, RunRecord, StageRecord
+from llmctl.records import RunRecord, StageRecord
+from llmctl.rundir import MANIFEST, OUTPUT, RUNS_ROOT, RunLock
 
 
 def list_runs(root: Path) -> list[dict[str, Any]]:

@@ -21,9 +21,10 @@ from llmctl.artifacts import Artifact
 from llmctl.data.fingerprint import content_key, fingerprint_data
 from llmctl.errors import GateFailed, Interrupted, LlmctlError, Problem, RecipeError, StageFailed, UsageError, storage_error
 from llmctl.recipe import STAGES, LoadedRecipe
+from llmctl.records import Manifest
 from llmctl.context import Emit, StageContext
 from llmctl.history import Baseline, baseline
-from llmctl.rundir import OUTPUT, RESOLVED, TMP_SUFFIX, RunLayout, Manifest, RunLock, dump_resolved, replace_dir, unsafe_run_dir, write_atomic
+from llmctl.rundir import OUTPUT, RESOLVED, TMP_SUFFIX, RunLayout, RunLock, dump_resolved, replace_dir, unsafe_run_dir, write_atomic
 from llmctl.schema import Recipe
 from llmctl.specs import PREVIOUS, DataSpec, InputSlot, LauncherSpec, StageSpec, stage_ref_name
 from llmctl.stages import runner

@@ -15,12 +15,10 @@ import os
 import re
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import yaml
-from pydantic import BaseModel, ConfigDict
 
 from llmctl.errors import RunLocked
 
@@ -138,72 +136,6 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class StageRecord(BaseModel):
-    """One stage's entry in `llmctl.lock.json`."""
-
-    model_config = ConfigDict(extra="allow")
-
-    status: str = "pending"  # running | complete | failed | interrupted (as read: a dead `running` is interrupted)
-    fingerprint: str = ""
-    parts: dict[str, str] = {}
-    seed: int | None = None
-    started: str | None = None
-    finished: str | None = None
-    pid: int | None = None
-    cached: bool = False
-    versions: dict[str, Any] = {}
-    data: dict[str, Any] = {}
-    inputs: dict[str, str] = {}
-    dir: str = ""
-    duration_s: float | None = None
-    metrics: dict[str, Any] = {}
-    output: str | None = None
-    error: str | None = None
-
-    def numeric_metrics(self) -> dict[str, float]:
-        """The metrics that are numbers (not flags, samples or text)."""
-        return {k: v for k, v in self.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
-class RunRecord(BaseModel):
-    """`llmctl.lock.json`: the run's record, one StageRecord per stage name (first-seen order)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    recipe: str = "?"
-    run_dir: str = ""
-    stages: dict[str, StageRecord] = {}
-
-
-@dataclass
-class Manifest:
-    """The run's record on disk."""
-
-    path: Path
-    data: RunRecord = field(default_factory=RunRecord)
-
-    @classmethod
-    def load(cls, run_dir: Path) -> Manifest:
-        path = run_dir / MANIFEST
-        try:
-            return cls(path, RunRecord.model_validate_json(path.read_text()))
-        except (OSError, ValueError):
-            return cls(path)
-
-    def stage(self, name: str) -> StageRecord:
-        return self.data.stages.setdefault(name, StageRecord())
-
-    def update(self, name: str, **values: Any) -> None:
-        record = self.stage(name)
-        for key, value in values.items():
-            setattr(record, key, value)
-        self.save()
-
-    def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.path, self.data.model_dump_json(indent=2) + "\n")
-
-
 class RunLock:
     """An exclusive lock on a run folder. The kernel drops a flock when its process dies, so a lock left by a
     killed run is recovered automatically; the pid/time inside are only for the message."""
@@ -254,4 +186,6 @@ class RunLock:
 def dump_resolved(recipe: Recipe) -> str:
     """The validated recipe with every default filled in, as YAML (values read from the environment show as
     the `${oc.env:…}` text the user wrote)."""
+    import yaml
+
     return yaml.safe_dump(recipe.public_dump(), sort_keys=False, allow_unicode=True)

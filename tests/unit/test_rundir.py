@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from llmctl.errors import RunLocked
-from llmctl.rundir import Manifest, RunLock, replace_dir
+from llmctl.records import Manifest
+from llmctl.rundir import RunLock, replace_dir
 
 
 def test_second_lock_fails_with_pid_and_time(tmp_path: Path) -> None:
