@@ -1,0 +1,123 @@
+"""What a running server holds: the model source, its limits and key, the batching engine, the version being
+served (swapped by hot reload) and the Prometheus metrics. The routes in serve/app.py read and update it."""
+
+from __future__ import annotations
+
+import hmac
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmctl.serve.engine import Engine
+from llmctl.serve.engine import Request as GenRequest
+from llmctl.serve.engine import load as load_model
+from llmctl.serve.limits import Limits
+from llmctl.serve.protocol import UNSUPPORTED, APIError, CompletionRequest
+
+
+@dataclass
+class Source:
+    """What to serve: a model folder, or a registry name whose `current` version is followed."""
+
+    path: str | None = None
+    registry: str | None = None
+    name: str | None = None
+
+    def resolve(self) -> tuple[str, str]:
+        """(folder, version label) to load now."""
+        if self.path:
+            return self.path, Path(self.path).name
+        from llmctl.serve.registry import Registry
+
+        registry = Registry(self.registry or "models")
+        return str(registry.current_path(self.name or "")), registry.current(self.name or "") or ""
+
+    @property
+    def model_id(self) -> str:
+        return self.name or Path(self.path or "model").name
+
+
+class ServerState:
+    def __init__(self, source: Source, api_key: str | None, limits: Limits) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.source, self.api_key, self.limits = source, api_key, limits
+        self.path, self.version = source.resolve()
+        self.engine = Engine(load_model(self.path), limits.max_batch, limits.max_queue)
+        self._reload_lock = threading.Lock()
+        self.metrics = CollectorRegistry()
+        self.requests_total = Counter("llmctl_requests", "HTTP requests", ["endpoint", "status"], registry=self.metrics)
+        self.tokens_total = Counter("llmctl_tokens", "Tokens processed", ["kind"], registry=self.metrics)
+        self.latency = Histogram("llmctl_request_latency_seconds", "Request latency", ["endpoint"], registry=self.metrics,
+                                 buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+        Gauge("llmctl_queue_depth", "Requests waiting for the engine", registry=self.metrics).set_function(self.engine.queue_depth)
+        self.cancelled_total = Counter("llmctl_cancelled", "Generations stopped because their client went away", registry=self.metrics)
+
+    def authorize(self, path: str, header: str) -> None:
+        if self.api_key and path.startswith(("/v1/", "/admin/")):
+            if not hmac.compare_digest(header, f"Bearer {self.api_key}"):
+                raise APIError(401, "missing or wrong API key (send Authorization: Bearer KEY)", code="invalid_api_key")
+
+    def reload(self) -> bool:
+        """Load the registry's current version if it changed; True when a new model was swapped in."""
+        with self._reload_lock:
+            new_path, new_version = self.source.resolve()
+            if new_path == self.path:
+                return False
+            self.engine.swap(load_model(new_path))
+            self.path, self.version = new_path, new_version
+            return True
+
+    def check(self, body: CompletionRequest, prompts: list[str], max_tokens: int) -> list[str]:
+        """Refuse what cannot be served; returns the prompts, an empty one replaced by the model's start token."""
+        source, limits, engine = self.source, self.limits, self.engine
+        for field in UNSUPPORTED:
+            if getattr(body, field, None) not in (None, False, 0, [], ""):
+                raise APIError(400, f"{field} is not supported by llmctl serve", param=field)
+        if body.model not in (None, source.model_id):
+            raise APIError(404, f"model {body.model!r} is not served here; this server serves {source.model_id!r}",
+                           param="model", code="model_not_found")
+        if max_tokens > limits.max_tokens:
+            raise APIError(400, f"max_tokens {max_tokens} is above this server's cap of {limits.max_tokens}", param="max_tokens")
+        if body.n > limits.max_n:
+            raise APIError(400, f"n {body.n} is above this server's cap of {limits.max_n}", param="n")
+        context = engine.loaded.context
+        start = engine.loaded.counter.bos_token or engine.loaded.counter.eos_token
+        if "" in prompts and not start:
+            raise APIError(400, "prompt is empty and this model has no start token to generate from", param="prompt")
+        prompts = [prompt or start for prompt in prompts]
+        for prompt in prompts:
+            used = engine.count_tokens(prompt)
+            if context is not None and used + max_tokens > context:
+                raise APIError(400, f"this model's context is {context} tokens; the prompt has {used} and max_tokens asks for "
+                               f"{max_tokens}: shorten the prompt or lower max_tokens", param="prompt", code="context_length_exceeded")
+        return prompts
+
+    def cancel(self, generations: list[GenRequest]) -> None:
+        unfinished = [g for g in generations if not g.finished]
+        for generation in unfinished:
+            generation.cancelled = True
+        self.cancelled_total.inc(len(unfinished))
+
+    def account(self, endpoint: str, status: str, generations: list[GenRequest], started: float) -> None:
+        self.requests_total.labels(endpoint, status).inc()
+        self.tokens_total.labels("prompt").inc(sum(g.prompt_tokens for g in generations))
+        self.tokens_total.labels("completion").inc(sum(len(g.tokens) for g in generations))
+        self.latency.labels(endpoint).observe(time.perf_counter() - started)
+
+    def watch(self, every_s: float, log: Any) -> None:
+        """Follow the registry's `current` pointer; a failed load keeps the old model serving and is logged once
+        per distinct failure (e.g. a version being pruned mid-read: the next tick tries again)."""
+        last = ""
+        while True:
+            time.sleep(every_s)
+            try:
+                self.reload()
+                last = ""
+            except Exception as err:  # noqa: BLE001 - the server must outlive a bad registry state
+                if str(err) != last:
+                    log.warning("registry watch: could not load the current version (%s: %s); still serving the previous one",
+                                type(err).__name__, err)
+                last = str(err)
