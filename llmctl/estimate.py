@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmctl.errors import LlmctlError
-from llmctl.specs import PeftSpec, StageSpec, stage_ref_name
+from llmctl.specs import PREVIOUS, PeftSpec, StageSpec, stage_ref_name
 from llmctl.stages import module_for
 
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -78,8 +78,7 @@ def estimate_plan(specs: list[StageSpec], inputs: dict[str, dict[str, str]], dty
     for spec in specs:
         upstream = stage_ref_name(inputs.get(spec.name, {}).get("model", ""))
         try:
-            hook = getattr(module_for(spec.type), "model_config", None)
-            config = (hook(spec) if hook else None) or configs.get(upstream or "")
+            config = _named_config(spec) or configs.get(upstream or "")
             if config is None:
                 out[spec.name] = "unknown until run time"
                 continue
@@ -90,6 +89,20 @@ def estimate_plan(specs: list[StageSpec], inputs: dict[str, dict[str, str]], dty
         except Exception as err:  # noqa: BLE001 - an estimate must never break `plan`
             out[spec.name] = f"unknown ({type(err).__name__}: {str(err).splitlines()[0][:80]})"
     return out
+
+
+def _named_config(spec: StageSpec) -> Any | None:
+    """The architecture a stage names itself: its own hook (pretrain builds one from `model.config`), else the
+    config of a hub id or folder in its `model` input; None when the model comes from an earlier stage."""
+    from llmctl.models import causal_lm
+
+    hook = getattr(module_for(spec.type), "model_config", None)
+    if hook is not None:
+        return hook(spec)
+    slot = spec.inputs().get("model")
+    if slot is None or slot.ref == PREVIOUS or stage_ref_name(slot.ref) is not None:
+        return None
+    return causal_lm.load_config(slot.ref)
 
 
 def _human(n: int) -> str:

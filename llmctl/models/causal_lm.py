@@ -168,10 +168,11 @@ def describe(model: Any) -> str:
 
 
 def save(model: Any, tokenizer: Any, out_dir: Path) -> None:
-    """A standalone folder: safetensors weights, config, generation config, tokenizer."""
+    """A standalone folder: safetensors weights, config, generation config (models that generate), tokenizer."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    if model.generation_config is not None:  # None for a reward model (a sequence classifier)
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
 

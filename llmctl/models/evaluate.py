@@ -14,6 +14,12 @@ def exact_match(model: Any, tokenizer: Any, rows: Any, max_new_tokens: int) -> f
     return round(hits / max(len(rows), 1), 4)
 
 
+def exact_match_metric(model: Any, tokenizer: Any, rows: Any, eval_set: Any, key: str) -> dict[str, float]:
+    """{key: exact match on a stage's `eval_set` rows} — or {} when the stage has no eval_set (sft and ppo
+    measure it before and after training)."""
+    return {} if rows is None else {key: exact_match(model, tokenizer, rows, eval_set.max_new_tokens)}
+
+
 def mean_reward(policy: Any, tokenizer: Any, scorer: Any, prompts: list[str], max_new_tokens: int) -> float:
     """Mean score that `scorer(prompts, responses)` gives the policy's greedy responses."""
     from llmctl.models.causal_lm import generate

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -20,10 +21,13 @@ from pydantic import Field, model_validator
 from llmctl.artifacts import Artifact, ArtifactKind
 from llmctl.errors import StageFailed, UsageError
 from llmctl.models.reward import RewardScorer, retokenizing_reward
-from llmctl.specs import PREVIOUS, Block, DataSpec, EvalSetSpec, InputSlot, PeftSpec, StageSpec
+from llmctl.specs import PREVIOUS, Block, DataSpec, EvalSetSpec, InputSlot, PeftSpec, StageSpec, TrainArgs
 
 if TYPE_CHECKING:
     from llmctl.context import StageContext
+
+
+MOVED_INTO_TRAIN = ("lr", "batch_size", "logging_steps", "save_steps")
 
 
 class KLSpec(Block):
@@ -58,11 +62,12 @@ class PPOSpec(StageSpec):
     """Prompts (format: prompt); the validation split is the held-out set for the before/after reward."""
     total_episodes: int = Field(1024, ge=1)
     """Prompts sampled over the whole run (PPO); RLOO/GRPO train for total_episodes / batch_size steps."""
-    batch_size: int = Field(16, ge=1)
+    train: TrainArgs = TrainArgs(lr=1.41e-5, batch_size=16, logging_steps=1)
+    """The settings every training stage shares: lr, batch_size (prompts per batch), logging_steps, save_steps,
+    scheduler, warmup, max_grad_norm, … (max_steps and epochs do not apply: RL runs `total_episodes`)."""
     mini_batches: int = Field(4, ge=1)
     """PPO: mini-batches per batch (mini-batch size = batch_size / mini_batches)."""
     ppo_epochs: int = Field(4, ge=1)
-    lr: float = Field(1.41e-5, gt=0)
     kl: KLSpec = KLSpec()
     cliprange: float = Field(0.2, gt=0)
     cliprange_value: float = Field(0.2, gt=0)
@@ -79,19 +84,31 @@ class PPOSpec(StageSpec):
     """Task accuracy (exact match) before and after."""
     samples: list[str] = []
     """Prompts to answer greedily before and after training (samples.json and the run summary)."""
-    logging_steps: int = Field(1, ge=1)
-    save_steps: int = Field(500, ge=1)
 
     produces = ArtifactKind.causal_lm
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_into_train(cls, data: Any) -> Any:
+        """`lr`, `batch_size`, `logging_steps` and `save_steps` used to sit at the top of a ppo stage; they are read
+        from there still, with a warning, into `train:` (a value already in `train:` wins)."""
+        if not isinstance(data, dict) or not (moved := [k for k in MOVED_INTO_TRAIN if k in data]):
+            return data
+        warnings.warn(f"ppo stage: {', '.join(moved)} moved into `train:` (e.g. train: {{lr: …, batch_size: …}}); "
+                      "the old spelling will stop working in a later release", FutureWarning, stacklevel=2)
+        train = dict(data.get("train") or {})
+        for key in moved:
+            train.setdefault(key, data[key])
+        return {k: v for k, v in data.items() if k not in moved} | {"train": train}
 
     @model_validator(mode="after")
     def _check(self) -> PPOSpec:
         if self.data.format != "prompt":
             raise ValueError("ppo samples responses to prompts: set data.format: prompt")
-        if self.algorithm == "ppo" and self.batch_size % self.mini_batches:
-            raise ValueError(f"batch_size {self.batch_size} must be a multiple of mini_batches {self.mini_batches}")
-        if self.algorithm != "ppo" and self.batch_size % self.num_generations:
-            raise ValueError(f"batch_size {self.batch_size} must be a multiple of num_generations {self.num_generations}")
+        if self.algorithm == "ppo" and self.train.batch_size % self.mini_batches:
+            raise ValueError(f"batch_size {self.train.batch_size} must be a multiple of mini_batches {self.mini_batches}")
+        if self.algorithm != "ppo" and self.train.batch_size % self.num_generations:
+            raise ValueError(f"batch_size {self.train.batch_size} must be a multiple of num_generations {self.num_generations}")
         if self.kl.adaptive and self.algorithm != "ppo":
             raise ValueError("kl.adaptive is a PPO controller; RLOO/GRPO use a fixed beta (kl.init)")
         return self
@@ -108,11 +125,15 @@ class PPOSpec(StageSpec):
     def training_data(self) -> DataSpec:
         return self.data
 
+    @property
+    def train_args(self) -> TrainArgs:
+        return self.train
+
 
 def run(spec: PPOSpec, ctx: StageContext) -> Artifact:
     from llmctl.data.sources import load_examples
     from llmctl.models import causal_lm
-    from llmctl.models.evaluate import exact_match, mean_reward
+    from llmctl.models.evaluate import exact_match_metric, mean_reward
 
     prompts, held_out = load_examples(spec.data, seed=ctx.seed)
     eval_rows = load_examples(spec.eval_set, seed=ctx.seed)[0] if spec.eval_set else None
@@ -122,15 +143,13 @@ def run(spec: PPOSpec, ctx: StageContext) -> Artifact:
     _check_context(policy, tokenizer, prompts, spec)
     held = list((held_out or prompts.select(range(min(64, len(prompts)))))["prompt"])
     metrics: dict[str, Any] = {"mean_reward_before": mean_reward(policy, tokenizer, scorer, held, spec.response_length)}
-    if eval_rows is not None:
-        metrics["exact_match_before"] = exact_match(policy, tokenizer, eval_rows, spec.eval_set.max_new_tokens)  # type: ignore[union-attr]
+    metrics |= exact_match_metric(policy, tokenizer, eval_rows, spec.eval_set, "exact_match_before")
     before = causal_lm.generate(policy, tokenizer, spec.samples, spec.response_length) if spec.samples else []
     trainer = _trainer(spec, ctx, policy, tokenizer, scorer, prompts)
     metrics |= _train(spec, trainer, ctx)
     policy = _save(spec, trainer, tokenizer, ctx)
     metrics["mean_reward"] = mean_reward(policy, tokenizer, scorer, held, spec.response_length)
-    if eval_rows is not None:
-        metrics["exact_match"] = exact_match(policy, tokenizer, eval_rows, spec.eval_set.max_new_tokens)  # type: ignore[union-attr]
+    metrics |= exact_match_metric(policy, tokenizer, eval_rows, spec.eval_set, "exact_match")
     if spec.samples:
         metrics["samples"] = causal_lm.write_samples(policy, tokenizer, spec.samples, spec.response_length, ctx.work_dir, before)
     return Artifact(ArtifactKind.causal_lm, str(ctx.out_dir), meta={"metrics": metrics, **causal_lm.summary(policy)})
@@ -158,18 +177,23 @@ def _trainer(spec: PPOSpec, ctx: StageContext, policy: Any, tokenizer: Any, scor
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
     config_cls, trainer_cls = (RLOOConfig, RLOOTrainer) if spec.algorithm == "rloo" else (GRPOConfig, GRPOTrainer)
-    config = config_cls(**common, max_steps=max(1, spec.total_episodes // spec.batch_size), num_generations=spec.num_generations,
+    config = config_cls(**common, max_steps=max(1, spec.total_episodes // spec.train.batch_size), num_generations=spec.num_generations,
                         max_completion_length=spec.response_length, beta=spec.kl.init, temperature=spec.sampling.temperature,
-                        top_k=spec.sampling.top_k, top_p=spec.sampling.top_p, per_device_train_batch_size=spec.batch_size)
+                        top_k=spec.sampling.top_k, top_p=spec.sampling.top_p, per_device_train_batch_size=spec.train.batch_size)
     return trainer_cls(model=policy, reward_funcs=scorer.reward_function(), args=config, train_dataset=prompts,
                        processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
 
 
 def _common_args(spec: PPOSpec, ctx: StageContext) -> dict[str, Any]:
-    hw = ctx.hardware
-    return dict(output_dir=str(ctx.checkpoints_dir), learning_rate=spec.lr, logging_steps=spec.logging_steps,
-                save_steps=spec.save_steps, save_strategy="steps", report_to="none", seed=ctx.seed, use_cpu=hw.device == "cpu",
-                bf16=hw.dtype == "bf16", fp16=hw.dtype == "fp16", disable_tqdm=True, gradient_checkpointing=False)
+    """The TrainArgs mapping every training stage uses, less what RL sizes itself (steps, epochs, batches)."""
+    from llmctl.models.training import training_kwargs
+
+    kwargs = training_kwargs(spec.train, ctx, has_eval=False)
+    for sized_by_rl in ("max_steps", "num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size",
+                        "eval_strategy", "eval_steps"):
+        kwargs.pop(sized_by_rl)
+    # TRL's RL trainers log through llmctl's progress callback; the policy is generated from, so no checkpointing
+    return kwargs | {"report_to": "none", "gradient_checkpointing": False}
 
 
 VALUE_DIR = "value_model"  # inside each PPO checkpoint: TRL saves only the policy there
@@ -185,11 +209,11 @@ def _ppo_trainer(spec: PPOSpec, ctx: StageContext, common: dict[str, Any], polic
     from llmctl.models import causal_lm
 
     resume, done = _ppo_resume_point(spec, ctx, peft_config)
-    total_updates = math.ceil(spec.total_episodes / spec.batch_size)
+    total_updates = math.ceil(spec.total_episodes / spec.train.batch_size)
     # The remaining updates continue PPO's linear decay: a fresh linear schedule from the rate reached so far.
-    common = common | {"learning_rate": spec.lr * (1 - done / total_updates)}
-    config = PPOConfig(**common, per_device_train_batch_size=spec.batch_size, num_mini_batches=spec.mini_batches,
-                       num_ppo_epochs=spec.ppo_epochs, total_episodes=spec.total_episodes - done * spec.batch_size,
+    common = common | {"learning_rate": spec.train.lr * (1 - done / total_updates)}
+    config = PPOConfig(**common, per_device_train_batch_size=spec.train.batch_size, num_mini_batches=spec.mini_batches,
+                       num_ppo_epochs=spec.ppo_epochs, total_episodes=spec.total_episodes - done * spec.train.batch_size,
                        response_length=spec.response_length, kl_coef=spec.kl.init, cliprange=spec.cliprange,
                        cliprange_value=spec.cliprange_value, vf_coef=spec.vf_coef, temperature=spec.sampling.temperature,
                        stop_token=spec.stop_token, num_sample_generations=0)
@@ -300,7 +324,7 @@ def kl_guard(spec: PPOSpec, ctx: StageContext) -> Any:
                                   f"{state.global_step}; lower lr or raise kl.init (the policy is drifting away)")
             if spec.kl.adaptive:  # Ziegler et al. (2019): proportional control of the KL, error clipped to ±20%
                 error = max(-0.2, min(0.2, kl / spec.kl.target - 1))
-                episodes = spec.batch_size * spec.logging_steps
+                episodes = spec.train.batch_size * spec.train.logging_steps
                 object.__setattr__(args, "kl_coef", args.kl_coef * (1 + error * episodes / spec.kl.horizon))
                 logs["kl_coef"] = args.kl_coef
 

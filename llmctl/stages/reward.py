@@ -97,18 +97,8 @@ def _train(trainer: Any, ctx: StageContext, has_eval: bool) -> dict[str, Any]:
 
 
 def _save(spec: RewardSpec, model: Any, tokenizer: Any, ctx: StageContext) -> Any:
-    from llmctl.models import adapters
+    from llmctl.models import adapters, causal_lm
 
     model = adapters.merged(model)
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(ctx.out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(ctx.out_dir)
+    causal_lm.save(model, tokenizer, ctx.out_dir)
     return model
-
-
-def model_config(spec: RewardSpec) -> Any | None:
-    from llmctl.models import causal_lm
-
-    if spec.model == "previous" or spec.model.startswith("stage:"):
-        return None
-    return causal_lm.load_config(spec.model)

@@ -57,7 +57,7 @@ def run(spec: SFTSpec, ctx: StageContext) -> Artifact:
     from llmctl.data.lengths import LengthLimit
     from llmctl.data.sources import load_examples
     from llmctl.models import causal_lm
-    from llmctl.models.evaluate import exact_match
+    from llmctl.models.evaluate import exact_match_metric
     from llmctl.models.training import eval_metrics, fit
 
     tokenizer = causal_lm.load_tokenizer(ctx.input("model"))
@@ -66,13 +66,11 @@ def run(spec: SFTSpec, ctx: StageContext) -> Artifact:
     eval_rows = load_examples(spec.eval_set, seed=ctx.seed)[0] if spec.eval_set else None
     model = _load_model(spec, ctx)
     metrics: dict[str, Any] = {"too_long_rows": lengths.report["too_long"]}
-    if eval_rows is not None:
-        metrics["exact_match_before"] = exact_match(model, tokenizer, eval_rows, spec.eval_set.max_new_tokens)  # type: ignore[union-attr]
+    metrics |= exact_match_metric(model, tokenizer, eval_rows, spec.eval_set, "exact_match_before")
     trainer = _trainer(spec, ctx, model, tokenizer, train_ds, eval_ds)
     metrics |= fit(trainer, ctx) | (eval_metrics(trainer) if eval_ds is not None else {})
     model = _finish(spec, trainer.model, tokenizer, ctx)
-    if eval_rows is not None:
-        metrics["exact_match"] = exact_match(model, tokenizer, eval_rows, spec.eval_set.max_new_tokens)  # type: ignore[union-attr]
+    metrics |= exact_match_metric(model, tokenizer, eval_rows, spec.eval_set, "exact_match")
     if spec.samples:
         metrics["samples"] = causal_lm.write_samples(model, tokenizer, spec.samples, spec.sample_tokens, ctx.work_dir)
     kind = spec.output_kind()
@@ -118,12 +116,3 @@ def _finish(spec: SFTSpec, model: Any, tokenizer: Any, ctx: StageContext) -> Any
     model = adapters.merged(model)
     causal_lm.save(model, tokenizer, ctx.out_dir)
     return model
-
-
-def model_config(spec: SFTSpec) -> Any | None:
-    """The base architecture when it is named directly (for `plan`); None when it comes from a stage."""
-    from llmctl.models import causal_lm
-
-    if spec.model == PREVIOUS or spec.model.startswith("stage:"):
-        return None
-    return causal_lm.load_config(spec.model)

@@ -20,11 +20,10 @@ PPO = """\
     reward_model: {reward}
     data: {{path: prompts.jsonl, format: prompt, validation: 8}}
     total_episodes: {episodes}
-    batch_size: 8
+    train: {{batch_size: 8, lr: 1.0e-4}}
     mini_batches: 2
     ppo_epochs: 1
     num_generations: 2
-    lr: 1.0e-4
     kl: {kl}
     response_length: {length}
     samples: ["Question: What is 3 plus 4?\\n\\nAnswer:"]

@@ -102,3 +102,17 @@ def test_interpolation_env_and_stage_outputs(tmp_path: Path, monkeypatch: pytest
 def test_duplicate_yaml_keys_are_errors(tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match="duplicate key"):
         recipe.load(write(tmp_path / "r.yaml", BASE + "seed: 2\n"))
+
+
+def test_ppo_settings_moved_into_train_still_load_with_a_warning(tmp_path) -> None:  # noqa: ANN001
+    import pytest
+
+    from llmctl import recipe as loader
+    from llmctl import schema
+
+    path = tmp_path / "r.yaml"
+    path.write_text("name: rl\nstages:\n  - type: ppo\n    model: m\n    reward_model: r\n"
+                    "    data: {path: p.jsonl, format: prompt}\n    lr: 3.0e-5\n    batch_size: 8\n    train: {logging_steps: 2}\n")
+    with pytest.warns(FutureWarning, match="lr, batch_size moved into `train:`"):
+        spec = schema.validate(loader.load(path)).stages[0]
+    assert (spec.train.lr, spec.train.batch_size, spec.train.logging_steps) == (3.0e-5, 8, 2)
