@@ -21,7 +21,7 @@ from pydantic import Field, model_validator
 from llmctl.artifacts import Artifact, ArtifactKind
 from llmctl.errors import StageFailed, UsageError
 from llmctl.models.reward import RewardScorer, retokenizing_reward
-from llmctl.specs import PREVIOUS, Block, DataSpec, EvalSetSpec, InputSlot, PeftSpec, StageSpec, TrainArgs
+from llmctl.specs import PREVIOUS, Block, DataSpec, EvalSetSpec, InputSlot, PeftSpec, TrainArgs, TrainingSpec
 
 if TYPE_CHECKING:
     from llmctl.context import StageContext
@@ -49,7 +49,7 @@ class SamplingSpec(Block):
     top_p: float = Field(1.0, gt=0, le=1)
 
 
-class PPOSpec(StageSpec):
+class PPOSpec(TrainingSpec):
     """Reinforcement learning from a reward model: PPO, RLOO or GRPO."""
 
     type: Literal["ppo"] = "ppo"
@@ -120,14 +120,6 @@ class PPOSpec(StageSpec):
     @property
     def peft_settings(self) -> PeftSpec:
         return self.peft
-
-    @property
-    def training_data(self) -> DataSpec:
-        return self.data
-
-    @property
-    def train_args(self) -> TrainArgs:
-        return self.train
 
 
 def run(spec: PPOSpec, ctx: StageContext) -> Artifact:
