@@ -66,7 +66,7 @@ def stages_complete_and_sound(run_dir: Path) -> list[str]:
 
 @pytest.mark.parametrize(("target", "when", "complete_after_crash"), [
     ("llmctl.pipeline:replace_dir", "01-pretrain", []),
-    ("llmctl.rundir:Manifest.update", "'status': 'complete'", ["pretrain"]),
+    ("llmctl.records:Manifest.update", "'status': 'complete'", ["pretrain"]),
     ("transformers:Trainer._save_optimizer_and_scheduler", "", []),
     ("llmctl.serve.registry:Registry._promote", "", ["pretrain"]),
 ], ids=["mid-commit", "after-commit-before-manifest", "mid-checkpoint", "mid-promote"])
