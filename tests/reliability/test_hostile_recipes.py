@@ -11,16 +11,10 @@ from typer.testing import CliRunner
 
 from llmctl.cli import app
 from llmctl.serve.registry import Registry
+from tests.unit.test_recipe_errors import GOOD  # the smallest valid recipe, shared with the unit tests
 
 pytestmark = pytest.mark.reliability
 runner = CliRunner()
-GOOD = """\
-name: demo
-stages:
-  - type: pretrain
-    model: {config: {n_layer: 1}}
-    data: {path: corpus.jsonl}
-"""
 BENCH = """\
   - type: benchmark
     local_tasks:
