@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 import functools
+import io
 import json
 import os
 from collections.abc import Callable
@@ -74,6 +75,7 @@ RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file.", show_defaul
 FromOpt = Annotated[Optional[str], typer.Option("--from", help="Re-run this stage and all after it.")]  # noqa: UP007
 OnlyOpt = Annotated[Optional[str], typer.Option(help="Run only this stage (its inputs must be complete).")]  # noqa: UP007
 UntilOpt = Annotated[Optional[str], typer.Option(help="Stop after this stage.")]  # noqa: UP007
+SmokeOpt = Annotated[bool, typer.Option("--smoke", help="The recipe as written, on tiny random models of the same architectures, a few rows and steps per stage, in <run_dir>-smoke: a check in minutes on a CPU.")]
 RunArg = Annotated[str, typer.Argument(metavar="RUN", help="Run name (under --root) or run folder.")]
 RootOpt = Annotated[Path, typer.Option(help="Folder that holds run folders.")]
 OverridesArg = Annotated[Optional[list[str]], typer.Argument(help="Overrides as key=value, e.g. stages.pretrain.train.lr=1e-3.", show_default=False)]  # noqa: UP007
@@ -178,12 +180,13 @@ def plan(
     from_stage: FromOpt = None,
     only: OnlyOpt = None,
     until: UntilOpt = None,
+    smoke: SmokeOpt = False,
 ) -> None:
     """Show what `run` would do: stages in order, inputs, cached/run/resume and why, model sizes and memory."""
     from llmctl.estimate import estimate_plan
     from llmctl.hardware import detect
 
-    the_plan = _plan(recipe, overrides, force, from_stage, only, until)
+    the_plan = _plan(recipe, overrides, force, from_stage, only, until, smoke)
     _warn(the_plan.environment)
     hw = detect(the_plan.recipe.device, the_plan.recipe.dtype)
     sizes = estimate_plan(the_plan.recipe.stages, {s.name: s.inputs for s in the_plan.steps}, hw.dtype)
@@ -192,13 +195,42 @@ def plan(
                   lambda: _print_plan(the_plan, sizes, f"{hw.device}, {hw.dtype} ({hw.reason})"))
 
 
-def _plan(recipe: Path, overrides: list[str] | None, force: bool, from_stage: str | None, only: str | None, until: str | None):  # noqa: ANN202
+def _plan(recipe: Path, overrides: list[str] | None, force: bool, from_stage: str | None, only: str | None,  # noqa: ANN202
+          until: str | None, smoke: bool = False):
     from llmctl.pipeline import Selection, environment_problems, make_plan
 
     loaded, parsed = _load(recipe, overrides)
+    if smoke:
+        parsed = _smoked(parsed, loaded)
     the_plan = make_plan(parsed, loaded, Selection(force, from_stage, only, until))
     the_plan.environment = environment_problems(parsed, loaded)
     return the_plan
+
+
+def _smoked(parsed: Any, loaded: Any) -> Any:
+    """The smoke version of a valid recipe, its tiny models built (once; they are cached by content)."""
+    from llmctl import smoke
+    from llmctl.hardware import cuda_visible
+    from llmctl.pipeline import resolve_inputs
+
+    resolve_inputs(parsed, loaded)
+    smoked, notes = smoke.smoke_recipe(parsed, cuda_visible())
+    with _library_quiet():
+        smoked, swapped = smoke.with_tiny_models(smoked, resolve_inputs(smoked))
+    for ref, folder in swapped.items():
+        notes.append(f"smoke: {ref} → tiny {Path(folder).name}")
+    for note in notes:
+        OUTPUT.warning(note)
+    return smoked
+
+
+def _library_quiet() -> Any:
+    """Library chatter (weights newly initialised, …) stays out of the terminal unless --debug."""
+    import contextlib
+
+    if OUTPUT.debug:
+        return contextlib.nullcontext()
+    return contextlib.redirect_stderr(io.StringIO())
 
 
 def _warn(problems: list[Any]) -> None:
@@ -243,12 +275,13 @@ def run(
     if_changed: Annotated[bool, typer.Option("--if-changed", help="Do nothing (exit 0) unless some input changed since the last successful run (for cron).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and the final summary line.")] = False,
     notify_cmd: Annotated[Optional[str], typer.Option("--notify-cmd", help="Run this shell command when the run ends, with a JSON summary on stdin (or set LLMCTL_NOTIFY_CMD).")] = None,  # noqa: UP007
+    smoke: SmokeOpt = False,
 ) -> None:
     """Run a recipe: cached stages are skipped, changed ones re-run, interrupted ones resume."""
     from llmctl.pipeline import execute
     from llmctl.render import JsonRenderer, RichRenderer
 
-    the_plan = _plan(recipe, overrides, force, from_stage, only, until)
+    the_plan = _plan(recipe, overrides, force, from_stage, only, until, smoke)
     if the_plan.environment:
         raise RecipeError(the_plan.environment, f"{recipe} cannot run on this machine")
     # Bound to this invocation's stdout, so stages' library_output() redirection cannot swallow events.

@@ -6,9 +6,10 @@ Attribute docstrings become descriptions in `llmctl schema`. Defaults live here,
 from __future__ import annotations
 
 import importlib.util
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -164,7 +165,8 @@ class DataSpec(Block):
     split: str | None = None
     """Named split of a saved DatasetDict (e.g. train)."""
     columns: dict[str, str] = {}
-    """Renames, {name the format expects: column in the data}, e.g. {prompt: question, completion: answer}."""
+    """Renames, {name the format expects: column in the data}, e.g. {prompt: question, completion: answer}.
+    A column may be a path into nested values: {completion: "answers.text[0]"} (SQuAD)."""
     format: DataFormat = "text"
     """text | prompt_completion | instruction (instruction/input/output) | chat (messages) |
     preference (prompt/chosen/rejected) | prompt (prompts only, for RL rollouts) | choice (prompt, choices:
@@ -254,8 +256,16 @@ class TrainArgs(Block):
     logging_steps: int = Field(10, ge=1)
     eval_steps: int | None = Field(None, ge=1)
     """Evaluate every N steps (default: only at the end)."""
+    eval_strategy: Literal["steps", "epoch"] = "steps"
+    """steps: every `eval_steps` (or only at the end); epoch: at the end of each epoch."""
     save_steps: int = Field(500, ge=1)
     """Write a resumable checkpoint every N steps."""
+    save_strategy: Literal["steps", "epoch"] = "steps"
+    """steps: a checkpoint every `save_steps`; epoch: one at the end of each epoch."""
+    optim: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adagrad", "rmsprop", "adamw_bnb_8bit",
+                   "paged_adamw_32bit", "paged_adamw_8bit", "adamw_torch_4bit", "adamw_torch_8bit"] | None = None
+    """The optimizer (transformers' `optim`); default: transformers' AdamW (fused where torch supports it).
+    The bitsandbytes ones (…8bit, paged_…) need a CUDA GPU."""
     save_total_limit: int = Field(2, ge=1)
     keep_checkpoints: bool = False
     """Keep trainer checkpoints in the stage folder after success (they are deleted by default to save disk)."""
@@ -287,6 +297,9 @@ class Settings(Block):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     launcher: LauncherSpec = LauncherSpec()
     """Default launcher of the training stages (pretrain, sft, reward): none runs them in-process."""
+    smoke: bool = False
+    """Set by `llmctl run --smoke` (never written by hand): a cut-down check run on tiny models, whose gates
+    are shown but not enforced and whose benchmarks skip lm-eval datasets that cannot be fetched."""
     report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = []
     """Experiment trackers for every training stage: tensorboard (event files in each stage's logs/tensorboard),
     mlflow (a local ./mlruns file store unless MLFLOW_TRACKING_URI is set), wandb (offline without WANDB_API_KEY)."""
@@ -295,6 +308,29 @@ class Settings(Block):
 def stage_ref_name(ref: str) -> str | None:
     """`stage:sft` → `sft`; anything else → None."""
     return ref[len(STAGE_PREFIX) :] if ref.startswith(STAGE_PREFIX) else None
+
+
+def data_blocks(block: Any, prefix: str = "") -> list[tuple[str, DataSpec]]:
+    """(field path, DataSpec) for every data block inside `block`, however deeply nested (`data`, `accuracy.data`,
+    `local_tasks[0].data`)."""
+    if isinstance(block, DataSpec):
+        return [(prefix, block)]
+    found: list[tuple[str, DataSpec]] = []
+    if isinstance(block, BaseModel):
+        for name in type(block).model_fields:
+            found += data_blocks(getattr(block, name), f"{prefix}.{name}" if prefix else name)
+    elif isinstance(block, (list, tuple)):
+        for index, item in enumerate(block):
+            found += data_blocks(item, f"{prefix}[{index}]")
+    return found
+
+
+_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def split_path(path: str) -> list[str | int]:
+    """`answers.text[0]` → ["answers", "text", 0] (field paths in blocks, nested columns in rows)."""
+    return [name if name else int(index) for name, index in _PATH_PART.findall(path)]
 
 
 def is_local_path(ref: str) -> bool:

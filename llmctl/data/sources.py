@@ -12,7 +12,7 @@ from llmctl.data import demo, diagnose, formats, lake
 from llmctl.data.fingerprint import local_files
 from llmctl.data.lengths import SOURCE_ROW, LengthLimit
 from llmctl.errors import DataError
-from llmctl.specs import DataSpec
+from llmctl.specs import DataSpec, split_path
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -110,14 +110,16 @@ def _without_source_row(rows: Dataset | None) -> Dataset | None:
 
 
 def _prepared(spec: DataSpec, path: str, seed: int) -> Dataset:
-    renamed_from = {source: target for target, source in spec.columns.items()}
+    nested = {target: source for target, source in spec.columns.items() if is_nested(source)}
+    renamed_from = {source: target for target, source in spec.columns.items() if target not in nested}
     needed = formats.needed_columns(spec.format, spec.template)
     optional = formats.FORMATS[spec.format].optional
-    source_columns = [spec.columns.get(name, name) for name in [*needed, *optional]]
+    source_columns = [_root(spec.columns.get(name, name)) for name in [*needed, *optional]]
     rows = read_rows(path, spec.query, spec.split, source_columns)
-    missing = [source for source in spec.columns.values() if source not in rows.column_names]
+    missing = [source for source in spec.columns.values() if _root(source) not in rows.column_names]
     if missing:
-        raise DataError(f"data.columns: {path} has no column {', '.join(missing)}; available: {', '.join(rows.column_names)}")
+        raise DataError(f"data.columns: {path} has no column {', '.join(map(_root, missing))}; available: {', '.join(rows.column_names)}")
+    rows = _pick_nested(rows, nested, path)
     rows = rows.rename_columns({s: t for s, t in renamed_from.items() if s != t})
     formats.check_columns(rows.column_names, spec.format, spec.template, path)
     keep = [c for c in rows.column_names if c in needed or c in optional]
@@ -135,6 +137,33 @@ def _prepared(spec: DataSpec, path: str, seed: int) -> Dataset:
     if spec.limit:
         rows = rows.select(range(min(spec.limit, len(rows))))
     return rows.map(lambda row: formats.render(row, spec.format, spec.template), remove_columns=keep)
+
+
+def is_nested(column: str) -> bool:
+    return "." in column or "[" in column
+
+
+def _root(column: str) -> str:
+    return str(split_path(column)[0]) if is_nested(column) else column
+
+
+def _pick_nested(rows: Dataset, nested: dict[str, str], source: str) -> Dataset:
+    """Add a column per nested path (`completion: answers.text[0]`); a row without that value is an error
+    naming the row."""
+    for target, column in nested.items():
+        keys = split_path(column)
+
+        def pick(row: dict[str, Any], index: int, keys: list[str | int] = keys, column: str = column, target: str = target) -> dict[str, Any]:
+            value: Any = row[str(keys[0])]
+            for key in keys[1:]:
+                try:
+                    value = value[key]
+                except (KeyError, IndexError, TypeError):
+                    raise DataError(f"{source}: row {index + 1}: no value at {column} ({keys[0]} is {str(row[str(keys[0])])[:80]})") from None
+            return {target: value}
+
+        rows = rows.map(pick, with_indices=True)
+    return rows
 
 
 def _check_rows(rows: Dataset, spec: DataSpec, source: str) -> None:

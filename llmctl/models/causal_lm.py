@@ -150,6 +150,18 @@ def tokenize_blocks(texts: Any, tokenizer: Any, block_size: int) -> Any:
     return blocks
 
 
+def tokenize_padded(texts: Any, tokenizer: Any, block_size: int) -> Any:
+    """One sequence per document: truncated to `block_size` tokens, padded to it; padding is masked out of
+    attention and of the loss (labels -100)."""
+    def tokenize(batch: dict[str, list[str]]) -> dict[str, list[list[int]]]:
+        encoded = tokenizer(batch["text"], truncation=True, max_length=block_size, padding="max_length",
+                            return_token_type_ids=False)
+        labels = [[t if m else -100 for t, m in zip(ids, mask)] for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"])]
+        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], "labels": labels}
+
+    return texts.map(tokenize, batched=True, remove_columns=texts.column_names)
+
+
 def parameter_counts(model: Any) -> tuple[int, int]:
     """(total, trainable) parameters."""
     total = sum(p.numel() for p in model.parameters())

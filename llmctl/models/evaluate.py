@@ -1,17 +1,50 @@
-"""Small evaluations stages share: exact match of greedy answers, mean reward of greedy responses."""
+"""Small evaluations stages share: exact match and SQuAD F1 of greedy answers, mean reward of greedy responses."""
 
 from __future__ import annotations
 
+import collections
+import re
+import string
 from typing import Any
 
 
-def exact_match(model: Any, tokenizer: Any, rows: Any, max_new_tokens: int) -> float:
-    """Share of prompts whose greedy continuation (first line, stripped) equals the completion (stripped)."""
+def answers(model: Any, tokenizer: Any, rows: Any, max_new_tokens: int) -> list[str]:
+    """The greedy answer to each row's prompt: the first line of the continuation, stripped."""
     from llmctl.models.causal_lm import generate
 
-    outputs = generate(model, tokenizer, rows["prompt"], max_new_tokens)
-    hits = sum(out.strip().split("\n")[0].strip() == want.strip() for out, want in zip(outputs, rows["completion"]))
+    return [out.strip().split("\n")[0].strip() for out in generate(model, tokenizer, rows["prompt"], max_new_tokens)]
+
+
+def exact_match(model: Any, tokenizer: Any, rows: Any, max_new_tokens: int) -> float:
+    """Share of prompts whose greedy answer equals the completion (stripped)."""
+    outputs = answers(model, tokenizer, rows, max_new_tokens)
+    hits = sum(out == want.strip() for out, want in zip(outputs, rows["completion"]))
     return round(hits / max(len(rows), 1), 4)
+
+
+def f1(model: Any, tokenizer: Any, rows: Any, max_new_tokens: int) -> float:
+    """Mean SQuAD token F1 of the greedy answers against the completions (the official normalisation:
+    lower case, no punctuation, no articles), as the course scores its QA model."""
+    outputs = answers(model, tokenizer, rows, max_new_tokens)
+    scores = [token_f1(out, want) for out, want in zip(outputs, rows["completion"])]
+    return round(sum(scores) / max(len(scores), 1), 4)
+
+
+def token_f1(prediction: str, truth: str) -> float:
+    predicted, wanted = _normalized(prediction).split(), _normalized(truth).split()
+    common = sum((collections.Counter(predicted) & collections.Counter(wanted)).values())
+    if not predicted or not wanted:
+        return float(predicted == wanted)
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(predicted), common / len(wanted)
+    return 2 * precision * recall / (precision + recall)
+
+
+def _normalized(text: str) -> str:
+    """SQuAD v1.1's normalize_answer."""
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
 
 
 def exact_match_metric(model: Any, tokenizer: Any, rows: Any, eval_set: Any, key: str) -> dict[str, float]:

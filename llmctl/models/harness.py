@@ -38,6 +38,32 @@ def write_task(name: str, rows: Any, max_new_tokens: int, stop: list[str], folde
     return path
 
 
+def write_task_data(task: str, data: str, builtin: Any, folder: Path) -> Path:
+    """A task YAML in `folder` that includes built-in `task` and reads its evaluation split from the local file
+    `data` (JSON lines, CSV or parquet in the layout of the task's hub dataset) instead of the hub."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    from llmctl.data.sources import BUILDERS
+    from llmctl.errors import UsageError
+
+    entry = builtin._index.get(task)
+    if entry is None or entry.yaml_path is None:
+        raise UsageError(f"benchmark.task_data.{task}: not a built-in lm-eval task defined by a YAML file")
+    source = Path(data).expanduser().absolute()
+    if not source.is_file() or source.suffix.lower() not in BUILDERS:
+        raise UsageError(f"benchmark.task_data.{task}: {data} is not a file of {', '.join(BUILDERS)}")
+    original = load_yaml(entry.yaml_path, resolve_func=False)
+    split = original.get("test_split") or original.get("validation_split") or "test"
+    config = {"include": str(entry.yaml_path), "task": task, "dataset_path": BUILDERS[source.suffix.lower()], "dataset_name": None,
+              "dataset_kwargs": {"data_files": {split: str(source)}}, "training_split": None, "fewshot_split": split,
+              "validation_split": split if original.get("validation_split") else None,
+              "test_split": split if original.get("test_split") else None}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{task}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
 def relocate_tasks(folder: Path, now: Path, later: Path) -> None:
     """Point the task YAMLs in `folder` at their data files' final place (`later` instead of `now`), so that
     `lm_eval --include_path RUN/NN-bench/tasks` works after the stage folder has been renamed into place."""

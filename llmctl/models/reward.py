@@ -8,6 +8,17 @@ from typing import Any
 from llmctl.errors import UsageError
 
 
+def tolerate_use_cache(model: Any) -> Any:
+    """`model`, made to ignore the `use_cache=False` that TRL 1.12's RewardTrainer passes to every model:
+    encoders (the course's DeBERTa-v3, BERT) take no such argument and fail with a TypeError."""
+    import inspect
+
+    if "use_cache" not in inspect.signature(model.forward).parameters:
+        model.register_forward_pre_hook(lambda module, args, kwargs: (args, {k: v for k, v in kwargs.items() if k != "use_cache"}),
+                                        with_kwargs=True)
+    return model
+
+
 class RewardScorer:
     """The reward model: scores (prompt, response) texts with its own tokenizer, which may differ from the
     policy's (the course pairs OPT with DeBERTa)."""

@@ -22,8 +22,9 @@ def training_arguments(args: TrainArgs, ctx: StageContext, has_eval: bool) -> An
 def training_kwargs(args: TrainArgs, ctx: StageContext, has_eval: bool) -> dict[str, Any]:
     """The TrainingArguments fields llmctl sets (TRL's configs extend TrainingArguments, so they take these too)."""
     hw = ctx.hardware
-    evaluate_during = has_eval and args.eval_steps is not None
-    return dict(
+    evaluate_during = has_eval and (args.eval_steps is not None or args.eval_strategy == "epoch")
+    optim = {"optim": args.optim} if args.optim else {}
+    return optim | dict(
         output_dir=str(ctx.checkpoints_dir),
         logging_dir=str(ctx.logs_dir / "tensorboard"),
         max_steps=args.max_steps,
@@ -38,9 +39,9 @@ def training_kwargs(args: TrainArgs, ctx: StageContext, has_eval: bool) -> dict[
         weight_decay=args.weight_decay,
         max_grad_norm=args.max_grad_norm,
         logging_steps=args.logging_steps,
-        eval_strategy="steps" if evaluate_during else "no",
-        eval_steps=args.eval_steps if evaluate_during else None,
-        save_strategy="steps",
+        eval_strategy=args.eval_strategy if evaluate_during else "no",
+        eval_steps=args.eval_steps if evaluate_during and args.eval_strategy == "steps" else None,
+        save_strategy=args.save_strategy,
         save_steps=args.save_steps,
         save_total_limit=args.save_total_limit,
         gradient_checkpointing=args.gradient_checkpointing,

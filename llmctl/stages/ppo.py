@@ -150,6 +150,11 @@ def run(spec: PPOSpec, ctx: StageContext) -> Artifact:
 def _check_context(policy: Any, tokenizer: Any, prompts: Any, spec: PPOSpec) -> None:
     from llmctl.models import causal_lm
 
+    batch = spec.train.batch_size * spec.train.grad_accum
+    if spec.algorithm == "ppo" and len(prompts) < batch:  # TRL drops the ragged last batch: it would wait forever for one
+        raise UsageError(f"ppo: {len(prompts)} training prompts cannot fill one batch of {batch} (train.batch_size × grad_accum); "
+                         "add prompts (data.limit, a smaller validation) or lower train.batch_size")
+
     longest = max(len(ids) for ids in tokenizer(list(prompts["prompt"]))["input_ids"])
     context = causal_lm.context_length(policy.config)
     if context is not None and longest + spec.response_length > context:

@@ -51,7 +51,10 @@ class PretrainSpec(TrainingSpec):
     tokenizer: TokenizerSpec = TokenizerSpec()
     data: DataSpec
     block_size: int = Field(512, ge=8)
-    """Tokens per training sequence; documents are joined with EOS and cut into blocks."""
+    """Tokens per training sequence."""
+    packing: Literal["concat", "pad_each"] = "concat"
+    """concat: documents are joined with EOS and cut into block_size blocks (no padding); pad_each: each document
+    is truncated to block_size and padded (the course's GPT-2 pretraining; padding is masked out of the loss)."""
     train: TrainArgs = TrainArgs(lr=5e-4)
     samples: list[str] = []
     """Prompts to generate from after training; the text lands in samples.json and the run summary."""
@@ -81,10 +84,11 @@ def run(spec: PretrainSpec, ctx: StageContext) -> Artifact:
 
     train_texts, eval_texts = load_text_splits(spec.data, seed=ctx.seed)
     tokenizer = _tokenizer(spec, ctx, train_texts)
-    train_ds = causal_lm.tokenize_blocks(train_texts, tokenizer, spec.block_size)
-    eval_ds = causal_lm.tokenize_blocks(eval_texts, tokenizer, spec.block_size) if eval_texts is not None else None
+    tokenize = causal_lm.tokenize_blocks if spec.packing == "concat" else causal_lm.tokenize_padded
+    train_ds = tokenize(train_texts, tokenizer, spec.block_size)
+    eval_ds = tokenize(eval_texts, tokenizer, spec.block_size) if eval_texts is not None else None
     model = _model(spec, ctx, tokenizer)
-    ctx.log(f"model: {causal_lm.describe(model)}; {len(train_ds)} train blocks of {spec.block_size} tokens")
+    ctx.log(f"model: {causal_lm.describe(model)}; {len(train_ds)} train sequences of {spec.block_size} tokens ({spec.packing})")
     metrics = training.train_causal_lm(model, tokenizer, train_ds, eval_ds, spec.train, ctx)
     causal_lm.save(model, tokenizer, ctx.out_dir)
     if spec.samples:

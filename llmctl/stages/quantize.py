@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, model_validator
 
 from llmctl.artifacts import Artifact, ArtifactKind
-from llmctl.errors import GateFailed
+from llmctl.errors import GateFailed, UsageError
 from llmctl.specs import PREVIOUS, Block, DataSpec, InputSlot, StageSpec
 
 if TYPE_CHECKING:
@@ -61,9 +61,9 @@ class QuantConfig(Block):
 class AccuracySpec(Block):
     """Accuracy-aware quantization: keep the first configuration whose metric stays within `tolerable_loss`."""
 
-    metric: Literal["perplexity", "exact_match"] = "perplexity"
-    """perplexity of the data's texts (lower is better) or exact match of greedy answers to prompt_completion
-    rows (higher is better)."""
+    metric: Literal["perplexity", "exact_match", "f1"] = "perplexity"
+    """perplexity of the data's texts (lower is better), or exact match / SQuAD token F1 of greedy answers to
+    prompt_completion rows (higher is better; a baseline of 0 is refused: it cannot tell configurations apart)."""
     data: DataSpec
     tolerable_loss: float = Field(0.01, ge=0)
     """Largest relative loss accepted: 0.01 = at most 1% worse than the unquantized model."""
@@ -167,6 +167,7 @@ def run(spec: QuantizeSpec, ctx: StageContext) -> Artifact:
     before = {"size_mb": measure.folder_size_mb(source), **_greedy(spec, original, tokenizer), **_beam(spec, original, tokenizer)}
     if evaluate:
         before[spec.accuracy.metric] = evaluate(original)  # type: ignore[union-attr]
+        _check_baseline(spec, before, ctx)
     del original
     ctx.log(f"original: {_describe(before)}")
     chosen, trials = _search(spec, ctx, source, tokenizer, calibration, evaluate, before)
@@ -177,6 +178,19 @@ def run(spec: QuantizeSpec, ctx: StageContext) -> Artifact:
     after = chosen["measured"] | _beam(spec, chosen["model"], tokenizer)  # (the OpenVINO model is compiled: the move is harmless)
     metrics = _metrics(before, after, trials, chosen["config"])
     return Artifact(ArtifactKind.quantized_lm, str(ctx.out_dir), meta={"metrics": metrics, "quantization": chosen["config"]})
+
+
+def _check_baseline(spec: QuantizeSpec, before: dict[str, Any], ctx: StageContext) -> None:
+    """An accuracy metric the unquantized model scores 0 on passes every configuration: refuse it."""
+    metric = spec.accuracy.metric  # type: ignore[union-attr]
+    if metric == "perplexity" or before[metric] > 0:
+        return
+    if ctx.recipe.smoke:
+        ctx.log(f"smoke run: the unquantized model scores {metric} 0 (a random model); a real run stops here")
+        return
+    raise UsageError(f"quantize.accuracy: the unquantized model scores {metric} 0 on accuracy.data, so every configuration "
+                     "would pass; give prompts it can answer (e.g. the context with the question, the template it was "
+                     "fine-tuned on) or use metric: perplexity")
 
 
 def _search(spec: QuantizeSpec, ctx: StageContext, source: str, tokenizer: Any, calibration: list[Any],
@@ -255,8 +269,9 @@ def _evaluator(spec: QuantizeSpec, ctx: StageContext, tokenizer: Any) -> Any:
 
     accuracy = spec.accuracy
     rows = load_examples(accuracy.data, seed=ctx.seed)[0]
-    if accuracy.metric == "exact_match":
-        return lambda model: evaluate.exact_match(model, tokenizer, rows, accuracy.max_new_tokens)
+    if accuracy.metric in ("exact_match", "f1"):
+        score = getattr(evaluate, accuracy.metric)
+        return lambda model: score(model, tokenizer, rows, accuracy.max_new_tokens)
     texts = measure.texts_of(rows)
     return lambda model: measure.perplexity(model, tokenizer, texts, accuracy.max_length)
 

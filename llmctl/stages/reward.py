@@ -60,6 +60,7 @@ def _load(spec: RewardSpec, ctx: StageContext) -> tuple[Any, Any]:
     from transformers import AutoModelForSequenceClassification
 
     from llmctl.models import adapters, causal_lm
+    from llmctl.models.reward import tolerate_use_cache
 
     source = ctx.input("model")
     tokenizer = causal_lm.load_tokenizer(source)
@@ -67,7 +68,7 @@ def _load(spec: RewardSpec, ctx: StageContext) -> tuple[Any, Any]:
         merged_dir = ctx.work_dir / "base"
         causal_lm.save(causal_lm.load(source), tokenizer, merged_dir)
         source = str(merged_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1)
+    model = tolerate_use_cache(AutoModelForSequenceClassification.from_pretrained(source, num_labels=1))
     model.config.pad_token_id = tokenizer.pad_token_id
     model = adapters.apply(model, spec.peft, task_type="SEQ_CLS")
     total, trainable = causal_lm.parameter_counts(model)
