@@ -76,6 +76,9 @@ class Recipe(Settings):
 
 def validate(loaded: LoadedRecipe) -> Recipe:
     """Validate a loaded tree; every problem is reported with file:line:col and the field path."""
+    if "smoke" in loaded.tree:  # it turns gates off: only `--smoke` may set it, never a recipe or an override
+        problem = Problem(loaded.where(("smoke",)), "smoke", "set by `llmctl run --smoke`, not in a recipe; remove it")
+        raise RecipeError([problem], str(loaded.path))
     try:
         recipe = Recipe.model_validate(loaded.tree)
     except ValidationError as err:

@@ -71,9 +71,10 @@ def _cut_stage(spec: StageSpec, stage: dict[str, Any], cuda_visible: bool, notes
     for key in ("max_length", "block_size", "max_prompt_length", "response_length", "calibration_length"):
         if isinstance(stage.get(key), int):
             stage[key] = min(stage[key], SMOKE.seq_len if key != "response_length" else SMOKE.new_tokens)
-    for key in ("sample_tokens",):
-        if isinstance(stage.get(key), int):
-            stage[key] = min(stage[key], SMOKE.new_tokens)
+    if isinstance(stage.get("sample_tokens"), int):
+        stage["sample_tokens"] = min(stage["sample_tokens"], SMOKE.new_tokens)
+    if (generation := stage.get("generation")) and generation.get("max_new_tokens"):
+        generation["max_new_tokens"] = min(generation["max_new_tokens"], SMOKE.new_tokens)
     if (peft := stage.get("peft")) and peft.get("method") == "qlora" and not cuda_visible:
         peft["method"] = "lora"
         notes.append(f"stage '{spec.name}': qlora needs a CUDA GPU; the smoke run trains LoRA on a full-precision base instead")

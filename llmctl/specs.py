@@ -211,6 +211,35 @@ class EvalSetSpec(DataSpec):
     max_new_tokens: int = Field(8, ge=1)
 
 
+class GenerationSpec(Block):
+    """How a stage generates its `samples` and its `eval_set` answers (transformers' generate() settings, as in
+    the course's LoRA inference lesson). The default is greedy: exact match then measures the model, not luck."""
+
+    max_new_tokens: int | None = Field(None, ge=1)
+    """Tokens per sample (default: the stage's sample_tokens / response_length; eval_set keeps its own)."""
+    do_sample: bool = False
+    temperature: float = Field(1.0, gt=0)
+    top_k: int = Field(50, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    repetition_penalty: float = Field(1.0, gt=0)
+    length_penalty: float = 1.0
+    """Beam search only: > 1 favours longer sequences."""
+    num_beams: int = Field(1, ge=1)
+
+    def kwargs(self) -> dict[str, Any]:
+        """The generate() keyword arguments (sampling ones only when sampling, so greedy stays warning-free)."""
+        out: dict[str, Any] = {"do_sample": self.do_sample, "num_beams": self.num_beams,
+                               "repetition_penalty": self.repetition_penalty}
+        if self.do_sample:
+            out |= {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p}
+        if self.num_beams > 1:
+            out["length_penalty"] = self.length_penalty
+        return out
+
+
+GREEDY = GenerationSpec()
+
+
 class PeftSpec(Block):
     """Parameter-efficient fine-tuning with peft."""
 

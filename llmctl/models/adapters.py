@@ -55,6 +55,19 @@ def quantization_config() -> Any:
                               bnb_4bit_compute_dtype=torch.bfloat16)
 
 
+def merged_on_reloaded_base(model: Any, base_ref: str, scratch: Path, dtype: str) -> Any:
+    """A (QLoRA) adapter merged into its base reloaded in `dtype` (bf16/fp16 where the hardware trains in it)
+    rather than into the 4-bit weights it trained on, which would round the adapter's update away."""
+    import torch
+    from peft import PeftModel
+
+    from llmctl.models import causal_lm
+
+    model.save_pretrained(scratch)
+    base = causal_lm.load(base_ref).to({"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype, torch.float32))
+    return PeftModel.from_pretrained(base, scratch).merge_and_unload()
+
+
 def merged(model: Any) -> Any:
     """The base model with the adapter folded in (a plain transformers model)."""
     return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model

@@ -189,26 +189,27 @@ def save(model: Any, tokenizer: Any, out_dir: Path) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
-def generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int) -> list[str]:
-    """Greedy continuations of `prompts` (the prompt itself is not repeated)."""
+def generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, generation: Any = None) -> list[str]:
+    """Continuations of `prompts` (the prompt itself is not repeated): greedy, or as a `generation:` block says."""
     import torch
 
+    settings = generation.kwargs() if generation is not None else {"do_sample": False}
     model.eval()
     outputs = []
     with torch.no_grad():
         for prompt in prompts:
             inputs = tokenizer(prompt, return_tensors="pt", return_token_type_ids=False).to(model.device)
-            ids = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
+            ids = model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **settings)
             outputs.append(tokenizer.decode(ids[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))
     return outputs
 
 
 def write_samples(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, folder: Path,
-                  before: list[str] | None = None) -> list[dict[str, str]]:
-    """Generate for each prompt, write samples.json into `folder`, return the pairs (with the output of the
-    model before training, when given)."""
-    outputs = generate(model, tokenizer, prompts, max_new_tokens)
+                  before: list[str] | None = None, generation: Any = None) -> list[dict[str, str]]:
+    """Generate for each prompt (as `generation` says; its max_new_tokens wins), write samples.json into
+    `folder`, return the pairs (with the output of the model before training, when given)."""
+    tokens = generation.max_new_tokens if generation is not None and generation.max_new_tokens else max_new_tokens
+    outputs = generate(model, tokenizer, prompts, tokens, generation)
     pairs = [{"prompt": p, "output": o} | ({"before": before[i]} if before else {}) for i, (p, o) in enumerate(zip(prompts, outputs))]
     (folder / "samples.json").write_text(json.dumps(pairs, indent=2, ensure_ascii=False) + "\n")
     return pairs

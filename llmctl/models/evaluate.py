@@ -8,16 +8,18 @@ import string
 from typing import Any
 
 
-def answers(model: Any, tokenizer: Any, rows: Any, max_new_tokens: int) -> list[str]:
-    """The greedy answer to each row's prompt: the first line of the continuation, stripped."""
+def answers(model: Any, tokenizer: Any, rows: Any, max_new_tokens: int, generation: Any = None) -> list[str]:
+    """The answer to each row's prompt (greedy unless `generation` says otherwise): the first line of the
+    continuation, stripped."""
     from llmctl.models.causal_lm import generate
 
-    return [out.strip().split("\n")[0].strip() for out in generate(model, tokenizer, rows["prompt"], max_new_tokens)]
+    outputs = generate(model, tokenizer, rows["prompt"], max_new_tokens, generation)
+    return [out.strip().split("\n")[0].strip() for out in outputs]
 
 
-def exact_match(model: Any, tokenizer: Any, rows: Any, max_new_tokens: int) -> float:
-    """Share of prompts whose greedy answer equals the completion (stripped)."""
-    outputs = answers(model, tokenizer, rows, max_new_tokens)
+def exact_match(model: Any, tokenizer: Any, rows: Any, max_new_tokens: int, generation: Any = None) -> float:
+    """Share of prompts whose answer equals the completion (stripped)."""
+    outputs = answers(model, tokenizer, rows, max_new_tokens, generation)
     hits = sum(out == want.strip() for out, want in zip(outputs, rows["completion"]))
     return round(hits / max(len(rows), 1), 4)
 
@@ -47,10 +49,10 @@ def _normalized(text: str) -> str:
     return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
 
 
-def exact_match_metric(model: Any, tokenizer: Any, rows: Any, eval_set: Any, key: str) -> dict[str, float]:
-    """{key: exact match on a stage's `eval_set` rows} — or {} when the stage has no eval_set (sft and ppo
-    measure it before and after training)."""
-    return {} if rows is None else {key: exact_match(model, tokenizer, rows, eval_set.max_new_tokens)}
+def exact_match_metric(model: Any, tokenizer: Any, rows: Any, eval_set: Any, key: str, generation: Any = None) -> dict[str, float]:
+    """{key: exact match on a stage's `eval_set` rows, generated as the stage's `generation:` says} — or {}
+    when the stage has no eval_set (sft and ppo measure it before and after training)."""
+    return {} if rows is None else {key: exact_match(model, tokenizer, rows, eval_set.max_new_tokens, generation)}
 
 
 def mean_reward(policy: Any, tokenizer: Any, scorer: Any, prompts: list[str], max_new_tokens: int) -> float:

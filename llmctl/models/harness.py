@@ -6,6 +6,7 @@ to `task/metric` keys."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ def write_task(name: str, rows: Any, max_new_tokens: int, stop: list[str], folde
     return path
 
 
-def write_task_data(task: str, data: str, builtin: Any, folder: Path) -> Path:
+def write_task_data(task: str, data: str, folder: Path) -> Path:
     """A task YAML in `folder` that includes built-in `task` and reads its evaluation split from the local file
     `data` (JSON lines, CSV or parquet in the layout of the task's hub dataset) instead of the hub."""
     from lm_eval.tasks._yaml_loader import load_yaml
@@ -46,15 +47,15 @@ def write_task_data(task: str, data: str, builtin: Any, folder: Path) -> Path:
     from llmctl.data.sources import BUILDERS
     from llmctl.errors import UsageError
 
-    entry = builtin._index.get(task)
-    if entry is None or entry.yaml_path is None:
+    builtin = builtin_task_yaml(task)
+    if builtin is None:
         raise UsageError(f"benchmark.task_data.{task}: not a built-in lm-eval task defined by a YAML file")
     source = Path(data).expanduser().absolute()
     if not source.is_file() or source.suffix.lower() not in BUILDERS:
         raise UsageError(f"benchmark.task_data.{task}: {data} is not a file of {', '.join(BUILDERS)}")
-    original = load_yaml(entry.yaml_path, resolve_func=False)
+    original = load_yaml(builtin, resolve_func=False)
     split = original.get("test_split") or original.get("validation_split") or "test"
-    config = {"include": str(entry.yaml_path), "task": task, "dataset_path": BUILDERS[source.suffix.lower()], "dataset_name": None,
+    config = {"include": str(builtin), "task": task, "dataset_path": BUILDERS[source.suffix.lower()], "dataset_name": None,
               "dataset_kwargs": {"data_files": {split: str(source)}}, "training_split": None, "fewshot_split": split,
               "validation_split": split if original.get("validation_split") else None,
               "test_split": split if original.get("test_split") else None}
@@ -62,6 +63,19 @@ def write_task_data(task: str, data: str, builtin: Any, folder: Path) -> Path:
     path = folder / f"{task}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def builtin_task_yaml(task: str) -> Path | None:
+    """The YAML file that defines built-in task `task`: a file named after the task is checked first (indexing
+    every built-in task takes seconds), then lm-eval's own index."""
+    import lm_eval.tasks
+
+    root = Path(lm_eval.tasks.__file__).parent
+    for candidate in root.rglob(f"{task}.yaml"):
+        if re.search(rf"^task:\s*['\"]?{re.escape(task)}['\"]?\s*$", candidate.read_text(), re.MULTILINE):
+            return candidate
+    entry = task_manager([], builtin=True)._index.get(task)
+    return entry.yaml_path if entry is not None else None
 
 
 def relocate_tasks(folder: Path, now: Path, later: Path) -> None:

@@ -184,10 +184,8 @@ def _task_list(spec: BenchmarkSpec, ctx: StageContext) -> tuple[list[str], Any]:
     for task in spec.local_tasks:
         harness.write_task(task.name, _all_rows(task.data, ctx), task.max_new_tokens, task.stop, ctx.work_dir / "tasks")
     with ctx.library_output():
-        if spec.task_data:
-            builtin = harness.task_manager([], builtin=True)
-            for task, path in spec.task_data.items():
-                harness.write_task_data(task, path, builtin, ctx.work_dir / "tasks")
+        for task, path in spec.task_data.items():
+            harness.write_task_data(task, path, ctx.work_dir / "tasks")
         include = [str(ctx.work_dir / "tasks")] if spec.local_tasks or spec.task_data else []
         include += [spec.include_path] if spec.include_path else []
         manager = harness.task_manager(include, builtin=bool(spec.tasks))

@@ -21,7 +21,7 @@ from pydantic import Field, model_validator
 from llmctl.artifacts import Artifact, ArtifactKind
 from llmctl.errors import StageFailed, UsageError
 from llmctl.models.reward import RewardScorer, retokenizing_reward
-from llmctl.specs import PREVIOUS, Block, DataSpec, EvalSetSpec, InputSlot, PeftSpec, TrainArgs, TrainingSpec
+from llmctl.specs import GREEDY, PREVIOUS, Block, DataSpec, EvalSetSpec, GenerationSpec, InputSlot, PeftSpec, TrainArgs, TrainingSpec
 
 if TYPE_CHECKING:
     from llmctl.context import StageContext
@@ -84,6 +84,9 @@ class PPOSpec(TrainingSpec):
     """Task accuracy (exact match) before and after."""
     samples: list[str] = []
     """Prompts to answer greedily before and after training (samples.json and the run summary)."""
+    generation: GenerationSpec = GREEDY
+    """How samples (and eval_set answers) are generated: do_sample, temperature, top_k, top_p,
+    repetition_penalty, length_penalty, num_beams, max_new_tokens (default greedy)."""
 
     produces = ArtifactKind.causal_lm
 
@@ -135,15 +138,15 @@ def run(spec: PPOSpec, ctx: StageContext) -> Artifact:
     _check_context(policy, tokenizer, prompts, spec)
     held = list((held_out or prompts.select(range(min(64, len(prompts)))))["prompt"])
     metrics: dict[str, Any] = {"mean_reward_before": mean_reward(policy, tokenizer, scorer, held, spec.response_length)}
-    metrics |= exact_match_metric(policy, tokenizer, eval_rows, spec.eval_set, "exact_match_before")
-    before = causal_lm.generate(policy, tokenizer, spec.samples, spec.response_length) if spec.samples else []
+    metrics |= exact_match_metric(policy, tokenizer, eval_rows, spec.eval_set, "exact_match_before", spec.generation)
+    before = causal_lm.generate(policy, tokenizer, spec.samples, spec.generation.max_new_tokens or spec.response_length, spec.generation) if spec.samples else []
     trainer = _trainer(spec, ctx, policy, tokenizer, scorer, prompts)
     metrics |= _train(spec, trainer, ctx)
     policy = _save(spec, trainer, tokenizer, ctx)
     metrics["mean_reward"] = mean_reward(policy, tokenizer, scorer, held, spec.response_length)
-    metrics |= exact_match_metric(policy, tokenizer, eval_rows, spec.eval_set, "exact_match")
+    metrics |= exact_match_metric(policy, tokenizer, eval_rows, spec.eval_set, "exact_match", spec.generation)
     if spec.samples:
-        metrics["samples"] = causal_lm.write_samples(policy, tokenizer, spec.samples, spec.response_length, ctx.work_dir, before)
+        metrics["samples"] = causal_lm.write_samples(policy, tokenizer, spec.samples, spec.response_length, ctx.work_dir, before, spec.generation)
     return Artifact(ArtifactKind.causal_lm, str(ctx.out_dir), meta={"metrics": metrics, **causal_lm.summary(policy)})
 
 

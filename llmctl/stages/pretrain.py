@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, model_validator
 
 from llmctl.artifacts import Artifact, ArtifactKind
-from llmctl.specs import PREVIOUS, Block, DataSpec, InputSlot, TrainArgs, TrainingSpec
+from llmctl.specs import GREEDY, PREVIOUS, Block, DataSpec, GenerationSpec, InputSlot, TrainArgs, TrainingSpec
 
 if TYPE_CHECKING:
     from llmctl.context import StageContext
@@ -58,6 +58,9 @@ class PretrainSpec(TrainingSpec):
     train: TrainArgs = TrainArgs(lr=5e-4)
     samples: list[str] = []
     """Prompts to generate from after training; the text lands in samples.json and the run summary."""
+    generation: GenerationSpec = GREEDY
+    """How samples are generated: do_sample, temperature, top_k, top_p, repetition_penalty, length_penalty,
+    num_beams, max_new_tokens (default greedy)."""
     sample_tokens: int = Field(32, ge=1)
 
     produces = ArtifactKind.causal_lm
@@ -92,7 +95,7 @@ def run(spec: PretrainSpec, ctx: StageContext) -> Artifact:
     metrics = training.train_causal_lm(model, tokenizer, train_ds, eval_ds, spec.train, ctx)
     causal_lm.save(model, tokenizer, ctx.out_dir)
     if spec.samples:
-        metrics["samples"] = causal_lm.write_samples(model, tokenizer, spec.samples, spec.sample_tokens, ctx.work_dir)
+        metrics["samples"] = causal_lm.write_samples(model, tokenizer, spec.samples, spec.sample_tokens, ctx.work_dir, generation=spec.generation)
     return Artifact(ArtifactKind.causal_lm, str(ctx.out_dir), meta={"metrics": metrics, **causal_lm.summary(model)})
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, model_validator
 
 from llmctl.artifacts import Artifact, ArtifactKind
-from llmctl.specs import PREVIOUS, DataSpec, EvalSetSpec, FineTuneSpec, InputSlot, PeftSpec, TrainArgs
+from llmctl.specs import GREEDY, PREVIOUS, DataSpec, EvalSetSpec, FineTuneSpec, GenerationSpec, InputSlot, PeftSpec, TrainArgs
 
 if TYPE_CHECKING:
     from llmctl.context import StageContext
@@ -34,6 +34,9 @@ class SFTSpec(FineTuneSpec):
     """Exact-match evaluation before and after training (metrics exact_match_before / exact_match)."""
     samples: list[str] = []
     """Prompts to generate from after training (samples.json and the run summary)."""
+    generation: GenerationSpec = GREEDY
+    """How samples (and eval_set answers) are generated: do_sample, temperature, top_k, top_p,
+    repetition_penalty, length_penalty, num_beams, max_new_tokens (default greedy)."""
     sample_tokens: int = Field(32, ge=1)
 
     produces = ArtifactKind.causal_lm
@@ -66,13 +69,13 @@ def run(spec: SFTSpec, ctx: StageContext) -> Artifact:
     eval_rows = load_examples(spec.eval_set, seed=ctx.seed)[0] if spec.eval_set else None
     model = _load_model(spec, ctx)
     metrics: dict[str, Any] = {"too_long_rows": lengths.report["too_long"]}
-    metrics |= exact_match_metric(model, tokenizer, eval_rows, spec.eval_set, "exact_match_before")
+    metrics |= exact_match_metric(model, tokenizer, eval_rows, spec.eval_set, "exact_match_before", spec.generation)
     trainer = _trainer(spec, ctx, model, tokenizer, train_ds, eval_ds)
     metrics |= fit(trainer, ctx) | (eval_metrics(trainer) if eval_ds is not None else {})
     model = _finish(spec, trainer.model, tokenizer, ctx)
-    metrics |= exact_match_metric(model, tokenizer, eval_rows, spec.eval_set, "exact_match")
+    metrics |= exact_match_metric(model, tokenizer, eval_rows, spec.eval_set, "exact_match", spec.generation)
     if spec.samples:
-        metrics["samples"] = causal_lm.write_samples(model, tokenizer, spec.samples, spec.sample_tokens, ctx.work_dir)
+        metrics["samples"] = causal_lm.write_samples(model, tokenizer, spec.samples, spec.sample_tokens, ctx.work_dir, generation=spec.generation)
     kind = spec.output_kind()
     return Artifact(kind, str(ctx.out_dir), meta={"metrics": metrics, "peft": spec.peft.method, **causal_lm.summary(model)})
 
@@ -113,6 +116,9 @@ def _finish(spec: SFTSpec, model: Any, tokenizer: Any, ctx: StageContext) -> Any
         model.save_pretrained(ctx.out_dir)
         tokenizer.save_pretrained(ctx.out_dir)
         return model
-    model = adapters.merged(model)
+    if spec.peft.method == "qlora":
+        model = adapters.merged_on_reloaded_base(model, ctx.input("model"), ctx.work_dir / "adapter", ctx.hardware.dtype)
+    else:
+        model = adapters.merged(model)
     causal_lm.save(model, tokenizer, ctx.out_dir)
     return model

@@ -193,3 +193,20 @@ def test_data_cli_import_show_demo_preview(tmp_path: Path, monkeypatch: pytest.M
     assert len(examples) == 2 and examples[0]["parts"][0]["text"].startswith("Q: What is ")
     missing = runner.invoke(app, ["data", "show", "nowhere/*.jsonl"])
     assert missing.exit_code == 2 and "no file or dataset found" in missing.output
+
+
+def test_nested_columns_pick_values_and_name_the_row_without_one(tmp_path: Path) -> None:
+    """SQuAD's answers.text[0] as the completion, the context and question rendered by the template."""
+    rows = [{"context": "Paris is in France.", "question": "Where is Paris?", "answers": {"text": ["France"], "answer_start": [12]}},
+            {"context": "Rome is in Italy.", "question": "Where is Rome?", "answers": {"text": ["Italy"], "answer_start": [11]}}]
+    path = tmp_path / "squad.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = DataSpec(path=str(path), format="prompt_completion", columns={"completion": "answers.text[0]"}, validation=0, shuffle=False,
+                    template="Context: {context}\n\nQuestion: {question}\n\nAnswer: {completion}")
+    train, _ = load_examples(spec, seed=0)
+    assert train[0]["prompt"] == "Context: Paris is in France.\n\nQuestion: Where is Paris?\n\nAnswer:"
+    assert train[0]["completion"].strip() == "France"
+    rows[1]["answers"] = {"text": [], "answer_start": []}
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"row 2: no value at answers\.text\[0\]"):
+        load_examples(spec, seed=0)

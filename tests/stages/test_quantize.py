@@ -103,6 +103,15 @@ def test_accuracy_aware_search_keeps_the_first_passing_config_and_fails_with_exi
     assert "no configuration stayed within tolerable_loss" in events[-1]["message"] and "rtn int4 per-channel sym" in events[-1]["message"]
 
 
+def test_an_accuracy_baseline_of_zero_is_refused(tiny_recipe, data: Path) -> None:  # noqa: ANN001, F811
+    """A metric the unquantized model scores 0 on passes every configuration: exit 2 saying so (the course's
+    SQuAD check asked without its context did exactly that)."""
+    settings = ("backend: inc\naccuracy:\n  metric: f1\n  max_new_tokens: 2\n  data: {path: qa.jsonl, format: prompt_completion, "
+                "columns: {prompt: question, completion: answer}, validation: 0, limit: 6}")
+    code, events = run_json_recipe(tiny_recipe(steps=1, extra=quantize("q", "previous", settings)))
+    assert code == 2 and "scores f1 0 on accuracy.data, so every configuration would pass" in events[-1]["message"], events[-1]
+
+
 def run_json_recipe(path: Path, *overrides: str) -> tuple[int, list[dict]]:
     from tests.conftest import run_json
 

@@ -45,9 +45,14 @@ def test_good_recipe_is_ok(tmp_path: Path) -> None:
         (GOOD.replace("{config: {n_layer: 1}}", "{init: previous}"), 4, "stages[0].model.init", "'previous' needs an earlier stage"),
         (GOOD.replace("{config: {n_layer: 1}}", "{config: {n_layer: 1}, init: gpt2}"), 4, "stages[0].model", "exactly one of model.config"),
         ("name: demo\nstages:\n  - type: pretrain\n    model: [oops\n", 5, "", "YAML syntax error"),
+        (GOOD + "  - type: benchmark\n    tasks: [hellaswag]\n    task_data: {arc_easy: a.jsonl}\n", 6, "stages[1]",
+         "task_data: arc_easy not in tasks (hellaswag)"),
+        (GOOD + "    train: {optim: adamw_hf}\n", 6, "stages[0].train.optim", "adamw_torch"),
+        (GOOD + "    packing: pad\n", 6, "stages[0].packing", "concat"),
     ],
     ids=["unknown-key", "wrong-type", "missing-field", "unknown-type", "bad-interpolation", "top-level-typo",
-         "duplicate-name", "handoff-unknown-stage", "handoff-no-previous", "model-both", "yaml-syntax"],
+         "duplicate-name", "handoff-unknown-stage", "handoff-no-previous", "model-both", "yaml-syntax",
+         "task-data-not-a-task", "unknown-optimizer", "unknown-packing"],
 )
 def test_bad_recipe(tmp_path: Path, body: str, line: int, path: str, message: str) -> None:
     recipe = write(tmp_path / "bad.yaml", body)
