@@ -55,16 +55,15 @@ def quantization_config() -> Any:
                               bnb_4bit_compute_dtype=torch.bfloat16)
 
 
-def merged_on_reloaded_base(model: Any, base_ref: str, scratch: Path, dtype: str) -> Any:
-    """A (QLoRA) adapter merged into its base reloaded in `dtype` (bf16/fp16 where the hardware trains in it)
-    rather than into the 4-bit weights it trained on, which would round the adapter's update away."""
+def merged_into(model: Any, base: Any, scratch: Path, dtype: str) -> Any:
+    """A (QLoRA) adapter merged into `base` — its base model loaded again, in `dtype` (bf16/fp16 where the
+    hardware trains in it) — rather than into the 4-bit weights it trained on, which would round the adapter's
+    update away."""
     import torch
     from peft import PeftModel
 
-    from llmctl.models import causal_lm
-
     model.save_pretrained(scratch)
-    base = causal_lm.load(base_ref).to({"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype, torch.float32))
+    base = base.to({"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype, torch.float32))
     return PeftModel.from_pretrained(base, scratch).merge_and_unload()
 
 

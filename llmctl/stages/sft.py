@@ -117,7 +117,7 @@ def _finish(spec: SFTSpec, model: Any, tokenizer: Any, ctx: StageContext) -> Any
         tokenizer.save_pretrained(ctx.out_dir)
         return model
     if spec.peft.method == "qlora":
-        model = adapters.merged_on_reloaded_base(model, ctx.input("model"), ctx.work_dir / "adapter", ctx.hardware.dtype)
+        model = adapters.merged_into(model, causal_lm.load(ctx.input("model")), ctx.work_dir / "adapter", ctx.hardware.dtype)
     else:
         model = adapters.merged(model)
     causal_lm.save(model, tokenizer, ctx.out_dir)

@@ -57,7 +57,7 @@ def test_qlora_style_merge_into_a_reloaded_base_equals_the_in_memory_merge(tmp_p
         for name, param in model.named_parameters():
             if "lora_B" in name:
                 param.fill_(0.01)
-    reloaded = adapters.merged_on_reloaded_base(model, str(base), tmp_path / "adapter", "fp32")
+    reloaded = adapters.merged_into(model, AutoModelForCausalLM.from_pretrained(base), tmp_path / "adapter", "fp32")
     in_memory = adapters.merged(model)
     for (name, a), (_, b) in zip(reloaded.state_dict().items(), in_memory.state_dict().items()):
         assert torch.allclose(a, b, atol=1e-6), name
