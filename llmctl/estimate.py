@@ -68,6 +68,7 @@ def estimate_stage(spec: StageSpec, config: Any, dtype: str) -> ModelEstimate:
     activations = tokens * hidden * stored * width // 2
     frozen_width = 0.5 if peft is not None and peft.method == "qlora" else width  # NF4 base weights
     weights = (total - trainable) * frozen_width + trainable * (width + 4 + ADAM_STATE_BYTES)
+    weights += spec.reference_copies * total * width  # a frozen reference policy (dpo) beside the trained one
     return ModelEstimate(total, trainable, (weights + activations) / 2**30)
 
 

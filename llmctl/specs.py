@@ -88,7 +88,7 @@ class StageSpec(Block):
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     """Overrides the recipe's seed for this stage."""
     launcher: LauncherSpec | None = None
-    """Overrides the recipe's launcher for this stage (training stages: pretrain, sft, reward)."""
+    """Overrides the recipe's launcher for this stage (training stages: pretrain, sft, reward, dpo)."""
 
     produces: ClassVar[ArtifactKind]
     distributable: ClassVar[bool] = False  # trains with the HF Trainer, so torchrun/accelerate can scale it out
@@ -98,7 +98,7 @@ class StageSpec(Block):
         if not self.name:
             object.__setattr__(self, "name", self.type)
         if self.launcher is not None and self.launcher.engine != "none" and not self.distributable:
-            raise ValueError(f"stage type {self.type} runs in-process only; a launcher applies to pretrain, sft and reward")
+            raise ValueError(f"stage type {self.type} runs in-process only; a launcher applies to pretrain, sft, reward and dpo")
         return self
 
     def inputs(self) -> dict[str, InputSlot]:
@@ -148,6 +148,11 @@ class StageSpec(Block):
     def quantized_bits(self) -> int | None:
         """Weight bits of a quantizing stage's output."""
         return None
+
+    @property
+    def reference_copies(self) -> int:
+        """Frozen copies of the model held beside the trained one (dpo's reference), for the memory estimate."""
+        return 0
 
 
 DataFormat = Literal["text", "prompt_completion", "instruction", "chat", "preference", "prompt", "choice"]
@@ -254,6 +259,10 @@ class PeftSpec(Block):
     merge: bool = True
     """Merge the adapter into the base after training, handing on a standalone model; false hands on base + adapter."""
 
+    def output_kind(self) -> ArtifactKind:
+        """What a causal-LM stage training with these settings hands on: a merged model, or the adapter alone."""
+        return ArtifactKind.causal_lm if self.merge or self.method == "none" else ArtifactKind.adapter
+
     def check_environment(self, cuda_visible: bool, field: str = "peft.method") -> list[tuple[str, str]]:
         if self.method != "qlora":
             return []
@@ -325,7 +334,7 @@ class Settings(Block):
     """auto: bf16 on GPUs and CPUs with native bf16 (AVX-512-BF16/AMX), fp16 on older GPUs, fp32 otherwise."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     launcher: LauncherSpec = LauncherSpec()
-    """Default launcher of the training stages (pretrain, sft, reward): none runs them in-process."""
+    """Default launcher of the training stages (pretrain, sft, reward, dpo): none runs them in-process."""
     smoke: bool = False
     """Set by `llmctl run --smoke` (never written by hand): a cut-down check run on tiny models, whose gates
     are shown but not enforced and whose benchmarks skip lm-eval datasets that cannot be fetched."""
@@ -368,7 +377,7 @@ def is_local_path(ref: str) -> bool:
 
 
 class TrainingSpec(StageSpec):
-    """A stage trained with the Hugging Face Trainer on a data block (pretrain, sft, reward)."""
+    """A stage trained with the Hugging Face Trainer on a data block (pretrain, sft, reward, dpo, ppo)."""
 
     data: DataSpec
     train: TrainArgs = TrainArgs()
@@ -383,7 +392,7 @@ class TrainingSpec(StageSpec):
 
 
 class FineTuneSpec(TrainingSpec):
-    """A training stage that starts from a model and may train a LoRA/QLoRA adapter (sft, reward)."""
+    """A training stage that starts from a model and may train a LoRA/QLoRA adapter (sft, reward, dpo)."""
 
     peft: PeftSpec = PeftSpec()
     max_length: int = Field(1024, ge=8)

@@ -52,7 +52,7 @@ class SFTSpec(FineTuneSpec):
         return {"model": InputSlot(self.model, MODEL_KINDS, "model")}
 
     def output_kind(self) -> ArtifactKind:
-        return ArtifactKind.causal_lm if self.peft.merge or self.peft.method == "none" else ArtifactKind.adapter
+        return self.peft.output_kind()
 
 
 def run(spec: SFTSpec, ctx: StageContext) -> Artifact:
@@ -61,34 +61,24 @@ def run(spec: SFTSpec, ctx: StageContext) -> Artifact:
     from llmctl.data.sources import load_examples
     from llmctl.models import causal_lm
     from llmctl.models.evaluate import exact_match_metric
+    from llmctl.models.finetune import load_trainable, save_finetuned
     from llmctl.models.training import eval_metrics, fit
 
     tokenizer = causal_lm.load_tokenizer(ctx.input("model"))
     lengths = LengthLimit(tokenizer, spec.max_length, ctx.log)
     train_ds, eval_ds = load_examples(spec.data, ctx.seed, lengths)
     eval_rows = load_examples(spec.eval_set, seed=ctx.seed)[0] if spec.eval_set else None
-    model = _load_model(spec, ctx)
+    model = load_trainable(ctx.input("model"), spec.peft, ctx)
     metrics: dict[str, Any] = {"too_long_rows": lengths.report["too_long"]}
     metrics |= exact_match_metric(model, tokenizer, eval_rows, spec.eval_set, "exact_match_before", spec.generation)
     trainer = _trainer(spec, ctx, model, tokenizer, train_ds, eval_ds)
     metrics |= fit(trainer, ctx) | (eval_metrics(trainer) if eval_ds is not None else {})
-    model = _finish(spec, trainer.model, tokenizer, ctx)
+    model = save_finetuned(spec.peft, trainer.model, tokenizer, ctx)
     metrics |= exact_match_metric(model, tokenizer, eval_rows, spec.eval_set, "exact_match", spec.generation)
     if spec.samples:
         metrics["samples"] = causal_lm.write_samples(model, tokenizer, spec.samples, spec.sample_tokens, ctx.work_dir, generation=spec.generation)
     kind = spec.output_kind()
     return Artifact(kind, str(ctx.out_dir), meta={"metrics": metrics, "peft": spec.peft.method, **causal_lm.summary(model)})
-
-
-def _load_model(spec: SFTSpec, ctx: StageContext) -> Any:
-    from llmctl.models import adapters, causal_lm
-
-    quantization = adapters.quantization_config() if spec.peft.method == "qlora" else None
-    model = causal_lm.load(ctx.input("model"), quantization_config=quantization)
-    model = adapters.apply(model, spec.peft)
-    total, trainable = causal_lm.parameter_counts(model)
-    ctx.log(f"{type(model).__name__}: {trainable:,} trainable of {total:,} parameters ({spec.peft.method})")
-    return model
 
 
 def _trainer(spec: SFTSpec, ctx: StageContext, model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any) -> Any:
@@ -105,20 +95,3 @@ def _trainer(spec: SFTSpec, ctx: StageContext, model: Any, tokenizer: Any, train
     )
     return SFTTrainer(model=model, args=config, train_dataset=train_ds, eval_dataset=eval_ds,
                       processing_class=tokenizer, callbacks=[progress_callback(ctx)])
-
-
-def _finish(spec: SFTSpec, model: Any, tokenizer: Any, ctx: StageContext) -> Any:
-    """Save a standalone model (merged) or the adapter alone (merge: false); return the model to evaluate."""
-    from llmctl.models import adapters, causal_lm
-
-    if spec.peft.method != "none" and not spec.peft.merge:
-        ctx.out_dir.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(ctx.out_dir)
-        tokenizer.save_pretrained(ctx.out_dir)
-        return model
-    if spec.peft.method == "qlora":
-        model = adapters.merged_into(model, causal_lm.load(ctx.input("model")), ctx.work_dir / "adapter", ctx.hardware.dtype)
-    else:
-        model = adapters.merged(model)
-    causal_lm.save(model, tokenizer, ctx.out_dir)
-    return model

@@ -1,0 +1,40 @@
+"""What every stage that fine-tunes a causal LM does around its trainer (sft, dpo): load the model with its
+LoRA/QLoRA adapter, and save what the stage hands on — a merged standalone model or the adapter alone."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from llmctl.specs import PeftSpec
+
+if TYPE_CHECKING:
+    from llmctl.context import StageContext
+
+
+def load_trainable(ref: str, peft: PeftSpec, ctx: StageContext) -> Any:
+    """The causal LM at `ref` (a 4-bit base for QLoRA) wrapped with its adapter; logs what trains."""
+    from llmctl.models import adapters, causal_lm
+
+    quantization = adapters.quantization_config() if peft.method == "qlora" else None
+    model = adapters.apply(causal_lm.load(ref, quantization_config=quantization), peft)
+    total, trainable = causal_lm.parameter_counts(model)
+    ctx.log(f"{type(model).__name__}: {trainable:,} trainable of {total:,} parameters ({peft.method})")
+    return model
+
+
+def save_finetuned(peft: PeftSpec, model: Any, tokenizer: Any, ctx: StageContext) -> Any:
+    """Save a standalone model (merged; a QLoRA adapter into its base reloaded in 16 bits) or the adapter alone
+    (merge: false) into the stage's output; return the model to evaluate."""
+    from llmctl.models import adapters, causal_lm
+
+    if peft.method != "none" and not peft.merge:
+        ctx.out_dir.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(ctx.out_dir)
+        tokenizer.save_pretrained(ctx.out_dir)
+        return model
+    if peft.method == "qlora":
+        model = adapters.merged_into(model, causal_lm.load(ctx.input("model")), ctx.work_dir / "adapter", ctx.hardware.dtype)
+    else:
+        model = adapters.merged(model)
+    causal_lm.save(model, tokenizer, ctx.out_dir)
+    return model
