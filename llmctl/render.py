@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-SUMMARY_METRICS = ("train_loss", "eval_loss", "perplexity", "exact_match", "pairwise_accuracy", "mean_reward",
+SUMMARY_METRICS = ("train_loss", "eval_loss", "perplexity", "exact_match", "pairwise_accuracy", "eval_reward_accuracy",
+                   "eval_reward_margin", "mean_reward",
                    "size_mb", "tokens_per_s", "beam_tokens_per_s")
 BEFORE = "_before"  # metrics measured before training too: shown as "before → after"
 # torchao (pulled in by neural-compressor[pt]) logs missing CUDA kernels and torch's pytree warns on import.

@@ -14,7 +14,7 @@ from llmctl.history import load_run
 from llmctl.rundir import RUNS_ROOT
 
 CURVES = {"loss": "train loss", "eval_loss": "eval loss", "objective/scores": "reward (score)", "objective/kl": "KL to reference",
-          "rewards/chosen": "reward chosen", "reward": "reward"}
+          "rewards/chosen": "reward chosen", "rewards/margins": "reward margin (chosen − rejected)", "reward": "reward"}
 STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse;"
          "margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#f3f3f3}"
          "img{max-width:100%;border:1px solid #eee;margin:.5em 0}.fail{color:#b00}.ok{color:#070}")
@@ -76,7 +76,7 @@ def _chain(stages: dict[str, Any], out: Path) -> str:
     for name, entry in stages.items():
         for key, value in entry.metrics.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and (
-                    ("/" in key and not key.endswith("_stderr")) or key in ("exact_match", "mean_reward", "pairwise_accuracy")):
+                    ("/" in key and not key.endswith("_stderr")) or key in ("exact_match", "mean_reward", "pairwise_accuracy", "eval_reward_accuracy")):
                 points.setdefault(key, []).append((name, value))
     shown = {k: v for k, v in points.items() if len(v) > 1}
     if not shown:

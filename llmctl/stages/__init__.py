@@ -12,6 +12,7 @@ from types import ModuleType
 from llmctl.artifacts import Artifact
 from llmctl.stages.benchmark import BenchmarkSpec
 from llmctl.stages.deploy import DeploySpec
+from llmctl.stages.dpo import DPOSpec
 from llmctl.specs import StageSpec
 from llmctl.stages.ppo import PPOSpec
 from llmctl.stages.pretrain import PretrainSpec
@@ -20,7 +21,7 @@ from llmctl.stages.reward import RewardSpec
 from llmctl.stages.sft import SFTSpec
 
 # The union in llmctl.schema is built from this tuple; a test asserts they match.
-SPECS: tuple[type[StageSpec], ...] = (PretrainSpec, SFTSpec, RewardSpec, PPOSpec, QuantizeSpec, BenchmarkSpec, DeploySpec)
+SPECS: tuple[type[StageSpec], ...] = (PretrainSpec, SFTSpec, RewardSpec, PPOSpec, DPOSpec, QuantizeSpec, BenchmarkSpec, DeploySpec)
 
 REGISTRY: dict[str, type[StageSpec]] = {spec.model_fields["type"].default: spec for spec in SPECS}
 
