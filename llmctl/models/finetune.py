@@ -5,18 +5,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from llmctl.errors import UsageError
 from llmctl.specs import PeftSpec
 
 if TYPE_CHECKING:
     from llmctl.context import StageContext
 
 
-def load_trainable(ref: str, peft: PeftSpec, ctx: StageContext) -> Any:
-    """The causal LM at `ref` (a 4-bit base for QLoRA) wrapped with its adapter; logs what trains."""
+def load_trainable(ref: str, peft: PeftSpec, max_length: int, ctx: StageContext) -> Any:
+    """The causal LM at `ref` (a 4-bit base for QLoRA) wrapped with its adapter; logs what trains. Sequences of
+    `max_length` tokens must fit its context (else an embedding lookup fails mid-training with an IndexError)."""
     from llmctl.models import adapters, causal_lm
 
     quantization = adapters.quantization_config() if peft.method == "qlora" else None
-    model = adapters.apply(causal_lm.load(ref, quantization_config=quantization), peft)
+    base = causal_lm.load(ref, quantization_config=quantization)
+    context = causal_lm.context_length(base.config)
+    if context is not None and max_length > context:
+        raise UsageError(f"max_length {max_length} exceeds the model's context of {context} positions; lower max_length")
+    model = adapters.apply(base, peft)
     total, trainable = causal_lm.parameter_counts(model)
     ctx.log(f"{type(model).__name__}: {trainable:,} trainable of {total:,} parameters ({peft.method})")
     return model

@@ -68,7 +68,7 @@ def run(spec: SFTSpec, ctx: StageContext) -> Artifact:
     lengths = LengthLimit(tokenizer, spec.max_length, ctx.log)
     train_ds, eval_ds = load_examples(spec.data, ctx.seed, lengths)
     eval_rows = load_examples(spec.eval_set, seed=ctx.seed)[0] if spec.eval_set else None
-    model = load_trainable(ctx.input("model"), spec.peft, ctx)
+    model = load_trainable(ctx.input("model"), spec.peft, spec.max_length, ctx)
     metrics: dict[str, Any] = {"too_long_rows": lengths.report["too_long"]}
     metrics |= exact_match_metric(model, tokenizer, eval_rows, spec.eval_set, "exact_match_before", spec.generation)
     trainer = _trainer(spec, ctx, model, tokenizer, train_ds, eval_ds)

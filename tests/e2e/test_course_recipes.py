@@ -30,8 +30,9 @@ OVERRIDES = {
     "pretrain_gpt2_1b_openwebtext": ["stages.pretrain.data.path={a}/openwebtext.jsonl",
                                      "stages.pretrain.data.validation={a}/openwebtext.jsonl"],
     "quickstart": [],
+    "dpo_quickstart": [],
 }
-KIND = {"pretrain": "causal_lm", "sft": "causal_lm", "reward": "reward_model", "ppo": "causal_lm",
+KIND = {"pretrain": "causal_lm", "sft": "causal_lm", "reward": "reward_model", "ppo": "causal_lm", "dpo": "causal_lm",
         "quantize": "quantized_lm", "benchmark": "eval_report", "deploy": "deployment"}
 
 

@@ -55,6 +55,17 @@ def test_each_algorithm_trains_and_hands_on_a_model(tiny_lm: Path, data: Path, a
     AutoModelForCausalLM.from_pretrained(data / "runs/t/02-dpo/output")
 
 
+def test_whole_dialogue_pairs_get_their_shared_start_as_the_prompt(tiny_lm: Path, data: Path) -> None:  # noqa: F811
+    """Anthropic HH rows (chosen/rejected hold the whole dialogue, no prompt column): TRL extracts the prompt."""
+    hh = Path(__file__).resolve().parents[1] / "assets" / "anthropic_hh.jsonl"
+    body = dpo(str(tiny_lm), peft="{method: none}", steps=2).replace("path: prefs.jsonl", f"path: {hh}").replace("validation: 16", "validation: 8")
+    code, events = run(recipe(data, body))
+    assert code == 0, events[-1]
+    assert "eval_reward_accuracy" in metrics(data, "01-dpo")
+    code, events = run(recipe(data, body.replace("max_length: 48", "max_length: 128")))  # the tiny model has 64 positions
+    assert code == 2 and "max_length 128 exceeds the model's context of 64 positions" in events[-1]["message"]
+
+
 def test_full_fine_tune_with_a_named_reference_and_an_adapter_output(tiny_lm: Path, data: Path) -> None:  # noqa: F811
     stages = [sft("sft", str(tiny_lm), "{method: none}", steps=2),
               dpo(peft="{method: none}", extra=f"    reference: {tiny_lm}\n    precompute_ref_log_probs: true\n"),
