@@ -587,16 +587,22 @@ app.add_typer(data_app, name="data")
 @data_app.command("import")
 @handle_errors
 def data_import(
-    source: Annotated[str, typer.Argument(help="JSONL/JSON/CSV/Parquet file or glob, or a save_to_disk folder.")],
+    source: Annotated[str, typer.Argument(help="JSONL/JSON/CSV/Parquet file or glob, a save_to_disk folder, or hf://ORG/NAME.")],
     dest: Annotated[str, typer.Argument(help="Deep Lake dataset to create or append to (a local folder or a URI).")],
     message: Annotated[str, typer.Option("--message", "-m", help="Commit message of the new version.")] = "import",
-    split: Annotated[Optional[str], typer.Option(help="Split of a saved DatasetDict.")] = None,  # noqa: UP007
+    split: Annotated[Optional[str], typer.Option(help="Split of a saved DatasetDict or an hf:// dataset (default there: train).")] = None,  # noqa: UP007
+    config: Annotated[Optional[str], typer.Option(help="hf:// datasets: the configuration.")] = None,  # noqa: UP007
+    revision: Annotated[Optional[str], typer.Option(help="hf:// datasets: branch, tag or commit.")] = None,  # noqa: UP007
 ) -> None:
     """Import rows into a Deep Lake dataset; importing into an existing one appends and makes a new version."""
     from llmctl.data import lake
     from llmctl.data.sources import read_rows
+    from llmctl.specs import DataSpec
 
-    version, count = lake.write(dest, read_rows(source, split=split), message)
+    if (config or revision) and not source.startswith("hf://"):
+        raise UsageError("--config and --revision apply to hf:// sources")
+    settings = DataSpec(path=source, config=config, revision=revision) if config or revision else None
+    version, count = lake.write(dest, read_rows(source, split=split, spec=settings), message)
     OUTPUT.result({"dest": dest, "rows_added": count, "version": version}, f"imported {count} rows into {dest} (version {version})")
 
 

@@ -162,13 +162,19 @@ class DataSpec(Block):
     """Where rows come from, how they are filtered and split, and how a row becomes training text."""
 
     path: str
-    """A Deep Lake dataset (local folder, file://, hub://, s3://, gcs://, az://), a file or glob
-    (.jsonl .json .txt .csv .parquet), or a `datasets.save_to_disk` folder. Local paths are relative to
-    the working directory."""
+    """A Deep Lake dataset (local folder, file://, hub://, s3://, gcs://, az://), a Hugging Face Hub dataset
+    (hf://ORG/NAME), a file or glob (.jsonl .json .txt .csv .parquet), or a `datasets.save_to_disk` folder.
+    Local paths are relative to the working directory."""
+    config: str | None = None
+    """hf:// datasets: the configuration (`datasets.load_dataset`'s name), e.g. plain_text."""
+    revision: str | None = None
+    """hf:// datasets: a branch, tag or commit (default: main); the resolved commit is the data fingerprint."""
+    streaming: bool = False
+    """hf:// datasets: stream rows instead of downloading the whole split (needs `limit`)."""
     query: str | None = None
     """Deep Lake TQL applied before anything else, e.g. "SELECT * WHERE contains(question, 'python')"."""
     split: str | None = None
-    """Named split of a saved DatasetDict (e.g. train)."""
+    """Named split of a saved DatasetDict or of an hf:// dataset (default there: train)."""
     columns: dict[str, str] = {}
     """Renames, {name the format expects: column in the data}, e.g. {prompt: question, completion: answer}.
     A column may be a path into nested values: {completion: "answers.text[0]"} (SQuAD)."""
@@ -205,6 +211,11 @@ class DataSpec(Block):
             raise ValueError(f"template must contain {completion}, where the completion starts (format {self.format})")
         if self.template and self.format == "chat":
             raise ValueError("format chat renders messages with the tokenizer's chat template; drop `template`")
+        hub = self.path.startswith("hf://")
+        if not hub and (self.config or self.revision or self.streaming):
+            raise ValueError("config, revision and streaming apply to hf:// datasets")
+        if self.streaming and self.limit is None:
+            raise ValueError("streaming reads `limit` rows: set limit")
         return self
 
 

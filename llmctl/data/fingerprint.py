@@ -34,16 +34,18 @@ def sha256_file(path: Path) -> str:
 def fingerprint_data(spec: DataSpec, previous: dict[str, Any] | None = None) -> dict[str, Any]:
     """What identifies the data a DataSpec reads: the source's fingerprint (see `fingerprint_source`), the
     query, and the second source used for validation, if any."""
-    found = fingerprint_source(spec.path, previous) | {"query": spec.query}
+    found = fingerprint_source(spec.path, previous, spec) | {"query": spec.query}
     if isinstance(spec.validation, str):
-        found["validation"] = fingerprint_source(spec.validation, (previous or {}).get("validation"))
+        found["validation"] = fingerprint_source(spec.validation, (previous or {}).get("validation"), spec)
     return found
 
 
-def fingerprint_source(path: str, previous: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A Deep Lake dataset's version id; or {path: {size, mtime, sha256}} for local files, reusing
-    `previous` hashes for files whose size and mtime are unchanged."""
-    from llmctl.data import demo, lake
+def fingerprint_source(path: str, previous: dict[str, Any] | None = None, spec: DataSpec | None = None) -> dict[str, Any]:
+    """A Deep Lake dataset's version id; an hf:// dataset's resolved commit (with config and split); or
+    {path: {size, mtime, sha256}} for local files, reusing `previous` hashes for files whose size and mtime
+    are unchanged."""
+    from llmctl.data import demo, hub, lake
+    from llmctl.errors import DataError
 
     path = demo.resolve(path)
     if lake.is_lake_path(path):
@@ -51,6 +53,13 @@ def fingerprint_source(path: str, previous: dict[str, Any] | None = None) -> dic
             return {"uri": path, "version": lake.version(path)}
         except Exception as err:  # noqa: BLE001 - offline `plan` of a remote recipe must still work
             return {"uri": path, "version": f"unavailable ({type(err).__name__})"}
+    if hub.is_hub_path(path):
+        config, revision = (spec.config, spec.revision) if spec else (None, None)
+        try:
+            commit = hub.resolved_revision(path, config, revision)
+        except DataError as err:  # `plan` still works; reading the data later says what to do
+            commit = f"unavailable ({str(err).split(';')[0][:80]})"
+        return {"uri": path, "config": config, "split": spec.split if spec else None, "revision": commit}
     old_files = (previous or {}).get("files", {})
     files = {}
     for file in local_files(path):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmctl.data import demo, diagnose, formats, lake
+from llmctl.data import demo, diagnose, formats, hub, lake
 from llmctl.data.fingerprint import local_files
 from llmctl.data.lengths import SOURCE_ROW, LengthLimit
 from llmctl.errors import DataError
@@ -27,23 +27,30 @@ def is_hf_disk(path: str) -> bool:
 
 
 def source_kind(path: str) -> str:
-    """deeplake | hf_disk | files."""
+    """deeplake | hf_hub | hf_disk | files."""
     if lake.is_lake_path(path):
         return "deeplake"
+    if hub.is_hub_path(path):
+        return "hf_hub"
     if is_hf_disk(path):
         return "hf_disk"
     return "files"
 
 
-def read_rows(path: str, query: str | None = None, split: str | None = None, columns: list[str] | None = None) -> Dataset:
+def read_rows(path: str, query: str | None = None, split: str | None = None, columns: list[str] | None = None,
+              spec: DataSpec | None = None) -> Dataset:
     """All rows of a source as a `datasets.Dataset` (Deep Lake rows are streamed in batches into an on-disk
-    Arrow cache keyed by the dataset version, so a dataset is never held whole in memory)."""
+    Arrow cache keyed by the dataset version, so a dataset is never held whole in memory). `spec` gives an
+    hf:// source its config, revision and streaming settings."""
     path = demo.resolve(path)
     kind = source_kind(path)
     if query and kind != "deeplake":
         raise DataError(f"data.query needs a Deep Lake source; {path} is {kind.replace('_', ' ')}")
     if kind == "deeplake":
         return _read_lake(path, query, columns)
+    if kind == "hf_hub":
+        settings = (spec.config, spec.revision, spec.streaming, spec.limit) if spec else (None, None, False, None)
+        return hub.read(path, settings[0], split, settings[1], settings[2], settings[3])
     if kind == "hf_disk":
         return _read_hf_disk(path, split)
     return _read_files(path)
@@ -115,7 +122,7 @@ def _prepared(spec: DataSpec, path: str, seed: int) -> Dataset:
     needed = formats.needed_columns(spec.format, spec.template)
     optional = formats.FORMATS[spec.format].optional
     source_columns = [_root(spec.columns.get(name, name)) for name in [*needed, *optional]]
-    rows = read_rows(path, spec.query, spec.split, source_columns)
+    rows = read_rows(path, spec.query, spec.split, source_columns, spec)
     missing = [source for source in spec.columns.values() if _root(source) not in rows.column_names]
     if missing:
         raise DataError(f"data.columns: {path} has no column {', '.join(map(_root, missing))}; available: {', '.join(rows.column_names)}")
