@@ -16,7 +16,7 @@ from typing import Any
 from llmctl import fingerprint as fp
 from llmctl import tracking
 from llmctl.artifacts import Artifact
-from llmctl.data.fingerprint import content_key, fingerprint_data
+from llmctl.data.fingerprint import content_key, fingerprint_data, fingerprint_source
 from llmctl.errors import GateFailed, Interrupted, LlmctlError, Problem, RecipeError, StageFailed, UsageError, storage_error
 from llmctl.recipe import STAGES, LoadedRecipe
 from llmctl.records import Manifest
@@ -186,7 +186,8 @@ def _upstream_key(ref: str, steps: list[Step]) -> str:
 def _data_fingerprints(spec: StageSpec, previous: dict[str, Any]) -> dict[str, Any]:
     """Fingerprints of every DataSpec in the stage, however deeply nested, by field path (`data`,
     `accuracy.data`, `local_tasks[0].data`)."""
-    return {path: fingerprint_data(block, previous.get(path)) for path, block in data_blocks(spec)}
+    found = {path: fingerprint_data(block, previous.get(path)) for path, block in data_blocks(spec)}
+    return found | {field: fingerprint_source(file, previous.get(field)) for field, file in spec.data_files().items()}
 
 
 def _decide(step: Step, earlier: list[Step], manifest: Manifest, sel: Selection, names: list[str]) -> None:

@@ -198,7 +198,7 @@ def stage_texts(spec: StageSpec) -> list[str]:
 
     texts: list[str] = []
     sources = [(b.path, b.query, b.split) for _, b in data_blocks(spec)]
-    sources += [(path, None, None) for path in getattr(spec, "task_data", {}).values()]
+    sources += [(path, None, None) for path in spec.data_files().values()]
     for path, query, split in sources:
         rows = read_rows(path, query, split)
         for row in rows.select(range(min(len(rows), SMOKE.tokenizer_rows))):

@@ -149,6 +149,11 @@ class StageSpec(Block):
         """Weight bits of a quantizing stage's output."""
         return None
 
+    def data_files(self) -> dict[str, str]:
+        """Data the stage reads outside its data blocks, by field path (a benchmark's task_data files): they
+        are fingerprinted like data blocks."""
+        return {}
+
     @property
     def reference_copies(self) -> int:
         """Frozen copies of the model held beside the trained one (dpo's reference), for the memory estimate."""

@@ -140,6 +140,9 @@ class BenchmarkSpec(StageSpec):
     def inputs(self) -> dict[str, InputSlot]:
         return {"model": InputSlot(self.model, MODEL_KINDS, "model")}
 
+    def data_files(self) -> dict[str, str]:
+        return {f"task_data.{task}": path for task, path in self.task_data.items()}
+
     def baseline_ref(self) -> str | None:
         return self.gate.baseline if self.gate else None
 

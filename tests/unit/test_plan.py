@@ -182,3 +182,13 @@ stages:
     missing = write(workdir / "missing.yaml", path.read_text().replace("registry:models/toy", "nosuchrun"))
     with pytest.raises(UsageError, match="no run 'nosuchrun'"):
         plan_of(missing)
+
+
+def test_a_benchmark_task_data_file_is_fingerprinted_like_a_data_block(workdir: Path) -> None:
+    (workdir / "hellaswag.jsonl").write_text('{"ctx": "a"}\n')
+    path = write(workdir / "bench.yaml", "name: b\nstages:\n  - type: benchmark\n    model: some/model\n    tasks: [hellaswag]\n"
+                                         "    task_data: {hellaswag: hellaswag.jsonl}\n")
+    complete(plan_of(path), "benchmark")
+    assert actions(plan_of(path))["benchmark"] == ("cached", "unchanged")
+    (workdir / "hellaswag.jsonl").write_text('{"ctx": "b"}\n')
+    assert actions(plan_of(path))["benchmark"] == ("run", "changed: data")
