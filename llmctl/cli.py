@@ -642,20 +642,23 @@ def data_preview(
     overrides: OverridesArg = None,
 ) -> None:
     """The first training examples of a stage, rendered as the model will see them; a masked prompt is marked."""
-    from llmctl.data.preview import preview
+    from llmctl.data.preview import mixture, preview
 
     _, parsed = _load(recipe, overrides)
     examples = preview(parsed, stage, count)
-    OUTPUT.result(examples, lambda: _print_examples(examples))
+    counts = mixture(parsed, stage)
+    OUTPUT.result(examples, lambda: _print_examples(examples, counts))
 
 
-def _print_examples(examples: list[dict[str, Any]]) -> None:
+def _print_examples(examples: list[dict[str, Any]], counts: dict[str, int]) -> None:
+    if counts:
+        out.print("mixture: " + ", ".join(f"{path} {n} rows" for path, n in counts.items()), markup=False, highlight=False)
     for index, example in enumerate(examples):
         out.rule(f"example {index}" + (f" · {example['tokens']} tokens" if example.get("tokens") else ""))
         for part in example["parts"]:
             style = "dim strike" if part["masked"] else ("bold green" if part["role"] == "completion" else "")
             label = f"[{part['role']}{', masked' if part['masked'] else ''}] "
-            out.print(f"[cyan]{label}[/]", end="")
+            out.print(label, style="cyan", end="", markup=False, highlight=False)
             out.print(part["text"], style=style, markup=False, highlight=False)
 
 

@@ -87,6 +87,8 @@ def _cut_stage(spec: StageSpec, stage: dict[str, Any], cuda_visible: bool, notes
 
 def _cut_data(block: DataSpec, data: dict[str, Any]) -> None:
     data["limit"] = min(block.limit or SMOKE.rows, SMOKE.rows)
+    for source, entry in zip(block.mix, data["mix"]):
+        entry["limit"] = min(source.limit or SMOKE.rows, SMOKE.rows)
     if isinstance(block.validation, (int, float)) and not isinstance(block.validation, bool) and block.validation:
         data["validation"] = min(block.validation, SMOKE.held_out) if isinstance(block.validation, int) else SMOKE.held_out
 
@@ -197,7 +199,7 @@ def stage_texts(spec: StageSpec) -> list[str]:
     from llmctl.data.sources import read_rows
 
     texts: list[str] = []
-    sources = [(b.path, b.query, b.split) for _, b in data_blocks(spec)]
+    sources = [(b.path, b.query, b.split) for _, block in data_blocks(spec) for b in (block.mix or [block])]
     sources += [(path, None, None) for path in spec.data_files().values()]
     for path, query, split in sources:
         rows = read_rows(path, query, split)

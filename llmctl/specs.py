@@ -166,10 +166,10 @@ DataFormat = Literal["text", "prompt_completion", "instruction", "chat", "prefer
 class DataSpec(Block):
     """Where rows come from, how they are filtered and split, and how a row becomes training text."""
 
-    path: str
+    path: str = ""
     """A Deep Lake dataset (local folder, file://, hub://, s3://, gcs://, az://), a Hugging Face Hub dataset
     (hf://ORG/NAME), a file or glob (.jsonl .json .txt .csv .parquet), or a `datasets.save_to_disk` folder.
-    Local paths are relative to the working directory."""
+    Local paths are relative to the working directory. (Empty when `mix` lists the sources.)"""
     config: str | None = None
     """hf:// datasets: the configuration (`datasets.load_dataset`'s name), e.g. plain_text."""
     revision: str | None = None
@@ -202,6 +202,14 @@ class DataSpec(Block):
     too_long: Literal["truncate", "drop", "error"] = "truncate"
     """Rows longer than the stage's max_length (counted with its tokenizer before training): truncate them
     (the trainer cuts them), drop them, or stop with an error naming the first one."""
+    mix: list[DataSpec] = []
+    """Several sources mixed into this one (instead of `path`): each with its own path, columns, template,
+    query, split, limit and, when interleaving, `weight`; they share this block's format, validation and limit."""
+    strategy: Literal["concat", "interleave"] = "concat"
+    """How `mix` sources combine: concat (all rows, shuffled together) or interleave (drawn by `weight` until
+    every source is used up)."""
+    weight: float | None = Field(None, gt=0)
+    """A `mix` source's share of the draws when the mixture interleaves (default: equal shares)."""
 
     @model_validator(mode="after")
     def _check(self) -> DataSpec:
@@ -216,12 +224,37 @@ class DataSpec(Block):
             raise ValueError(f"template must contain {completion}, where the completion starts (format {self.format})")
         if self.template and self.format == "chat":
             raise ValueError("format chat renders messages with the tokenizer's chat template; drop `template`")
+        if problem := _mix_problem(self):
+            raise ValueError(problem)
         hub = self.path.startswith("hf://")
         if not hub and (self.config or self.revision or self.streaming):
             raise ValueError("config, revision and streaming apply to hf:// datasets")
         if self.streaming and self.limit is None:
             raise ValueError("streaming reads `limit` rows: set limit")
         return self
+
+
+SHARED_BY_MIX = ("format", "completion_only", "validation", "too_long", "shuffle")
+
+
+def _mix_problem(mixture: DataSpec) -> str | None:
+    """What is wrong with a mixture's sources or with a block that is none, if anything."""
+    if not mixture.mix:
+        return None if mixture.path else "path is required (or list the sources under mix)"
+    if mixture.path:
+        return "give either path or mix, not both"
+    if isinstance(mixture.validation, str):
+        return "a mixture holds out a share or a row count, not a second source"
+    for index, source in enumerate(mixture.mix):
+        if source.mix:
+            return f"mix[{index}]: a mix source cannot be a mixture itself"
+        for name in SHARED_BY_MIX:  # (a dumped recipe repeats the defaults: only a different value is a mistake)
+            value = getattr(source, name)
+            if value != DataSpec.model_fields[name].default and value != getattr(mixture, name):
+                return f"mix[{index}]: {name} belongs to the mixture ({', '.join(SHARED_BY_MIX)} are set once, above mix)"
+        if source.weight is not None and mixture.strategy != "interleave":
+            return f"mix[{index}]: weight needs strategy: interleave"
+    return None
 
 
 class EvalSetSpec(DataSpec):

@@ -33,7 +33,11 @@ def sha256_file(path: Path) -> str:
 
 def fingerprint_data(spec: DataSpec, previous: dict[str, Any] | None = None) -> dict[str, Any]:
     """What identifies the data a DataSpec reads: the source's fingerprint (see `fingerprint_source`), the
-    query, and the second source used for validation, if any."""
+    query, and the second source used for validation, if any — or each mixed source's."""
+    if spec.mix:
+        earlier = list((previous or {}).get("mix") or [])
+        earlier += [None] * (len(spec.mix) - len(earlier))
+        return {"mix": [fingerprint_data(source, old) for source, old in zip(spec.mix, earlier)]}
     found = fingerprint_source(spec.path, previous, spec) | {"query": spec.query}
     if isinstance(spec.validation, str):
         found["validation"] = fingerprint_source(spec.validation, (previous or {}).get("validation"), spec)
@@ -78,6 +82,8 @@ def fingerprint_source(path: str, previous: dict[str, Any] | None = None, spec: 
 def content_key(fingerprint: dict[str, Any]) -> dict[str, Any]:
     """What enters the stage fingerprint: versions and content hashes, not mtimes (a touched but unchanged
     file is not a change)."""
+    if "mix" in fingerprint:
+        return {"mix": [content_key(source) for source in fingerprint["mix"]]}
     key = {k: v for k, v in fingerprint.items() if k not in ("files", "validation")}
     key["files"] = {p: f["sha256"] for p, f in fingerprint.get("files", {}).items()}
     if "validation" in fingerprint:

@@ -28,6 +28,15 @@ def preview(recipe: Any, stage: str | None, count: int) -> list[dict[str, Any]]:
     return examples
 
 
+def mixture(recipe: Any, stage: str | None) -> dict[str, int]:
+    """Rows each source of the stage's data mixture contributes ({} when its data is one source)."""
+    from llmctl.data.sources import mixture_counts
+
+    spec = _stage_with_data(recipe.stages, stage)
+    data = spec.training_data
+    return mixture_counts(data, seed=spec.seed or recipe.seed) if data is not None and data.mix else {}
+
+
 def _stage_with_data(stages: list[StageSpec], name: str | None) -> StageSpec:
     with_data = [s for s in stages if s.training_data is not None]
     if name is None and with_data:

@@ -105,11 +105,35 @@ def _located(path: str, err: BaseException) -> DataError:
 def load_examples(spec: DataSpec, seed: int, lengths: LengthLimit | None = None) -> tuple[Dataset, Dataset | None]:
     """(train, validation): rendered for the spec's format, checked, shuffled, limited and split; training rows
     over `lengths.max_length` tokens handled as `spec.too_long` says. Errors name rows by source position."""
-    rows = _prepared(spec, spec.path, seed)
+    rows = _mixed(spec, seed) if spec.mix else _prepared(spec, spec.path, seed)
     train, held_out = (rows, _prepared(spec, spec.validation, seed)) if isinstance(spec.validation, str) else _split(rows, spec)
     if lengths is not None:
         train = lengths.apply(train, spec)
     return _without_source_row(train), _without_source_row(held_out)
+
+
+def _mixed(spec: DataSpec, seed: int) -> Dataset:
+    """The mixture's sources, each read, checked and rendered like a single source (its own columns, template,
+    query and limit; the mixture's format), then concatenated and shuffled, or interleaved by weight until every
+    source is used up; the mixture's `limit` applies last."""
+    from datasets import concatenate_datasets, interleave_datasets
+
+    shared = {"format": spec.format, "completion_only": spec.completion_only, "shuffle": spec.shuffle}
+    parts = [_prepared(source.model_copy(update=shared), source.path, seed) for source in spec.mix]
+    if spec.strategy == "interleave":
+        weights = [source.weight or 1.0 for source in spec.mix]
+        rows = interleave_datasets(parts, probabilities=[w / sum(weights) for w in weights], seed=seed,
+                                   stopping_strategy="all_exhausted")
+    else:
+        rows = concatenate_datasets(parts)
+        rows = rows.shuffle(seed=seed) if spec.shuffle else rows
+    return rows.select(range(min(spec.limit, len(rows)))) if spec.limit else rows
+
+
+def mixture_counts(spec: DataSpec, seed: int) -> dict[str, int]:
+    """Rows each source of a mixture contributes (its own limit applied), by path — for `data preview`."""
+    shared = {"format": spec.format, "completion_only": spec.completion_only, "shuffle": spec.shuffle}
+    return {source.path: len(_prepared(source.model_copy(update=shared), source.path, seed)) for source in spec.mix}
 
 
 def _without_source_row(rows: Dataset | None) -> Dataset | None:
@@ -187,7 +211,7 @@ def _split(rows: Dataset, spec: DataSpec) -> tuple[Dataset, Dataset | None]:
     if spec.validation and held == 0:
         held = 1
     if held >= len(rows):
-        raise DataError(f"{spec.path}: validation takes {held} of {len(rows)} rows, leaving none to train on")
+        raise DataError(f"{spec.path or 'the mixture'}: validation takes {held} of {len(rows)} rows, leaving none to train on")
     if held == 0:
         return rows, None
     return rows.select(range(held, len(rows))), rows.select(range(held))

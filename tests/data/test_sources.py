@@ -210,3 +210,48 @@ def test_nested_columns_pick_values_and_name_the_row_without_one(tmp_path: Path)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(DataError, match=r"row 2: no value at answers\.text\[0\]"):
         load_examples(spec, seed=0)
+
+
+def _mix_files(folder: Path) -> tuple[Path, Path]:
+    a, b = folder / "a.jsonl", folder / "b.jsonl"
+    a.write_text("".join(json.dumps({"q": f"a{i}", "ans": f"A{i}"}) + "\n" for i in range(30)))
+    b.write_text("".join(json.dumps({"question": f"b{i}", "answer": f"B{i}"}) + "\n" for i in range(10)))
+    return a, b
+
+
+def test_a_mixture_renders_each_source_with_its_own_columns_and_limit(tmp_path: Path) -> None:
+    a, b = _mix_files(tmp_path)
+    spec = DataSpec(format="prompt_completion", validation=4, mix=[
+        DataSpec(path=str(a), columns={"prompt": "q", "completion": "ans"}, limit=12),
+        DataSpec(path=str(b), columns={"prompt": "question", "completion": "answer"}, template="Q: {prompt} A: {completion}")])
+    train, held = load_examples(spec, seed=0)
+    prompts = list(train["prompt"]) + list(held["prompt"])
+    assert len(prompts) == 22 and sum(p.startswith("a") for p in prompts) == 12 and sum(p.startswith("Q: b") for p in prompts) == 10
+
+
+def test_interleaving_follows_the_weights_and_fingerprints_each_source(tmp_path: Path) -> None:
+    a, b = _mix_files(tmp_path)
+    spec = DataSpec(format="prompt_completion", validation=0, strategy="interleave", limit=20, mix=[
+        DataSpec(path=str(a), columns={"prompt": "q", "completion": "ans"}, weight=3),
+        DataSpec(path=str(b), columns={"prompt": "question", "completion": "answer"}, weight=1)])
+    rows, _ = load_examples(spec, seed=0)
+    share_a = sum(p.startswith("a") for p in rows["prompt"]) / len(rows)
+    assert len(rows) == 20 and 0.55 <= share_a <= 0.95
+    before = content_key(fingerprint_data(spec))
+    b.write_text(b.read_text() + json.dumps({"question": "new", "answer": "N"}) + "\n")
+    after = content_key(fingerprint_data(spec))
+    assert before["mix"][0] == after["mix"][0] and before["mix"][1] != after["mix"][1]
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"path": "x.jsonl", "mix": [{"path": "y.jsonl"}]}, "give either path or mix"),
+    ({"mix": [{"path": "y.jsonl", "weight": 2}]}, "weight needs strategy: interleave"),
+    ({"mix": [{"path": "y.jsonl", "validation": 0.2}]}, "validation belongs to the mixture"),
+    ({"mix": [{"path": "y.jsonl"}], "validation": "z.jsonl"}, "not a second source"),
+    ({}, "path is required"),
+])
+def test_mixture_settings_are_checked(fields: dict, message: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=message):
+        DataSpec(**fields)
