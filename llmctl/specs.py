@@ -191,7 +191,13 @@ class DataSpec(Block):
     """Python format string over the row's columns, e.g. "Question: {prompt}\n\nAnswer: {completion}". For
     prompt_completion/instruction the completion starts at the completion placeholder."""
     completion_only: bool = False
-    """Train on the completion only (the prompt is masked out of the loss)."""
+    """Train on the completion only (the prompt is masked out of the loss; chat: the assistant turns only)."""
+    chat_template: str | None = None
+    """format chat: `chatml` (built in, with the markers that mask all but assistant turns) or a Jinja template;
+    default: the tokenizer's own chat template."""
+    roles: dict[str, str] = {}
+    """format chat: speaker → role renames, e.g. {bot: assistant} (ShareGPT's human/gpt map to user/assistant
+    without being told)."""
     validation: float | int | str = Field(0.05)
     """Held-out share (0 < x < 1), row count (>= 1), or the path of a second source laid out the same way;
     0 disables evaluation."""
@@ -224,6 +230,8 @@ class DataSpec(Block):
             raise ValueError(f"template must contain {completion}, where the completion starts (format {self.format})")
         if self.template and self.format == "chat":
             raise ValueError("format chat renders messages with the tokenizer's chat template; drop `template`")
+        if self.chat_template and self.format != "chat":
+            raise ValueError("chat_template applies to format: chat")
         if problem := _mix_problem(self):
             raise ValueError(problem)
         hub = self.path.startswith("hf://")
@@ -234,7 +242,7 @@ class DataSpec(Block):
         return self
 
 
-SHARED_BY_MIX = ("format", "completion_only", "validation", "too_long", "shuffle")
+SHARED_BY_MIX = ("format", "completion_only", "validation", "too_long", "shuffle", "chat_template")
 
 
 def _mix_problem(mixture: DataSpec) -> str | None:

@@ -66,8 +66,9 @@ def check_values(row: dict[str, Any], index: int, fmt: str, template: str | None
     for name in needed_columns(fmt, template):
         value = row.get(name)
         if fmt == "chat" and name == "messages":
-            if not isinstance(value, list) or not all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in value):
-                raise DataError(f"{source}: row {index}: messages must be a list of {{role, content}} objects")
+            if not isinstance(value, list) or not value or not all(_is_turn(m) for m in value):
+                raise DataError(f"{source}: row {index}: messages must be a non-empty list of {{role, content}} (OpenAI) "
+                                "or {from, value} (ShareGPT) objects")
         elif fmt == "choice" and name in NOT_STRINGS:
             if not _valid_choice_field(name, value, row.get("choices")):
                 raise DataError(f"{source}: row {index}: column '{name}' must be {NOT_STRINGS[name]}")
@@ -81,11 +82,26 @@ def check_values(row: dict[str, Any], index: int, fmt: str, template: str | None
         raise DataError(f"{source}: row {index}: the prompt is empty; a rollout needs a prompt to answer")
 
 
-def render(row: dict[str, Any], fmt: str, template: str | None) -> dict[str, Any]:
+SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system", "user": "user", "assistant": "assistant"}
+
+
+def _is_turn(message: Any) -> bool:
+    return isinstance(message, dict) and ({"role", "content"} <= message.keys() or {"from", "value"} <= message.keys())
+
+
+def chat_messages(messages: list[dict[str, Any]], roles: dict[str, str]) -> list[dict[str, str]]:
+    """OpenAI `messages` as they are; ShareGPT turns ({from, value}) with their speaker mapped to a role
+    (`roles`, then ShareGPT's usual human → user, gpt → assistant)."""
+    if "role" in messages[0]:
+        return [{"role": roles.get(m["role"], m["role"]), "content": m["content"]} for m in messages]
+    return [{"role": roles.get(m["from"], SHAREGPT_ROLES.get(m["from"], m["from"])), "content": m["value"]} for m in messages]
+
+
+def render(row: dict[str, Any], fmt: str, template: str | None, roles: dict[str, str] | None = None) -> dict[str, Any]:
     """One row in the layout TRL expects for the format."""
     spec = FORMATS[fmt]
     if fmt == "chat":
-        return {"messages": row["messages"]}
+        return {"messages": chat_messages(row["messages"], roles or {})}
     template = template or spec.default_template or ""
     values = dict(row)
     if fmt == "instruction":

@@ -167,7 +167,7 @@ def _prepared(spec: DataSpec, path: str, seed: int) -> Dataset:
         rows = rows.shuffle(seed=seed)
     if spec.limit:
         rows = rows.select(range(min(spec.limit, len(rows))))
-    return rows.map(lambda row: formats.render(row, spec.format, spec.template), remove_columns=keep)
+    return rows.map(lambda row: formats.render(row, spec.format, spec.template, spec.roles), remove_columns=keep)
 
 
 def is_nested(column: str) -> bool:

@@ -57,6 +57,7 @@ class SFTSpec(FineTuneSpec):
 
 def run(spec: SFTSpec, ctx: StageContext) -> Artifact:
     """Check the data, load the model, measure, train, merge, measure again, save."""
+    from llmctl.data.chat import use_template
     from llmctl.data.lengths import LengthLimit
     from llmctl.data.sources import load_examples
     from llmctl.models import causal_lm
@@ -65,6 +66,8 @@ def run(spec: SFTSpec, ctx: StageContext) -> Artifact:
     from llmctl.models.training import eval_metrics, fit
 
     tokenizer = causal_lm.load_tokenizer(ctx.input("model"))
+    if spec.data.format == "chat":
+        use_template(tokenizer, spec.data)
     lengths = LengthLimit(tokenizer, spec.max_length, ctx.log)
     train_ds, eval_ds = load_examples(spec.data, ctx.seed, lengths)
     eval_rows = load_examples(spec.eval_set, seed=ctx.seed)[0] if spec.eval_set else None
@@ -90,7 +93,8 @@ def _trainer(spec: SFTSpec, ctx: StageContext, model: Any, tokenizer: Any, train
         **training_kwargs(spec.train, ctx, has_eval=eval_ds is not None),
         max_length=spec.max_length,
         packing=spec.packing,
-        completion_only_loss=spec.data.completion_only,
+        completion_only_loss=spec.data.completion_only and spec.data.format != "chat",
+        assistant_only_loss=spec.data.completion_only and spec.data.format == "chat",
         dataset_text_field="text",
     )
     return SFTTrainer(model=model, args=config, train_dataset=train_ds, eval_dataset=eval_ds,

@@ -199,3 +199,27 @@ def test_too_long_rows_are_counted_dropped_or_refused(tiny_lm: Path, data: Path)
     assert code == 0 and metrics(data, "01-sft")["too_long_rows"] == 1
     result = runner.invoke(app, ["run", str(recipe(data, base.replace("validation: 0.1}", "validation: 0.1, too_long: error}")))])
     assert result.exit_code == 2 and "1 of 181 rows are longer than max_length=48 tokens" in result.output
+
+
+SHAREGPT = [{"conversations": [{"from": "human", "value": f"What is {i} plus 1?"}, {"from": "gpt", "value": str(i + 1)}]}
+            for i in range(24)]
+
+
+def test_sharegpt_chat_trains_on_assistant_turns_with_a_named_template(tiny_lm: Path, data: Path) -> None:
+    """ShareGPT rows (from/value) become messages; chatml renders them; completion_only masks all but the
+    assistant turns (TRL's assistant_only_loss); the template is saved with the model, so serving chats alike."""
+    from transformers import AutoTokenizer
+
+    from llmctl.data.chat import CHATML
+
+    (data / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in SHAREGPT))
+    body = sft("sft", str(tiny_lm), steps=2).replace(
+        """data: {path: qa.jsonl, format: prompt_completion, columns: {prompt: question, completion: answer},
+            template: "Question: {prompt}\\n\\nAnswer: {completion}", completion_only: true, validation: 0.1}""",
+        "data: {path: chat.jsonl, format: chat, columns: {messages: conversations}, chat_template: chatml, completion_only: true, validation: 4}")
+    assert "chat.jsonl" in body
+    code, events = run(recipe(data, body.replace("max_length: 48", "max_length: 64")))
+    assert code == 0, events[-1]
+    assert AutoTokenizer.from_pretrained(data / "runs/t/01-sft/output").chat_template == CHATML
+    code, events = run(recipe(data, body.replace(", chat_template: chatml", "").replace("max_length: 48", "max_length: 64")))
+    assert code == 2 and "has no chat template; name one" in events[-1]["message"]

@@ -74,3 +74,12 @@ def test_squad_f1_normalises_like_the_official_script() -> None:
     assert token_f1("The Nile", "nile") == 1.0
     assert token_f1("the river Nile.", "Nile") == 2 * (1 / 2 * 1) / (1 / 2 + 1)
     assert token_f1("Paris", "France") == 0.0 and token_f1("", "") == 1.0
+
+
+def test_sharegpt_turns_become_messages_with_mapped_roles() -> None:
+    from llmctl.data.formats import chat_messages
+
+    turns = [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "Hi"}, {"from": "bot", "value": "Hello"}]
+    assert chat_messages(turns, {"bot": "assistant"}) == [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    assert chat_messages([{"role": "ai", "content": "x"}], {"ai": "assistant"}) == [{"role": "assistant", "content": "x"}]
