@@ -461,3 +461,22 @@ class FineTuneSpec(TrainingSpec):
     @property
     def seq_len(self) -> int:
         return self.max_length
+
+
+class TunedLMSpec(FineTuneSpec):
+    """A fine-tuning stage that hands on a causal LM (or its adapter) measured before and after training (sft, dpo)."""
+
+    eval_set: EvalSetSpec | None = None
+    """Exact-match evaluation before and after training (metrics exact_match_before / exact_match)."""
+    samples: list[str] = []
+    """Prompts to generate from after training (samples.json and the run summary; dpo also shows the output before)."""
+    generation: GenerationSpec = GREEDY
+    """How samples (and eval_set answers) are generated: do_sample, temperature, top_k, top_p,
+    repetition_penalty, length_penalty, num_beams, max_new_tokens (default greedy)."""
+    sample_tokens: int = Field(32, ge=1)
+
+    produces: ClassVar[ArtifactKind] = ArtifactKind.causal_lm
+    distributable: ClassVar[bool] = True
+
+    def output_kind(self) -> ArtifactKind:
+        return self.peft.output_kind()

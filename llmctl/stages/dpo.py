@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, model_validator
 
 from llmctl.artifacts import Artifact, ArtifactKind
-from llmctl.specs import GREEDY, PREVIOUS, DataSpec, EvalSetSpec, FineTuneSpec, GenerationSpec, InputSlot, PeftSpec, TrainArgs
+from llmctl.specs import PREVIOUS, DataSpec, InputSlot, PeftSpec, TrainArgs, TunedLMSpec
 
 if TYPE_CHECKING:
     from llmctl.context import StageContext
@@ -31,7 +31,7 @@ REPORTED = {"rewards/accuracies": "reward_accuracy", "rewards/chosen": "reward_c
             "rewards/margins": "reward_margin", "loss": "loss"}
 
 
-class DPOSpec(FineTuneSpec):
+class DPOSpec(TunedLMSpec):
     """Direct preference optimization (and KTO, ORPO, SimPO) of a causal LM on preference pairs."""
 
     type: Literal["dpo"] = "dpo"
@@ -61,17 +61,6 @@ class DPOSpec(FineTuneSpec):
     """Score the data with the reference once before training, so the reference is not run at every step."""
     simpo_gamma: float = Field(0.5, ge=0)
     """SimPO's target reward margin."""
-    eval_set: EvalSetSpec | None = None
-    """Exact-match evaluation before and after training (metrics exact_match_before / exact_match)."""
-    samples: list[str] = []
-    """Prompts to generate from before and after training (samples.json and the run summary)."""
-    generation: GenerationSpec = GREEDY
-    """How samples (and eval_set answers) are generated: do_sample, temperature, top_k, top_p,
-    repetition_penalty, length_penalty, num_beams, max_new_tokens (default greedy)."""
-    sample_tokens: int = Field(32, ge=1)
-
-    produces = ArtifactKind.causal_lm
-    distributable = True
 
     @model_validator(mode="after")
     def _check(self) -> DPOSpec:
@@ -99,9 +88,6 @@ class DPOSpec(FineTuneSpec):
         if self.reference is not None:
             slots["reference"] = InputSlot(self.reference, MODEL_KINDS, "reference")
         return slots
-
-    def output_kind(self) -> ArtifactKind:
-        return self.peft.output_kind()
 
     @property
     def reference_copies(self) -> int:

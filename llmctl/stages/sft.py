@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, model_validator
 
 from llmctl.artifacts import Artifact, ArtifactKind
-from llmctl.specs import GREEDY, PREVIOUS, DataSpec, EvalSetSpec, FineTuneSpec, GenerationSpec, InputSlot, PeftSpec, TrainArgs
+from llmctl.specs import PREVIOUS, DataSpec, InputSlot, PeftSpec, TrainArgs, TunedLMSpec
 
 if TYPE_CHECKING:
     from llmctl.context import StageContext
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 MODEL_KINDS = (ArtifactKind.causal_lm, ArtifactKind.adapter)
 
 
-class SFTSpec(FineTuneSpec):
+class SFTSpec(TunedLMSpec):
     """Supervised fine-tuning with TRL's SFTTrainer."""
 
     type: Literal["sft"] = "sft"
@@ -30,17 +30,6 @@ class SFTSpec(FineTuneSpec):
     packing: bool = False
     """Pack examples into max_length sequences (TRL best-fit packing; no attention across examples on
     architectures whose masks follow position ids, e.g. GPT-2 and Llama)."""
-    eval_set: EvalSetSpec | None = None
-    """Exact-match evaluation before and after training (metrics exact_match_before / exact_match)."""
-    samples: list[str] = []
-    """Prompts to generate from after training (samples.json and the run summary)."""
-    generation: GenerationSpec = GREEDY
-    """How samples (and eval_set answers) are generated: do_sample, temperature, top_k, top_p,
-    repetition_penalty, length_penalty, num_beams, max_new_tokens (default greedy)."""
-    sample_tokens: int = Field(32, ge=1)
-
-    produces = ArtifactKind.causal_lm
-    distributable = True
 
     @model_validator(mode="after")
     def _data_format(self) -> SFTSpec:
@@ -50,9 +39,6 @@ class SFTSpec(FineTuneSpec):
 
     def inputs(self) -> dict[str, InputSlot]:
         return {"model": InputSlot(self.model, MODEL_KINDS, "model")}
-
-    def output_kind(self) -> ArtifactKind:
-        return self.peft.output_kind()
 
 
 def run(spec: SFTSpec, ctx: StageContext) -> Artifact:
