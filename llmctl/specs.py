@@ -193,8 +193,8 @@ class DataSpec(Block):
     completion_only: bool = False
     """Train on the completion only (the prompt is masked out of the loss; chat: the assistant turns only)."""
     chat_template: str | None = None
-    """format chat: `chatml` (built in, with the markers that mask all but assistant turns) or a Jinja template;
-    default: the tokenizer's own chat template."""
+    """format chat (and preference rows given as turns): `chatml` (built in, with the markers that mask all but
+    assistant turns) or a Jinja template; default: the tokenizer's own chat template."""
     roles: dict[str, str] = {}
     """format chat: speaker → role renames, e.g. {bot: assistant} (ShareGPT's human/gpt map to user/assistant
     without being told)."""
@@ -230,8 +230,8 @@ class DataSpec(Block):
             raise ValueError(f"template must contain {completion}, where the completion starts (format {self.format})")
         if self.template and self.format == "chat":
             raise ValueError("format chat renders messages with the tokenizer's chat template; drop `template`")
-        if self.chat_template and self.format != "chat":
-            raise ValueError("chat_template applies to format: chat")
+        if self.chat_template and self.format not in ("chat", "preference"):
+            raise ValueError("chat_template applies to format chat (and conversational preference rows)")
         if problem := _mix_problem(self):
             raise ValueError(problem)
         hub = self.path.startswith("hf://")

@@ -69,6 +69,9 @@ def check_values(row: dict[str, Any], index: int, fmt: str, template: str | None
             if not isinstance(value, list) or not value or not all(_is_turn(m) for m in value):
                 raise DataError(f"{source}: row {index}: messages must be a non-empty list of {{role, content}} (OpenAI) "
                                 "or {from, value} (ShareGPT) objects")
+        elif fmt == "preference" and isinstance(value, list):  # conversational: turns rendered by the chat template
+            if not value or not all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in value):
+                raise DataError(f"{source}: row {index}: column '{name}' must be a string or a list of {{role, content}} turns")
         elif fmt == "choice" and name in NOT_STRINGS:
             if not _valid_choice_field(name, value, row.get("choices")):
                 raise DataError(f"{source}: row {index}: column '{name}' must be {NOT_STRINGS[name]}")

@@ -13,6 +13,11 @@ TEXT_PARTS = {"text": ("text",), "prompt": ("prompt",), "completion": ("prompt",
               "chosen": ("prompt", "chosen"), "rejected": ("prompt", "rejected")}
 
 
+def _text(value: Any) -> str:
+    """A rendered part, or a conversational one (a list of turns) as its contents joined."""
+    return "\n".join(m["content"] for m in value) if isinstance(value, list) else value
+
+
 def _lengths(rows: Any, tokenizer: Any) -> list[int]:
     """Token count of each row's longest rendered sequence (prompt+completion, prompt+chosen, …)."""
     columns = set(rows.column_names)
@@ -20,7 +25,7 @@ def _lengths(rows: Any, tokenizer: Any) -> list[int]:
         texts = [["\n".join(m["content"] for m in row)] for row in rows["messages"]]
     else:
         sequences = [parts for key, parts in TEXT_PARTS.items() if key in columns and set(parts) <= columns]
-        texts = [["".join(row[p] for p in parts) for parts in sequences] for row in rows]
+        texts = [["".join(_text(row[p]) for p in parts) for parts in sequences] for row in rows]
     return [max(len(ids) for ids in tokenizer(row, add_special_tokens=False)["input_ids"]) for row in texts]
 
 

@@ -98,6 +98,7 @@ class DPOSpec(TunedLMSpec):
 
 def run(spec: DPOSpec, ctx: StageContext) -> Artifact:
     """Check the data, load the policy (and reference), measure, train, merge, measure again, save."""
+    from llmctl.data.chat import use_template
     from llmctl.data.lengths import LengthLimit
     from llmctl.data.sources import load_examples
     from llmctl.models import causal_lm
@@ -108,6 +109,8 @@ def run(spec: DPOSpec, ctx: StageContext) -> Artifact:
     tokenizer = causal_lm.load_tokenizer(ctx.input("model"))
     lengths = LengthLimit(tokenizer, spec.max_length, ctx.log)
     train_ds, eval_ds = (_prepared(ds, spec, tokenizer) for ds in load_examples(spec.data, ctx.seed, lengths))
+    if isinstance(train_ds[0]["chosen"], list):  # conversational pairs: TRL renders them with the chat template
+        use_template(tokenizer, spec.data)
     eval_rows = load_examples(spec.eval_set, seed=ctx.seed)[0] if spec.eval_set else None
     model = load_trainable(ctx.input("model"), spec.peft, spec.max_length, ctx)
     metrics: dict[str, Any] = {"too_long_rows": lengths.report["too_long"]}
@@ -132,7 +135,7 @@ def _prepared(rows: Any, spec: DPOSpec, tokenizer: Any) -> Any:
         return None
     if not any(rows["prompt"]):
         return rows.remove_columns("prompt")
-    if spec.max_prompt_length is None:
+    if spec.max_prompt_length is None or not isinstance(rows[0]["prompt"], str):  # (cut text prompts only)
         return rows
     limit = spec.max_prompt_length
 

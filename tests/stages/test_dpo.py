@@ -66,6 +66,20 @@ def test_whole_dialogue_pairs_get_their_shared_start_as_the_prompt(tiny_lm: Path
     assert code == 2 and "max_length 128 exceeds the model's context of 64 positions" in events[-1]["message"]
 
 
+def test_conversational_pairs_are_rendered_with_the_chat_template(tiny_lm: Path, data: Path) -> None:  # noqa: F811
+    """Rows whose prompt/chosen/rejected are lists of turns go through the chat template (chatml named here:
+    the tiny tokenizer has none of its own)."""
+    rows = [{"prompt": [{"role": "user", "content": f"What is {i} plus 1?"}],
+             "chosen": [{"role": "assistant", "content": str(i + 1)}],
+             "rejected": [{"role": "assistant", "content": f"I think it is {i + 1}, since {i} plus 1 is {i + 1}."}]} for i in range(40)]
+    (data / "turns.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    body = dpo(str(tiny_lm), peft="{method: none}", steps=2).replace(
+        "{path: prefs.jsonl, format: preference, validation: 16}", "{path: turns.jsonl, format: preference, validation: 8, chat_template: chatml}")
+    code, events = run(recipe(data, body.replace("max_length: 48", "max_length: 64")))
+    assert code == 0, events[-1]
+    assert "eval_reward_accuracy" in metrics(data, "01-dpo")
+
+
 def test_full_fine_tune_with_a_named_reference_and_an_adapter_output(tiny_lm: Path, data: Path) -> None:  # noqa: F811
     stages = [sft("sft", str(tiny_lm), "{method: none}", steps=2),
               dpo(peft="{method: none}", extra=f"    reference: {tiny_lm}\n    precompute_ref_log_probs: true\n"),
