@@ -190,9 +190,28 @@ def plan(
     _warn(the_plan.environment)
     hw = detect(the_plan.recipe.device, the_plan.recipe.dtype)
     sizes = estimate_plan(the_plan.recipe.stages, {s.name: s.inputs for s in the_plan.steps}, hw.dtype)
+    mixtures = _mixtures(the_plan)
     OUTPUT.result({"run_dir": str(the_plan.run_dir), "device": hw.device, "dtype": hw.dtype,
-                   "steps": [_step_json(s, sizes[s.name]) for s in the_plan.steps]},
-                  lambda: _print_plan(the_plan, sizes, f"{hw.device}, {hw.dtype} ({hw.reason})"))
+                   "steps": [_step_json(s, sizes[s.name]) | ({"mixture": mixtures[s.name]} if s.name in mixtures else {})
+                             for s in the_plan.steps]},
+                  lambda: _print_plan(the_plan, sizes, f"{hw.device}, {hw.dtype} ({hw.reason})", mixtures))
+
+
+def _mixtures(the_plan: Any) -> dict[str, Any]:
+    """Rows each source of a stage's data mixture contributes, by stage (read now: plan shows what a mix will
+    weigh); a source that cannot be read here says why instead."""
+    from llmctl.data.sources import mixture_counts
+
+    found: dict[str, Any] = {}
+    for step in the_plan.steps:
+        data = step.spec.training_data
+        if data is not None and data.mix:
+            seed = step.spec.seed if step.spec.seed is not None else the_plan.recipe.seed
+            try:
+                found[step.name] = mixture_counts(data, seed)
+            except LlmctlError as error:
+                found[step.name] = f"unknown ({str(error).splitlines()[0][:100]})"
+    return found
 
 
 def _plan(recipe: Path, overrides: list[str] | None, force: bool, from_stage: str | None, only: str | None,  # noqa: ANN202
@@ -246,7 +265,7 @@ def _step_json(step: Any, size: Any) -> dict[str, Any]:
     return info
 
 
-def _print_plan(the_plan: Any, sizes: dict[str, Any], hardware: str) -> None:
+def _print_plan(the_plan: Any, sizes: dict[str, Any], hardware: str, mixtures: dict[str, Any]) -> None:
     out.print(f"[bold]{the_plan.recipe.name}[/] → {the_plan.run_dir}   [dim]{hardware}[/]")
     table = Table("#", "stage", "type", "input", "action", "why")
     for step in the_plan.steps:
@@ -257,6 +276,10 @@ def _print_plan(the_plan: Any, sizes: dict[str, Any], hardware: str) -> None:
     for step in the_plan.steps:
         size = sizes[step.name]
         out.print(f"  {step.name}: {size.describe() if hasattr(size, 'describe') else size}")
+        if step.name in mixtures:
+            counts = mixtures[step.name]
+            shown = ", ".join(f"{path} {n} rows" for path, n in counts.items()) if isinstance(counts, dict) else counts
+            out.print(f"  {step.name}: mixture of {shown}", markup=False, highlight=False)
 
 
 _ACTION_STYLE = {"cached": "[green]cached[/]", "run": "[yellow]will run[/]", "resume": "[cyan]will resume[/]", "skip": "[dim]skip[/]"}

@@ -211,6 +211,8 @@ class DataSpec(Block):
     mix: list[DataSpec] = []
     """Several sources mixed into this one (instead of `path`): each with its own path, columns, template,
     query, split, limit and, when interleaving, `weight`; they share this block's format, validation and limit."""
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    """Seed of this block's shuffle, split and interleaving (default: the stage's seed)."""
     strategy: Literal["concat", "interleave"] = "concat"
     """How `mix` sources combine: concat (all rows, shuffled together) or interleave (drawn by `weight` until
     every source is used up)."""
@@ -242,7 +244,7 @@ class DataSpec(Block):
         return self
 
 
-SHARED_BY_MIX = ("format", "completion_only", "validation", "too_long", "shuffle", "chat_template")
+SHARED_BY_MIX = ("format", "completion_only", "validation", "too_long", "shuffle", "chat_template", "seed")
 
 
 def _mix_problem(mixture: DataSpec) -> str | None:

@@ -1,5 +1,5 @@
-"""Data-loading throughput: Deep Lake (batched column reads into Arrow) vs JSONL vs a naive row-by-row
-torch Dataset over the same Deep Lake dataset.
+"""Data-loading throughput: Deep Lake (batched column reads into Arrow) vs JSONL vs a Hugging Face Hub dataset
+(hf://, from the datasets cache, offline) vs a naive row-by-row torch Dataset over the same Deep Lake dataset.
 
 Run: .venv/bin/python scripts/bench_data.py [--rows 20000]
 Prints rows/s and tokens/s (GPT-2-style byte-level BPE trained on the rows) for each path.
@@ -44,6 +44,14 @@ def main() -> None:
     texts = corpus(args.rows, seed=0)
     (work / "rows.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     lake.write(str(work / "lake"), Dataset.from_list([{"text": t} for t in texts]), "bench")
+    import datasets.config
+
+    from hf_cache import cache_commit  # (scripts/ is on sys.path when this file runs)
+
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    datasets.config.HF_DATASETS_CACHE = work / "hf"
+    datasets.config.HF_HUB_OFFLINE = True
+    cache_commit("bench/rows", "0" * 40, work / "rows.jsonl")
     tokenizer = train_bpe(texts[:2000], 1024)
     tokens = sum(len(ids) for ids in tokenizer(texts)["input_ids"])
     print(f"{args.rows} rows, {tokens} tokens; tokenizing is included in every path\n")
@@ -71,6 +79,7 @@ def main() -> None:
     timed("Deep Lake → Arrow, batched (llmctl, first read)", lambda: through_llmctl(str(work / "lake")), args.rows, tokens)
     timed("Deep Lake → Arrow, batched (llmctl, cached)", lambda: through_llmctl(str(work / "lake")), args.rows, tokens)
     timed("JSONL via datasets (llmctl)", lambda: through_llmctl(str(work / "rows.jsonl")), args.rows, tokens)
+    timed("hf:// from the datasets cache, offline (llmctl)", lambda: through_llmctl("hf://bench/rows"), args.rows, tokens)
     timed("Deep Lake, naive torch Dataset row by row", naive, args.rows, tokens)
     shutil.rmtree(work)
 

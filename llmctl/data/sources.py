@@ -105,6 +105,7 @@ def _located(path: str, err: BaseException) -> DataError:
 def load_examples(spec: DataSpec, seed: int, lengths: LengthLimit | None = None) -> tuple[Dataset, Dataset | None]:
     """(train, validation): rendered for the spec's format, checked, shuffled, limited and split; training rows
     over `lengths.max_length` tokens handled as `spec.too_long` says. Errors name rows by source position."""
+    seed = spec.seed if spec.seed is not None else seed
     rows = _mixed(spec, seed) if spec.mix else _prepared(spec, spec.path, seed)
     train, held_out = (rows, _prepared(spec, spec.validation, seed)) if isinstance(spec.validation, str) else _split(rows, spec)
     if lengths is not None:

@@ -15,6 +15,7 @@ from llmctl.data.fingerprint import fingerprint_data
 from llmctl.data.sources import load_examples
 from llmctl.errors import DataError
 from llmctl.specs import DataSpec
+from scripts.hf_cache import cache_commit
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 FIRST, SECOND = "1" * 40, "2" * 40
@@ -28,18 +29,6 @@ def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     return cache
-
-
-def cache_commit(repo: str, commit: str, rows_file: Path) -> None:
-    """What `datasets.load_dataset(repo)` leaves in the cache when the hub's main branch is at `commit`."""
-    from datasets.data_files import DataFilesDict
-    from datasets.packaged_modules.json.json import Json
-
-    builder = Json(dataset_name=repo.split("/")[-1], hash=commit, config_name="default", config_id="default",
-                   data_files=DataFilesDict.from_patterns({"train": [str(rows_file)]}))
-    builder.repo_id = repo  # (set after __init__: its check wants hub URLs for the data files)
-    builder._cache_dir = builder._build_cache_dir()
-    builder.download_and_prepare()
 
 
 SQUAD = DataSpec(path="hf://acme/squad-mini", format="prompt_completion", columns={"completion": "answers.text[0]"},

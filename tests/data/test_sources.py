@@ -255,3 +255,25 @@ def test_mixture_settings_are_checked(fields: dict, message: str) -> None:
 
     with pytest.raises(ValidationError, match=message):
         DataSpec(**fields)
+
+
+def test_plan_shows_the_rows_each_mixed_source_gives_and_a_block_seed_reshuffles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = _mix_files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    recipe = tmp_path / "mix.yaml"
+    recipe.write_text(f"""name: mix
+stages:
+  - type: sft
+    model: gpt2
+    data:
+      format: prompt_completion
+      mix:
+        - {{path: {a}, columns: {{prompt: q, completion: ans}}, limit: 7}}
+        - {{path: {b}, columns: {{prompt: question, completion: answer}}}}
+""")
+    result = CliRunner().invoke(app, ["--json", "plan", str(recipe)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.splitlines()[-1])["steps"][0]["mixture"] == {str(a): 7, str(b): 10}
+    spec = DataSpec(path=str(b), format="prompt_completion", columns={"prompt": "question", "completion": "answer"}, validation=0)
+    order = lambda **fields: list(load_examples(spec.model_copy(update=fields), seed=0)[0]["prompt"])  # noqa: E731
+    assert order() == order(seed=0) and order() != order(seed=1)
