@@ -26,6 +26,12 @@ if TYPE_CHECKING:
     from llmctl.schema import Recipe
 
 RUNS_ROOT = Path("runs")  # where runs live unless a recipe sets run_dir
+
+
+def cache_root() -> Path:
+    """Where llmctl keeps what it can rebuild (Deep Lake Arrow caches, demo sets, smoke models): $LLMCTL_CACHE,
+    else ~/.cache/llmctl."""
+    return Path(os.environ.get("LLMCTL_CACHE", Path.home() / ".cache" / "llmctl"))
 OUTPUT, CHECKPOINTS, LOGS = "output", "checkpoints", "logs"  # inside a stage folder
 MANIFEST = "llmctl.lock.json"
 RESOLVED = "recipe.resolved.yaml"

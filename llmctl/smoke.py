@@ -13,13 +13,12 @@ masks, KL settings, quantization search, gates — cut small enough to finish in
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llmctl.artifacts import ArtifactKind
-from llmctl.rundir import RunLayout
+from llmctl.rundir import RunLayout, cache_root
 from llmctl.schema import Recipe
 from llmctl.specs import DataSpec, StageSpec, data_blocks, split_path, stage_ref_name
 
@@ -188,7 +187,7 @@ def _tiny_kind(ref: str, accepts: tuple[ArtifactKind, ...]) -> str:
 
 
 def smoke_cache() -> Path:
-    return Path(os.environ.get("LLMCTL_CACHE", Path.home() / ".cache" / "llmctl")) / "smoke-models"
+    return cache_root() / "smoke-models"
 
 
 def stage_texts(spec: StageSpec) -> list[str]:

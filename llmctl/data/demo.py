@@ -115,13 +115,13 @@ def resolve(path: str) -> str:
     import os
     import shutil
 
-    from llmctl.data.lake import cache_dir
+    from llmctl.rundir import cache_root
     from llmctl.errors import DataError
 
     name = path[len(DEMO_SCHEME) :]
     if name not in DEMO_SETS:
         raise DataError(f"data.path {path}: no such demo set; choose one of {', '.join(DEMO_SETS)}")
-    target = cache_dir().parent / "demo" / f"v{DEMO_VERSION}" / name
+    target = cache_root() / "demo" / f"v{DEMO_VERSION}" / name
     if not target.exists():
         partial = target.with_name(f".{name}.{os.getpid()}")
         shutil.rmtree(partial, ignore_errors=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from llmctl.errors import DataError
+from llmctl.rundir import cache_root
 
 REMOTE_SCHEMES = ("hub://", "al://", "s3://", "gcs://", "gs://", "az://", "azure://", "mem://")
 JSON_COLUMNS = "llmctl_json_columns"
@@ -90,7 +91,7 @@ def _plain(values: Any, is_json: bool) -> list[Any]:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("LLMCTL_CACHE", Path.home() / ".cache" / "llmctl")) / "lake"
+    return cache_root() / "lake"
 
 
 def to_arrow(path: str, query: str | None, columns: list[str]) -> Path:
