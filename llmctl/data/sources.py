@@ -119,8 +119,7 @@ def _mixed(spec: DataSpec, seed: int) -> Dataset:
     source is used up; the mixture's `limit` applies last."""
     from datasets import concatenate_datasets, interleave_datasets
 
-    shared = {"format": spec.format, "completion_only": spec.completion_only, "shuffle": spec.shuffle}
-    parts = [_prepared(source.model_copy(update=shared), source.path, seed) for source in spec.mix]
+    parts = _mixture_parts(spec, seed)
     if spec.strategy == "interleave":
         weights = [source.weight or 1.0 for source in spec.mix]
         rows = interleave_datasets(parts, probabilities=[w / sum(weights) for w in weights], seed=seed,
@@ -132,9 +131,14 @@ def _mixed(spec: DataSpec, seed: int) -> Dataset:
 
 
 def mixture_counts(spec: DataSpec, seed: int) -> dict[str, int]:
-    """Rows each source of a mixture contributes (its own limit applied), by path — for `data preview`."""
+    """Rows each source of a mixture contributes (its own limit applied), by path — for `plan` and `data preview`."""
+    return {source.path: len(rows) for source, rows in zip(spec.mix, _mixture_parts(spec, seed))}
+
+
+def _mixture_parts(spec: DataSpec, seed: int) -> list[Dataset]:
+    """Each mix source read, checked and rendered with the mixture's format, masking and shuffling."""
     shared = {"format": spec.format, "completion_only": spec.completion_only, "shuffle": spec.shuffle}
-    return {source.path: len(_prepared(source.model_copy(update=shared), source.path, seed)) for source in spec.mix}
+    return [_prepared(source.model_copy(update=shared), source.path, seed) for source in spec.mix]
 
 
 def _without_source_row(rows: Dataset | None) -> Dataset | None:
