@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from llmctl.errors import DataError
 
@@ -46,11 +46,11 @@ def read(path: str, config: str | None, split: str | None, revision: str | None,
     from datasets import Dataset, load_dataset
 
     repo = repo_id(path)
-    with _located(path, repo, config, revision):
+    try:
         loaded = load_dataset(repo, config, split=split or "train", revision=revision, streaming=streaming)
-        if streaming:
-            return Dataset.from_list(list(loaded.take(limit or 0)))
-    return loaded
+        return Dataset.from_list(list(loaded.take(limit or 0))) if streaming else loaded
+    except Exception as err:  # noqa: BLE001 - offline, unknown, private, bad config: said in one line
+        raise _load_error(path, repo, config, revision, err) from err
 
 
 def resolved_revision(path: str, config: str | None, revision: str | None) -> str:
@@ -66,9 +66,8 @@ def resolved_revision(path: str, config: str | None, revision: str | None) -> st
             pass
     commit = cached_commit(repo, config)
     if commit is None:
-        args = (f", {config!r}" if config else "") + (f", revision={revision!r}" if revision else "")
         raise DataError(f"{path}: not on the hub from here and not in the local Hugging Face cache; "
-                        + FETCH_HINT.format(repo=repo, args=args))
+                        + _fetch_hint(repo, config, revision))
     return commit
 
 
@@ -84,21 +83,15 @@ def cached_commit(repo: str, config: str | None) -> str | None:
     return max(found, key=lambda p: p.stat().st_mtime).name if found else None
 
 
-class _located:
-    """Turns the `datasets` library's failures into one DataError naming the dataset and what to do."""
+def _fetch_hint(repo: str, config: str | None, revision: str | None) -> str:
+    args = (f", {config!r}" if config else "") + (f", revision={revision!r}" if revision else "")
+    return FETCH_HINT.format(repo=repo, args=args)
 
-    def __init__(self, path: str, repo: str, config: str | None, revision: str | None) -> None:
-        self.path, self.repo, self.config, self.revision = path, repo, config, revision
 
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: Any) -> bool:
-        if err is None or isinstance(err, DataError) or not isinstance(err, Exception):
-            return False
-        args = (f", {self.config!r}" if self.config else "") + (f", revision={self.revision!r}" if self.revision else "")
-        text = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}" if str(err) else type(err).__name__
-        if offline():
-            raise DataError(f"{self.path}: not in the local Hugging Face cache and the hub is offline "
-                            f"(HF_DATASETS_OFFLINE/HF_HUB_OFFLINE); {FETCH_HINT.format(repo=self.repo, args=args)} ({text})") from err
-        raise DataError(f"{self.path}: cannot load it from the Hugging Face hub ({text})") from err
+def _load_error(path: str, repo: str, config: str | None, revision: str | None, err: Exception) -> DataError:
+    """The `datasets` library's failure as one DataError naming the dataset and what to do."""
+    text = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}" if str(err) else type(err).__name__
+    if offline():
+        return DataError(f"{path}: not in the local Hugging Face cache and the hub is offline "
+                         f"(HF_DATASETS_OFFLINE/HF_HUB_OFFLINE); {_fetch_hint(repo, config, revision)} ({text})")
+    return DataError(f"{path}: cannot load it from the Hugging Face hub ({text})")
