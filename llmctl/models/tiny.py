@@ -22,6 +22,7 @@ LAYER_FIELDS = ("num_hidden_layers", "n_layer", "num_layers")
 HIDDEN_FIELDS = ("hidden_size", "n_embd", "d_model")
 HEAD_FIELDS = ("num_attention_heads", "n_head")
 INTERMEDIATE_FIELDS = ("intermediate_size", "ffn_dim", "n_inner")
+SIZE_FIELDS = (*LAYER_FIELDS, *HIDDEN_FIELDS, *HEAD_FIELDS, *INTERMEDIATE_FIELDS)
 KEEP_FIELDS = ("vocab_size", "max_position_embeddings", "n_positions", "n_ctx", "position_buckets")
 TOKENIZER_VOCAB = 1000
 BUILD_VERSION = "1"  # part of the folder's key: bump when what is built here changes
@@ -60,7 +61,6 @@ def shrink_config(config: dict[str, Any]) -> dict[str, Any]:
     so every module name — kept. A field equal to the old width (OPT's word_embed_proj_dim, DeBERTa's
     pooler_hidden_size) follows the new width; per-layer lists are cut to the new depth."""
     out = dict(config)
-    old = {key: out.get(key) for key in (*LAYER_FIELDS, *HIDDEN_FIELDS, *HEAD_FIELDS, *INTERMEDIATE_FIELDS)}
     hidden = next((out[k] for k in HIDDEN_FIELDS if isinstance(out.get(k), int)), None)
     layers = next((out[k] for k in LAYER_FIELDS if isinstance(out.get(k), int)), None)
     intermediate = next((out[k] for k in INTERMEDIATE_FIELDS if isinstance(out.get(k), int)), None)
@@ -68,9 +68,9 @@ def shrink_config(config: dict[str, Any]) -> dict[str, Any]:
     for key, value in list(out.items()):
         if key in KEEP_FIELDS or isinstance(value, bool) or not isinstance(value, int):
             continue
-        if key in HIDDEN_FIELDS or (hidden and value == hidden and key not in old):
+        if key in HIDDEN_FIELDS or (hidden and value == hidden and key not in SIZE_FIELDS):
             out[key] = TINY["hidden"]
-        elif key in INTERMEDIATE_FIELDS or (intermediate and value == intermediate and key not in old):
+        elif key in INTERMEDIATE_FIELDS or (intermediate and value == intermediate and key not in SIZE_FIELDS):
             out[key] = TINY["intermediate"]
     for key in LAYER_FIELDS:
         if isinstance(out.get(key), int):
