@@ -13,6 +13,7 @@ masks, KL settings, quantization search, gates — cut small enough to finish in
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,18 +162,19 @@ def with_tiny_models(smoked: Recipe, resolved: dict[str, dict[str, str]], cache:
     tree = smoked.model_dump(mode="json")
     swapped: dict[str, str] = {}
     for spec, stage in zip(smoked.stages, tree["stages"]):
+        texts = functools.cache(lambda spec=spec: stage_texts(spec))  # read once, only if a model is swapped
         for slot_name, slot in spec.inputs().items():
             ref = resolved[spec.name].get(slot_name, "")
             if not ref or stage_ref_name(ref) is not None or not set(slot.accepts) & set(MODEL_KINDS):
                 continue
             kind = _tiny_kind(ref, slot.accepts)
-            folder = tiny.folder_for(ref, kind, stage_texts(spec), cache)
+            folder = tiny.folder_for(ref, kind, texts(), cache)
             _put(stage, slot.field, str(folder))
             swapped[ref] = str(folder)
         tokenizer = stage.get("tokenizer")
         if isinstance(tokenizer, dict) and tokenizer.get("path"):
             ref = tokenizer["path"]
-            tokenizer["path"] = swapped[ref] = str(tiny.folder_for(ref, "tokenizer", stage_texts(spec), cache))
+            tokenizer["path"] = swapped[ref] = str(tiny.folder_for(ref, "tokenizer", texts(), cache))
     out = Recipe.model_validate(tree)
     out._from_env = dict(smoked._from_env)
     return out, swapped
