@@ -278,10 +278,12 @@ def _enforce_gate(step: Step, artifact: Artifact, smoke: bool, emit: Emit) -> No
     stage (e.g. deploy) runs on a rejected model. A smoke run's random models fail every gate: there the
     decision is shown and the run goes on."""
     decision = artifact.meta.get("gate")
-    if decision and not decision["passed"] and smoke:
+    if not decision or decision["passed"]:
+        return
+    if smoke:
         emit({"event": "log", "stage": step.name, "message": f"smoke run: gate failed ({decision['message']}); not enforced"})
-    elif decision and not decision["passed"]:
-        raise GateFailed(f"stage '{step.name}': {decision['message']}\n  later stages did not run")
+        return
+    raise GateFailed(f"stage '{step.name}': {decision['message']}\n  later stages did not run")
 
 
 def _run_step(plan: Plan, step: Step, artifacts: dict[str, Artifact], manifest: Manifest, emit: Emit) -> Artifact:
