@@ -15,16 +15,17 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
-from llmctl.serve.engine import Overloaded
+from llmctl.serve.engine import Overloaded, Sampling
 from llmctl.serve.engine import Request as GenRequest
 from llmctl.serve.limits import Limits
-from llmctl.serve.protocol import APIError, ChatRequest, CompletionRequest
+from llmctl.serve.protocol import APIError, ChatRequest, CompletionRequest, DetokenizeRequest, RequestBase, TokenizeRequest
 from llmctl.serve.state import ServerState, Source
 
 __all__ = ["Limits", "Source", "create_app", "run_server", "api_key_from_env"]
@@ -70,6 +71,9 @@ async def _invalid(request: Request, err: RequestValidationError) -> JSONRespons
     first = err.errors()[0] if err.errors() else {"msg": "invalid request", "loc": ()}
     if first.get("type") == "json_invalid":
         first = {"msg": f"the body is not valid JSON ({first['msg']})", "loc": ()}
+    elif first.get("type") == "extra_forbidden":  # OpenAI's wording for a field it does not know
+        first = first | {"msg": "unrecognized request argument; see GET /docs for the fields this server takes"}
+    first["msg"] = first["msg"].removeprefix("Value error, ")
     param = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
     _state(request).requests_total.labels(request.url.path, "400").inc()
     body = APIError(400, f"{param + ': ' if param else ''}{first['msg']}", param=param).body
@@ -113,47 +117,112 @@ async def admin_reload(request: Request) -> dict[str, Any]:
 @router.post("/v1/completions", response_model=None)
 async def completions(body: CompletionRequest, request: Request) -> Any:
     limits = _state(request).limits
-    prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+    prompts = body.prompts()
     if not prompts:
         raise APIError(400, "prompt must not be empty", param="prompt")
     if len(prompts) > limits.max_prompts:
         raise APIError(400, f"{len(prompts)} prompts; this server takes at most {limits.max_prompts} per request", param="prompt")
-    return await _serve("/v1/completions", "text_completion", body, prompts, body.max_tokens, request)
+    job = Job("/v1/completions", "text_completion", prompts, body.max_tokens, True, body.logprobs, body.echo)
+    return await _serve(job, body, request)
 
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat(body: ChatRequest, request: Request) -> Any:
     counter = _state(request).engine.loaded.counter
-    prompt = await asyncio.to_thread(_chat_prompt, counter, [m.model_dump() for m in body.messages])
-    return await _serve("/v1/chat/completions", "chat.completion", body, [prompt], body.max_completion_tokens or body.max_tokens, request)
+    prompt, templated = await asyncio.to_thread(_chat_prompt, counter, [m.model_dump() for m in body.messages])
+    logprobs = (body.top_logprobs or 0) if body.logprobs else None
+    job = Job("/v1/chat/completions", "chat.completion", [prompt], body.max_completion_tokens or body.max_tokens, not templated, logprobs)
+    return await _serve(job, body, request)
 
 
-async def _serve(endpoint: str, kind: str, body: CompletionRequest, prompts: list[str], max_tokens: int, request: Request) -> Any:
+@router.get("/tokenizer_info")
+async def tokenizer_info(request: Request) -> dict[str, Any]:
+    """vLLM's tokenizer endpoints: lm-eval's local-completions finds them and needs no local tokenizer."""
+    loaded = _state(request).engine.loaded
+    tokenizer = loaded.counter
+    return {"tokenizer_class": type(tokenizer).__name__, "eos_token": tokenizer.eos_token, "bos_token": tokenizer.bos_token,
+            "pad_token": tokenizer.pad_token, "unk_token": tokenizer.unk_token, "chat_template": tokenizer.chat_template,
+            "model_max_length": loaded.context}
+
+
+@router.post("/tokenize")
+async def tokenize(body: TokenizeRequest, request: Request) -> dict[str, Any]:
+    engine = _state(request).engine
+    if body.messages is not None:
+        text, templated = await asyncio.to_thread(_chat_prompt, engine.loaded.counter, [m.model_dump() for m in body.messages])
+        tokens = await asyncio.to_thread(engine.encode, text, not templated)
+    else:
+        tokens = await asyncio.to_thread(engine.encode, body.prompt or "", body.add_special_tokens)
+    return {"count": len(tokens), "max_model_len": engine.loaded.context, "tokens": tokens}
+
+
+@router.post("/detokenize")
+async def detokenize(body: DetokenizeRequest, request: Request) -> dict[str, Any]:
+    engine = _state(request).engine
+    if body.tokens and (min(body.tokens) < 0 or max(body.tokens) >= engine.loaded.vocab_size):
+        raise APIError(400, f"token ids must be within 0 to {engine.loaded.vocab_size - 1}", param="tokens")
+    with engine.text_lock:
+        return {"prompt": engine.loaded.counter.decode(body.tokens)}
+
+
+@dataclass
+class Job:
+    """What one API call asks the engine for."""
+
+    endpoint: str
+    kind: str  # the response object: "text_completion" or "chat.completion"
+    prompts: list[str | list[int]]
+    max_tokens: int
+    special_tokens: bool  # let the tokenizer add its own special tokens to text prompts
+    logprobs: int | None = None
+    echo: bool = False
+
+    @property
+    def chat(self) -> bool:
+        return self.kind.startswith("chat")
+
+
+async def _serve(job: Job, body: RequestBase, request: Request) -> Any:
     state = _state(request)
     started = time.perf_counter()
-    prompts = await asyncio.to_thread(state.check, body, prompts, max_tokens)  # tokenizing a long prompt takes a while
+    # tokenizing a long prompt takes a while: off the event loop
+    prompt_ids = await asyncio.to_thread(state.prepare, body, job.prompts, job.max_tokens, job.special_tokens)
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[tuple[int, str, Any]] = asyncio.Queue()
     stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    sampling = Sampling(body.temperature, body.top_p, body.top_k, body.presence_penalty, body.frequency_penalty,
+                        body.repetition_penalty, body.seed)
     generations = []
-    for index in range(len(prompts) * body.n):
+    for index in range(len(prompt_ids) * body.n):
         def notify(event: str, data: Any, index: int = index) -> None:
             loop.call_soon_threadsafe(events.put_nowait, (index, event, data))
 
-        generations.append(GenRequest(prompts[index // body.n], max_tokens, body.temperature, body.top_p, stops, body.seed, notify))
+        generations.append(GenRequest(prompt_ids[index // body.n], job.max_tokens, sampling, stops, notify, job.logprobs,
+                                      hold=job.echo or job.logprobs is not None))
     try:
         state.engine.submit(generations)
     except Overloaded:
         raise APIError(429, "the server is overloaded; retry later", "rate_limit_error", code="overloaded") from None
-    meta = {"id": f"{'chatcmpl' if kind.startswith('chat') else 'cmpl'}-{uuid.uuid4().hex[:24]}", "created": int(time.time()),
+    meta = {"id": f"{'chatcmpl' if job.chat else 'cmpl'}-{uuid.uuid4().hex[:24]}", "created": int(time.time()),
             "model": state.source.model_id}
+    echoes = await asyncio.to_thread(_echoes, state, job, prompt_ids, body.n)
+    usage = body.stream_options is not None and body.stream_options.include_usage
     if body.stream:
-        return StreamingResponse(_stream(state, kind, meta, events, generations, endpoint, started), media_type="text/event-stream")
+        return StreamingResponse(_stream(state, job, meta, events, generations, echoes, usage, started), media_type="text/event-stream")
     texts = await _collect(state, events, generations, request)
     if any(g.finish_reason == "error" for g in generations):
         raise APIError(500, "generation failed: " + next(t for t, g in zip(texts, generations) if g.finish_reason == "error"), "server_error")
-    state.account(endpoint, "200", generations, started)
-    return _response(kind, meta, texts, generations, body.n)
+    state.account(job.endpoint, "200", generations, started)
+    choices = [_choice(state, job, i, echoes[i] + t, g, g.finish_reason) for i, (t, g) in enumerate(zip(texts, generations))]
+    return meta | {"object": job.kind, "choices": choices, "usage": _usage(generations, body.n)}
+
+
+def _echoes(state: ServerState, job: Job, prompt_ids: list[list[int]], n: int) -> list[str]:
+    """Per generation, the prompt text that `echo` puts before its completion ("" without echo)."""
+    if not job.echo:
+        return [""] * (len(prompt_ids) * n)
+    texts = [p if isinstance(p, str) else state.engine.decode(ids) for p, ids in zip(job.prompts, prompt_ids)]
+    return [text for text in texts for _ in range(n)]
 
 
 async def _collect(state: ServerState, events: asyncio.Queue, generations: list[GenRequest], request: Request) -> list[str]:
@@ -180,12 +249,12 @@ async def _collect(state: ServerState, events: asyncio.Queue, generations: list[
     return texts
 
 
-async def _stream(state: ServerState, kind: str, meta: dict[str, Any], events: asyncio.Queue, generations: list[GenRequest],
-                  endpoint: str, started: float) -> AsyncIterator[str]:
-    chunk_kind = "chat.completion.chunk" if kind.startswith("chat") else "text_completion"
-    pending = len(generations)
+async def _stream(state: ServerState, job: Job, meta: dict[str, Any], events: asyncio.Queue, generations: list[GenRequest],
+                  echoes: list[str], usage: bool, started: float) -> AsyncIterator[str]:
+    chunk_kind = "chat.completion.chunk" if job.chat else "text_completion"
+    pending, echoed = len(generations), [False] * len(generations)
     try:
-        if kind.startswith("chat"):
+        if job.chat:
             for index in range(len(generations)):
                 yield _sse(meta | {"object": chunk_kind, "choices": [{"index": index, "delta": {"role": "assistant", "content": ""},
                                                                       "finish_reason": None}]})
@@ -197,14 +266,55 @@ async def _stream(state: ServerState, kind: str, meta: dict[str, Any], events: a
                 continue
             finish = data if event == "done" else None
             text = data if event == "delta" else ""
+            if not echoed[index]:
+                text, echoed[index] = echoes[index] + text, True
             pending -= event == "done"
-            choice = ({"index": index, "delta": {"content": text} if text else {}, "finish_reason": finish} if kind.startswith("chat")
-                      else {"index": index, "text": text, "logprobs": None, "finish_reason": finish})
-            yield _sse(meta | {"object": chunk_kind, "choices": [choice]})
+            yield _sse(meta | {"object": chunk_kind, "choices": [_choice(state, job, index, text, generations[index], finish, stream=True)]})
+        if usage:
+            yield _sse(meta | {"object": chunk_kind, "choices": [], "usage": _usage(generations, len(generations) // len(job.prompts))})
         yield "data: [DONE]\n\n"
-        state.account(endpoint, "200", generations, started)
+        state.account(job.endpoint, "200", generations, started)
     finally:  # also on client disconnect (the generator is closed): stop generating
         state.cancel(generations)
+
+
+def _choice(state: ServerState, job: Job, index: int, text: str, generation: GenRequest, finish: str | None,
+            stream: bool = False) -> dict[str, Any]:
+    """One choice of a response or (`stream`) of a chunk; a held request's text comes whole, with its logprobs."""
+    logprobs = _logprobs(state, job, generation) if generation.logprobs is not None and (text or not stream) else None
+    if not job.chat:
+        return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
+    if stream:
+        return {"index": index, "delta": {"content": text} if text else {}, "logprobs": logprobs, "finish_reason": finish}
+    return {"index": index, "message": {"role": "assistant", "content": text}, "logprobs": logprobs, "finish_reason": finish}
+
+
+def _logprobs(state: ServerState, job: Job, generation: GenRequest) -> dict[str, Any]:
+    """OpenAI's logprobs object: for completions, every returned token (the prompt's too with echo, its first
+    without a log-probability) and its offset in the text; for chat, the generated tokens."""
+    first = 0 if job.echo else generation.prompt_tokens
+    last = generation.prompt_tokens + len(generation.tokens) if job.chat else None  # chat shows no end-of-sequence token
+    entries = generation.scored[first:last]
+    ids = sorted({token for token, _, _ in entries} | {alt for _, _, top in entries for alt, _ in top})
+    piece = dict(zip(ids, state.engine.pieces(ids)))
+    if job.chat:
+        def described(token: int, logprob: float) -> dict[str, Any]:
+            return {"token": piece[token], "logprob": logprob, "bytes": list(piece[token].encode())}
+
+        return {"content": [described(token, lp) | {"top_logprobs": [described(alt, v) for alt, v in top]} for token, lp, top in entries]}
+    offsets, at = [], 0
+    for token, _, _ in entries:
+        offsets.append(at)
+        at += len(piece[token])
+    return {"tokens": [piece[token] for token, _, _ in entries], "token_logprobs": [lp for _, lp, _ in entries],
+            "top_logprobs": [None if lp is None else {piece[alt]: v for alt, v in top} for _, lp, top in entries],
+            "text_offset": offsets}
+
+
+def _usage(generations: list[GenRequest], n: int) -> dict[str, int]:
+    usage = {"prompt_tokens": sum(g.prompt_tokens for g in generations[::n]),  # n choices share one prompt
+             "completion_tokens": sum(len(g.tokens) for g in generations)}
+    return usage | {"total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]}
 
 
 class BodyLimit:
@@ -248,23 +358,11 @@ def run_server(source: Source, host: str, port: int, api_key: str | None, limits
                 timeout_graceful_shutdown=5)
 
 
-def _chat_prompt(tokenizer: Any, messages: list[dict[str, Any]]) -> str:
+def _chat_prompt(tokenizer: Any, messages: list[dict[str, Any]]) -> tuple[str, bool]:
+    """The prompt text, and whether it came from the tokenizer's chat template (which holds its special tokens)."""
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return "".join(FALLBACK_CHAT.format(role=m["role"], content=m["content"]) for m in messages) + "assistant:"
-
-
-def _response(kind: str, meta: dict[str, Any], texts: list[str], generations: list[GenRequest], n: int) -> dict[str, Any]:
-    usage = {"prompt_tokens": sum(g.prompt_tokens for g in generations[::n]),  # n choices share one prompt
-             "completion_tokens": sum(len(g.tokens) for g in generations)}
-    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-    if kind.startswith("chat"):
-        choices = [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": g.finish_reason}
-                   for i, (t, g) in enumerate(zip(texts, generations))]
-    else:
-        choices = [{"index": i, "text": t, "logprobs": None, "finish_reason": g.finish_reason}
-                   for i, (t, g) in enumerate(zip(texts, generations))]
-    return meta | {"object": kind, "choices": choices, "usage": usage}
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True), True
+    return "".join(FALLBACK_CHAT.format(role=m["role"], content=m["content"]) for m in messages) + "assistant:", False
 
 
 def _sse(data: dict[str, Any]) -> str:

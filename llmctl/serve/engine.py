@@ -20,27 +20,63 @@ class Overloaded(Exception):
     """The request queue is full."""
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How a request picks its tokens; requests share a generate() call only when these agree."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        """Every setting spelled out, so that a model's own generation_config (top_k 50, a repetition penalty…)
+        never applies behind the client's back."""
+        if self.temperature == 0:
+            return {"do_sample": False, "repetition_penalty": self.repetition_penalty}
+        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": max(self.top_k, 0),
+                "repetition_penalty": self.repetition_penalty}
+
+
 @dataclass
 class Request:
     """One sequence to generate (a request with n > 1 becomes n of these)."""
 
-    prompt: str
+    prompt_ids: list[int]
     max_tokens: int
-    temperature: float
-    top_p: float
+    sampling: Sampling
     stop: list[str]
-    seed: int | None
     notify: Notify
+    logprobs: int | None = None
+    """Score every token (prompt and generated) and keep this many most likely alternatives per position."""
+    hold: bool = False
+    """Deliver the text whole at the end (echo and logprobs requests) instead of streaming it."""
     tokens: list[int] = field(default_factory=list)
+    stop_token: int | None = None  # the end-of-sequence token that finished it, scored but not shown
     text: str = ""
     sent: int = 0  # characters of `text` already streamed
-    prompt_tokens: int = 0
+    scored: list[tuple[int, float | None, list[tuple[int, float]]]] = field(default_factory=list)
+    """(token, its log-probability, [(alternative, log-probability)…]) for every token; the first has none."""
     finish_reason: str | None = None
+    answered: bool = False  # its `done` or `error` was sent
     cancelled: bool = False
 
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.prompt_ids)
+
+    @property
+    def one_forward(self) -> bool:
+        """Served by one forward pass over the prompt: scoring (max_tokens 0), or scoring plus one greedy token
+        (what lm-eval's log-likelihood requests ask for)."""
+        plain = self.sampling.temperature == 0 and self.sampling.repetition_penalty == 1
+        return self.max_tokens == 0 or (self.hold and self.max_tokens == 1 and plain)
+
     def batch_key(self) -> tuple[Any, ...]:
-        """Requests share a generate() call only when their sampling settings agree (a seeded one runs alone)."""
-        return (self.temperature, self.top_p, self.seed)
+        return ("forward",) if self.one_forward else ("generate", self.sampling)
 
     @property
     def finished(self) -> bool:
@@ -56,6 +92,7 @@ class Loaded:
     counter: Any  # a second instance for the request handlers (a Rust tokenizer must not be shared across threads)
     path: str
     context: int | None
+    vocab_size: int  # token ids the model can embed
 
 
 def load(path: str) -> Loaded:
@@ -63,7 +100,11 @@ def load(path: str) -> Loaded:
 
     model, tokenizer = quantized.load_any(path), causal_lm.load_tokenizer(path)
     tokenizer.padding_side = "left"
-    return Loaded(model, tokenizer, causal_lm.load_tokenizer(path), path, causal_lm.context_length(model.config))
+    return Loaded(model, tokenizer, causal_lm.load_tokenizer(path), path, causal_lm.context_length(model.config),
+                  getattr(model.config, "vocab_size", None) or len(tokenizer))
+
+
+SCORE_TOKENS = 8192  # tokens in one scoring forward pass (its logits take batch × length × vocabulary floats)
 
 
 class Engine:
@@ -77,6 +118,7 @@ class Engine:
         self.waiting: collections.deque[Request] = collections.deque()
         self.ready = threading.Condition()
         self.lock = threading.Lock()
+        self.text_lock = threading.Lock()  # a Rust tokenizer used by two threads at once can fail ("Already borrowed")
         self.batches = 0
         self.worker = threading.Thread(target=self._work, name="llmctl-engine", daemon=True)
         self.worker.start()
@@ -99,71 +141,199 @@ class Engine:
         with self.lock:
             self.loaded = loaded
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.loaded.counter(text, add_special_tokens=False)["input_ids"])
+    def encode(self, text: str, special_tokens: bool) -> list[int]:
+        """Token ids of `text` (request handlers' thread-side tokenizer, one caller at a time)."""
+        with self.text_lock:
+            return self.loaded.counter(text, add_special_tokens=special_tokens)["input_ids"]
+
+    def pieces(self, ids: list[int]) -> list[str]:
+        """Each token's own text (for logprobs); special tokens included."""
+        with self.text_lock:
+            return self.loaded.counter.batch_decode([[i] for i in ids])
+
+    def decode(self, ids: list[int]) -> str:
+        with self.text_lock:
+            return self.loaded.counter.decode(ids, skip_special_tokens=True)
 
     def _work(self) -> None:
         while True:
-            batch = self._next_batch()
-            live = [r for r in batch if not r.cancelled]
-            if live:
-                self._generate(live)
+            batch = [r for r in self._next_batch() if not r.cancelled]
+            if not batch:
+                continue
+            with self.lock:
+                loaded = self.loaded
+            self.batches += 1
+            try:
+                if batch[0].one_forward:
+                    _forward(batch, loaded)
+                else:
+                    _generate(batch, loaded)
+            except Exception as err:  # one bad batch must not kill the server
+                for request in batch:
+                    if not request.answered:
+                        request.finish_reason, request.answered = "error", True
+                        request.notify("error", f"{type(err).__name__}: {err}")
 
     def _next_batch(self) -> list[Request]:
-        """The oldest request plus up to max_batch - 1 waiting ones with the same sampling settings; waits
-        `window_s` for more to arrive while the batch has room."""
+        """The oldest request plus up to max_batch - 1 waiting ones that can share its call (same sampling
+        settings; scoring passes up to SCORE_TOKENS tokens in all); waits `window_s` for more while there is room."""
         with self.ready:
             while not self.waiting:
                 self.ready.wait()
             first = self.waiting.popleft()
-            if first.seed is not None:  # a seeded request runs alone, so its output depends on its seed only
+            if first.sampling.seed is not None and not first.one_forward:  # its output must depend on its seed only
                 return [first]
             self.ready.wait(self.window_s)
-            batch = [first]
+            batch, tokens = [first], len(first.prompt_ids)
             for request in list(self.waiting):
                 if len(batch) == self.max_batch:
                     break
                 if request.batch_key() == first.batch_key():
+                    if first.one_forward and tokens + len(request.prompt_ids) > SCORE_TOKENS:
+                        break
                     self.waiting.remove(request)
                     batch.append(request)
+                    tokens += len(request.prompt_ids)
             return batch
 
-    def _generate(self, batch: list[Request]) -> None:
-        import torch
-        from transformers import StoppingCriteriaList
 
-        with self.lock:
-            loaded = self.loaded
-        tokenizer = loaded.tokenizer
-        try:
-            inputs = tokenizer([r.prompt for r in batch], return_tensors="pt", padding=True, return_token_type_ids=False)
-            for request, mask in zip(batch, inputs["attention_mask"]):
-                request.prompt_tokens = int(mask.sum())
-            first = batch[0]
-            sampling = {"do_sample": True, "temperature": first.temperature, "top_p": first.top_p} if first.temperature > 0 else {"do_sample": False}
-            if first.seed is not None:
-                torch.manual_seed(first.seed)
-            self.batches += 1
-            with torch.no_grad():
-                loaded.model.generate(**inputs, max_new_tokens=max(r.max_tokens for r in batch), streamer=_Streamer(batch, tokenizer),
-                                      stopping_criteria=StoppingCriteriaList([_AllFinished(batch)]), pad_token_id=tokenizer.pad_token_id, **sampling)
-            for request in batch:
-                _finish(request, "length")
-        except Exception as err:  # one bad batch must not kill the server
-            for request in batch:
-                if not request.finished:
-                    request.finish_reason = "error"
-                    request.notify("error", f"{type(err).__name__}: {err}")
+def _generate(batch: list[Request], loaded: Loaded) -> None:
+    """One batched generate() call, streaming each row's tokens to its request; then scores the rows that asked
+    for log-probabilities."""
+    import torch
+    from transformers import LogitsProcessorList, StoppingCriteriaList
+
+    tokenizer, sampling = loaded.tokenizer, batch[0].sampling
+    inputs = _padded([r.prompt_ids for r in batch], tokenizer.pad_token_id, left=True)
+    if sampling.seed is not None:
+        torch.manual_seed(sampling.seed)
+    processors = LogitsProcessorList([OpenAIPenalties(inputs["input_ids"].shape[1], sampling.presence_penalty,
+                                                      sampling.frequency_penalty)] if sampling.presence_penalty or sampling.frequency_penalty else [])
+    with torch.no_grad():
+        loaded.model.generate(**inputs, max_new_tokens=max(r.max_tokens for r in batch), streamer=_Streamer(batch, tokenizer),
+                              stopping_criteria=StoppingCriteriaList([_AllFinished(batch)]), logits_processor=processors,
+                              pad_token_id=tokenizer.pad_token_id, **sampling.generate_kwargs())
+    for request in batch:
+        _finish(request, "length")
+    held = [r for r in batch if r.hold and not r.cancelled]
+    _score([r for r in held if r.logprobs is not None], loaded)
+    for request in held:
+        _deliver(request)
+
+
+def _forward(batch: list[Request], loaded: Loaded) -> None:
+    """Requests served by one forward pass: score each prompt and, with max_tokens 1, take its greedy next token
+    from the same logits (one pass where generate-then-score would take two)."""
+    tokenizer = loaded.tokenizer
+    for request, log_probs in zip(batch, _log_probs([r.prompt_ids for r in batch], loaded)):
+        if request.max_tokens == 1:
+            token = int(log_probs[-1].argmax())
+            if token == tokenizer.eos_token_id:
+                request.stop_token = token
+                _finish(request, "stop")
+            else:
+                request.tokens.append(token)
+                _advance(request, tokenizer)
+        if request.logprobs is not None:
+            request.scored = _entries(request, log_probs)
+        _finish(request, "length")
+        _deliver(request)
+
+
+def _score(batch: list[Request], loaded: Loaded) -> None:
+    if batch:
+        for request, log_probs in zip(batch, _log_probs([r.prompt_ids + r.tokens for r in batch], loaded)):
+            request.scored = _entries(request, log_probs)
+
+
+def _log_probs(sequences: list[list[int]], loaded: Loaded) -> list[Any]:
+    """Per sequence, the log-softmax over the vocabulary at each of its positions (fp32), from one right-padded
+    forward pass (right padding keeps every real token at its own position)."""
+    import torch
+
+    inputs = _padded(sequences, loaded.tokenizer.pad_token_id, left=False)
+    with torch.no_grad():
+        logits = loaded.model(**inputs).logits
+    return [row[: len(ids)].float().log_softmax(-1) for row, ids in zip(logits, sequences)]
+
+
+def _entries(request: Request, log_probs: Any) -> list[tuple[int, float | None, list[tuple[int, float]]]]:
+    """(token, log-probability, top alternatives) for the prompt, the generated tokens and a final EOS."""
+    import torch
+
+    ids = request.prompt_ids + request.tokens + ([request.stop_token] if request.stop_token is not None else [])
+    targets = torch.tensor(ids[1:], dtype=torch.long)
+    predicting = log_probs[: len(ids) - 1]
+    chosen = predicting.gather(1, targets[:, None])[:, 0].tolist()
+    top_values, top_ids = predicting.topk(request.logprobs or 0, dim=-1) if request.logprobs else (predicting[:, :0], predicting[:, :0])
+    tops = [list(zip(i, v)) for i, v in zip(top_ids.long().tolist(), top_values.tolist())]
+    return [(ids[0], None, [])] + [(token, lp, top) for token, lp, top in zip(ids[1:], chosen, tops)]
+
+
+def _padded(sequences: list[list[int]], pad: int, left: bool) -> dict[str, Any]:
+    import torch
+
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        where = slice(width - len(sequence), width) if left else slice(0, len(sequence))
+        ids[row, where] = torch.tensor(sequence, dtype=torch.long)
+        mask[row, where] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+class OpenAIPenalties:
+    """OpenAI's presence and frequency penalties (transformers has neither): the logit of every token already
+    generated drops by `presence`, plus `frequency` times its count. Prompt tokens do not count."""
+
+    def __init__(self, prompt_width: int, presence: float, frequency: float) -> None:
+        self.prompt_width, self.presence, self.frequency = prompt_width, presence, frequency
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        generated = input_ids[:, self.prompt_width :]
+        counts = torch.zeros_like(scores).scatter_add_(1, generated, torch.ones_like(generated, dtype=scores.dtype))
+        return scores - counts * self.frequency - (counts > 0).to(scores.dtype) * self.presence
 
 
 def _finish(request: Request, reason: str) -> None:
+    """Mark the request finished; a streamed one gets its last text and `done` now, a held one waits to be scored."""
     if request.finished:
+        return
+    request.finish_reason = reason
+    if not request.hold:
+        _deliver(request)
+
+
+def _deliver(request: Request) -> None:
+    """The text not yet streamed (a held request's whole text), then `done`."""
+    if request.cancelled or request.answered:
         return
     if request.sent < len(request.text):
         request.notify("delta", request.text[request.sent :])
         request.sent = len(request.text)
-    request.finish_reason = reason
-    request.notify("done", reason)
+    request.answered = True
+    request.notify("done", request.finish_reason)
+
+
+def _advance(request: Request, tokenizer: Any) -> None:
+    """After a new token: cut at a stop string, stream what can no longer change, stop at the token budget."""
+    text = tokenizer.decode(request.tokens, skip_special_tokens=True)
+    cut = min((i for i in (text.find(s, max(request.sent - len(s), 0)) for s in request.stop if s) if i >= 0), default=-1)
+    if cut >= 0:
+        request.text = text[:cut]
+        _finish(request, "stop")
+        return
+    request.text = text
+    # hold back text that could still become a stop string, and half-decoded UTF-8 (U+FFFD)
+    safe = len(text.rstrip("\ufffd")) - max((len(s) - 1 for s in request.stop if s), default=0)
+    if safe > request.sent and not request.hold:
+        request.notify("delta", text[request.sent : safe])
+        request.sent = safe
+    if len(request.tokens) >= request.max_tokens:
+        _finish(request, "length")
 
 
 class _Streamer:
@@ -180,26 +350,11 @@ class _Streamer:
             if request.finished:
                 continue
             if token == self.tokenizer.eos_token_id:
+                request.stop_token = token
                 _finish(request, "stop")
                 continue
             request.tokens.append(token)
-            self._advance(request)
-
-    def _advance(self, request: Request) -> None:
-        text = self.tokenizer.decode(request.tokens, skip_special_tokens=True)
-        cut = min((i for i in (text.find(s, max(request.sent - len(s), 0)) for s in request.stop if s) if i >= 0), default=-1)
-        if cut >= 0:
-            request.text = text[:cut]
-            _finish(request, "stop")
-            return
-        request.text = text
-        # hold back text that could still become a stop string, and half-decoded UTF-8 (U+FFFD)
-        safe = len(text.rstrip("\ufffd")) - max((len(s) - 1 for s in request.stop if s), default=0)
-        if safe > request.sent:
-            request.notify("delta", text[request.sent : safe])
-            request.sent = safe
-        if len(request.tokens) >= request.max_tokens:
-            _finish(request, "length")
+            _advance(request, self.tokenizer)
 
     def end(self) -> None:
         pass

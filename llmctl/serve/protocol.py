@@ -1,12 +1,31 @@
-"""The OpenAI wire format `llmctl serve` speaks: request bodies (validated with pydantic) and error bodies."""
+"""The OpenAI wire format `llmctl serve` speaks: request bodies (validated with pydantic) and error bodies.
+
+A field OpenAI defines that this server does not implement is refused by name (UNSUPPORTED), and so is a
+field nobody defines (a typo): a client must never get a 200 that silently ignored what it asked for."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-UNSUPPORTED = ("echo", "logprobs", "suffix", "tools", "functions")  # OpenAI fields this server does not implement
+UNSUPPORTED = {  # field: why; refused when set to anything but its no-op value
+    "suffix": "insertion (suffix) is not supported by llmctl serve",
+    "best_of": "best_of is not supported by llmctl serve; use n",
+    "logit_bias": "logit_bias is not supported by llmctl serve",
+    "response_format": "response_format (JSON mode, structured outputs) is not supported by llmctl serve",
+    "tools": "tool calling is not supported by llmctl serve",
+    "tool_choice": "tool calling is not supported by llmctl serve",
+    "parallel_tool_calls": "tool calling is not supported by llmctl serve",
+    "functions": "function calling is not supported by llmctl serve",
+    "function_call": "function calling is not supported by llmctl serve",
+    "audio": "audio output is not supported by llmctl serve",
+    "modalities": "llmctl serve answers with text only",
+    "prediction": "predicted outputs are not supported by llmctl serve",
+    "web_search_options": "web search is not supported by llmctl serve",
+}
+NO_OP = (None, False, [], {}, "", "none", "auto", ["text"], 1)  # values of UNSUPPORTED fields that ask for nothing
+MAX_LOGPROBS = 20
 
 
 class APIError(Exception):
@@ -16,35 +35,115 @@ class APIError(Exception):
         self.status, self.body = status, {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-class CompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    include_usage: bool = False
+
+
+class RequestBase(BaseModel):
+    """The generation settings both endpoints share (the penalties and top_k are vLLM's extensions too)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     model: str | None = None
-    prompt: str | list[str]
-    max_tokens: int = Field(16, ge=1)
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
     n: int = Field(1, ge=1)
     stream: bool = False
+    stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
     seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)  # what torch.manual_seed takes
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=-1)
+    """0 or -1: no top-k cut."""
+    presence_penalty: float = Field(0.0, ge=-2, le=2)
+    frequency_penalty: float = Field(0.0, ge=-2, le=2)
+    repetition_penalty: float = Field(1.0, gt=0, le=10)
+    user: str | None = None  # user, store, metadata and service_tier are accepted and change no output
+    store: bool | None = None
+    metadata: dict[str, str] | None = None
+    service_tier: str | None = None
 
-    @field_validator("prompt", "stop")
+    suffix: Any = None
+    best_of: Any = None
+    logit_bias: Any = None
+    response_format: Any = None
+    tools: Any = None
+    tool_choice: Any = None
+    parallel_tool_calls: Any = None
+    functions: Any = None
+    function_call: Any = None
+    audio: Any = None
+    modalities: Any = None
+    prediction: Any = None
+    web_search_options: Any = None
+
+    @field_validator(*UNSUPPORTED)
+    @classmethod
+    def _refuse_unsupported(cls, value: Any, info: ValidationInfo) -> Any:
+        if value not in NO_OP:
+            raise ValueError(UNSUPPORTED[info.field_name or ""])
+        return None
+
+    @field_validator("stream_options")
+    @classmethod
+    def _stream_options_need_stream(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None and not info.data.get("stream"):
+            raise ValueError("only allowed when stream is true")
+        return value
+
+    @field_validator("stop")
     @classmethod
     def _encodable(cls, value: Any) -> Any:
         return _no_surrogates(value)
+
+
+class CompletionRequest(RequestBase):
+    prompt: str | list[str] | list[int] | list[list[int]]
+    """Text, texts, token ids, or lists of token ids (what lm-eval's local-completions sends)."""
+    max_tokens: int = Field(16, ge=0)
+    """0 with echo scores the prompt without generating."""
+    echo: bool = False
+    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
+    """Return the log-probability of each token and of the `logprobs` most likely ones at each position."""
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_encodable(cls, value: Any) -> Any:
+        if isinstance(value, list) and value and not isinstance(value[0], str):
+            return value
+        return _no_surrogates(value)
+
+    def prompts(self) -> list[str | list[int]]:
+        """The prompts as a list: each a text or a list of token ids."""
+        if isinstance(self.prompt, str) or (self.prompt and isinstance(self.prompt[0], int)):
+            return [self.prompt]  # type: ignore[list-item]
+        return list(self.prompt)  # type: ignore[arg-type]
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text"]
+    text: str
 
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str
+    content: str | list[dict[str, Any]] | None = None
 
     @field_validator("content")
     @classmethod
-    def _encodable(cls, value: str) -> str:
-        return _no_surrogates(value)
+    def _text_only(cls, value: Any) -> Any:
+        """Content-part arrays are joined into one text; a part that is not text (image, audio, file) is refused."""
+        if isinstance(value, list):
+            for part in value:
+                if part.get("type") != "text":
+                    raise ValueError(f"a {part.get('type')!r} content part is not supported; this server takes text parts only")
+            value = "\n".join(TextPart.model_validate(part).text for part in value)
+        return _no_surrogates(value or "")
 
 
 def _no_surrogates(value: Any) -> Any:
@@ -57,7 +156,35 @@ def _no_surrogates(value: Any) -> Any:
     return value
 
 
-class ChatRequest(CompletionRequest):
-    prompt: str | list[str] = ""
+class ChatRequest(RequestBase):
     messages: list[Message] = Field(min_length=1)
+    max_tokens: int = Field(16, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_logprobs_need_logprobs(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None and not info.data.get("logprobs"):
+            raise ValueError("only allowed when logprobs is true")
+        return value
+
+
+class TokenizeRequest(BaseModel):
+    """vLLM's /tokenize body: a text, or chat messages rendered with the chat template."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[Message] | None = None
+    add_special_tokens: bool = True
+    add_generation_prompt: bool = True
+
+
+class DetokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    tokens: list[int]

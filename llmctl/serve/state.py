@@ -14,7 +14,7 @@ from llmctl.serve.engine import Engine
 from llmctl.serve.engine import Request as GenRequest
 from llmctl.serve.engine import load as load_model
 from llmctl.serve.limits import Limits
-from llmctl.serve.protocol import UNSUPPORTED, APIError, CompletionRequest
+from llmctl.serve.protocol import APIError, RequestBase
 
 
 @dataclass
@@ -56,7 +56,7 @@ class ServerState:
         self.cancelled_total = Counter("llmctl_cancelled", "Generations stopped because their client went away", registry=self.metrics)
 
     def authorize(self, path: str, header: str) -> None:
-        if self.api_key and path.startswith(("/v1/", "/admin/")):
+        if self.api_key and path.startswith(("/v1/", "/admin/", "/tokenize", "/detokenize", "/tokenizer_info")):
             if not hmac.compare_digest(header, f"Bearer {self.api_key}"):
                 raise APIError(401, "missing or wrong API key (send Authorization: Bearer KEY)", code="invalid_api_key")
 
@@ -70,12 +70,10 @@ class ServerState:
             self.path, self.version = new_path, new_version
             return True
 
-    def check(self, body: CompletionRequest, prompts: list[str], max_tokens: int) -> list[str]:
-        """Refuse what cannot be served; returns the prompts, an empty one replaced by the model's start token."""
+    def prepare(self, body: RequestBase, prompts: list[str | list[int]], max_tokens: int, special_tokens: bool) -> list[list[int]]:
+        """Refuse what cannot be served; returns each prompt's token ids (an empty prompt becomes the model's
+        start token). `special_tokens`: let the tokenizer add its own (a chat template already has them)."""
         source, limits, engine = self.source, self.limits, self.engine
-        for field in UNSUPPORTED:
-            if getattr(body, field, None) not in (None, False, 0, [], ""):
-                raise APIError(400, f"{field} is not supported by llmctl serve", param=field)
         if body.model not in (None, source.model_id):
             raise APIError(404, f"model {body.model!r} is not served here; this server serves {source.model_id!r}",
                            param="model", code="model_not_found")
@@ -83,17 +81,23 @@ class ServerState:
             raise APIError(400, f"max_tokens {max_tokens} is above this server's cap of {limits.max_tokens}", param="max_tokens")
         if body.n > limits.max_n:
             raise APIError(400, f"n {body.n} is above this server's cap of {limits.max_n}", param="n")
-        context = engine.loaded.context
-        start = engine.loaded.counter.bos_token or engine.loaded.counter.eos_token
-        if "" in prompts and not start:
-            raise APIError(400, "prompt is empty and this model has no start token to generate from", param="prompt")
-        prompts = [prompt or start for prompt in prompts]
+        loaded = engine.loaded
+        start = loaded.counter.bos_token_id if loaded.counter.bos_token_id is not None else loaded.counter.eos_token_id
+        prepared = []
         for prompt in prompts:
-            used = engine.count_tokens(prompt)
-            if context is not None and used + max_tokens > context:
-                raise APIError(400, f"this model's context is {context} tokens; the prompt has {used} and max_tokens asks for "
-                               f"{max_tokens}: shorten the prompt or lower max_tokens", param="prompt", code="context_length_exceeded")
-        return prompts
+            ids = engine.encode(prompt, special_tokens) if isinstance(prompt, str) else list(prompt)
+            if not ids and start is None:
+                raise APIError(400, "prompt is empty and this model has no start token to generate from", param="prompt")
+            ids = ids or [start]
+            if min(ids) < 0 or max(ids) >= loaded.vocab_size:
+                raise APIError(400, f"token id {min(ids) if min(ids) < 0 else max(ids)} is outside this model's vocabulary "
+                               f"(0 to {loaded.vocab_size - 1})", param="prompt")
+            if loaded.context is not None and len(ids) + max_tokens > loaded.context:
+                raise APIError(400, f"this model's context is {loaded.context} tokens; the prompt has {len(ids)} and max_tokens "
+                               f"asks for {max_tokens}: shorten the prompt or lower max_tokens", param="prompt",
+                               code="context_length_exceeded")
+            prepared.append(ids)
+        return prepared
 
     def cancel(self, generations: list[GenRequest]) -> None:
         unfinished = [g for g in generations if not g.finished]

@@ -98,10 +98,22 @@ def test_bad_requests_get_openai_style_errors_and_the_server_survives(tiny_lm: P
             (httpx.post(url, json={"prompt": "x", "n": 5}), 400, "cap of 2"),
             (httpx.post(url, json={"prompt": "word " * 80, "max_tokens": 32}), 400, "context is 64 tokens"),
             (httpx.post(url, json={"prompt": "x", "temperature": -1}), 400, "temperature"),
-            (httpx.post(url, json={"prompt": "x", "echo": True}), 400, "echo is not supported"),
+            (httpx.post(url, json={"prompt": "x", "temprature": 0.5}), 400, "unrecognized request argument"),
+            (httpx.post(url, json={"prompt": "x", "logit_bias": {"5": 10}}), 400, "logit_bias is not supported"),
+            (httpx.post(url, json={"prompt": "x", "response_format": {"type": "json_object"}}), 400, "response_format"),
+            (httpx.post(url, json={"prompt": "x", "best_of": 3}), 400, "use n"),
+            (httpx.post(url, json={"prompt": [5, 99999]}), 400, "outside this model's vocabulary"),
+            (httpx.post(url, json={"prompt": "x", "stream_options": {"include_usage": True}}), 400, "only allowed when stream"),
+            (httpx.post(url, json={"prompt": "x", "logprobs": 50}), 400, "logprobs"),
             (httpx.post(url, json={"prompt": "x", "model": "gpt-4"}), 404, "not served here"),
             (httpx.post(f"{base}/v1/chat/completions", json={"messages": []}), 400, "messages"),
+            (httpx.post(f"{base}/v1/chat/completions", json={"messages": [{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]}), 400, "text parts only"),
+            (httpx.post(f"{base}/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}],
+                                                             "tools": [{"type": "function"}]}), 400, "tool calling"),
         ]
+        named = [response.json()["error"]["param"] for response, _, _ in cases[6:12]]
+        assert named == ["temprature", "logit_bias", "response_format", "best_of", "prompt", "stream_options"]
         for response, status, text in cases:
             assert response.status_code == status, response.text
             assert text in response.json()["error"]["message"] and response.json()["error"]["type"]
@@ -140,25 +152,77 @@ def test_overload_answers_429(tiny_lm: Path) -> None:
         assert 429 in codes and 200 in codes and set(codes) <= {200, 429}
 
 
-def test_lm_eval_local_completions_against_the_server(tiny_lm: Path, tmp_path: Path) -> None:
-    """lm-eval's own API client scores the server exactly like the in-process model (greedy answers)."""
+def test_lm_eval_local_completions_with_its_default_settings(tiny_lm: Path, tmp_path: Path) -> None:
+    """lm-eval's local-completions given only model and base_url (as README says): it finds the server's tokenizer
+    through /tokenizer_info, sends token ids, and asks for log-likelihoods with echo + logprobs. A generation task
+    scores like the in-process greedy answers, and a multiple-choice task gives the very log-likelihoods lm-eval
+    computes in-process."""
     from datasets import Dataset
     from lm_eval import simple_evaluate
-    from lm_eval.models.openai_completions import LocalCompletionsAPI
     from lm_eval.tasks import TaskManager
 
     from llmctl.models.harness import write_task
 
     prompts = [f"Question: What is {a} plus {a + 2}?\n\nAnswer:" for a in range(1, 6)]
     answers = greedy_answers(tiny_lm, prompts)
-    rows = Dataset.from_list([{"prompt": p, "completion": " " + (a if i < 3 else "nope")} for i, (p, a) in enumerate(zip(prompts, answers))])
-    write_task("served", rows, 3, ["\n"], tmp_path / "tasks")
+    write_task("served", Dataset.from_list([{"prompt": p, "completion": " " + (a if i < 3 else "nope")}
+                                            for i, (p, a) in enumerate(zip(prompts, answers))]), 3, ["\n"], tmp_path / "tasks")
+    choices = [{"prompt": f"The {w}", "choices": [" cat", " small dog", " house in the city"], "answer": i % 3}
+               for i, w in enumerate(["small", "old", "child sees the", "young", "quiet"])]
+    write_task("choice", Dataset.from_list(choices), 1, [], tmp_path / "tasks")
+    tasks = TaskManager(include_path=str(tmp_path / "tasks"), include_defaults=False)
     with server(Source(str(tiny_lm))) as base:
-        lm = LocalCompletionsAPI(base_url=f"{base}/v1/completions", model=tiny_lm.name, tokenizer_backend="huggingface",
-                                 tokenizer=str(tiny_lm), num_concurrent=2, max_retries=1, tokenized_requests=False)
-        results = simple_evaluate(model=lm, tasks=["served"], task_manager=TaskManager(include_path=str(tmp_path / "tasks"),
-                                                                                        include_defaults=False))
-    assert results["results"]["served"]["exact_match,strip"] == pytest.approx(0.6)
+        served = simple_evaluate(model="local-completions", model_args=f"model={tiny_lm.name},base_url={base}/v1/completions",
+                                 tasks=["served", "choice"], task_manager=tasks, log_samples=True)
+    local = simple_evaluate(model="hf", model_args=f"pretrained={tiny_lm}", device="cpu", tasks=["choice"], task_manager=tasks,
+                            log_samples=True)
+    assert served["results"]["served"]["exact_match,strip"] == pytest.approx(0.6)
+    assert served["results"]["choice"]["acc,none"] == local["results"]["choice"]["acc,none"]
+    assert served["results"]["choice"]["acc_norm,none"] == local["results"]["choice"]["acc_norm,none"]
+
+    def log_likelihoods(results: dict) -> list[float]:
+        samples = sorted(results["samples"]["choice"], key=lambda s: s["doc_id"])
+        return [float(resp[0][0]) for sample in samples for resp in sample["resps"]]
+
+    assert len(log_likelihoods(served)) == 15
+    assert log_likelihoods(served) == pytest.approx(log_likelihoods(local), abs=1e-4)
+
+
+def test_echo_logprobs_and_token_prompts_match_the_model(tiny_lm: Path) -> None:
+    """echo + logprobs over a token-id prompt give the model's own log-softmax at every position; max_tokens 0
+    scores without generating; the penalties and top_k are applied, not ignored."""
+    import torch
+
+    from llmctl.models.causal_lm import load, load_tokenizer
+
+    tokenizer, model = load_tokenizer(str(tiny_lm)), load(str(tiny_lm)).eval()
+    ids = tokenizer("Question: What is 3 plus 4?")["input_ids"]
+    with torch.no_grad():
+        expected = model(torch.tensor([ids])).logits[0].log_softmax(-1)
+    with server(Source(str(tiny_lm))) as base:
+        url = f"{base}/v1/completions"
+        scored = httpx.post(url, json={"prompt": [ids], "max_tokens": 0, "echo": True, "logprobs": 3}).json()["choices"][0]
+        assert scored["text"] == tokenizer.decode(ids) and scored["finish_reason"] == "length"
+        logprobs = scored["logprobs"]
+        assert logprobs["token_logprobs"][0] is None and len(logprobs["tokens"]) == len(ids)
+        want = [float(expected[i - 1, ids[i]]) for i in range(1, len(ids))]
+        assert logprobs["token_logprobs"][1:] == pytest.approx(want, abs=1e-4)
+        # 1 to 3: pieces can collide (a byte-fallback token alone decodes to U+FFFD)
+        tops = logprobs["top_logprobs"][1:]
+        assert all(1 <= len(top) <= 3 for top in tops)
+        assert [max(top.values()) for top in tops] == pytest.approx([float(expected[i].max()) for i in range(len(tops))], abs=1e-4)
+        assert logprobs["text_offset"][1] == len(logprobs["tokens"][0])
+
+        def repeats(**extra: object) -> int:
+            """Repeated tokens in a greedy generation (U+FFFD pieces left out: they stand for many tokens)."""
+            body = {"prompt": "The", "max_tokens": 24, "temperature": 0, "logprobs": 0} | extra
+            tokens = [t for t in httpx.post(url, json=body).json()["choices"][0]["logprobs"]["tokens"] if t != "\ufffd"]
+            return len(tokens) - len(set(tokens))
+
+        assert repeats() > 0  # a random tiny model loops...
+        assert repeats(presence_penalty=2.0) == repeats(frequency_penalty=2.0) == repeats(repetition_penalty=10.0) == 0
+        top_k_1 = httpx.post(url, json={"prompt": "The", "max_tokens": 8, "temperature": 1.5, "top_k": 1, "n": 3}).json()
+        assert len({c["text"] for c in top_k_1["choices"]}) == 1  # top_k 1 is greedy whatever the temperature
 
 
 DEPLOY = """\
