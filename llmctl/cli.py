@@ -14,6 +14,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -522,6 +523,11 @@ def _print_columns(columns: dict[str, dict[str, float]], rows: list[str], run_re
     out.print(table)
 
 
+class Engine(str, Enum):
+    llmctl = "llmctl"
+    vllm = "vllm"
+
+
 @app.command()
 @handle_errors
 def serve(
@@ -535,17 +541,26 @@ def serve(
     max_batch: Annotated[int, typer.Option(help="Requests batched into one forward pass.")] = ServeLimits.max_batch,
     max_queue: Annotated[int, typer.Option(help="Waiting requests before answering 429.")] = ServeLimits.max_queue,
     watch: Annotated[float, typer.Option(help="Seconds between checks of the registry's current version (0: only POST /admin/reload).")] = 2.0,
+    engine: Annotated[Engine, typer.Option(help="llmctl: the built-in engine (any machine, any backend); vllm: hand the "
+                                                "folder to vLLM's OpenAI server (GPU, vLLM installed).")] = Engine.llmctl,
 ) -> None:
     """Serve a model over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, streaming)."""
-    from llmctl.serve.app import Source, api_key_from_env, run_server
+    from llmctl.serve.state import Source
 
     if (model_dir is None) == (name is None):
         raise UsageError("serve takes a MODEL_DIR, or --registry DIR --name NAME")
     if model_dir is not None and not model_dir.is_dir():
         raise UsageError(f"{model_dir}: no such model folder")
     source = Source(str(model_dir)) if model_dir else Source(registry=str(registry or Path("models")), name=name)
-    run_server(source, host, port, api_key_from_env(api_key),
-               ServeLimits(max_tokens=max_tokens, max_batch=max_batch, max_queue=max_queue), watch)
+    limits = ServeLimits(max_tokens=max_tokens, max_batch=max_batch, max_queue=max_queue)
+    key = api_key or os.environ.get("LLMCTL_API_KEY") or None
+    if engine is Engine.vllm:
+        from llmctl.serve import vllm
+
+        return vllm.run(source, host, port, key, limits)
+    from llmctl.serve.app import run_server
+
+    run_server(source, host, port, key, limits, watch)
 
 
 models_app = typer.Typer(help="Manage a model registry: list, show, promote, roll back.", no_args_is_help=True)

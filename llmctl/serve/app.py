@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -28,7 +27,7 @@ from llmctl.serve.limits import Limits
 from llmctl.serve.protocol import APIError, ChatRequest, CompletionRequest, DetokenizeRequest, RequestBase, TokenizeRequest
 from llmctl.serve.state import ServerState, Source
 
-__all__ = ["Limits", "Source", "create_app", "run_server", "api_key_from_env"]
+__all__ = ["Limits", "Source", "create_app", "run_server"]
 FALLBACK_CHAT = "{role}: {content}\n"  # tokenizers without a chat template
 DISCONNECT_CHECK_S = 0.5
 LOG = logging.getLogger("llmctl.serve")
@@ -367,7 +366,3 @@ def _chat_prompt(tokenizer: Any, messages: list[dict[str, Any]]) -> tuple[str, b
 
 def _sse(data: dict[str, Any]) -> str:
     return f"data: {json.dumps(data)}\n\n"
-
-
-def api_key_from_env(flag: str | None) -> str | None:
-    return flag or os.environ.get("LLMCTL_API_KEY") or None

@@ -284,3 +284,47 @@ def test_deploy_publishes_behind_the_gate_and_serve_hot_reloads(tiny_lm: Path, w
         assert httpx.get(f"{base}/health").json()["version"] == "v2"
         registry.rollback("toy")
         assert httpx.post(f"{base}/admin/reload").json()["version"] == "v1"
+
+
+def test_engine_vllm_execs_vllm_serve_on_the_current_version(tiny_lm: Path, tmp_path: Path) -> None:
+    """`llmctl serve --engine vllm` replaces itself with `vllm serve` (a stand-in on PATH records what it got): the
+    registry's current folder, the same host/port/batch flags, the key in VLLM_API_KEY and never in argv. A
+    quantized or adapter folder, or no vllm installed, is a usage error (exit 2)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from llmctl.serve.registry import Registry
+
+    registry = Registry(tmp_path / "models")
+    registry.deploy("toy", tiny_lm, {"run": "t"}, promote=True, keep=None)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "vllm"
+    fake.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {tmp_path}/argv\nprintf '%s' \"$VLLM_API_KEY\" > {tmp_path}/key\n")
+    fake.chmod(0o755)
+    llmctl = [sys.executable, "-m", "llmctl", "serve"]
+    env = os.environ | {"PATH": f"{bin_dir}:{os.environ['PATH']}", "LLMCTL_API_KEY": "s3cret"}
+    done = subprocess.run(llmctl + [str(tiny_lm), "--engine", "vllm", "--port", "9001", "--max-batch", "16"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    argv = (tmp_path / "argv").read_text().split("\n")
+    assert argv[:2] == ["serve", str(tiny_lm.resolve())]
+    assert argv[argv.index("--port") + 1] == "9001" and argv[argv.index("--max-num-seqs") + 1] == "16"
+    assert argv[argv.index("--served-model-name") + 1] == tiny_lm.name and argv[argv.index("--host") + 1] == "127.0.0.1"
+    assert "s3cret" not in argv and (tmp_path / "key").read_text() == "s3cret"
+    from_registry = subprocess.run(llmctl + ["--registry", str(tmp_path / "models"), "--name", "toy", "--engine", "vllm"], env=env,
+                                   capture_output=True, text=True, timeout=120)
+    assert from_registry.returncode == 0 and "does not follow the registry" in from_registry.stdout
+    argv = (tmp_path / "argv").read_text().split("\n")
+    assert argv[1] == str(registry.current_path("toy").resolve()) and argv[argv.index("--served-model-name") + 1] == "toy"
+
+    ov = tmp_path / "ov"
+    shutil.copytree(tiny_lm, ov)
+    (ov / "quantization.json").write_text('{"backend": "openvino"}')
+    refused = subprocess.run(llmctl + [str(ov), "--engine", "vllm"], env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "vLLM cannot load" in refused.stderr + refused.stdout
+    missing = subprocess.run(llmctl + [str(tiny_lm), "--engine", "vllm"], env=os.environ | {"PATH": "/usr/bin:/bin"},
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "pip install vllm" in missing.stderr + missing.stdout
