@@ -563,6 +563,40 @@ def serve(
     run_server(source, host, port, key, limits, watch)
 
 
+@app.command()
+@handle_errors
+def chat(
+    model_dir: Annotated[Optional[Path], typer.Argument(help="A model folder (plain, merged, INC or OpenVINO).")] = None,  # noqa: UP007
+    registry: Annotated[Optional[Path], typer.Option(help="Chat with NAME's current version in this registry.")] = None,  # noqa: UP007
+    name: Annotated[Optional[str], typer.Option(help="Model name in the registry.")] = None,  # noqa: UP007
+    system: Annotated[str, typer.Option(help="System prompt (change it in the chat with /system TEXT).")] = "",
+    template: Annotated[Optional[str], typer.Option(help="Prompt template with {prompt} for a model without a chat template "  # noqa: UP007
+                                                         "(default: the recipe's data.template, found through its run folder).")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens per answer at most.")] = 256,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (0: greedy).")] = 0.7,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 0.9,
+    top_k: Annotated[int, typer.Option(help="Sample among the k most likely tokens (0: no cut).")] = 0,
+    repetition_penalty: Annotated[float, typer.Option(help="Above 1 discourages repeating tokens.")] = 1.0,
+) -> None:
+    """Chat with a model in the terminal, answers streamed as they are generated (/reset, /system, /exit)."""
+    from llmctl.chat import Conversation, Session, Settings, recipe_template, repl
+    from llmctl.serve.state import Source
+
+    if (model_dir is None) == (name is None):
+        raise UsageError("chat takes a MODEL_DIR, or --registry DIR --name NAME")
+    if model_dir is not None and not model_dir.is_dir():
+        raise UsageError(f"{model_dir}: no such model folder")
+    path, _ = (Source(str(model_dir)) if model_dir else Source(registry=str(registry or Path("models")), name=name)).resolve()
+    settings = Settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty)
+    session = Session(path, settings, template if template is not None else recipe_template(Path(path)))
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    repl(session, Conversation(system), input, write)
+
+
 models_app = typer.Typer(help="Manage a model registry: list, show, promote, roll back.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 RegistryOpt = Annotated[Path, typer.Option(help="Registry folder.")]

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
+from llmctl.data.chat import render as render_chat
 from llmctl.serve.engine import Overloaded, Sampling
 from llmctl.serve.engine import Request as GenRequest
 from llmctl.serve.limits import Limits
@@ -28,7 +29,6 @@ from llmctl.serve.protocol import APIError, ChatRequest, CompletionRequest, Deto
 from llmctl.serve.state import ServerState, Source
 
 __all__ = ["Limits", "Source", "create_app", "run_server"]
-FALLBACK_CHAT = "{role}: {content}\n"  # tokenizers without a chat template
 DISCONNECT_CHECK_S = 0.5
 LOG = logging.getLogger("llmctl.serve")
 
@@ -128,7 +128,7 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
 @router.post("/v1/chat/completions", response_model=None)
 async def chat(body: ChatRequest, request: Request) -> Any:
     counter = _state(request).engine.loaded.counter
-    prompt, templated = await asyncio.to_thread(_chat_prompt, counter, [m.model_dump() for m in body.messages])
+    prompt, templated = await asyncio.to_thread(render_chat, counter, [m.model_dump() for m in body.messages])
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
     job = Job("/v1/chat/completions", "chat.completion", [prompt], body.max_completion_tokens or body.max_tokens, not templated, logprobs)
     return await _serve(job, body, request)
@@ -148,7 +148,7 @@ async def tokenizer_info(request: Request) -> dict[str, Any]:
 async def tokenize(body: TokenizeRequest, request: Request) -> dict[str, Any]:
     engine = _state(request).engine
     if body.messages is not None:
-        text, templated = await asyncio.to_thread(_chat_prompt, engine.loaded.counter, [m.model_dump() for m in body.messages])
+        text, templated = await asyncio.to_thread(render_chat, engine.loaded.counter, [m.model_dump() for m in body.messages])
         tokens = await asyncio.to_thread(engine.encode, text, not templated)
     else:
         tokens = await asyncio.to_thread(engine.encode, body.prompt or "", body.add_special_tokens)
@@ -355,13 +355,6 @@ def run_server(source: Source, host: str, port: int, api_key: str | None, limits
     # Bounded connections (503 beyond) and a bounded wait for open requests on Ctrl-C/SIGTERM.
     uvicorn.run(app, host=host, port=port, log_level="warning", limit_concurrency=limits.max_connections,
                 timeout_graceful_shutdown=5)
-
-
-def _chat_prompt(tokenizer: Any, messages: list[dict[str, Any]]) -> tuple[str, bool]:
-    """The prompt text, and whether it came from the tokenizer's chat template (which holds its special tokens)."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True), True
-    return "".join(FALLBACK_CHAT.format(role=m["role"], content=m["content"]) for m in messages) + "assistant:", False
 
 
 def _sse(data: dict[str, Any]) -> str:
