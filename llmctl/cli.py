@@ -396,8 +396,13 @@ def init(
         raise UsageError(f"--template {template}: unknown; choose one of {', '.join(TEMPLATES)}")
     if path.exists() and not force:
         raise UsageError(f"{path} exists; pass --force to overwrite it")
-    path.write_text(TEMPLATES[template])
-    out.print(f"wrote {path} — next: llmctl validate {path} && llmctl plan {path}")
+    from llmctl.schema import SCHEMA_FILE, json_schema
+
+    schema_file = path.parent / SCHEMA_FILE  # the editor's completion and checks (yaml-language-server), offline
+    schema_file.parent.mkdir(parents=True, exist_ok=True)
+    schema_file.write_text(json.dumps(json_schema(), indent=2) + "\n")
+    path.write_text(f"# yaml-language-server: $schema={SCHEMA_FILE}\n" + TEMPLATES[template])
+    out.print(f"wrote {path} (and its JSON Schema, {schema_file}) — next: llmctl validate {path} && llmctl plan {path}")
 
 
 @app.command()

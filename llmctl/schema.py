@@ -88,15 +88,69 @@ def validate(loaded: LoadedRecipe) -> Recipe:
     return recipe
 
 
+SCHEMA_ID = "urn:llmctl:recipe"
+SCHEMA_FILE = ".llmctl/recipe.schema.json"  # where `llmctl init` writes it, for the yaml-language-server modeline
+INTERPOLATION = {"type": "string", "pattern": r"\$\{.+\}", "description": "An OmegaConf interpolation: ${oc.env:VAR,default}, ${name}…"}
+
+
 def json_schema() -> dict[str, Any]:
-    """JSON Schema of the recipe format, for editor completion."""
-    schema = Recipe.model_json_schema()
-    schema["title"] = "llmctl recipe"
-    schema.setdefault("properties", {})["extends"] = {
+    """JSON Schema (2020-12) of the recipe format, for editors and validators. A stage is checked against its own
+    type's schema (if/then on `type`, so a typo in an sft stage is reported against sft); any value may be an
+    `${…}` interpolation; a recipe with `extends:` is checked with nothing required, as its base fills the rest."""
+    schema = Recipe.model_json_schema(ref_template="#/$defs/{model}")
+    defs = schema.pop("$defs")
+    defs["Recipe"] = schema | {"title": "llmctl recipe"}
+    defs["Recipe"]["properties"]["extends"] = {
         "description": "Base recipe file(s) this one builds on (relative paths); stages merge by name.",
-        "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
-    }
-    return schema
+        "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+    mapping = defs["Recipe"]["properties"]["stages"]["items"]["discriminator"]["mapping"]
+    for ref in mapping.values():
+        defs[ref.rsplit("/", 1)[1]].setdefault("required", []).insert(0, "type")
+    defs["Recipe"]["properties"]["stages"]["items"] = _stage_item(mapping)
+    for model in defs.values():
+        _allow_interpolation(model)
+    partial = {f"{name}Partial": _relaxed(model) for name, model in defs.items()}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID, "title": "llmctl recipe",
+            "description": defs["Recipe"].get("description", ""), "type": "object",
+            "if": {"required": ["extends"]}, "then": {"$ref": "#/$defs/RecipePartial"}, "else": {"$ref": "#/$defs/Recipe"},
+            "$defs": defs | partial}
+
+
+def _stage_item(mapping: dict[str, str]) -> dict[str, Any]:
+    return {"type": "object", "required": ["type"],
+            "properties": {"type": {"enum": sorted(mapping), "description": "The stage type: what this stage does."}},
+            "allOf": [{"if": {"properties": {"type": {"const": kind}}, "required": ["type"]}, "then": {"$ref": ref}}
+                      for kind, ref in sorted(mapping.items())]}
+
+
+def _allow_interpolation(model: dict[str, Any]) -> None:
+    """Let every scalar field of `model` hold an `${…}` interpolation instead of its typed value (blocks and
+    lists are left alone, so that a mistake inside one is reported where it is, not as "no schema matched")."""
+    for name, field in model.get("properties", {}).items():
+        if field.get("type") == "string" and "enum" not in field and "const" not in field and "pattern" not in field:
+            continue
+        if _is_container(field):
+            continue
+        kept = {k: field[k] for k in ("description", "default", "title") if k in field}
+        typed = {k: v for k, v in field.items() if k not in kept}
+        model["properties"][name] = kept | {"anyOf": [typed, INTERPOLATION]}
+
+
+def _is_container(field: dict[str, Any]) -> bool:
+    members = field.get("anyOf", [field])
+    return any("$ref" in m or "items" in m or "properties" in m or m.get("type") in ("array", "object") for m in members)
+
+
+def _relaxed(node: Any) -> Any:
+    """A copy of a schema node with nothing required and every reference pointing at the relaxed copies."""
+    if isinstance(node, dict):  # an `if` keeps its own `required`: that is a condition, not a requirement
+        out = {k: v if k == "if" else _relaxed(v) for k, v in node.items() if k not in ("required", "minItems", "minLength")}
+        if isinstance(out.get("$ref"), str) and out["$ref"].startswith("#/$defs/"):
+            out["$ref"] += "Partial"
+        return out
+    if isinstance(node, list):
+        return [_relaxed(v) for v in node]
+    return node
 
 
 def _problem(error: dict[str, Any], loaded: LoadedRecipe) -> Problem:

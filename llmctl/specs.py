@@ -48,12 +48,17 @@ class LauncherSpec(Block):
     """How a training stage is started: in-process, or as a job of torchrun / Accelerate (DeepSpeed, FSDP)."""
 
     engine: Literal["none", "torchrun", "accelerate"] = "none"
+    """How training stages are launched: none (in-process), torchrun or accelerate."""
     num_processes: int = Field(1, ge=1)
     """Processes in total (per machine × machines)."""
     num_machines: int = Field(1, ge=1)
+    """Machines taking part in the job (accelerate)."""
     machine_rank: int = Field(0, ge=0)
+    """This machine's rank among num_machines (0 is the main one)."""
     main_process_ip: str | None = None
+    """Address of the rank-0 machine, for multi-machine jobs."""
     main_process_port: int = Field(29500, ge=1, le=65535)
+    """Port of the rank-0 machine's rendezvous."""
     mixed_precision: Literal["no", "fp16", "bf16"] | None = None
     """accelerate: overrides the recipe's dtype for the launch."""
     config_file: str | None = None
@@ -271,8 +276,11 @@ class EvalSetSpec(DataSpec):
     """Prompt/completion pairs scored by exact match of the greedy generation (first line, stripped)."""
 
     format: Literal["prompt_completion", "instruction"] = "prompt_completion"
+    """How rows are read: prompt_completion or instruction."""
     validation: float | int | str = 0
+    """Rows held out for the evaluation: a share (0.1), a count (50), or a file or split."""
     max_new_tokens: int = Field(8, ge=1)
+    """Tokens generated per answer."""
 
 
 class GenerationSpec(Block):
@@ -282,13 +290,19 @@ class GenerationSpec(Block):
     max_new_tokens: int | None = Field(None, ge=1)
     """Tokens per sample (default: the stage's sample_tokens / response_length; eval_set keeps its own)."""
     do_sample: bool = False
+    """Sample tokens (true) or decode greedily (false)."""
     temperature: float = Field(1.0, gt=0)
+    """Sampling temperature (with do_sample)."""
     top_k: int = Field(50, ge=0)
+    """Sample among the k most likely tokens (0: no cut)."""
     top_p: float = Field(1.0, gt=0, le=1)
+    """Nucleus sampling: the smallest set of tokens holding this probability mass."""
     repetition_penalty: float = Field(1.0, gt=0)
+    """Above 1 discourages tokens already present (transformers' repetition_penalty)."""
     length_penalty: float = 1.0
     """Beam search only: > 1 favours longer sequences."""
     num_beams: int = Field(1, ge=1)
+    """Beam search width (1: no beam search)."""
 
     def kwargs(self) -> dict[str, Any]:
         """The generate() keyword arguments (sampling ones only when sampling, so greedy stays warning-free)."""
@@ -310,11 +324,15 @@ class PeftSpec(Block):
     method: Literal["none", "lora", "qlora"] = "lora"
     """none: full fine-tuning; lora; qlora: LoRA on a 4-bit NF4 base (bitsandbytes, CUDA GPU only)."""
     r: int = Field(16, ge=1)
+    """LoRA rank."""
     alpha: int = Field(32, ge=1)
+    """LoRA scaling numerator (the update is scaled by alpha / r)."""
     dropout: float = Field(0.05, ge=0, lt=1)
+    """Dropout on the LoRA branch."""
     target_modules: list[str] | Literal["all-linear"] | None = None
     """Module names to adapt (e.g. [q_proj, v_proj]); default: what peft picks for the architecture."""
     bias: Literal["none", "all", "lora_only"] = "none"
+    """Which biases train alongside LoRA: none, all, or those of LoRA layers."""
     merge: bool = True
     """Merge the adapter into the base after training, handing on a standalone model; false hands on base + adapter."""
 
@@ -338,19 +356,27 @@ class TrainArgs(Block):
     max_steps: int = Field(-1, ge=-1)
     """Stop after this many optimizer steps (-1: run `epochs`)."""
     epochs: float = Field(1.0, gt=0)
+    """Passes over the training data (fractions allowed); max_steps overrides it."""
     batch_size: int = Field(8, ge=1)
     """Per-device batch size."""
     grad_accum: int = Field(1, ge=1)
     """Gradient accumulation steps (effective batch = batch_size × grad_accum × processes)."""
     lr: float = Field(5e-5, gt=0)
+    """Peak learning rate."""
     scheduler: Literal[
         "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt"
     ] = "linear"
+    """Learning-rate schedule after warm-up."""
     warmup_steps: int = Field(0, ge=0)
+    """Optimizer steps of linear warm-up (wins over warmup_ratio when both are set)."""
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    """Share of all optimizer steps used for linear warm-up."""
     weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay."""
     max_grad_norm: float = Field(1.0, ge=0)
+    """Gradient clipping norm (0: no clipping)."""
     logging_steps: int = Field(10, ge=1)
+    """Optimizer steps between logged training metrics."""
     eval_steps: int | None = Field(None, ge=1)
     """Evaluate every N steps (default: only at the end)."""
     eval_strategy: Literal["steps", "epoch"] = "steps"
@@ -364,12 +390,15 @@ class TrainArgs(Block):
     """The optimizer (transformers' `optim`); default: transformers' AdamW (fused where torch supports it).
     The bitsandbytes ones (…8bit, paged_…) need a CUDA GPU."""
     save_total_limit: int = Field(2, ge=1)
+    """Checkpoints kept in checkpoints/ (older ones are deleted)."""
     keep_checkpoints: bool = False
     """Keep trainer checkpoints in the stage folder after success (they are deleted by default to save disk)."""
     gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, about 30% slower."""
     report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = []
     """Experiment trackers for this stage (default: the recipe's `report_to`)."""
     dataloader_workers: int = Field(0, ge=0)
+    """Worker processes loading batches (0: in the training process)."""
 
     @model_validator(mode="after")
     def _steps(self) -> TrainArgs:
@@ -384,14 +413,17 @@ class Settings(Block):
     name: str = Field(pattern=NAME_PATTERN)
     """Recipe name; the run folder is runs/<name> unless `run_dir` is set."""
     description: str = ""
+    """Free text describing the recipe (shown by `plan` and in reports)."""
     seed: int = Field(42, ge=0, le=MAX_SEED)
     """Seeds python, numpy and torch for every stage (a stage's own `seed` wins)."""
     run_dir: str | None = None
     """Run folder (default runs/<name>)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where models run: auto picks CUDA when present, else the CPU."""
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """auto: bf16 on GPUs and CPUs with native bf16 (AVX-512-BF16/AMX), fp16 on older GPUs, fp32 otherwise."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Verbosity of llmctl and the libraries it drives."""
     launcher: LauncherSpec = LauncherSpec()
     """Default launcher of the training stages (pretrain, sft, reward, dpo): none runs them in-process."""
     smoke: bool = False
@@ -476,6 +508,7 @@ class TunedLMSpec(FineTuneSpec):
     """How samples (and eval_set answers) are generated: do_sample, temperature, top_k, top_p,
     repetition_penalty, length_penalty, num_beams, max_new_tokens (default greedy)."""
     sample_tokens: int = Field(32, ge=1)
+    """Tokens generated per sample prompt, before and after training."""
 
     produces: ClassVar[ArtifactKind] = ArtifactKind.causal_lm
     distributable: ClassVar[bool] = True

@@ -33,8 +33,11 @@ class LocalTask(Block):
     match of the greedy answer; choice: accuracy over choices by log-likelihood (acc, acc_norm); text: perplexity."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+    """Task name in the results."""
     data: DataSpec
+    """Prompt/completion (or prompt/choices/answer) rows of the task."""
     max_new_tokens: int = Field(16, ge=1)
+    """Tokens generated per answer."""
     stop: list[str] = ["\n"]
     """Generation stops at any of these strings (generate tasks)."""
 
@@ -49,15 +52,20 @@ class PerplexitySpec(Block):
     """Token-level perplexity of the model on a data block's texts (computed by llmctl, any backend)."""
 
     data: DataSpec
+    """Texts the perplexity is measured on."""
     max_length: int = Field(512, ge=8)
+    """Tokens per evaluated window."""
 
 
 class SpeedSpec(Block):
     """Generation latency and throughput on synthetic prompts of a set length."""
 
     prompt_tokens: int = Field(32, ge=1)
+    """Prompt length of the timed generations."""
     new_tokens: int = Field(32, ge=1)
+    """Tokens generated per timed generation."""
     batch_sizes: list[int] = [1, 4]
+    """Batch sizes timed."""
     prompts: int = Field(4, ge=1)
     """Prompts per batch size."""
 
@@ -86,6 +94,7 @@ class BenchmarkSpec(StageSpec):
     """Evaluation with lm-eval, perplexity and speed; optional quality gate."""
 
     type: Literal["benchmark"] = "benchmark"
+    """benchmark: lm-eval tasks, local tasks, perplexity and speed of a model, with an optional gate."""
     model: str = PREVIOUS
     """'previous' (the last causal LM, adapter or quantized model), 'stage:NAME', a folder or hub id."""
     tasks: list[str] = []
@@ -96,13 +105,19 @@ class BenchmarkSpec(StageSpec):
     """Local files for built-in tasks, by task name, laid out like the task's hub dataset (e.g. {hellaswag:
     data/hellaswag_val.jsonl}): the task runs on them as its evaluation split instead of downloading."""
     local_tasks: list[LocalTask] = []
+    """Tasks built from your own data (exact match or multiple choice)."""
     num_fewshot: int | None = Field(None, ge=0)
+    """Examples shown before each question (null: the task's default)."""
     limit: float | None = Field(None, gt=0)
     """Examples per task (a count, or a share below 1)."""
     batch_size: int = Field(1, ge=1)
+    """lm-eval batch size."""
     perplexity: PerplexitySpec | None = None
+    """Perplexity on held-out text."""
     speed: SpeedSpec | None = None
+    """Generation speed (ms per token) at several batch sizes."""
     gate: GateSpec | None = None
+    """Checks on the metrics; a failed gate stops the pipeline (exit 3)."""
 
     produces = ArtifactKind.eval_report
 

@@ -24,6 +24,7 @@ class DeploySpec(StageSpec):
     """Publish to a model registry and promote; optionally serve when the pipeline ends."""
 
     type: Literal["deploy"] = "deploy"
+    """deploy: publish the model into a registry (and optionally serve it)."""
     model: str = PREVIOUS
     """'previous' (the last causal LM, adapter or quantized model), 'stage:NAME', or a folder."""
     report: str | None = None
@@ -40,7 +41,9 @@ class DeploySpec(StageSpec):
     serve: bool = False
     """Start `llmctl serve` on the registry model when the pipeline ends (blocks until stopped)."""
     host: str = "127.0.0.1"
+    """Bind address when serve: true."""
     port: int = Field(8000, ge=1, le=65535)
+    """Port when serve: true."""
 
     produces = ArtifactKind.deployment
 

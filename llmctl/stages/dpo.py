@@ -35,6 +35,7 @@ class DPOSpec(TunedLMSpec):
     """Direct preference optimization (and KTO, ORPO, SimPO) of a causal LM on preference pairs."""
 
     type: Literal["dpo"] = "dpo"
+    """dpo: preference optimisation on chosen/rejected pairs (DPO, KTO, ORPO or SimPO)."""
     algorithm: Literal["dpo", "kto", "orpo", "simpo"] = "dpo"
     """dpo: DPOTrainer with `loss_type`; kto: KTOTrainer (each pair becomes a desirable and an undesirable row);
     orpo, simpo: reference-free (trl.experimental ORPOTrainer, CPOTrainer with the SimPO loss)."""
@@ -44,8 +45,11 @@ class DPOSpec(TunedLMSpec):
     """The frozen reference policy: default a copy of the input model — or, with LoRA, the input model with its
     adapter disabled (no second copy in memory); 'stage:NAME' or a folder/hub id to name another."""
     data: DataSpec
+    """Preference pairs (prompt, chosen, rejected)."""
     peft: PeftSpec = PeftSpec()
+    """LoRA settings; with LoRA the reference model is the base without the adapter."""
     train: TrainArgs = TrainArgs(lr=5e-6)
+    """Training settings."""
     max_length: int = Field(1024, ge=8)
     """Tokens of prompt + completion (longer rows are cut at the end, or per data.too_long)."""
     max_prompt_length: int | None = Field(None, ge=1)

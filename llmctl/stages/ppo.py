@@ -38,22 +38,29 @@ class KLSpec(Block):
     adaptive: bool = False
     """PPO only: adapt the coefficient towards `target` (Ziegler et al. 2019's controller)."""
     target: float = Field(6.0, gt=0)
+    """Adaptive KL controller's target KL (TRL's target)."""
     horizon: int = Field(10000, ge=1)
+    """Adaptive KL controller's horizon in episodes."""
     limit: float = Field(50.0, gt=0)
     """Stop the stage when the measured KL exceeds this (the policy has run away from the reference)."""
 
 
 class SamplingSpec(Block):
     temperature: float = Field(0.7, gt=0)
+    """Temperature of the policy's sampled responses."""
     top_k: int = Field(0, ge=0)
+    """Sample among the k most likely tokens (0: no cut)."""
     top_p: float = Field(1.0, gt=0, le=1)
+    """Nucleus sampling mass of the responses."""
 
 
 class PPOSpec(TrainingSpec):
     """Reinforcement learning from a reward model: PPO, RLOO or GRPO."""
 
     type: Literal["ppo"] = "ppo"
+    """ppo: reinforcement learning against a reward model (TRL's PPO, RLOO or GRPO)."""
     algorithm: Literal["ppo", "rloo", "grpo"] = "ppo"
+    """ppo, rloo or grpo."""
     model: str = PREVIOUS
     """The policy: 'previous' (the last causal LM), 'stage:NAME', a folder or a hub id."""
     reward_model: str = PREVIOUS
@@ -68,18 +75,27 @@ class PPOSpec(TrainingSpec):
     mini_batches: int = Field(4, ge=1)
     """PPO: mini-batches per batch (mini-batch size = batch_size / mini_batches)."""
     ppo_epochs: int = Field(4, ge=1)
+    """Optimisation passes over each batch of rollouts."""
     kl: KLSpec = KLSpec()
+    """The KL penalty keeping the policy near the reference model."""
     cliprange: float = Field(0.2, gt=0)
+    """PPO's policy ratio clip."""
     cliprange_value: float = Field(0.2, gt=0)
+    """PPO's value function clip."""
     vf_coef: float = Field(0.1, ge=0)
+    """Weight of the value loss."""
     response_length: int = Field(32, ge=1)
+    """Tokens generated per rollout response."""
     sampling: SamplingSpec = SamplingSpec()
+    """How rollout responses are sampled."""
     stop_token: Literal["eos"] | None = "eos"
+    """eos: a response ends at the end-of-sequence token; null: always response_length tokens."""
     num_generations: int = Field(4, ge=2)
     """RLOO/GRPO: completions per prompt."""
     value_model: str | None = None
     """PPO: value model folder/hub id (default: initialised from the reward model)."""
     peft: PeftSpec = PeftSpec(method="none")
+    """LoRA settings for the policy (default: full fine-tuning)."""
     eval_set: EvalSetSpec | None = None
     """Task accuracy (exact match) before and after."""
     samples: list[str] = []

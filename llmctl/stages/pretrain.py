@@ -41,27 +41,34 @@ class TokenizerSpec(Block):
     vocab_size: int = Field(8192, ge=260)
     """Vocabulary size of a trained BPE (256 byte symbols + merges + special tokens)."""
     min_frequency: int = Field(2, ge=1)
+    """Merges seen fewer times than this are not learned."""
 
 
 class PretrainSpec(TrainingSpec):
     """Causal-LM pretraining with the Hugging Face Trainer."""
 
     type: Literal["pretrain"] = "pretrain"
+    """pretrain: train a causal LM from scratch (or continue) with the Hugging Face Trainer."""
     model: PretrainModel
+    """The architecture to build (config) or the weights to continue from (init)."""
     tokenizer: TokenizerSpec = TokenizerSpec()
+    """Train a byte-level BPE on the corpus, or load an existing tokenizer (path)."""
     data: DataSpec
+    """The training corpus."""
     block_size: int = Field(512, ge=8)
     """Tokens per training sequence."""
     packing: Literal["concat", "pad_each"] = "concat"
     """concat: documents are joined with EOS and cut into block_size blocks (no padding); pad_each: each document
     is truncated to block_size and padded (the course's GPT-2 pretraining; padding is masked out of the loss)."""
     train: TrainArgs = TrainArgs(lr=5e-4)
+    """Training settings."""
     samples: list[str] = []
     """Prompts to generate from after training; the text lands in samples.json and the run summary."""
     generation: GenerationSpec = GREEDY
     """How samples are generated: do_sample, temperature, top_k, top_p, repetition_penalty, length_penalty,
     num_beams, max_new_tokens (default greedy)."""
     sample_tokens: int = Field(32, ge=1)
+    """Tokens generated per sample prompt after training."""
 
     produces = ArtifactKind.causal_lm
     distributable = True

@@ -52,10 +52,15 @@ class QuantConfig(Block):
     """One configuration to try; unset fields come from the stage."""
 
     method: Method | None = None
+    """Quantization method (backend-specific: rtn, awq, gptq, …; OpenVINO picks its own)."""
     bits: Literal[4, 8] | None = None
+    """Weight bits: 4 or 8."""
     group_size: int | None = Field(None, ge=-1)
+    """Weights sharing one scale (-1: per channel)."""
     sym: bool | None = None
+    """Symmetric quantization (no zero point)."""
     ratio: float | None = Field(None, gt=0, le=1)
+    """OpenVINO: share of layers in 4 bits, the rest in 8."""
 
 
 class AccuracySpec(Block):
@@ -65,9 +70,11 @@ class AccuracySpec(Block):
     """perplexity of the data's texts (lower is better), or exact match / SQuAD token F1 of greedy answers to
     prompt_completion rows (higher is better; a baseline of 0 is refused: it cannot tell configurations apart)."""
     data: DataSpec
+    """Held-out questions the accuracy is measured on."""
     tolerable_loss: float = Field(0.01, ge=0)
     """Largest relative loss accepted: 0.01 = at most 1% worse than the unquantized model."""
     max_trials: int = Field(10, ge=1)
+    """Configurations tried at most before giving up."""
     search: list[QuantConfig] = []
     """Configurations to try in order (default: the backend's ladder from int4 to int8)."""
     max_length: int = Field(256, ge=8)
@@ -80,8 +87,11 @@ class SpeedSpec(Block):
     """Decode-speed measurement before and after (same process, same prompts)."""
 
     enabled: bool = True
+    """Measure generation speed before and after quantization."""
     prompts: list[str] = SPEED_PROMPTS
+    """Prompts timed."""
     new_tokens: int = Field(32, ge=1)
+    """Tokens generated per timed prompt."""
     beams: int = Field(4, ge=1)
     """Beam width for the beam-search figure (1 skips it)."""
 
@@ -90,6 +100,7 @@ class QuantizeSpec(StageSpec):
     """Post-training quantization with Intel Neural Compressor or OpenVINO."""
 
     type: Literal["quantize"] = "quantize"
+    """quantize: post-training weight quantization (OpenVINO/NNCF or Intel Neural Compressor)."""
     model: str = PREVIOUS
     """'previous' (the last causal LM or adapter; adapters are merged first), 'stage:NAME', a folder or hub id."""
     backend: Backend = "openvino"
@@ -97,6 +108,7 @@ class QuantizeSpec(StageSpec):
     method: Method | None = None
     """inc: rtn | gptq | awq (default rtn); openvino: weight_only (the default). Filled in at validation."""
     bits: Literal[4, 8] = 8
+    """Weight bits when no accuracy search is given."""
     group_size: int = Field(128, ge=-1)
     """Weights per quantization group for 4-bit (-1: one scale per output channel)."""
     sym: bool | None = None
@@ -107,9 +119,13 @@ class QuantizeSpec(StageSpec):
     calibration: DataSpec | None = None
     """Calibration texts (required by gptq and awq)."""
     calibration_samples: int = Field(32, ge=1)
+    """Calibration texts for data-aware methods."""
     calibration_length: int = Field(128, ge=8)
+    """Tokens per calibration text."""
     accuracy: AccuracySpec | None = None
+    """Accuracy-aware search: try configurations until one loses at most the allowed accuracy."""
     speed: SpeedSpec = SpeedSpec()
+    """Speed measurement before and after."""
 
     produces = ArtifactKind.quantized_lm
 

@@ -20,13 +20,18 @@ class RewardSpec(FineTuneSpec):
     """Reward-model training with TRL's RewardTrainer."""
 
     type: Literal["reward"] = "reward"
+    """reward: a reward model trained on chosen/rejected pairs with TRL's RewardTrainer."""
     model: str
     """Base model: a hub id or folder, or 'previous' / 'stage:NAME' to start from a causal LM of this recipe.
     There is no default: a reward stage does not silently take the previous stage's output."""
     data: DataSpec
+    """Preference pairs (prompt, chosen, rejected)."""
     peft: PeftSpec = PeftSpec(method="none")
+    """LoRA settings (default: full fine-tuning)."""
     train: TrainArgs = TrainArgs(lr=1e-5)
+    """Training settings."""
     max_length: int = Field(512, ge=8)
+    """Tokens per chosen or rejected text; longer ones are truncated."""
 
     produces = ArtifactKind.reward_model
     distributable = True

@@ -20,11 +20,15 @@ class SFTSpec(TunedLMSpec):
     """Supervised fine-tuning with TRL's SFTTrainer."""
 
     type: Literal["sft"] = "sft"
+    """sft: supervised fine-tuning with TRL's SFTTrainer."""
     model: str = PREVIOUS
     """'previous' (the last causal LM), 'stage:NAME', a model folder or a hub id."""
     data: DataSpec
+    """The instruction or chat data."""
     peft: PeftSpec = PeftSpec()
+    """LoRA/QLoRA settings (method: none for full fine-tuning)."""
     train: TrainArgs = TrainArgs(lr=2e-4)
+    """Training settings."""
     max_length: int = Field(1024, ge=8)
     """Sequence length in tokens (longer examples are truncated by the trainer, or per data.too_long)."""
     packing: bool = False

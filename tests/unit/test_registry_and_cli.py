@@ -33,7 +33,7 @@ def test_json_schema_describes_stages_and_fields() -> None:
     schema = json_schema()
     text = json.dumps(schema)
     assert schema["title"] == "llmctl recipe"
-    assert "pretrain" in text and "block_size" in text and "extends" in schema["properties"]
+    assert "pretrain" in text and "block_size" in text and "extends" in schema["$defs"]["Recipe"]["properties"]
     assert "Tokens per training sequence" in text  # attribute docstrings become descriptions
     result = runner.invoke(app, ["schema"])
     assert result.exit_code == 0 and json.loads(result.output)["title"] == "llmctl recipe"
