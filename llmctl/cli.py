@@ -602,6 +602,37 @@ def chat(
     repl(session, Conversation(system), input, write)
 
 
+recipes_app = typer.Typer(help="The built-in recipes: list them, copy one to edit.", no_args_is_help=True)
+app.add_typer(recipes_app, name="recipes")
+
+
+@recipes_app.command("list")
+@handle_errors
+def recipes_list() -> None:
+    """The recipes that ship with llmctl: name, stage chain and description."""
+    from llmctl.builtin import recipes
+
+    found = recipes()
+    table = Table("recipe", "stages", "description", box=None)
+    for item in found:
+        table.add_row(item["name"], " → ".join(item["stages"]), item["description"])
+    OUTPUT.result({"recipes": found}, lambda: out.print(table))
+
+
+@recipes_app.command("copy")
+@handle_errors
+def recipes_copy(
+    name: Annotated[str, typer.Argument(help="A built-in recipe (see `llmctl recipes list`), with or without .yaml.")],
+    dest: Annotated[Path, typer.Argument(help="A file, or a folder to copy into.")] = Path("."),
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Copy a built-in recipe here, to edit and run."""
+    from llmctl.builtin import copy_recipe
+
+    written = copy_recipe(name, dest, force)
+    OUTPUT.result({"copied": name, "to": str(written)}, f"wrote {written} — next: llmctl plan {written}")
+
+
 models_app = typer.Typer(help="Manage a model registry: list, show, promote, roll back.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 RegistryOpt = Annotated[Path, typer.Option(help="Registry folder.")]

@@ -1,0 +1,49 @@
+"""The recipes that ship inside the package (llmctl/recipes/, linked as ./recipes in the repository), for
+`llmctl recipes list` and `llmctl recipes copy` (like torchtune's `tune ls` / `tune cp`)."""
+
+from __future__ import annotations
+
+import difflib
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llmctl.errors import UsageError
+
+FOLDER = Path(__file__).parent / "recipes"
+
+
+def recipes() -> list[dict[str, Any]]:
+    """Name, stage types and description of every built-in recipe (read as plain YAML: nothing is resolved)."""
+    found = []
+    for path in sorted(FOLDER.glob("*.yaml")):
+        tree = yaml.safe_load(path.read_text()) or {}
+        stages = [str(s.get("type", "?")) for s in tree.get("stages") or [] if isinstance(s, dict)]
+        found.append({"name": path.stem, "stages": stages, "description": _describe(path.read_text(), tree), "path": str(path)})
+    return found
+
+
+def _describe(text: str, tree: dict[str, Any]) -> str:
+    """The recipe's `description:`, else the first line of its opening comment."""
+    if tree.get("description"):
+        return " ".join(str(tree["description"]).split())
+    first = text.lstrip().splitlines()[0] if text.strip() else ""
+    return first.lstrip("# ").rstrip(":") if first.startswith("#") else ""
+
+
+def copy_recipe(name: str, dest: Path, force: bool) -> Path:
+    """Copy built-in recipe `name` to `dest` (a file, or a folder to copy into); returns the file written."""
+    source = FOLDER / f"{name.removesuffix('.yaml')}.yaml"
+    if not source.is_file():
+        names = [p.stem for p in FOLDER.glob("*.yaml")]
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" — did you mean '{close[0]}'?" if close else ""
+        raise UsageError(f"no built-in recipe '{name}'{hint}; `llmctl recipes list` shows them")
+    target = dest if dest.suffix in (".yaml", ".yml") else dest / source.name  # anything else names a folder
+    if target.exists() and not force:
+        raise UsageError(f"{target} exists; pass --force to overwrite it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    return target
