@@ -34,7 +34,7 @@ app = typer.Typer(
     help="Declarative YAML pipelines for the LLM lifecycle: pretrain → sft → reward → ppo → quantize → benchmark → deploy.",
     epilog=EPILOG,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -59,12 +59,17 @@ class Output:
 
     def warning(self, message: str, hint: str = "") -> None:
         if self.json:
-            print(json.dumps({"event": "warning", "message": message}))
+            from llmctl.render import timestamped
+
+            print(json.dumps(timestamped({"event": "warning", "message": message})))
         err.print(f"[yellow]warning:[/] {message}{hint}", soft_wrap=True)
 
     def error(self, error: LlmctlError) -> None:
         if self.json:
-            print(json.dumps({"event": "error", "type": type(error).__name__, "exit_code": error.exit_code, "message": str(error)}))
+            from llmctl.render import timestamped
+
+            print(json.dumps(timestamped({"event": "error", "type": type(error).__name__, "exit_code": error.exit_code,
+                                          "message": str(error)})))
         err.print(f"[bold red]error:[/] {error}", markup=True, highlight=False, soft_wrap=True)
 
 
@@ -74,7 +79,7 @@ err = Console(stderr=True, highlight=False)
 
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file.", show_default=False)]
 FromOpt = Annotated[Optional[str], typer.Option("--from", help="Re-run this stage and all after it.")]  # noqa: UP007
-OnlyOpt = Annotated[Optional[str], typer.Option(help="Run only this stage (its inputs must be complete).")]  # noqa: UP007
+OnlyOpt = Annotated[Optional[str], typer.Option(help="Run only this stage, re-running it even when cached (its inputs must be complete).")]  # noqa: UP007
 UntilOpt = Annotated[Optional[str], typer.Option(help="Stop after this stage.")]  # noqa: UP007
 SmokeOpt = Annotated[bool, typer.Option("--smoke", help="The recipe as written, on tiny random models of the same architectures, a few rows and steps per stage, in <run_dir>-smoke: a check in minutes on a CPU.")]
 RunArg = Annotated[str, typer.Argument(metavar="RUN", help="Run name (under --root) or run folder.")]
@@ -788,6 +793,17 @@ def _clip(value: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+GLOBAL_FLAGS = ("--json", "--debug")
+
+
+def global_flags_first(argv: list[str]) -> list[str]:
+    """`llmctl run r.yaml --json` means `llmctl --json run r.yaml`: the global flags may follow the command
+    (click only takes them before it). Nothing after a `--` is touched."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    flags = [a for a in argv[:end] if a in GLOBAL_FLAGS]
+    return flags + [a for a in argv[:end] if a not in GLOBAL_FLAGS] + argv[end:]
+
+
 def main() -> None:
     """Console-script entry point."""
-    app()
+    app(args=global_flags_first(sys.argv[1:]), prog_name="llmctl")

@@ -195,7 +195,7 @@ def _decide(step: Step, earlier: list[Step], manifest: Manifest, sel: Selection,
     if (sel.only and sel.only != step.name) or (sel.until and position > names.index(sel.until)):
         step.action, step.reason = "skip", "not selected"
         return
-    forced_by = "--force" if sel.force or sel.only == step.name else None
+    forced_by = "--force" if sel.force else (f"--only {step.name}" if sel.only == step.name else None)
     if sel.from_stage and position >= names.index(sel.from_stage):
         forced_by = f"--from {sel.from_stage}"
     rerun_inputs = [s.name for s in earlier if f"stage:{s.name}" in step.inputs.values() and s.action in ("run", "resume")]

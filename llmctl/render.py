@@ -42,7 +42,15 @@ class JsonRenderer:
         self.stream = stream
 
     def __call__(self, event: dict[str, Any]) -> None:
-        print(json.dumps(event, default=str), file=self.stream, flush=True)
+        print(json.dumps(timestamped(event), default=str), file=self.stream, flush=True)
+
+
+def timestamped(event: dict[str, Any]) -> dict[str, Any]:
+    """`event` with the time it happened (UTC, ISO 8601 with milliseconds) first, unless it already has one
+    (a launched worker's events keep their own)."""
+    from datetime import datetime, timezone
+
+    return {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds")} | event
 
     def __enter__(self) -> JsonRenderer:
         return self

@@ -83,3 +83,24 @@ def test_recipe_model_forbids_extra_keys() -> None:
 def test_show_unknown_run_is_usage_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["show", "nope", "--root", str(tmp_path)])
     assert result.exit_code == 2 and "no run 'nope'" in result.output
+
+
+def test_global_flags_may_follow_the_command_and_json_events_are_timestamped(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from llmctl.cli import global_flags_first
+
+    assert global_flags_first(["run", "r.yaml", "--json", "a=1", "--", "--debug"]) == ["--json", "run", "r.yaml", "a=1", "--", "--debug"]
+    done = subprocess.run([sys.executable, "-m", "llmctl", "validate", str(tmp_path / "missing.yaml"), "--json"],
+                          capture_output=True, text=True, timeout=60)
+    event = json.loads(done.stdout.splitlines()[-1])
+    assert done.returncode == 2 and event["event"] == "error" and event["time"].endswith("+00:00")
+
+
+def test_help_shows_argument_help_without_escapes() -> None:
+    result = runner.invoke(app, ["run", "--help"])
+    assert result.exit_code == 0
+    assert "Recipe YAML file." in result.output and "Overrides as key=value" in result.output
+    assert "\\[" not in result.output and "[required]" in result.output
+    assert "--install-completion" in runner.invoke(app, ["--help"]).output
