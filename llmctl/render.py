@@ -44,6 +44,12 @@ class JsonRenderer:
     def __call__(self, event: dict[str, Any]) -> None:
         print(json.dumps(timestamped(event), default=str), file=self.stream, flush=True)
 
+    def __enter__(self) -> JsonRenderer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
 
 def timestamped(event: dict[str, Any]) -> dict[str, Any]:
     """`event` with the time it happened (UTC, ISO 8601 with milliseconds) first, unless it already has one
@@ -51,12 +57,6 @@ def timestamped(event: dict[str, Any]) -> dict[str, Any]:
     from datetime import datetime, timezone
 
     return {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds")} | event
-
-    def __enter__(self) -> JsonRenderer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
 
 
 class RichRenderer:

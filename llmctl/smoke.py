@@ -142,6 +142,9 @@ def _cut_deploy(stage: dict[str, Any], notes: list[str], name: str) -> None:
     if stage.get("serve"):
         stage["serve"] = False
         notes.append(f"stage '{name}': a smoke run deploys into {stage['registry']} and does not start the server")
+    if stage.get("hub"):
+        stage["hub"] = None
+        notes.append(f"stage '{name}': a smoke run does not publish to the Hugging Face Hub")
 
 
 _CUTS = {"ppo": _cut_ppo, "quantize": _cut_quantize, "benchmark": _cut_benchmark, "deploy": _cut_deploy}

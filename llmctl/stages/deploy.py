@@ -5,6 +5,7 @@ stage, so the version already serving stays current — the nightly retrain-eval
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -12,12 +13,23 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from llmctl.artifacts import Artifact, ArtifactKind
-from llmctl.specs import NAME_PATTERN, PREVIOUS, InputSlot, StageSpec
+from llmctl.specs import NAME_PATTERN, PREVIOUS, Block, InputSlot, StageSpec
 
 if TYPE_CHECKING:
     from llmctl.context import StageContext
 
 MODEL_KINDS = (ArtifactKind.causal_lm, ArtifactKind.adapter, ArtifactKind.quantized_lm)
+
+
+class HubSpec(Block):
+    """Also publish the deployed version to the Hugging Face Hub (token from HF_TOKEN, never logged)."""
+
+    repo_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    """The repository, owner/name (created when missing)."""
+    private: bool = True
+    """Create the repository private (an existing repository keeps its visibility)."""
+    revision: str = "main"
+    """The branch to commit to (created from main when missing)."""
 
 
 class DeploySpec(StageSpec):
@@ -44,8 +56,15 @@ class DeploySpec(StageSpec):
     """Bind address when serve: true."""
     port: int = Field(8000, ge=1, le=65535)
     """Port when serve: true."""
+    hub: HubSpec | None = None
+    """Also publish the version to the Hugging Face Hub with a generated model card (not in --smoke runs)."""
 
     produces = ArtifactKind.deployment
+
+    def check_environment(self, cuda_visible: bool) -> list[tuple[str, str]]:
+        if self.hub is not None and not os.environ.get("HF_TOKEN"):
+            return [("hub", "HF_TOKEN is not set: publishing to the Hub needs a write token (export HF_TOKEN=hf_…)")]
+        return []
 
     def inputs(self) -> dict[str, InputSlot]:
         slots = {"model": InputSlot(self.model, MODEL_KINDS, "model")}
@@ -71,8 +90,23 @@ def run(spec: DeploySpec, ctx: StageContext) -> Artifact:
     ctx.log(f"published {spec.model_name} {version} to {registry.root}/" + (", promoted to current" if spec.promote else ""))
     deployment = {"registry": str(registry.root.absolute()), "name": spec.model_name, "version": version,
                   "promoted": spec.promote, "pruned": pruned, "path": str((registry.root / spec.model_name / version).absolute())}
+    if spec.hub is not None:
+        deployment["hub"] = _publish(spec, ctx, Path(deployment["path"]), info["metrics"], version)
+        ctx.log(f"published to https://huggingface.co/{spec.hub.repo_id} ({spec.hub.revision})")
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     (ctx.out_dir / "deployment.json").write_text(json.dumps(deployment, indent=2) + "\n")
     serve_cmd = f"llmctl serve --registry {spec.registry} --name {spec.model_name}"
     metrics: dict[str, Any] = {"version": version, "promoted": spec.promote, "serve": serve_cmd}
     return Artifact(ArtifactKind.deployment, str(ctx.out_dir), meta={"metrics": metrics, "deployment": deployment})
+
+
+def _publish(spec: DeploySpec, ctx: StageContext, folder: Path, metrics: dict[str, Any], version: str) -> dict[str, Any]:
+    from llmctl.models import publish, quantized
+
+    assert spec.hub is not None
+    recipe = ctx.recipe.public_dump()
+    stages = [{"name": s.name, "type": s.type, "model": m if isinstance(m := getattr(s, "model", ""), str) else ""}
+              for s in ctx.recipe.stages]
+    card = publish.model_card(spec.hub.repo_id, recipe, stages, metrics, quantized.backend_of(str(folder)))
+    message = f"llmctl: {ctx.recipe.name} {spec.model_name} {version}"
+    return publish.upload(folder, spec.hub.repo_id, spec.hub.private, spec.hub.revision, card, message)
