@@ -498,13 +498,14 @@ def _print_doctor(found: dict[str, Any]) -> None:
 @app.command()
 @handle_errors
 def report(
-    run_ref: RunArg,
+    run_refs: Annotated[list[str], typer.Argument(metavar="RUN...", help="A run (name under --root, or folder); several to compare them.")],
     root: RootOpt = RUNS_ROOT,
 ) -> None:
-    """Write an HTML report (and PNG charts) into RUN/report/: curves, metrics along the chain, quantization, benchmarks."""
-    from llmctl.report import write_report
+    """Write an HTML report (and PNG charts) into RUN/report/: curves, before ⇒ after, samples, benchmarks, versions;
+    with several runs, a comparison page in ROOT/compare/."""
+    from llmctl.report import write_comparison, write_report
 
-    path = write_report(run_ref, root)
+    path = write_report(run_refs[0], root) if len(run_refs) == 1 else write_comparison(run_refs, root)
     OUTPUT.result({"report": str(path)}, f"wrote {path}")
 
 

@@ -1,6 +1,8 @@
 """`llmctl report RUN`: a self-contained HTML page (charts embedded as PNG data) plus the PNG files, in
-RUN/report/: the run's stages and durations, loss curves per training stage, reward and KL for ppo, metrics
-along the chain, quantization size/speed before and after, and the benchmark tables."""
+RUN/report/: the run's stages and durations; per training stage, loss (train and eval), reward, pairwise
+accuracy, KL, PPO policy/value loss and entropy, each on its own axis; every metric before ⇒ after its stage;
+the sample generations before ⇒ after; metrics along the chain; quantization; benchmarks; speed and memory; the
+library versions and the recipe. `llmctl report RUN RUN…` compares runs on one page."""
 
 from __future__ import annotations
 
@@ -13,8 +15,18 @@ from typing import Any
 from llmctl.history import load_run
 from llmctl.rundir import RUNS_ROOT
 
-CURVES = {"loss": "train loss", "eval_loss": "eval loss", "objective/scores": "reward (score)", "objective/kl": "KL to reference",
-          "rewards/chosen": "reward chosen", "rewards/margins": "reward margin (chosen − rejected)", "reward": "reward"}
+PANELS = {  # each panel has its own y axis: a KL of 0.01 and a value loss of 20 stay readable
+    "loss": {"loss": "train loss", "eval_loss": "eval loss"},
+    "reward": {"objective/scores": "reward (score)", "objective/rlhf_reward": "reward − KL penalty", "reward": "reward",
+               "rewards/chosen": "reward chosen", "rewards/margins": "reward margin", "margin": "reward margin",
+               "eval_margin": "eval reward margin"},
+    "pairwise accuracy": {"accuracy": "train", "eval_accuracy": "eval", "rewards/accuracies": "train"},
+    "KL to reference": {"objective/kl": "KL"},
+    "PPO losses": {"loss/policy_avg": "policy loss", "loss/value_avg": "value loss"},
+    "entropy": {"objective/entropy": "sequence entropy", "policy/entropy_avg": "token entropy", "entropy": "token entropy"},
+}
+SPEED = ("train_runtime_s", "train_samples_per_s", "train_tokens_per_s", "peak_memory_mib", "tokens_per_s", "ms_per_token",
+         "tokens_per_s_batch1", "tokens_per_s_batch4", "ms_per_token_batch1", "ms_per_token_batch4")
 STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse;"
          "margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#f3f3f3}"
          "img{max-width:100%;border:1px solid #eee;margin:.5em 0}.fail{color:#b00}.ok{color:#070}")
@@ -26,20 +38,53 @@ def write_report(ref: str, root: Path = RUNS_ROOT) -> Path:
     run_dir = Path(manifest.run_dir)
     out = run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    # Recipe order: the manifest keeps first-seen order, so stages added to a recipe later would come last.
-    stages = dict(sorted(manifest.stages.items(), key=lambda item: item[1].dir))
+    stages = _in_recipe_order(manifest)
     sections = [_summary(stages)]
     for name, entry in stages.items():
         history = _history(run_dir / entry.dir)
         if history:
             sections.append(_chart_section(name, history, out))
-    sections += [_chain(stages, out), _quantization(stages), _benchmarks(stages)]
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>llmctl report: {html.escape(manifest.recipe)}"
-            f"</title><style>{STYLE}</style></head><body><h1>Run {html.escape(manifest.recipe)}</h1>"
-            f"<p>{html.escape(str(run_dir))}</p>{''.join(s for s in sections if s)}</body></html>")
-    target = out / "index.html"
+    sections += [_before_after(stages), _samples(stages, run_dir), _chain(stages, out), _quantization(stages), _benchmarks(stages),
+                 _speed(stages), _provenance(stages, run_dir)]
+    return _page(out / "index.html", f"Run {manifest.recipe}", str(run_dir), sections)
+
+
+def write_comparison(refs: list[str], root: Path = RUNS_ROOT) -> Path:
+    """Compare runs on one page: each training stage's curves with one line per run, and every numeric metric
+    side by side. Written to ROOT/compare/<run>-vs-<run>…/index.html."""
+    manifests = [load_run(ref, root) for ref in refs]
+    names = [Path(m.run_dir).name for m in manifests]
+    out = root / "compare" / _slug("-vs-".join(names))
+    out.mkdir(parents=True, exist_ok=True)
+    sections = []
+    stage_names = list(dict.fromkeys(name for m in manifests for name in _in_recipe_order(m)))
+    for stage in stage_names:
+        panels: dict[str, dict[str, list[tuple[float, float]]]] = {}
+        for run, manifest in zip(names, manifests):
+            entry = manifest.stages.get(stage)
+            history = _history(Path(manifest.run_dir) / entry.dir) if entry is not None and entry.dir else []
+            for title, curves in PANELS.items():
+                for key, label in curves.items():
+                    if points := _points(history, key):
+                        panels.setdefault(title, {})[f"{run}: {label}"] = points
+        if panels:
+            png = _panels(out / f"{_slug(stage)}-curves.png", f"{stage}: {' vs '.join(names)}", panels)
+            sections.append(f"<h2>{html.escape(stage)}</h2>{_img(png)}")
+    sections.append(_metrics_side_by_side(manifests, names, stage_names))
+    return _page(out / "index.html", f"Runs {' vs '.join(names)}", ", ".join(m.run_dir for m in manifests), sections)
+
+
+def _page(target: Path, title: str, subtitle: str, sections: list[str]) -> Path:
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>llmctl report: {html.escape(title)}"
+            f"</title><style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
+            f"<p>{html.escape(subtitle)}</p>{''.join(s for s in sections if s)}</body></html>")
     target.write_text(page, encoding="utf-8")
     return target
+
+
+def _in_recipe_order(manifest: Any) -> dict[str, Any]:
+    # The manifest keeps first-seen order, so stages added to a recipe later would come last.
+    return dict(sorted(manifest.stages.items(), key=lambda item: item[1].dir))
 
 
 def _history(stage_dir: Path) -> list[dict[str, Any]]:
@@ -47,6 +92,10 @@ def _history(stage_dir: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _points(history: list[dict[str, Any]], key: str) -> list[tuple[float, float]]:
+    return [(r["step"], r[key]) for r in history if isinstance(r.get(key), (int, float))]
 
 
 def _summary(stages: dict[str, Any]) -> str:
@@ -62,12 +111,82 @@ def _summary(stages: dict[str, Any]) -> str:
 
 
 def _chart_section(stage: str, history: list[dict[str, Any]], out: Path) -> str:
-    series = {label: [(r["step"], r[key]) for r in history if isinstance(r.get(key), (int, float))] for key, label in CURVES.items()}
-    series = {label: points for label, points in series.items() if points}
-    if not series:
+    panels = {title: {label: points for key, label in curves.items() if (points := _points(history, key))}
+              for title, curves in PANELS.items()}
+    panels = {title: series for title, series in panels.items() if series}
+    if not panels:
         return ""
-    png = _plot(out / f"{_slug(stage)}-curves.png", f"{stage}: training curves", series, "step")
+    png = _panels(out / f"{_slug(stage)}-curves.png", f"{stage}: training curves", panels)
     return f"<h2>{html.escape(stage)}</h2>{_img(png)}"
+
+
+def _before_after(stages: dict[str, Any]) -> str:
+    """What each stage changed: every metric measured before and after it (`X_before` ⇒ `X`, `X_first` ⇒ `X_last`)."""
+    rows = []
+    for name, entry in stages.items():
+        metrics = entry.metrics
+        pairs = [(key[: -len("_before")], metrics[key], metrics.get(key[: -len("_before")])) for key in metrics if key.endswith("_before")]
+        pairs += [(key[: -len("_first")], metrics[key], metrics.get(key[: -len("_first")] + "_last")) for key in metrics if key.endswith("_first")]
+        for metric, before, after in pairs:
+            if isinstance(before, (int, float)) and isinstance(after, (int, float)):
+                rows.append(f"<tr><td>{html.escape(name)}</td><td>{html.escape(metric)}</td><td>{before:g}</td><td>{after:g}</td></tr>")
+        for single in ("perplexity", "pairwise_accuracy", "mean_margin", "eval_loss"):
+            if isinstance(metrics.get(single), (int, float)) and f"{single}_before" not in metrics:
+                rows.append(f"<tr><td>{html.escape(name)}</td><td>{single} (held out)</td><td>—</td><td>{metrics[single]:g}</td></tr>")
+    if not rows:
+        return ""
+    return ("<h2>Before ⇒ after</h2><table><tr><th>stage</th><th>metric</th><th>before (or first)</th><th>after (or last)</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def _samples(stages: dict[str, Any], run_dir: Path) -> str:
+    """Each stage's sample generations, beside the same prompt's answer before the stage when it has one."""
+    rows = []
+    for name, entry in stages.items():
+        path = run_dir / entry.dir / "samples.json"
+        if not entry.dir or not path.exists():
+            continue
+        for sample in json.loads(path.read_text()):
+            before = sample.get("before")
+            rows.append(f"<tr><td>{html.escape(name)}</td><td><pre>{html.escape(str(sample.get('prompt', '')))}</pre></td>"
+                        f"<td><pre>{html.escape(str(before)) if before is not None else '—'}</pre></td>"
+                        f"<td><pre>{html.escape(str(sample.get('output', '')))}</pre></td></tr>")
+    if not rows:
+        return ""
+    return "<h2>Samples</h2><table><tr><th>stage</th><th>prompt</th><th>before</th><th>after</th></tr>" + "".join(rows) + "</table>"
+
+
+def _speed(stages: dict[str, Any]) -> str:
+    rows = [f"<tr><td>{html.escape(name)}</td><td>{key}</td><td>{entry.metrics[key]:g}</td></tr>"
+            for name, entry in stages.items() for key in SPEED if isinstance(entry.metrics.get(key), (int, float))]
+    if not rows:
+        return ""
+    return "<h2>Speed and memory</h2><table><tr><th>stage</th><th>figure</th><th>value</th></tr>" + "".join(rows) + "</table>"
+
+
+def _provenance(stages: dict[str, Any], run_dir: Path) -> str:
+    """The library versions the stages ran with, and the resolved recipe."""
+    versions: dict[str, str] = {}
+    for entry in stages.values():
+        versions |= {k: str(v) for k, v in entry.versions.items()}
+    table = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in sorted(versions.items()))
+    recipe = run_dir / "recipe.resolved.yaml"
+    text = recipe.read_text() if recipe.exists() else ""
+    return (f"<h2>Versions</h2><table>{table}</table>" if table else "") + (
+        f"<h2>Recipe</h2><pre>{html.escape(text)}</pre>" if text else "")
+
+
+def _metrics_side_by_side(manifests: list[Any], names: list[str], stage_names: list[str]) -> str:
+    rows = []
+    for stage in stage_names:
+        entries = [m.stages.get(stage) for m in manifests]
+        keys = sorted({k for e in entries if e is not None for k in e.numeric_metrics()})
+        for key in keys:
+            values = [e.numeric_metrics().get(key) if e is not None else None for e in entries]
+            cells = "".join(f"<td>{v:g}</td>" if v is not None else "<td>—</td>" for v in values)
+            rows.append(f"<tr><td>{html.escape(stage)}</td><td>{html.escape(key)}</td>{cells}</tr>")
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+    return f"<h2>Metrics</h2><table><tr><th>stage</th><th>metric</th>{head}</tr>{''.join(rows)}</table>" if rows else ""
 
 
 def _chain(stages: dict[str, Any], out: Path) -> str:
@@ -115,19 +234,25 @@ def _benchmarks(stages: dict[str, Any]) -> str:
     return "<h2>Benchmarks</h2><table><tr><th>stage</th><th>task/metric</th><th>value</th><th>stderr</th></tr>" + "".join(rows) + "</table>"
 
 
-def _plot(path: Path, title: str, series: dict[str, list[tuple[float, float]]], xlabel: str) -> Path:
+def _panels(path: Path, title: str, panels: dict[str, dict[str, list[tuple[float, float]]]]) -> Path:
+    """One subplot per panel, side by side (two per row), each with its own y axis; x is the step."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(8, 3.5))
-    for label, points in series.items():
-        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o" if len(points) < 30 else None, label=label)
-    axes.set_title(title)
-    axes.set_xlabel(xlabel)
-    axes.grid(alpha=0.3)
-    axes.legend()
+    rows = (len(panels) + 1) // 2
+    figure, axes = plt.subplots(rows, min(len(panels), 2), figsize=(11 if len(panels) > 1 else 8, 3.2 * rows), squeeze=False)
+    for axis, (name, series) in zip(axes.flat, panels.items()):
+        for label, points in series.items():
+            axis.plot([p[0] for p in points], [p[1] for p in points], marker="o" if len(points) < 30 else None, label=label)
+        axis.set_title(name, fontsize=10)
+        axis.set_xlabel("step")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    for axis in list(axes.flat)[len(panels):]:
+        axis.set_visible(False)
+    figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -116,7 +116,7 @@ def test_if_changed_skips_an_unchanged_recipe_and_notify_gets_a_summary(tiny_rec
 def test_tensorboard_tracking_and_the_html_report(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    code, events = run_json(str(tiny_recipe(steps=10)), "report_to=[tensorboard]")
+    code, events = run_json(str(tiny_recipe(steps=10)), "report_to=[tensorboard]", "stages.pretrain.samples=[The cat]")
     assert code == 0
     logs = workdir / "runs/tiny/01-pretrain/logs"
     accumulator = EventAccumulator(str(next(logs.glob("tensorboard/**/events.out.tfevents.*")).parent))
@@ -131,6 +131,15 @@ def test_tensorboard_tracking_and_the_html_report(tiny_recipe, workdir: Path) ->
     page = (report / "index.html").read_text()
     assert "<h2>pretrain</h2>" in page and "data:image/png;base64," in page and "Stages" in page
     assert (report / "pretrain-curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<h2>Speed and memory</h2>" in page and "train_samples_per_s" in page  # the run's own figures
+    assert "<h2>Versions</h2>" in page and "<td>transformers</td>" in page and "<h2>Recipe</h2>" in page
+    assert "<h2>Samples</h2>" in page and "<pre>The cat</pre>" in page
+
+    assert run_json(str(tiny_recipe(steps=10)), "name=tiny2", "stages.pretrain.train.lr=1e-2")[0] == 0
+    compared = runner.invoke(app, ["--json", "report", "tiny", "tiny2"])
+    assert compared.exit_code == 0, compared.output
+    page = Path(json.loads(compared.output)["report"]).read_text()
+    assert "Runs tiny vs tiny2" in page and "<th>tiny</th><th>tiny2</th>" in page and "<h2>pretrain</h2>" in page
 
 
 def unset(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
