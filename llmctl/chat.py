@@ -11,26 +11,12 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
+from llmctl.serve.engine import Sampling
+
 HELP = "/reset clears the conversation, /system TEXT sets the system prompt, /exit leaves (Ctrl-C stops an answer)"
-
-
-@dataclass
-class Settings:
-    max_new_tokens: int = 256
-    temperature: float = 0.7
-    top_p: float = 0.9
-    top_k: int = 0
-    repetition_penalty: float = 1.0
-
-    def generate_kwargs(self) -> dict[str, Any]:
-        if self.temperature == 0:
-            return {"do_sample": False, "repetition_penalty": self.repetition_penalty, "max_new_tokens": self.max_new_tokens}
-        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k,
-                "repetition_penalty": self.repetition_penalty, "max_new_tokens": self.max_new_tokens}
 
 
 @dataclass
@@ -62,11 +48,11 @@ def recipe_template(model_dir: Path) -> str | None:
 class Session:
     """A loaded model and tokenizer answering one conversation."""
 
-    def __init__(self, path: str, settings: Settings, template: str | None) -> None:
+    def __init__(self, path: str, sampling: Sampling, max_new_tokens: int, template: str | None) -> None:
         from llmctl.models import causal_lm, quantized
 
         self.model, self.tokenizer = quantized.load_any(path), causal_lm.load_tokenizer(path)
-        self.settings, self.template = settings, template
+        self.sampling, self.max_new_tokens, self.template = sampling, max_new_tokens, template
         self.stop_strings = self._stop_strings()
         self.interrupted = threading.Event()
 
@@ -102,7 +88,7 @@ class Session:
         stop = StoppingCriteriaList([lambda ids, scores, **_: self.interrupted.is_set()])
         worker = threading.Thread(target=self.model.generate, daemon=True, kwargs=dict(
             **inputs, streamer=streamer, stopping_criteria=stop, pad_token_id=self.tokenizer.pad_token_id,
-            **self.settings.generate_kwargs()))
+            max_new_tokens=self.max_new_tokens, **self.sampling.generate_kwargs()))
         worker.start()
         yield from _until_stop(streamer, self.stop_strings, self.interrupted)
         worker.join()

@@ -534,6 +534,17 @@ def _print_columns(columns: dict[str, dict[str, float]], rows: list[str], run_re
     out.print(table)
 
 
+def _model_source(command: str, model_dir: Path | None, registry: Path | None, name: str | None) -> Any:
+    """A model folder, or a registry name whose current version is meant (serve and chat take either)."""
+    from llmctl.serve.state import Source
+
+    if (model_dir is None) == (name is None):
+        raise UsageError(f"{command} takes a MODEL_DIR, or --registry DIR --name NAME")
+    if model_dir is not None and not model_dir.is_dir():
+        raise UsageError(f"{model_dir}: no such model folder")
+    return Source(str(model_dir)) if model_dir else Source(registry=str(registry or Path("models")), name=name)
+
+
 class Engine(str, Enum):
     llmctl = "llmctl"
     vllm = "vllm"
@@ -556,13 +567,7 @@ def serve(
                                                 "folder to vLLM's OpenAI server (GPU, vLLM installed).")] = Engine.llmctl,
 ) -> None:
     """Serve a model over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, streaming)."""
-    from llmctl.serve.state import Source
-
-    if (model_dir is None) == (name is None):
-        raise UsageError("serve takes a MODEL_DIR, or --registry DIR --name NAME")
-    if model_dir is not None and not model_dir.is_dir():
-        raise UsageError(f"{model_dir}: no such model folder")
-    source = Source(str(model_dir)) if model_dir else Source(registry=str(registry or Path("models")), name=name)
+    source = _model_source("serve", model_dir, registry, name)
     limits = ServeLimits(max_tokens=max_tokens, max_batch=max_batch, max_queue=max_queue)
     key = api_key or os.environ.get("LLMCTL_API_KEY") or None
     if engine is Engine.vllm:
@@ -590,16 +595,12 @@ def chat(
     repetition_penalty: Annotated[float, typer.Option(help="Above 1 discourages repeating tokens.")] = 1.0,
 ) -> None:
     """Chat with a model in the terminal, answers streamed as they are generated (/reset, /system, /exit)."""
-    from llmctl.chat import Conversation, Session, Settings, recipe_template, repl
-    from llmctl.serve.state import Source
+    from llmctl.chat import Conversation, Session, recipe_template, repl
+    from llmctl.serve.engine import Sampling
 
-    if (model_dir is None) == (name is None):
-        raise UsageError("chat takes a MODEL_DIR, or --registry DIR --name NAME")
-    if model_dir is not None and not model_dir.is_dir():
-        raise UsageError(f"{model_dir}: no such model folder")
-    path, _ = (Source(str(model_dir)) if model_dir else Source(registry=str(registry or Path("models")), name=name)).resolve()
-    settings = Settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty)
-    session = Session(path, settings, template if template is not None else recipe_template(Path(path)))
+    path, _ = _model_source("chat", model_dir, registry, name).resolve()
+    sampling = Sampling(temperature, top_p, top_k, repetition_penalty=repetition_penalty)
+    session = Session(path, sampling, max_new_tokens, template if template is not None else recipe_template(Path(path)))
 
     def write(text: str) -> None:
         sys.stdout.write(text)

@@ -88,7 +88,7 @@ def main() -> None:
     quiet_libraries()
     models = {"given": args.model} if args.model else {}
     if not args.model:
-        from scripts.bench_quantize import build
+        from bench_quantize import build  # (scripts/ is on sys.path when this file runs)
 
         work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
         models["pytorch fp32"] = str(build(work / "fp32"))

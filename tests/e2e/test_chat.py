@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmctl.chat import Conversation, Session, Settings, _until_stop, recipe_template, repl
+from llmctl.chat import Conversation, Session, _until_stop, recipe_template, repl
+from llmctl.serve.engine import Sampling
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +42,7 @@ def test_prompts_follow_the_chat_template_or_the_recipe_template(tiny_lm: Path, 
     assert recipe_template(run / "02-sft/output") == "### Q: {prompt}\n### A:"
     assert recipe_template(tiny_lm) is None
 
-    session = Session(str(run / "02-sft/output"), Settings(max_new_tokens=3, temperature=0), recipe_template(run / "02-sft/output"))
+    session = Session(str(run / "02-sft/output"), Sampling(temperature=0), 3, recipe_template(run / "02-sft/output"))
     conversation = Conversation(system="Be brief.")
     reply = "".join(session.answer(conversation, "hi"))
     assert conversation.turns == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": reply.strip()}]
