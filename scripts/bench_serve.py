@@ -5,6 +5,11 @@ Without --model it builds a GPT-2-124M-sized model (random weights, local tokeni
 --openvino, also serves its OpenVINO int8 export. For each client count prints requests/s, output tokens/s,
 p50/p99 request latency and p50 time to first token, and the aggregate speed-up over one client.
 Targets (issue 8): 8 clients >= 3x the single-client tokens/s (batching).
+
+--peer also runs the same clients against OpenVINO GenAI's ContinuousBatchingPipeline on the same int8 folder
+(what a CPU user would pick instead): its add_request/step loop in-process, with no HTTP in between, so the
+ratio printed is a lower bound for llmctl. Needs `.venv/bin/pip install -c constraints.txt -e ".[bench]"`
+(openvino-genai, pinned to match openvino exactly; not a dependency of llmctl itself).
 """
 
 from __future__ import annotations
@@ -65,6 +70,73 @@ def measure(base: str, clients: int, seconds: float, max_tokens: int) -> dict[st
     until = time.perf_counter() + seconds
     with ThreadPoolExecutor(clients) as pool:
         results = [r for batch in pool.map(lambda i: client(base, until, max_tokens, i), range(clients)) for r in batch]
+    return summary(results, clients, seconds)
+
+
+def genai_folder(ov_folder: str, out: Path) -> str:
+    """A copy of an OpenVINO folder with the OpenVINO tokenizer/detokenizer models GenAI needs."""
+    import shutil
+
+    import openvino
+    from openvino_tokenizers import convert_tokenizer
+    from transformers import AutoTokenizer
+
+    shutil.copytree(ov_folder, out)
+    tokenizer, detokenizer = convert_tokenizer(AutoTokenizer.from_pretrained(ov_folder), with_detokenizer=True)
+    openvino.save_model(tokenizer, out / "openvino_tokenizer.xml")
+    openvino.save_model(detokenizer, out / "openvino_detokenizer.xml")
+    return str(out)
+
+
+def measure_peer(folder: str, clients: int, seconds: float, max_tokens: int) -> dict[str, float]:
+    """The clients of `measure`, against GenAI's continuous batching: one thread steps the pipeline, each client
+    adds a request and reads its tokens as they come (time to first token = first non-empty read)."""
+    import itertools
+
+    import openvino_genai as genai
+
+    scheduler = genai.SchedulerConfig()
+    scheduler.cache_size, scheduler.max_num_seqs = 1, max(clients, 1)
+    pipe = genai.ContinuousBatchingPipeline(folder, scheduler, "CPU")
+    config = genai.GenerationConfig()
+    config.max_new_tokens = max_tokens
+    ids, stop = itertools.count(), threading.Event()
+
+    def step() -> None:
+        while not stop.is_set():
+            if pipe.has_non_finished_requests():
+                pipe.step()
+            else:
+                time.sleep(0.0005)
+
+    def client(index: int, until: float) -> list[tuple[float, float, int]]:
+        done = []
+        while time.perf_counter() < until:
+            started, first, tokens = time.perf_counter(), None, 0
+            handle = pipe.add_request(next(ids), PROMPTS[index % len(PROMPTS)], config)
+            while True:
+                running = handle.get_status() == genai.GenerationStatus.RUNNING
+                if handle.can_read():
+                    new = sum(len(o.generated_ids) for o in handle.read().values())
+                    tokens += new
+                    first = first or (time.perf_counter() if new else None)
+                elif not running:
+                    break
+                else:
+                    time.sleep(0.0005)
+            done.append((time.perf_counter() - started, (first or time.perf_counter()) - started, tokens))
+        return done
+
+    stepper = threading.Thread(target=step, daemon=True)
+    stepper.start()
+    until = time.perf_counter() + seconds
+    with ThreadPoolExecutor(clients) as pool:
+        results = [r for batch in pool.map(lambda i: client(i, until), range(clients)) for r in batch]
+    stop.set()
+    return summary(results, clients, seconds)
+
+
+def summary(results: list[tuple[float, float, int]], clients: int, seconds: float) -> dict[str, float]:
     elapsed = seconds + max((r[0] for r in results), default=0) / 2
     latencies = sorted(r[0] for r in results)
     return {"clients": clients, "requests": len(results), "requests_per_s": round(len(results) / elapsed, 2),
@@ -74,6 +146,15 @@ def measure(base: str, clients: int, seconds: float, max_tokens: int) -> dict[st
             "p50_ttft_s": round(statistics.median(sorted(r[1] for r in results)), 3)}
 
 
+def show(name: str, rows: list[dict[str, float]]) -> None:
+    for row in rows:
+        ratio = row["tokens_per_s"] / rows[0]["tokens_per_s"]
+        print(f"{name:14s} {row['clients']:2d} clients: {row['requests_per_s']:6.2f} req/s  {row['tokens_per_s']:7.1f} tok/s "
+              f"({ratio:.2f}x)  p50 {row['p50_latency_s']:.2f}s  p99 {row['p99_latency_s']:.2f}s  ttft p50 {row['p50_ttft_s']:.3f}s",
+              flush=True)
+    print(json.dumps({name: rows}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model")
@@ -81,7 +162,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--peer", action="store_true", help="also OpenVINO GenAI on the OpenVINO int8 model (implies --openvino)")
     args = parser.parse_args()
+    args.openvino = args.openvino or args.peer
+    if args.peer and args.model:
+        parser.error("--peer compares on the model it builds; drop --model")
 
     from llmctl.render import quiet_libraries
 
@@ -97,16 +182,19 @@ def main() -> None:
 
             openvino.export(models["pytorch fp32"], {"bits": 8, "sym": False}, work / "ov8")
             models["openvino int8"] = str(work / "ov8")
+    measured = {}
     for name, path in models.items():
         base, server = start(path, max(args.clients))
-        rows = [measure(base, n, args.seconds, args.max_tokens) for n in args.clients]
+        measured[name] = [measure(base, n, args.seconds, args.max_tokens) for n in args.clients]
         server.should_exit = True  # type: ignore[attr-defined]
-        for row in rows:
-            ratio = row["tokens_per_s"] / rows[0]["tokens_per_s"]
-            print(f"{name:14s} {row['clients']:2d} clients: {row['requests_per_s']:6.2f} req/s  {row['tokens_per_s']:7.1f} tok/s "
-                  f"({ratio:.2f}x)  p50 {row['p50_latency_s']:.2f}s  p99 {row['p99_latency_s']:.2f}s  ttft p50 {row['p50_ttft_s']:.3f}s",
-                  flush=True)
-        print(json.dumps({name: rows}))
+        show(name, measured[name])
+    if args.peer:
+        folder = genai_folder(models["openvino int8"], work / "genai")
+        peer = [measure_peer(folder, n, args.seconds, args.max_tokens) for n in args.clients]
+        show("ov genai int8", peer)
+        for ours, theirs in zip(measured["openvino int8"], peer):
+            print(f"llmctl / OpenVINO GenAI at {ours['clients']} clients: {ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}x tokens/s, "
+                  f"p99 {ours['p99_latency_s']:.2f}s vs {theirs['p99_latency_s']:.2f}s")
 
 
 if __name__ == "__main__":

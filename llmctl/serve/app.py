@@ -306,7 +306,8 @@ def _logprobs(state: ServerState, job: Job, generation: GenRequest) -> dict[str,
         offsets.append(at)
         at += len(piece[token])
     return {"tokens": [piece[token] for token, _, _ in entries], "token_logprobs": [lp for _, lp, _ in entries],
-            "top_logprobs": [None if lp is None else {piece[alt]: v for alt, v in top} for _, lp, top in entries],
+            # two tokens can share a text (byte pieces decode to U+FFFD): the likelier one's value is kept
+            "top_logprobs": [None if lp is None else {piece[alt]: v for alt, v in reversed(top)} for _, lp, top in entries],
             "text_offset": offsets}
 
 
