@@ -84,6 +84,8 @@ UntilOpt = Annotated[Optional[str], typer.Option(help="Stop after this stage.")]
 SmokeOpt = Annotated[bool, typer.Option("--smoke", help="The recipe as written, on tiny random models of the same architectures, a few rows and steps per stage, in <run_dir>-smoke: a check in minutes on a CPU.")]
 RunArg = Annotated[str, typer.Argument(metavar="RUN", help="Run name (under --root) or run folder.")]
 RootOpt = Annotated[Path, typer.Option(help="Folder that holds run folders.")]
+ModelDirArg = Annotated[Optional[Path], typer.Argument(help="A model folder (plain, merged, INC or OpenVINO).")]  # noqa: UP007
+ModelNameOpt = Annotated[Optional[str], typer.Option(help="Model name in the registry.")]  # noqa: UP007
 OverridesArg = Annotated[Optional[list[str]], typer.Argument(help="Overrides as key=value, e.g. stages.pretrain.train.lr=1e-3.", show_default=False)]  # noqa: UP007
 
 
@@ -553,9 +555,9 @@ class Engine(str, Enum):
 @app.command()
 @handle_errors
 def serve(
-    model_dir: Annotated[Optional[Path], typer.Argument(help="A model folder (plain, merged, INC or OpenVINO).")] = None,  # noqa: UP007
+    model_dir: ModelDirArg = None,
     registry: Annotated[Optional[Path], typer.Option(help="Serve NAME's current version from this registry (hot reload).")] = None,  # noqa: UP007
-    name: Annotated[Optional[str], typer.Option(help="Model name in the registry.")] = None,  # noqa: UP007
+    name: ModelNameOpt = None,
     host: Annotated[str, typer.Option(help="Bind address (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     api_key: Annotated[Optional[str], typer.Option(help="Require 'Authorization: Bearer KEY' (or set LLMCTL_API_KEY).")] = None,  # noqa: UP007
@@ -582,9 +584,9 @@ def serve(
 @app.command()
 @handle_errors
 def chat(
-    model_dir: Annotated[Optional[Path], typer.Argument(help="A model folder (plain, merged, INC or OpenVINO).")] = None,  # noqa: UP007
+    model_dir: ModelDirArg = None,
     registry: Annotated[Optional[Path], typer.Option(help="Chat with NAME's current version in this registry.")] = None,  # noqa: UP007
-    name: Annotated[Optional[str], typer.Option(help="Model name in the registry.")] = None,  # noqa: UP007
+    name: ModelNameOpt = None,
     system: Annotated[str, typer.Option(help="System prompt (change it in the chat with /system TEXT).")] = "",
     template: Annotated[Optional[str], typer.Option(help="Prompt template with {prompt} for a model without a chat template "  # noqa: UP007
                                                          "(default: the recipe's data.template, found through its run folder).")] = None,
