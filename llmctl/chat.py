@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from llmctl.serve.engine import Sampling
+from llmctl.serve.engine import Sampling, stop_scan
 
 HELP = "/reset clears the conversation, /system TEXT sets the system prompt, /exit leaves (Ctrl-C stops an answer)"
 
@@ -95,21 +95,21 @@ class Session:
 
 
 def _until_stop(pieces: Iterator[str], stops: list[str], interrupted: threading.Event) -> Iterator[str]:
-    """Pass text through up to the first stop string, holding back what could still become one."""
+    """Pass text through up to the first stop string, holding back what could still become one (the server's
+    stop_scan)."""
     text, sent = "", 0
-    hold = max((len(s) - 1 for s in stops), default=0)
     for piece in pieces:
         text += piece
-        cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+        cut, safe = stop_scan(text, sent, stops)
         if cut >= 0:
             interrupted.set()  # ends generate() at its next step
             yield text[sent:cut]
             for _ in pieces:  # drain the streamer so the generating thread can finish
                 pass
             return
-        if len(text) - hold > sent:
-            yield text[sent : len(text) - hold]
-            sent = len(text) - hold
+        if safe > sent:
+            yield text[sent:safe]
+            sent = safe
     yield text[sent:]
 
 

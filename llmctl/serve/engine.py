@@ -321,19 +321,25 @@ def _deliver(request: Request) -> None:
 def _advance(request: Request, tokenizer: Any) -> None:
     """After a new token: cut at a stop string, stream what can no longer change, stop at the token budget."""
     text = tokenizer.decode(request.tokens, skip_special_tokens=True)
-    cut = min((i for i in (text.find(s, max(request.sent - len(s), 0)) for s in request.stop if s) if i >= 0), default=-1)
+    cut, safe = stop_scan(text, request.sent, request.stop)
     if cut >= 0:
         request.text = text[:cut]
         _finish(request, "stop")
         return
     request.text = text
-    # hold back text that could still become a stop string, and half-decoded UTF-8 (U+FFFD)
-    safe = len(text.rstrip("\ufffd")) - max((len(s) - 1 for s in request.stop if s), default=0)
     if safe > request.sent and not request.hold:
         request.notify("delta", text[request.sent : safe])
         request.sent = safe
     if len(request.tokens) >= request.max_tokens:
         _finish(request, "length")
+
+
+def stop_scan(text: str, sent: int, stops: list[str]) -> tuple[int, int]:
+    """For streamed `text` of which `sent` characters are out: where its first stop string starts (-1: none), and
+    how far it may be shown — short of what could still become a stop string, and of half-decoded UTF-8 (U+FFFD)."""
+    cut = min((i for i in (text.find(s, max(sent - len(s), 0)) for s in stops if s) if i >= 0), default=-1)
+    safe = len(text.rstrip("\ufffd")) - max((len(s) - 1 for s in stops if s), default=0)
+    return cut, safe
 
 
 class _Streamer:
