@@ -158,10 +158,9 @@ async def tokenize(body: TokenizeRequest, request: Request) -> dict[str, Any]:
 @router.post("/detokenize")
 async def detokenize(body: DetokenizeRequest, request: Request) -> dict[str, Any]:
     engine = _state(request).engine
-    if body.tokens and (min(body.tokens) < 0 or max(body.tokens) >= engine.loaded.vocab_size):
+    if engine.loaded.foreign_id(body.tokens) is not None:
         raise APIError(400, f"token ids must be within 0 to {engine.loaded.vocab_size - 1}", param="tokens")
-    with engine.text_lock:
-        return {"prompt": engine.loaded.counter.decode(body.tokens)}
+    return {"prompt": engine.decode(body.tokens, skip_special_tokens=False)}
 
 
 @dataclass

@@ -94,6 +94,12 @@ class Loaded:
     context: int | None
     vocab_size: int  # token ids the model can embed
 
+    def foreign_id(self, ids: list[int]) -> int | None:
+        """A token id in `ids` the model cannot embed (the lowest if negative, else the highest), or None."""
+        if ids and min(ids) < 0:
+            return min(ids)
+        return max(ids) if ids and max(ids) >= self.vocab_size else None
+
 
 def load(path: str) -> Loaded:
     from llmctl.models import causal_lm, quantized
@@ -151,9 +157,9 @@ class Engine:
         with self.text_lock:
             return self.loaded.counter.batch_decode([[i] for i in ids])
 
-    def decode(self, ids: list[int]) -> str:
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
         with self.text_lock:
-            return self.loaded.counter.decode(ids, skip_special_tokens=True)
+            return self.loaded.counter.decode(ids, skip_special_tokens=skip_special_tokens)
 
     def _work(self) -> None:
         while True:

@@ -89,9 +89,9 @@ class ServerState:
             if not ids and start is None:
                 raise APIError(400, "prompt is empty and this model has no start token to generate from", param="prompt")
             ids = ids or [start]
-            if min(ids) < 0 or max(ids) >= loaded.vocab_size:
-                raise APIError(400, f"token id {min(ids) if min(ids) < 0 else max(ids)} is outside this model's vocabulary "
-                               f"(0 to {loaded.vocab_size - 1})", param="prompt")
+            if (foreign := loaded.foreign_id(ids)) is not None:
+                raise APIError(400, f"token id {foreign} is outside this model's vocabulary (0 to {loaded.vocab_size - 1})",
+                               param="prompt")
             if loaded.context is not None and len(ids) + max_tokens > loaded.context:
                 raise APIError(400, f"this model's context is {loaded.context} tokens; the prompt has {len(ids)} and max_tokens "
                                f"asks for {max_tokens}: shorten the prompt or lower max_tokens", param="prompt",
