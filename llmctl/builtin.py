@@ -19,9 +19,10 @@ def recipes() -> list[dict[str, Any]]:
     """Name, stage types and description of every built-in recipe (read as plain YAML: nothing is resolved)."""
     found = []
     for path in sorted(FOLDER.glob("*.yaml")):
-        tree = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text()
+        tree = yaml.safe_load(text) or {}
         stages = [str(s.get("type", "?")) for s in tree.get("stages") or [] if isinstance(s, dict)]
-        found.append({"name": path.stem, "stages": stages, "description": _describe(path.read_text(), tree), "path": str(path)})
+        found.append({"name": path.stem, "stages": stages, "description": _describe(text, tree), "path": str(path)})
     return found
 
 

@@ -63,10 +63,8 @@ def write_comparison(refs: list[str], root: Path = RUNS_ROOT) -> Path:
         for run, manifest in zip(names, manifests):
             entry = manifest.stages.get(stage)
             history = _history(Path(manifest.run_dir) / entry.dir) if entry is not None and entry.dir else []
-            for title, curves in PANELS.items():
-                for key, label in curves.items():
-                    if points := _points(history, key):
-                        panels.setdefault(title, {})[f"{run}: {label}"] = points
+            for title, series in _panel_series(history, f"{run}: ").items():
+                panels.setdefault(title, {}).update(series)
         if panels:
             png = _panels(out / f"{_slug(stage)}-curves.png", f"{stage}: {' vs '.join(names)}", panels)
             sections.append(f"<h2>{html.escape(stage)}</h2>{_img(png)}")
@@ -94,8 +92,12 @@ def _history(stage_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _points(history: list[dict[str, Any]], key: str) -> list[tuple[float, float]]:
-    return [(r["step"], r[key]) for r in history if isinstance(r.get(key), (int, float))]
+def _panel_series(history: list[dict[str, Any]], prefix: str = "") -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """The PANELS one stage's training log has data for: {panel: {prefix + curve label: [(step, value)…]}}."""
+    panels = {title: {prefix + label: points for key, label in curves.items()
+                      if (points := [(r["step"], r[key]) for r in history if isinstance(r.get(key), (int, float))])}
+              for title, curves in PANELS.items()}
+    return {title: series for title, series in panels.items() if series}
 
 
 def _summary(stages: dict[str, Any]) -> str:
@@ -111,9 +113,7 @@ def _summary(stages: dict[str, Any]) -> str:
 
 
 def _chart_section(stage: str, history: list[dict[str, Any]], out: Path) -> str:
-    panels = {title: {label: points for key, label in curves.items() if (points := _points(history, key))}
-              for title, curves in PANELS.items()}
-    panels = {title: series for title, series in panels.items() if series}
+    panels = _panel_series(history)
     if not panels:
         return ""
     png = _panels(out / f"{_slug(stage)}-curves.png", f"{stage}: training curves", panels)

@@ -271,7 +271,7 @@ def _entries(request: Request, log_probs: Any) -> list[tuple[int, float | None, 
     targets = torch.tensor(ids[1:], dtype=torch.long)
     predicting = log_probs[: len(ids) - 1]
     chosen = predicting.gather(1, targets[:, None])[:, 0].tolist()
-    top_values, top_ids = predicting.topk(request.logprobs or 0, dim=-1) if request.logprobs else (predicting[:, :0], predicting[:, :0])
+    top_values, top_ids = predicting.topk(request.logprobs, dim=-1) if request.logprobs else (predicting[:, :0], predicting[:, :0])
     tops = [list(zip(i, v)) for i, v in zip(top_ids.long().tolist(), top_values.tolist())]
     return [(ids[0], None, [])] + [(token, lp, top) for token, lp, top in zip(ids[1:], chosen, tops)]
 

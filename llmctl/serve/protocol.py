@@ -88,9 +88,7 @@ class RequestBase(BaseModel):
     @field_validator("stream_options")
     @classmethod
     def _stream_options_need_stream(cls, value: Any, info: ValidationInfo) -> Any:
-        if value is not None and not info.data.get("stream"):
-            raise ValueError("only allowed when stream is true")
-        return value
+        return _only_when("stream", value, info)
 
     @field_validator("stop")
     @classmethod
@@ -146,6 +144,13 @@ class Message(BaseModel):
         return _no_surrogates(value or "")
 
 
+def _only_when(flag: str, value: Any, info: ValidationInfo) -> Any:
+    """A field that means something only beside `flag: true` (declared before it) is refused without it."""
+    if value is not None and not info.data.get(flag):
+        raise ValueError(f"only allowed when {flag} is true")
+    return value
+
+
 def _no_surrogates(value: Any) -> Any:
     """JSON may carry a lone UTF-16 surrogate ("\\ud800"), which no tokenizer can encode."""
     for text in [value] if isinstance(value, str) else value or []:
@@ -166,9 +171,7 @@ class ChatRequest(RequestBase):
     @field_validator("top_logprobs")
     @classmethod
     def _top_logprobs_need_logprobs(cls, value: Any, info: ValidationInfo) -> Any:
-        if value is not None and not info.data.get("logprobs"):
-            raise ValueError("only allowed when logprobs is true")
-        return value
+        return _only_when("logprobs", value, info)
 
 
 class TokenizeRequest(BaseModel):
