@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from llmctl.artifacts import Artifact, ArtifactKind
+from llmctl.models import publish
 from llmctl.specs import NAME_PATTERN, PREVIOUS, Block, InputSlot, StageSpec
 
 if TYPE_CHECKING:
@@ -62,8 +63,9 @@ class DeploySpec(StageSpec):
     produces = ArtifactKind.deployment
 
     def check_environment(self, cuda_visible: bool) -> list[tuple[str, str]]:
-        if self.hub is not None and not os.environ.get("HF_TOKEN"):
-            return [("hub", "HF_TOKEN is not set: publishing to the Hub needs a write token (export HF_TOKEN=hf_…)")]
+        if self.hub is not None and not os.environ.get(publish.TOKEN_ENV):
+            return [("hub", f"{publish.TOKEN_ENV} is not set: publishing to the Hub needs a write token "
+                            f"(export {publish.TOKEN_ENV}=hf_…)")]
         return []
 
     def inputs(self) -> dict[str, InputSlot]:
@@ -91,7 +93,7 @@ def run(spec: DeploySpec, ctx: StageContext) -> Artifact:
     deployment = {"registry": str(registry.root.absolute()), "name": spec.model_name, "version": version,
                   "promoted": spec.promote, "pruned": pruned, "path": str((registry.root / spec.model_name / version).absolute())}
     if spec.hub is not None:
-        deployment["hub"] = _publish(spec, ctx, Path(deployment["path"]), info["metrics"], version)
+        deployment["hub"] = _publish(spec.hub, spec.model_name, ctx, Path(deployment["path"]), info["metrics"], version)
         ctx.log(f"published to https://huggingface.co/{spec.hub.repo_id} ({spec.hub.revision})")
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     (ctx.out_dir / "deployment.json").write_text(json.dumps(deployment, indent=2) + "\n")
@@ -100,13 +102,12 @@ def run(spec: DeploySpec, ctx: StageContext) -> Artifact:
     return Artifact(ArtifactKind.deployment, str(ctx.out_dir), meta={"metrics": metrics, "deployment": deployment})
 
 
-def _publish(spec: DeploySpec, ctx: StageContext, folder: Path, metrics: dict[str, Any], version: str) -> dict[str, Any]:
-    from llmctl.models import publish, quantized
+def _publish(hub: HubSpec, model_name: str, ctx: StageContext, folder: Path, metrics: dict[str, Any], version: str) -> dict[str, Any]:
+    from llmctl.models import quantized
 
-    assert spec.hub is not None
     recipe = ctx.recipe.public_dump()
     stages = [{"name": s.name, "type": s.type, "model": m if isinstance(m := getattr(s, "model", ""), str) else ""}
               for s in ctx.recipe.stages]
-    card = publish.model_card(spec.hub.repo_id, recipe, stages, metrics, quantized.backend_of(str(folder)))
-    message = f"llmctl: {ctx.recipe.name} {spec.model_name} {version}"
-    return publish.upload(folder, spec.hub.repo_id, spec.hub.private, spec.hub.revision, card, message)
+    card = publish.model_card(hub.repo_id, recipe, stages, metrics, quantized.backend_of(str(folder)))
+    message = f"llmctl: {ctx.recipe.name} {model_name} {version}"
+    return publish.upload(folder, hub.repo_id, hub.private, hub.revision, card, message)
