@@ -11,7 +11,10 @@ import collections
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from llmctl.serve.continuous import Continuous
 
 Notify = Callable[[str, Any], None]  # ("delta", text) | ("done", finish_reason) | ("error", message)
 
@@ -83,31 +86,43 @@ class Request:
         return self.finish_reason is not None or self.cancelled
 
 
-@dataclass
 class Loaded:
-    """A model and its tokenizer, swapped together."""
+    """A model and its tokenizer, swapped together; for an OpenVINO folder, also OpenVINO GenAI's continuous
+    batching pipeline, which then serves what it `accepts` (the transformers model loads on first need)."""
 
-    model: Any
-    tokenizer: Any  # used by the engine thread only
-    counter: Any  # a second instance for the request handlers (a Rust tokenizer must not be shared across threads)
-    path: str
-    context: int | None
-    vocab_size: int  # token ids the model can embed
+    def __init__(self, path: str, max_batch: int) -> None:
+        from transformers import AutoConfig
+
+        from llmctl.models import causal_lm
+        from llmctl.serve import continuous
+
+        self.path = path
+        self.tokenizer = causal_lm.load_tokenizer(path)  # used by the engine thread only
+        self.tokenizer.padding_side = "left"
+        self.counter = causal_lm.load_tokenizer(path)  # the request handlers' (a Rust tokenizer must not be shared across threads)
+        self.continuous = continuous.Continuous(path, max_batch, self.tokenizer) if continuous.available(path, self.tokenizer) else None
+        self._model = None if self.continuous else self._load_model()
+        config = self._model.config if self._model is not None else AutoConfig.from_pretrained(path)
+        self.context: int | None = causal_lm.context_length(config)
+        self.vocab_size: int = getattr(config, "vocab_size", None) or len(self.tokenizer)  # token ids the model can embed
+
+    @property
+    def model(self) -> Any:
+        """The transformers-compatible model (PyTorch, INC or OpenVINO through optimum); engine thread only."""
+        if self._model is None:
+            self._model = self._load_model()
+        return self._model
+
+    def _load_model(self) -> Any:
+        from llmctl.models import quantized
+
+        return quantized.load_any(self.path)
 
     def foreign_id(self, ids: list[int]) -> int | None:
         """A token id in `ids` the model cannot embed (the lowest if negative, else the highest), or None."""
         if ids and min(ids) < 0:
             return min(ids)
         return max(ids) if ids and max(ids) >= self.vocab_size else None
-
-
-def load(path: str) -> Loaded:
-    from llmctl.models import causal_lm, quantized
-
-    model, tokenizer = quantized.load_any(path), causal_lm.load_tokenizer(path)
-    tokenizer.padding_side = "left"
-    return Loaded(model, tokenizer, causal_lm.load_tokenizer(path), path, causal_lm.context_length(model.config),
-                  getattr(model.config, "vocab_size", None) or len(tokenizer))
 
 
 SCORE_TOKENS = 8192  # tokens in one scoring forward pass (its logits take batch × length × vocabulary floats)
@@ -125,7 +140,8 @@ class Engine:
         self.ready = threading.Condition()
         self.lock = threading.Lock()
         self.text_lock = threading.Lock()  # a Rust tokenizer used by two threads at once can fail ("Already borrowed")
-        self.batches = 0
+        self.batches = 0  # static batches run (generate() or scoring calls)
+        self.draining: list[Continuous] = []  # pipelines of swapped-out models, finishing their requests
         self.worker = threading.Thread(target=self._work, name="llmctl-engine", daemon=True)
         self.worker.start()
 
@@ -143,8 +159,11 @@ class Engine:
         return len(self.waiting)
 
     def swap(self, loaded: Loaded) -> None:
-        """Use `loaded` from the next batch on; the batch in flight finishes on the old model."""
+        """Use `loaded` from the next batch on; the batch in flight, and the requests running in the old
+        continuous pipeline, finish on the old model."""
         with self.lock:
+            if self.loaded.continuous is not None:
+                self.draining.append(self.loaded.continuous)
             self.loaded = loaded
 
     def encode(self, text: str, special_tokens: bool) -> list[int]:
@@ -162,45 +181,73 @@ class Engine:
             return self.loaded.counter.decode(ids, skip_special_tokens=skip_special_tokens)
 
     def _work(self) -> None:
+        """Forever: admit what the continuous pipeline accepts, run one static batch of the rest (a generate() or
+        scoring call), then one step of every pipeline with requests running."""
         while True:
-            batch = [r for r in self._next_batch() if not r.cancelled]
-            if not batch:
-                continue
             with self.lock:
                 loaded = self.loaded
-            self.batches += 1
-            try:
-                if batch[0].one_forward:
-                    _forward(batch, loaded)
-                else:
-                    _generate(batch, loaded)
-            except Exception as err:  # one bad batch must not kill the server
-                for request in batch:
-                    if not request.answered:
-                        request.finish_reason, request.answered = "error", True
-                        request.notify("error", f"{type(err).__name__}: {err}")
+                self.draining = [c for c in self.draining if c.running]
+                pipelines = self.draining + ([loaded.continuous] if loaded.continuous else [])
+            admitted, batch = self._take(loaded.continuous, wait=not any(c.running for c in pipelines))
+            for request in admitted:
+                try:
+                    loaded.continuous.admit(request)  # type: ignore[union-attr]
+                except Exception as err:  # noqa: BLE001 - a request GenAI refuses must not kill the server
+                    fail(request, f"{type(err).__name__}: {err}")
+            if batch:
+                self._run(batch, loaded)
+            for pipeline in pipelines:
+                try:
+                    pipeline.step()
+                except Exception as err:  # noqa: BLE001
+                    pipeline.fail(f"{type(err).__name__}: {err}")
 
-    def _next_batch(self) -> list[Request]:
-        """The oldest request plus up to max_batch - 1 waiting ones that can share its call (same sampling
-        settings; scoring passes up to SCORE_TOKENS tokens in all); waits `window_s` for more while there is room."""
+    def _run(self, batch: list[Request], loaded: Loaded) -> None:
+        self.batches += 1
+        try:
+            if batch[0].one_forward:
+                _forward(batch, loaded)
+            else:
+                _generate(batch, loaded)
+        except Exception as err:  # one bad batch must not kill the server
+            for request in batch:
+                fail(request, f"{type(err).__name__}: {err}")
+
+    def _take(self, continuous: Continuous | None, wait: bool) -> tuple[list[Request], list[Request]]:
+        """(requests for the continuous pipeline, as many as it has room for; a static batch of the others).
+        With `wait`, first sleeps until a request comes."""
+        accepts = continuous.accepts if continuous else (lambda request: False)
         with self.ready:
-            while not self.waiting:
+            while wait and not self.waiting:
                 self.ready.wait()
-            first = self.waiting.popleft()
-            if first.sampling.seed is not None and not first.one_forward:  # its output must depend on its seed only
-                return [first]
-            self.ready.wait(self.window_s)
-            batch, tokens = [first], len(first.prompt_ids)
-            for request in list(self.waiting):
-                if len(batch) == self.max_batch:
+            self.waiting = collections.deque(r for r in self.waiting if not r.cancelled)
+            admitted = [r for r in self.waiting if accepts(r)][: continuous.room if continuous else 0]
+            for request in admitted:
+                self.waiting.remove(request)
+            return admitted, self._next_batch(accepts)
+
+    def _next_batch(self, continuous_accepts: Callable[[Request], bool]) -> list[Request]:
+        """The oldest request the continuous pipeline does not take, plus up to max_batch - 1 waiting ones that can
+        share its call (same sampling settings; scoring passes up to SCORE_TOKENS tokens in all); waits `window_s`
+        for more while there is room. Called holding `ready`."""
+        first = next((r for r in self.waiting if not continuous_accepts(r)), None)
+        if first is None:
+            return []
+        self.waiting.remove(first)
+        if first.sampling.seed is not None and not first.one_forward:  # its output must depend on its seed only
+            return [first]
+        self.ready.wait(self.window_s)
+        batch, tokens = [first], len(first.prompt_ids)
+        for request in list(self.waiting):
+            if len(batch) == self.max_batch:
+                break
+            if request.batch_key() == first.batch_key() and not continuous_accepts(request) and not request.cancelled:
+                if first.one_forward and tokens + len(request.prompt_ids) > SCORE_TOKENS:
                     break
-                if request.batch_key() == first.batch_key():
-                    if first.one_forward and tokens + len(request.prompt_ids) > SCORE_TOKENS:
-                        break
-                    self.waiting.remove(request)
-                    batch.append(request)
-                    tokens += len(request.prompt_ids)
-            return batch
+                self.waiting.remove(request)
+                batch.append(request)
+                tokens += len(request.prompt_ids)
+        return batch
 
 
 def _generate(batch: list[Request], loaded: Loaded) -> None:
@@ -220,7 +267,7 @@ def _generate(batch: list[Request], loaded: Loaded) -> None:
                               stopping_criteria=StoppingCriteriaList([_AllFinished(batch)]), logits_processor=processors,
                               pad_token_id=tokenizer.pad_token_id, **sampling.generate_kwargs())
     for request in batch:
-        _finish(request, "length")
+        finish(request, "length")
     held = [r for r in batch if r.hold and not r.cancelled]
     _score([r for r in held if r.logprobs is not None], loaded)
     for request in held:
@@ -236,13 +283,13 @@ def _forward(batch: list[Request], loaded: Loaded) -> None:
             token = int(log_probs[-1].argmax())
             if token == tokenizer.eos_token_id:
                 request.stop_token = token
-                _finish(request, "stop")
+                finish(request, "stop")
             else:
                 request.tokens.append(token)
-                _advance(request, tokenizer)
+                advance(request, tokenizer)
         if request.logprobs is not None:
             request.scored = _entries(request, log_probs)
-        _finish(request, "length")
+        finish(request, "length")
         _deliver(request)
 
 
@@ -304,13 +351,20 @@ class OpenAIPenalties:
         return scores - counts * self.frequency - (counts > 0).to(scores.dtype) * self.presence
 
 
-def _finish(request: Request, reason: str) -> None:
+def finish(request: Request, reason: str) -> None:
     """Mark the request finished; a streamed one gets its last text and `done` now, a held one waits to be scored."""
     if request.finished:
         return
     request.finish_reason = reason
     if not request.hold:
         _deliver(request)
+
+
+def fail(request: Request, message: str) -> None:
+    """Answer the request with an error (once)."""
+    if not request.answered:
+        request.finish_reason, request.answered = "error", True
+        request.notify("error", message)
 
 
 def _deliver(request: Request) -> None:
@@ -324,20 +378,20 @@ def _deliver(request: Request) -> None:
     request.notify("done", request.finish_reason)
 
 
-def _advance(request: Request, tokenizer: Any) -> None:
+def advance(request: Request, tokenizer: Any) -> None:
     """After a new token: cut at a stop string, stream what can no longer change, stop at the token budget."""
     text = tokenizer.decode(request.tokens, skip_special_tokens=True)
     cut, safe = stop_scan(text, request.sent, request.stop)
     if cut >= 0:
         request.text = text[:cut]
-        _finish(request, "stop")
+        finish(request, "stop")
         return
     request.text = text
     if safe > request.sent and not request.hold:
         request.notify("delta", text[request.sent : safe])
         request.sent = safe
     if len(request.tokens) >= request.max_tokens:
-        _finish(request, "length")
+        finish(request, "length")
 
 
 def stop_scan(text: str, sent: int, stops: list[str]) -> tuple[int, int]:
@@ -363,10 +417,10 @@ class _Streamer:
                 continue
             if token == self.tokenizer.eos_token_id:
                 request.stop_token = token
-                _finish(request, "stop")
+                finish(request, "stop")
                 continue
             request.tokens.append(token)
-            _advance(request, self.tokenizer)
+            advance(request, self.tokenizer)
 
     def end(self) -> None:
         pass

@@ -12,7 +12,7 @@ from typing import Any
 
 from llmctl.serve.engine import Engine
 from llmctl.serve.engine import Request as GenRequest
-from llmctl.serve.engine import load as load_model
+from llmctl.serve.engine import Loaded
 from llmctl.serve.limits import Limits
 from llmctl.serve.protocol import APIError, RequestBase
 
@@ -45,7 +45,7 @@ class ServerState:
 
         self.source, self.api_key, self.limits = source, api_key, limits
         self.path, self.version = source.resolve()
-        self.engine = Engine(load_model(self.path), limits.max_batch, limits.max_queue)
+        self.engine = Engine(Loaded(self.path, limits.max_batch), limits.max_batch, limits.max_queue)
         self._reload_lock = threading.Lock()
         self.metrics = CollectorRegistry()
         self.requests_total = Counter("llmctl_requests", "HTTP requests", ["endpoint", "status"], registry=self.metrics)
@@ -66,7 +66,7 @@ class ServerState:
             new_path, new_version = self.source.resolve()
             if new_path == self.path:
                 return False
-            self.engine.swap(load_model(new_path))
+            self.engine.swap(Loaded(new_path, self.limits.max_batch))
             self.path, self.version = new_path, new_version
             return True
 

@@ -88,6 +88,48 @@ def test_an_openvino_int8_folder_is_served(tiny_lm: Path, tmp_path: Path) -> Non
     assert len(set(texts)) == 1 and texts[0].split("\n")[0].strip() == expected  # int8 keeps the greedy answer
 
 
+def test_openvino_requests_join_the_running_batch(tiny_lm: Path, tmp_path: Path) -> None:
+    """Continuous batching on an OpenVINO folder (OpenVINO GenAI's pipeline): a request that arrives while another
+    is generating starts at once and finishes first, instead of waiting for the running batch to end; no static
+    batch runs and the transformers model is not loaded. A logprobs request, which GenAI cannot score, takes the
+    transformers path, which then loads."""
+    from llmctl.models import openvino
+    from llmctl.serve.engine import Engine, Loaded, Request, Sampling
+
+    openvino.export(str(tiny_lm), {"bits": 8, "sym": False}, tmp_path / "ov")
+    loaded = Loaded(str(tmp_path / "ov"), max_batch=4)
+    assert loaded.continuous is not None
+    engine, finished, settled = Engine(loaded, max_batch=4), [], threading.Semaphore(0)
+    prompt = loaded.counter("The")["input_ids"]
+
+    def request(name: str, max_tokens: int, logprobs: int | None = None) -> Request:
+        def notify(event: str, data: object) -> None:
+            if event in ("done", "error"):
+                finished.append((name, event, data))
+                settled.release()
+        return Request(prompt, max_tokens, Sampling(), [], notify, logprobs=logprobs, hold=logprobs is not None)
+
+    short, long = request("short", 2), request("long", 48)
+
+    class SubmitsShortAtFirstToken(list):
+        def append(self, token: int) -> None:
+            super().append(token)
+            if len(self) == 1:
+                engine.submit([short])
+
+    long.tokens = SubmitsShortAtFirstToken()
+    engine.submit([long])
+    assert settled.acquire(timeout=60) and settled.acquire(timeout=60)
+    assert [name for name, _, _ in finished] == ["short", "long"], finished  # static batching would give long, short
+    assert len(long.tokens) == 48 or long.finish_reason == "stop"
+    assert engine.batches == 0 and loaded._model is None
+
+    scored = request("scored", 3, logprobs=2)
+    engine.submit([scored])
+    assert settled.acquire(timeout=60) and finished[-1] == ("scored", "done", "length")
+    assert len(scored.scored) == len(prompt) + 3 and engine.batches == 1 and loaded._model is not None
+
+
 def test_bad_requests_get_openai_style_errors_and_the_server_survives(tiny_lm: Path) -> None:
     with server(Source(str(tiny_lm)), limits=Limits(max_tokens=32, max_n=2)) as base:
         url = f"{base}/v1/completions"
