@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from llmctl.serve.engine import Sampling, stop_scan
+from llmctl.serve.requests import Sampling, stop_scan
 
 HELP = "/reset clears the conversation, /system TEXT sets the system prompt, /exit leaves (Ctrl-C stops an answer)"
 

@@ -22,10 +22,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from llmctl.data.chat import render as render_chat
-from llmctl.serve.engine import Overloaded, Sampling
-from llmctl.serve.engine import Request as GenRequest
+from llmctl.serve.engine import Overloaded
 from llmctl.serve.limits import Limits
 from llmctl.serve.protocol import APIError, ChatRequest, CompletionRequest, DetokenizeRequest, RequestBase, TokenizeRequest
+from llmctl.serve.requests import Request as GenRequest
+from llmctl.serve.requests import Sampling
 from llmctl.serve.state import ServerState, Source
 
 __all__ = ["Limits", "Source", "create_app", "run_server"]

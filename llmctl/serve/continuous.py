@@ -14,7 +14,7 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-from llmctl.serve.engine import Request, advance, fail, finish
+from llmctl.serve.requests import Request, advance, fail, finish
 
 KV_CACHE_GB = 1
 """The paged KV cache's size: room for 8 sequences of 2k tokens of a 1.3B model; GenAI grows it when it must."""

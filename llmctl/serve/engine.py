@@ -1,89 +1,24 @@
-"""The generation engine behind `llmctl serve`: one worker thread that batches concurrent requests into
-shared `generate()` calls (dynamic batching), streams each sequence's tokens back to its request, stops a
-sequence at its stop strings or token budget, and swaps models between batches (hot reload).
+"""The generation engine behind `llmctl serve`: one worker thread that serves queued requests and swaps models
+between batches (hot reload). OpenVINO folders get continuous batching (serve/continuous.py: requests join
+and leave the running batch between decode steps); the rest, and what that pipeline does not take, share
+static `generate()` calls or one scoring forward pass (dynamic batching).
 
 Any backend `quantized.load_any` returns works (PyTorch, INC, OpenVINO): all implement transformers'
-`generate()` with streamers and stopping criteria, which is what the batching relies on."""
+`generate()` with streamers and stopping criteria, which is what the static batching relies on."""
 
 from __future__ import annotations
 
 import collections
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from llmctl.serve.continuous import Continuous
-
-Notify = Callable[[str, Any], None]  # ("delta", text) | ("done", finish_reason) | ("error", message)
+from llmctl.serve.continuous import Continuous, available
+from llmctl.serve.requests import Request, advance, deliver, fail, finish
 
 
 class Overloaded(Exception):
     """The request queue is full."""
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """How a request picks its tokens; requests share a generate() call only when these agree."""
-
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    repetition_penalty: float = 1.0
-    seed: int | None = None
-
-    def generate_kwargs(self) -> dict[str, Any]:
-        """Every setting spelled out, so that a model's own generation_config (top_k 50, a repetition penalty…)
-        never applies behind the client's back."""
-        if self.temperature == 0:
-            return {"do_sample": False, "repetition_penalty": self.repetition_penalty}
-        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": max(self.top_k, 0),
-                "repetition_penalty": self.repetition_penalty}
-
-
-@dataclass
-class Request:
-    """One sequence to generate (a request with n > 1 becomes n of these)."""
-
-    prompt_ids: list[int]
-    max_tokens: int
-    sampling: Sampling
-    stop: list[str]
-    notify: Notify
-    logprobs: int | None = None
-    """Score every token (prompt and generated) and keep this many most likely alternatives per position."""
-    hold: bool = False
-    """Deliver the text whole at the end (echo and logprobs requests) instead of streaming it."""
-    tokens: list[int] = field(default_factory=list)
-    stop_token: int | None = None  # the end-of-sequence token that finished it, scored but not shown
-    text: str = ""
-    sent: int = 0  # characters of `text` already streamed
-    scored: list[tuple[int, float | None, list[tuple[int, float]]]] = field(default_factory=list)
-    """(token, its log-probability, [(alternative, log-probability)…]) for every token; the first has none."""
-    finish_reason: str | None = None
-    answered: bool = False  # its `done` or `error` was sent
-    cancelled: bool = False
-
-    @property
-    def prompt_tokens(self) -> int:
-        return len(self.prompt_ids)
-
-    @property
-    def one_forward(self) -> bool:
-        """Served by one forward pass over the prompt: scoring (max_tokens 0), or scoring plus one greedy token
-        (what lm-eval's log-likelihood requests ask for)."""
-        plain = self.sampling.temperature == 0 and self.sampling.repetition_penalty == 1
-        return self.max_tokens == 0 or (self.hold and self.max_tokens == 1 and plain)
-
-    def batch_key(self) -> tuple[Any, ...]:
-        return ("forward",) if self.one_forward else ("generate", self.sampling)
-
-    @property
-    def finished(self) -> bool:
-        return self.finish_reason is not None or self.cancelled
 
 
 class Loaded:
@@ -94,13 +29,12 @@ class Loaded:
         from transformers import AutoConfig
 
         from llmctl.models import causal_lm
-        from llmctl.serve import continuous
 
         self.path = path
         self.tokenizer = causal_lm.load_tokenizer(path)  # used by the engine thread only
         self.tokenizer.padding_side = "left"
         self.counter = causal_lm.load_tokenizer(path)  # the request handlers' (a Rust tokenizer must not be shared across threads)
-        self.continuous = continuous.Continuous(path, max_batch, self.tokenizer) if continuous.available(path, self.tokenizer) else None
+        self.continuous = Continuous(path, max_batch, self.tokenizer) if available(path, self.tokenizer) else None
         self._model = None if self.continuous else self._load_model()
         config = self._model.config if self._model is not None else AutoConfig.from_pretrained(path)
         self.context: int | None = causal_lm.context_length(config)
@@ -271,7 +205,7 @@ def _generate(batch: list[Request], loaded: Loaded) -> None:
     held = [r for r in batch if r.hold and not r.cancelled]
     _score([r for r in held if r.logprobs is not None], loaded)
     for request in held:
-        _deliver(request)
+        deliver(request)
 
 
 def _forward(batch: list[Request], loaded: Loaded) -> None:
@@ -290,7 +224,7 @@ def _forward(batch: list[Request], loaded: Loaded) -> None:
         if request.logprobs is not None:
             request.scored = _entries(request, log_probs)
         finish(request, "length")
-        _deliver(request)
+        deliver(request)
 
 
 def _score(batch: list[Request], loaded: Loaded) -> None:
@@ -349,57 +283,6 @@ class OpenAIPenalties:
         generated = input_ids[:, self.prompt_width :]
         counts = torch.zeros_like(scores).scatter_add_(1, generated, torch.ones_like(generated, dtype=scores.dtype))
         return scores - counts * self.frequency - (counts > 0).to(scores.dtype) * self.presence
-
-
-def finish(request: Request, reason: str) -> None:
-    """Mark the request finished; a streamed one gets its last text and `done` now, a held one waits to be scored."""
-    if request.finished:
-        return
-    request.finish_reason = reason
-    if not request.hold:
-        _deliver(request)
-
-
-def fail(request: Request, message: str) -> None:
-    """Answer the request with an error (once)."""
-    if not request.answered:
-        request.finish_reason, request.answered = "error", True
-        request.notify("error", message)
-
-
-def _deliver(request: Request) -> None:
-    """The text not yet streamed (a held request's whole text), then `done`."""
-    if request.cancelled or request.answered:
-        return
-    if request.sent < len(request.text):
-        request.notify("delta", request.text[request.sent :])
-        request.sent = len(request.text)
-    request.answered = True
-    request.notify("done", request.finish_reason)
-
-
-def advance(request: Request, tokenizer: Any) -> None:
-    """After a new token: cut at a stop string, stream what can no longer change, stop at the token budget."""
-    text = tokenizer.decode(request.tokens, skip_special_tokens=True)
-    cut, safe = stop_scan(text, request.sent, request.stop)
-    if cut >= 0:
-        request.text = text[:cut]
-        finish(request, "stop")
-        return
-    request.text = text
-    if safe > request.sent and not request.hold:
-        request.notify("delta", text[request.sent : safe])
-        request.sent = safe
-    if len(request.tokens) >= request.max_tokens:
-        finish(request, "length")
-
-
-def stop_scan(text: str, sent: int, stops: list[str]) -> tuple[int, int]:
-    """For streamed `text` of which `sent` characters are out: where its first stop string starts (-1: none), and
-    how far it may be shown — short of what could still become a stop string, and of half-decoded UTF-8 (U+FFFD)."""
-    cut = min((i for i in (text.find(s, max(sent - len(s), 0)) for s in stops if s) if i >= 0), default=-1)
-    safe = len(text.rstrip("\ufffd")) - max((len(s) - 1 for s in stops if s), default=0)
-    return cut, safe
 
 
 class _Streamer:

@@ -10,11 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmctl.serve.engine import Engine
-from llmctl.serve.engine import Request as GenRequest
-from llmctl.serve.engine import Loaded
+from llmctl.serve.engine import Engine, Loaded
 from llmctl.serve.limits import Limits
 from llmctl.serve.protocol import APIError, RequestBase
+from llmctl.serve.requests import Request as GenRequest
 
 
 @dataclass

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from llmctl.chat import Conversation, Session, _until_stop, recipe_template, repl
-from llmctl.serve.engine import Sampling
+from llmctl.serve.requests import Sampling
 
 pytestmark = pytest.mark.slow
 

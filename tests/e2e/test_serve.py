@@ -94,7 +94,8 @@ def test_openvino_requests_join_the_running_batch(tiny_lm: Path, tmp_path: Path)
     batch runs and the transformers model is not loaded. A logprobs request, which GenAI cannot score, takes the
     transformers path, which then loads."""
     from llmctl.models import openvino
-    from llmctl.serve.engine import Engine, Loaded, Request, Sampling
+    from llmctl.serve.engine import Engine, Loaded
+    from llmctl.serve.requests import Request, Sampling
 
     openvino.export(str(tiny_lm), {"bits": 8, "sym": False}, tmp_path / "ov")
     loaded = Loaded(str(tmp_path / "ov"), max_batch=4)
