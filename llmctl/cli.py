@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from llmctl import __version__
+import llmctl
 from llmctl.errors import LlmctlError, RecipeError, UsageError, storage_error
 from llmctl.rundir import RUNS_ROOT
 from llmctl.serve.limits import Limits as ServeLimits
@@ -125,7 +125,7 @@ def _report_error(error: LlmctlError) -> None:
 
 def _version(value: bool) -> None:
     if value:
-        print(f"llmctl {__version__}")
+        print(f"llmctl {llmctl.__version__}")
         raise typer.Exit()
 
 
@@ -158,7 +158,7 @@ def _load(recipe: Path, overrides: list[str] | None):  # noqa: ANN202
 @handle_errors
 def validate(recipes: Annotated[list[Path], typer.Argument(help="Recipe files to check.")]) -> None:
     """Check recipes (syntax, types, stage handoffs) without loading any model. Exit 2 if any is invalid."""
-    from llmctl.pipeline import environment_problems, resolve_inputs
+    from llmctl.handoffs import environment_problems, resolve_inputs
 
     failed = []
     for path in recipes:
@@ -224,7 +224,8 @@ def _mixtures(the_plan: Any) -> dict[str, Any]:
 
 def _plan(recipe: Path, overrides: list[str] | None, force: bool, from_stage: str | None, only: str | None,  # noqa: ANN202
           until: str | None, smoke: bool = False):
-    from llmctl.pipeline import Selection, environment_problems, make_plan
+    from llmctl.handoffs import environment_problems
+    from llmctl.pipeline import Selection, make_plan
 
     loaded, parsed = _load(recipe, overrides)
     if smoke:
@@ -238,7 +239,7 @@ def _smoked(parsed: Any, loaded: Any) -> Any:
     """The smoke version of a valid recipe, its tiny models built (once; they are cached by content)."""
     from llmctl import smoke
     from llmctl.hardware import cuda_visible
-    from llmctl.pipeline import resolve_inputs
+    from llmctl.handoffs import resolve_inputs
 
     resolve_inputs(parsed, loaded)
     smoked, notes = smoke.smoke_recipe(parsed, cuda_visible())
@@ -468,7 +469,7 @@ def doctor(
 
     found = environment_report(runs_root)
     if recipe is not None:
-        from llmctl.pipeline import environment_problems
+        from llmctl.handoffs import environment_problems
 
         _, validated = _load(recipe, None)
         found["warnings"] += [f"{recipe}: {w}" for w in _recipe_warnings(validated, found)]
@@ -598,7 +599,7 @@ def chat(
 ) -> None:
     """Chat with a model in the terminal, answers streamed as they are generated (/reset, /system, /exit)."""
     from llmctl.chat import Conversation, Session, recipe_template, repl
-    from llmctl.serve.engine import Sampling
+    from llmctl.serve.requests import Sampling
 
     path, _ = _model_source("chat", model_dir, registry, name).resolve()
     sampling = Sampling(temperature, top_p, top_k, repetition_penalty=repetition_penalty)

@@ -17,14 +17,15 @@ from llmctl import fingerprint as fp
 from llmctl import tracking
 from llmctl.artifacts import Artifact
 from llmctl.data.fingerprint import content_key, fingerprint_data, fingerprint_source
-from llmctl.errors import GateFailed, Interrupted, LlmctlError, Problem, RecipeError, StageFailed, UsageError, storage_error
-from llmctl.recipe import STAGES, LoadedRecipe
+from llmctl.errors import GateFailed, Interrupted, LlmctlError, Problem, StageFailed, UsageError, storage_error
+from llmctl.handoffs import resolve_inputs
+from llmctl.recipe import LoadedRecipe
 from llmctl.records import Manifest
 from llmctl.context import Emit, StageContext
 from llmctl.history import Baseline, baseline
-from llmctl.rundir import OUTPUT, RESOLVED, TMP_SUFFIX, RunLayout, RunLock, dump_resolved, replace_dir, unsafe_run_dir, write_atomic
+from llmctl.rundir import OUTPUT, RESOLVED, TMP_SUFFIX, RunLayout, RunLock, dump_resolved, replace_dir, write_atomic
 from llmctl.schema import Recipe
-from llmctl.specs import PREVIOUS, InputSlot, LauncherSpec, StageSpec, data_blocks, stage_ref_name
+from llmctl.specs import LauncherSpec, StageSpec, data_blocks, stage_ref_name
 from llmctl.stages import runner
 from llmctl.stages.deploy import DeploySpec
 
@@ -82,62 +83,6 @@ class Selection:
 
 
 # ---------------------------------------------------------------- planning
-
-
-def resolve_inputs(recipe: Recipe, loaded: LoadedRecipe | None = None) -> dict[str, dict[str, str]]:
-    """Map each stage's input slots to `stage:NAME` or an external reference; check kinds before anything runs."""
-    run_dir = RunLayout.of(recipe.name, recipe.run_dir).run_dir.absolute()
-    outputs = {str(RunLayout(run_dir).output_of(i, s.name)): s.name for i, s in enumerate(recipe.stages)}
-    problems: list[Problem] = []
-    if why := unsafe_run_dir(run_dir):
-        problems.append(Problem(loaded.where(("run_dir",)) if loaded else "", "run_dir", why))
-    resolved: dict[str, dict[str, str]] = {}
-    for index, spec in enumerate(recipe.stages):
-        resolved[spec.name] = {}
-        for slot, wanted in spec.inputs().items():
-            ref, error = _resolve_ref(wanted, recipe.stages, index, outputs)
-            if error:
-                where = loaded.where((STAGES, index, *wanted.field.split("."))) if loaded else ""
-                problems.append(Problem(where, f"stages[{index}].{wanted.field}", error))
-            else:
-                resolved[spec.name][slot] = ref
-    if problems:
-        raise RecipeError(problems, str(loaded.path) if loaded else recipe.name)
-    return resolved
-
-
-def _resolve_ref(wanted: InputSlot, stages: list[StageSpec], index: int, outputs: dict[str, str]) -> tuple[str, str | None]:
-    """(`stage:NAME` or the external reference, None) — or ("", why the reference does not fit)."""
-    earlier = stages[:index]
-    kinds = " or ".join(k.value for k in wanted.accepts)
-    if wanted.ref == PREVIOUS:
-        match = next((s for s in reversed(earlier) if s.output_kind() in wanted.accepts), None)
-        if match is None:
-            return "", f"'previous' needs an earlier stage that produces {kinds}; there is none — name a model folder or hub id instead"
-        return f"stage:{match.name}", None
-    target = stage_ref_name(wanted.ref) or outputs.get(str(Path(wanted.ref).absolute()))  # ${stages.X.output} too
-    if target is None:
-        return wanted.ref, None
-    producer = next((s for s in earlier if s.name == target), None)
-    if producer is None:
-        why = "comes later in the recipe" if any(s.name == target for s in stages[index:]) else "does not exist"
-        return "", f"stage '{target}' {why}; earlier stages: {', '.join(s.name for s in earlier) or 'none'}"
-    if producer.output_kind() not in wanted.accepts:
-        return "", f"stage '{target}' produces {producer.output_kind().value}, but this input accepts {kinds}"
-    return f"stage:{target}", None
-
-
-def environment_problems(recipe: Recipe, loaded: LoadedRecipe | None = None) -> list[Problem]:
-    """Settings this machine cannot run (e.g. qlora without CUDA). `validate` and `plan` show them as
-    warnings — the recipe may be meant for another machine — and `run` refuses to start."""
-    from llmctl.hardware import cuda_visible
-
-    found = []
-    for index, spec in enumerate(recipe.stages):
-        for field_path, message in spec.check_environment(cuda_visible()):
-            where = loaded.where((STAGES, index, *field_path.split("."))) if loaded else ""
-            found.append(Problem(where, f"stages[{index}].{field_path}", message))
-    return found
 
 
 def make_plan(recipe: Recipe, loaded: LoadedRecipe | None = None, selection: Selection | None = None) -> Plan:

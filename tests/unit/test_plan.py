@@ -14,7 +14,8 @@ import pytest
 from llmctl import recipe, schema
 from llmctl.artifacts import Artifact, ArtifactKind
 from llmctl.errors import RecipeError, UsageError
-from llmctl.pipeline import FINGERPRINT_FILE, Plan, Selection, make_plan, resolve_inputs
+from llmctl.handoffs import resolve_inputs
+from llmctl.pipeline import FINGERPRINT_FILE, Plan, Selection, make_plan
 from llmctl.specs import InputSlot, StageSpec
 from tests.conftest import write
 

@@ -46,16 +46,24 @@ def test_shipped_recipes_validate(path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert result.exit_code == 0, result.output
 
 
-def test_validate_and_help_do_not_import_torch() -> None:
-    code = (
+@pytest.mark.parametrize("args,code", [(["--help"], 0), (["validate", "recipes/quickstart.yaml"], 0),
+                                       (["validate", "BAD"], 2)], ids=["help", "validate", "bad-recipe"])
+def test_start_up_imports_nothing_heavy(args: list[str], code: int, tmp_path: Path) -> None:
+    """--help, validate and a bad recipe's error load no ML library, nor the pipeline (start-up time: see
+    scripts/bench_cli.py)."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nstages:\n  - type: sft\n    model: gpt2\n    lora: {r: -1}\n")
+    args = [str(bad) if a == "BAD" else a for a in args]
+    script = (
         "import sys; from llmctl.cli import app\n"
         "from typer.testing import CliRunner\n"
-        f"r = CliRunner().invoke(app, ['validate', {str(ROOT / 'recipes' / 'quickstart.yaml')!r}])\n"
-        "assert r.exit_code == 0, r.output\n"
-        "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft', 'deeplake', 'datasets') if m in sys.modules]\n"
+        f"r = CliRunner().invoke(app, {args!r})\n"
+        f"assert r.exit_code == {code}, r.output\n"
+        "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft', 'deeplake', 'datasets', 'numpy', 'openvino',\n"
+        "                     'llmctl.pipeline') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=ROOT)
 
 
 def test_version_and_exit_codes_in_help() -> None:
