@@ -3,7 +3,7 @@ and leave the running batch between decode steps (paged KV cache), so a new requ
 waiting for the batch in flight, and a short one does not hold a slot until the longest ends.
 
 We drive the pipeline's add_request/step loop from the engine thread and keep our own tokenization, stop
-strings and streaming (serve/engine.py), so both paths answer alike. Requests whose semantics GenAI does not
+strings and streaming (serve/requests.py), so both paths answer alike. Requests whose semantics GenAI does not
 share take the transformers path instead (`accepts`): OpenAI's penalties (GenAI scales log-probabilities),
 per-request seeds, and anything scored (logprobs, echo, max_tokens 0)."""
 
@@ -16,8 +16,9 @@ from typing import Any
 
 from llmctl.serve.requests import Request, advance, fail, finish
 
-KV_CACHE_GB = 1
-"""The paged KV cache's size: room for 8 sequences of 2k tokens of a 1.3B model; GenAI grows it when it must."""
+KV_CACHE_GB = 0
+"""The paged KV cache's size; 0 lets GenAI allocate it as sequences grow. (A fixed 1 GB would hold ~2,700 tokens
+of OPT-1.3B's fp32 cache — 2 × 24 layers × 2048 × 4 bytes a token — too few for 8 sequences of 2k.)"""
 
 
 def available(path: str, tokenizer: Any) -> bool:
