@@ -563,7 +563,7 @@ def serve(
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     api_key: Annotated[Optional[str], typer.Option(help="Require 'Authorization: Bearer KEY' (or set LLMCTL_API_KEY).")] = None,  # noqa: UP007
     max_tokens: Annotated[int, typer.Option(help="Cap on max_tokens per request.")] = ServeLimits.max_tokens,
-    max_batch: Annotated[int, typer.Option(help="Requests batched into one forward pass.")] = ServeLimits.max_batch,
+    max_batch: Annotated[int, typer.Option(help="Sequences generated at once (one batch, or the running set of an OpenVINO model's continuous batching).")] = ServeLimits.max_batch,
     max_queue: Annotated[int, typer.Option(help="Waiting requests before answering 429.")] = ServeLimits.max_queue,
     watch: Annotated[float, typer.Option(help="Seconds between checks of the registry's current version (0: only POST /admin/reload).")] = 2.0,
     engine: Annotated[Engine, typer.Option(help="llmctl: the built-in engine (any machine, any backend); vllm: hand the "
