@@ -89,7 +89,10 @@ def train_causal_lm(model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any, arg
         processing_class=tokenizer,
         callbacks=[progress_callback(ctx)],
     )
-    return fit(trainer, ctx) | (eval_metrics(trainer) if eval_ds is not None else {})
+    metrics = fit(trainer, ctx)
+    if metrics["train_samples_per_s"]:  # rows are blocks of one length (padding counted with pad_each): tokens = rows × length
+        metrics["train_tokens_per_s"] = round(metrics["train_samples_per_s"] * len(train_ds[0]["input_ids"]))
+    return metrics | (eval_metrics(trainer) if eval_ds is not None else {})
 
 
 def fit(trainer: Any, ctx: StageContext) -> dict[str, Any]:
