@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
 from llmctl.errors import Problem, RecipeError
 from llmctl.recipe import MIN_SECRET_CHARS, STAGES, KeyPath, LoadedRecipe, dotted, get_path
-from llmctl.specs import NAME_PATTERN, Settings, optional_pattern
+from llmctl.specs import NAME_PATTERN, Settings, field_docs, optional_pattern
 from llmctl.stages import REGISTRY, SPECS
 
 NAME_PATTERNS = (NAME_PATTERN, optional_pattern(NAME_PATTERN))
@@ -100,6 +100,7 @@ def json_schema() -> dict[str, Any]:
     schema = Recipe.model_json_schema(ref_template="#/$defs/{model}")
     defs = schema.pop("$defs")
     defs["Recipe"] = schema | {"title": "llmctl recipe"}
+    _describe_fields(defs)
     defs["Recipe"]["properties"]["extends"] = {
         "description": "Base recipe file(s) this one builds on (relative paths); stages merge by name.",
         "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
@@ -114,6 +115,25 @@ def json_schema() -> dict[str, Any]:
             "description": defs["Recipe"].get("description", ""), "type": "object",
             "if": {"required": ["extends"]}, "then": {"$ref": "#/$defs/RecipePartial"}, "else": {"$ref": "#/$defs/Recipe"},
             "$defs": defs | partial}
+
+
+def _describe_fields(defs: dict[str, Any]) -> None:
+    """Give each property of our blocks its attribute docstring as description (`specs.field_docs`)."""
+    ours = [cls for cls in _subclasses(BaseModel) if cls.__module__.startswith("llmctl.")]
+    classes = {cls.__name__: cls for cls in ours}  # pydantic names a def after its module too when names clash
+    classes |= {f"{cls.__module__}.{cls.__qualname__}".replace(".", "__"): cls for cls in ours}
+    for name, model in defs.items():
+        if name not in classes:
+            continue
+        docs, properties = field_docs(classes[name]), model.get("properties", {})
+        for field, info in classes[name].model_fields.items():
+            spec = properties.get(info.alias or field)
+            if spec is not None and "description" not in spec and field in docs:
+                spec["description"] = docs[field]
+
+
+def _subclasses(cls: type) -> list[type]:
+    return [sub for direct in cls.__subclasses__() for sub in (direct, *_subclasses(direct))]
 
 
 def _stage_item(mapping: dict[str, str]) -> dict[str, Any]:

@@ -34,20 +34,22 @@ MAX_SEED = 2**32 - 1  # numpy's seed range (transformers.set_seed seeds numpy to
 
 class Block(BaseModel):
     """Base of every recipe block: unknown keys are errors, values are immutable once validated. Validators are
-    built on first use (`defer_build`: `--help` never needs them)."""
+    built on first use (`defer_build`: `--help` never needs them). Attribute docstrings describe the fields in
+    `llmctl schema` (`field_docs`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 
-    @classmethod
-    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
-        """Attribute docstrings become field descriptions. pydantic's own `use_attribute_docstrings` finds each
-        class's source by walking the call stack with inspect.getmodule per frame: 90 ms of every command's
-        start-up for our 30-odd blocks; here each module is parsed once."""
-        super().__pydantic_init_subclass__(**kwargs)
-        docs = _attribute_docstrings(inspect.getsourcefile(cls) or "").get(cls.__qualname__, {})
-        for name, field in cls.__pydantic_fields__.items():
-            if field.description is None and name in docs:
-                field.description = docs[name]
+
+def field_docs(cls: type[BaseModel]) -> dict[str, str]:
+    """{field: its attribute docstring} for a recipe block, inherited fields included: the descriptions of
+    `llmctl schema`. Read only when a schema is asked for (pydantic's `use_attribute_docstrings` walks the call
+    stack with inspect.getmodule at every class definition, and even one parse per module costs every command
+    ~45 ms of start-up)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if issubclass(klass, BaseModel) and klass.__module__.startswith("llmctl."):
+            docs |= _attribute_docstrings(inspect.getsourcefile(klass) or "").get(klass.__qualname__, {})
+    return docs
 
 
 @functools.cache
