@@ -6,13 +6,20 @@ the GPT-2 tokenizer layout retrained locally (no download), then measures in one
 PyTorch fp32, OpenVINO fp32 / int8 / int4 (optimum-intel + NNCF) and INC weight-only int8 / int4 (RTN).
 Prints tokens/s (greedy, batch 1), ms/token, beam-search tokens/s and size on disk, with ratios to PyTorch fp32.
 Target (issue 6): OpenVINO int8 greedy decode >= 2.5x PyTorch fp32.
+
+Roofline (issue 20): at batch 1 every weight is read once per token, so decode cannot beat read bandwidth /
+weight bytes. The script measures the read bandwidth (a 1 GiB sum on all threads, best of 7) and prints each
+variant's weight bytes read per second as a share of it; for OpenVINO also the share of OpenVINO's own infer
+time alone (the rest of a token is transformers' generate loop in Python).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
+import time
 from pathlib import Path
 
 PROMPTS = ["The history of the city begins", "In a quiet village there lived", "Scientists have discovered that",
@@ -48,23 +55,69 @@ def main() -> None:
     variants = {
         "pytorch fp32": lambda: causal_lm.load(str(source)).eval(),
         "openvino int8": lambda: openvino.export(str(source), {"bits": 8, "sym": False}, work / "ov8"),
+        "openvino int8 sym": lambda: openvino.export(str(source), {"bits": 8, "sym": True}, work / "ov8s"),
         "openvino int4 g128": lambda: openvino.export(str(source), {"bits": 4, "sym": False, "group_size": 128, "ratio": 1.0}, work / "ov4"),
         "inc rtn int8": lambda: _inc(source, tokenizer, {"method": "rtn", "bits": 8, "group_size": -1, "sym": True}, work / "inc8"),
         "inc rtn int4 g128": lambda: _inc(source, tokenizer, {"method": "rtn", "bits": 4, "group_size": 128, "sym": True}, work / "inc4"),
     }
-    folders = {"pytorch fp32": source, "openvino int8": work / "ov8", "openvino int4 g128": work / "ov4",
+    folders = {"pytorch fp32": source, "openvino int8": work / "ov8", "openvino int8 sym": work / "ov8s", "openvino int4 g128": work / "ov4",
                "inc rtn int8": work / "inc8", "inc rtn int4 g128": work / "inc4"}
+    bandwidth = read_bandwidth_gb_s()
+    print(f"read bandwidth {bandwidth:.1f} GB/s", flush=True)
     results = {}
     for name, make in variants.items():
         model = make()
+        infer = _time_infer(model) if name.startswith("openvino") else None
         greedy = measure.generation_speed(model, tokenizer, PROMPTS, args.new_tokens)
+        size = measure.folder_size_mb(folders[name])
+        greedy["bandwidth_share"] = round(greedy["tokens_per_s"] * size / 1000 / bandwidth, 3)
+        if infer:
+            greedy["infer_ms_per_token"] = round(1000 * statistics.median(infer), 3)  # 5 prefills among 325 calls
+            greedy["infer_bandwidth_share"] = round(size / greedy["infer_ms_per_token"] / bandwidth, 3)
         beam = measure.generation_speed(model, tokenizer, PROMPTS[:2], args.new_tokens, beams=args.beams)
-        results[name] = greedy | {"beam_tokens_per_s": beam["tokens_per_s"], "size_mb": measure.folder_size_mb(folders[name])}
+        results[name] = greedy | {"beam_tokens_per_s": beam["tokens_per_s"], "size_mb": size}
         base = results["pytorch fp32"]
         print(f"{name:20s} greedy {greedy['tokens_per_s']:7.1f} tok/s ({greedy['ms_per_token']:6.2f} ms/token, "
               f"{greedy['tokens_per_s'] / base['tokens_per_s']:.2f}x)  beam-{args.beams} {beam['tokens_per_s']:7.1f} tok/s "
-              f"({beam['tokens_per_s'] / base['beam_tokens_per_s']:.2f}x)  size {results[name]['size_mb']:.0f} MB", flush=True)
+              f"({beam['tokens_per_s'] / base['beam_tokens_per_s']:.2f}x)  size {size:.0f} MB  weights read at "
+              f"{greedy['bandwidth_share']:.0%} of bandwidth" + (f" ({greedy['infer_bandwidth_share']:.0%} in OpenVINO's "
+              f"{greedy['infer_ms_per_token']:.2f} ms infer)" if infer else ""), flush=True)
     print(json.dumps(results))
+
+
+def read_bandwidth_gb_s() -> float:
+    """Memory read bandwidth: the best of 7 sums over 1 GiB of fp32 (far beyond any cache) on all threads."""
+    import torch
+
+    data = torch.ones(2**28)
+    best = 0.0
+    for _ in range(7):
+        started = time.perf_counter()
+        data.sum()
+        best = max(best, data.numel() * 4 / (time.perf_counter() - started) / 1e9)
+    return best
+
+
+def _time_infer(model: object) -> list[float]:
+    """Wrap an optimum-intel model's infer request so that the seconds of each inference (one per decoded token,
+    one per prompt) are appended to the list returned."""
+    model.compile()
+    request, spent = model.request, []
+
+    class Timed:
+        def start_async(self, *args: object, **kwargs: object) -> None:
+            self.started = time.perf_counter()
+            request.start_async(*args, **kwargs)
+
+        def wait(self) -> None:
+            request.wait()
+            spent.append(time.perf_counter() - self.started)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(request, name)
+
+    model.request = Timed()
+    return spent
 
 
 def _inc(source: Path, tokenizer: object, trial: dict, out: Path) -> object:
