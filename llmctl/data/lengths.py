@@ -39,11 +39,13 @@ class LengthLimit:
     tokenizer: Any
     max_length: int
     log: Callable[[str], None]
+    batch_size: int = 0
+    """When set, `report["padding"]` estimates the share of padding in unpacked batches of this size."""
     report: dict[str, Any] = field(default_factory=dict)
 
     def apply(self, rows: Any, data: Any) -> Any:
         """Truncate (left to the trainer), drop or refuse rows over max_length, per `data.too_long`; log it."""
-        rows, self.report = enforce(rows, self.tokenizer, self.max_length, data.too_long, data.path)
+        rows, self.report = enforce(rows, self.tokenizer, self.max_length, data.too_long, data.path, self.batch_size)
         if self.report["too_long"]:
             verb = {"truncate": "will be truncated", "drop": "dropped"}[data.too_long]
             self.log(f"{self.report['too_long']} of {self.report['rows']} rows exceed max_length={self.max_length} tokens "
@@ -51,12 +53,14 @@ class LengthLimit:
         return rows
 
 
-def enforce(rows: Any, tokenizer: Any, max_length: int, action: str, source: str) -> tuple[Any, dict[str, Any]]:
+def enforce(rows: Any, tokenizer: Any, max_length: int, action: str, source: str, batch_size: int = 0) -> tuple[Any, dict[str, Any]]:
     """Apply `action` (truncate | drop | error) to rows over `max_length` tokens; returns rows and a report.
     Rows are named by their position in the source (a SOURCE_ROW column, when present), not after shuffling."""
     lengths = _lengths(rows, tokenizer)
     too_long = [i for i, n in enumerate(lengths) if n > max_length]
     report = {"rows": len(lengths), "too_long": len(too_long), "max_tokens": max(lengths, default=0), "action": action}
+    if batch_size:
+        report["padding"] = padding_fraction([min(n, max_length) for n in lengths], batch_size)
     if too_long and action == "error":
         first = rows[too_long[0]][SOURCE_ROW] if SOURCE_ROW in rows.column_names else too_long[0]
         raise DataError(f"{source}: {len(too_long)} of {len(lengths)} rows are longer than max_length={max_length} tokens "
@@ -68,3 +72,23 @@ def enforce(rows: Any, tokenizer: Any, max_length: int, action: str, source: str
             raise DataError(f"{source}: every row is longer than max_length={max_length} tokens; nothing left to train on")
         rows = rows.select(keep)
     return rows, report
+
+
+def padding_fraction(lengths: list[int], batch_size: int) -> float:
+    """Share of computed positions that are padding when consecutive rows form batches padded to their longest
+    row (the trainers' collators); rows come shuffled, so this estimates an epoch's."""
+    batches = [lengths[i : i + batch_size] for i in range(0, len(lengths), batch_size)]
+    computed = sum(max(batch) * len(batch) for batch in batches)
+    return round(1 - sum(lengths) / computed, 3) if computed else 0.0
+
+
+def packing_hint(padding: float, packing: bool) -> str | None:
+    """Advice when packing is on for rows that barely pad, or off for rows that mostly pad (scripts/bench_packing.py:
+    600 mixed-length rows went from 74% padding to none and 1.59x tokens/s packed; uniform rows ran 0.32x packed on a
+    128-wide model, whose attention over the packed length costs as much as its projections)."""
+    if packing and padding < 0.1:
+        return (f"packing: unpacked batches would be only {padding:.0%} padding, so packing saves little; on small "
+                "models attention over the packed length can cost more than it saves (try packing: false)")
+    if not packing and padding > 0.4:
+        return f"packing: {padding:.0%} of each batch is padding; packing: true would train on real tokens only"
+    return None

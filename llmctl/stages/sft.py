@@ -48,7 +48,7 @@ class SFTSpec(TunedLMSpec):
 def run(spec: SFTSpec, ctx: StageContext) -> Artifact:
     """Check the data, load the model, measure, train, merge, measure again, save."""
     from llmctl.data.chat import use_template
-    from llmctl.data.lengths import LengthLimit
+    from llmctl.data.lengths import LengthLimit, packing_hint
     from llmctl.data.sources import load_examples
     from llmctl.models import causal_lm
     from llmctl.models.evaluate import exact_match_metric
@@ -58,11 +58,13 @@ def run(spec: SFTSpec, ctx: StageContext) -> Artifact:
     tokenizer = causal_lm.load_tokenizer(ctx.input("model"))
     if spec.data.format == "chat":
         use_template(tokenizer, spec.data)
-    lengths = LengthLimit(tokenizer, spec.max_length, ctx.log)
+    lengths = LengthLimit(tokenizer, spec.max_length, ctx.log, spec.train.batch_size)
     train_ds, eval_ds = load_examples(spec.data, ctx.seed, lengths)
+    if hint := packing_hint(lengths.report["padding"], spec.packing):
+        ctx.log(hint)
     eval_rows = load_examples(spec.eval_set, seed=ctx.seed)[0] if spec.eval_set else None
     model = load_trainable(ctx.input("model"), spec.peft, spec.max_length, ctx)
-    metrics: dict[str, Any] = {"too_long_rows": lengths.report["too_long"]}
+    metrics: dict[str, Any] = {"too_long_rows": lengths.report["too_long"], "padding_unpacked": lengths.report["padding"]}
     metrics |= exact_match_metric(model, tokenizer, eval_rows, spec.eval_set, "exact_match_before", spec.generation)
     trainer = _trainer(spec, ctx, model, tokenizer, train_ds, eval_ds)
     metrics |= fit(trainer, ctx) | (eval_metrics(trainer) if eval_ds is not None else {})

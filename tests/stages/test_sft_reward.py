@@ -190,13 +190,14 @@ def test_completion_only_masks_exactly_the_prompt(tiny_lm: Path, data: Path) -> 
         assert tokenizer.decode([i for i, m in zip(ids, mask) if not m]) == row["prompt"]
 
 
-def test_too_long_rows_are_counted_dropped_or_refused(tiny_lm: Path, data: Path) -> None:
+def test_too_long_rows_are_counted_dropped_or_refused_and_padding_is_estimated(tiny_lm: Path, data: Path) -> None:
     long_row = {"question": "What is " + "1 plus " * 40 + "1?", "answer": "41"}
     with open(data / "qa.jsonl", "a") as handle:
         handle.write(json.dumps(long_row) + "\n")
     base = sft("sft", str(tiny_lm), "{method: none}", steps=2)
     code, _ = run(recipe(data, base.replace("validation: 0.1}", "validation: 0.1, too_long: drop}")))
     assert code == 0 and metrics(data, "01-sft")["too_long_rows"] == 1
+    assert 0 < metrics(data, "01-sft")["padding_unpacked"] < 1  # the long row pads its batch
     result = runner.invoke(app, ["run", str(recipe(data, base.replace("validation: 0.1}", "validation: 0.1, too_long: error}")))])
     assert result.exit_code == 2 and "1 of 181 rows are longer than max_length=48 tokens" in result.output
 
