@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,29 @@ def is_adapter_folder(path: str) -> bool:
     return (Path(path) / ADAPTER_CONFIG).exists()
 
 
+def spare_inc_import() -> None:
+    """Stop peft importing Intel Neural Compressor just to learn that no layer is INC's fp8 `PatchedLinear`.
+
+    For every layer LoRA wraps, peft asks whether it is one, importing INC to find out; INC's import measures
+    the CPU clock through py-cpuinfo, which sleeps 1 s in a subprocess (get_peft_model of a tiny GPT-2: about
+    1.1 s, nearly all of it that import). A layer cannot be an instance of a class whose module was never
+    imported, so while `neural_compressor` is not loaded the answer is "no" without asking; once it is
+    loaded (a quantize stage, a model INC patched), peft asks as before. peft binds the check by name in the
+    two modules that use it, so both names are replaced; a test asserts that LoRA leaves INC unloaded."""
+    import peft.tuners.lora.inc as lora_inc
+    import peft.utils.quantization_utils as quantization_utils
+    from peft.import_utils import is_inc_available
+
+    def inc_loaded_and_available() -> bool:
+        return "neural_compressor" in sys.modules and is_inc_available()
+
+    lora_inc.is_inc_available = quantization_utils.is_inc_available = inc_loaded_and_available
+
+
 def lora_config(spec: PeftSpec, task_type: str = "CAUSAL_LM") -> Any:
     from peft import LoraConfig
 
+    spare_inc_import()
     return LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, bias=spec.bias,
                       target_modules=spec.target_modules, task_type=task_type)
 
@@ -62,6 +83,7 @@ def merged_into(model: Any, base: Any, scratch: Path, dtype: str) -> Any:
     import torch
     from peft import PeftModel
 
+    spare_inc_import()
     model.save_pretrained(scratch)
     base = base.to({"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype, torch.float32))
     return PeftModel.from_pretrained(base, scratch).merge_and_unload()

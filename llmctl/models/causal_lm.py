@@ -32,6 +32,7 @@ def load(ref: str, quantization_config: Any = None) -> Any:
     if adapters.is_adapter_folder(ref):
         from peft import AutoPeftModelForCausalLM
 
+        adapters.spare_inc_import()
         return adapters.merged(AutoPeftModelForCausalLM.from_pretrained(ref))
     return AutoModelForCausalLM.from_pretrained(ref, quantization_config=quantization_config)
 
