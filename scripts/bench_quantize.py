@@ -9,8 +9,9 @@ Target (issue 6): OpenVINO int8 greedy decode >= 2.5x PyTorch fp32.
 
 Roofline (issue 20): at batch 1 every weight is read once per token, so decode cannot beat read bandwidth /
 weight bytes. The script measures the read bandwidth (a 1 GiB sum on all threads, best of 15) and prints each
-variant's weight bytes read per second as a share of it; for OpenVINO also the share of OpenVINO's own infer
-time alone (the rest of a token is transformers' generate loop in Python).
+variant's weight bytes read per second as a share of it; for OpenVINO also the share in OpenVINO's own infer
+time alone (the rest of a token is transformers' generate loop in Python), in OpenVINO GenAI's C++ decode loop,
+and in the FullyConnected kernels alone (the part of a token that reads the weights).
 """
 
 from __future__ import annotations
@@ -73,18 +74,23 @@ def main() -> None:
             greedy["infer_ms_per_token"] = round(1000 * statistics.median(infer), 3)  # 5 prefills among 325 calls
         beam = measure.generation_speed(model, tokenizer, PROMPTS[:2], args.new_tokens, beams=args.beams)
         results[name] = greedy | {"beam_tokens_per_s": beam["tokens_per_s"], "size_mb": measure.folder_size_mb(folders[name])}
+        if name.startswith("openvino"):
+            del model
+            results[name] |= _openvino_decode(folders[name], tokenizer, args.new_tokens)
         base = results["pytorch fp32"]
         print(f"{name:20s} greedy {greedy['tokens_per_s']:7.1f} tok/s ({greedy['ms_per_token']:6.2f} ms/token, "
               f"{greedy['tokens_per_s'] / base['tokens_per_s']:.2f}x)  beam-{args.beams} {beam['tokens_per_s']:7.1f} tok/s "
               f"({beam['tokens_per_s'] / base['beam_tokens_per_s']:.2f}x)  size {results[name]['size_mb']:.0f} MB", flush=True)
     bandwidth = max(bandwidth_before, read_bandwidth_gb_s())
-    print(f"read bandwidth {bandwidth:.1f} GB/s; weight bytes read per second as a share of it (greedy; OpenVINO's infer alone):")
+    print(f"read bandwidth {bandwidth:.1f} GB/s; weight bytes read per second as a share of it (greedy decode, then for OpenVINO its parts):")
     for name, result in results.items():
         result["bandwidth_share"] = round(result["tokens_per_s"] * result["size_mb"] / 1000 / bandwidth, 3)
-        if "infer_ms_per_token" in result:
-            result["infer_bandwidth_share"] = round(result["size_mb"] / result["infer_ms_per_token"] / bandwidth, 3)
-        print(f"{name:20s} {result['bandwidth_share']:4.0%}" + (f"  ({result['infer_bandwidth_share']:.0%} in "
-              f"{result['infer_ms_per_token']:.2f} ms/token)" if "infer_ms_per_token" in result else ""))
+        line = f"{name:20s} {result['bandwidth_share']:4.0%}"
+        if name.startswith("openvino"):
+            for key, label in (("infer", "OpenVINO's infer"), ("genai", "GenAI decode"), ("fc", "FC kernels")):
+                result[f"{key}_bandwidth_share"] = round(result["size_mb"] / result[f"{key}_ms_per_token"] / bandwidth, 3)
+                line += f"  {label} {result[f'{key}_bandwidth_share']:4.0%} ({result[f'{key}_ms_per_token']:.2f} ms)"
+        print(line)
     print(json.dumps(results))
 
 
@@ -122,6 +128,36 @@ def _time_infer(model: object) -> list[float]:
 
     model.request = Timed()
     return spent
+
+
+def _openvino_decode(folder: Path, tokenizer: object, new_tokens: int) -> dict[str, float]:
+    """Where an OpenVINO token's time goes, without transformers' Python loop: the median time per output token
+    of OpenVINO GenAI's C++ decode loop (`LLMPipeline`, the runtime `llmctl serve` uses for these folders), and
+    the time of the FullyConnected nodes alone — the kernels that read the weights — in one decode step (the
+    plugin's per-node profile of the last inference of a generation)."""
+    import numpy
+    import openvino
+    import openvino_genai as genai
+    from optimum.intel import OVModelForCausalLM
+
+    from llmctl.models.openvino import OV_CONFIG
+
+    pipe = genai.LLMPipeline(str(folder), "CPU", **OV_CONFIG)
+    config = genai.GenerationConfig()
+    config.max_new_tokens = config.min_new_tokens = new_tokens
+    tpots = []
+    for prompt in PROMPTS[:1] + PROMPTS:  # the first is a warm-up
+        ids = numpy.array([tokenizer(prompt)["input_ids"]], dtype=numpy.int64)
+        result = pipe.generate(genai.TokenizedInputs(openvino.Tensor(ids), openvino.Tensor(numpy.ones_like(ids))), config)
+        tpots.append(result.perf_metrics.get_tpot().mean)
+    del pipe
+    model = OVModelForCausalLM.from_pretrained(str(folder), ov_config=OV_CONFIG | {"PERF_COUNT": "YES"})
+    fc_ms = []
+    for prompt in PROMPTS:
+        model.generate(**tokenizer(prompt, return_tensors="pt", return_token_type_ids=False), max_new_tokens=new_tokens, do_sample=False)
+        fc_ms.append(sum(node.real_time.total_seconds() * 1000 for node in model.request.get_profiling_info()
+                         if node.node_type.startswith("FullyConnected")))
+    return {"genai_ms_per_token": round(statistics.median(tpots[1:]), 3), "fc_ms_per_token": round(statistics.median(fc_ms), 3)}
 
 
 def _openvino_fp32(source: Path, out: Path) -> object:
