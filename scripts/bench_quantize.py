@@ -96,7 +96,7 @@ def main() -> None:
 
 def read_bandwidth_gb_s() -> float:
     """Memory read bandwidth: the best of 15 sums over 1 GiB of fp32 (far beyond any cache) on all threads. On a
-    shared VM it moves with the neighbours (33-42 GB/s here), so main() takes the best of a reading before and after."""
+    shared VM it moves with the neighbours (32-42 GB/s here), so main() takes the best of a reading before and after."""
     import torch
 
     data = torch.ones(2**28)
