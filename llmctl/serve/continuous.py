@@ -14,7 +14,7 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-from llmctl.serve.requests import Request, advance, fail, finish
+from llmctl.serve.requests import Request, fail, finish, receive
 
 KV_CACHE_GB = 0
 """The paged KV cache's size; 0 lets GenAI allocate it as sequences grow. (A fixed 1 GB would hold ~2,700 tokens
@@ -85,16 +85,14 @@ class Continuous:
             if handle.can_read():
                 for output in handle.read().values():
                     for token in output.generated_ids:
-                        if not request.finished and token != self.eos_token_id:
-                            request.tokens.append(token)
-                            advance(request, self.tokenizer)
+                        receive(request, token, self.tokenizer)
             status = handle.get_status()
             if status == genai.GenerationStatus.RUNNING or handle.can_read():
                 continue
             del self.running[key]
             if status != genai.GenerationStatus.FINISHED:  # IGNORED: the prompt does not fit the KV cache
                 fail(request, f"OpenVINO GenAI dropped the request ({status.name})")
-            else:  # at the token budget advance() has already finished it; otherwise an end-of-sequence token did
+            else:  # receive() has finished it at its end-of-sequence token or token budget; GenAI may end it otherwise
                 finish(request, "stop")
 
     def fail(self, message: str) -> None:

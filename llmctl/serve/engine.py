@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from llmctl.serve.continuous import Continuous, available
-from llmctl.serve.requests import Request, advance, deliver, fail, finish
+from llmctl.serve.requests import Request, deliver, fail, finish, receive
 
 
 class Overloaded(Exception):
@@ -214,13 +214,7 @@ def _forward(batch: list[Request], loaded: Loaded) -> None:
     tokenizer = loaded.tokenizer
     for request, log_probs in zip(batch, _log_probs([r.prompt_ids for r in batch], loaded)):
         if request.max_tokens == 1:
-            token = int(log_probs[-1].argmax())
-            if token == tokenizer.eos_token_id:
-                request.stop_token = token
-                finish(request, "stop")
-            else:
-                request.tokens.append(token)
-                advance(request, tokenizer)
+            receive(request, int(log_probs[-1].argmax()), tokenizer)
         if request.logprobs is not None:
             request.scored = _entries(request, log_probs)
         finish(request, "length")
@@ -296,14 +290,7 @@ class _Streamer:
             self.prompt_seen = True
             return
         for request, token in zip(self.batch, value.reshape(-1).tolist()):
-            if request.finished:
-                continue
-            if token == self.tokenizer.eos_token_id:
-                request.stop_token = token
-                finish(request, "stop")
-                continue
-            request.tokens.append(token)
-            advance(request, self.tokenizer)
+            receive(request, token, self.tokenizer)
 
     def end(self) -> None:
         pass

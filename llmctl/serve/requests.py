@@ -1,6 +1,6 @@
 """One generated sequence and its life: how it samples (`Sampling`), what it has produced (`Request`), and the
-steps every engine path shares: `advance` after each new token (stop strings, streaming, token budget),
-`finish`, `fail`. The engine's static batches (serve/engine.py) and the continuous pipeline
+steps every engine path shares: `receive` and `advance` for each new token (end of sequence, stop strings,
+streaming, token budget), `finish`, `fail`. The engine's static batches (serve/engine.py) and the continuous pipeline
 (serve/continuous.py) both drive requests through these, so they answer alike."""
 
 from __future__ import annotations
@@ -100,6 +100,19 @@ def deliver(request: Request) -> None:
         request.sent = len(request.text)
     request.answered = True
     request.notify("done", request.finish_reason)
+
+
+def receive(request: Request, token: int, tokenizer: Any) -> None:
+    """A token generated for `request`: an end-of-sequence token finishes it (kept for scoring, not shown), any
+    other is added and `advance`d; a finished request takes no more."""
+    if request.finished:
+        return
+    if token == tokenizer.eos_token_id:
+        request.stop_token = token
+        finish(request, "stop")
+    else:
+        request.tokens.append(token)
+        advance(request, tokenizer)
 
 
 def advance(request: Request, tokenizer: Any) -> None:
