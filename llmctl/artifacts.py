@@ -10,6 +10,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from llmctl import redaction
+
 DESCRIPTOR = "artifact.json"
 
 
@@ -45,7 +47,7 @@ class Artifact:
                       for f in sorted(output.rglob("*")) if f.is_file()} if output.is_dir() else {}
         self.committed = time.time()
         data = asdict(self) | {"kind": self.kind.value}
-        (stage_dir / DESCRIPTOR).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        (stage_dir / DESCRIPTOR).write_text(json.dumps(redaction.redact(data), indent=2, sort_keys=True) + "\n")
 
     def damage(self) -> str | None:
         """What is wrong with the output folder against the content manifest, or None. Sizes are checked

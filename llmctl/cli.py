@@ -24,6 +24,7 @@ from rich.table import Table
 
 import llmctl
 from llmctl.errors import LlmctlError, RecipeError, UsageError, storage_error
+from llmctl.redaction import RedactedStream, forget, redact
 from llmctl.rundir import RUNS_ROOT
 from llmctl.serve.limits import Limits as ServeLimits
 
@@ -51,7 +52,7 @@ class Output:
     def result(self, data: Any, human: str | Callable[[], None]) -> None:
         """A command's result: `data` as one JSON line, or `human` (text, or a function that prints it)."""
         if self.json:
-            print(json.dumps(data, default=str))
+            print(json.dumps(data, default=str), file=STDOUT)
         elif callable(human):
             human()
         else:
@@ -61,7 +62,7 @@ class Output:
         if self.json:
             from llmctl.render import timestamped
 
-            print(json.dumps(timestamped({"event": "warning", "message": message})))
+            print(json.dumps(timestamped({"event": "warning", "message": message})), file=STDOUT)
         err.print(f"[yellow]warning:[/] {message}{hint}", soft_wrap=True)
 
     def error(self, error: LlmctlError) -> None:
@@ -69,13 +70,15 @@ class Output:
             from llmctl.render import timestamped
 
             print(json.dumps(timestamped({"event": "error", "type": type(error).__name__, "exit_code": error.exit_code,
-                                          "message": str(error)})))
+                                          "message": str(error)})), file=STDOUT)
         err.print(f"[bold red]error:[/] {error}", markup=True, highlight=False, soft_wrap=True)
 
 
 OUTPUT = Output()
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# Everything llmctl prints passes through these: a secret the recipe read from the environment shows as ***.
+STDOUT, STDERR = RedactedStream(lambda: sys.stdout), RedactedStream(lambda: sys.stderr)
+out = Console(file=STDOUT, highlight=False)
+err = Console(file=STDERR, highlight=False)
 
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file.", show_default=False)]
 FromOpt = Annotated[Optional[str], typer.Option("--from", help="Re-run this stage and all after it.")]  # noqa: UP007
@@ -135,6 +138,7 @@ def main_options(
     debug: Annotated[bool, typer.Option("--debug", help="Show Python tracebacks and library logs.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output (one JSON object per event for `run`).")] = False,
 ) -> None:
+    forget()  # secrets are those of this command's recipe
     OUTPUT.debug = debug or os.environ.get("LLMCTL_DEBUG") == "1"
     OUTPUT.json = json_output
     if not OUTPUT.debug:
@@ -317,7 +321,8 @@ def run(
     if the_plan.environment:
         raise RecipeError(the_plan.environment, f"{recipe} cannot run on this machine")
     # Bound to this invocation's stdout, so stages' library_output() redirection cannot swallow events.
-    renderer = JsonRenderer(sys.stdout) if OUTPUT.json else RichRenderer(Console(file=sys.stdout, highlight=False), quiet)
+    stdout = RedactedStream(sys.stdout)
+    renderer = JsonRenderer(stdout) if OUTPUT.json else RichRenderer(Console(file=stdout, highlight=False), quiet)
     if if_changed and all(step.action in ("cached", "skip") for step in the_plan.steps):
         renderer({"event": "skipped", "recipe": the_plan.recipe.name, "run_dir": str(the_plan.run_dir),
                   "reason": "nothing changed since the last successful run"})
@@ -354,7 +359,7 @@ def _notify(command: str, the_plan: Any, error: BaseException | None) -> None:
                "exit_code": 0 if error is None else getattr(error, "exit_code", 130), "message": str(error or ""),
                "stages": {name: {"status": e.status, "metrics": e.metrics} for name, e in stages.items()}}
     try:
-        done = subprocess.run(command, shell=True, input=json.dumps(summary, default=str), text=True, timeout=120,
+        done = subprocess.run(command, shell=True, input=json.dumps(redact(summary), default=str), text=True, timeout=120,
                               capture_output=True, check=False)
         if done.returncode != 0:
             err.print(f"warning: --notify-cmd exited {done.returncode}: {done.stderr.strip()[:200]}", markup=False)

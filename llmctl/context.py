@@ -15,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmctl import redaction
 from llmctl.artifacts import Artifact
 from llmctl.rundir import CHECKPOINTS, LOGS, OUTPUT, TMP_SUFFIX
 
@@ -88,5 +89,5 @@ class StageContext:
     def log(self, message: str) -> None:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         with open(self.logs_dir / "stage.log", "a", encoding="utf-8") as handle:
-            handle.write(f"{time.strftime('%H:%M:%S')} {message}\n")
+            handle.write(redaction.redact(f"{time.strftime('%H:%M:%S')} {message}\n"))
         self.emit({"event": "log", "stage": self.name, "message": message})

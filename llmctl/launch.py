@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmctl import signals
+from llmctl import redaction, signals
 from llmctl.artifacts import Artifact, ArtifactKind
 from llmctl.errors import StageFailed
 from llmctl.specs import LauncherSpec, StageSpec
@@ -76,7 +76,7 @@ def run_launched(spec: StageSpec, ctx: StageContext, launcher: LauncherSpec) -> 
             if event is not None:
                 ctx.emit(event)
             else:
-                log.write(line)
+                log.write(redaction.redact(line))
             if signals.requested() and not forwarded:  # the engine passes SIGTERM on to every rank
                 proc.send_signal(signal.SIGTERM)
                 forwarded = True

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from llmctl import fingerprint as fp
+from llmctl import redaction
 from llmctl import tracking
 from llmctl.artifacts import Artifact
 from llmctl.data.fingerprint import content_key, fingerprint_data, fingerprint_source
@@ -240,7 +241,7 @@ def _run_step(plan: Plan, step: Step, artifacts: dict[str, Artifact], manifest: 
     seed = step.spec.seed if step.spec.seed is not None else plan.recipe.seed
     manifest.update(step.name, status="running", fingerprint=step.fingerprint, parts=step.parts, seed=seed,
                     started=_now(), pid=os.getpid(), cached=False, versions=fp.library_versions(),
-                    data=step.data, inputs=plan.recipe.redact(step.inputs), dir=step.stage_dir.name)
+                    data=step.data, inputs=step.inputs, dir=step.stage_dir.name)
     inputs = {slot: artifacts[name] if (name := stage_ref_name(ref)) else ref for slot, ref in step.inputs.items()}
     ctx = StageContext(step.name, step.tmp_dir, seed, plan.recipe, inputs, step.resume_from, emit, step.baseline)
     try:
@@ -297,7 +298,7 @@ def _write_traceback(ctx: StageContext) -> Path | None:
     path = ctx.logs_dir / "error.log"
     try:
         ctx.logs_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(traceback.format_exc())
+        path.write_text(redaction.redact(traceback.format_exc()))
     except OSError:
         return None
     return path

@@ -9,6 +9,8 @@ Inside this module stages are a mapping keyed by stage name (so `${stages.sft.ou
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from llmctl import redaction
 from llmctl.errors import Problem, RecipeError
 from llmctl.rundir import RunLayout
 
@@ -24,6 +27,7 @@ KeyPath = tuple[str | int, ...]
 STAGES = "stages"
 _INJECTED_OUTPUT = "output"  # the key: `${stages.NAME.output}` resolves to the stage's output folder
 ENV_RESOLVER = "${oc.env:"
+ENV_NAME = re.compile(r"\$\{oc\.env:([^,}]+)")
 # Limits that keep a hostile or broken file from taking minutes or all memory before it is rejected.
 MAX_RECIPE_BYTES = 1 << 20  # 1 MiB: the largest shipped recipe is ~4 KiB
 MAX_VALUES = 100_000  # values after YAML anchors/aliases are expanded (an alias bomb expands exponentially)
@@ -71,7 +75,9 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Loade
     tree = _resolve(cfg, positions, problems, str(path))
     if problems:
         raise RecipeError(problems, str(path))
-    from_env = _env_values(OmegaConf.to_container(cfg, resolve=False), tree)  # type: ignore[arg-type]
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    from_env = _env_values(raw, tree)
+    redaction.hide(env_secrets(raw))
     tree, positions = _stages_to_list(tree, positions, outputs)
     return LoadedRecipe(path, tree, positions, _stage_keys_to_index(from_env, tree))
 
@@ -316,6 +322,13 @@ def _interpolation_errors(node: DictConfig | ListConfig, at: KeyPath) -> list[tu
 def _omegaconf_message(err: Exception) -> str:
     """OmegaConf messages carry a multi-line context block; keep the first line."""
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def env_secrets(raw: Any) -> list[str]:
+    """The values of the environment variables the recipe reads (`${oc.env:NAME}` or `${oc.env:NAME,default}`),
+    long enough to be worth hiding: the variable's value itself, so that a path or id around it stays readable."""
+    names = {match for _, text in _strings(raw, ()) for match in ENV_NAME.findall(text)}
+    return [value for name in names if len(value := os.environ.get(name.strip(), "")) >= MIN_SECRET_CHARS]
 
 
 def _env_values(raw: Any, resolved: Any, at: KeyPath = ()) -> dict[KeyPath, str]:

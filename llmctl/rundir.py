@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 
+from llmctl import redaction
 from llmctl.errors import RunLocked
 
 if TYPE_CHECKING:
@@ -93,7 +94,8 @@ def _looks_like_a_run(folder: Path) -> bool:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write a file so that readers see the old or the new content, never a partial one."""
+    """Write a file so that readers see the old or the new content, never a partial one (secrets hidden)."""
+    text = redaction.redact(text)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as handle:
         handle.write(text)

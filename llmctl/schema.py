@@ -9,6 +9,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 
+from llmctl import redaction
 from llmctl.errors import Problem, RecipeError
 from llmctl.recipe import MIN_SECRET_CHARS, STAGES, KeyPath, LoadedRecipe, dotted, get_path
 from llmctl.specs import NAME_PATTERN, Settings, field_docs, optional_pattern
@@ -50,28 +51,8 @@ class Recipe(Settings):
             get_path(public, tuple(path[:-1]))[path[-1]] = value
         recipe = cls.model_validate(public)
         recipe._from_env = written
+        redaction.hide(str(value) for _, value in env_entries if len(str(value)) >= MIN_SECRET_CHARS)
         return recipe
-
-    def secret_values(self) -> list[str]:
-        """Values this recipe read from the environment (long enough to be worth hiding), longest first."""
-        data = self.model_dump(mode="json")
-        values = {str(v) for path in self._from_env if len(str(v := get_path(data, path))) >= MIN_SECRET_CHARS and v is not None}
-        return sorted(values, key=len, reverse=True)
-
-    def redact(self, value: Any) -> Any:
-        """`value` (a string, or JSON-like data) with every environment-read value replaced by `***`."""
-        secrets = self.secret_values()
-        if not secrets:
-            return value
-        if isinstance(value, str):
-            for secret in secrets:
-                value = value.replace(secret, "***")
-            return value
-        if isinstance(value, dict):
-            return {k: self.redact(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [self.redact(v) for v in value]
-        return value
 
 
 def validate(loaded: LoadedRecipe) -> Recipe:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from llmctl import redaction
 from llmctl.data.demo import write_corpus
 
 TINY_PRETRAIN = """\
@@ -31,6 +32,7 @@ def offline(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFa
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.setenv("LLMCTL_CACHE", str(tmp_path_factory.mktemp("llmctl-cache")))
+    redaction.forget()  # values hidden for one test's recipe are not hidden in the next one's output
 
 
 @pytest.fixture

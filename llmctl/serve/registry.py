@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from llmctl import redaction
 from llmctl.errors import UsageError
 from llmctl.specs import NAME_PATTERN
 
@@ -97,7 +98,7 @@ class Registry:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(source, tmp, symlinks=False)
         record = info | {"name": name, "version": version, "published": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        (tmp / INFO).write_text(json.dumps(record, indent=2, default=str) + "\n")
+        (tmp / INFO).write_text(json.dumps(redaction.redact(record), indent=2, default=str) + "\n")
         os.rename(tmp, self._folder(name) / version)
         return version
 

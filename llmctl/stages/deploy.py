@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
+from llmctl import redaction
 from llmctl.artifacts import Artifact, ArtifactKind
 from llmctl.models import publish
 from llmctl.specs import NAME_PATTERN, PREVIOUS, Block, InputSlot, StageSpec
@@ -85,7 +86,7 @@ def run(spec: DeploySpec, ctx: StageContext) -> Artifact:
     source = Path(causal_lm.standalone(ctx.input("model"), ctx.work_dir / "merged"))
     model_input, report = ctx.inputs["model"], ctx.inputs.get("report")
     info = {"recipe": ctx.recipe.name, "stage": ctx.name, "run_dir": str(ctx.work_dir.parent.absolute()),
-            "source": ctx.recipe.redact(ctx.input("model")), "model_fingerprint": getattr(model_input, "fingerprint", ""),
+            "source": ctx.input("model"), "model_fingerprint": getattr(model_input, "fingerprint", ""),
             "metrics": getattr(report, "meta", {}).get("metrics", {}) if report is not None else {}}
     version, pruned = registry.deploy(spec.model_name, source, info, spec.promote, spec.keep)
     shutil.rmtree(ctx.work_dir / "merged", ignore_errors=True)  # a merged adapter now lives in the registry
@@ -96,7 +97,7 @@ def run(spec: DeploySpec, ctx: StageContext) -> Artifact:
         deployment["hub"] = _publish(spec.hub, spec.model_name, ctx, Path(deployment["path"]), info["metrics"], version)
         ctx.log(f"published to https://huggingface.co/{spec.hub.repo_id} ({spec.hub.revision})")
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    (ctx.out_dir / "deployment.json").write_text(json.dumps(deployment, indent=2) + "\n")
+    (ctx.out_dir / "deployment.json").write_text(json.dumps(redaction.redact(deployment), indent=2) + "\n")
     serve_cmd = f"llmctl serve --registry {spec.registry} --name {spec.model_name}"
     metrics: dict[str, Any] = {"version": version, "promoted": spec.promote, "serve": serve_cmd}
     return Artifact(ArtifactKind.deployment, str(ctx.out_dir), meta={"metrics": metrics, "deployment": deployment})

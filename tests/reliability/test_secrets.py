@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from llmctl import recipe as recipe_loader
+from llmctl import redaction
 from llmctl import schema
 from llmctl.cli import app
 
@@ -53,7 +54,7 @@ stages:
     assert public["description"] == "${oc.env:LLMCTL_TEST_TOKEN}"
     assert public["stages"][0]["local_tasks"][0]["stop"] == ["${description}", "\n"]
     assert recipe.stages[0].local_tasks[0].stop[0] == SECRET  # the stage itself still gets the value
-    assert recipe.redact(f"failed with {SECRET}") == "failed with ***"
+    assert redaction.redact(f"failed with {SECRET}") == "failed with ***"
     rebuilt = schema.Recipe.from_public(public, recipe.env_entries())  # what a launched worker does
     assert rebuilt.description == SECRET and rebuilt.public_dump() == public
 
@@ -74,3 +75,35 @@ def test_no_remote_code_and_no_pickled_weights_are_written() -> None:
         assert not re.search(r"trust_remote_code\s*=\s*True", text), file
         assert "weights_only=False" not in text, file
         assert "safe_serialization=False" not in text, file
+
+
+TINY_MODEL = "{config: {model_type: gpt2, n_layer: 1, n_head: 2, n_embd: 32, n_positions: 64}}"
+SECRET_PATHS = {  # case: (model, data path, exit code of `run`)
+    "data path": (TINY_MODEL, '"/nonexistent/${oc.env:LLMCTL_TEST_TOKEN}/c.jsonl"', 2),
+    "hf:// id": (TINY_MODEL, '"hf://org/${oc.env:LLMCTL_TEST_TOKEN}"', 2),
+    "model path": ('{init: "/nonexistent/${oc.env:LLMCTL_TEST_TOKEN}"}', "corpus.jsonl", 4),
+}
+
+
+@pytest.mark.parametrize("case", SECRET_PATHS)
+def test_a_token_inside_a_path_or_id_is_hidden_in_every_message_record_and_log(case: str, workdir: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMCTL_TEST_TOKEN", SECRET)
+    model, data, code = SECRET_PATHS[case]
+    recipe = workdir / "leak.yaml"
+    recipe.write_text(f"name: leak\nseed: 7\ndtype: fp32\nstages:\n  - type: pretrain\n    model: {model}\n"
+                      f"    tokenizer: {{vocab_size: 300}}\n    data: {{path: {data}}}\n    block_size: 32\n    train: {{max_steps: 2}}\n")
+    outputs = []
+    for args in (["plan", str(recipe)], ["--json", "plan", str(recipe)], ["run", str(recipe)], ["--json", "run", str(recipe)],
+                 ["show", "leak"], ["--json", "show", "leak"], ["--json", "runs"]):
+        result = CliRunner().invoke(app, args)
+        outputs.append(result.output)
+        if args[-2] == "run":
+            assert result.exit_code == code, result.output
+            assert "***" in result.output  # the message still says where, with the secret masked
+    assert [o for o in outputs if SECRET in o] == []
+    written = [p for p in workdir.rglob("*") if p.is_file() and p.name != recipe.name]
+    assert any(p.name == "llmctl.lock.json" for p in written)
+    if code == 4:
+        assert any(p.name == "error.log" for p in written)
+    assert [str(p) for p in written if SECRET.encode() in p.read_bytes()] == []
