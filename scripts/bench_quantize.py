@@ -140,9 +140,9 @@ def _openvino_decode(folder: Path, tokenizer: object, new_tokens: int) -> dict[s
     import openvino_genai as genai
     from optimum.intel import OVModelForCausalLM
 
-    from llmctl.models.openvino import OV_CONFIG
+    from llmctl.models.openvino import ov_config
 
-    pipe = genai.LLMPipeline(str(folder), "CPU", **OV_CONFIG)
+    pipe = genai.LLMPipeline(str(folder), "CPU", **ov_config())
     config = genai.GenerationConfig()
     config.max_new_tokens = config.min_new_tokens = new_tokens
     tpots = []
@@ -151,7 +151,7 @@ def _openvino_decode(folder: Path, tokenizer: object, new_tokens: int) -> dict[s
         result = pipe.generate(genai.TokenizedInputs(openvino.Tensor(ids), openvino.Tensor(numpy.ones_like(ids))), config)
         tpots.append(result.perf_metrics.get_tpot().mean)
     del pipe
-    model = OVModelForCausalLM.from_pretrained(str(folder), ov_config=OV_CONFIG | {"PERF_COUNT": "YES"})
+    model = OVModelForCausalLM.from_pretrained(str(folder), ov_config=ov_config() | {"PERF_COUNT": "YES"})
     fc_ms = []
     for prompt in PROMPTS:
         model.generate(**tokenizer(prompt, return_tensors="pt", return_token_type_ids=False), max_new_tokens=new_tokens,

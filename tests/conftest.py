@@ -36,6 +36,21 @@ def offline(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFa
 
 
 @pytest.fixture
+def ov_precision(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201 - Callable[[str | None], None]
+    """Call with "f32", "bf16" or None (the CPU plugin's choice) to set the OpenVINO inference precision for this
+    test: a test can take the AVX2 branch (f32) on an AVX-512-BF16/AMX machine."""
+    from llmctl.models import openvino
+
+    def force(precision: str | None) -> None:
+        if precision:
+            monkeypatch.setenv(openvino.PRECISION_ENV, precision)
+        else:
+            monkeypatch.delenv(openvino.PRECISION_ENV, raising=False)
+
+    return force
+
+
+@pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A temp working directory holding a small demo corpus (corpus.jsonl); runs/ lands here too."""
     monkeypatch.chdir(tmp_path)

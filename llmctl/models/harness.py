@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,12 @@ def lm_for(ref: str, batch_size: int) -> Any:
     if quantized.backend_of(ref) == "openvino":
         from lm_eval.models.optimum_lm import OptimumLM
 
-        return OptimumLM(pretrained=ref, batch_size=batch_size)
+        from llmctl.models.openvino import ov_config
+
+        # the settings `llmctl serve` uses (lm-eval takes them as a JSON file), not the plugin's u8 KV cache
+        settings = Path(tempfile.mkdtemp(prefix="llmctl-ov-")) / "ov_config.json"
+        settings.write_text(json.dumps(ov_config()))
+        return OptimumLM(pretrained=ref, batch_size=batch_size, ov_config=str(settings))
     model, tokenizer = quantized.load_any(ref), causal_lm.load_tokenizer(ref)
     return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=causal_lm.context_length(model.config))
 

@@ -35,11 +35,11 @@ class Continuous:
     def __init__(self, path: str, max_seqs: int, tokenizer: Any) -> None:
         import openvino_genai as genai
 
-        from llmctl.models.openvino import OV_CONFIG
+        from llmctl.models.openvino import ov_config
 
         scheduler = genai.SchedulerConfig()
         scheduler.cache_size, scheduler.max_num_seqs = KV_CACHE_GB, max_seqs
-        self.pipe = genai.ContinuousBatchingPipeline(path, scheduler, "CPU", OV_CONFIG)
+        self.pipe = genai.ContinuousBatchingPipeline(path, scheduler, "CPU", ov_config())
         self.max_seqs, self.tokenizer, self.eos_token_id = max_seqs, tokenizer, tokenizer.eos_token_id
         self.running: dict[int, tuple[Request, Any]] = {}
         self.ids = itertools.count()

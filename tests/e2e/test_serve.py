@@ -74,9 +74,13 @@ def test_openai_client_completions_chat_and_streaming(tiny_lm: Path) -> None:
         assert "llmctl_request_latency_seconds_bucket" in metrics
 
 
-def test_an_openvino_int8_folder_is_served(tiny_lm: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("precision", [None, "f32"])
+def test_an_openvino_int8_folder_is_served(tiny_lm: Path, tmp_path: Path, precision: str | None, ov_precision) -> None:
+    """On the CPU plugin's own precision (bf16 on AVX-512-BF16/AMX, f32 on AVX2) and on f32 forced (the AVX2
+    branch on any CPU); both pipelines (optimum's and GenAI's continuous one) take the same KV-cache precision."""
     from llmctl.models import openvino
 
+    ov_precision(precision)
     folder = tmp_path / "ov"
     openvino.export(str(tiny_lm), {"bits": 8, "sym": False}, folder)
     expected = greedy_answers(tiny_lm, [PROMPT], tokens=3)[0]
