@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llmctl.data.chat import render as render_chat
 from llmctl.serve.engine import Overloaded
@@ -50,12 +51,18 @@ router = APIRouter(dependencies=[Depends(_authorized)])
 def create_app(source: Source, api_key: str | None = None, limits: Limits | None = None, watch_s: float = 2.0) -> FastAPI:
     """The FastAPI app; the model loads now, so a bad folder fails before the server binds."""
     state = ServerState(source, api_key, limits or Limits())
-    app = FastAPI(title="llmctl serve", version="1")
+    # With a key, the schema needs it too, and the browser pages (which cannot send it) are off.
+    docs = {"openapi_url": None, "docs_url": None, "redoc_url": None} if api_key else {}
+    app = FastAPI(title="llmctl serve", version="1", **docs)
     app.state.server = state
     app.include_router(router)
-    app.add_middleware(BodyLimit, max_bytes=state.limits.max_body_bytes)
+    if api_key:
+        app.add_api_route("/openapi.json", lambda: JSONResponse(app.openapi()), include_in_schema=False,
+                          dependencies=[Depends(_authorized)])
+    app.add_middleware(BodyLimit, max_bytes=state.limits.max_body_bytes, timeout_s=state.limits.body_timeout_s)
     app.add_exception_handler(APIError, _api_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _internal)
     if source.registry and watch_s > 0:
         threading.Thread(target=state.watch, args=(watch_s, LOG), name="llmctl-registry-watch", daemon=True).start()
@@ -65,6 +72,17 @@ def create_app(source: Source, api_key: str | None = None, limits: Limits | None
 async def _api_error(request: Request, err: APIError) -> JSONResponse:
     _state(request).requests_total.labels(request.url.path, str(err.status)).inc()
     return JSONResponse(err.body, status_code=err.status)
+
+
+async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+    """Starlette's own errors (404 unknown path, 405 wrong method, 400 unparsable body) in OpenAI's shape."""
+    message = {404: f"no such endpoint: {request.method} {request.url.path}",
+               405: f"{request.method} is not allowed on {request.url.path}"}.get(err.status_code, str(err.detail))
+    if err.status_code == 400 and "parsing the body" in str(err.detail):
+        message = "the body is not valid JSON (or not UTF-8, or nested too deeply)"
+    _state(request).requests_total.labels(request.url.path, str(err.status_code)).inc()
+    return JSONResponse(APIError(err.status_code, message, code="not_found" if err.status_code == 404 else None).body,
+                        status_code=err.status_code, headers=getattr(err, "headers", None))
 
 
 async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
@@ -318,30 +336,65 @@ def _usage(generations: list[GenRequest], n: int) -> dict[str, int]:
 
 
 class BodyLimit:
-    """ASGI middleware: 413 for a body over `max_bytes`, judged by Content-Length before anything is read, and
-    counted as chunks arrive when there is none (Starlette and uvicorn set no limit of their own)."""
+    """ASGI middleware: a request body is read whole here, before the app sees it, within `max_bytes` (413, judged
+    by Content-Length before anything is read and counted as chunks arrive when there is none: Starlette and uvicorn
+    set no limit of their own) and within `timeout_s` (408: a client trickling its body cannot hold a request
+    open). The app then gets the body at once, and later `receive` calls (disconnect checks) go to the client."""
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: Any, max_bytes: int, timeout_s: float) -> None:
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers", [])).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            error = APIError(413, f"request body of {int(declared):,} bytes is over this server's limit of {self.max_bytes:,}")
-            return await JSONResponse(error.body, status_code=413)(scope, receive, send)
-        received = 0
+            return await _refuse(scope, receive, send, 413, f"request body of {int(declared):,} bytes is over this server's "
+                                 f"limit of {self.max_bytes:,}")
+        try:
+            body = await asyncio.wait_for(self._read(receive), self.timeout_s)
+        except asyncio.TimeoutError:
+            return await _refuse(scope, receive, send, 408, f"the request body did not arrive within {self.timeout_s:g} s")
+        if body is None:
+            return await _refuse(scope, receive, send, 413, f"request body is over this server's limit of {self.max_bytes:,} bytes")
+        replayed = False
 
-        async def counted() -> dict[str, Any]:
-            nonlocal received
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _read(self, receive: Any) -> bytes | None:
+        """The whole body, or None once it passes `max_bytes`."""
+        chunks, size = [], 0
+        while True:
             message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise ValueError(f"request body is over this server's limit of {self.max_bytes:,} bytes")
-            return message
+            if message["type"] == "http.disconnect":
+                return b"".join(chunks)
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                return None
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
-        await self.app(scope, counted, send)
+
+async def _refuse(scope: dict[str, Any], receive: Any, send: Any, status: int, message: str) -> None:
+    await JSONResponse(APIError(status, message).body, status_code=status, headers={"connection": "close"})(scope, receive, send)
+
+
+def uvicorn_config(app: FastAPI, host: str, port: int, limits: Limits) -> Any:
+    """uvicorn's settings: the guarded connection handling (serve/connections.py) and a bounded wait for open
+    requests on Ctrl-C/SIGTERM."""
+    import uvicorn
+
+    from llmctl.serve.connections import protocol_for
+
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", http=protocol_for(limits), timeout_graceful_shutdown=5)
 
 
 def run_server(source: Source, host: str, port: int, api_key: str | None, limits: Limits, watch: float) -> None:
@@ -353,9 +406,7 @@ def run_server(source: Source, host: str, port: int, api_key: str | None, limits
     quiet_libraries()
     app = create_app(source, api_key, limits, watch)
     LOG.warning("serving %s on http://%s:%s/v1 (Ctrl-C stops)", source.model_id, host, port)
-    # Bounded connections (503 beyond) and a bounded wait for open requests on Ctrl-C/SIGTERM.
-    uvicorn.run(app, host=host, port=port, log_level="warning", limit_concurrency=limits.max_connections,
-                timeout_graceful_shutdown=5)
+    uvicorn.Server(uvicorn_config(app, host, port, limits)).run()
 
 
 def _sse(data: dict[str, Any]) -> str:

@@ -55,7 +55,7 @@ class ServerState:
         self.cancelled_total = Counter("llmctl_cancelled", "Generations stopped because their client went away", registry=self.metrics)
 
     def authorize(self, path: str, header: str) -> None:
-        if self.api_key and path.startswith(("/v1/", "/admin/", "/tokenize", "/detokenize", "/tokenizer_info")):
+        if self.api_key and path.startswith(("/v1/", "/admin/", "/tokenize", "/detokenize", "/tokenizer_info", "/openapi.json")):
             if not hmac.compare_digest(header, f"Bearer {self.api_key}"):
                 raise APIError(401, "missing or wrong API key (send Authorization: Bearer KEY)", code="invalid_api_key")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llmctl.serve.app import Limits, Source, create_app
+from llmctl.serve.app import Limits, Source, create_app, uvicorn_config
 from tests.conftest import make_tiny_lm, run_json
 from tests.stages.test_benchmark import greedy_answers
 
@@ -31,8 +31,8 @@ def server(source: Source, api_key: str | None = None, limits: Limits | None = N
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    instance = uvicorn.Server(uvicorn.Config(create_app(source, api_key, limits, watch), host="127.0.0.1", port=port,
-                                             log_level="warning"))
+    limits = limits or Limits()
+    instance = uvicorn.Server(uvicorn_config(create_app(source, api_key, limits, watch), "127.0.0.1", port, limits))
     thread = threading.Thread(target=instance.run, daemon=True)
     thread.start()
     while not instance.started:
