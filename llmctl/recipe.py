@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,13 @@ STAGES = "stages"
 _INJECTED_OUTPUT = "output"  # the key: `${stages.NAME.output}` resolves to the stage's output folder
 ENV_RESOLVER = "${oc.env:"
 ENV_NAME = re.compile(r"\$\{oc\.env:([^,}]+)")
+INTERPOLATION = re.compile(r"\$\{[^${}]*\}")  # an innermost `${…}`
+NODE_REFERENCE = re.compile(r"\$\{([^${}:]*)\}")  # an innermost `${key.path}` (no resolver)
 # Limits that keep a hostile or broken file from taking minutes or all memory before it is rejected.
 MAX_RECIPE_BYTES = 1 << 20  # 1 MiB: the largest shipped recipe is ~4 KiB
 MAX_VALUES = 100_000  # values after YAML anchors/aliases are expanded (an alias bomb expands exponentially)
 MAX_DEPTH = 64  # nesting levels
+MAX_REFERENCES = 256  # `${…}` resolutions, references of references counted (shipped recipes use none; ~2 ms each)
 MIN_SECRET_CHARS = 6  # shorter values read from the environment (a seed, a device) are not searched for in text
 
 
@@ -71,11 +75,14 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Loade
     _apply_overrides(cfg, overrides, positions, problems)
     if problems:
         raise RecipeError(problems, str(path))
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    _check_interpolations(raw, positions, problems)
+    if problems:
+        raise RecipeError(problems, str(path))
     outputs = _inject_outputs(cfg)
     tree = _resolve(cfg, positions, problems, str(path))
     if problems:
         raise RecipeError(problems, str(path))
-    raw = OmegaConf.to_container(cfg, resolve=False)
     from_env = _env_values(raw, tree)
     redaction.hide(env_secrets(raw))
     tree, positions = _stages_to_list(tree, positions, outputs)
@@ -121,12 +128,16 @@ def _read_yaml(path: Path, problems: list[Problem]) -> tuple[Any, dict[KeyPath, 
 def _read_text(path: Path, problems: list[Problem]) -> str | None:
     """The file as UTF-8 text, or None with a problem naming the size limit or the first bad byte."""
     try:
-        size = path.stat().st_size
-        if size > MAX_RECIPE_BYTES:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # /dev/zero reads forever, a FIFO blocks until written
+            problems.append(Problem(str(path), "", "not a regular file (a device, FIFO or socket); a recipe is a YAML file"))
+            return None
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_RECIPE_BYTES + 1)  # bounded whatever stat said (a file that grows, /proc)
+        if (size := max(info.st_size, len(raw))) > MAX_RECIPE_BYTES:
             problems.append(Problem(str(path), "", f"recipe is {size / 2**20:.1f} MiB; recipes are at most "
                                     f"{MAX_RECIPE_BYTES // 2**20} MiB (put data in data files, not in the recipe)"))
             return None
-        raw = path.read_bytes()
     except OSError as err:
         problems.append(Problem(str(path), "", f"cannot read recipe: {err.strerror or err}"))
         return None
@@ -200,7 +211,12 @@ def _load_with_bases(
         return {}
     merged: dict[str, Any] = {}
     bases = data.pop("extends", None) or []
-    for base in [bases] if isinstance(bases, str) else bases:
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(base, str) for base in bases):
+        problems.append(Problem(own_positions.get(("extends",), str(path)), "extends",
+                                "must be a recipe file name or a list of them (relative to this recipe)"))
+        bases = []
+    for base in bases:
         base_path = path.parent / str(base)
         if not base_path.exists():
             where = own_positions.get(("extends",), str(path))
@@ -271,6 +287,63 @@ def _apply_overrides(
         for sub in [k for k in positions if k[: len(parts)] == parts]:
             positions.pop(sub)
         positions[parts] = where
+
+
+def _check_interpolations(tree: dict[str, Any], positions: dict[KeyPath, str], problems: list[Problem]) -> None:
+    """Refuse a recipe whose `${…}` references would take more than MAX_REFERENCES resolutions or build a value
+    over MAX_RECIPE_BYTES, before OmegaConf resolves anything: it resolves each reference anew (milliseconds
+    each), so `a1: ${a0}${a0}` … `a40: ${a39}${a39}` would run for days. References are counted with their own
+    references expanded, memoized per key, so a bomb is measured, not expanded."""
+    measured: dict[KeyPath, tuple[int, int]] = {}
+
+    def measure(key_path: KeyPath, visiting: frozenset[KeyPath]) -> tuple[int, int]:
+        """(resolutions, length) of the value at `key_path` once resolved."""
+        if key_path in measured:
+            return measured[key_path]
+        if key_path in visiting:  # a cycle: OmegaConf reports it
+            return 1, 0
+        value, visiting = get_path(tree, key_path), visiting | {key_path}
+        if isinstance(value, dict | list):
+            keys = value.keys() if isinstance(value, dict) else range(len(value))
+            parts = [measure(key_path + (key,), visiting) for key in keys]
+            result = 1 + sum(p[0] for p in parts), sum(p[1] for p in parts)
+        elif isinstance(value, str):
+            resolutions, length = 1, len(INTERPOLATION.sub("", value))
+            for reference in NODE_REFERENCE.findall(value):
+                target = _reference_target(tree, key_path, reference)
+                if target is not None:
+                    more, longer = measure(target, visiting)
+                    resolutions, length = resolutions + more, length + longer
+            result = resolutions, length
+        else:
+            result = 1, len(str(value))
+        measured[key_path] = result
+        return result
+
+    for key_path, text in _strings(tree, ()):
+        if "${" not in text:
+            continue
+        found = measure(key_path, frozenset())
+        if found[0] > MAX_REFERENCES or found[1] > MAX_RECIPE_BYTES:
+            why = (f"its ${{…}} references expand to {found[0]:,} resolutions (at most {MAX_REFERENCES:,})"
+                   if found[0] > MAX_REFERENCES else f"it resolves to {found[1]:,} characters (at most {MAX_RECIPE_BYTES:,})")
+            problems.append(Problem(positions.get(key_path, ""), dotted(key_path), f"recipe rejected: {why}; a value "
+                                    "that references another several times, level after level, doubles at each level"))
+            return
+
+
+def _reference_target(tree: dict[str, Any], holder: KeyPath, reference: str) -> KeyPath | None:
+    """The key path a node interpolation names (`a.b`, `a[0].b`, relative `.sibling`, `..uncle`), or None."""
+    reference = reference.strip()
+    dots = len(reference) - len(reference.lstrip("."))
+    at: KeyPath = holder[:-dots] if dots else ()
+    for part in re.findall(r"[^.\[\]]+", reference[dots:]):
+        node = get_path(tree, at)
+        key: str | int = int(part) if isinstance(node, list) and part.isdigit() else part
+        if not isinstance(node, dict | list) or get_path(tree, at + (key,)) is None:
+            return None
+        at = at + (key,)
+    return at if at != holder else None
 
 
 def _inject_outputs(cfg: DictConfig) -> set[str]:

@@ -14,12 +14,20 @@ CHUNK = 1 << 20
 
 
 def local_files(pattern: str) -> list[Path]:
-    """The files a local path or glob names, sorted (a folder means every file below it)."""
+    """The files a local path or glob names, sorted (a folder means every file below it; a folder's devices,
+    FIFOs and sockets are skipped, one named itself is refused)."""
     pattern = pattern.removeprefix("file://")
     matches = sorted(Path(p) for p in glob.glob(str(Path(pattern).expanduser()), recursive=True))
     files: list[Path] = []
     for match in matches:
-        files.extend(sorted(p for p in match.rglob("*") if p.is_file()) if match.is_dir() else [match])
+        if match.is_dir():
+            files.extend(sorted(p for p in match.rglob("*") if p.is_file()))
+        elif match.is_file():
+            files.append(match)
+        else:  # /dev/zero would be hashed forever, a FIFO blocks until written
+            from llmctl.errors import DataError
+
+            raise DataError(f"data path {match} is not a regular file or folder (a device, FIFO or socket)")
     return files
 
 

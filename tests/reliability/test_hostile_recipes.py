@@ -3,6 +3,7 @@ names file:line or the field, and no traceback — quickly, without reading or w
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -78,6 +79,52 @@ def test_hostile_recipe_is_refused_with_exit_2(tmp_path: Path, monkeypatch: pyte
     assert "Traceback" not in result.output and "internal error" not in result.output
     assert time.perf_counter() - started < 5
     assert not (tmp_path / "runs").exists() and not (tmp_path / "victim").exists()
+
+
+def interpolation_bomb(levels: int) -> str:
+    text = "name: demo\na0: x\n" + "".join(f"a{i}: ${{a{i - 1}}}${{a{i - 1}}}\n" for i in range(1, levels + 1))
+    return text + f"description: ${{a{levels}}}\n" + GOOD.split("\n", 1)[1]
+
+
+def exhausting_cases(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
+    """Inputs that once ran for minutes, read without limit or hung: (command, what the message says)."""
+    os.mkfifo(tmp_path / "fifo.yaml")
+    cases = {"bomb-40": (interpolation_bomb(40), "a8: recipe rejected: its ${…} references expand to 511"),
+             "extends-dev-zero": ("extends: /dev/zero\n" + GOOD, "/dev/zero: not a regular file"),
+             "extends-fifo": ("extends: fifo.yaml\n" + GOOD, "fifo.yaml: not a regular file"),
+             "extends-number": ("extends: 5\n" + GOOD, "extends: must be a recipe file name or a list of them"),
+             "data-dev-zero": (GOOD.replace("corpus.jsonl", "/dev/zero"), "data path /dev/zero is not a regular file or folder")}
+    commands = {}
+    for name, (body, needle) in cases.items():
+        (tmp_path / f"{name}.yaml").write_text(body)
+        commands[name] = (["plan" if name.startswith("data") else "validate", str(tmp_path / f"{name}.yaml")], needle)
+    commands["recipe-dev-zero"] = (["validate", "/dev/zero"], "/dev/zero: not a regular file")
+    commands["recipe-fifo"] = (["validate", str(tmp_path / "fifo.yaml")], "fifo.yaml: not a regular file")
+    return commands
+
+
+def test_exhausting_recipes_are_refused_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An interpolation bomb (n=12 took 17.7 s, n=40 ran 11 CPU-minutes ignoring Ctrl-C), a device or FIFO as
+    recipe, base or data (read 2.6 GB in 3 s, or hung): exit 2 naming the file or field, fast and small."""
+    import tracemalloc
+
+    monkeypatch.chdir(tmp_path)
+    for name, (args, needle) in exhausting_cases(tmp_path).items():
+        tracemalloc.start()
+        started = time.perf_counter()
+        result = runner.invoke(app, args)
+        elapsed, (_, peak) = time.perf_counter() - started, tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert result.exit_code == 2 and needle in result.output, (name, result.output)
+        assert "Traceback" not in result.output and "internal error" not in result.output, name
+        assert elapsed < 1.5 and peak < 64 << 20, (name, elapsed, peak)
+
+
+def test_a_recipe_at_the_reference_bound_still_resolves(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(interpolation_bomb(7))  # 255 resolutions: at the bound, and a 128-character description
+    result = runner.invoke(app, ["validate", str(recipe)])
+    assert result.exit_code == 2 and "unknown field 'a0'" in result.output and "recipe rejected" not in result.output
 
 
 @pytest.mark.parametrize(("content", "needle"), [
