@@ -93,28 +93,27 @@ OverridesArg = Annotated[Optional[list[str]], typer.Argument(help="Overrides as 
 
 
 def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn llmctl errors into a message on stderr and their exit code (tracebacks only with --debug)."""
+    """Turn llmctl errors into a message on stderr and their exit code; --debug adds the traceback before the
+    message and changes nothing else (the exit code included)."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
         except LlmctlError as error:
-            if OUTPUT.debug:
-                raise
             _report_error(error)
             raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
-            if OUTPUT.debug:
-                raise
+            _traceback()
             err.print("interrupted")
             raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort):
+            raise
         except Exception as error:  # noqa: BLE001 - a bug in llmctl: say so in one line, traceback with --debug
-            if OUTPUT.debug or isinstance(error, (typer.Exit, typer.Abort)):
-                raise
             if (storage := storage_error(error)) is not None:  # a full or read-only disk is not a bug
                 _report_error(storage)
                 raise typer.Exit(storage.exit_code) from None
+            _traceback()
             err.print(f"internal error: {type(error).__name__}: {error}\n  (re-run with --debug for the traceback)",
                       markup=False, highlight=False)
             raise typer.Exit(1) from None
@@ -123,7 +122,17 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _report_error(error: LlmctlError) -> None:
+    _traceback()
     OUTPUT.error(error)
+
+
+def _traceback() -> None:
+    """With --debug, the traceback of the exception being handled (on stderr, secrets hidden)."""
+    if OUTPUT.debug:
+        import traceback
+
+        STDERR.write(traceback.format_exc())
+        STDERR.flush()
 
 
 def _version(value: bool) -> None:
@@ -171,8 +180,6 @@ def validate(recipes: Annotated[list[Path], typer.Argument(help="Recipe files to
             resolve_inputs(recipe, loaded)
             _warn(environment_problems(recipe, loaded))
         except LlmctlError as error:
-            if OUTPUT.debug:
-                raise
             failed.append(error)
             _report_error(error)
             continue
@@ -777,7 +784,8 @@ def _print_examples(examples: list[dict[str, Any]], counts: dict[str, int]) -> N
     if counts:
         out.print("mixture: " + ", ".join(f"{path} {n} rows" for path, n in counts.items()), markup=False, highlight=False)
     for index, example in enumerate(examples):
-        out.rule(f"example {index}" + (f" · {example['tokens']} tokens" if example.get("tokens") else ""))
+        tokens = f" · {'at least ' * example.get('tokens_at_least', False)}{example['tokens']} tokens" if example.get("tokens") else ""
+        out.rule(f"example {index}{tokens}")
         for part in example["parts"]:
             style = "dim strike" if part["masked"] else ("bold green" if part["role"] == "completion" else "")
             label = f"[{part['role']}{', masked' if part['masked'] else ''}] "
@@ -815,5 +823,12 @@ def global_flags_first(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. SIGTERM is handled like Ctrl-C (exit 130 with the usual line; `run` installs
+    its own graceful stop), instead of killing the process silently with 143."""
+    import signal
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
     app(args=global_flags_first(sys.argv[1:]), prog_name="llmctl")

@@ -20,7 +20,7 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from llmctl import redaction
+from llmctl import redaction, yamlcore
 from llmctl.errors import Problem, RecipeError
 from llmctl.rundir import RunLayout
 
@@ -99,7 +99,7 @@ def _read_yaml(path: Path, problems: list[Problem]) -> tuple[Any, dict[KeyPath, 
         return None, {}
     loader = None
     try:
-        loader = yaml.SafeLoader(text)
+        loader = yamlcore.CoreLoader(text)
         node = loader.get_single_node()
         if node is not None:
             _check_size(node, path)
@@ -180,7 +180,12 @@ def _check_size(root: yaml.Node, path: Path) -> None:
 
 
 def _walk_positions(node: yaml.Node, at: KeyPath, path: Path, out: dict[KeyPath, str], problems: list[Problem]) -> None:
-    """Record `file:line:col` for every mapping key and list item below `node`; flag duplicate keys."""
+    """Record `file:line:col` for every mapping key and list item below `node`; flag duplicate keys and tags
+    beyond YAML's core schema (`!!set`, `!!binary`, …)."""
+    if (tag := yamlcore.unsupported_tag(node)) is not None:
+        where = f"{path}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
+        problems.append(Problem(where, dotted(at), f"YAML tag {tag} is not supported; write a plain mapping, list or value"))
+        return
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key_path = at + (key_node.value,)
@@ -280,8 +285,8 @@ def _apply_overrides(
             problems.append(Problem(where, key, f"no stage named '{parts[1]}' (stages: {', '.join(stage_names)})"))
             continue
         try:
-            cfg.merge_with(OmegaConf.from_dotlist([item]))
-        except (OmegaConfBaseException, yaml.YAMLError, ValueError) as err:  # the value is parsed as YAML
+            cfg.merge_with(_nested(parts, yamlcore.load(item.split("=", 1)[1])))
+        except (OmegaConfBaseException, yaml.YAMLError, ValueError) as err:  # the value is parsed as YAML (1.2)
             problems.append(Problem(where, key, _omegaconf_message(err)))
             continue
         for sub in [k for k in positions if k[: len(parts)] == parts]:
@@ -344,6 +349,13 @@ def _reference_target(tree: dict[str, Any], holder: KeyPath, reference: str) -> 
             return None
         at = at + (key,)
     return at if at != holder else None
+
+
+def _nested(parts: KeyPath, value: Any) -> dict[str, Any]:
+    """`{"a": {"b": value}}` for parts ("a", "b")."""
+    for part in reversed(parts):
+        value = {part: value}
+    return value
 
 
 def _inject_outputs(cfg: DictConfig) -> set[str]:

@@ -33,6 +33,8 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore")
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    # datasets logs "Failed to load JSON from file …" at ERROR before raising; llmctl then names the file and line
+    logging.getLogger("datasets").setLevel(logging.CRITICAL)
 
 
 class JsonRenderer:

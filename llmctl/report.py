@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from llmctl.errors import UsageError
 from llmctl.history import load_run
 from llmctl.rundir import RUNS_ROOT
 
@@ -89,7 +90,23 @@ def _history(stage_dir: Path) -> list[dict[str, Any]]:
     path = stage_dir / "logs" / "train.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [_parsed(path, line) for line in _text(path).splitlines() if line.strip()]
+
+
+def _text(path: Path) -> str:
+    """A run file's text: a damaged one (not UTF-8) is a clear error naming it, not a crash."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise UsageError(f"{path}: damaged run file (not UTF-8 text at byte {err.start}); restore it, or delete it "
+                         "to report without it") from None
+
+
+def _parsed(path: Path, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        raise UsageError(f"{path}: damaged run file (not JSON: {err}); restore it, or delete it to report without it") from None
 
 
 def _panel_series(history: list[dict[str, Any]], prefix: str = "") -> dict[str, dict[str, list[tuple[float, float]]]]:
@@ -146,7 +163,7 @@ def _samples(stages: dict[str, Any], run_dir: Path) -> str:
         path = run_dir / entry.dir / "samples.json"
         if not entry.dir or not path.exists():
             continue
-        for sample in json.loads(path.read_text()):
+        for sample in _parsed(path, _text(path)):
             before = sample.get("before")
             rows.append(f"<tr><td>{html.escape(name)}</td><td><pre>{html.escape(str(sample.get('prompt', '')))}</pre></td>"
                         f"<td><pre>{html.escape(str(before)) if before is not None else '—'}</pre></td>"
@@ -171,7 +188,7 @@ def _provenance(stages: dict[str, Any], run_dir: Path) -> str:
         versions |= {k: str(v) for k, v in entry.versions.items()}
     table = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in sorted(versions.items()))
     recipe = run_dir / "recipe.resolved.yaml"
-    text = recipe.read_text() if recipe.exists() else ""
+    text = _text(recipe) if recipe.exists() else ""
     return (f"<h2>Versions</h2><table>{table}</table>" if table else "") + (
         f"<h2>Recipe</h2><pre>{html.escape(text)}</pre>" if text else "")
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 
 from llmctl import redaction
-from llmctl.errors import RunLocked
+from llmctl.errors import RunLocked, UsageError
 
 if TYPE_CHECKING:
     from llmctl.schema import Recipe
@@ -32,7 +32,12 @@ RUNS_ROOT = Path("runs")  # where runs live unless a recipe sets run_dir
 def cache_root() -> Path:
     """Where llmctl keeps what it can rebuild (Deep Lake Arrow caches, demo sets, smoke models): $LLMCTL_CACHE,
     else ~/.cache/llmctl."""
-    return Path(os.environ.get("LLMCTL_CACHE", Path.home() / ".cache" / "llmctl"))
+    root = Path(os.environ.get("LLMCTL_CACHE", Path.home() / ".cache" / "llmctl"))
+    if root.exists() and not root.is_dir():
+        source = "LLMCTL_CACHE" if "LLMCTL_CACHE" in os.environ else "the default cache folder"
+        raise UsageError(f"{source} {root} is a file; llmctl keeps rebuildable caches (demo data, Deep Lake reads, smoke "
+                         "models) in a folder: point LLMCTL_CACHE at one")
+    return root
 OUTPUT, CHECKPOINTS, LOGS = "output", "checkpoints", "logs"  # inside a stage folder
 MANIFEST = "llmctl.lock.json"
 RESOLVED = "recipe.resolved.yaml"

@@ -14,6 +14,8 @@ from pathlib import Path
 
 def first_problem(path: Path) -> str | None:
     """`FILE:LINE[:COL]: what is wrong and how to fix it`, or None when the scan finds nothing wrong."""
+    if path.suffix.lower() == ".parquet":
+        return _parquet(path)
     raw = path.read_bytes()
     if not raw.strip():
         return f"{path}: the file is empty; add rows or point data.path at another file"
@@ -73,6 +75,18 @@ def _csv_rows(path: Path, text: str) -> str | None:
         if row and len(row) != len(header):
             return (f"{path}:{reader.line_num}: {len(row)} fields, but the header has {len(header)} "
                     f"({', '.join(header)}); quote values that contain commas")
+    return None
+
+
+def _parquet(path: Path) -> str | None:
+    """A Parquet file is binary: ask pyarrow whether its footer and schema read (a truncated copy has no footer)."""
+    import pyarrow.parquet as pq
+
+    try:
+        pq.ParquetFile(path).schema_arrow  # noqa: B018 - reading the footer is the check
+    except Exception as err:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError…: all mean unreadable
+        return (f"{path}: not a readable Parquet file ({str(err).splitlines()[0][:160]}); it may be truncated or "
+                "another format: write it again")
     return None
 
 

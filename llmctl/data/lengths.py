@@ -18,15 +18,32 @@ def _text(value: Any) -> str:
     return "\n".join(m["content"] for m in value) if isinstance(value, list) else value
 
 
-def _lengths(rows: Any, tokenizer: Any) -> list[int]:
-    """Token count of each row's longest rendered sequence (prompt+completion, prompt+chosen, …)."""
+MAX_TOKEN_CHARS = 64
+"""A bound on the characters one token covers (GPT-2's longest token has 128 bytes but tokens over 16 characters
+are rare, so text this many characters per token of `max_length` is certainly over it): rows are tokenized
+only that far, so a 50 MB row costs what its first few hundred KB cost."""
+
+
+def _lengths(rows: Any, tokenizer: Any, max_length: int) -> tuple[list[int], set[int]]:
+    """Token count of each row's longest rendered sequence (prompt+completion, prompt+chosen, …), counted on at
+    most (max_length + 1) × MAX_TOKEN_CHARS characters; and the rows whose count is of such a prefix only (a lower
+    bound, and over max_length)."""
     columns = set(rows.column_names)
     if "messages" in columns:
         texts = [["\n".join(m["content"] for m in row)] for row in rows["messages"]]
     else:
         sequences = [parts for key, parts in TEXT_PARTS.items() if key in columns and set(parts) <= columns]
         texts = [["".join(_text(row[p]) for p in parts) for parts in sequences] for row in rows]
-    return [max(len(ids) for ids in tokenizer(row, add_special_tokens=False)["input_ids"]) for row in texts]
+    limit = (max_length + 1) * MAX_TOKEN_CHARS
+    lengths, partial = [], set()
+    for index, row in enumerate(texts):
+        counts = [len(ids) for ids in tokenizer([text[:limit] for text in row], add_special_tokens=False)["input_ids"]]
+        if any(len(text) > limit and count <= max_length for text, count in zip(row, counts)):  # over 64 chars a token
+            counts = [len(ids) for ids in tokenizer(row, add_special_tokens=False)["input_ids"]]
+        elif any(len(text) > limit for text in row):
+            partial.add(index)
+        lengths.append(max(counts))
+    return lengths, partial
 
 
 SOURCE_ROW = "__llmctl_source_row"  # a row's position in its source, carried through shuffling for messages
@@ -49,22 +66,24 @@ class LengthLimit:
         if self.report["too_long"]:
             verb = {"truncate": "will be truncated", "drop": "dropped"}[data.too_long]
             self.log(f"{self.report['too_long']} of {self.report['rows']} rows exceed max_length={self.max_length} tokens "
-                     f"(longest {self.report['max_tokens']}): {verb}")
+                     f"(longest {'at least ' * self.report['max_tokens_is_lower_bound']}{self.report['max_tokens']}): {verb}")
         return rows
 
 
 def enforce(rows: Any, tokenizer: Any, max_length: int, action: str, source: str, batch_size: int = 0) -> tuple[Any, dict[str, Any]]:
     """Apply `action` (truncate | drop | error) to rows over `max_length` tokens; returns rows and a report.
     Rows are named by their position in the source (a SOURCE_ROW column, when present), not after shuffling."""
-    lengths = _lengths(rows, tokenizer)
+    lengths, partial = _lengths(rows, tokenizer, max_length)
     too_long = [i for i, n in enumerate(lengths) if n > max_length]
-    report = {"rows": len(lengths), "too_long": len(too_long), "max_tokens": max(lengths, default=0), "action": action}
+    longest = max(range(len(lengths)), key=lengths.__getitem__, default=None)
+    report = {"rows": len(lengths), "too_long": len(too_long), "max_tokens": max(lengths, default=0), "action": action,
+              "max_tokens_is_lower_bound": longest in partial}
     if batch_size:
         report["padding"] = padding_fraction([min(n, max_length) for n in lengths], batch_size)
     if too_long and action == "error":
         first = rows[too_long[0]][SOURCE_ROW] if SOURCE_ROW in rows.column_names else too_long[0]
         raise DataError(f"{source}: {len(too_long)} of {len(lengths)} rows are longer than max_length={max_length} tokens "
-                        f"(first: row {first}, {lengths[too_long[0]]} tokens); raise max_length or set "
+                        f"(first: row {first}, {'at least ' * (too_long[0] in partial)}{lengths[too_long[0]]} tokens); raise max_length or set "
                         "data.too_long: truncate or drop")
     if too_long and action == "drop":
         keep = sorted(set(range(len(lengths))) - set(too_long))

@@ -8,9 +8,14 @@ from llmctl.errors import UsageError
 from llmctl.specs import DataSpec, StageSpec, is_local_path
 
 
+SHOWN_CHARS = 2_000  # of one part; the rest is summarised
+COUNTED_CHARS = 100_000  # of one example, for its token count (beyond, the count is of a prefix: a lower bound)
+
+
 def preview(recipe: Any, stage: str | None, count: int) -> list[dict[str, Any]]:
-    """Up to `count` examples of the stage's `data`, each as parts {role, text, masked} (+ token count when
-    the stage's tokenizer is at hand)."""
+    """Up to `count` examples of the stage's `data`, each as parts {role, text, masked} (a part's text cut at
+    SHOWN_CHARS) and, when the stage's tokenizer is at hand, a token count (`tokens_at_least` when it is of the
+    first COUNTED_CHARS characters only: a 5 MB row took 18 s and 540 MB to count and print whole)."""
     from llmctl.data.sources import load_examples
 
     spec = _stage_with_data(recipe.stages, stage)
@@ -21,11 +26,20 @@ def preview(recipe: Any, stage: str | None, count: int) -> list[dict[str, Any]]:
     examples = []
     for row in rows:
         parts = _parts(row, data)
-        example: dict[str, Any] = {"parts": parts}
+        example: dict[str, Any] = {"parts": [_shortened(part) for part in parts]}
         if tokenizer is not None:
-            example["tokens"] = len(tokenizer("".join(p["text"] for p in parts))["input_ids"])
+            text = "".join(p["text"] for p in parts)
+            example["tokens"] = len(tokenizer(text[:COUNTED_CHARS])["input_ids"])
+            example["tokens_at_least"] = len(text) > COUNTED_CHARS
         examples.append(example)
     return examples
+
+
+def _shortened(part: dict[str, Any]) -> dict[str, Any]:
+    text = part["text"]
+    if len(text) <= SHOWN_CHARS:
+        return part
+    return part | {"text": f"{text[:SHOWN_CHARS]} … [{len(text) - SHOWN_CHARS:,} more characters]"}
 
 
 def mixture(recipe: Any, stage: str | None) -> dict[str, int]:

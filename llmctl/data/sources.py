@@ -89,10 +89,23 @@ def _read_files(path: str) -> Dataset:
         suffixes = ", ".join(sorted({f.suffix or "(none)" for f in files}))
         raise DataError(f"data.path {path}: cannot read {suffixes} files together; use one of {', '.join(BUILDERS)}")
     builder = kinds.pop()
+    options = _csv_as_text(files[0]) if builder == "csv" else {}
     try:
-        return load_dataset(builder, data_files=[str(f) for f in files], split="train")
+        return load_dataset(builder, data_files=[str(f) for f in files], split="train", **options)
     except Exception as err:  # noqa: BLE001 - the library names neither file nor line: find them
         raise _located(path, err) from err
+
+
+def _csv_as_text(first: Path) -> dict[str, Any]:
+    """CSV has no types: every column is read as text (pandas would make a quoted "7" an int, which a completion
+    then refuses); empty cells stay nulls, reported as such."""
+    import csv
+
+    from datasets import Features, Value
+
+    with open(first, newline="", encoding="utf-8", errors="replace") as handle:
+        header = next(csv.reader(handle), [])
+    return {"features": Features({name: Value("string") for name in header})} if header else {}
 
 
 def _located(path: str, err: BaseException) -> DataError:

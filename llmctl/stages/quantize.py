@@ -254,8 +254,8 @@ def _quantize(backend: str, source: str, config: dict[str, Any], calibration: li
     if backend == "openvino":
         from llmctl.models import openvino
 
-        # compared at f32, like the PyTorch original: the loss is the quantization's alone, not also bf16
-        # inference's (the CPU plugin's choice on AVX-512-BF16/AMX, where it alone cost the quickstart 7%)
+        # compared at f32, like the PyTorch original, on every CPU: the loss is the quantization's alone, not
+        # also that of bf16 inference (the CPU plugin's choice on AVX-512-BF16/AMX CPUs)
         model = openvino.export(source, config, out, precision="f32")
     else:
         from llmctl.models import inc

@@ -4,6 +4,7 @@ library's "Expected object or value at position 40" or a StopIteration after tra
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,48 @@ def test_one_huge_row_under_each_too_long_policy(tmp_path: Path, tiny_lm: Path, 
     assert "__llmctl_source_row" not in train.column_names
 
 
+def five_mb_row(folder: Path) -> Path:
+    rows = [dict(r) for r in ROWS]
+    rows[10]["completion"] = " 7" * 2_500_000
+    return write_lines(folder / "huge.jsonl", jsonl(rows))
+
+
+def test_a_5mb_row_is_refused_at_once_without_tokenizing_it_whole(tmp_path: Path, tiny_lm: Path) -> None:
+    """It took 90 s and 2.5 GB; a 50 MB row had not finished after 120 s."""
+    import tracemalloc
+
+    from llmctl.models.causal_lm import load_tokenizer
+
+    limit = LengthLimit(load_tokenizer(str(tiny_lm)), 32, lambda _: None)
+    spec = DataSpec(path=str(five_mb_row(tmp_path)), format="prompt_completion", validation=0, too_long="error")
+    tracemalloc.start()
+    started = time.perf_counter()
+    with pytest.raises(DataError, match=r"1 of 20 rows are longer than max_length=32 tokens \(first: row 10, at least \d+ tokens\)"):
+        load_examples(spec, 1, limit)
+    elapsed, (_, peak) = time.perf_counter() - started, tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert elapsed < 5 and peak < 256 << 20, (elapsed, peak)
+
+
+def test_previewing_a_5mb_row_shows_its_start_and_a_bounded_count(tmp_path: Path, tiny_lm: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from llmctl.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    five_mb_row(tmp_path)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: p\nstages:\n  - type: sft\n    model: {tiny_lm}\n"
+                      "    data: {path: huge.jsonl, format: prompt_completion, shuffle: false, validation: 0}\n")
+    started = time.perf_counter()
+    result = CliRunner().invoke(app, ["--json", "data", "preview", str(recipe), "-n", "12"])
+    assert result.exit_code == 0, result.output[-2000:]
+    assert time.perf_counter() - started < 10 and len(result.output) < 100_000
+    huge = json.loads(result.stdout)[10]
+    assert huge["tokens_at_least"] and huge["parts"][1]["text"].endswith(",000 more characters]")
+
+
 def test_a_broken_file_stops_the_run_with_exit_2_before_the_model_loads(workdir: Path, tiny_lm: Path) -> None:
     write_lines(workdir / "sft.jsonl", replaced(5, '{"prompt": "q", "completion": oops}'))
     recipe = workdir / "sft.yaml"
@@ -127,3 +170,32 @@ stages:
     assert "Traceback" not in error["message"]
     assert not any(e["event"] == "progress" for e in events)
     assert not (workdir / "runs/bad-data/01-sft").exists()
+
+
+def test_a_truncated_parquet_file_is_reported_as_one_not_as_bad_utf8(tmp_path: Path) -> None:
+    from datasets import Dataset
+
+    whole = tmp_path / "whole.parquet"
+    Dataset.from_list(ROWS).to_parquet(str(whole))
+    cut = tmp_path / "cut.parquet"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(DataError) as caught:
+        load(cut)
+    assert "cut.parquet: not a readable Parquet file" in str(caught.value) and "UTF-8" not in str(caught.value)
+
+
+def test_csv_columns_are_text_even_when_they_hold_numbers(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "sums.csv", ["prompt,completion", "What is 3 plus 4?,\"7\"", "What is 1 plus 1?,2"])
+    train, _ = load_examples(DataSpec(path=str(path), format="prompt_completion", validation=0, shuffle=False), seed=1)
+    assert [row["completion"].strip() for row in train] == ["7", "2"]
+
+
+def test_library_noise_does_not_come_before_the_clean_error(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from llmctl.cli import app
+
+    path = write_lines(tmp_path / "broken.jsonl", replaced(5, '{"prompt": "q", "completion": oops}'))
+    result = CliRunner().invoke(app, ["data", "show", str(path)])
+    assert result.exit_code == 2 and result.output.startswith("error: ") and "broken.jsonl:6:31" in result.output
+    assert "Failed to load JSON" not in result.output

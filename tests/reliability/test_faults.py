@@ -161,3 +161,11 @@ def test_a_read_only_run_folder_is_exit_4_with_a_clear_message(tiny_recipe, work
     done = in_small_mount(workdir, "size=64m,ro", f"{sys.executable} -m llmctl run {recipe.name}; echo exit=$?")
     assert "exit=4" in done.stdout, done.stdout + done.stderr
     assert "read-only" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_report_on_a_damaged_run_file_names_it_with_exit_2(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
+    assert CliRunner().invoke(app, ["run", str(tiny_recipe(steps=2))]).exit_code == 0
+    (workdir / "runs/tiny/recipe.resolved.yaml").write_bytes(b"name: tiny\n\x94\xff\x00binary")
+    result = CliRunner().invoke(app, ["report", "tiny"])
+    assert result.exit_code == 2, result.output
+    assert "recipe.resolved.yaml: damaged run file (not UTF-8" in result.output and "internal error" not in result.output

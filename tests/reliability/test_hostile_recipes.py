@@ -61,6 +61,10 @@ CASES = {
     "gate-unknown-metric": (GOOD + BENCH + "    gate: {checks: ['toy/accuracy >= 0.5']}\n", "task 'toy' reports exact_match, not 'accuracy'"),
     "gate-unknown-stage-metric": (GOOD + BENCH + "    gate: {checks: ['perplexity < 30']}\n", "metric 'perplexity' is not measured here"),
     "model-name-traversal": (GOOD + "  - type: deploy\n    model_name: ../../outside\n", "model_name: a name is"),
+    "yaml-1.1-boolean": (GOOD.replace("name: demo", "name: demo\nseed: yes"), "seed: Input should be a valid integer, unable to parse string as an integer (got 'yes')"),
+    "sexagesimal": (GOOD + "    train: {max_steps: 1:30}\n", "got '1:30'"),
+    "set-tag": (GOOD.replace("name: demo", "name: demo\ndescription: !!set {a, b}"), "bad.yaml:2:14: description: YAML tag !!set is not supported"),
+    "binary-tag": (GOOD.replace("name: demo", "name: demo\ndescription: !!binary aGVsbG8="), "YAML tag !!binary is not supported"),
     "not-a-mapping": ("- just\n- a list\n", "a recipe must be a mapping"),
     "yaml-syntax": (GOOD + "    model: [oops\n", "YAML syntax error"),
 }
@@ -189,3 +193,14 @@ def test_concurrent_deploys_into_one_registry_never_fail(tmp_path: Path) -> None
         results = list(pool.map(lambda _: registry.deploy("chat", source, {}, promote=True, keep=2), range(12)))
     assert len({version for version, _ in results}) == 12
     assert len(registry.versions("chat")) == 2 and registry.current("chat") == registry.versions("chat")[-1]
+
+
+def test_a_cache_folder_that_is_a_file_is_a_located_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cache").write_text("not a folder")
+    monkeypatch.setenv("LLMCTL_CACHE", str(tmp_path / "cache"))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(GOOD.replace("corpus.jsonl", "demo://corpus"))
+    result = runner.invoke(app, ["plan", str(recipe)])
+    assert result.exit_code == 2, result.output
+    assert f"LLMCTL_CACHE {tmp_path / 'cache'} is a file" in result.output and "internal error" not in result.output
