@@ -202,13 +202,12 @@ def plan(
     smoke: SmokeOpt = False,
 ) -> None:
     """Show what `run` would do: stages in order, inputs, cached/run/resume and why, model sizes and memory."""
-    from llmctl.estimate import estimate_plan
     from llmctl.hardware import detect
 
     the_plan = _plan(recipe, overrides, force, from_stage, only, until, smoke)
     _warn(the_plan.environment)
     hw = detect(the_plan.recipe.device, the_plan.recipe.dtype)
-    sizes = estimate_plan(the_plan.recipe.stages, {s.name: s.inputs for s in the_plan.steps}, hw.dtype)
+    sizes = the_plan.estimates
     mixtures = _mixtures(the_plan)
     OUTPUT.result({"run_dir": str(the_plan.run_dir), "device": hw.device, "dtype": hw.dtype,
                    "steps": [_step_json(s, sizes[s.name]) | ({"mixture": mixtures[s.name]} if s.name in mixtures else {})
@@ -235,14 +234,18 @@ def _mixtures(the_plan: Any) -> dict[str, Any]:
 
 def _plan(recipe: Path, overrides: list[str] | None, force: bool, from_stage: str | None, only: str | None,  # noqa: ANN202
           until: str | None, smoke: bool = False):
+    from llmctl.estimate import estimate_plan, memory_problems
     from llmctl.handoffs import environment_problems
+    from llmctl.hardware import detect
     from llmctl.pipeline import Selection, make_plan
 
     loaded, parsed = _load(recipe, overrides)
     if smoke:
         parsed = _smoked(parsed, loaded)
     the_plan = make_plan(parsed, loaded, Selection(force, from_stage, only, until))
-    the_plan.environment = environment_problems(parsed, loaded)
+    hw = detect(parsed.device, parsed.dtype)
+    the_plan.estimates = estimate_plan(parsed.stages, {s.name: s.inputs for s in the_plan.steps}, hw.dtype)
+    the_plan.environment = environment_problems(parsed, loaded) + memory_problems(parsed.stages, the_plan.estimates, hw.device)
     return the_plan
 
 

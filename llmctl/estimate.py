@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
-from llmctl.errors import LlmctlError
+from llmctl.errors import LlmctlError, Problem, UsageError
 from llmctl.specs import PREVIOUS, PeftSpec, StageSpec, stage_ref_name
 from llmctl.stages import module_for
 
@@ -87,9 +88,42 @@ def estimate_plan(specs: list[StageSpec], inputs: dict[str, dict[str, str]], dty
             out[spec.name] = estimate_stage(spec, config, dtype)
         except LlmctlError:
             raise  # e.g. a LoRA target module the model does not have: the recipe is wrong
-        except Exception as err:  # noqa: BLE001 - an estimate must never break `plan`
+        except Exception as err:  # noqa: BLE001 - an estimate must never break `plan`…
+            if _from_recipe(spec):  # …but an architecture the recipe itself describes must build (`n_head: 3`, `n_embd: 32`)
+                raise UsageError(f"stages.{spec.name}.model.config: a {getattr(config, 'model_type', '')} model cannot be "
+                                 f"built from it: {str(err).splitlines()[0]}") from None
             out[spec.name] = f"unknown ({type(err).__name__}: {str(err).splitlines()[0][:80]})"
     return out
+
+
+def _from_recipe(spec: StageSpec) -> bool:
+    """Whether the stage builds its model from the recipe's own `model.config` (pretraining from scratch)."""
+    return getattr(getattr(spec, "model", None), "config", None) is not None
+
+
+def memory_problems(specs: list[StageSpec], estimates: dict[str, ModelEstimate | str], device: str) -> list[Problem]:
+    """Stages whose estimated training memory exceeds what this machine has (RAM, or one GPU's memory): they would
+    swap for hours or be killed mid-allocation (`vocab_size: 100000000` aborted the process), so `run` refuses them
+    and `plan` warns (the recipe may be meant for a bigger machine)."""
+    available = machine_memory_gib(device)
+    found = []
+    for index, spec in enumerate(specs):
+        estimate = estimates.get(spec.name)
+        if isinstance(estimate, ModelEstimate) and not estimate.quantized_bits and estimate.memory_gib > available:
+            found.append(Problem("", f"stages[{index}]", f"needs ~{estimate.memory_gib:.0f} GiB to train "
+                                 f"({_human(estimate.total)} params), more than this machine's {available:.0f} GiB of "
+                                 f"{'GPU ' if device == 'cuda' else ''}memory: use LoRA/QLoRA, a smaller model, batch or "
+                                 "max_length, gradient checkpointing, or a bigger machine"))
+    return found
+
+
+def machine_memory_gib(device: str) -> float:
+    """One GPU's memory on CUDA, else the machine's physical memory."""
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.get_device_properties(0).total_memory / 2**30
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
 
 
 def _named_config(spec: StageSpec) -> Any | None:

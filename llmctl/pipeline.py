@@ -68,6 +68,7 @@ class Plan:
     run_dir: Path
     steps: list[Step]
     environment: list[Problem] = field(default_factory=list)  # what this machine cannot run
+    estimates: dict[str, Any] = field(default_factory=dict)  # per stage: ModelEstimate, or why there is none
 
     def step(self, name: str) -> Step:
         return next(s for s in self.steps if s.name == name)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from llmctl.errors import UsageError
+from llmctl.specs import is_local_path
 
 DEFAULT_MODEL_TYPE = "gpt2"
 POSITION_FIELDS = ("n_positions", "max_position_embeddings")
@@ -57,6 +59,10 @@ def load_config(ref: str) -> Any:
 
     if adapters.is_adapter_folder(ref):
         ref = json.loads((Path(ref) / adapters.ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
+    if is_local_path(ref) and not (Path(ref).expanduser() / "config.json").is_file():
+        why = "does not exist" if not Path(ref).expanduser().exists() else "is not a model folder (it has no config.json)"
+        raise UsageError(f"model {ref} {why}; name a folder written by save_pretrained (or an llmctl stage's output) "
+                         "or a hub id")
     bundled = Path(__file__).parent / "configs" / (ref.replace("/", "--") + ".json")
     if bundled.exists() and not Path(ref).exists():
         return _config_from_file(bundled)
@@ -118,6 +124,23 @@ def _check_config_fields(model_type: str, fields: dict[str, Any]) -> None:
             close = difflib.get_close_matches(key, sorted(known), n=1)
             raise UsageError(f"model.config.{key}: not a field of {config_class.__name__}"
                              + (f" — did you mean {close[0]!r}?" if close else ""))
+    _check_values(config_class, fields)
+
+
+SIZE_FIELDS = re.compile(r"^(n_(layer|head|embd|positions|inner|ctx)|vocab_size|hidden_size|intermediate_size|head_dim|ffn_dim|"
+                         r"num_(hidden_layers|attention_heads|key_value_heads)|max_position_embeddings|word_embed_proj_dim)$")
+
+
+def _check_values(config_class: Any, fields: dict[str, Any]) -> None:
+    """A field whose default is a whole number takes one (`n_layer: '1'` failed deep inside torch), and a size is
+    at least 1 (`n_layer: -1` trained a model of no layers)."""
+    defaults = config_class().to_dict()
+    for key, value in fields.items():
+        default = defaults.get(config_class.attribute_map.get(key, key))
+        if isinstance(default, int) and not isinstance(default, bool) and (not isinstance(value, int) or isinstance(value, bool)):
+            raise UsageError(f"model.config.{key}: {value!r} is not a whole number")
+        if SIZE_FIELDS.match(key) and isinstance(value, int) and value < 1:
+            raise UsageError(f"model.config.{key}: {value} is a size; it must be at least 1")
 
 
 def context_length(config: Any) -> int | None:

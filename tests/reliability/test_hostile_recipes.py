@@ -165,6 +165,35 @@ def test_an_unknown_model_config_key_is_refused_before_training(tmp_path: Path, 
     assert result.exit_code == 2 and "model.config.n_lyer: not a field of GPT2Config — did you mean 'n_layer'?" in result.output
 
 
+@pytest.mark.parametrize(("model", "needle"), [
+    ("{config: {n_layer: 1, n_head: 3, n_embd: 32}}", "stages.pretrain.model.config: a gpt2 model cannot be built from it: `embed_dim` must be divisible"),
+    ("{config: {n_layer: '1'}}", "model.config.n_layer: '1' is not a whole number"),
+    ("{config: {n_layer: -1}}", "model.config.n_layer: -1 is a size; it must be at least 1"),
+    ("{config: {n_head: true}}", "model.config.n_head: True is not a whole number"),
+    ("{init: /etc}", "model /etc is not a model folder (it has no config.json)"),
+], ids=["heads-do-not-divide", "layers-as-text", "negative-layers", "boolean-heads", "not-a-model-folder"])
+def test_a_model_that_cannot_work_is_refused_at_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: str, needle: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(GOOD.replace("{config: {n_layer: 1}}", model))
+    for command in ("plan", "run"):
+        result = runner.invoke(app, [command, str(recipe)])
+        assert result.exit_code == 2 and needle in result.output, (command, result.output)
+        assert "Traceback" not in result.output and not (tmp_path / "runs/demo/01-pretrain.tmp").exists()
+
+
+def test_a_model_too_big_for_this_machine_is_a_warning_at_plan_and_refused_by_run(tmp_path: Path,
+                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(GOOD.replace("{config: {n_layer: 1}}", "{config: {n_layer: 1, vocab_size: 100000000}}"))
+    planned = runner.invoke(app, ["plan", str(recipe)])
+    assert planned.exit_code == 0 and "GiB of memory" in planned.output and "this machine cannot run it" in planned.output
+    refused = runner.invoke(app, ["run", str(recipe)])
+    assert refused.exit_code == 2 and "stages[0]: needs ~" in refused.output and "more than this machine's" in refused.output
+    assert not (tmp_path / "runs/demo/01-pretrain.tmp").exists()
+
+
 def test_registry_refuses_paths_and_dangling_pointers(tmp_path: Path) -> None:
     source = tmp_path / "src"
     source.mkdir()

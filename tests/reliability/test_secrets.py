@@ -78,10 +78,12 @@ def test_no_remote_code_and_no_pickled_weights_are_written() -> None:
 
 
 TINY_MODEL = "{config: {model_type: gpt2, n_layer: 1, n_head: 2, n_embd: 32, n_positions: 64}}"
-SECRET_PATHS = {  # case: (model, data path, exit code of `run`)
-    "data path": (TINY_MODEL, '"/nonexistent/${oc.env:LLMCTL_TEST_TOKEN}/c.jsonl"', 2),
-    "hf:// id": (TINY_MODEL, '"hf://org/${oc.env:LLMCTL_TEST_TOKEN}"', 2),
-    "model path": ('{init: "/nonexistent/${oc.env:LLMCTL_TEST_TOKEN}"}', "corpus.jsonl", 4),
+SECRET_PATHS = {  # case: (model, data path, exit code of `run`, the records it writes)
+    "data path": (TINY_MODEL, '"/nonexistent/${oc.env:LLMCTL_TEST_TOKEN}/c.jsonl"', 2, {"llmctl.lock.json"}),
+    "hf:// id": (TINY_MODEL, '"hf://org/${oc.env:LLMCTL_TEST_TOKEN}"', 2, {"llmctl.lock.json"}),
+    "model path": ('{init: "/nonexistent/${oc.env:LLMCTL_TEST_TOKEN}"}', "corpus.jsonl", 2, set()),  # refused at plan
+    "stage failure": ('{init: "models-${oc.env:LLMCTL_TEST_TOKEN}"}', "corpus.jsonl", 4,  # a folder that is no model
+                      {"llmctl.lock.json", "error.log"}),
 }
 
 
@@ -89,7 +91,9 @@ SECRET_PATHS = {  # case: (model, data path, exit code of `run`)
 def test_a_token_inside_a_path_or_id_is_hidden_in_every_message_record_and_log(case: str, workdir: Path,
                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LLMCTL_TEST_TOKEN", SECRET)
-    model, data, code = SECRET_PATHS[case]
+    model, data, code, records = SECRET_PATHS[case]
+    (workdir / f"models-{SECRET}").mkdir()
+    (workdir / f"models-{SECRET}" / "config.json").write_text("{}")
     recipe = workdir / "leak.yaml"
     recipe.write_text(f"name: leak\nseed: 7\ndtype: fp32\nstages:\n  - type: pretrain\n    model: {model}\n"
                       f"    tokenizer: {{vocab_size: 300}}\n    data: {{path: {data}}}\n    block_size: 32\n    train: {{max_steps: 2}}\n")
@@ -103,7 +107,5 @@ def test_a_token_inside_a_path_or_id_is_hidden_in_every_message_record_and_log(c
             assert "***" in result.output  # the message still says where, with the secret masked
     assert [o for o in outputs if SECRET in o] == []
     written = [p for p in workdir.rglob("*") if p.is_file() and p.name != recipe.name]
-    assert any(p.name == "llmctl.lock.json" for p in written)
-    if code == 4:
-        assert any(p.name == "error.log" for p in written)
+    assert records <= {p.name for p in written}
     assert [str(p) for p in written if SECRET.encode() in p.read_bytes()] == []
