@@ -42,27 +42,18 @@ class Artifact:
     def write(self, stage_dir: Path) -> None:
         """Write `artifact.json` into the stage folder (before that folder is moved into place), with a
         content manifest of the output folder so a damaged output is noticed instead of being reused."""
-        output = stage_dir / self.path
-        self.files = {str(f.relative_to(output)): [f.stat().st_size, _sha256(f)]
-                      for f in sorted(output.rglob("*")) if f.is_file()} if output.is_dir() else {}
+        self.files = file_manifest(stage_dir / self.path)
         self.committed = time.time()
         data = asdict(self) | {"kind": self.kind.value}
         (stage_dir / DESCRIPTOR).write_text(json.dumps(redaction.redact(data), indent=2, sort_keys=True) + "\n")
 
     def damage(self) -> str | None:
-        """What is wrong with the output folder against the content manifest, or None. Sizes are checked
-        always; a file modified after the commit is hashed (so copying a run folder costs one hash pass)."""
-        output = Path(self.path)
-        for name, (size, digest) in self.files.items():
-            file = output / name
-            if not file.is_file():
-                return f"{name} is missing"
-            stat = file.stat()
-            if stat.st_size != size:
-                return f"{name} changed size ({size} -> {stat.st_size} bytes)"
-            if stat.st_mtime > self.committed and _sha256(file) != digest:
-                return f"{name} was modified after the stage completed"
-        return None
+        """What is wrong with the output folder against the content manifest, or with what the stage did outside
+        it (a deployment's published version), or None."""
+        if self.kind is ArtifactKind.deployment and (published := self.meta.get("deployment", {}).get("path")):
+            if not (Path(published) / "version.json").is_file():
+                return f"its published version {published} is gone from the registry"
+        return manifest_damage(Path(self.path), self.files, self.committed, "the stage completed")
 
     @classmethod
     def read(cls, stage_dir: Path) -> Artifact | None:
@@ -73,6 +64,30 @@ class Artifact:
             return cls(**(data | {"kind": ArtifactKind(data["kind"]), "path": str(path.absolute())}))
         except (OSError, ValueError, KeyError, TypeError):
             return None
+
+
+def file_manifest(folder: Path) -> dict[str, list[Any]]:
+    """Relative path -> [size, sha256] of every file below `folder` ({} when there is no folder)."""
+    if not folder.is_dir():
+        return {}
+    return {str(f.relative_to(folder)): [f.stat().st_size, _sha256(f)] for f in sorted(folder.rglob("*")) if f.is_file()}
+
+
+def manifest_damage(folder: Path, files: dict[str, list[Any]], since: float, event: str) -> str | None:
+    """What is wrong with `folder` against its `file_manifest`, written at time `since` (when `event` happened), or None. Sizes are checked
+    always; a file changed after `since` is hashed — changed by its ctime too, which no `touch`, `cp -p` or
+    backup restore can set back (a same-size file with an older mtime was used silently). Copying a folder
+    costs one hash pass."""
+    for name, (size, digest) in files.items():
+        file = folder / name
+        if not file.is_file():
+            return f"{name} is missing"
+        stat = file.stat()
+        if stat.st_size != size:
+            return f"{name} changed size ({size} -> {stat.st_size} bytes)"
+        if max(stat.st_mtime, stat.st_ctime) > since and _sha256(file) != digest:
+            return f"{name} was modified after {event}"
+    return None
 
 
 def _sha256(path: Path) -> str:

@@ -24,7 +24,7 @@ from llmctl.recipe import LoadedRecipe
 from llmctl.records import Manifest
 from llmctl.context import Emit, StageContext
 from llmctl.history import Baseline, baseline
-from llmctl.rundir import OUTPUT, RESOLVED, TMP_SUFFIX, RunLayout, RunLock, dump_resolved, replace_dir, write_atomic
+from llmctl.rundir import OUTPUT, RESOLVED, TMP_SUFFIX, RunLayout, RunLock, dump_resolved, remove, replace_dir, write_atomic
 from llmctl.schema import Recipe
 from llmctl.specs import LauncherSpec, StageSpec, data_blocks, stage_ref_name
 from llmctl.stages import runner
@@ -147,7 +147,7 @@ def _decide(step: Step, earlier: list[Step], manifest: Manifest, sel: Selection,
         forced_by = f"--from {sel.from_stage}"
     rerun_inputs = [s.name for s in earlier if f"stage:{s.name}" in step.inputs.values() and s.action in ("run", "resume")]
     done = Artifact.read(step.stage_dir)
-    damage = done.damage() if done is not None and not forced_by else None
+    damage = _damage(step, done) if done is not None and not forced_by else None
     if forced_by:
         step.action, step.reason = "run", f"forced ({forced_by})"
     elif done is None:
@@ -168,6 +168,12 @@ def _decide(step: Step, earlier: list[Step], manifest: Manifest, sel: Selection,
     _check_only_inputs(step, earlier, sel)
 
 
+def _damage(step: Step, done: Artifact) -> str | None:
+    if step.stage_dir.is_symlink():  # its output lives elsewhere, where llmctl must not write or delete
+        return f"{step.stage_dir.name} is a symbolic link; the stage runs again into a folder of its own"
+    return done.damage()
+
+
 def _check_only_inputs(step: Step, earlier: list[Step], sel: Selection) -> None:
     if sel.only != step.name:
         return
@@ -182,7 +188,7 @@ def _resumable_checkpoint(step: Step) -> str | None:
     fingerprint. (transformers.trainer_utils.get_last_checkpoint does the same, but importing transformers
     here would make `plan` slow.)"""
     marker = step.tmp_dir / FINGERPRINT_FILE
-    if not marker.exists() or marker.read_text().strip() != step.fingerprint:
+    if step.tmp_dir.is_symlink() or not marker.exists() or marker.read_text().strip() != step.fingerprint:
         return None
     checkpoints = step.tmp_dir / "checkpoints"
     found = [(int(m.group(1)), p) for p in checkpoints.glob("checkpoint-*") if (m := CHECKPOINT_RE.match(p.name))]
@@ -234,8 +240,8 @@ def _enforce_gate(step: Step, artifact: Artifact, smoke: bool, emit: Emit) -> No
 
 
 def _run_step(plan: Plan, step: Step, artifacts: dict[str, Artifact], manifest: Manifest, emit: Emit) -> Artifact:
-    if step.action == "run" and step.tmp_dir.exists():
-        shutil.rmtree(step.tmp_dir)
+    if step.action == "run":
+        remove(step.tmp_dir)
     step.tmp_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(step.tmp_dir / FINGERPRINT_FILE, step.fingerprint)
     started = time.time()

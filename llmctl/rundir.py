@@ -114,8 +114,9 @@ def replace_dir(src: Path, dest: Path) -> None:
     `dest`, never a half-written one: an existing `dest` is swapped with `src` in one renameat2(RENAME_EXCHANGE)
     where the file system supports it (else renamed aside first), then the old one is deleted."""
     old = dest.with_name(dest.name + OLD_SUFFIX)
-    if old.exists():
-        shutil.rmtree(old)
+    remove(old)
+    if dest.is_symlink():  # a stage folder replaced by a link: the link goes, never what it points at
+        dest.unlink()
     if dest.exists() and _exchange(src, dest):
         shutil.rmtree(src, ignore_errors=True)  # src now holds the old folder
     else:
@@ -124,6 +125,15 @@ def replace_dir(src: Path, dest: Path) -> None:
         os.rename(src, dest)
         shutil.rmtree(old, ignore_errors=True)
     _fsync_dir(dest.parent)
+
+
+def remove(path: Path) -> None:
+    """Delete a file, folder or symbolic link if there is one; a link is unlinked, never followed (shutil.rmtree
+    refuses links, which once left every later run failing with an internal error)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
 
 
 def _exchange(a: Path, b: Path) -> bool:

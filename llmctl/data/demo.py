@@ -105,6 +105,7 @@ def write_demo(dest: Path, seed: int = 0, names: tuple[str, ...] = DEMO_SETS) ->
 
 DEMO_SCHEME = "demo://"
 DEMO_VERSION = 3  # bump when the generators change, so cached demo sets are rebuilt
+COMPLETE = ".llmctl-complete"  # written into a demo set once it is whole
 
 
 def resolve(path: str) -> str:
@@ -115,19 +116,20 @@ def resolve(path: str) -> str:
     import os
     import shutil
 
-    from llmctl.rundir import cache_root
+    from llmctl.rundir import cache_root, replace_dir
     from llmctl.errors import DataError
 
     name = path[len(DEMO_SCHEME) :]
     if name not in DEMO_SETS:
         raise DataError(f"data.path {path}: no such demo set; choose one of {', '.join(DEMO_SETS)}")
     target = cache_root() / "demo" / f"v{DEMO_VERSION}" / name
-    if not target.exists():
+    if not (target / COMPLETE).exists():  # a set without the mark is incomplete (older llmctl: a full disk's empty one)
         partial = target.with_name(f".{name}.{os.getpid()}")
         shutil.rmtree(partial, ignore_errors=True)
         partial.parent.mkdir(parents=True, exist_ok=True)
-        write_demo_one(partial, name)
-        os.replace(partial, target)
+        write_demo_one(partial, name)  # the same rows and the same Deep Lake version id every time
+        (partial / COMPLETE).touch()
+        replace_dir(partial, target)
     return str(target)
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from llmctl.errors import DataError
+from llmctl.errors import DataError, StorageError
 from llmctl.rundir import cache_root
 
 REMOTE_SCHEMES = ("hub://", "al://", "s3://", "gcs://", "gs://", "az://", "azure://", "mem://")
@@ -136,9 +136,10 @@ def write(dest: str, records: Any, message: str) -> tuple[str, int]:
     uri = _uri(dest)
     names = list(records.column_names)
     nested = sorted(n for n in names if _is_nested(records.features[n]))
+    before = 0
     if deeplake.exists(uri, token=_token()):
         dataset = deeplake.open(uri, token=_token())
-        existing = column_names(dataset)
+        before, existing = len(dataset), column_names(dataset)
         if sorted(existing) != sorted(names):
             raise DataError(f"{dest}: columns {', '.join(existing)} do not match the import's {', '.join(names)}")
     else:
@@ -150,7 +151,20 @@ def write(dest: str, records: Any, message: str) -> tuple[str, int]:
         chunk = records[start : start + BATCH]
         dataset.append({n: [json.dumps(v) for v in chunk[n]] if n in nested else chunk[n] for n in names})
     dataset.commit(message)
+    _check_written(uri, dest, names, before + len(records))
     return str(dataset.version), len(records)
+
+
+def _check_written(uri: str, dest: str, names: list[str], rows: int) -> None:
+    """Read back what was committed: on a full disk Deep Lake 4.7 commits an empty dataset without raising, which
+    was then taken for data ("format 'text' needs column text; available: none")."""
+    import deeplake
+
+    written = deeplake.open_read_only(uri, token=_token())
+    found, columns = len(written), column_names(written)
+    if found != rows or sorted(columns) != sorted(names):
+        raise StorageError(f"cannot write {dest}: Deep Lake committed {found} of {rows} rows and columns "
+                           f"{', '.join(columns) or 'none'}; the disk may be full. Free space, then run again")
 
 
 def _is_nested(feature: Any) -> bool:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from llmctl import redaction
+from llmctl.artifacts import file_manifest, manifest_damage
 from llmctl.errors import UsageError
 from llmctl.specs import NAME_PATTERN
 
@@ -97,7 +98,8 @@ class Registry:
         tmp = self._folder(name) / f".{version}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(source, tmp, symlinks=False)
-        record = info | {"name": name, "version": version, "published": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        record = info | {"name": name, "version": version, "published": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                         "files": file_manifest(tmp), "files_at": time.time()}
         (tmp / INFO).write_text(json.dumps(redaction.redact(record), indent=2, default=str) + "\n")
         os.rename(tmp, self._folder(name) / version)
         return version
@@ -108,11 +110,20 @@ class Registry:
             self._promote(name, version)
 
     def _promote(self, name: str, version: str) -> None:
-        self.info(name, version)  # exists?
+        if damage := self.damage(name, version):
+            raise UsageError(f"model '{name}' {version} is damaged ({damage}); not promoted. Publish it again (run the "
+                             f"recipe's deploy stage) or promote another version ({', '.join(self.versions(name))})")
         link, tmp = self._folder(name) / CURRENT, self._folder(name) / f".{CURRENT}.tmp"
         tmp.unlink(missing_ok=True)
         os.symlink(version, tmp)
         os.replace(tmp, link)
+
+    def damage(self, name: str, version: str) -> str | None:
+        """What is wrong with a version's files against the manifest written when it was published, or None
+        (versions published before llmctl kept one are taken as they are)."""
+        info = self.info(name, version)
+        files, since = info.get("files"), info.get("files_at", 0.0)
+        return manifest_damage(self._folder(name) / version, files, since, "it was published") if files else None
 
     def rollback(self, name: str) -> str:
         """Promote the version before the current one; returns it."""

@@ -169,3 +169,72 @@ def test_report_on_a_damaged_run_file_names_it_with_exit_2(tiny_recipe, workdir:
     result = CliRunner().invoke(app, ["report", "tiny"])
     assert result.exit_code == 2, result.output
     assert "recipe.resolved.yaml: damaged run file (not UTF-8" in result.output and "internal error" not in result.output
+
+
+def starts(events: list[dict]) -> dict[str, dict]:
+    return {e["stage"]: e for e in events if e["event"] == "stage_start"}
+
+
+def test_a_deploy_whose_published_version_is_gone_publishes_again(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
+    recipe = tiny_recipe(steps=4, extra=DEPLOY)
+    assert run_json(str(recipe))[0] == 0
+    shutil.rmtree(workdir / "models")  # the registry was moved or deleted
+    code, events = run_json(str(recipe))
+    assert code == 0 and starts(events)["pretrain"]["action"] == "cached" and starts(events)["deploy"]["action"] == "run"
+    assert "its published version" in starts(events)["deploy"]["reason"] and "is gone from the registry" in starts(events)["deploy"]["reason"]
+    assert Registry(workdir / "models").current("tiny") == "v1"
+
+
+def test_weights_restored_with_an_older_mtime_are_noticed(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
+    recipe = tiny_recipe(steps=4)
+    assert run_json(str(recipe))[0] == 0
+    weights = workdir / "runs/tiny/01-pretrain/output/model.safetensors"
+    before = weights.stat()
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # same size, other content: a backup restore, `cp -p`, clock skew
+    replacement = workdir / "restored.safetensors"
+    replacement.write_bytes(bytes(data))
+    os.utime(replacement, ns=(before.st_atime_ns, before.st_mtime_ns - 10**9))  # older than the commit
+    os.replace(replacement, weights)
+    code, events = run_json(str(recipe))
+    assert code == 0 and "model.safetensors was modified after the stage completed" in starts(events)["pretrain"]["reason"]
+
+
+def test_a_full_disk_while_making_demo_data_commits_nothing(workdir: Path) -> None:
+    show = f"LLMCTL_CACHE=runs/cache {sys.executable} -m llmctl data show demo://corpus --limit 1"
+    done = in_small_mount(workdir, "size=100k", f"{show}; echo exit=$?; mount -o remount,size=64m runs && {show}; echo exit=$?")
+    exits = [line for line in done.stdout.splitlines() if line.startswith("exit=")]
+    assert exits == ["exit=4", "exit=0"], done.stdout + done.stderr
+    assert "Deep Lake committed 0 of 2000 rows" in done.stderr and "2000 rows" in done.stdout
+
+
+def test_a_stage_folder_replaced_by_a_symlink_is_rerun_without_touching_its_target(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
+    recipe = tiny_recipe(steps=4)
+    assert run_json(str(recipe))[0] == 0
+    stage, elsewhere = workdir / "runs/tiny/01-pretrain", workdir / "elsewhere"
+    shutil.move(stage, elsewhere)
+    stage.symlink_to(elsewhere, target_is_directory=True)
+    kept = sorted(p.relative_to(elsewhere) for p in elsewhere.rglob("*"))
+    code, events = run_json(str(recipe))
+    assert code == 0 and "is a symbolic link" in starts(events)["pretrain"]["reason"]
+    assert stage.is_dir() and not stage.is_symlink() and not (workdir / "runs/tiny/01-pretrain.tmp").exists()
+    assert sorted(p.relative_to(elsewhere) for p in elsewhere.rglob("*")) == kept
+    (workdir / "runs/tiny/01-pretrain.tmp").symlink_to(elsewhere, target_is_directory=True)  # a leftover link
+    code, events = run_json(str(recipe), "--force")
+    assert code == 0 and not (workdir / "runs/tiny/01-pretrain.tmp").exists() and (elsewhere / "output").is_dir()
+
+
+def test_a_version_with_damaged_weights_is_not_promoted(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "model.safetensors").write_bytes(b"w" * 10_000)
+    registry = Registry(tmp_path / "models")
+    for _ in range(2):
+        registry.deploy("chat", source, {}, promote=True, keep=None)
+    weights = tmp_path / "models/chat/v1/model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])  # truncated
+    result = CliRunner().invoke(app, ["models", "promote", "chat", "v1", "--registry", str(tmp_path / "models")])
+    assert result.exit_code == 2 and "model 'chat' v1 is damaged (model.safetensors changed size" in result.output
+    assert registry.current("chat") == "v2"
+    weights.write_bytes(b"x" * 10_000)  # same size, other bytes
+    assert "model.safetensors was modified after it was published" in (registry.damage("chat", "v1") or "")
