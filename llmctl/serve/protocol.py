@@ -26,6 +26,10 @@ UNSUPPORTED = {  # field: why; refused when set to anything but its no-op value
 }
 NO_OP = (None, False, [], {}, "", "none", "auto", ["text"], 1)  # values of UNSUPPORTED fields that ask for nothing
 MAX_LOGPROBS = 20
+GREEDY_BELOW = 1e-5  # a temperature under this is greedy decoding (vLLM's _SAMPLING_EPS): 1e-45 overflowed to inf
+# Strict types: a JSON string is not a number, true is not a token id, 0 is not false (lax mode let through
+# `logprobs: "5"`, `prompt: [true, false]` and `best_of: 0`); a JSON integer still counts as a float.
+STRICT = ConfigDict(extra="forbid", strict=True)
 
 
 class APIError(Exception):
@@ -36,7 +40,7 @@ class APIError(Exception):
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     include_usage: bool = False
 
@@ -44,7 +48,7 @@ class StreamOptions(BaseModel):
 class RequestBase(BaseModel):
     """The generation settings both endpoints share (the penalties and top_k are vLLM's extensions too)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     model: str | None = None
     n: int = Field(1, ge=1)
@@ -81,9 +85,14 @@ class RequestBase(BaseModel):
     @field_validator(*UNSUPPORTED)
     @classmethod
     def _refuse_unsupported(cls, value: Any, info: ValidationInfo) -> Any:
-        if value not in NO_OP:
+        if not any(value == no_op and type(value) is type(no_op) for no_op in NO_OP):  # 0 == False, but 0 is no no-op
             raise ValueError(UNSUPPORTED[info.field_name or ""])
         return None
+
+    @field_validator("temperature")
+    @classmethod
+    def _tiny_is_greedy(cls, value: float) -> float:
+        return 0.0 if value < GREEDY_BELOW else value
 
     @field_validator("stream_options")
     @classmethod
@@ -120,14 +129,14 @@ class CompletionRequest(RequestBase):
 
 
 class TextPart(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     type: Literal["text"]
     text: str
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str | list[dict[str, Any]] | None = None
@@ -177,7 +186,7 @@ class ChatRequest(RequestBase):
 class TokenizeRequest(BaseModel):
     """vLLM's /tokenize body: a text, or chat messages rendered with the chat template."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     model: str | None = None
     prompt: str | None = None
@@ -187,7 +196,7 @@ class TokenizeRequest(BaseModel):
 
 
 class DetokenizeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     model: str | None = None
     tokens: list[int]

@@ -80,6 +80,9 @@ class ServerState:
             raise APIError(400, f"max_tokens {max_tokens} is above this server's cap of {limits.max_tokens}", param="max_tokens")
         if body.n > limits.max_n:
             raise APIError(400, f"n {body.n} is above this server's cap of {limits.max_n}", param="n")
+        if (sequences := len(prompts) * body.n) > limits.max_queue:  # would be 429 forever: it can never fit
+            raise APIError(400, f"{len(prompts)} prompt(s) × n={body.n} is {sequences} sequences; this server queues at "
+                           f"most {limits.max_queue} at once (llmctl serve --max-queue)", param="n")
         loaded = engine.loaded
         start = loaded.counter.bos_token_id if loaded.counter.bos_token_id is not None else loaded.counter.eos_token_id
         prepared = []

@@ -236,7 +236,12 @@ def test_bad_data_is_exit_2_and_a_crash_is_exit_4(tiny_recipe, workdir: Path) ->
 
     (workdir / "corpus.jsonl").write_text(original)
     result = runner.invoke(app, ["run", path, "stages.pretrain.model.config.n_head=3"])  # 32 dims do not split in 3 heads
-    assert result.exit_code == 4
+    assert result.exit_code == 2 and "cannot be built from it" in result.output  # found at plan, before anything trains
+
+    (workdir / "broken-model").mkdir()
+    (workdir / "broken-model/config.json").write_text("{}")  # a folder that only looks like a model: found at run time
+    result = runner.invoke(app, ["run", path, "stages.pretrain.model.config=null", "stages.pretrain.model.init=broken-model"])
+    assert result.exit_code == 4, result.output
     assert "stage 'pretrain' failed" in result.output and "error.log" in result.output
     manifest = json.loads((workdir / "runs/tiny/llmctl.lock.json").read_text())
     assert manifest["stages"]["pretrain"]["status"] == "failed"

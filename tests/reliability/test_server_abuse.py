@@ -66,7 +66,14 @@ def test_a_flood_of_seeded_requests_never_wedges_the_engine(tiny_lm: Path) -> No
     (json.dumps({"prompt": PROMPT, "temperature": 99}).encode(), 400, "temperature"),
     (json.dumps({"prompt": PROMPT, "suffix": "x"}).encode(), 400, "suffix"),
     (b'{"prompt": "' + b"x" * (5 << 20) + b'"}', 413, "over this server's limit"),
-], ids=["not-json", "surrogate", "seed-2^70", "max-tokens", "n", "200k-prompts", "temperature", "unsupported", "5MB-body"])
+    (json.dumps({"prompt": ["x"] * 9, "n": 8}).encode(), 400, "9 prompt(s) × n=8 is 72 sequences; this server queues at most 64"),
+    (json.dumps({"prompt": PROMPT, "best_of": 0}).encode(), 400, "best_of is not supported"),
+    (json.dumps({"prompt": [True, False]}).encode(), 400, "prompt"),
+    (json.dumps({"prompt": PROMPT, "logprobs": "5"}).encode(), 400, "logprobs"),
+    (json.dumps({"prompt": PROMPT, "logprobs": True}).encode(), 400, "logprobs"),
+    (json.dumps({"prompt": PROMPT, "max_tokens": "4"}).encode(), 400, "max_tokens"),
+], ids=["not-json", "surrogate", "seed-2^70", "max-tokens", "n", "200k-prompts", "temperature", "unsupported", "5MB-body",
+        "never-fits-the-queue", "best-of-0", "boolean-token-ids", "logprobs-text", "logprobs-boolean", "max-tokens-text"])
 def test_bad_bodies_get_a_4xx_and_the_server_stays_up(tiny_lm: Path, body: bytes, status: int, needle: str) -> None:
     with server(Source(str(tiny_lm))) as base:
         started = time.perf_counter()
@@ -75,6 +82,26 @@ def test_bad_bodies_get_a_4xx_and_the_server_stays_up(tiny_lm: Path, body: bytes
         assert needle in answer.json()["error"]["message"]
         assert time.perf_counter() - started < 10  # answered without tokenizing megabytes on the event loop
         still_serving(base)
+
+
+@pytest.mark.parametrize("backend", ["pytorch", "openvino"])
+def test_a_vanishing_temperature_is_greedy(tiny_lm: Path, tmp_path: Path, backend: str) -> None:
+    """temperature 1e-45 (or 1e-300) gave 500 "probability tensor contains inf/nan", as an SSE chunk when streaming."""
+    folder = tiny_lm
+    if backend == "openvino":
+        from llmctl.models import openvino
+
+        folder = tmp_path / "ov"
+        openvino.export(str(tiny_lm), {"bits": 8, "sym": False}, folder)
+    with server(Source(str(folder))) as base:
+        greedy = httpx.post(f"{base}/v1/completions", json={"prompt": PROMPT, "max_tokens": 4, "temperature": 0}, timeout=30)
+        for temperature in (1e-45, 1e-300, 1e-6):
+            for stream in (False, True):
+                body = {"prompt": PROMPT, "max_tokens": 4, "temperature": temperature, "stream": stream}
+                answer = httpx.post(f"{base}/v1/completions", json=body, timeout=30)
+                assert answer.status_code == 200 and "error" not in answer.text, answer.text
+                if not stream:
+                    assert answer.json()["choices"][0]["text"] == greedy.json()["choices"][0]["text"]
 
 
 def test_an_empty_prompt_generates_from_the_start_token(tiny_lm: Path) -> None:
