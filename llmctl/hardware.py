@@ -1,7 +1,8 @@
 """Pick the device and training dtype from what the machine can actually do fast.
 
 bf16 on a CPU without native support (AVX-512-BF16 or AMX) is several times slower than fp32
-(~7x measured on a 2-core AVX2 machine), so `auto` only chooses it where the hardware has it.
+(~7x measured on a 2-core AVX2 machine), so `auto` only chooses it where the hardware has it; there it is
+faster (the quickstart's pretraining 1.18x, pretrain + sft 1.13x on a 2-core AVX-512-BF16 AMD EPYC).
 """
 
 from __future__ import annotations

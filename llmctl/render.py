@@ -26,15 +26,15 @@ def quiet_libraries() -> None:
     variables and logger levels only, so it costs nothing when the libraries are never imported."""
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("DATASETS_VERBOSITY", "error")
+    # critical: datasets logs "Failed to load JSON from file …" as an error before raising; llmctl then names the
+    # file and line itself (datasets sets its loggers' level from this variable when it is imported)
+    os.environ.setdefault("DATASETS_VERBOSITY", "critical")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("LOGLEVEL", "ERROR")  # neural-compressor (imported by peft) reads its log level from LOGLEVEL
     warnings.filterwarnings("ignore")
     for name in NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
-    # datasets logs "Failed to load JSON from file …" at ERROR before raising; llmctl then names the file and line
-    logging.getLogger("datasets").setLevel(logging.CRITICAL)
+        logging.getLogger(name).setLevel(logging.CRITICAL if name == "datasets" else logging.ERROR)
 
 
 class JsonRenderer:

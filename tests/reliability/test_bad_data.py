@@ -191,11 +191,12 @@ def test_csv_columns_are_text_even_when_they_hold_numbers(tmp_path: Path) -> Non
 
 
 def test_library_noise_does_not_come_before_the_clean_error(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from llmctl.cli import app
+    """In a fresh process, as a user runs it (in-process, an earlier test may have set up the libraries' logging)."""
+    import subprocess
+    import sys
 
     path = write_lines(tmp_path / "broken.jsonl", replaced(5, '{"prompt": "q", "completion": oops}'))
-    result = CliRunner().invoke(app, ["data", "show", str(path)])
-    assert result.exit_code == 2 and result.output.startswith("error: ") and "broken.jsonl:6:31" in result.output
-    assert "Failed to load JSON" not in result.output
+    done = subprocess.run([sys.executable, "-m", "llmctl", "data", "show", str(path)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and "broken.jsonl:6:31" in done.stderr, done.stderr
+    assert "Failed to load JSON" not in done.stderr + done.stdout and done.stdout == ""

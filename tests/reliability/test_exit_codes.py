@@ -24,9 +24,11 @@ TINY = "{config: {model_type: gpt2, n_layer: 1, n_head: 2, n_embd: 32, n_positio
 
 @pytest.mark.parametrize(("model", "data", "code"), [
     (TINY, "missing.jsonl", 2),  # data not found
-    ("{init: /nonexistent/model}", "corpus.jsonl", 4),  # the stage fails at run time
+    ("{init: broken-model}", "corpus.jsonl", 4),  # a folder that only looks like a model: the stage fails at run time
 ], ids=["exit-2", "exit-4"])
 def test_debug_adds_the_traceback_and_keeps_the_exit_code(workdir: Path, model: str, data: str, code: int) -> None:
+    (workdir / "broken-model").mkdir()
+    (workdir / "broken-model/config.json").write_text("{}")
     recipe = workdir / "r.yaml"
     recipe.write_text(PRETRAIN.format(model=model, data=data))
     plain = CliRunner().invoke(app, ["run", str(recipe)])
