@@ -1,7 +1,6 @@
 """The `llmctl` command line: parse arguments, call the API, print, map errors to exit codes.
 
-Exit codes: 0 success · 2 invalid recipe or usage · 3 quality gate failed · 4 stage failed · 5 run locked
-· 130 interrupted. Errors are one readable block on stderr; `--debug` shows the traceback instead.
+Exit codes: llmctl.errors.EXIT_CODES. Errors are one readable block on stderr; `--debug` adds the traceback.
 """
 
 from __future__ import annotations
@@ -9,7 +8,6 @@ from __future__ import annotations
 import sys
 
 import functools
-import io
 import json
 import os
 from collections.abc import Callable
@@ -23,14 +21,13 @@ from rich.console import Console
 from rich.table import Table
 
 import llmctl
-from llmctl.errors import LlmctlError, RecipeError, UsageError, storage_error
-from llmctl.redaction import RedactedStream, forget, redact
+from llmctl import api
+from llmctl.errors import LlmctlError, UsageError, exit_code_summary, storage_error
+from llmctl.redaction import RedactedStream, forget
 from llmctl.rundir import RUNS_ROOT
 from llmctl.serve.limits import Limits as ServeLimits
 
-EPILOG = ("Exit codes: 0 ok, 1 internal error, 2 invalid recipe/usage/data, 3 quality gate failed, 4 stage failed "
-          "(or disk full/read-only), "
-          "5 run locked, 130 interrupted.")
+EPILOG = exit_code_summary()
 app = typer.Typer(
     help="Declarative YAML pipelines for the LLM lifecycle: pretrain → sft → reward → ppo → quantize → benchmark → deploy.",
     epilog=EPILOG,
@@ -159,33 +156,22 @@ def main_options(
 # ---------------------------------------------------------------- validate / plan / run
 
 
-def _load(recipe: Path, overrides: list[str] | None):  # noqa: ANN202
-    from llmctl import recipe as recipe_loader
-    from llmctl import schema
-
-    loaded = recipe_loader.load(recipe, overrides or [])
-    return loaded, schema.validate(loaded)
-
-
 @app.command()
 @handle_errors
 def validate(recipes: Annotated[list[Path], typer.Argument(help="Recipe files to check.")]) -> None:
     """Check recipes (syntax, types, stage handoffs) without loading any model. Exit 2 if any is invalid."""
-    from llmctl.handoffs import environment_problems, resolve_inputs
-
     failed = []
     for path in recipes:
         try:
-            loaded, recipe = _load(path, [])
-            resolve_inputs(recipe, loaded)
-            _warn(environment_problems(recipe, loaded))
+            checked = api.validate(path)
         except LlmctlError as error:
             failed.append(error)
             _report_error(error)
             continue
-        OUTPUT.result({"recipe": str(path), "valid": True, "stages": [s.name for s in recipe.stages]},
-                      f"ok  {path}  ({len(recipe.stages)} stage{'s' if len(recipe.stages) != 1 else ''}: "
-                      f"{' → '.join(s.name for s in recipe.stages)})")
+        _warn(checked.warnings)
+        stages = checked.stages
+        OUTPUT.result({"recipe": str(path), "valid": True, "stages": stages},
+                      f"ok  {path}  ({len(stages)} stage{'s' if len(stages) != 1 else ''}: {' → '.join(stages)})")
     if failed:
         raise typer.Exit(max(e.exit_code for e in failed))
 
@@ -203,76 +189,18 @@ def plan(
 ) -> None:
     """Show what `run` would do: stages in order, inputs, cached/run/resume and why, model sizes and memory."""
     from llmctl.hardware import detect
+    from llmctl.pipeline import Selection
 
-    the_plan = _plan(recipe, overrides, force, from_stage, only, until, smoke)
+    the_plan = api.plan(recipe, overrides or [], Selection(force, from_stage, only, until), smoke, _warning_events,
+                        quiet=not OUTPUT.debug)
     _warn(the_plan.environment)
     hw = detect(the_plan.recipe.device, the_plan.recipe.dtype)
     sizes = the_plan.estimates
-    mixtures = _mixtures(the_plan)
+    mixtures = api.mixtures(the_plan)
     OUTPUT.result({"run_dir": str(the_plan.run_dir), "device": hw.device, "dtype": hw.dtype,
-                   "steps": [_step_json(s, sizes[s.name]) | ({"mixture": mixtures[s.name]} if s.name in mixtures else {})
+                   "steps": [api.step_summary(s, sizes[s.name]) | ({"mixture": mixtures[s.name]} if s.name in mixtures else {})
                              for s in the_plan.steps]},
                   lambda: _print_plan(the_plan, sizes, f"{hw.device}, {hw.dtype} ({hw.reason})", mixtures))
-
-
-def _mixtures(the_plan: Any) -> dict[str, Any]:
-    """Rows each source of a stage's data mixture contributes, by stage (read now: plan shows what a mix will
-    weigh); a source that cannot be read here says why instead."""
-    from llmctl.data.sources import mixture_counts
-
-    found: dict[str, Any] = {}
-    for step in the_plan.steps:
-        data = step.spec.training_data
-        if data is not None and data.mix:
-            seed = step.spec.seed if step.spec.seed is not None else the_plan.recipe.seed
-            try:
-                found[step.name] = mixture_counts(data, seed)
-            except LlmctlError as error:
-                found[step.name] = f"unknown ({str(error).splitlines()[0][:100]})"
-    return found
-
-
-def _plan(recipe: Path, overrides: list[str] | None, force: bool, from_stage: str | None, only: str | None,  # noqa: ANN202
-          until: str | None, smoke: bool = False):
-    from llmctl.estimate import estimate_plan, memory_problems
-    from llmctl.handoffs import environment_problems
-    from llmctl.hardware import detect
-    from llmctl.pipeline import Selection, make_plan
-
-    loaded, parsed = _load(recipe, overrides)
-    if smoke:
-        parsed = _smoked(parsed, loaded)
-    the_plan = make_plan(parsed, loaded, Selection(force, from_stage, only, until))
-    hw = detect(parsed.device, parsed.dtype)
-    the_plan.estimates = estimate_plan(parsed.stages, {s.name: s.inputs for s in the_plan.steps}, hw.dtype)
-    the_plan.environment = environment_problems(parsed, loaded) + memory_problems(parsed.stages, the_plan.estimates, hw.device)
-    return the_plan
-
-
-def _smoked(parsed: Any, loaded: Any) -> Any:
-    """The smoke version of a valid recipe, its tiny models built (once; they are cached by content)."""
-    from llmctl import smoke
-    from llmctl.hardware import cuda_visible
-    from llmctl.handoffs import resolve_inputs
-
-    resolve_inputs(parsed, loaded)
-    smoked, notes = smoke.smoke_recipe(parsed, cuda_visible())
-    with _library_quiet():
-        smoked, swapped = smoke.with_tiny_models(smoked, resolve_inputs(smoked))
-    for ref, folder in swapped.items():
-        notes.append(f"smoke: {ref} → tiny {Path(folder).name}")
-    for note in notes:
-        OUTPUT.warning(note)
-    return smoked
-
-
-def _library_quiet() -> Any:
-    """Library chatter (weights newly initialised, …) stays out of the terminal unless --debug."""
-    import contextlib
-
-    if OUTPUT.debug:
-        return contextlib.nullcontext()
-    return contextlib.redirect_stderr(io.StringIO())
 
 
 def _warn(problems: list[Any]) -> None:
@@ -280,12 +208,9 @@ def _warn(problems: list[Any]) -> None:
         OUTPUT.warning(str(problem), " (this machine cannot run it)")
 
 
-def _step_json(step: Any, size: Any) -> dict[str, Any]:
-    info: dict[str, Any] = {"stage": step.name, "type": step.spec.type, "dir": str(step.stage_dir), "inputs": step.inputs,
-                            "action": step.action, "reason": step.reason, "fingerprint": step.fingerprint}
-    if hasattr(size, "total"):
-        info |= {"parameters": size.total, "trainable_parameters": size.trainable, "memory_gib": round(size.memory_gib, 2)}
-    return info
+def _warning_events(event: dict[str, Any]) -> None:
+    if event["event"] == "warning":
+        OUTPUT.warning(event["message"])
 
 
 def _print_plan(the_plan: Any, sizes: dict[str, Any], hardware: str, mixtures: dict[str, Any]) -> None:
@@ -324,68 +249,22 @@ def run(
     smoke: SmokeOpt = False,
 ) -> None:
     """Run a recipe: cached stages are skipped, changed ones re-run, interrupted ones resume."""
-    from llmctl.pipeline import execute
+    from llmctl.pipeline import Selection
     from llmctl.render import JsonRenderer, RichRenderer
 
-    the_plan = _plan(recipe, overrides, force, from_stage, only, until, smoke)
-    if the_plan.environment:
-        raise RecipeError(the_plan.environment, f"{recipe} cannot run on this machine")
     # Bound to this invocation's stdout, so stages' library_output() redirection cannot swallow events.
     stdout = RedactedStream(sys.stdout)
     renderer = JsonRenderer(stdout) if OUTPUT.json else RichRenderer(Console(file=stdout, highlight=False), quiet)
-    if if_changed and all(step.action in ("cached", "skip") for step in the_plan.steps):
-        renderer({"event": "skipped", "recipe": the_plan.recipe.name, "run_dir": str(the_plan.run_dir),
-                  "reason": "nothing changed since the last successful run"})
-        return
-    renderer({"event": "plan", "recipe": the_plan.recipe.name, "run_dir": str(the_plan.run_dir),
-              "steps": [_step_json(s, None) for s in the_plan.steps]})
-    if dry_run:
-        return
-    notify = notify_cmd or os.environ.get("LLMCTL_NOTIFY_CMD")
-    try:
-        with renderer:
-            artifacts = execute(the_plan, renderer)
-    except (LlmctlError, KeyboardInterrupt) as error:
-        if notify:
-            _notify(notify, the_plan, error)
-        raise
-    renderer({"event": "run_end", "status": "complete", "run_dir": str(the_plan.run_dir)})
-    if notify:
-        _notify(notify, the_plan, None)
-    _serve_after_run(the_plan, artifacts)
 
+    def emit(event: dict[str, Any]) -> None:
+        if event["event"] == "warning":
+            OUTPUT.warning(event["message"])
+        else:
+            renderer(event)
 
-def _notify(command: str, the_plan: Any, error: BaseException | None) -> None:
-    """Run the notify command with a JSON summary of the run on stdin; its failure is a warning only."""
-    import subprocess
-
-    from llmctl.errors import GateFailed
-    from llmctl.records import Manifest
-
-    status = ("complete" if error is None else "gate_failed" if isinstance(error, GateFailed)
-              else "interrupted" if isinstance(error, KeyboardInterrupt) or getattr(error, "exit_code", 0) == 130 else "failed")
-    stages = Manifest.load(the_plan.run_dir).data.stages
-    summary = {"recipe": the_plan.recipe.name, "run_dir": str(the_plan.run_dir.absolute()), "status": status,
-               "exit_code": 0 if error is None else getattr(error, "exit_code", 130), "message": str(error or ""),
-               "stages": {name: {"status": e.status, "metrics": e.metrics} for name, e in stages.items()}}
-    try:
-        done = subprocess.run(command, shell=True, input=json.dumps(redact(summary), default=str), text=True, timeout=120,
-                              capture_output=True, check=False)
-        if done.returncode != 0:
-            err.print(f"warning: --notify-cmd exited {done.returncode}: {done.stderr.strip()[:200]}", markup=False)
-    except (OSError, subprocess.TimeoutExpired) as problem:
-        err.print(f"warning: --notify-cmd failed: {problem}", markup=False)
-
-
-def _serve_after_run(the_plan: Any, artifacts: dict[str, Any]) -> None:
-    """A deploy stage with `serve: true` starts the server once the whole pipeline succeeded."""
-    from llmctl.pipeline import deployment_to_serve
-
-    deploy = deployment_to_serve(the_plan, artifacts)
-    if deploy is not None:
-        from llmctl.serve.app import Source, run_server
-
-        run_server(Source(registry=deploy.registry, name=deploy.model_name), deploy.host, deploy.port, None, ServeLimits(), 2.0)
+    with renderer:
+        api.run(recipe, overrides or [], Selection(force, from_stage, only, until), smoke, emit, dry_run=dry_run,
+                if_changed=if_changed, notify=notify_cmd or os.environ.get("LLMCTL_NOTIFY_CMD"), quiet=not OUTPUT.debug)
 
 
 # ---------------------------------------------------------------- schema / init / runs / show
@@ -432,9 +311,7 @@ def init(
 @handle_errors
 def runs(root: RootOpt = RUNS_ROOT) -> None:
     """List runs: stages complete, last activity."""
-    from llmctl.history import list_runs
-
-    found = list_runs(root)
+    found = api.runs(root)
     OUTPUT.result(found, lambda: _print_runs(found, root))
 
 
@@ -455,9 +332,7 @@ def show(
     root: RootOpt = RUNS_ROOT,
 ) -> None:
     """Show one run: each stage's status, duration and metrics."""
-    from llmctl.history import load_run
-
-    manifest = load_run(run_ref, root)
+    manifest = api.show(run_ref, root)
     OUTPUT.result(manifest.model_dump(mode="json"), lambda: _print_run(manifest))
 
 
@@ -480,23 +355,8 @@ def doctor(
     runs_root: Annotated[Path, typer.Option("--runs", help="Run folder root whose free disk space to report.")] = RUNS_ROOT,
 ) -> None:
     """Check the environment: versions, devices (CUDA, native bf16), optional backends, disk, warnings."""
-    from llmctl.hardware import environment_report
-
-    found = environment_report(runs_root)
-    if recipe is not None:
-        from llmctl.handoffs import environment_problems
-
-        _, validated = _load(recipe, None)
-        found["warnings"] += [f"{recipe}: {w}" for w in _recipe_warnings(validated, found)]
-        found["warnings"] += [str(p) for p in environment_problems(validated)]
+    found = api.doctor(recipe, runs_root)
     OUTPUT.result(found, lambda: _print_doctor(found))
-
-
-def _recipe_warnings(recipe: Any, found: dict[str, Any]) -> list[str]:
-    devices = found["devices"]
-    if recipe.dtype == "bf16" and devices["auto_device"] == "cpu" and not devices["cpu_native_bf16"]:
-        return ["dtype bf16 on a CPU without native bf16 (AVX-512-BF16/AMX) is several times slower than fp32; use dtype: auto"]
-    return []
 
 
 def _print_doctor(found: dict[str, Any]) -> None:
@@ -521,9 +381,7 @@ def report(
 ) -> None:
     """Write an HTML report (and PNG charts) into RUN/report/: curves, before ⇒ after, samples, benchmarks, versions;
     with several runs, a comparison page in ROOT/compare/."""
-    from llmctl.report import write_comparison, write_report
-
-    path = write_report(run_refs[0], root) if len(run_refs) == 1 else write_comparison(run_refs, root)
+    path = api.report(run_refs, root)
     OUTPUT.result({"report": str(path)}, f"wrote {path}")
 
 
@@ -534,21 +392,14 @@ def compare(
     root: RootOpt = RUNS_ROOT,
 ) -> None:
     """Show the numeric metrics of several runs side by side (stage/metric per row)."""
-    from llmctl.history import load_run
-
-    if len(run_refs) < 2:
-        raise UsageError("compare needs at least two runs")
-    columns = {ref: {f"{stage}/{k}": v for stage, e in load_run(ref, root).stages.items() for k, v in e.numeric_metrics().items()}
-               for ref in run_refs}
-    rows = sorted(set().union(*columns.values()))
-    OUTPUT.result({key: {ref: columns[ref].get(key) for ref in run_refs} for key in rows},
-                  lambda: _print_columns(columns, rows, run_refs))
+    rows = api.compare(run_refs, root)
+    OUTPUT.result(rows, lambda: _print_columns(rows, run_refs))
 
 
-def _print_columns(columns: dict[str, dict[str, float]], rows: list[str], run_refs: list[str]) -> None:
+def _print_columns(rows: dict[str, dict[str, float | None]], run_refs: list[str]) -> None:
     table = Table("stage/metric", *run_refs)
-    for key in rows:
-        table.add_row(key, *(f"{columns[ref][key]:g}" if key in columns[ref] else "—" for ref in run_refs))
+    for key, values in rows.items():
+        table.add_row(key, *(f"{values[ref]:g}" if values[ref] is not None else "—" for ref in run_refs))
     out.print(table)
 
 
@@ -777,7 +628,7 @@ def data_preview(
     """The first training examples of a stage, rendered as the model will see them; a masked prompt is marked."""
     from llmctl.data.preview import mixture, preview
 
-    _, parsed = _load(recipe, overrides)
+    _, parsed = api.load(recipe, overrides or [])
     examples = preview(parsed, stage, count)
     counts = mixture(parsed, stage)
     OUTPUT.result(examples, lambda: _print_examples(examples, counts))

@@ -1,8 +1,6 @@
 """One exception per failure mode; each carries its exit code and a message written for the user.
 
-Exit codes (documented in README):
-  0 success · 2 invalid recipe or usage · 3 a quality gate failed · 4 a stage failed at run time
-  5 run locked · 130 interrupted
+EXIT_CODES below is the one table of exit codes: `llmctl --help` prints it and a test holds README's to it.
 """
 
 from __future__ import annotations
@@ -10,6 +8,25 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass
 from pathlib import Path
+
+
+EXIT_CODES: dict[int, tuple[str, str]] = {  # code: (short, for --help; long, for README)
+    0: ("ok", "success"),
+    1: ("internal error", "internal error (a bug in llmctl: please report it with the `--debug` traceback)"),
+    2: ("invalid recipe/usage/data", "invalid recipe, data or command-line usage (nothing ran; bad data stops the stage "
+        "before its model loads, naming file:line or the source row)"),
+    3: ("quality gate failed", "a quality gate failed (`benchmark` gate, or no `quantize` configuration within the "
+        "tolerated loss); later stages did not run"),
+    4: ("stage failed (or disk full/read-only)", "a stage failed at run time (the message names the stage; the traceback "
+        "is in the stage's `logs/error.log`), or the disk is full or read-only (the message says what could not be written)"),
+    5: ("run locked", "the run folder is locked by another llmctl process"),
+    130: ("interrupted", "interrupted (Ctrl-C or SIGTERM, in `run` and every other command; the next `llmctl run` resumes)"),
+}
+
+
+def exit_code_summary() -> str:
+    """One line for `--help`: "Exit codes: 0 ok, 1 internal error, …"."""
+    return "Exit codes: " + ", ".join(f"{code} {short}" for code, (short, _) in EXIT_CODES.items()) + "."
 
 
 class LlmctlError(Exception):
@@ -47,6 +64,18 @@ class RecipeError(LlmctlError):
         self.source = source
         count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
         super().__init__(f"{source} is invalid ({count}):\n" + "\n".join(f"  {p}" for p in problems))
+
+
+class RecipeMismatch(LlmctlError):
+    """The recipe does not fit what a stage found at run time — the model (a LoRA target it lacks, a context too
+    short for max_length), the data (fewer tokens than one block), a task, a token — found before any training.
+    `field` is the stage field at fault; the pipeline adds which stage. (UsageError is command-line misuse.)"""
+
+    exit_code = 2
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
 
 
 class DataError(LlmctlError):

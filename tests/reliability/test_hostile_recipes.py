@@ -186,7 +186,7 @@ def test_a_model_too_big_for_this_machine_is_a_warning_at_plan_and_refused_by_ru
                                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(GOOD.replace("{config: {n_layer: 1}}", "{config: {n_layer: 1, vocab_size: 100000000}}"))
+    recipe.write_text(GOOD.replace("{config: {n_layer: 1}}", "{config: {n_layer: 1, vocab_size: 1000000000}}  # 420 GiB to train"))
     planned = runner.invoke(app, ["plan", str(recipe)])
     assert planned.exit_code == 0 and "GiB of memory" in planned.output and "this machine cannot run it" in planned.output
     refused = runner.invoke(app, ["run", str(recipe)])

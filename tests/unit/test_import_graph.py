@@ -65,3 +65,9 @@ def test_no_import_cycles() -> None:
         if name not in state:
             visit(name, [name])
     assert cycles == []
+
+
+def test_the_cli_orchestrates_nothing() -> None:
+    """The CLI parses, calls llmctl.api, prints and maps errors to exit codes: it runs no pipeline step itself."""
+    reached = {t for t in imports(MODULES["llmctl.cli"], type_checking=False) if t.startswith("llmctl.pipeline")}
+    assert reached <= {"llmctl.pipeline", "llmctl.pipeline.Selection"}

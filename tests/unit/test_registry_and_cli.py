@@ -112,3 +112,15 @@ def test_help_shows_argument_help_without_escapes() -> None:
     assert "Recipe YAML file." in result.output and "Overrides as key=value" in result.output
     assert "\\[" not in result.output and "[required]" in result.output
     assert "--install-completion" in runner.invoke(app, ["--help"]).output
+
+
+def test_the_exit_code_table_exists_once() -> None:
+    """errors.EXIT_CODES is the table: README's rows and `--help`'s line are generated from or held to it."""
+    from llmctl.errors import EXIT_CODES, exit_code_summary
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    rows = [f"| {code} | {long} |" for code, (_, long) in EXIT_CODES.items()]
+    table = "| code | meaning |\n|---|---|\n" + "\n".join(rows)
+    assert table in readme
+    shown = " ".join(CliRunner().invoke(app, ["--help"]).output.split())
+    assert " ".join(exit_code_summary().split()) in shown

@@ -1,0 +1,286 @@
+"""llmctl as a library: what the CLI does, as typed functions for Airflow, Prefect, Dagster, notebooks and tests.
+
+    from llmctl import api
+    api.validate("recipes/quickstart.yaml")                       # -> Validated, or raises RecipeError
+    plan = api.plan("recipes/quickstart.yaml", ["seed=7"])         # -> pipeline.Plan: steps, actions, why, estimates
+    result = api.run("recipes/quickstart.yaml", emit=print)        # -> RunResult; events go to `emit` as dicts
+    api.show(result.run_dir)                                       # -> records.RunRecord
+
+Every failure is an `llmctl.errors.LlmctlError` whose `exit_code` is the CLI's. Events are the dicts `llmctl --json
+run` prints (`plan`, `stage_start`, `progress`, `log`, `stage_end`, `warning`, `skipped`, `run_end`). Heavy libraries
+are imported inside the functions, so importing this module costs what the CLI's start-up costs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmctl.rundir import RUNS_ROOT
+
+if TYPE_CHECKING:
+    from llmctl.artifacts import Artifact
+    from llmctl.errors import Problem
+    from llmctl.pipeline import Plan, Selection
+    from llmctl.recipe import LoadedRecipe
+    from llmctl.records import RunRecord
+    from llmctl.schema import Recipe
+
+Emit = Callable[[dict[str, Any]], None]
+PathLike = str | Path
+
+
+def _ignore(event: dict[str, Any]) -> None:
+    pass
+
+
+@dataclass
+class Validated:
+    """A recipe that loads and validates, its stages' inputs resolved; `warnings`: what this machine cannot run."""
+
+    path: Path
+    recipe: Recipe
+    loaded: LoadedRecipe
+    warnings: list[Problem] = field(default_factory=list)
+
+    @property
+    def stages(self) -> list[str]:
+        return [s.name for s in self.recipe.stages]
+
+
+@dataclass
+class RunResult:
+    """What `run` did: `status` is "complete", "skipped" (--if-changed found nothing changed) or "dry-run"."""
+
+    plan: Plan
+    status: str
+    artifacts: dict[str, Artifact] = field(default_factory=dict)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.plan.run_dir
+
+
+def load(path: PathLike, overrides: Sequence[str] = ()) -> tuple[LoadedRecipe, Recipe]:
+    """Read, merge, override, resolve and validate a recipe (no model, no data): RecipeError lists every problem."""
+    from llmctl import recipe as recipe_loader
+    from llmctl import schema
+
+    loaded = recipe_loader.load(Path(path), list(overrides))
+    return loaded, schema.validate(loaded)
+
+
+def validate(path: PathLike, overrides: Sequence[str] = ()) -> Validated:
+    """`llmctl validate`: syntax, types and stage handoffs, without loading any model."""
+    from llmctl.handoffs import environment_problems, resolve_inputs
+
+    loaded, recipe = load(path, overrides)
+    resolve_inputs(recipe, loaded)
+    return Validated(Path(path), recipe, loaded, environment_problems(recipe, loaded))
+
+
+def plan(path: PathLike, overrides: Sequence[str] = (), selection: Selection | None = None, smoke: bool = False,
+         emit: Emit = _ignore, quiet: bool = True) -> Plan:
+    """`llmctl plan`: each stage's action (cached / run / resume / skip) and why, model sizes and memory
+    (`plan.estimates`), and what this machine cannot run (`plan.environment`; `run` refuses those). `smoke`: the
+    recipe on tiny models of the same architectures (notes about the swap go to `emit` as warnings). `quiet`: keep
+    libraries' chatter off stderr."""
+    from llmctl.estimate import estimate_plan, memory_problems
+    from llmctl.handoffs import environment_problems
+    from llmctl.hardware import detect
+    from llmctl.pipeline import Selection, make_plan
+
+    loaded, parsed = load(path, overrides)
+    if smoke:
+        parsed = _smoked(parsed, loaded, emit, quiet)
+    the_plan = make_plan(parsed, loaded, selection or Selection())
+    hw = detect(parsed.device, parsed.dtype)
+    the_plan.estimates = estimate_plan(parsed.stages, {s.name: s.inputs for s in the_plan.steps}, hw.dtype)
+    the_plan.environment = environment_problems(parsed, loaded) + memory_problems(parsed.stages, the_plan.estimates, hw.device)
+    return the_plan
+
+
+def mixtures(the_plan: Plan) -> dict[str, Any]:
+    """Rows each source of a stage's data mixture contributes, by stage (read now: a plan shows what a mix will
+    weigh); a source that cannot be read here says why instead."""
+    from llmctl.data.sources import mixture_counts
+    from llmctl.errors import LlmctlError
+
+    found: dict[str, Any] = {}
+    for step in the_plan.steps:
+        data = step.spec.training_data
+        if data is not None and data.mix:
+            seed = step.spec.seed if step.spec.seed is not None else the_plan.recipe.seed
+            try:
+                found[step.name] = mixture_counts(data, seed)
+            except LlmctlError as error:
+                found[step.name] = f"unknown ({str(error).splitlines()[0][:100]})"
+    return found
+
+
+def run(path: PathLike, overrides: Sequence[str] = (), selection: Selection | None = None, smoke: bool = False,
+        emit: Emit = _ignore, *, dry_run: bool = False, if_changed: bool = False, notify: str | None = None,
+        serve: bool = True, quiet: bool = True) -> RunResult:
+    """`llmctl run`: cached stages are skipped, changed ones re-run, interrupted ones resume. Refuses what this
+    machine cannot run (RecipeError). `if_changed`: do nothing unless some input changed since the last successful
+    run. `notify`: a shell command given a JSON summary of the run on stdin when it ends, whatever the outcome (its
+    own failure is a warning). `serve`: a deploy stage with `serve: true` starts its server once the run succeeded
+    (this call then blocks until the server stops)."""
+    from llmctl.errors import LlmctlError, RecipeError
+    from llmctl.pipeline import execute
+
+    the_plan = plan(path, overrides, selection, smoke, emit, quiet)
+    if the_plan.environment:
+        raise RecipeError(the_plan.environment, f"{path} cannot run on this machine")
+    if if_changed and all(step.action in ("cached", "skip") for step in the_plan.steps):
+        emit({"event": "skipped", "recipe": the_plan.recipe.name, "run_dir": str(the_plan.run_dir),
+              "reason": "nothing changed since the last successful run"})
+        return RunResult(the_plan, "skipped")
+    emit({"event": "plan", "recipe": the_plan.recipe.name, "run_dir": str(the_plan.run_dir),
+          "steps": [step_summary(s) for s in the_plan.steps]})
+    if dry_run:
+        return RunResult(the_plan, "dry-run")
+    try:
+        artifacts = execute(the_plan, emit)
+    except (LlmctlError, KeyboardInterrupt) as error:
+        if notify:
+            _notify(notify, the_plan, error, emit)
+        raise
+    emit({"event": "run_end", "status": "complete", "run_dir": str(the_plan.run_dir)})
+    if notify:
+        _notify(notify, the_plan, None, emit)
+    if serve:
+        _serve_after_run(the_plan, artifacts)
+    return RunResult(the_plan, "complete", artifacts)
+
+
+def step_summary(step: Any, estimate: Any = None) -> dict[str, Any]:
+    """One plan step as JSON-able data (the `plan` event's and `llmctl --json plan`'s steps)."""
+    info: dict[str, Any] = {"stage": step.name, "type": step.spec.type, "dir": str(step.stage_dir), "inputs": step.inputs,
+                            "action": step.action, "reason": step.reason, "fingerprint": step.fingerprint}
+    if hasattr(estimate, "total"):
+        info |= {"parameters": estimate.total, "trainable_parameters": estimate.trainable,
+                 "memory_gib": round(estimate.memory_gib, 2)}
+    return info
+
+
+def runs(root: PathLike = RUNS_ROOT) -> list[dict[str, Any]]:
+    """`llmctl runs`: one summary per run folder under `root`, newest first."""
+    from llmctl.history import list_runs
+
+    return list_runs(Path(root))
+
+
+def show(run_ref: PathLike, root: PathLike = RUNS_ROOT) -> RunRecord:
+    """`llmctl show`: a run's record (by name under `root`, or folder): each stage's status, times and metrics."""
+    from llmctl.history import load_run
+
+    return load_run(str(run_ref), Path(root))
+
+
+def report(run_refs: Sequence[PathLike], root: PathLike = RUNS_ROOT) -> Path:
+    """`llmctl report`: RUN/report/index.html for one run, or a comparison page for several; returns its path."""
+    from llmctl.report import write_comparison, write_report
+
+    refs = [str(r) for r in run_refs]
+    return write_report(refs[0], Path(root)) if len(refs) == 1 else write_comparison(refs, Path(root))
+
+
+def compare(run_refs: Sequence[PathLike], root: PathLike = RUNS_ROOT) -> dict[str, dict[str, float | None]]:
+    """`llmctl compare`: {"stage/metric": {run: value}} for every numeric metric of two or more runs."""
+    from llmctl.errors import UsageError
+
+    if len(run_refs) < 2:
+        raise UsageError("compare needs at least two runs")
+    columns = {str(ref): {f"{stage}/{k}": v for stage, e in show(ref, root).stages.items() for k, v in e.numeric_metrics().items()}
+               for ref in run_refs}
+    return {key: {ref: values.get(key) for ref, values in columns.items()} for key in sorted(set().union(*columns.values()))}
+
+
+def doctor(recipe: PathLike | None = None, runs_root: PathLike = RUNS_ROOT) -> dict[str, Any]:
+    """`llmctl doctor`: versions, devices, optional backends, free disk and warnings (with `recipe`, its settings
+    checked against this machine too)."""
+    from llmctl.hardware import environment_report
+
+    found = environment_report(Path(runs_root))
+    if recipe is not None:
+        checked = validate(recipe)
+        found["warnings"] += [f"{recipe}: {w}" for w in _recipe_warnings(checked.recipe, found)]
+        found["warnings"] += [str(p) for p in checked.warnings]
+    return found
+
+
+def _recipe_warnings(recipe: Recipe, found: dict[str, Any]) -> list[str]:
+    devices = found["devices"]
+    if recipe.dtype == "bf16" and devices["auto_device"] == "cpu" and not devices["cpu_native_bf16"]:
+        return ["dtype bf16 on a CPU without native bf16 (AVX-512-BF16/AMX) is several times slower than fp32; use dtype: auto"]
+    return []
+
+
+# ---------------------------------------------------------------- below the public functions
+
+
+def _smoked(parsed: Recipe, loaded: LoadedRecipe, emit: Emit, quiet: bool) -> Recipe:
+    """The smoke version of a valid recipe, its tiny models built (once; they are cached by content)."""
+    from llmctl import smoke
+    from llmctl.handoffs import resolve_inputs
+    from llmctl.hardware import cuda_visible
+
+    resolve_inputs(parsed, loaded)
+    smoked, notes = smoke.smoke_recipe(parsed, cuda_visible())
+    with _quiet_stderr(quiet):
+        smoked, swapped = smoke.with_tiny_models(smoked, resolve_inputs(smoked))
+    notes += [f"smoke: {ref} → tiny {Path(folder).name}" for ref, folder in swapped.items()]
+    for note in notes:
+        emit({"event": "warning", "message": note})
+    return smoked
+
+
+@contextlib.contextmanager
+def _quiet_stderr(quiet: bool) -> Iterator[None]:
+    """Library chatter (weights newly initialised, …) stays off stderr when `quiet`."""
+    if not quiet:
+        yield
+        return
+    with contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
+def _notify(command: str, the_plan: Plan, error: BaseException | None, emit: Emit) -> None:
+    """Run the notify command with a JSON summary of the run on stdin; its failure is a warning only."""
+    import subprocess
+
+    from llmctl.errors import GateFailed
+    from llmctl.records import Manifest
+    from llmctl.redaction import redact
+
+    status = ("complete" if error is None else "gate_failed" if isinstance(error, GateFailed)
+              else "interrupted" if isinstance(error, KeyboardInterrupt) or getattr(error, "exit_code", 0) == 130 else "failed")
+    stages = Manifest.load(the_plan.run_dir).data.stages
+    summary = {"recipe": the_plan.recipe.name, "run_dir": str(the_plan.run_dir.absolute()), "status": status,
+               "exit_code": 0 if error is None else getattr(error, "exit_code", 130), "message": str(error or ""),
+               "stages": {name: {"status": e.status, "metrics": e.metrics} for name, e in stages.items()}}
+    try:
+        done = subprocess.run(command, shell=True, input=json.dumps(redact(summary), default=str), text=True, timeout=120,
+                              capture_output=True, check=False)
+        if done.returncode != 0:
+            emit({"event": "warning", "message": f"--notify-cmd exited {done.returncode}: {done.stderr.strip()[:200]}"})
+    except (OSError, subprocess.TimeoutExpired) as problem:
+        emit({"event": "warning", "message": f"--notify-cmd failed: {problem}"})
+
+
+def _serve_after_run(the_plan: Plan, artifacts: dict[str, Artifact]) -> None:
+    """A deploy stage with `serve: true` starts the server once the whole pipeline succeeded."""
+    from llmctl.pipeline import deployment_to_serve
+
+    deploy = deployment_to_serve(the_plan, artifacts)
+    if deploy is not None:
+        from llmctl.serve.app import Source, run_server
+        from llmctl.serve.limits import Limits
+
+        run_server(Source(registry=deploy.registry, name=deploy.model_name), deploy.host, deploy.port, None, Limits(), 2.0)
