@@ -70,7 +70,7 @@ def file_manifest(folder: Path) -> dict[str, list[Any]]:
     """Relative path -> [size, sha256] of every file below `folder` ({} when there is no folder)."""
     if not folder.is_dir():
         return {}
-    return {str(f.relative_to(folder)): [f.stat().st_size, _sha256(f)] for f in sorted(folder.rglob("*")) if f.is_file()}
+    return {str(f.relative_to(folder)): [f.stat().st_size, sha256_file(f)] for f in sorted(folder.rglob("*")) if f.is_file()}
 
 
 def manifest_damage(folder: Path, files: dict[str, list[Any]], since: float, event: str) -> str | None:
@@ -85,12 +85,13 @@ def manifest_damage(folder: Path, files: dict[str, list[Any]], since: float, eve
         stat = file.stat()
         if stat.st_size != size:
             return f"{name} changed size ({size} -> {stat.st_size} bytes)"
-        if max(stat.st_mtime, stat.st_ctime) > since and _sha256(file) != digest:
+        if max(stat.st_mtime, stat.st_ctime) > since and sha256_file(file) != digest:
             return f"{name} was modified after {event}"
     return None
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """A file's sha256, read in 1 MiB blocks (the one file hash llmctl has: outputs, registry versions, data, ranks)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

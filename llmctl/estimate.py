@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from llmctl.errors import LlmctlError, Problem, UsageError
+from llmctl.errors import LlmctlError, Problem, RecipeMismatch
 from llmctl.specs import PREVIOUS, PeftSpec, StageSpec, stage_ref_name
 from llmctl.stages import module_for
 
@@ -90,7 +90,7 @@ def estimate_plan(specs: list[StageSpec], inputs: dict[str, dict[str, str]], dty
             raise  # e.g. a LoRA target module the model does not have: the recipe is wrong
         except Exception as err:  # noqa: BLE001 - an estimate must never break `plan`…
             if _from_recipe(spec):  # …but an architecture the recipe itself describes must build (`n_head: 3`, `n_embd: 32`)
-                raise UsageError(f"stages.{spec.name}.model.config: a {getattr(config, 'model_type', '')} model cannot be "
+                raise RecipeMismatch(f"stages.{spec.name}.model.config", f"stages.{spec.name}.model.config: a {getattr(config, 'model_type', '')} model cannot be "
                                  f"built from it: {str(err).splitlines()[0]}") from None
             out[spec.name] = f"unknown ({type(err).__name__}: {str(err).splitlines()[0][:80]})"
     return out

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmctl import redaction, signals
-from llmctl.artifacts import Artifact, ArtifactKind
+from llmctl.artifacts import Artifact, ArtifactKind, sha256_file
 from llmctl.errors import StageFailed
 from llmctl.specs import LauncherSpec, StageSpec
 
@@ -106,8 +106,5 @@ def _event(line: str) -> dict[str, Any] | None:
 
 
 def weights_digest(folder: Path) -> str:
-    """sha256 over the weight files of a model folder (equal on every rank when gradients were synchronised)."""
-    digest = hashlib.sha256()
-    for file in sorted(folder.glob("*.safetensors")):
-        digest.update(file.read_bytes())
-    return digest.hexdigest()
+    """sha256 over the weight files' hashes of a model folder (equal on every rank when gradients were synchronised)."""
+    return hashlib.sha256("".join(sha256_file(f) for f in sorted(folder.glob("*.safetensors"))).encode()).hexdigest()

@@ -18,7 +18,7 @@ from llmctl import redaction
 from llmctl import tracking
 from llmctl.artifacts import Artifact
 from llmctl.data.fingerprint import content_key, fingerprint_data, fingerprint_source
-from llmctl.errors import GateFailed, Interrupted, LlmctlError, Problem, StageFailed, UsageError, storage_error
+from llmctl.errors import GateFailed, Interrupted, LlmctlError, Problem, RecipeMismatch, StageFailed, UsageError, storage_error
 from llmctl.handoffs import resolve_inputs
 from llmctl.recipe import LoadedRecipe
 from llmctl.records import Manifest
@@ -265,6 +265,9 @@ def _run_step(plan: Plan, step: Step, artifacts: dict[str, Artifact], manifest: 
     except KeyboardInterrupt:
         _record(manifest, step.name, status="interrupted", finished=_now())
         raise Interrupted(f"interrupted during stage '{step.name}'; `llmctl run` again resumes from the last checkpoint") from None
+    except RecipeMismatch as err:
+        _record(manifest, step.name, status="failed", finished=_now())
+        raise RecipeMismatch(f"stages.{step.name}.{err.field}", f"stage '{step.name}': {err}") from None
     except LlmctlError:
         _record(manifest, step.name, status="failed", finished=_now())
         raise

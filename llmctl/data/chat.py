@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmctl.errors import UsageError
+from llmctl.errors import RecipeMismatch
 from llmctl.specs import DataSpec
 
 CHATML = (
@@ -27,7 +27,7 @@ def use_template(tokenizer: Any, data: DataSpec) -> None:
     if data.chat_template:
         tokenizer.chat_template = NAMED.get(data.chat_template, data.chat_template)
     elif not getattr(tokenizer, "chat_template", None):
-        raise UsageError("data.chat_template: the model's tokenizer has no chat template; name one "
+        raise RecipeMismatch("data.chat_template", "data.chat_template: the model's tokenizer has no chat template; name one "
                          "(chat_template: chatml) or give a Jinja template")
 
 

@@ -4,13 +4,11 @@ when size or mtime changed since the last run. Remote sources are identified by 
 from __future__ import annotations
 
 import glob
-import hashlib
 from pathlib import Path
 from typing import Any
 
+from llmctl.artifacts import sha256_file
 from llmctl.specs import DataSpec
-
-CHUNK = 1 << 20
 
 
 def local_files(pattern: str) -> list[Path]:
@@ -29,14 +27,6 @@ def local_files(pattern: str) -> list[Path]:
 
             raise DataError(f"data path {match} is not a regular file or folder (a device, FIFO or socket)")
     return files
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def fingerprint_data(spec: DataSpec, previous: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from llmctl.errors import UsageError
+from llmctl.errors import RecipeMismatch
 from llmctl.specs import PeftSpec
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -51,7 +51,7 @@ def check_target_modules(model: Any, spec: PeftSpec, where: str = "peft.target_m
     missing = [t for t in spec.target_modules if t not in names]
     if missing:
         linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ in ("Linear", "Conv1D")})
-        raise UsageError(f"{where}: {', '.join(missing)} not found in {type(model).__name__}; "
+        raise RecipeMismatch(where, f"{where}: {', '.join(missing)} not found in {type(model).__name__}; "
                          f"its linear modules are: {', '.join(linear)} (or use all-linear)")
 
 

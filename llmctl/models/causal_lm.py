@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from llmctl.errors import UsageError
+from llmctl.errors import RecipeMismatch
 from llmctl.specs import is_local_path
 
 DEFAULT_MODEL_TYPE = "gpt2"
@@ -61,7 +61,7 @@ def load_config(ref: str) -> Any:
         ref = json.loads((Path(ref) / adapters.ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
     if is_local_path(ref) and not (Path(ref).expanduser() / "config.json").is_file():
         why = "does not exist" if not Path(ref).expanduser().exists() else "is not a model folder (it has no config.json)"
-        raise UsageError(f"model {ref} {why}; name a folder written by save_pretrained (or an llmctl stage's output) "
+        raise RecipeMismatch("model", f"model {ref} {why}; name a folder written by save_pretrained (or an llmctl stage's output) "
                          "or a hub id")
     bundled = Path(__file__).parent / "configs" / (ref.replace("/", "--") + ".json")
     if bundled.exists() and not Path(ref).exists():
@@ -87,14 +87,14 @@ def build_config(
         try:
             built = AutoConfig.for_model(model_type, **fields)
         except ValueError as err:
-            raise UsageError(f"model.config: {err}") from None
+            raise RecipeMismatch("model.config", f"model.config: {err}") from None
     _fuse_tanh_gelu(built, set(config) if isinstance(config, dict) else set())
     if tokenizer is not None:
         built.bos_token_id, built.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
         built.pad_token_id = tokenizer.pad_token_id
     context = context_length(built)
     if context is not None and block_size > context:
-        raise UsageError(f"block_size {block_size} exceeds the model's context of {context} positions")
+        raise RecipeMismatch("block_size", f"block_size {block_size} exceeds the model's context of {context} positions")
     return built
 
 
@@ -116,13 +116,13 @@ def _check_config_fields(model_type: str, fields: dict[str, Any]) -> None:
 
     if model_type not in CONFIG_MAPPING:
         close = difflib.get_close_matches(model_type, list(CONFIG_MAPPING.keys()), n=1)
-        raise UsageError(f"model.config.model_type: unknown architecture {model_type!r}" + (f" — did you mean {close[0]!r}?" if close else ""))
+        raise RecipeMismatch("model.config.model_type", f"model.config.model_type: unknown architecture {model_type!r}" + (f" — did you mean {close[0]!r}?" if close else ""))
     config_class = CONFIG_MAPPING[model_type]
     known = set(config_class().to_dict()) | set(config_class.attribute_map)
     for key in fields:
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1)
-            raise UsageError(f"model.config.{key}: not a field of {config_class.__name__}"
+            raise RecipeMismatch(f"model.config.{key}", f"model.config.{key}: not a field of {config_class.__name__}"
                              + (f" — did you mean {close[0]!r}?" if close else ""))
     _check_values(config_class, fields)
 
@@ -138,9 +138,9 @@ def _check_values(config_class: Any, fields: dict[str, Any]) -> None:
     for key, value in fields.items():
         default = defaults.get(config_class.attribute_map.get(key, key))
         if isinstance(default, int) and not isinstance(default, bool) and (not isinstance(value, int) or isinstance(value, bool)):
-            raise UsageError(f"model.config.{key}: {value!r} is not a whole number")
+            raise RecipeMismatch(f"model.config.{key}", f"model.config.{key}: {value!r} is not a whole number")
         if SIZE_FIELDS.match(key) and isinstance(value, int) and value < 1:
-            raise UsageError(f"model.config.{key}: {value} is a size; it must be at least 1")
+            raise RecipeMismatch(f"model.config.{key}", f"model.config.{key}: {value} is a size; it must be at least 1")
 
 
 def context_length(config: Any) -> int | None:
@@ -180,7 +180,7 @@ def tokenize_blocks(texts: Any, tokenizer: Any, block_size: int) -> Any:
     tokenized = texts.map(tokenize, batched=True, remove_columns=texts.column_names)
     blocks = tokenized.map(group, batched=True, batch_size=1000, remove_columns=["ids"])
     if len(blocks) == 0:
-        raise UsageError(f"the data holds fewer than block_size={block_size} tokens; lower block_size or add data")
+        raise RecipeMismatch("block_size", f"the data holds fewer than block_size={block_size} tokens; lower block_size or add data")
     return blocks
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from llmctl.errors import UsageError
+from llmctl.errors import RecipeMismatch
 from llmctl.specs import PeftSpec
 
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ def load_trainable(ref: str, peft: PeftSpec, max_length: int, ctx: StageContext)
     base = causal_lm.load(ref, quantization_config=quantization)
     context = causal_lm.context_length(base.config)
     if context is not None and max_length > context:
-        raise UsageError(f"max_length {max_length} exceeds the model's context of {context} positions; lower max_length")
+        raise RecipeMismatch("max_length", f"max_length {max_length} exceeds the model's context of {context} positions; lower max_length")
     model = adapters.apply(base, peft)
     total, trainable = causal_lm.parameter_counts(model)
     ctx.log(f"{type(model).__name__}: {trainable:,} trainable of {total:,} parameters ({peft.method})")

@@ -46,14 +46,14 @@ def write_task_data(task: str, data: str, folder: Path) -> Path:
     from lm_eval.tasks._yaml_loader import load_yaml
 
     from llmctl.data.sources import BUILDERS
-    from llmctl.errors import UsageError
+    from llmctl.errors import RecipeMismatch
 
     builtin = builtin_task_yaml(task)
     if builtin is None:
-        raise UsageError(f"benchmark.task_data.{task}: not a built-in lm-eval task defined by a YAML file")
+        raise RecipeMismatch(f"benchmark.task_data.{task}", f"benchmark.task_data.{task}: not a built-in lm-eval task defined by a YAML file")
     source = Path(data).expanduser().absolute()
     if not source.is_file() or source.suffix.lower() not in BUILDERS:
-        raise UsageError(f"benchmark.task_data.{task}: {data} is not a file of {', '.join(BUILDERS)}")
+        raise RecipeMismatch(f"benchmark.task_data.{task}", f"benchmark.task_data.{task}: {data} is not a file of {', '.join(BUILDERS)}")
     original = load_yaml(builtin, resolve_func=False)
     split = original.get("test_split") or original.get("validation_split") or "test"
     config = {"include": str(builtin), "task": task, "dataset_path": BUILDERS[source.suffix.lower()], "dataset_name": None,

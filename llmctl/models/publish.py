@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from llmctl.errors import UsageError
+from llmctl.errors import RecipeMismatch
 
 TOKEN_ENV = "HF_TOKEN"
 PRIVATE_FILES = ("version.json",)  # the registry's own record: local paths, not for the Hub
@@ -20,7 +20,7 @@ PRIVATE_FILES = ("version.json",)  # the registry's own record: local paths, not
 def token() -> str:
     value = os.environ.get(TOKEN_ENV, "")
     if not value:
-        raise UsageError(f"deploy.hub: {TOKEN_ENV} is not set; export a Hugging Face write token (hf_…) as {TOKEN_ENV}")
+        raise RecipeMismatch("deploy.hub", f"deploy.hub: {TOKEN_ENV} is not set; export a Hugging Face write token (hf_…) as {TOKEN_ENV}")
     return value
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmctl.errors import UsageError
+from llmctl.errors import RecipeMismatch
 
 
 def tolerate_use_cache(model: Any) -> Any:
@@ -32,7 +32,7 @@ class RewardScorer:
         self.model = AutoModelForSequenceClassification.from_pretrained(path)
         labels = self.model.config.num_labels
         if labels != 1:
-            raise UsageError(f"reward_model {path}: it has {labels} outputs; a reward model must output one scalar "
+            raise RecipeMismatch("reward_model", f"reward_model {path}: it has {labels} outputs; a reward model must output one scalar "
                              "(train it with a reward stage, or num_labels: 1)")
         self.tokenizer = load_tokenizer(path)
         self.model.config.pad_token_id = self.tokenizer.pad_token_id

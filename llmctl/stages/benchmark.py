@@ -12,7 +12,7 @@ from pydantic import Field, model_validator
 
 from llmctl import gate
 from llmctl.artifacts import Artifact, ArtifactKind
-from llmctl.errors import DataError, UsageError
+from llmctl.errors import DataError, RecipeMismatch
 from llmctl.specs import PREVIOUS, Block, DataSpec, InputSlot, StageSpec
 
 if TYPE_CHECKING:
@@ -210,7 +210,7 @@ def _task_list(spec: BenchmarkSpec, ctx: StageContext) -> tuple[list[str], Any]:
     unknown = [t for t in spec.tasks if t not in manager.all_tasks]
     if unknown:
         hints = {t: difflib.get_close_matches(t, manager.all_tasks, n=1) for t in unknown}
-        raise UsageError("benchmark.tasks: unknown lm-eval task " + ", ".join(
+        raise RecipeMismatch("benchmark.tasks", "benchmark.tasks: unknown lm-eval task " + ", ".join(
             f"{t!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for t, h in hints.items()))
     return [*spec.tasks, *(t.name for t in spec.local_tasks)], manager
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, model_validator
 
 from llmctl.artifacts import Artifact, ArtifactKind
-from llmctl.errors import StageFailed, UsageError
+from llmctl.errors import StageFailed, RecipeMismatch
 from llmctl.models.reward import RewardScorer, retokenizing_reward
 from llmctl.specs import GREEDY, PREVIOUS, Block, DataSpec, EvalSetSpec, GenerationSpec, InputSlot, PeftSpec, TrainArgs, TrainingSpec
 
@@ -171,13 +171,13 @@ def _check_context(policy: Any, tokenizer: Any, prompts: Any, spec: PPOSpec) -> 
 
     batch = spec.train.batch_size * spec.train.grad_accum
     if spec.algorithm == "ppo" and len(prompts) < batch:  # TRL drops the ragged last batch: it would wait forever for one
-        raise UsageError(f"ppo: {len(prompts)} training prompts cannot fill one batch of {batch} (train.batch_size × grad_accum); "
+        raise RecipeMismatch("train.batch_size", f"ppo: {len(prompts)} training prompts cannot fill one batch of {batch} (train.batch_size × grad_accum); "
                          "add prompts (data.limit, a smaller validation) or lower train.batch_size")
 
     longest = max(len(ids) for ids in tokenizer(list(prompts["prompt"]))["input_ids"])
     context = causal_lm.context_length(policy.config)
     if context is not None and longest + spec.response_length > context:
-        raise UsageError(f"response_length {spec.response_length} + the longest prompt ({longest} tokens) exceed the "
+        raise RecipeMismatch("response_length", f"response_length {spec.response_length} + the longest prompt ({longest} tokens) exceed the "
                          f"policy's context of {context} tokens; lower response_length or shorten the prompts")
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, model_validator
 
 from llmctl.artifacts import Artifact, ArtifactKind
-from llmctl.errors import GateFailed, UsageError
+from llmctl.errors import GateFailed, RecipeMismatch
 from llmctl.specs import PREVIOUS, Block, DataSpec, InputSlot, StageSpec
 
 if TYPE_CHECKING:
@@ -204,7 +204,7 @@ def _check_baseline(spec: QuantizeSpec, before: dict[str, Any], ctx: StageContex
     if ctx.recipe.smoke:
         ctx.log(f"smoke run: the unquantized model scores {metric} 0 (a random model); a real run stops here")
         return
-    raise UsageError(f"quantize.accuracy: the unquantized model scores {metric} 0 on accuracy.data, so every configuration "
+    raise RecipeMismatch("quantize.accuracy", f"quantize.accuracy: the unquantized model scores {metric} 0 on accuracy.data, so every configuration "
                      "would pass; give prompts it can answer (e.g. the context with the question, the template it was "
                      "fine-tuned on) or use metric: perplexity")
 
