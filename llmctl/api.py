@@ -275,12 +275,16 @@ def _notify(command: str, the_plan: Plan, error: BaseException | None, emit: Emi
 
 
 def _serve_after_run(the_plan: Plan, artifacts: dict[str, Artifact]) -> None:
-    """A deploy stage with `serve: true` starts the server once the whole pipeline succeeded."""
-    from llmctl.pipeline import deployment_to_serve
+    """The last stage that asks to serve its model once the whole pipeline succeeded (deploy's `serve: true`)
+    starts the server, if it ran or was cached."""
+    from llmctl.stages import entry
 
-    deploy = deployment_to_serve(the_plan, artifacts)
-    if deploy is not None:
-        from llmctl.serve.app import Source, run_server
-        from llmctl.serve.limits import Limits
+    for spec in reversed(the_plan.recipe.stages):
+        serves = entry(spec.type).serve_after_run
+        if spec.name in artifacts and serves is not None and (target := serves(spec)) is not None:
+            from llmctl.serve.app import Source, run_server
+            from llmctl.serve.limits import Limits
 
-        run_server(Source(registry=deploy.registry, name=deploy.model_name), deploy.host, deploy.port, None, Limits(), 2.0)
+            registry, name, host, port = target
+            run_server(Source(registry=registry, name=name), host, port, None, Limits(), 2.0)
+            return

@@ -8,7 +8,7 @@ from typing import Any
 
 from llmctl.errors import LlmctlError, Problem, RecipeMismatch
 from llmctl.specs import PREVIOUS, PeftSpec, StageSpec, stage_ref_name
-from llmctl.stages import module_for
+from llmctl.stages import entry
 
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 ADAM_STATE_BYTES = 8  # two fp32 moments per trainable parameter (plus 4 bytes of fp32 gradient)
@@ -131,7 +131,7 @@ def _named_config(spec: StageSpec) -> Any | None:
     config of a hub id or folder in its `model` input; None when the model comes from an earlier stage."""
     from llmctl.models import causal_lm
 
-    hook = getattr(module_for(spec.type), "model_config", None)
+    hook = entry(spec.type).model_config
     if hook is not None:
         return hook(spec)
     slot = spec.inputs().get("model")

@@ -28,7 +28,6 @@ from llmctl.rundir import OUTPUT, RESOLVED, TMP_SUFFIX, RunLayout, RunLock, dump
 from llmctl.schema import Recipe
 from llmctl.specs import LauncherSpec, StageSpec, data_blocks, stage_ref_name
 from llmctl.stages import runner
-from llmctl.stages.deploy import DeploySpec
 
 FINGERPRINT_FILE = ".fingerprint"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -331,8 +330,3 @@ def _seed_everything(seed: int) -> None:
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-def deployment_to_serve(plan: Plan, artifacts: dict[str, Artifact]) -> DeploySpec | None:
-    """The last deploy stage that ran (or was cached) and asks to `serve: true` when the pipeline succeeded."""
-    return next((s for s in reversed(plan.recipe.stages) if isinstance(s, DeploySpec) and s.serve and s.name in artifacts), None)

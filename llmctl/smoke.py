@@ -14,38 +14,16 @@ masks, KL settings, quantization search, gates — cut small enough to finish in
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llmctl.artifacts import ArtifactKind
 from llmctl.rundir import RunLayout, cache_root
 from llmctl.schema import Recipe
+from llmctl.smokesize import SMOKE, SUFFIX
 from llmctl.specs import DataSpec, StageSpec, data_blocks, split_path, stage_ref_name
+from llmctl.stages import entry
 
-SUFFIX = "-smoke"
-
-
-@dataclass(frozen=True)
-class SmokeSize:
-    rows: int = 32
-    """Rows per data source (training, evaluation, calibration)."""
-    held_out: int = 4
-    """Validation rows of a training source that holds some out."""
-    steps: int = 2
-    """Optimizer steps per training stage."""
-    seq_len: int = 128
-    """Longest sequence (max_length, block_size, prompt and response lengths are cut to it)."""
-    new_tokens: int = 8
-    docs: int = 8
-    """Documents per benchmark task."""
-    trials: int = 2
-    """Quantization configurations tried."""
-    calibration: int = 8
-    tokenizer_rows: int = 200
-
-
-SMOKE = SmokeSize()
 
 
 def smoke_recipe(recipe: Recipe, cuda_visible: bool) -> tuple[Recipe, list[str]]:
@@ -78,17 +56,17 @@ def _cut_stage(spec: StageSpec, stage: dict[str, Any], cuda_visible: bool, notes
     if (peft := stage.get("peft")) and peft.get("method") == "qlora" and not cuda_visible:
         peft["method"] = "lora"
         notes.append(f"stage '{spec.name}': qlora needs a CUDA GPU; the smoke run trains LoRA on a full-precision base instead")
-    cut = _CUTS.get(spec.type)
+    cut = entry(spec.type).smoke
     if cut is not None:
-        cut(stage, notes, spec.name)
+        cut(stage, SMOKE, notes, spec.name)
     if isinstance(model := stage.get("model"), dict) and isinstance(model.get("config"), dict):
         _cut_inline_model(model, stage)
 
 
 def _cut_data(block: DataSpec, data: dict[str, Any]) -> None:
     data["limit"] = min(block.limit or SMOKE.rows, SMOKE.rows)
-    for source, entry in zip(block.mix, data["mix"]):
-        entry["limit"] = min(source.limit or SMOKE.rows, SMOKE.rows)
+    for source, mixed in zip(block.mix, data["mix"]):
+        mixed["limit"] = min(source.limit or SMOKE.rows, SMOKE.rows)
     if isinstance(block.validation, (int, float)) and not isinstance(block.validation, bool) and block.validation:
         data["validation"] = min(block.validation, SMOKE.held_out) if isinstance(block.validation, int) else SMOKE.held_out
 
@@ -105,49 +83,6 @@ def _cut_inline_model(model: dict[str, Any], stage: dict[str, Any]) -> None:
     tokenizer = stage.get("tokenizer")
     if isinstance(tokenizer, dict) and tokenizer.get("path") is None:
         tokenizer["vocab_size"] = min(tokenizer.get("vocab_size", 8192), 1000)
-
-
-def _cut_ppo(stage: dict[str, Any], notes: list[str], name: str) -> None:
-    """One PPO update: a batch of prompts (the data keeps enough rows to fill it)."""
-    batch = stage["train"]["batch_size"] * stage["train"]["grad_accum"]
-    stage["total_episodes"] = batch
-    stage["data"]["limit"] = max(stage["data"]["limit"], batch + SMOKE.held_out)
-
-
-def _cut_quantize(stage: dict[str, Any], notes: list[str], name: str) -> None:
-    stage["calibration_samples"] = min(stage["calibration_samples"], SMOKE.calibration)
-    if accuracy := stage.get("accuracy"):
-        accuracy["max_trials"] = min(accuracy["max_trials"], SMOKE.trials)
-        accuracy["max_new_tokens"] = min(accuracy["max_new_tokens"], SMOKE.new_tokens)
-        accuracy["max_length"] = min(accuracy["max_length"], SMOKE.seq_len)
-    speed = stage["speed"]
-    speed |= {"new_tokens": min(speed["new_tokens"], SMOKE.new_tokens), "prompts": speed["prompts"][:2]}
-
-
-def _cut_benchmark(stage: dict[str, Any], notes: list[str], name: str) -> None:
-    limit = stage.get("limit")
-    stage["limit"] = SMOKE.docs if limit is None or limit < 1 or limit > SMOKE.docs else limit
-    for task in stage.get("local_tasks", []):
-        task["max_new_tokens"] = min(task["max_new_tokens"], SMOKE.new_tokens)
-    if speed := stage.get("speed"):
-        speed |= {"new_tokens": min(speed["new_tokens"], SMOKE.new_tokens), "prompt_tokens": min(speed["prompt_tokens"], 16),
-                  "prompts": min(speed["prompts"], 2)}
-    if perplexity := stage.get("perplexity"):
-        perplexity["max_length"] = min(perplexity["max_length"], SMOKE.seq_len)
-    stage["batch_size"] = max(1, stage.get("batch_size", 1))
-
-
-def _cut_deploy(stage: dict[str, Any], notes: list[str], name: str) -> None:
-    stage["registry"] = str(stage["registry"]).rstrip("/") + SUFFIX
-    if stage.get("serve"):
-        stage["serve"] = False
-        notes.append(f"stage '{name}': a smoke run deploys into {stage['registry']} and does not start the server")
-    if stage.get("hub"):
-        stage["hub"] = None
-        notes.append(f"stage '{name}': a smoke run does not publish to the Hugging Face Hub")
-
-
-_CUTS = {"ppo": _cut_ppo, "quantize": _cut_quantize, "benchmark": _cut_benchmark, "deploy": _cut_deploy}
 
 
 # ---------------------------------------------------------------- tiny models

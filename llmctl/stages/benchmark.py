@@ -14,6 +14,7 @@ from llmctl import gate
 from llmctl.artifacts import Artifact, ArtifactKind
 from llmctl.errors import DataError, RecipeMismatch
 from llmctl.specs import PREVIOUS, Block, DataSpec, InputSlot, StageSpec
+from llmctl.smokesize import SmokeSize
 
 if TYPE_CHECKING:
     from llmctl.context import StageContext
@@ -276,3 +277,17 @@ def _speed(speed: SpeedSpec, model: Any, tokenizer: Any) -> dict[str, float]:
         result = measure.generation_speed(model, tokenizer, prompts * batch, speed.new_tokens, batch_size=batch)
         out |= {f"tokens_per_s_batch{batch}": result["tokens_per_s"], f"ms_per_token_batch{batch}": result["ms_per_token"]}
     return out
+
+
+def smoke(stage: dict[str, Any], size: SmokeSize, notes: list[str], name: str) -> None:
+    """--smoke: a few documents per task, short generations and speed tests."""
+    limit = stage.get("limit")
+    stage["limit"] = size.docs if limit is None or limit < 1 or limit > size.docs else limit
+    for task in stage.get("local_tasks", []):
+        task["max_new_tokens"] = min(task["max_new_tokens"], size.new_tokens)
+    if speed := stage.get("speed"):
+        speed |= {"new_tokens": min(speed["new_tokens"], size.new_tokens), "prompt_tokens": min(speed["prompt_tokens"], 16),
+                  "prompts": min(speed["prompts"], 2)}
+    if perplexity := stage.get("perplexity"):
+        perplexity["max_length"] = min(perplexity["max_length"], size.seq_len)
+    stage["batch_size"] = max(1, stage.get("batch_size", 1))

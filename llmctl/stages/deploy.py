@@ -16,6 +16,7 @@ from llmctl import redaction
 from llmctl.artifacts import Artifact, ArtifactKind
 from llmctl.models import publish
 from llmctl.specs import NAME_PATTERN, PREVIOUS, Block, InputSlot, StageSpec
+from llmctl.smokesize import SUFFIX, SmokeSize
 
 if TYPE_CHECKING:
     from llmctl.context import StageContext
@@ -112,3 +113,19 @@ def _publish(hub: HubSpec, model_name: str, ctx: StageContext, folder: Path, met
     card = publish.model_card(hub.repo_id, recipe, stages, metrics, quantized.backend_of(str(folder)))
     message = f"llmctl: {ctx.recipe.name} {model_name} {version}"
     return publish.upload(folder, hub.repo_id, hub.private, hub.revision, card, message)
+
+
+def smoke(stage: dict[str, Any], size: SmokeSize, notes: list[str], name: str) -> None:
+    """--smoke: publish into `<registry>-smoke`, start no server, push nothing to the Hub."""
+    stage["registry"] = str(stage["registry"]).rstrip("/") + SUFFIX
+    if stage.get("serve"):
+        stage["serve"] = False
+        notes.append(f"stage '{name}': a smoke run deploys into {stage['registry']} and does not start the server")
+    if stage.get("hub"):
+        stage["hub"] = None
+        notes.append(f"stage '{name}': a smoke run does not publish to the Hugging Face Hub")
+
+
+def serve_after_run(spec: DeploySpec) -> tuple[str, str, str, int] | None:
+    """(registry, model name, host, port) to serve once the whole run succeeded, when the stage asks to."""
+    return (spec.registry, spec.model_name, spec.host, spec.port) if spec.serve else None

@@ -22,6 +22,7 @@ from llmctl.artifacts import Artifact, ArtifactKind
 from llmctl.errors import StageFailed, RecipeMismatch
 from llmctl.models.reward import RewardScorer, retokenizing_reward
 from llmctl.specs import GREEDY, PREVIOUS, Block, DataSpec, EvalSetSpec, GenerationSpec, InputSlot, PeftSpec, TrainArgs, TrainingSpec
+from llmctl.smokesize import SmokeSize
 
 if TYPE_CHECKING:
     from llmctl.context import StageContext
@@ -345,3 +346,10 @@ def kl_guard(spec: PPOSpec, ctx: StageContext) -> Any:
                 logs["kl_coef"] = args.kl_coef
 
     return KLGuard()
+
+
+def smoke(stage: dict[str, Any], size: SmokeSize, notes: list[str], name: str) -> None:
+    """--smoke: one PPO update, a batch of prompts (the data keeps enough rows to fill it)."""
+    batch = stage["train"]["batch_size"] * stage["train"]["grad_accum"]
+    stage["total_episodes"] = batch
+    stage["data"]["limit"] = max(stage["data"]["limit"], batch + size.held_out)

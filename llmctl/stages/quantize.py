@@ -17,6 +17,7 @@ from pydantic import Field, model_validator
 from llmctl.artifacts import Artifact, ArtifactKind
 from llmctl.errors import GateFailed, RecipeMismatch
 from llmctl.specs import PREVIOUS, Block, DataSpec, InputSlot, StageSpec
+from llmctl.smokesize import SmokeSize
 
 if TYPE_CHECKING:
     from llmctl.context import StageContext
@@ -355,3 +356,14 @@ def _no_config_message(spec: QuantizeSpec, before: dict[str, Any], trials: list[
         lines.append(f"  {_config_name(trial['config'])}: {outcome}")
     lines.append("  raise accuracy.tolerable_loss, add safer configurations to accuracy.search, or raise max_trials")
     return "\n".join(lines)
+
+
+def smoke(stage: dict[str, Any], size: SmokeSize, notes: list[str], name: str) -> None:
+    """--smoke: the first trials of the search, a few calibration samples, a short speed test."""
+    stage["calibration_samples"] = min(stage["calibration_samples"], size.calibration)
+    if accuracy := stage.get("accuracy"):
+        accuracy["max_trials"] = min(accuracy["max_trials"], size.trials)
+        accuracy["max_new_tokens"] = min(accuracy["max_new_tokens"], size.new_tokens)
+        accuracy["max_length"] = min(accuracy["max_length"], size.seq_len)
+    speed = stage["speed"]
+    speed |= {"new_tokens": min(speed["new_tokens"], size.new_tokens), "prompts": speed["prompts"][:2]}

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from llmctl.cli import app
 from llmctl.schema import AnyStage, Recipe, json_schema
-from llmctl.stages import REGISTRY, SPECS, module_for
+from llmctl.stages import ENTRIES, REGISTRY, SPECS
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "recipes").glob("*.yaml"))
@@ -24,9 +24,12 @@ def test_registry_matches_the_union() -> None:
     inner = typing.get_args(AnyStage)[0]
     union_members = typing.get_args(inner) or (inner,)  # a one-member Union collapses to the class
     assert set(union_members) == set(SPECS) == set(REGISTRY.values())
-    for stage_type, spec in REGISTRY.items():
-        assert callable(module_for(stage_type).run), stage_type
-        assert spec.produces is not None
+    assert len(REGISTRY) == len(ENTRIES)  # one entry per type
+    for entry in ENTRIES:
+        assert entry.run.__name__ == "run" and entry.run.__module__ == entry.spec.__module__, entry.type  # its own file
+        assert entry.spec.produces is not None
+        for capability in (entry.model_config, entry.smoke, entry.serve_after_run):
+            assert capability is None or capability.__module__ == entry.spec.__module__, entry.type
 
 
 def test_json_schema_describes_stages_and_fields() -> None:
