@@ -119,8 +119,12 @@ def make_tiny_lm(folder: Path, vocab: int) -> Path:
     from llmctl.models.causal_lm import save
     from llmctl.models.tokenizers import train_bpe
 
+    import torch
+
     tokenizer = train_bpe(corpus(300, seed=5) + [f"{p['question']} {p['answer']}" for p in qa_pairs(300, 5)], vocab)
     config = GPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=64, vocab_size=len(tokenizer),
                         bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
-    save(GPT2LMHeadModel(config), tokenizer, folder)
+    with torch.random.fork_rng():  # the same weights whichever test builds it first (they came from the RNG's state then)
+        torch.manual_seed(0)
+        save(GPT2LMHeadModel(config), tokenizer, folder)
     return folder
