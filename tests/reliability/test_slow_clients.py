@@ -70,14 +70,11 @@ def test_a_connection_that_does_not_finish_its_headers_is_closed(tiny_lm: Path) 
 
 def test_a_body_that_does_not_arrive_in_time_gets_408(tiny_lm: Path) -> None:
     with server(Source(str(tiny_lm)), limits=Limits(body_timeout_s=1)) as base:
-        port = int(base.rsplit(":", 1)[1])
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            sock.sendall(b"POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-                         b"content-length: 100\r\n\r\n{\"prompt\": ")
-            started = time.perf_counter()
-            answer = sock.recv(4096).decode()
-        assert answer.startswith("HTTP/1.1 408") and time.perf_counter() - started < 5
-        assert "did not arrive within 1 s" in json.loads(answer.split("\r\n\r\n", 1)[1])["error"]["message"]
+        started = time.perf_counter()
+        status, body = raw(int(base.rsplit(":", 1)[1]), b"POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: "
+                           b"application/json\r\ncontent-length: 100\r\n\r\n{\"prompt\": ")
+        assert status == 408 and time.perf_counter() - started < 5
+        assert "did not arrive within 1 s" in body["error"]["message"]
 
 
 def test_when_every_connection_is_busy_a_new_one_gets_a_json_503(tiny_lm: Path) -> None:
