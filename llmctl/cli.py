@@ -191,7 +191,7 @@ def plan(
     from llmctl.hardware import detect
     from llmctl.pipeline import Selection
 
-    the_plan = api.plan(recipe, overrides or [], Selection(force, from_stage, only, until), smoke, _warning_events,
+    the_plan = api.plan(recipe, overrides or [], Selection(force, from_stage, only, until), smoke, _events(),
                         quiet=not OUTPUT.debug)
     _warn(the_plan.environment)
     hw = detect(the_plan.recipe.device, the_plan.recipe.dtype)
@@ -208,9 +208,16 @@ def _warn(problems: list[Any]) -> None:
         OUTPUT.warning(str(problem), " (this machine cannot run it)")
 
 
-def _warning_events(event: dict[str, Any]) -> None:
-    if event["event"] == "warning":
-        OUTPUT.warning(event["message"])
+def _events(renderer: Callable[[dict[str, Any]], None] | None = None) -> Callable[[dict[str, Any]], None]:
+    """The callback api functions emit events to: warnings the way every command prints them, the rest to
+    `renderer` (none: dropped)."""
+    def emit(event: dict[str, Any]) -> None:
+        if event["event"] == "warning":
+            OUTPUT.warning(event["message"])
+        elif renderer is not None:
+            renderer(event)
+
+    return emit
 
 
 def _print_plan(the_plan: Any, sizes: dict[str, Any], hardware: str, mixtures: dict[str, Any]) -> None:
@@ -256,14 +263,8 @@ def run(
     stdout = RedactedStream(sys.stdout)
     renderer = JsonRenderer(stdout) if OUTPUT.json else RichRenderer(Console(file=stdout, highlight=False), quiet)
 
-    def emit(event: dict[str, Any]) -> None:
-        if event["event"] == "warning":
-            OUTPUT.warning(event["message"])
-        else:
-            renderer(event)
-
     with renderer:
-        api.run(recipe, overrides or [], Selection(force, from_stage, only, until), smoke, emit, dry_run=dry_run,
+        api.run(recipe, overrides or [], Selection(force, from_stage, only, until), smoke, _events(renderer), dry_run=dry_run,
                 if_changed=if_changed, notify=notify_cmd or os.environ.get("LLMCTL_NOTIFY_CMD"), quiet=not OUTPUT.debug)
 
 
