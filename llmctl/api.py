@@ -222,6 +222,107 @@ def _recipe_warnings(recipe: Recipe, found: dict[str, Any]) -> list[str]:
     return []
 
 
+def init_recipe(path: PathLike = "recipe.yaml", template: str = "pretrain", force: bool = False) -> Path:
+    """`llmctl init`: write a commented starter recipe and, beside it, the recipe format's JSON Schema (editor
+    completion and checks through yaml-language-server, offline); returns the schema file's path."""
+    from llmctl.errors import UsageError
+    from llmctl.schema import SCHEMA_FILE, json_schema
+    from llmctl.templates import TEMPLATES
+
+    path = Path(path)
+    if template not in TEMPLATES:
+        raise UsageError(f"--template {template}: unknown; choose one of {', '.join(TEMPLATES)}")
+    if path.exists() and not force:
+        raise UsageError(f"{path} exists; pass --force to overwrite it")
+    schema_file = path.parent / SCHEMA_FILE
+    schema_file.parent.mkdir(parents=True, exist_ok=True)
+    schema_file.write_text(json.dumps(json_schema(), indent=2) + "\n")
+    path.write_text(f"# yaml-language-server: $schema={SCHEMA_FILE}\n" + TEMPLATES[template])
+    return schema_file
+
+
+# ---------------------------------------------------------------- models (a registry folder)
+
+
+def models(registry: PathLike = "models") -> list[dict[str, Any]]:
+    """`llmctl models list`: each model's name, versions (oldest first) and current version."""
+    from llmctl.serve.registry import Registry
+
+    reg = Registry(registry)
+    return [{"name": n, "versions": reg.versions(n), "current": reg.current(n)} for n in reg.names()]
+
+
+def model_info(name: str, version: str | None = None, registry: PathLike = "models") -> dict[str, Any]:
+    """`llmctl models show`: one version's record (default: the current one)."""
+    from llmctl.errors import UsageError
+    from llmctl.serve.registry import Registry
+
+    reg = Registry(registry)
+    version = version or reg.current(name)
+    if version is None:
+        raise UsageError(f"model '{name}' has no current version in {registry}/")
+    return reg.info(name, version)
+
+
+def promote(name: str, version: str, registry: PathLike = "models") -> str:
+    """`llmctl models promote`: make `version` current (a serving registry picks it up); returns it."""
+    from llmctl.serve.registry import Registry
+
+    Registry(registry).promote(name, version)
+    return version
+
+
+def rollback(name: str, registry: PathLike = "models") -> str:
+    """`llmctl models rollback`: make the version before the current one current again; returns it."""
+    from llmctl.serve.registry import Registry
+
+    return Registry(registry).rollback(name)
+
+
+# ---------------------------------------------------------------- data
+
+
+def import_data(source: str, dest: str, message: str = "import", split: str | None = None, config: str | None = None,
+                revision: str | None = None) -> tuple[str, int]:
+    """`llmctl data import`: append rows of a file, glob, saved dataset or hf:// dataset to a Deep Lake dataset
+    (created if new) as a new version; returns (version, rows added)."""
+    from llmctl.data import lake
+    from llmctl.data.sources import read_rows
+    from llmctl.errors import UsageError
+    from llmctl.specs import DataSpec
+
+    if (config or revision) and not source.startswith("hf://"):
+        raise UsageError("--config and --revision apply to hf:// sources")
+    settings = DataSpec(path=source, config=config, revision=revision) if config or revision else None
+    return lake.write(dest, read_rows(source, split=split, spec=settings), message)
+
+
+def describe_data(source: str, query: str | None = None, split: str | None = None, limit: int = 5) -> dict[str, Any]:
+    """`llmctl data show`: kind, schema, row count, version and the first `limit` rows (under "sample")."""
+    from llmctl.data.sources import describe, read_rows
+
+    info = describe(source, query, split)
+    rows = read_rows(source, query, split)
+    return info | {"sample": [rows[i] for i in range(min(limit, len(rows)))]}
+
+
+def preview_data(path: PathLike, stage: str | None = None, count: int = 3,
+                 overrides: Sequence[str] = ()) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """`llmctl data preview`: a stage's first training examples as the model sees them (parts marked masked or
+    not), and the rows each source of its mixture contributes."""
+    from llmctl.data.preview import mixture, preview
+
+    _, parsed = load(path, overrides)
+    return preview(parsed, stage, count), mixture(parsed, stage)
+
+
+def demo_data(dest: PathLike = "data/demo", seed: int = 0) -> dict[str, str]:
+    """`llmctl data demo`: write the demo datasets as Deep Lake datasets; returns {name: version}."""
+    from llmctl.data.demo import write_demo
+
+    return write_demo(Path(dest), seed)
+
+
 # ---------------------------------------------------------------- below the public functions
 
 

@@ -1,0 +1,48 @@
+"""`models list|show|promote|rollback`: a model registry folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from llmctl import api
+from llmctl.cli.common import OUTPUT, handle_errors
+
+app = typer.Typer(help="Manage a model registry: list, show, promote, roll back.", no_args_is_help=True)
+RegistryOpt = Annotated[Path, typer.Option(help="Registry folder.")]
+
+
+@app.command("list")
+@handle_errors
+def models_list(registry: RegistryOpt = Path("models")) -> None:
+    """Models in the registry with their versions and the current one."""
+    found = api.models(registry)
+    OUTPUT.result({"registry": str(registry), "models": found},
+                  "\n".join(f"{m['name']}: current {m['current'] or '—'}, versions {', '.join(m['versions'])}" for m in found)
+                  or f"no models in {registry}/")
+
+
+@app.command("show")
+@handle_errors
+def models_show(name: str, version: Annotated[str | None, typer.Argument()] = None, registry: RegistryOpt = Path("models")) -> None:
+    """One version's record (default: the current one): run, fingerprint, metrics, time."""
+    info = api.model_info(name, version, registry)
+    OUTPUT.result(info, "\n".join(f"{k}: {v}" for k, v in info.items()))
+
+
+@app.command("promote")
+@handle_errors
+def models_promote(name: str, version: str, registry: RegistryOpt = Path("models")) -> None:
+    """Make VERSION current (a running `llmctl serve --registry` picks it up)."""
+    api.promote(name, version, registry)
+    OUTPUT.result({"name": name, "current": version}, f"{name}: current → {version}")
+
+
+@app.command("rollback")
+@handle_errors
+def models_rollback(name: str, registry: RegistryOpt = Path("models")) -> None:
+    """Make the version before the current one current again."""
+    version = api.rollback(name, registry)
+    OUTPUT.result({"name": name, "current": version}, f"{name}: rolled back to {version}")

@@ -1,0 +1,144 @@
+"""`validate`, `plan`, `run` and `doctor`: a recipe checked, planned, run, and the machine checked for it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from llmctl import api
+from llmctl.cli.common import OUTPUT, OverridesArg, RecipeArg, events, handle_errors, out, report_error, warn
+from llmctl.errors import LlmctlError
+from llmctl.redaction import RedactedStream
+from llmctl.rundir import RUNS_ROOT
+
+FromOpt = Annotated[str | None, typer.Option("--from", help="Re-run this stage and all after it.")]
+OnlyOpt = Annotated[str | None, typer.Option(help="Run only this stage, re-running it even when cached (its inputs must be "
+                                                  "complete).")]
+UntilOpt = Annotated[str | None, typer.Option(help="Stop after this stage.")]
+SmokeOpt = Annotated[bool, typer.Option("--smoke", help="The recipe as written, on tiny random models of the same "
+                                        "architectures, a few rows and steps per stage, in <run_dir>-smoke: a check in "
+                                        "minutes on a CPU.")]
+
+
+@handle_errors
+def validate(recipes: Annotated[list[Path], typer.Argument(help="Recipe files to check.")]) -> None:
+    """Check recipes (syntax, types, stage handoffs) without loading any model. Exit 2 if any is invalid."""
+    failed = []
+    for path in recipes:
+        try:
+            checked = api.validate(path)
+        except LlmctlError as error:
+            failed.append(error)
+            report_error(error)
+            continue
+        warn(checked.warnings)
+        stages = checked.stages
+        OUTPUT.result({"recipe": str(path), "valid": True, "stages": stages},
+                      f"ok  {path}  ({len(stages)} stage{'s' if len(stages) != 1 else ''}: {' → '.join(stages)})")
+    if failed:
+        raise typer.Exit(max(e.exit_code for e in failed))
+
+
+@handle_errors
+def plan(
+    recipe: RecipeArg,
+    overrides: OverridesArg = None,
+    force: Annotated[bool, typer.Option(help="Plan as if every stage re-runs.")] = False,
+    from_stage: FromOpt = None,
+    only: OnlyOpt = None,
+    until: UntilOpt = None,
+    smoke: SmokeOpt = False,
+) -> None:
+    """Show what `run` would do: stages in order, inputs, cached/run/resume and why, model sizes and memory."""
+    from llmctl.hardware import detect
+    from llmctl.pipeline import Selection
+
+    the_plan = api.plan(recipe, overrides or [], Selection(force, from_stage, only, until), smoke, events(),
+                        quiet=not OUTPUT.debug)
+    warn(the_plan.environment)
+    hw = detect(the_plan.recipe.device, the_plan.recipe.dtype)
+    sizes = the_plan.estimates
+    mixtures = api.mixtures(the_plan)
+    steps = [api.step_summary(s, sizes[s.name]) | ({"mixture": mixtures[s.name]} if s.name in mixtures else {})
+             for s in the_plan.steps]
+    OUTPUT.result({"run_dir": str(the_plan.run_dir), "device": hw.device, "dtype": hw.dtype, "steps": steps},
+                  lambda: _print_plan(the_plan, sizes, f"{hw.device}, {hw.dtype} ({hw.reason})", mixtures))
+
+
+def _print_plan(the_plan: Any, sizes: dict[str, Any], hardware: str, mixtures: dict[str, Any]) -> None:
+    out.print(f"[bold]{the_plan.recipe.name}[/] → {the_plan.run_dir}   [dim]{hardware}[/]")
+    table = Table("#", "stage", "type", "input", "action", "why")
+    for step in the_plan.steps:
+        table.add_row(str(step.index + 1), step.name, step.spec.type,
+                      ", ".join(f"{k} ← {v}" for k, v in step.inputs.items()) or "—",
+                      _ACTION_STYLE.get(step.action, step.action), step.reason)
+    out.print(table)
+    for step in the_plan.steps:
+        size = sizes[step.name]
+        out.print(f"  {step.name}: {size.describe() if hasattr(size, 'describe') else size}")
+        if step.name in mixtures:
+            counts = mixtures[step.name]
+            shown = ", ".join(f"{path} {n} rows" for path, n in counts.items()) if isinstance(counts, dict) else counts
+            out.print(f"  {step.name}: mixture of {shown}", markup=False, highlight=False)
+
+
+_ACTION_STYLE = {"cached": "[green]cached[/]", "run": "[yellow]will run[/]", "resume": "[cyan]will resume[/]", "skip": "[dim]skip[/]"}
+
+
+@handle_errors
+def run(
+    recipe: RecipeArg,
+    overrides: OverridesArg = None,
+    force: Annotated[bool, typer.Option(help="Re-run every stage, ignoring cached results.")] = False,
+    from_stage: FromOpt = None,
+    only: OnlyOpt = None,
+    until: UntilOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan and run nothing.")] = False,
+    if_changed: Annotated[bool, typer.Option("--if-changed", help="Do nothing (exit 0) unless some input changed since "
+                                             "the last successful run (for cron).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and the final summary line.")] = False,
+    notify_cmd: Annotated[str | None, typer.Option("--notify-cmd", help="Run this shell command when the run ends, with a "
+                                                   "JSON summary on stdin (or set LLMCTL_NOTIFY_CMD).")] = None,
+    smoke: SmokeOpt = False,
+) -> None:
+    """Run a recipe: cached stages are skipped, changed ones re-run, interrupted ones resume."""
+    from llmctl.pipeline import Selection
+    from llmctl.render import JsonRenderer, RichRenderer
+
+    # Bound to this invocation's stdout, so stages' library_output() redirection cannot swallow events.
+    stdout = RedactedStream(sys.stdout)
+    renderer = JsonRenderer(stdout) if OUTPUT.json else RichRenderer(Console(file=stdout, highlight=False), quiet)
+
+    with renderer:
+        api.run(recipe, overrides or [], Selection(force, from_stage, only, until), smoke, events(renderer), dry_run=dry_run,
+                if_changed=if_changed, notify=notify_cmd or os.environ.get("LLMCTL_NOTIFY_CMD"), quiet=not OUTPUT.debug)
+
+
+@handle_errors
+def doctor(
+    recipe: Annotated[Path | None, typer.Argument(help="Also check this recipe's settings against this machine.")] = None,
+    runs_root: Annotated[Path, typer.Option("--runs", help="Run folder root whose free disk space to report.")] = RUNS_ROOT,
+) -> None:
+    """Check the environment: versions, devices (CUDA, native bf16), optional backends, disk, warnings."""
+    found = api.doctor(recipe, runs_root)
+    OUTPUT.result(found, lambda: _print_doctor(found))
+
+
+def _print_doctor(found: dict[str, Any]) -> None:
+    out.print(f"python {found['python']} on {found['platform']}")
+    out.print("packages: " + ", ".join(f"{k} {v}" for k, v in found["packages"].items()))
+    d = found["devices"]
+    out.print(f"devices: cuda={d['cuda']} (gpus {d['gpus']}), cpu native bf16={d['cpu_native_bf16']}, threads {d['cpu_threads']}; "
+              f"dtype auto → {d['auto_dtype']} ({d['why']})")
+    out.print("backends: " + ", ".join(f"{k} {v}" for k, v in found["imports"].items()))
+    out.print(f"disk: {found['disk_free_gib']} GiB free under {found['disk_probe']}")
+    for warning in found["warnings"]:
+        out.print(f"[yellow]warning:[/] {warning}", markup=True)
+    if not found["warnings"]:
+        out.print("no problems found")

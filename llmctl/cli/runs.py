@@ -1,0 +1,78 @@
+"""`runs`, `show`, `report` and `compare`: what past runs did."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from llmctl import api
+from llmctl.cli.common import OUTPUT, RootOpt, handle_errors, out
+from llmctl.rundir import RUNS_ROOT
+
+RunArg = Annotated[str, typer.Argument(metavar="RUN", help="Run name (under --root) or run folder.")]
+
+
+@handle_errors
+def runs(root: RootOpt = RUNS_ROOT) -> None:
+    """List runs: stages complete, last activity."""
+    found = api.runs(root)
+    OUTPUT.result(found, lambda: _print_runs(found, root))
+
+
+def _print_runs(found: list[dict[str, Any]], root: Path) -> None:
+    if not found:
+        out.print(f"no runs under {root}/")
+        return
+    table = Table("run", "recipe", "stages", "status", "last activity")
+    for item in found:
+        table.add_row(item["run"], item["recipe"], f"{item['complete']}/{item['stages']}", item["status"], item["updated"])
+    out.print(table)
+
+
+@handle_errors
+def show(run_ref: RunArg, root: RootOpt = RUNS_ROOT) -> None:
+    """Show one run: each stage's status, duration and metrics."""
+    manifest = api.show(run_ref, root)
+    OUTPUT.result(manifest.model_dump(mode="json"), lambda: _print_run(manifest))
+
+
+def _print_run(manifest: Any) -> None:
+    table = Table("stage", "status", "duration", "metrics", title=f"run {manifest.recipe}: {manifest.run_dir}",
+                  title_justify="left")
+    for name, entry in manifest.stages.items():
+        status = entry.status + (" (cached)" if entry.cached else "")
+        duration = f"{entry.duration_s:.1f}s" if entry.duration_s is not None else "—"
+        table.add_row(name, status, duration, ", ".join(f"{k}={v:g}" for k, v in entry.numeric_metrics().items()) or "—")
+    out.print(table)
+
+
+@handle_errors
+def report(
+    run_refs: Annotated[list[str], typer.Argument(metavar="RUN...", help="A run (name under --root, or folder); several "
+                                                  "to compare them.")],
+    root: RootOpt = RUNS_ROOT,
+) -> None:
+    """Write an HTML report (and PNG charts) into RUN/report/: curves, before ⇒ after, samples, benchmarks, versions;
+    with several runs, a comparison page in ROOT/compare/."""
+    path = api.report(run_refs, root)
+    OUTPUT.result({"report": str(path)}, f"wrote {path}")
+
+
+@handle_errors
+def compare(
+    run_refs: Annotated[list[str], typer.Argument(metavar="RUN...", help="Two or more runs (names under --root, or folders).")],
+    root: RootOpt = RUNS_ROOT,
+) -> None:
+    """Show the numeric metrics of several runs side by side (stage/metric per row)."""
+    rows = api.compare(run_refs, root)
+    OUTPUT.result(rows, lambda: _print_columns(rows, run_refs))
+
+
+def _print_columns(rows: dict[str, dict[str, float | None]], run_refs: list[str]) -> None:
+    table = Table("stage/metric", *run_refs)
+    for key, values in rows.items():
+        table.add_row(key, *(f"{values[ref]:g}" if values[ref] is not None else "—" for ref in run_refs))
+    out.print(table)
