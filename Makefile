@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo lint test test-fast bench clean
 
 setup: $(VENV)/.installed
 
@@ -21,10 +21,16 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 demo: setup
 	$(VENV)/bin/llmctl run recipes/quickstart.yaml
 
-test: setup
+# The house rules, kept by tools: lint, import order, modern syntax, likely bugs, formatting, types.
+lint: setup
+	$(VENV)/bin/ruff check llmctl tests scripts
+	$(VENV)/bin/ruff format --check llmctl tests scripts
+	$(VENV)/bin/mypy
+
+test: lint
 	$(PY) -m pytest
 
-test-fast: setup
+test-fast: lint
 	$(PY) -m pytest tests/unit
 
 bench: setup

@@ -84,8 +84,14 @@ def validate(path: PathLike, overrides: Sequence[str] = ()) -> Validated:
     return Validated(Path(path), recipe, loaded, environment_problems(recipe, loaded))
 
 
-def plan(path: PathLike, overrides: Sequence[str] = (), selection: Selection | None = None, smoke: bool = False,
-         emit: Emit = _ignore, quiet: bool = True) -> Plan:
+def plan(
+    path: PathLike,
+    overrides: Sequence[str] = (),
+    selection: Selection | None = None,
+    smoke: bool = False,
+    emit: Emit = _ignore,
+    quiet: bool = True,
+) -> Plan:
     """`llmctl plan`: each stage's action (cached / run / resume / skip) and why, model sizes and memory
     (`plan.estimates`), and what this machine cannot run (`plan.environment`; `run` refuses those). `smoke`: the
     recipe on tiny models of the same architectures (notes about the swap go to `emit` as warnings). `quiet`: keep
@@ -101,7 +107,9 @@ def plan(path: PathLike, overrides: Sequence[str] = (), selection: Selection | N
     the_plan = make_plan(parsed, loaded, selection or Selection())
     hw = detect(parsed.device, parsed.dtype)
     the_plan.estimates = estimate_plan(parsed.stages, {s.name: s.inputs for s in the_plan.steps}, hw.dtype)
-    the_plan.environment = environment_problems(parsed, loaded) + memory_problems(parsed.stages, the_plan.estimates, hw.device)
+    the_plan.environment = environment_problems(parsed, loaded) + memory_problems(
+        parsed.stages, the_plan.estimates, hw.device
+    )
     return the_plan
 
 
@@ -123,9 +131,19 @@ def mixtures(the_plan: Plan) -> dict[str, Any]:
     return found
 
 
-def run(path: PathLike, overrides: Sequence[str] = (), selection: Selection | None = None, smoke: bool = False,
-        emit: Emit = _ignore, *, dry_run: bool = False, if_changed: bool = False, notify: str | None = None,
-        serve: bool = True, quiet: bool = True) -> RunResult:
+def run(
+    path: PathLike,
+    overrides: Sequence[str] = (),
+    selection: Selection | None = None,
+    smoke: bool = False,
+    emit: Emit = _ignore,
+    *,
+    dry_run: bool = False,
+    if_changed: bool = False,
+    notify: str | None = None,
+    serve: bool = True,
+    quiet: bool = True,
+) -> RunResult:
     """`llmctl run`: cached stages are skipped, changed ones re-run, interrupted ones resume. Refuses what this
     machine cannot run (RecipeError). `if_changed`: do nothing unless some input changed since the last successful
     run. `notify`: a shell command given a JSON summary of the run on stdin when it ends, whatever the outcome (its
@@ -138,11 +156,23 @@ def run(path: PathLike, overrides: Sequence[str] = (), selection: Selection | No
     if the_plan.environment:
         raise RecipeError(the_plan.environment, f"{path} cannot run on this machine")
     if if_changed and all(step.action in ("cached", "skip") for step in the_plan.steps):
-        emit({"event": "skipped", "recipe": the_plan.recipe.name, "run_dir": str(the_plan.run_dir),
-              "reason": "nothing changed since the last successful run"})
+        emit(
+            {
+                "event": "skipped",
+                "recipe": the_plan.recipe.name,
+                "run_dir": str(the_plan.run_dir),
+                "reason": "nothing changed since the last successful run",
+            }
+        )
         return RunResult(the_plan, "skipped")
-    emit({"event": "plan", "recipe": the_plan.recipe.name, "run_dir": str(the_plan.run_dir),
-          "steps": [step_summary(s) for s in the_plan.steps]})
+    emit(
+        {
+            "event": "plan",
+            "recipe": the_plan.recipe.name,
+            "run_dir": str(the_plan.run_dir),
+            "steps": [step_summary(s) for s in the_plan.steps],
+        }
+    )
     if dry_run:
         return RunResult(the_plan, "dry-run")
     try:
@@ -161,11 +191,21 @@ def run(path: PathLike, overrides: Sequence[str] = (), selection: Selection | No
 
 def step_summary(step: Any, estimate: Any = None) -> dict[str, Any]:
     """One plan step as JSON-able data (the `plan` event's and `llmctl --json plan`'s steps)."""
-    info: dict[str, Any] = {"stage": step.name, "type": step.spec.type, "dir": str(step.stage_dir), "inputs": step.inputs,
-                            "action": step.action, "reason": step.reason, "fingerprint": step.fingerprint}
+    info: dict[str, Any] = {
+        "stage": step.name,
+        "type": step.spec.type,
+        "dir": str(step.stage_dir),
+        "inputs": step.inputs,
+        "action": step.action,
+        "reason": step.reason,
+        "fingerprint": step.fingerprint,
+    }
     if hasattr(estimate, "total"):
-        info |= {"parameters": estimate.total, "trainable_parameters": estimate.trainable,
-                 "memory_gib": round(estimate.memory_gib, 2)}
+        info |= {
+            "parameters": estimate.total,
+            "trainable_parameters": estimate.trainable,
+            "memory_gib": round(estimate.memory_gib, 2),
+        }
     return info
 
 
@@ -197,9 +237,15 @@ def compare(run_refs: Sequence[PathLike], root: PathLike = RUNS_ROOT) -> dict[st
 
     if len(run_refs) < 2:
         raise UsageError("compare needs at least two runs")
-    columns = {str(ref): {f"{stage}/{k}": v for stage, e in show(ref, root).stages.items() for k, v in e.numeric_metrics().items()}
-               for ref in run_refs}
-    return {key: {ref: values.get(key) for ref, values in columns.items()} for key in sorted(set().union(*columns.values()))}
+    columns = {
+        str(ref): {
+            f"{stage}/{k}": v for stage, e in show(ref, root).stages.items() for k, v in e.numeric_metrics().items()
+        }
+        for ref in run_refs
+    }
+    return {
+        key: {ref: values.get(key) for ref, values in columns.items()} for key in sorted(set().union(*columns.values()))
+    }
 
 
 def doctor(recipe: PathLike | None = None, runs_root: PathLike = RUNS_ROOT) -> dict[str, Any]:
@@ -218,7 +264,9 @@ def doctor(recipe: PathLike | None = None, runs_root: PathLike = RUNS_ROOT) -> d
 def _recipe_warnings(recipe: Recipe, found: dict[str, Any]) -> list[str]:
     devices = found["devices"]
     if recipe.dtype == "bf16" and devices["auto_device"] == "cpu" and not devices["cpu_native_bf16"]:
-        return ["dtype bf16 on a CPU without native bf16 (AVX-512-BF16/AMX) is several times slower than fp32; use dtype: auto"]
+        return [
+            "dtype bf16 on a CPU without native bf16 (AVX-512-BF16/AMX) is several times slower than fp32; use dtype: auto"
+        ]
     return []
 
 
@@ -282,8 +330,14 @@ def rollback(name: str, registry: PathLike = "models") -> str:
 # ---------------------------------------------------------------- data
 
 
-def import_data(source: str, dest: str, message: str = "import", split: str | None = None, config: str | None = None,
-                revision: str | None = None) -> tuple[str, int]:
+def import_data(
+    source: str,
+    dest: str,
+    message: str = "import",
+    split: str | None = None,
+    config: str | None = None,
+    revision: str | None = None,
+) -> tuple[str, int]:
     """`llmctl data import`: append rows of a file, glob, saved dataset or hf:// dataset to a Deep Lake dataset
     (created if new) as a new version; returns (version, rows added)."""
     from llmctl.data import lake
@@ -306,8 +360,9 @@ def describe_data(source: str, query: str | None = None, split: str | None = Non
     return info | {"sample": [rows[i] for i in range(min(limit, len(rows)))]}
 
 
-def preview_data(path: PathLike, stage: str | None = None, count: int = 3,
-                 overrides: Sequence[str] = ()) -> tuple[list[dict[str, Any]], dict[str, int]]:
+def preview_data(
+    path: PathLike, stage: str | None = None, count: int = 3, overrides: Sequence[str] = ()
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """`llmctl data preview`: a stage's first training examples as the model sees them (parts marked masked or
     not), and the rows each source of its mixture contributes."""
     from llmctl.data.preview import mixture, preview
@@ -360,15 +415,34 @@ def _notify(command: str, the_plan: Plan, error: BaseException | None, emit: Emi
     from llmctl.records import Manifest
     from llmctl.redaction import redact
 
-    status = ("complete" if error is None else "gate_failed" if isinstance(error, GateFailed)
-              else "interrupted" if isinstance(error, KeyboardInterrupt) or getattr(error, "exit_code", 0) == 130 else "failed")
+    status = (
+        "complete"
+        if error is None
+        else "gate_failed"
+        if isinstance(error, GateFailed)
+        else "interrupted"
+        if isinstance(error, KeyboardInterrupt) or getattr(error, "exit_code", 0) == 130
+        else "failed"
+    )
     stages = Manifest.load(the_plan.run_dir).data.stages
-    summary = {"recipe": the_plan.recipe.name, "run_dir": str(the_plan.run_dir.absolute()), "status": status,
-               "exit_code": 0 if error is None else getattr(error, "exit_code", 130), "message": str(error or ""),
-               "stages": {name: {"status": e.status, "metrics": e.metrics} for name, e in stages.items()}}
+    summary = {
+        "recipe": the_plan.recipe.name,
+        "run_dir": str(the_plan.run_dir.absolute()),
+        "status": status,
+        "exit_code": 0 if error is None else getattr(error, "exit_code", 130),
+        "message": str(error or ""),
+        "stages": {name: {"status": e.status, "metrics": e.metrics} for name, e in stages.items()},
+    }
     try:
-        done = subprocess.run(command, shell=True, input=json.dumps(redact(summary), default=str), text=True, timeout=120,
-                              capture_output=True, check=False)
+        done = subprocess.run(
+            command,
+            shell=True,
+            input=json.dumps(redact(summary), default=str),
+            text=True,
+            timeout=120,
+            capture_output=True,
+            check=False,
+        )
         if done.returncode != 0:
             emit({"event": "warning", "message": f"--notify-cmd exited {done.returncode}: {done.stderr.strip()[:200]}"})
     except (OSError, subprocess.TimeoutExpired) as problem:

@@ -70,7 +70,9 @@ def file_manifest(folder: Path) -> dict[str, list[Any]]:
     """Relative path -> [size, sha256] of every file below `folder` ({} when there is no folder)."""
     if not folder.is_dir():
         return {}
-    return {str(f.relative_to(folder)): [f.stat().st_size, sha256_file(f)] for f in sorted(folder.rglob("*")) if f.is_file()}
+    return {
+        str(f.relative_to(folder)): [f.stat().st_size, sha256_file(f)] for f in sorted(folder.rglob("*")) if f.is_file()
+    }
 
 
 def manifest_damage(folder: Path, files: dict[str, list[Any]], since: float, event: str) -> str | None:

@@ -32,7 +32,9 @@ class Conversation:
 def recipe_template(model_dir: Path) -> str | None:
     """The prompt part of the last `data.template` of the recipe that produced `model_dir` (a stage output in a
     run folder, or a registry version whose record names its run folder), cut before `{completion}`."""
-    run_dir = next((p for p in (model_dir.parent.parent, model_dir.parent) if (p / "recipe.resolved.yaml").is_file()), None)
+    run_dir = next(
+        (p for p in (model_dir.parent.parent, model_dir.parent) if (p / "recipe.resolved.yaml").is_file()), None
+    )
     record = model_dir / "version.json"
     if run_dir is None and record.is_file():
         named = Path(yaml.safe_load(record.read_text()).get("run_dir") or "")
@@ -66,7 +68,9 @@ class Session:
     def prompt_source(self) -> str:
         if getattr(self.tokenizer, "chat_template", None):
             return "the tokenizer's chat template"
-        return f"the template {self.template!r}" if self.template else "'role: content' lines (no chat or prompt template)"
+        return (
+            f"the template {self.template!r}" if self.template else "'role: content' lines (no chat or prompt template)"
+        )
 
     def answer(self, conversation: Conversation, user: str) -> Iterator[str]:
         """Stream the reply to `user` piece by piece; the conversation keeps the whole exchange."""
@@ -82,13 +86,24 @@ class Session:
     def _stream(self, prompt: str, templated: bool) -> Iterator[str]:
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
-        inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=not templated, return_token_type_ids=False)
+        inputs = self.tokenizer(
+            prompt, return_tensors="pt", add_special_tokens=not templated, return_token_type_ids=False
+        )
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         self.interrupted.clear()
         stop = StoppingCriteriaList([lambda ids, scores, **_: self.interrupted.is_set()])
-        worker = threading.Thread(target=self.model.generate, daemon=True, kwargs=dict(
-            **inputs, streamer=streamer, stopping_criteria=stop, pad_token_id=self.tokenizer.pad_token_id,
-            max_new_tokens=self.max_new_tokens, **self.sampling.generate_kwargs()))
+        worker = threading.Thread(
+            target=self.model.generate,
+            daemon=True,
+            kwargs=dict(
+                **inputs,
+                streamer=streamer,
+                stopping_criteria=stop,
+                pad_token_id=self.tokenizer.pad_token_id,
+                max_new_tokens=self.max_new_tokens,
+                **self.sampling.generate_kwargs(),
+            ),
+        )
         worker.start()
         yield from _until_stop(streamer, self.stop_strings, self.interrupted)
         worker.join()
@@ -113,7 +128,9 @@ def _until_stop(pieces: Iterator[str], stops: list[str], interrupted: threading.
     yield text[sent:]
 
 
-def repl(session: Session, conversation: Conversation, read: Callable[[str], str], write: Callable[[str], None]) -> None:
+def repl(
+    session: Session, conversation: Conversation, read: Callable[[str], str], write: Callable[[str], None]
+) -> None:
     """Read a line, answer it, until /exit or end of input."""
     write(f"chatting with {session.model.__class__.__name__}, prompts from {session.prompt_source()}\n{HELP}\n")
     while True:

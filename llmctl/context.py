@@ -58,7 +58,7 @@ class StageContext:
         return self.work_dir / LOGS
 
     @cached_property
-    def hardware(self):  # noqa: ANN201 - llmctl.hardware.Hardware (imports torch lazily)
+    def hardware(self):
         from llmctl import hardware
 
         return hardware.detect(self.recipe.device, self.recipe.dtype)

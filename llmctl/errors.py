@@ -9,18 +9,29 @@ import errno
 from dataclasses import dataclass
 from pathlib import Path
 
-
 EXIT_CODES: dict[int, tuple[str, str]] = {  # code: (short, for --help; long, for README)
     0: ("ok", "success"),
     1: ("internal error", "internal error (a bug in llmctl: please report it with the `--debug` traceback)"),
-    2: ("invalid recipe/usage/data", "invalid recipe, data or command-line usage (nothing ran; bad data stops the stage "
-        "before its model loads, naming file:line or the source row)"),
-    3: ("quality gate failed", "a quality gate failed (`benchmark` gate, or no `quantize` configuration within the "
-        "tolerated loss); later stages did not run"),
-    4: ("stage failed (or disk full/read-only)", "a stage failed at run time (the message names the stage; the traceback "
-        "is in the stage's `logs/error.log`), or the disk is full or read-only (the message says what could not be written)"),
+    2: (
+        "invalid recipe/usage/data",
+        "invalid recipe, data or command-line usage (nothing ran; bad data stops the stage "
+        "before its model loads, naming file:line or the source row)",
+    ),
+    3: (
+        "quality gate failed",
+        "a quality gate failed (`benchmark` gate, or no `quantize` configuration within the "
+        "tolerated loss); later stages did not run",
+    ),
+    4: (
+        "stage failed (or disk full/read-only)",
+        "a stage failed at run time (the message names the stage; the traceback "
+        "is in the stage's `logs/error.log`), or the disk is full or read-only (the message says what could not be written)",
+    ),
     5: ("run locked", "the run folder is locked by another llmctl process"),
-    130: ("interrupted", "interrupted (Ctrl-C or SIGTERM, in `run` and every other command; the next `llmctl run` resumes)"),
+    130: (
+        "interrupted",
+        "interrupted (Ctrl-C or SIGTERM, in `run` and every other command; the next `llmctl run` resumes)",
+    ),
 }
 
 
@@ -121,8 +132,13 @@ class StorageError(LlmctlError):
 
 
 LOW_SPACE = 16 << 20  # below this, a write that failed for an unnamed reason is put down to a full disk
-STORAGE_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
-                  errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied", errno.EPERM: "permission denied"}
+STORAGE_ERRNOS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
 
 
 def storage_error(err: BaseException, folder: Path | None = None) -> StorageError | None:
@@ -130,8 +146,10 @@ def storage_error(err: BaseException, folder: Path | None = None) -> StorageErro
     Libraries wrap these without an errno (torch: "unexpected pos 42688 vs 42576"), so the message text counts
     too, and so does a nearly full disk under `folder`, the folder that was being written."""
     if folder is not None and (free := _free_bytes(folder)) is not None and free < LOW_SPACE:
-        return StorageError(f"{type(err).__name__} while writing under {folder}, where the disk is full ({free // 1024} KiB "
-                            "free). Free space, then run again: completed stages are kept and an interrupted one resumes")
+        return StorageError(
+            f"{type(err).__name__} while writing under {folder}, where the disk is full ({free // 1024} KiB "
+            "free). Free space, then run again: completed stages are kept and an interrupted one resumes"
+        )
     seen: BaseException | None = err
     while seen is not None:
         why = STORAGE_ERRNOS.get(seen.errno) if isinstance(seen, OSError) else None  # type: ignore[arg-type]
@@ -139,8 +157,10 @@ def storage_error(err: BaseException, folder: Path | None = None) -> StorageErro
             why = "the disk is full"
         if why:
             target = getattr(seen, "filename", None) or "a file"
-            return StorageError(f"cannot write {target}: {why}. Free space or make the folder writable (run_dir, "
-                                "registry), then run again: completed stages are kept and an interrupted one resumes")
+            return StorageError(
+                f"cannot write {target}: {why}. Free space or make the folder writable (run_dir, "
+                "registry), then run again: completed stages are kept and an interrupted one resumes"
+            )
         seen = seen.__cause__ or seen.__context__
     return None
 

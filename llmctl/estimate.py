@@ -48,8 +48,11 @@ def count_parameters(config: Any, peft: PeftSpec | None = None, head: str = "cau
             model = AutoModelForCausalLM.from_config(config)
         if peft is not None and peft.method != "none":
             adapters.check_target_modules(model, peft)
-            model = adapters.apply(model, peft.model_copy(update={"method": "lora"}),
-                                   task_type="SEQ_CLS" if head == "reward_model" else "CAUSAL_LM")
+            model = adapters.apply(
+                model,
+                peft.model_copy(update={"method": "lora"}),
+                task_type="SEQ_CLS" if head == "reward_model" else "CAUSAL_LM",
+            )
     return parameter_counts(model)
 
 
@@ -73,7 +76,9 @@ def estimate_stage(spec: StageSpec, config: Any, dtype: str) -> ModelEstimate:
     return ModelEstimate(total, trainable, (weights + activations) / 2**30)
 
 
-def estimate_plan(specs: list[StageSpec], inputs: dict[str, dict[str, str]], dtype: str) -> dict[str, ModelEstimate | str]:
+def estimate_plan(
+    specs: list[StageSpec], inputs: dict[str, dict[str, str]], dtype: str
+) -> dict[str, ModelEstimate | str]:
     """Per stage, an estimate — or why there is none (e.g. the architecture is only known at run time)."""
     configs: dict[str, Any] = {}
     out: dict[str, ModelEstimate | str] = {}
@@ -89,9 +94,14 @@ def estimate_plan(specs: list[StageSpec], inputs: dict[str, dict[str, str]], dty
         except LlmctlError:
             raise  # e.g. a LoRA target module the model does not have: the recipe is wrong
         except Exception as err:  # noqa: BLE001 - an estimate must never break `plan`…
-            if _from_recipe(spec):  # …but an architecture the recipe itself describes must build (`n_head: 3`, `n_embd: 32`)
-                raise RecipeMismatch(f"stages.{spec.name}.model.config", f"stages.{spec.name}.model.config: a {getattr(config, 'model_type', '')} model cannot be "
-                                 f"built from it: {str(err).splitlines()[0]}") from None
+            if _from_recipe(
+                spec
+            ):  # …but an architecture the recipe itself describes must build (`n_head: 3`, `n_embd: 32`)
+                raise RecipeMismatch(
+                    f"stages.{spec.name}.model.config",
+                    f"stages.{spec.name}.model.config: a {getattr(config, 'model_type', '')} model cannot be "
+                    f"built from it: {str(err).splitlines()[0]}",
+                ) from None
             out[spec.name] = f"unknown ({type(err).__name__}: {str(err).splitlines()[0][:80]})"
     return out
 
@@ -110,10 +120,16 @@ def memory_problems(specs: list[StageSpec], estimates: dict[str, ModelEstimate |
     for index, spec in enumerate(specs):
         estimate = estimates.get(spec.name)
         if isinstance(estimate, ModelEstimate) and not estimate.quantized_bits and estimate.memory_gib > available:
-            found.append(Problem("", f"stages[{index}]", f"needs ~{estimate.memory_gib:.0f} GiB to train "
-                                 f"({_human(estimate.total)} params), more than this machine's {available:.0f} GiB of "
-                                 f"{'GPU ' if device == 'cuda' else ''}memory: use LoRA/QLoRA, a smaller model, batch or "
-                                 "max_length, gradient checkpointing, or a bigger machine"))
+            found.append(
+                Problem(
+                    "",
+                    f"stages[{index}]",
+                    f"needs ~{estimate.memory_gib:.0f} GiB to train "
+                    f"({_human(estimate.total)} params), more than this machine's {available:.0f} GiB of "
+                    f"{'GPU ' if device == 'cuda' else ''}memory: use LoRA/QLoRA, a smaller model, batch or "
+                    "max_length, gradient checkpointing, or a bigger machine",
+                )
+            )
     return found
 
 

@@ -40,7 +40,9 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def stage_parts(spec: dict[str, Any], settings: dict[str, Any], inputs: dict[str, str], data: dict[str, Any]) -> dict[str, str]:
+def stage_parts(
+    spec: dict[str, Any], settings: dict[str, Any], inputs: dict[str, str], data: dict[str, Any]
+) -> dict[str, str]:
     """One hash per part; the stage fingerprint is the hash of these."""
     values = {"spec": spec, "settings": settings, "inputs": inputs, "data": data, "versions": library_versions()}
     return {name: digest(values[name]) for name in PART_NAMES}

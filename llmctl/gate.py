@@ -12,9 +12,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-CHECK_RE = re.compile(r"^\s*(?P<metric>[A-Za-z0-9_./,-]+)\s*(?P<op>>=|<=|==|>|<)\s*(?P<value>-?[0-9.]+(?:e-?[0-9]+)?)\s*$")
-OPERATORS: dict[str, Callable[[float, float], bool]] = {">=": operator.ge, "<=": operator.le, ">": operator.gt,
-                                                        "<": operator.lt, "==": operator.eq}
+CHECK_RE = re.compile(
+    r"^\s*(?P<metric>[A-Za-z0-9_./,-]+)\s*(?P<op>>=|<=|==|>|<)\s*(?P<value>-?[0-9.]+(?:e-?[0-9]+)?)\s*$"
+)
+OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    ">": operator.gt,
+    "<": operator.lt,
+    "==": operator.eq,
+}
 LOWER_IS_BETTER = ("perplexity", "loss", "ms_per_token", "bits_per_byte", "byte_perplexity", "word_perplexity")
 
 
@@ -36,8 +43,14 @@ def lower_is_better(metric: str) -> bool:
     return any(metric.split("/")[-1].startswith(name) for name in LOWER_IS_BETTER)
 
 
-def evaluate(metrics: dict[str, Any], checks: list[str], baseline: dict[str, Any] | None, compare: list[str],
-             tolerance: float, baseline_name: str) -> dict[str, Any]:
+def evaluate(
+    metrics: dict[str, Any],
+    checks: list[str],
+    baseline: dict[str, Any] | None,
+    compare: list[str],
+    tolerance: float,
+    baseline_name: str,
+) -> dict[str, Any]:
     """{"passed": bool, "rows": [...], "message": str}: every check and baseline comparison, each with its
     value, threshold and outcome."""
     rows = []
@@ -49,12 +62,22 @@ def evaluate(metrics: dict[str, Any], checks: list[str], baseline: dict[str, Any
         for metric in compare or sorted(k for k in metrics if isinstance(metrics[k], (int, float)) and k in baseline):
             value, base = metrics.get(metric), baseline.get(metric)
             if not isinstance(base, (int, float)):
-                rows.append({"metric": metric, "value": value, "rule": f"baseline {baseline_name}: no value", "passed": True})
+                rows.append(
+                    {"metric": metric, "value": value, "rule": f"baseline {baseline_name}: no value", "passed": True}
+                )
                 continue
-            worse = (value - base) if lower_is_better(metric) else (base - value)
-            ok = isinstance(value, (int, float)) and worse <= tolerance
-            rows.append({"metric": metric, "value": value, "rule": f"no worse than {base:g} ({baseline_name}) - {tolerance:g}",
-                         "passed": ok})
+            ok = (
+                isinstance(value, (int, float))
+                and ((value - base) if lower_is_better(metric) else (base - value)) <= tolerance
+            )
+            rows.append(
+                {
+                    "metric": metric,
+                    "value": value,
+                    "rule": f"no worse than {base:g} ({baseline_name}) - {tolerance:g}",
+                    "passed": ok,
+                }
+            )
     passed = all(row["passed"] for row in rows)
     return {"passed": passed, "rows": rows, "message": message(rows, passed)}
 

@@ -38,14 +38,19 @@ def resolve_inputs(recipe: Recipe, loaded: LoadedRecipe | None = None) -> dict[s
     return resolved
 
 
-def _resolve_ref(wanted: InputSlot, stages: list[StageSpec], index: int, outputs: dict[str, str]) -> tuple[str, str | None]:
+def _resolve_ref(
+    wanted: InputSlot, stages: list[StageSpec], index: int, outputs: dict[str, str]
+) -> tuple[str, str | None]:
     """(`stage:NAME` or the external reference, None) — or ("", why the reference does not fit)."""
     earlier = stages[:index]
     kinds = " or ".join(k.value for k in wanted.accepts)
     if wanted.ref == PREVIOUS:
         match = next((s for s in reversed(earlier) if s.output_kind() in wanted.accepts), None)
         if match is None:
-            return "", f"'previous' needs an earlier stage that produces {kinds}; there is none — name a model folder or hub id instead"
+            return (
+                "",
+                f"'previous' needs an earlier stage that produces {kinds}; there is none — name a model folder or hub id instead",
+            )
         return f"stage:{match.name}", None
     target = stage_ref_name(wanted.ref) or outputs.get(str(Path(wanted.ref).absolute()))  # ${stages.X.output} too
     if target is None:

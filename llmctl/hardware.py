@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ def cuda_visible() -> bool:
     return Path("/proc/driver/nvidia/version").exists()
 
 
-@lru_cache(maxsize=None)
+@cache
 def detect(device: str = "auto", dtype: str = "auto") -> Hardware:
     """Resolve the recipe's `device`/`dtype` policy ("auto" or explicit) against this machine."""
     import torch
@@ -67,10 +67,26 @@ def detect(device: str = "auto", dtype: str = "auto") -> Hardware:
     return Hardware("cpu", "fp32", "CPU lacks native bf16 (no AVX-512-BF16/AMX): fp32 is faster", 0)
 
 
-DOCTOR_PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "deeplake", "neural-compressor", "optimum-intel",
-                   "openvino", "lm-eval", "fastapi", "uvicorn")
-DOCTOR_IMPORTS = {"deeplake": "deeplake", "neural-compressor": "neural_compressor.torch.quantization",
-                  "openvino": "optimum.intel.openvino", "lm-eval": "lm_eval"}
+DOCTOR_PACKAGES = (
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "accelerate",
+    "deeplake",
+    "neural-compressor",
+    "optimum-intel",
+    "openvino",
+    "lm-eval",
+    "fastapi",
+    "uvicorn",
+)
+DOCTOR_IMPORTS = {
+    "deeplake": "deeplake",
+    "neural-compressor": "neural_compressor.torch.quantization",
+    "openvino": "optimum.intel.openvino",
+    "lm-eval": "lm_eval",
+}
 LOW_DISK_GIB = 5
 
 
@@ -90,10 +106,21 @@ def environment_report(runs_root: Path) -> dict[str, Any]:
             return "missing"
 
     hw = detect("auto", "auto")
-    found: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(),
-                             "packages": {name: installed(name) for name in DOCTOR_PACKAGES}, "warnings": []}
-    found["devices"] = {"cuda": torch.cuda.is_available(), "gpus": torch.cuda.device_count(), "cpu_native_bf16": cpu_has_native_bf16(),
-                        "cpu_threads": torch.get_num_threads(), "auto_device": hw.device, "auto_dtype": hw.dtype, "why": hw.reason}
+    found: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": {name: installed(name) for name in DOCTOR_PACKAGES},
+        "warnings": [],
+    }
+    found["devices"] = {
+        "cuda": torch.cuda.is_available(),
+        "gpus": torch.cuda.device_count(),
+        "cpu_native_bf16": cpu_has_native_bf16(),
+        "cpu_threads": torch.get_num_threads(),
+        "auto_device": hw.device,
+        "auto_dtype": hw.dtype,
+        "why": hw.reason,
+    }
     found["imports"] = {}
     for name, module in DOCTOR_IMPORTS.items():
         try:

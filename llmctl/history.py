@@ -18,18 +18,31 @@ def list_runs(root: Path) -> list[dict[str, Any]]:
         try:
             record = _read(manifest_path)
         except UsageError:  # one damaged run must not hide the others
-            found.append({"run": manifest_path.parent.name, "recipe": "?", "stages": 0, "complete": 0,
-                          "status": "unreadable manifest", "updated": ""})
+            found.append(
+                {
+                    "run": manifest_path.parent.name,
+                    "recipe": "?",
+                    "stages": 0,
+                    "complete": 0,
+                    "status": "unreadable manifest",
+                    "updated": "",
+                }
+            )
             continue
         statuses = [_status(s, manifest_path.parent) for s in record.stages.values()]
-        found.append({
-            "run": manifest_path.parent.name,
-            "recipe": record.recipe,
-            "stages": len(record.stages),
-            "complete": statuses.count("complete"),
-            "status": next((s for s in ("running", "failed", "interrupted") if s in statuses), "complete" if statuses else "empty"),
-            "updated": max((s.finished or s.started or "" for s in record.stages.values()), default=""),
-        })
+        found.append(
+            {
+                "run": manifest_path.parent.name,
+                "recipe": record.recipe,
+                "stages": len(record.stages),
+                "complete": statuses.count("complete"),
+                "status": next(
+                    (s for s in ("running", "failed", "interrupted") if s in statuses),
+                    "complete" if statuses else "empty",
+                ),
+                "updated": max((s.finished or s.started or "" for s in record.stages.values()), default=""),
+            }
+        )
     return found
 
 
@@ -89,5 +102,7 @@ def baseline(ref: str, stage: str, runs_root: Path, previous: dict[str, Any]) ->
         return Baseline(Registry(Path(folder)).current_metrics(name), f"deployed {name}")
     found = stage_metrics(ref, stage, runs_root)
     if found is None:
-        raise UsageError(f"gate.baseline: no completed stage '{stage}' in run {ref!r} (a run folder, or a run name under {runs_root}/)")
+        raise UsageError(
+            f"gate.baseline: no completed stage '{stage}' in run {ref!r} (a run folder, or a run name under {runs_root}/)"
+        )
     return Baseline(found, f"run {ref}")

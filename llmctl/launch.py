@@ -34,14 +34,30 @@ def command(launcher: LauncherSpec, workfile: Path) -> list[str]:
     per_machine = launcher.num_processes // launcher.num_machines
     worker = ["-m", "llmctl.worker", str(workfile)]
     if launcher.engine == "torchrun":
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={launcher.num_machines}",
-               f"--nproc_per_node={per_machine}", f"--node_rank={launcher.machine_rank}",
-               f"--master_port={launcher.main_process_port}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            f"--nnodes={launcher.num_machines}",
+            f"--nproc_per_node={per_machine}",
+            f"--node_rank={launcher.machine_rank}",
+            f"--master_port={launcher.main_process_port}",
+        ]
         cmd += [f"--master_addr={launcher.main_process_ip}"] if launcher.main_process_ip else []
         return cmd + worker
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(launcher.num_processes),
-           "--num_machines", str(launcher.num_machines), "--machine_rank", str(launcher.machine_rank),
-           "--main_process_port", str(launcher.main_process_port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        str(launcher.num_processes),
+        "--num_machines",
+        str(launcher.num_machines),
+        "--machine_rank",
+        str(launcher.machine_rank),
+        "--main_process_port",
+        str(launcher.main_process_port),
+    ]
     cmd += ["--main_process_ip", launcher.main_process_ip] if launcher.main_process_ip else []
     cmd += ["--mixed_precision", launcher.mixed_precision] if launcher.mixed_precision else []
     cmd += ["--config_file", launcher.config_file] if launcher.config_file else []
@@ -60,10 +76,24 @@ def command(launcher: LauncherSpec, workfile: Path) -> list[str]:
 def run_launched(spec: StageSpec, ctx: StageContext, launcher: LauncherSpec) -> Artifact:
     """Run the stage under `launcher`; returns rank 0's artifact, with the world size and rank agreement added."""
     workfile = ctx.work_dir / WORKFILE
-    inputs = {slot: (asdict(v) | {"kind": v.kind.value}) if isinstance(v, Artifact) else v for slot, v in ctx.inputs.items()}
-    workfile.write_text(json.dumps({"recipe": ctx.recipe.public_dump(), "stage": ctx.name, "work_dir": str(ctx.work_dir),
-                                    "seed": ctx.seed, "inputs": inputs, "resume_from": ctx.resume_from}))
-    env = os.environ | {ENV_VALUES: json.dumps(ctx.recipe.env_entries())}  # values read from the environment stay off disk
+    inputs = {
+        slot: (asdict(v) | {"kind": v.kind.value}) if isinstance(v, Artifact) else v for slot, v in ctx.inputs.items()
+    }
+    workfile.write_text(
+        json.dumps(
+            {
+                "recipe": ctx.recipe.public_dump(),
+                "stage": ctx.name,
+                "work_dir": str(ctx.work_dir),
+                "seed": ctx.seed,
+                "inputs": inputs,
+                "resume_from": ctx.resume_from,
+            }
+        )
+    )
+    env = os.environ | {
+        ENV_VALUES: json.dumps(ctx.recipe.env_entries())
+    }  # values read from the environment stay off disk
     cmd = command(launcher, workfile)
     ctx.log("launching: " + " ".join(cmd))
     ctx.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -88,7 +118,9 @@ def run_launched(spec: StageSpec, ctx: StageContext, launcher: LauncherSpec) -> 
     result = json.loads((ctx.work_dir / RESULT).read_text())
     artifact = Artifact(**(result | {"kind": ArtifactKind(result["kind"])}))
     digests = {p.stem: p.read_text() for p in sorted((ctx.work_dir / RANKS).glob("*.sha256"))}
-    artifact.meta.setdefault("metrics", {}).update(world_size=len(digests) or 1, ranks_in_sync=len(set(digests.values())) <= 1)
+    artifact.meta.setdefault("metrics", {}).update(
+        world_size=len(digests) or 1, ranks_in_sync=len(set(digests.values())) <= 1
+    )
     shutil.rmtree(ctx.work_dir / RANKS, ignore_errors=True)  # other ranks' scratch outputs
     for name in (WORKFILE, RESULT):
         (ctx.work_dir / name).unlink(missing_ok=True)

@@ -14,17 +14,35 @@ from pathlib import Path
 from typing import Any
 
 from llmctl import fingerprint as fp
-from llmctl import redaction
-from llmctl import tracking
+from llmctl import redaction, tracking
 from llmctl.artifacts import Artifact
+from llmctl.context import Emit, StageContext
 from llmctl.data.fingerprint import content_key, fingerprint_data, fingerprint_source
-from llmctl.errors import GateFailed, Interrupted, LlmctlError, Problem, RecipeMismatch, StageFailed, UsageError, storage_error
+from llmctl.errors import (
+    GateFailed,
+    Interrupted,
+    LlmctlError,
+    Problem,
+    RecipeMismatch,
+    StageFailed,
+    UsageError,
+    storage_error,
+)
 from llmctl.handoffs import resolve_inputs
+from llmctl.history import Baseline, baseline
 from llmctl.recipe import LoadedRecipe
 from llmctl.records import Manifest
-from llmctl.context import Emit, StageContext
-from llmctl.history import Baseline, baseline
-from llmctl.rundir import OUTPUT, RESOLVED, TMP_SUFFIX, RunLayout, RunLock, dump_resolved, remove, replace_dir, write_atomic
+from llmctl.rundir import (
+    OUTPUT,
+    RESOLVED,
+    TMP_SUFFIX,
+    RunLayout,
+    RunLock,
+    dump_resolved,
+    remove,
+    replace_dir,
+    write_atomic,
+)
 from llmctl.schema import Recipe
 from llmctl.specs import LauncherSpec, StageSpec, data_blocks, stage_ref_name
 from llmctl.stages import runner
@@ -144,7 +162,9 @@ def _decide(step: Step, earlier: list[Step], manifest: Manifest, sel: Selection,
     forced_by = "--force" if sel.force else (f"--only {step.name}" if sel.only == step.name else None)
     if sel.from_stage and position >= names.index(sel.from_stage):
         forced_by = f"--from {sel.from_stage}"
-    rerun_inputs = [s.name for s in earlier if f"stage:{s.name}" in step.inputs.values() and s.action in ("run", "resume")]
+    rerun_inputs = [
+        s.name for s in earlier if f"stage:{s.name}" in step.inputs.values() and s.action in ("run", "resume")
+    ]
     done = Artifact.read(step.stage_dir)
     damage = _damage(step, done) if done is not None and not forced_by else None
     if forced_by:
@@ -176,10 +196,14 @@ def _damage(step: Step, done: Artifact) -> str | None:
 def _check_only_inputs(step: Step, earlier: list[Step], sel: Selection) -> None:
     if sel.only != step.name:
         return
-    missing = [s.name for s in earlier if f"stage:{s.name}" in step.inputs.values() and Artifact.read(s.stage_dir) is None]
+    missing = [
+        s.name for s in earlier if f"stage:{s.name}" in step.inputs.values() and Artifact.read(s.stage_dir) is None
+    ]
     if missing:
-        raise UsageError(f"--only {step.name}: its input stage {', '.join(missing)} has no completed output; "
-                         f"run it first (e.g. --until {missing[-1]})")
+        raise UsageError(
+            f"--only {step.name}: its input stage {', '.join(missing)} has no completed output; "
+            f"run it first (e.g. --until {missing[-1]})"
+        )
 
 
 def _resumable_checkpoint(step: Step) -> str | None:
@@ -214,11 +238,26 @@ def execute(plan: Plan, emit: Emit) -> dict[str, Artifact]:
             if step.action == "skip":
                 artifacts.setdefault(step.name, Artifact.read(step.stage_dir))  # type: ignore[arg-type]
                 continue
-            emit({"event": "stage_start", "stage": step.name, "index": step.index, "action": step.action, "reason": step.reason})
+            emit(
+                {
+                    "event": "stage_start",
+                    "stage": step.name,
+                    "index": step.index,
+                    "action": step.action,
+                    "reason": step.reason,
+                }
+            )
             if step.action == "cached":
                 artifacts[step.name] = Artifact.read(step.stage_dir)  # type: ignore[assignment]
                 manifest.update(step.name, status="complete", cached=True)
-                emit({"event": "stage_end", "stage": step.name, "status": "cached", "metrics": manifest.stage(step.name).metrics})
+                emit(
+                    {
+                        "event": "stage_end",
+                        "stage": step.name,
+                        "status": "cached",
+                        "metrics": manifest.stage(step.name).metrics,
+                    }
+                )
             else:
                 artifacts[step.name] = _run_step(plan, step, artifacts, manifest, emit)
             _enforce_gate(step, artifacts[step.name], plan.recipe.smoke, emit)
@@ -233,7 +272,13 @@ def _enforce_gate(step: Step, artifact: Artifact, smoke: bool, emit: Emit) -> No
     if not decision or decision["passed"]:
         return
     if smoke:
-        emit({"event": "log", "stage": step.name, "message": f"smoke run: gate failed ({decision['message']}); not enforced"})
+        emit(
+            {
+                "event": "log",
+                "stage": step.name,
+                "message": f"smoke run: gate failed ({decision['message']}); not enforced",
+            }
+        )
         return
     raise GateFailed(f"stage '{step.name}': {decision['message']}\n  later stages did not run")
 
@@ -245,9 +290,20 @@ def _run_step(plan: Plan, step: Step, artifacts: dict[str, Artifact], manifest: 
     write_atomic(step.tmp_dir / FINGERPRINT_FILE, step.fingerprint)
     started = time.time()
     seed = step.spec.seed if step.spec.seed is not None else plan.recipe.seed
-    manifest.update(step.name, status="running", fingerprint=step.fingerprint, parts=step.parts, seed=seed,
-                    started=_now(), pid=os.getpid(), cached=False, versions=fp.library_versions(),
-                    data=step.data, inputs=step.inputs, dir=step.stage_dir.name)
+    manifest.update(
+        step.name,
+        status="running",
+        fingerprint=step.fingerprint,
+        parts=step.parts,
+        seed=seed,
+        started=_now(),
+        pid=os.getpid(),
+        cached=False,
+        versions=fp.library_versions(),
+        data=step.data,
+        inputs=step.inputs,
+        dir=step.stage_dir.name,
+    )
     inputs = {slot: artifacts[name] if (name := stage_ref_name(ref)) else ref for slot, ref in step.inputs.items()}
     ctx = StageContext(step.name, step.tmp_dir, seed, plan.recipe, inputs, step.resume_from, emit, step.baseline)
     try:
@@ -263,7 +319,9 @@ def _run_step(plan: Plan, step: Step, artifacts: dict[str, Artifact], manifest: 
             log_stage_metrics(artifact.meta.get("metrics", {}))
     except KeyboardInterrupt:
         _record(manifest, step.name, status="interrupted", finished=_now())
-        raise Interrupted(f"interrupted during stage '{step.name}'; `llmctl run` again resumes from the last checkpoint") from None
+        raise Interrupted(
+            f"interrupted during stage '{step.name}'; `llmctl run` again resumes from the last checkpoint"
+        ) from None
     except RecipeMismatch as err:
         _record(manifest, step.name, status="failed", finished=_now())
         raise RecipeMismatch(f"stages.{step.name}.{err.field}", f"stage '{step.name}': {err}") from None
@@ -284,7 +342,9 @@ def effective_launcher(spec: StageSpec, recipe: Recipe) -> LauncherSpec:
     return recipe.launcher if spec.distributable else LauncherSpec()
 
 
-def _commit(step: Step, artifact: Artifact, ctx: StageContext, manifest: Manifest, started: float, emit: Emit) -> Artifact:
+def _commit(
+    step: Step, artifact: Artifact, ctx: StageContext, manifest: Manifest, started: float, emit: Emit
+) -> Artifact:
     """Write the descriptor and metrics, move the finished folder into place, then mark the stage complete."""
     metrics = artifact.meta.get("metrics", {})
     write_atomic(step.tmp_dir / "metrics.json", json.dumps(metrics, indent=2, default=str) + "\n")
@@ -296,8 +356,14 @@ def _commit(step: Step, artifact: Artifact, ctx: StageContext, manifest: Manifes
     artifact.write(step.tmp_dir)
     replace_dir(step.tmp_dir, step.stage_dir)
     duration = round(time.time() - started, 2)
-    manifest.update(step.name, status="complete", finished=_now(), duration_s=duration, metrics=metrics,
-                    output=str((step.stage_dir / OUTPUT).absolute()))
+    manifest.update(
+        step.name,
+        status="complete",
+        finished=_now(),
+        duration_s=duration,
+        metrics=metrics,
+        output=str((step.stage_dir / OUTPUT).absolute()),
+    )
     emit({"event": "stage_end", "stage": step.name, "status": "complete", "duration_s": duration, "metrics": metrics})
     return Artifact.read(step.stage_dir)  # type: ignore[return-value]
 

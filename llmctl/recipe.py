@@ -76,7 +76,7 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Loade
     if problems:
         raise RecipeError(problems, str(path))
     raw = OmegaConf.to_container(cfg, resolve=False)
-    _check_interpolations(raw, positions, problems)
+    _check_interpolations(raw, positions, problems)  # type: ignore[arg-type]  # a DictConfig gives a dict
     if problems:
         raise RecipeError(problems, str(path))
     outputs = _inject_outputs(cfg)
@@ -130,13 +130,21 @@ def _read_text(path: Path, problems: list[Problem]) -> str | None:
     try:
         info = path.stat()
         if not stat.S_ISREG(info.st_mode):  # /dev/zero reads forever, a FIFO blocks until written
-            problems.append(Problem(str(path), "", "not a regular file (a device, FIFO or socket); a recipe is a YAML file"))
+            problems.append(
+                Problem(str(path), "", "not a regular file (a device, FIFO or socket); a recipe is a YAML file")
+            )
             return None
         with open(path, "rb") as handle:
             raw = handle.read(MAX_RECIPE_BYTES + 1)  # bounded whatever stat said (a file that grows, /proc)
         if (size := max(info.st_size, len(raw))) > MAX_RECIPE_BYTES:
-            problems.append(Problem(str(path), "", f"recipe is {size / 2**20:.1f} MiB; recipes are at most "
-                                    f"{MAX_RECIPE_BYTES // 2**20} MiB (put data in data files, not in the recipe)"))
+            problems.append(
+                Problem(
+                    str(path),
+                    "",
+                    f"recipe is {size / 2**20:.1f} MiB; recipes are at most "
+                    f"{MAX_RECIPE_BYTES // 2**20} MiB (put data in data files, not in the recipe)",
+                )
+            )
             return None
     except OSError as err:
         problems.append(Problem(str(path), "", f"cannot read recipe: {err.strerror or err}"))
@@ -146,8 +154,13 @@ def _read_text(path: Path, problems: list[Problem]) -> str | None:
     except UnicodeDecodeError as err:
         line = raw.count(b"\n", 0, err.start) + 1
         column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
-        problems.append(Problem(f"{path}:{line}:{column}", "", f"not UTF-8 text: byte 0x{raw[err.start]:02x} at offset "
-                                f"{err.start}; save the recipe as UTF-8"))
+        problems.append(
+            Problem(
+                f"{path}:{line}:{column}",
+                "",
+                f"not UTF-8 text: byte 0x{raw[err.start]:02x} at offset {err.start}; save the recipe as UTF-8",
+            )
+        )
         return None
 
 
@@ -184,7 +197,9 @@ def _walk_positions(node: yaml.Node, at: KeyPath, path: Path, out: dict[KeyPath,
     beyond YAML's core schema (`!!set`, `!!binary`, …)."""
     if (tag := yamlcore.unsupported_tag(node)) is not None:
         where = f"{path}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
-        problems.append(Problem(where, dotted(at), f"YAML tag {tag} is not supported; write a plain mapping, list or value"))
+        problems.append(
+            Problem(where, dotted(at), f"YAML tag {tag} is not supported; write a plain mapping, list or value")
+        )
         return
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
@@ -218,8 +233,13 @@ def _load_with_bases(
     bases = data.pop("extends", None) or []
     bases = [bases] if isinstance(bases, str) else bases
     if not isinstance(bases, list) or not all(isinstance(base, str) for base in bases):
-        problems.append(Problem(own_positions.get(("extends",), str(path)), "extends",
-                                "must be a recipe file name or a list of them (relative to this recipe)"))
+        problems.append(
+            Problem(
+                own_positions.get(("extends",), str(path)),
+                "extends",
+                "must be a recipe file name or a list of them (relative to this recipe)",
+            )
+        )
         bases = []
     for base in bases:
         base_path = path.parent / str(base)
@@ -330,10 +350,19 @@ def _check_interpolations(tree: dict[str, Any], positions: dict[KeyPath, str], p
             continue
         found = measure(key_path, frozenset())
         if found[0] > MAX_REFERENCES or found[1] > MAX_RECIPE_BYTES:
-            why = (f"its ${{…}} references expand to {found[0]:,} resolutions (at most {MAX_REFERENCES:,})"
-                   if found[0] > MAX_REFERENCES else f"it resolves to {found[1]:,} characters (at most {MAX_RECIPE_BYTES:,})")
-            problems.append(Problem(positions.get(key_path, ""), dotted(key_path), f"recipe rejected: {why}; a value "
-                                    "that references another several times, level after level, doubles at each level"))
+            why = (
+                f"its ${{…}} references expand to {found[0]:,} resolutions (at most {MAX_REFERENCES:,})"
+                if found[0] > MAX_REFERENCES
+                else f"it resolves to {found[1]:,} characters (at most {MAX_RECIPE_BYTES:,})"
+            )
+            problems.append(
+                Problem(
+                    positions.get(key_path, ""),
+                    dotted(key_path),
+                    f"recipe rejected: {why}; a value "
+                    "that references another several times, level after level, doubles at each level",
+                )
+            )
             return
 
 
@@ -384,15 +413,21 @@ def _resolve(cfg: DictConfig, positions: dict[KeyPath, str], problems: list[Prob
         pass
     names = list(cfg.get(STAGES) or {}) if isinstance(cfg.get(STAGES), DictConfig) else []
     for key_path, err in _interpolation_errors(cfg, ()):
-        where = next((positions[key_path[:n]] for n in range(len(key_path), -1, -1) if key_path[:n] in positions), source)
-        shown = (STAGES, names.index(key_path[1])) + key_path[2:] if key_path[:1] == (STAGES,) and len(key_path) > 1 else key_path
+        where = next(
+            (positions[key_path[:n]] for n in range(len(key_path), -1, -1) if key_path[:n] in positions), source
+        )
+        shown = (
+            (STAGES, names.index(key_path[1])) + key_path[2:]
+            if key_path[:1] == (STAGES,) and len(key_path) > 1
+            else key_path
+        )
         problems.append(Problem(where, dotted(shown), f"cannot resolve interpolation: {_omegaconf_message(err)}"))
     return {}
 
 
 def _interpolation_errors(node: DictConfig | ListConfig, at: KeyPath) -> list[tuple[KeyPath, Exception]]:
     found: list[tuple[KeyPath, Exception]] = []
-    keys = list(node.keys()) if isinstance(node, DictConfig) else list(range(len(node)))
+    keys: list[Any] = list(node.keys()) if isinstance(node, DictConfig) else list(range(len(node)))
     for key in keys:
         try:
             child = node[key]
@@ -483,5 +518,3 @@ def dotted(path: KeyPath) -> str:
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
-
-

@@ -43,7 +43,7 @@ def redact(value: T) -> T:
     if isinstance(value, dict):
         return {redact(k): redact(v) for k, v in value.items()}  # type: ignore[return-value]
     if isinstance(value, (list, tuple)):
-        return type(value)(redact(v) for v in value)  # type: ignore[return-value]
+        return type(value)(redact(v) for v in value)
     return value
 
 

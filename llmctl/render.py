@@ -6,19 +6,40 @@ import json
 import logging
 import os
 import warnings
+from datetime import UTC
 from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-SUMMARY_METRICS = ("train_loss", "eval_loss", "perplexity", "exact_match", "pairwise_accuracy", "eval_reward_accuracy",
-                   "eval_reward_margin", "mean_reward",
-                   "size_mb", "tokens_per_s", "beam_tokens_per_s")
+SUMMARY_METRICS = (
+    "train_loss",
+    "eval_loss",
+    "perplexity",
+    "exact_match",
+    "pairwise_accuracy",
+    "eval_reward_accuracy",
+    "eval_reward_margin",
+    "mean_reward",
+    "size_mb",
+    "tokens_per_s",
+    "beam_tokens_per_s",
+)
 BEFORE = "_before"  # metrics measured before training too: shown as "before → after"
 # torchao (pulled in by neural-compressor[pt]) logs missing CUDA kernels and torch's pytree warns on import.
-NOISY_LOGGERS = ("transformers", "datasets", "accelerate", "peft", "trl", "torchao", "torch.utils._pytree",
-                 "neural_compressor", "nncf", "openvino")
+NOISY_LOGGERS = (
+    "transformers",
+    "datasets",
+    "accelerate",
+    "peft",
+    "trl",
+    "torchao",
+    "torch.utils._pytree",
+    "neural_compressor",
+    "nncf",
+    "openvino",
+)
 
 
 def quiet_libraries() -> None:
@@ -56,9 +77,9 @@ class JsonRenderer:
 def timestamped(event: dict[str, Any]) -> dict[str, Any]:
     """`event` with the time it happened (UTC, ISO 8601 with milliseconds) first, unless it already has one
     (a launched worker's events keep their own)."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds")} | event
+    return {"time": datetime.now(UTC).isoformat(timespec="milliseconds")} | event
 
 
 class RichRenderer:
@@ -67,8 +88,15 @@ class RichRenderer:
     def __init__(self, console: Console, quiet: bool = False) -> None:
         self.quiet = quiet
         self.console = console
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("{task.fields[loss]}"), console=console, transient=True)
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[loss]}"),
+            console=console,
+            transient=True,
+        )
         self.tasks: dict[str, Any] = {}
         self.results: list[tuple[str, str, dict[str, Any], float | None]] = []
 
@@ -126,7 +154,9 @@ class RichRenderer:
         if event["status"] == "cached":
             self.console.print(f"• [green]{event['stage']}[/]: cached")
         else:
-            self.console.print(f"✓ [green]{event['stage']}[/]: done in {event['duration_s']:.1f}s" + (f" — {shown}" if shown else ""))
+            self.console.print(
+                f"✓ [green]{event['stage']}[/]: done in {event['duration_s']:.1f}s" + (f" — {shown}" if shown else "")
+            )
         if isinstance(metrics.get("serve"), str):
             self.console.print(f"    [dim]serve it:[/] {metrics['serve']}")
         for sample in metrics.get("samples", []):
@@ -135,7 +165,9 @@ class RichRenderer:
         self.results.append((event["stage"], event["status"], metrics, event.get("duration_s")))
 
     def _on_run_end(self, event: dict[str, Any]) -> None:
-        table = Table("stage", "status", "time", "metrics", title=f"run complete: {event['run_dir']}", title_justify="left")
+        table = Table(
+            "stage", "status", "time", "metrics", title=f"run complete: {event['run_dir']}", title_justify="left"
+        )
         for stage, status, metrics, duration in self.results:
             shown = _shown(metrics)
             table.add_row(stage, status, f"{duration:.1f}s" if duration is not None else "—", shown or "—")

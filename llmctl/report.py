@@ -18,19 +18,41 @@ from llmctl.rundir import RUNS_ROOT
 
 PANELS = {  # each panel has its own y axis: a KL of 0.01 and a value loss of 20 stay readable
     "loss": {"loss": "train loss", "eval_loss": "eval loss"},
-    "reward": {"objective/scores": "reward (score)", "objective/rlhf_reward": "reward − KL penalty", "reward": "reward",
-               "rewards/chosen": "reward chosen", "rewards/margins": "reward margin", "margin": "reward margin",
-               "eval_margin": "eval reward margin"},
+    "reward": {
+        "objective/scores": "reward (score)",
+        "objective/rlhf_reward": "reward − KL penalty",
+        "reward": "reward",
+        "rewards/chosen": "reward chosen",
+        "rewards/margins": "reward margin",
+        "margin": "reward margin",
+        "eval_margin": "eval reward margin",
+    },
     "pairwise accuracy": {"accuracy": "train", "eval_accuracy": "eval", "rewards/accuracies": "train"},
     "KL to reference": {"objective/kl": "KL"},
     "PPO losses": {"loss/policy_avg": "policy loss", "loss/value_avg": "value loss"},
-    "entropy": {"objective/entropy": "sequence entropy", "policy/entropy_avg": "token entropy", "entropy": "token entropy"},
+    "entropy": {
+        "objective/entropy": "sequence entropy",
+        "policy/entropy_avg": "token entropy",
+        "entropy": "token entropy",
+    },
 }
-SPEED = ("train_runtime_s", "train_samples_per_s", "train_tokens_per_s", "peak_memory_mib", "tokens_per_s", "ms_per_token",
-         "tokens_per_s_batch1", "tokens_per_s_batch4", "ms_per_token_batch1", "ms_per_token_batch4")
-STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse;"
-         "margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#f3f3f3}"
-         "img{max-width:100%;border:1px solid #eee;margin:.5em 0}.fail{color:#b00}.ok{color:#070}")
+SPEED = (
+    "train_runtime_s",
+    "train_samples_per_s",
+    "train_tokens_per_s",
+    "peak_memory_mib",
+    "tokens_per_s",
+    "ms_per_token",
+    "tokens_per_s_batch1",
+    "tokens_per_s_batch4",
+    "ms_per_token_batch1",
+    "ms_per_token_batch4",
+)
+STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse;"
+    "margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#f3f3f3}"
+    "img{max-width:100%;border:1px solid #eee;margin:.5em 0}.fail{color:#b00}.ok{color:#070}"
+)
 
 
 def write_report(ref: str, root: Path = RUNS_ROOT) -> Path:
@@ -45,8 +67,15 @@ def write_report(ref: str, root: Path = RUNS_ROOT) -> Path:
         history = _history(run_dir / entry.dir)
         if history:
             sections.append(_chart_section(name, history, out))
-    sections += [_before_after(stages), _samples(stages, run_dir), _chain(stages, out), _quantization(stages), _benchmarks(stages),
-                 _speed(stages), _provenance(stages, run_dir)]
+    sections += [
+        _before_after(stages),
+        _samples(stages, run_dir),
+        _chain(stages, out),
+        _quantization(stages),
+        _benchmarks(stages),
+        _speed(stages),
+        _provenance(stages, run_dir),
+    ]
     return _page(out / "index.html", f"Run {manifest.recipe}", str(run_dir), sections)
 
 
@@ -61,7 +90,7 @@ def write_comparison(refs: list[str], root: Path = RUNS_ROOT) -> Path:
     stage_names = list(dict.fromkeys(name for m in manifests for name in _in_recipe_order(m)))
     for stage in stage_names:
         panels: dict[str, dict[str, list[tuple[float, float]]]] = {}
-        for run, manifest in zip(names, manifests):
+        for run, manifest in zip(names, manifests, strict=False):
             entry = manifest.stages.get(stage)
             history = _history(Path(manifest.run_dir) / entry.dir) if entry is not None and entry.dir else []
             for title, series in _panel_series(history, f"{run}: ").items():
@@ -74,9 +103,11 @@ def write_comparison(refs: list[str], root: Path = RUNS_ROOT) -> Path:
 
 
 def _page(target: Path, title: str, subtitle: str, sections: list[str]) -> Path:
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>llmctl report: {html.escape(title)}"
-            f"</title><style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
-            f"<p>{html.escape(subtitle)}</p>{''.join(s for s in sections if s)}</body></html>")
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>llmctl report: {html.escape(title)}"
+        f"</title><style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
+        f"<p>{html.escape(subtitle)}</p>{''.join(s for s in sections if s)}</body></html>"
+    )
     target.write_text(page, encoding="utf-8")
     return target
 
@@ -98,22 +129,31 @@ def _text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise UsageError(f"{path}: damaged run file (not UTF-8 text at byte {err.start}); restore it, or delete it "
-                         "to report without it") from None
+        raise UsageError(
+            f"{path}: damaged run file (not UTF-8 text at byte {err.start}); restore it, or delete it "
+            "to report without it"
+        ) from None
 
 
 def _parsed(path: Path, text: str) -> Any:
     try:
         return json.loads(text)
     except ValueError as err:
-        raise UsageError(f"{path}: damaged run file (not JSON: {err}); restore it, or delete it to report without it") from None
+        raise UsageError(
+            f"{path}: damaged run file (not JSON: {err}); restore it, or delete it to report without it"
+        ) from None
 
 
 def _panel_series(history: list[dict[str, Any]], prefix: str = "") -> dict[str, dict[str, list[tuple[float, float]]]]:
     """The PANELS one stage's training log has data for: {panel: {prefix + curve label: [(step, value)…]}}."""
-    panels = {title: {prefix + label: points for key, label in curves.items()
-                      if (points := [(r["step"], r[key]) for r in history if isinstance(r.get(key), (int, float))])}
-              for title, curves in PANELS.items()}
+    panels = {
+        title: {
+            prefix + label: points
+            for key, label in curves.items()
+            if (points := [(r["step"], r[key]) for r in history if isinstance(r.get(key), (int, float))])
+        }
+        for title, curves in PANELS.items()
+    }
     return {title: series for title, series in panels.items() if series}
 
 
@@ -142,18 +182,33 @@ def _before_after(stages: dict[str, Any]) -> str:
     rows = []
     for name, entry in stages.items():
         metrics = entry.metrics
-        pairs = [(key[: -len("_before")], metrics[key], metrics.get(key[: -len("_before")])) for key in metrics if key.endswith("_before")]
-        pairs += [(key[: -len("_first")], metrics[key], metrics.get(key[: -len("_first")] + "_last")) for key in metrics if key.endswith("_first")]
+        pairs = [
+            (key[: -len("_before")], metrics[key], metrics.get(key[: -len("_before")]))
+            for key in metrics
+            if key.endswith("_before")
+        ]
+        pairs += [
+            (key[: -len("_first")], metrics[key], metrics.get(key[: -len("_first")] + "_last"))
+            for key in metrics
+            if key.endswith("_first")
+        ]
         for metric, before, after in pairs:
             if isinstance(before, (int, float)) and isinstance(after, (int, float)):
-                rows.append(f"<tr><td>{html.escape(name)}</td><td>{html.escape(metric)}</td><td>{before:g}</td><td>{after:g}</td></tr>")
+                rows.append(
+                    f"<tr><td>{html.escape(name)}</td><td>{html.escape(metric)}</td><td>{before:g}</td><td>{after:g}</td></tr>"
+                )
         for single in ("perplexity", "pairwise_accuracy", "mean_margin", "eval_loss"):
             if isinstance(metrics.get(single), (int, float)) and f"{single}_before" not in metrics:
-                rows.append(f"<tr><td>{html.escape(name)}</td><td>{single} (held out)</td><td>—</td><td>{metrics[single]:g}</td></tr>")
+                rows.append(
+                    f"<tr><td>{html.escape(name)}</td><td>{single} (held out)</td><td>—</td><td>{metrics[single]:g}</td></tr>"
+                )
     if not rows:
         return ""
-    return ("<h2>Before ⇒ after</h2><table><tr><th>stage</th><th>metric</th><th>before (or first)</th><th>after (or last)</th></tr>"
-            + "".join(rows) + "</table>")
+    return (
+        "<h2>Before ⇒ after</h2><table><tr><th>stage</th><th>metric</th><th>before (or first)</th><th>after (or last)</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
 
 
 def _samples(stages: dict[str, Any], run_dir: Path) -> str:
@@ -165,20 +220,34 @@ def _samples(stages: dict[str, Any], run_dir: Path) -> str:
             continue
         for sample in _parsed(path, _text(path)):
             before = sample.get("before")
-            rows.append(f"<tr><td>{html.escape(name)}</td><td><pre>{html.escape(str(sample.get('prompt', '')))}</pre></td>"
-                        f"<td><pre>{html.escape(str(before)) if before is not None else '—'}</pre></td>"
-                        f"<td><pre>{html.escape(str(sample.get('output', '')))}</pre></td></tr>")
+            rows.append(
+                f"<tr><td>{html.escape(name)}</td><td><pre>{html.escape(str(sample.get('prompt', '')))}</pre></td>"
+                f"<td><pre>{html.escape(str(before)) if before is not None else '—'}</pre></td>"
+                f"<td><pre>{html.escape(str(sample.get('output', '')))}</pre></td></tr>"
+            )
     if not rows:
         return ""
-    return "<h2>Samples</h2><table><tr><th>stage</th><th>prompt</th><th>before</th><th>after</th></tr>" + "".join(rows) + "</table>"
+    return (
+        "<h2>Samples</h2><table><tr><th>stage</th><th>prompt</th><th>before</th><th>after</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
 
 
 def _speed(stages: dict[str, Any]) -> str:
-    rows = [f"<tr><td>{html.escape(name)}</td><td>{key}</td><td>{entry.metrics[key]:g}</td></tr>"
-            for name, entry in stages.items() for key in SPEED if isinstance(entry.metrics.get(key), (int, float))]
+    rows = [
+        f"<tr><td>{html.escape(name)}</td><td>{key}</td><td>{entry.metrics[key]:g}</td></tr>"
+        for name, entry in stages.items()
+        for key in SPEED
+        if isinstance(entry.metrics.get(key), (int, float))
+    ]
     if not rows:
         return ""
-    return "<h2>Speed and memory</h2><table><tr><th>stage</th><th>figure</th><th>value</th></tr>" + "".join(rows) + "</table>"
+    return (
+        "<h2>Speed and memory</h2><table><tr><th>stage</th><th>figure</th><th>value</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
 
 
 def _provenance(stages: dict[str, Any], run_dir: Path) -> str:
@@ -190,7 +259,8 @@ def _provenance(stages: dict[str, Any], run_dir: Path) -> str:
     recipe = run_dir / "recipe.resolved.yaml"
     text = _text(recipe) if recipe.exists() else ""
     return (f"<h2>Versions</h2><table>{table}</table>" if table else "") + (
-        f"<h2>Recipe</h2><pre>{html.escape(text)}</pre>" if text else "")
+        f"<h2>Recipe</h2><pre>{html.escape(text)}</pre>" if text else ""
+    )
 
 
 def _metrics_side_by_side(manifests: list[Any], names: list[str], stage_names: list[str]) -> str:
@@ -211,15 +281,23 @@ def _chain(stages: dict[str, Any], out: Path) -> str:
     points: dict[str, list[tuple[str, float]]] = {}
     for name, entry in stages.items():
         for key, value in entry.metrics.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and (
-                    ("/" in key and not key.endswith("_stderr")) or key in ("exact_match", "mean_reward", "pairwise_accuracy", "eval_reward_accuracy")):
+            if (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and (
+                    ("/" in key and not key.endswith("_stderr"))
+                    or key in ("exact_match", "mean_reward", "pairwise_accuracy", "eval_reward_accuracy")
+                )
+            ):
                 points.setdefault(key, []).append((name, value))
     shown = {k: v for k, v in points.items() if len(v) > 1}
     if not shown:
         return ""
     png = _bars(out / "chain.png", "metrics along the chain", shown)
-    rows = "".join(f"<tr><td>{html.escape(k)}</td>" + "".join(f"<td>{html.escape(s)}: {v:g}</td>" for s, v in vals) + "</tr>"
-                   for k, vals in shown.items())
+    rows = "".join(
+        f"<tr><td>{html.escape(k)}</td>" + "".join(f"<td>{html.escape(s)}: {v:g}</td>" for s, v in vals) + "</tr>"
+        for k, vals in shown.items()
+    )
     return f"<h2>Metrics along the chain</h2>{_img(png)}<table>{rows}</table>"
 
 
@@ -231,10 +309,16 @@ def _quantization(stages: dict[str, Any]) -> str:
             continue
         for key in ("size_mb", "tokens_per_s", "ms_per_token", "beam_tokens_per_s", "perplexity", "exact_match"):
             if key in metrics and f"{key}_before" in metrics:
-                rows.append(f"<tr><td>{html.escape(name)}</td><td>{key}</td><td>{metrics[key + '_before']:g}</td><td>{metrics[key]:g}</td></tr>")
+                rows.append(
+                    f"<tr><td>{html.escape(name)}</td><td>{key}</td><td>{metrics[key + '_before']:g}</td><td>{metrics[key]:g}</td></tr>"
+                )
     if not rows:
         return ""
-    return ("<h2>Quantization</h2><table><tr><th>stage</th><th>metric</th><th>before</th><th>after</th></tr>" + "".join(rows) + "</table>")
+    return (
+        "<h2>Quantization</h2><table><tr><th>stage</th><th>metric</th><th>before</th><th>after</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
 
 
 def _benchmarks(stages: dict[str, Any]) -> str:
@@ -244,11 +328,17 @@ def _benchmarks(stages: dict[str, Any]) -> str:
         for key, value in metrics.items():
             if "/" in key and not key.endswith("_stderr") and isinstance(value, (int, float)):
                 stderr = metrics.get(f"{key}_stderr")
-                rows.append(f"<tr><td>{html.escape(name)}</td><td>{html.escape(key)}</td><td>{value:g}</td>"
-                            f"<td>{'± %g' % stderr if isinstance(stderr, (int, float)) else ''}</td></tr>")
+                rows.append(
+                    f"<tr><td>{html.escape(name)}</td><td>{html.escape(key)}</td><td>{value:g}</td>"
+                    f"<td>{f'± {stderr:g}' if isinstance(stderr, (int, float)) else ''}</td></tr>"
+                )
     if not rows:
         return ""
-    return "<h2>Benchmarks</h2><table><tr><th>stage</th><th>task/metric</th><th>value</th><th>stderr</th></tr>" + "".join(rows) + "</table>"
+    return (
+        "<h2>Benchmarks</h2><table><tr><th>stage</th><th>task/metric</th><th>value</th><th>stderr</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
 
 
 def _panels(path: Path, title: str, panels: dict[str, dict[str, list[tuple[float, float]]]]) -> Path:
@@ -259,15 +349,19 @@ def _panels(path: Path, title: str, panels: dict[str, dict[str, list[tuple[float
     import matplotlib.pyplot as plt
 
     rows = (len(panels) + 1) // 2
-    figure, axes = plt.subplots(rows, min(len(panels), 2), figsize=(11 if len(panels) > 1 else 8, 3.2 * rows), squeeze=False)
-    for axis, (name, series) in zip(axes.flat, panels.items()):
+    figure, axes = plt.subplots(
+        rows, min(len(panels), 2), figsize=(11 if len(panels) > 1 else 8, 3.2 * rows), squeeze=False
+    )
+    for axis, (name, series) in zip(axes.flat, panels.items(), strict=False):
         for label, points in series.items():
-            axis.plot([p[0] for p in points], [p[1] for p in points], marker="o" if len(points) < 30 else None, label=label)
+            axis.plot(
+                [p[0] for p in points], [p[1] for p in points], marker="o" if len(points) < 30 else None, label=label
+            )
         axis.set_title(name, fontsize=10)
         axis.set_xlabel("step")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
-    for axis in list(axes.flat)[len(panels):]:
+    for axis in list(axes.flat)[len(panels) :]:
         axis.set_visible(False)
     figure.suptitle(title)
     figure.tight_layout()
@@ -283,7 +377,7 @@ def _bars(path: Path, title: str, series: dict[str, list[tuple[str, float]]]) ->
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, len(series), figsize=(4 * len(series), 3.5), squeeze=False)
-    for axis, (metric, values) in zip(axes[0], series.items()):
+    for axis, (metric, values) in zip(axes[0], series.items(), strict=False):
         axis.bar([s for s, _ in values], [v for _, v in values], color="#4a7fb5")
         axis.set_title(metric, fontsize=9)
         axis.tick_params(axis="x", labelrotation=30, labelsize=8)

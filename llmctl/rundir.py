@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-
 from llmctl import redaction
 from llmctl.errors import RunLocked, UsageError
 
@@ -35,9 +34,13 @@ def cache_root() -> Path:
     root = Path(os.environ.get("LLMCTL_CACHE", Path.home() / ".cache" / "llmctl"))
     if root.exists() and not root.is_dir():
         source = "LLMCTL_CACHE" if "LLMCTL_CACHE" in os.environ else "the default cache folder"
-        raise UsageError(f"{source} {root} is a file; llmctl keeps rebuildable caches (demo data, Deep Lake reads, smoke "
-                         "models) in a folder: point LLMCTL_CACHE at one")
+        raise UsageError(
+            f"{source} {root} is a file; llmctl keeps rebuildable caches (demo data, Deep Lake reads, smoke "
+            "models) in a folder: point LLMCTL_CACHE at one"
+        )
     return root
+
+
 OUTPUT, CHECKPOINTS, LOGS = "output", "checkpoints", "logs"  # inside a stage folder
 MANIFEST = "llmctl.lock.json"
 RESOLVED = "recipe.resolved.yaml"
@@ -95,7 +98,8 @@ def unsafe_run_dir(run_dir: Path) -> str | None:
 def _looks_like_a_run(folder: Path) -> bool:
     """A folder llmctl made: it holds the manifest, lock or resolved recipe, or stage folders (`01-name`)."""
     return any((folder / n).exists() for n in (MANIFEST, LOCKFILE, RESOLVED)) or any(
-        STAGE_DIR_RE.match(p.name) for p in folder.iterdir())
+        STAGE_DIR_RE.match(p.name) for p in folder.iterdir()
+    )
 
 
 def write_atomic(path: Path, text: str) -> None:

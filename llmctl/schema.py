@@ -12,17 +12,20 @@ from pydantic import BaseModel, Field, PrivateAttr, ValidationError
 from llmctl import redaction
 from llmctl.errors import Problem, RecipeError
 from llmctl.recipe import MIN_SECRET_CHARS, STAGES, KeyPath, LoadedRecipe, dotted, get_path
-from llmctl.specs import NAME_PATTERN, Settings, field_docs, optional_pattern
+from llmctl.specs import NAME_PATTERN, Settings, StageSpec, field_docs, optional_pattern
 from llmctl.stages import REGISTRY, SPECS
 
 NAME_PATTERNS = (NAME_PATTERN, optional_pattern(NAME_PATTERN))
-AnyStage = Annotated[Union[SPECS], Field(discriminator="type")]  # noqa: UP007 - a runtime tuple of classes
+if typing.TYPE_CHECKING:
+    AnyStage = StageSpec  # what the checker sees: every stage is a StageSpec
+else:
+    AnyStage = Annotated[Union[SPECS], Field(discriminator="type")]  # noqa: UP007 - a runtime tuple of classes
 
 
 class Recipe(Settings):
     """A recipe: global settings and the ordered list of stages."""
 
-    stages: list[AnyStage] = Field(min_length=1)  # type: ignore[valid-type]
+    stages: list[AnyStage] = Field(min_length=1)
     """The stages, run in order; each consumes the previous stage's output unless told otherwise."""
     _from_env: dict[KeyPath, str] = PrivateAttr(default_factory=dict)
 
@@ -33,7 +36,7 @@ class Recipe(Settings):
         for key_path, text in self._from_env.items():
             parent = get_path(data, key_path[:-1])
             if isinstance(parent, (dict, list)) and get_path(data, key_path) is not None:
-                parent[key_path[-1]] = text
+                parent[key_path[-1]] = text  # type: ignore[index]  # a list's key in the path is an int
         return data
 
     def env_entries(self) -> list[tuple[list[str | int], Any]]:
@@ -71,7 +74,11 @@ def validate(loaded: LoadedRecipe) -> Recipe:
 
 SCHEMA_ID = "urn:llmctl:recipe"
 SCHEMA_FILE = ".llmctl/recipe.schema.json"  # where `llmctl init` writes it, for the yaml-language-server modeline
-INTERPOLATION = {"type": "string", "pattern": r"\$\{.+\}", "description": "An OmegaConf interpolation: ${oc.env:VAR,default}, ${name}…"}
+INTERPOLATION = {
+    "type": "string",
+    "pattern": r"\$\{.+\}",
+    "description": "An OmegaConf interpolation: ${oc.env:VAR,default}, ${name}…",
+}
 
 
 def json_schema() -> dict[str, Any]:
@@ -84,7 +91,8 @@ def json_schema() -> dict[str, Any]:
     _describe_fields(defs)
     defs["Recipe"]["properties"]["extends"] = {
         "description": "Base recipe file(s) this one builds on (relative paths); stages merge by name.",
-        "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+        "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+    }
     mapping = defs["Recipe"]["properties"]["stages"]["items"]["discriminator"]["mapping"]
     for ref in mapping.values():
         defs[ref.rsplit("/", 1)[1]].setdefault("required", []).insert(0, "type")
@@ -92,10 +100,17 @@ def json_schema() -> dict[str, Any]:
     for model in defs.values():
         _allow_interpolation(model)
     partial = {f"{name}Partial": _relaxed(model) for name, model in defs.items()}
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID, "title": "llmctl recipe",
-            "description": defs["Recipe"].get("description", ""), "type": "object",
-            "if": {"required": ["extends"]}, "then": {"$ref": "#/$defs/RecipePartial"}, "else": {"$ref": "#/$defs/Recipe"},
-            "$defs": defs | partial}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        "title": "llmctl recipe",
+        "description": defs["Recipe"].get("description", ""),
+        "type": "object",
+        "if": {"required": ["extends"]},
+        "then": {"$ref": "#/$defs/RecipePartial"},
+        "else": {"$ref": "#/$defs/Recipe"},
+        "$defs": defs | partial,
+    }
 
 
 def _describe_fields(defs: dict[str, Any]) -> None:
@@ -113,15 +128,20 @@ def _describe_fields(defs: dict[str, Any]) -> None:
                 spec["description"] = docs[field]
 
 
-def _subclasses(cls: type) -> list[type]:
+def _subclasses(cls: type[BaseModel]) -> list[type[BaseModel]]:
     return [sub for direct in cls.__subclasses__() for sub in (direct, *_subclasses(direct))]
 
 
 def _stage_item(mapping: dict[str, str]) -> dict[str, Any]:
-    return {"type": "object", "required": ["type"],
-            "properties": {"type": {"enum": sorted(mapping), "description": "The stage type: what this stage does."}},
-            "allOf": [{"if": {"properties": {"type": {"const": kind}}, "required": ["type"]}, "then": {"$ref": ref}}
-                      for kind, ref in sorted(mapping.items())]}
+    return {
+        "type": "object",
+        "required": ["type"],
+        "properties": {"type": {"enum": sorted(mapping), "description": "The stage type: what this stage does."}},
+        "allOf": [
+            {"if": {"properties": {"type": {"const": kind}}, "required": ["type"]}, "then": {"$ref": ref}}
+            for kind, ref in sorted(mapping.items())
+        ],
+    }
 
 
 def _allow_interpolation(model: dict[str, Any]) -> None:
@@ -139,13 +159,19 @@ def _allow_interpolation(model: dict[str, Any]) -> None:
 
 def _is_container(field: dict[str, Any]) -> bool:
     members = field.get("anyOf", [field])
-    return any("$ref" in m or "items" in m or "properties" in m or m.get("type") in ("array", "object") for m in members)
+    return any(
+        "$ref" in m or "items" in m or "properties" in m or m.get("type") in ("array", "object") for m in members
+    )
 
 
 def _relaxed(node: Any) -> Any:
     """A copy of a schema node with nothing required and every reference pointing at the relaxed copies."""
     if isinstance(node, dict):  # an `if` keeps its own `required`: that is a condition, not a requirement
-        out = {k: v if k == "if" else _relaxed(v) for k, v in node.items() if k not in ("required", "minItems", "minLength")}
+        out = {
+            k: v if k == "if" else _relaxed(v)
+            for k, v in node.items()
+            if k not in ("required", "minItems", "minLength")
+        }
         if isinstance(out.get("$ref"), str) and out["$ref"].startswith("#/$defs/"):
             out["$ref"] += "Partial"
         return out
@@ -154,7 +180,7 @@ def _relaxed(node: Any) -> Any:
     return node
 
 
-def _problem(error: dict[str, Any], loaded: LoadedRecipe) -> Problem:
+def _problem(error: Any, loaded: LoadedRecipe) -> Problem:
     loc = _strip_union_tag(tuple(error["loc"]), loaded.tree)
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -172,7 +198,9 @@ def _problem(error: dict[str, Any], loaded: LoadedRecipe) -> Problem:
         return Problem(loaded.where(loc + ("type",)), dotted(loc), f"{what}{hint}; known types: {known}")
     message = error["msg"]
     if kind == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") in NAME_PATTERNS:
-        message = "a name is letters, digits, '_', '.' or '-' (no '/'), starts with a letter or digit, at most 64 characters"
+        message = (
+            "a name is letters, digits, '_', '.' or '-' (no '/'), starts with a letter or digit, at most 64 characters"
+        )
     if loc in loaded.from_env:  # the value came from the environment: show what was written, not the value
         message += f" (got {loaded.from_env[loc]})"
     elif "input" in error and not isinstance(error["input"], (dict, list)):
@@ -194,7 +222,7 @@ def _fields_at(loc: KeyPath, tree: dict[str, Any]) -> list[str]:
     model: Any = Recipe
     if len(loc) >= 2 and loc[0] == STAGES:  # the union member is chosen by the stage's `type`
         stage = get_path(tree, loc[:2])
-        model, loc = (REGISTRY.get(stage.get("type")) if isinstance(stage, dict) else None), loc[2:]
+        model, loc = (REGISTRY.get(str(stage.get("type"))) if isinstance(stage, dict) else None), loc[2:]
     for part in loc:
         if isinstance(part, int):
             continue
@@ -219,7 +247,11 @@ def _is_model(obj: Any) -> bool:
 
 def _did_you_mean(word: str, candidates: list[str]) -> str:
     close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
-    return f" — did you mean '{close[0]}'?" if close else (f" (expected one of: {', '.join(candidates)})" if candidates else "")
+    return (
+        f" — did you mean '{close[0]}'?"
+        if close
+        else (f" (expected one of: {', '.join(candidates)})" if candidates else "")
+    )
 
 
 def _dedupe(problems: list[Problem]) -> list[Problem]:

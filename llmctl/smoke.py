@@ -25,7 +25,6 @@ from llmctl.specs import DataSpec, StageSpec, data_blocks, split_path, stage_ref
 from llmctl.stages import entry
 
 
-
 def smoke_recipe(recipe: Recipe, cuda_visible: bool) -> tuple[Recipe, list[str]]:
     """The smoke version of `recipe` (models not yet swapped: see `with_tiny_models`) and one line per change
     a user should know of."""
@@ -34,7 +33,7 @@ def smoke_recipe(recipe: Recipe, cuda_visible: bool) -> tuple[Recipe, list[str]]
     tree["name"] = recipe.name + SUFFIX
     tree["run_dir"] = str(RunLayout.of(recipe.name, recipe.run_dir).run_dir) + SUFFIX
     tree["smoke"] = True
-    for spec, stage in zip(recipe.stages, tree["stages"]):
+    for spec, stage in zip(recipe.stages, tree["stages"], strict=False):
         _cut_stage(spec, stage, cuda_visible, notes)
     smoked = Recipe.model_validate(tree)
     smoked._from_env = dict(recipe._from_env)
@@ -55,7 +54,9 @@ def _cut_stage(spec: StageSpec, stage: dict[str, Any], cuda_visible: bool, notes
         generation["max_new_tokens"] = min(generation["max_new_tokens"], SMOKE.new_tokens)
     if (peft := stage.get("peft")) and peft.get("method") == "qlora" and not cuda_visible:
         peft["method"] = "lora"
-        notes.append(f"stage '{spec.name}': qlora needs a CUDA GPU; the smoke run trains LoRA on a full-precision base instead")
+        notes.append(
+            f"stage '{spec.name}': qlora needs a CUDA GPU; the smoke run trains LoRA on a full-precision base instead"
+        )
     cut = entry(spec.type).smoke
     if cut is not None:
         cut(stage, SMOKE, notes, spec.name)
@@ -65,10 +66,12 @@ def _cut_stage(spec: StageSpec, stage: dict[str, Any], cuda_visible: bool, notes
 
 def _cut_data(block: DataSpec, data: dict[str, Any]) -> None:
     data["limit"] = min(block.limit or SMOKE.rows, SMOKE.rows)
-    for source, mixed in zip(block.mix, data["mix"]):
+    for source, mixed in zip(block.mix, data["mix"], strict=False):
         mixed["limit"] = min(source.limit or SMOKE.rows, SMOKE.rows)
     if isinstance(block.validation, (int, float)) and not isinstance(block.validation, bool) and block.validation:
-        data["validation"] = min(block.validation, SMOKE.held_out) if isinstance(block.validation, int) else SMOKE.held_out
+        data["validation"] = (
+            min(block.validation, SMOKE.held_out) if isinstance(block.validation, int) else SMOKE.held_out
+        )
 
 
 def _cut_inline_model(model: dict[str, Any], stage: dict[str, Any]) -> None:
@@ -91,7 +94,9 @@ def _cut_inline_model(model: dict[str, Any], stage: dict[str, Any]) -> None:
 MODEL_KINDS = (ArtifactKind.causal_lm, ArtifactKind.adapter, ArtifactKind.reward_model, ArtifactKind.quantized_lm)
 
 
-def with_tiny_models(smoked: Recipe, resolved: dict[str, dict[str, str]], cache: Path | None = None) -> tuple[Recipe, dict[str, str]]:
+def with_tiny_models(
+    smoked: Recipe, resolved: dict[str, dict[str, str]], cache: Path | None = None
+) -> tuple[Recipe, dict[str, str]]:
     """`smoked` with every model it names outside the run (hub id or folder) swapped for a tiny random model of
     the same architecture; returns the recipe and {original reference: tiny folder}."""
     from llmctl.models import tiny
@@ -99,7 +104,7 @@ def with_tiny_models(smoked: Recipe, resolved: dict[str, dict[str, str]], cache:
     cache = cache or smoke_cache()
     tree = smoked.model_dump(mode="json")
     swapped: dict[str, str] = {}
-    for spec, stage in zip(smoked.stages, tree["stages"]):
+    for spec, stage in zip(smoked.stages, tree["stages"], strict=False):
         texts = functools.cache(lambda spec=spec: stage_texts(spec))  # read once, only if a model is swapped
         for slot_name, slot in spec.inputs().items():
             ref = resolved[spec.name].get(slot_name, "")

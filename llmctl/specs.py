@@ -12,11 +12,12 @@ import inspect
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llmctl.artifacts import ArtifactKind
+from llmctl.data.formats import FORMATS, allowed
 
 PREVIOUS = "previous"
 STAGE_PREFIX = "stage:"
@@ -65,9 +66,14 @@ def _attribute_docstrings(filename: str) -> dict[str, dict[str, str]]:
         for node in body:
             if isinstance(node, ast.ClassDef):
                 found[prefix + node.name] = {
-                    attr.target.id: inspect.cleandoc(doc.value.value) for attr, doc in zip(node.body, node.body[1:])
-                    if isinstance(attr, ast.AnnAssign) and isinstance(attr.target, ast.Name) and isinstance(doc, ast.Expr)
-                    and isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str)}
+                    attr.target.id: inspect.cleandoc(doc.value.value)
+                    for attr, doc in zip(node.body, node.body[1:], strict=False)
+                    if isinstance(attr, ast.AnnAssign)
+                    and isinstance(attr.target, ast.Name)
+                    and isinstance(doc, ast.Expr)
+                    and isinstance(doc.value, ast.Constant)
+                    and isinstance(doc.value.value, str)
+                }
                 visit(node.body, f"{prefix}{node.name}.")
 
     visit(tree.body, "")
@@ -111,7 +117,9 @@ class LauncherSpec(Block):
 
     @model_validator(mode="after")
     def _check(self) -> LauncherSpec:
-        if self.engine != "accelerate" and (self.deepspeed is not None or self.fsdp or self.config_file or self.mixed_precision):
+        if self.engine != "accelerate" and (
+            self.deepspeed is not None or self.fsdp or self.config_file or self.mixed_precision
+        ):
             raise ValueError("deepspeed, fsdp, config_file and mixed_precision need engine: accelerate")
         if self.deepspeed is not None and self.fsdp:
             raise ValueError("choose deepspeed or fsdp, not both")
@@ -142,7 +150,9 @@ class StageSpec(Block):
         if not self.name:
             object.__setattr__(self, "name", self.type)
         if self.launcher is not None and self.launcher.engine != "none" and not self.distributable:
-            raise ValueError(f"stage type {self.type} runs in-process only; a launcher applies to pretrain, sft, reward and dpo")
+            raise ValueError(
+                f"stage type {self.type} runs in-process only; a launcher applies to pretrain, sft, reward and dpo"
+            )
         return self
 
     def inputs(self) -> dict[str, InputSlot]:
@@ -204,7 +214,10 @@ class StageSpec(Block):
         return 0
 
 
-DataFormat = Literal["text", "prompt_completion", "instruction", "chat", "preference", "prompt", "choice"]
+if TYPE_CHECKING:
+    DataFormat = str
+else:
+    DataFormat = Literal[tuple(FORMATS)]  # one choice per registered format (data/formats.py)
 
 
 class DataSpec(Block):
@@ -269,7 +282,7 @@ class DataSpec(Block):
             raise ValueError("validation is a fraction below 1 (0.05), a row count (500) or a second source path")
         if isinstance(self.validation, int) and self.validation < 0:
             raise ValueError("validation must not be negative")
-        if self.completion_only and self.format not in ("prompt_completion", "instruction", "chat"):
+        if self.completion_only and not allowed(self.format, "sft"):
             raise ValueError(f"completion_only needs a prompt and a completion; format {self.format} has none")
         completion = {"prompt_completion": "{completion}", "instruction": "{output}"}.get(self.format)
         if self.template and completion and completion not in self.template:
@@ -305,7 +318,9 @@ def _mix_problem(mixture: DataSpec) -> str | None:
         for name in SHARED_BY_MIX:  # (a dumped recipe repeats the defaults: only a different value is a mistake)
             value = getattr(source, name)
             if value != DataSpec.model_fields[name].default and value != getattr(mixture, name):
-                return f"mix[{index}]: {name} belongs to the mixture ({', '.join(SHARED_BY_MIX)} are set once, above mix)"
+                return (
+                    f"mix[{index}]: {name} belongs to the mixture ({', '.join(SHARED_BY_MIX)} are set once, above mix)"
+                )
         if source.weight is not None and mixture.strategy != "interleave":
             return f"mix[{index}]: weight needs strategy: interleave"
     return None
@@ -345,8 +360,11 @@ class GenerationSpec(Block):
 
     def kwargs(self) -> dict[str, Any]:
         """The generate() keyword arguments (sampling ones only when sampling, so greedy stays warning-free)."""
-        out: dict[str, Any] = {"do_sample": self.do_sample, "num_beams": self.num_beams,
-                               "repetition_penalty": self.repetition_penalty}
+        out: dict[str, Any] = {
+            "do_sample": self.do_sample,
+            "num_beams": self.num_beams,
+            "repetition_penalty": self.repetition_penalty,
+        }
         if self.do_sample:
             out |= {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p}
         if self.num_beams > 1:
@@ -424,8 +442,22 @@ class TrainArgs(Block):
     """Write a resumable checkpoint every N steps."""
     save_strategy: Literal["steps", "epoch"] = "steps"
     """steps: a checkpoint every `save_steps`; epoch: one at the end of each epoch."""
-    optim: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adagrad", "rmsprop", "adamw_bnb_8bit",
-                   "paged_adamw_32bit", "paged_adamw_8bit", "adamw_torch_4bit", "adamw_torch_8bit"] | None = None
+    optim: (
+        Literal[
+            "adamw_torch",
+            "adamw_torch_fused",
+            "adafactor",
+            "sgd",
+            "adagrad",
+            "rmsprop",
+            "adamw_bnb_8bit",
+            "paged_adamw_32bit",
+            "paged_adamw_8bit",
+            "adamw_torch_4bit",
+            "adamw_torch_8bit",
+        ]
+        | None
+    ) = None
     """The optimizer (transformers' `optim`); default: transformers' AdamW (fused where torch supports it).
     The bitsandbytes ones (…8bit, paged_…) need a CUDA GPU."""
     save_total_limit: int = Field(2, ge=1)

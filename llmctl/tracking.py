@@ -14,7 +14,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from llmctl.specs import StageSpec
 
 
-def stage_trackers(spec: StageSpec, recipe_trackers: list[str]) -> list[str]:
+def stage_trackers(spec: StageSpec, recipe_trackers: Sequence[str]) -> list[str]:
     """A training stage's own `train.report_to`, else the recipe's."""
     own = spec.train_args.report_to if spec.train_args is not None else []
     return list(own or recipe_trackers)
@@ -49,7 +49,7 @@ def quiet_wandb_notice() -> None:
     import them now with that line going to stderr."""
     if os.environ.get("WANDB_MODE") == "offline" and "transformers.integrations.integration_utils" not in sys.modules:
         with contextlib.redirect_stdout(sys.stderr):
-            import transformers.integrations.integration_utils  # noqa: F401
+            import transformers.integrations.integration_utils  # noqa: F401 - imported for its side effect (wandb's banner), here
 
 
 def recipe_params(ctx: StageContext) -> dict[str, str]:
@@ -89,8 +89,11 @@ def stage_runs(spec: StageSpec, ctx: StageContext, launched: bool) -> Iterator[C
             logs.append(runs.enter_context(_wandb_run(ctx)))
 
         def log_stage_metrics(metrics: dict[str, Any]) -> None:
-            numbers = {f"stage/{key}": float(value) for key, value in metrics.items()
-                       if isinstance(value, (int, float)) and not isinstance(value, bool)}
+            numbers = {
+                f"stage/{key}": float(value)
+                for key, value in metrics.items()
+                if isinstance(value, (int, float)) and not isinstance(value, bool)
+            }
             for log in logs:
                 if numbers:
                     log(numbers)
@@ -115,7 +118,7 @@ def _mlflow_run(ctx: StageContext, launched: bool) -> Iterator[Log]:
         if launched:
             os.environ["MLFLOW_RUN_ID"] = run.info.run_id  # inherited by the launcher's processes
         try:
-            yield mlflow.log_metrics
+            yield _logger(mlflow)
         finally:
             if launched:
                 del os.environ["MLFLOW_RUN_ID"]
@@ -127,8 +130,12 @@ def _wandb_run(ctx: StageContext) -> Iterator[Log]:
     would log into the first stage's run; this one is the stage's own and is finished when the stage ends."""
     import wandb
 
-    with wandb.init(project=os.environ["WANDB_PROJECT"], name=f"{ctx.recipe.name}/{ctx.name}",
-                    config={"llmctl": recipe_params(ctx)}, reinit="finish_previous") as run:
+    with wandb.init(
+        project=os.environ["WANDB_PROJECT"],
+        name=f"{ctx.recipe.name}/{ctx.name}",
+        config={"llmctl": recipe_params(ctx)},
+        reinit="finish_previous",
+    ) as run:
         yield run.summary.update
 
 
@@ -151,3 +158,10 @@ def recipe_params_callback(ctx: StageContext, trainer: Any) -> Any:
                     callback._wandb.config.update({"llmctl": params}, allow_val_change=True)
 
     return RecipeParams()
+
+
+def _logger(mlflow: Any) -> Callable[[dict[str, float]], None]:
+    def log(metrics: dict[str, float]) -> None:
+        mlflow.log_metrics(metrics)
+
+    return log

@@ -11,11 +11,12 @@ import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from llmctl import signals
 from llmctl.artifacts import Artifact, ArtifactKind
-from llmctl.launch import ENV_VALUES, RANKS, RESULT, weights_digest
 from llmctl.context import StageContext
+from llmctl.launch import ENV_VALUES, RANKS, RESULT, weights_digest
 from llmctl.render import quiet_libraries
 from llmctl.schema import Recipe
 from llmctl.stages import runner
@@ -33,7 +34,10 @@ def main(workfile: str) -> None:
     stage_dir = Path(state["work_dir"])
     work_dir = stage_dir if rank == 0 else stage_dir / RANKS / f"rank-{rank}"
     work_dir.mkdir(parents=True, exist_ok=True)
-    inputs = {slot: Artifact(**(v | {"kind": ArtifactKind(v["kind"])})) if isinstance(v, dict) else v for slot, v in state["inputs"].items()}
+    inputs = {
+        slot: Artifact(**(v | {"kind": ArtifactKind(v["kind"])})) if isinstance(v, dict) else v
+        for slot, v in state["inputs"].items()
+    }
 
     def emit(event: dict) -> None:
         if rank == 0:
@@ -55,7 +59,7 @@ def accept_cpu_index_locations() -> None:
     storage for cpu:N stays on the CPU."""
     import torch
 
-    def restore(storage: object, location: str) -> object | None:
+    def restore(storage: Any, location: str) -> Any:
         return storage if location.startswith("cpu:") else None
 
     priorities = {entry[0] for entry in torch.serialization._package_registry}

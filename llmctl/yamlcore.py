@@ -15,8 +15,11 @@ CORE_TAGS = {f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bo
 _RESOLVERS = [
     ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
     ("int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
-    ("float", r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
-     "-+.0123456789"),
+    (
+        "float",
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        "-+.0123456789",
+    ),
     ("null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
     ("merge", r"^(?:<<)$", "<"),
 ]
@@ -41,7 +44,7 @@ CoreLoader.add_constructor("tag:yaml.org,2002:int", CoreLoader.construct_yaml_in
 
 def load(text: str) -> Any:
     """One YAML document under the core schema (unsupported tags are still constructed: check the nodes)."""
-    return yaml.load(text, Loader=CoreLoader)  # noqa: S506 - CoreLoader is a SafeLoader
+    return yaml.load(text, Loader=CoreLoader)
 
 
 def unsupported_tag(node: yaml.Node) -> str | None:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 
-def timed(label: str, fn, rows: int, tokens: int) -> None:  # noqa: ANN001
+def timed(label: str, fn, rows: int, tokens: int) -> None:
     start = time.perf_counter()
     count = fn()
     elapsed = time.perf_counter() - start
@@ -45,7 +45,6 @@ def main() -> None:
     (work / "rows.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     lake.write(str(work / "lake"), Dataset.from_list([{"text": t} for t in texts]), "bench")
     import datasets.config
-
     from hf_cache import cache_commit  # (scripts/ is on sys.path when this file runs)
 
     os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -58,7 +57,10 @@ def main() -> None:
 
     def through_llmctl(path: str) -> int:
         rows = read_rows(path)
-        return sum(len(batch) for batch in (tokenizer(rows[i : i + 1000]["text"])["input_ids"] for i in range(0, len(rows), 1000)))
+        return sum(
+            len(batch)
+            for batch in (tokenizer(rows[i : i + 1000]["text"])["input_ids"] for i in range(0, len(rows), 1000))
+        )
 
     class RowByRow(TorchDataset):
         """The naive way: one Deep Lake read per row."""
@@ -76,10 +78,14 @@ def main() -> None:
         loader = DataLoader(RowByRow(str(work / "lake")), batch_size=32, collate_fn=list)
         return sum(len(batch) for batch in loader)
 
-    timed("Deep Lake → Arrow, batched (llmctl, first read)", lambda: through_llmctl(str(work / "lake")), args.rows, tokens)
+    timed(
+        "Deep Lake → Arrow, batched (llmctl, first read)", lambda: through_llmctl(str(work / "lake")), args.rows, tokens
+    )
     timed("Deep Lake → Arrow, batched (llmctl, cached)", lambda: through_llmctl(str(work / "lake")), args.rows, tokens)
     timed("JSONL via datasets (llmctl)", lambda: through_llmctl(str(work / "rows.jsonl")), args.rows, tokens)
-    timed("hf:// from the datasets cache, offline (llmctl)", lambda: through_llmctl("hf://bench/rows"), args.rows, tokens)
+    timed(
+        "hf:// from the datasets cache, offline (llmctl)", lambda: through_llmctl("hf://bench/rows"), args.rows, tokens
+    )
     timed("Deep Lake, naive torch Dataset row by row", naive, args.rows, tokens)
     shutil.rmtree(work)
 

@@ -31,13 +31,27 @@ def main() -> None:
     direct = measure([*llmctl, dpo, f"run_dir={run_dir}", "--only", "dpo", "--quiet"])
     before = stage_metrics(run_dir, "02-sft")["exact_match"]
     rl_wall = reward[0] + ppo[0]
-    print(json.dumps({
-        "exact_match_after_sft": before,
-        "reward_plus_ppo": {"wall_s": round(rl_wall, 1), "peak_rss_mib": max(reward[1], ppo[1]),
-                            "reward_wall_s": reward[0], "ppo_wall_s": ppo[0], "exact_match": stage_metrics(run_dir, "05-ppo")["exact_match"]},
-        "dpo": {"wall_s": direct[0], "peak_rss_mib": direct[1], "exact_match": stage_metrics(run_dir, "04-dpo")["exact_match"]},
-        "time_ratio_dpo_over_rl": round(direct[0] / rl_wall, 3),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "exact_match_after_sft": before,
+                "reward_plus_ppo": {
+                    "wall_s": round(rl_wall, 1),
+                    "peak_rss_mib": max(reward[1], ppo[1]),
+                    "reward_wall_s": reward[0],
+                    "ppo_wall_s": ppo[0],
+                    "exact_match": stage_metrics(run_dir, "05-ppo")["exact_match"],
+                },
+                "dpo": {
+                    "wall_s": direct[0],
+                    "peak_rss_mib": direct[1],
+                    "exact_match": stage_metrics(run_dir, "04-dpo")["exact_match"],
+                },
+                "time_ratio_dpo_over_rl": round(direct[0] / rl_wall, 3),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

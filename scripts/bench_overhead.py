@@ -37,7 +37,8 @@ args = SFTConfig(output_dir=out + "/ckpt", max_steps=steps, per_device_train_bat
                  gradient_checkpointing=False,  # TRL defaults it on; llmctl (like the Trainer) off
                  logging_steps=50, disable_tqdm=True, seed=42)
 trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
-                     peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=["c_attn", "c_proj", "c_fc"], task_type="CAUSAL_LM"))
+                     peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=["c_attn", "c_proj", "c_fc"],
+                                            task_type="CAUSAL_LM"))
 trainer.train()
 trainer.model.merge_and_unload().save_pretrained(out + "/model")
 tok.save_pretrained(out + "/model")
@@ -92,16 +93,41 @@ def main() -> None:
     pairs = []
     for index in range(args.pairs):
         recipe = work / f"recipe{index}.yaml"
-        recipe.write_text(RECIPE.format(run_dir=work / f"run{index}", base=work / "base", data=work / "qa.jsonl", steps=args.steps))
-        hand = measure([sys.executable, str(work / "hand.py"), str(work / "base"), str(work / "qa.jsonl"), str(work / f"hand{index}"),
-                        str(args.steps)])
+        recipe.write_text(
+            RECIPE.format(run_dir=work / f"run{index}", base=work / "base", data=work / "qa.jsonl", steps=args.steps)
+        )
+        hand = measure(
+            [
+                sys.executable,
+                str(work / "hand.py"),
+                str(work / "base"),
+                str(work / "qa.jsonl"),
+                str(work / f"hand{index}"),
+                str(args.steps),
+            ]
+        )
         ours = measure([sys.executable, "-m", "llmctl", "run", str(recipe)])
-        pairs.append({"trl_script": {"wall_s": hand[0], "peak_rss_mib": hand[1]}, "llmctl_run": {"wall_s": ours[0], "peak_rss_mib": ours[1]},
-                      "time_ratio": round(ours[0] / hand[0], 3), "memory_ratio": round(ours[1] / hand[1], 3)})
+        pairs.append(
+            {
+                "trl_script": {"wall_s": hand[0], "peak_rss_mib": hand[1]},
+                "llmctl_run": {"wall_s": ours[0], "peak_rss_mib": ours[1]},
+                "time_ratio": round(ours[0] / hand[0], 3),
+                "memory_ratio": round(ours[1] / hand[1], 3),
+            }
+        )
         print(json.dumps(pairs[-1]), flush=True)
-    print(json.dumps({"steps": args.steps, "pairs": len(pairs),
-                      "median_time_ratio": statistics.median(p["time_ratio"] for p in pairs),
-                      "median_memory_ratio": statistics.median(p["memory_ratio"] for p in pairs)}, indent=2))
+    print(
+        json.dumps(
+            {
+                "steps": args.steps,
+                "pairs": len(pairs),
+                "median_time_ratio": statistics.median(p["time_ratio"] for p in pairs),
+                "median_memory_ratio": statistics.median(p["memory_ratio"] for p in pairs),
+            },
+            indent=2,
+        )
+    )
+
 
 if __name__ == "__main__":
     main()

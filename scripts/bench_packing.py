@@ -9,8 +9,8 @@ per sample (most short, some long), `--lengths uniform` uses the ~14-token quest
 from __future__ import annotations
 
 import argparse
-import random
 import json
+import random
 import tempfile
 import time
 
@@ -39,25 +39,55 @@ def main() -> None:
         texts = [" ".join(rng.sample(docs, min(12, int(rng.paretovariate(1.2))))) for _ in range(args.rows)]
     tokenizer = train_bpe(corpus(2000) + texts, 512)
     real_tokens = sum(len(ids) + 1 for ids in tokenizer(texts)["input_ids"])  # +1: EOS
-    config = GPT2Config(n_layer=4, n_head=4, n_embd=128, n_positions=512, vocab_size=len(tokenizer),
-                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
-    results: dict = {"lengths": args.lengths, "strategy": args.strategy, "packed_batch": args.packed_batch, "max_length": args.max_length}
+    config = GPT2Config(
+        n_layer=4,
+        n_head=4,
+        n_embd=128,
+        n_positions=512,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    results: dict = {
+        "lengths": args.lengths,
+        "strategy": args.strategy,
+        "packed_batch": args.packed_batch,
+        "max_length": args.max_length,
+    }
     for packing in (False, True):
         model = GPT2LMHeadModel(config)
         out = tempfile.mkdtemp()
-        sft = SFTConfig(output_dir=out, num_train_epochs=1, max_length=args.max_length, bf16=False,
-                        per_device_train_batch_size=args.packed_batch if packing else 16,
-                        packing=packing, packing_strategy=args.strategy, report_to="none", use_cpu=True, save_strategy="no", disable_tqdm=True,
-                        logging_steps=1000, seed=0)
-        trainer = SFTTrainer(model=model, args=sft, train_dataset=Dataset.from_list([{"text": t} for t in texts]),
-                             processing_class=tokenizer)
+        sft = SFTConfig(
+            output_dir=out,
+            num_train_epochs=1,
+            max_length=args.max_length,
+            bf16=False,
+            per_device_train_batch_size=args.packed_batch if packing else 16,
+            packing=packing,
+            packing_strategy=args.strategy,
+            report_to="none",
+            use_cpu=True,
+            save_strategy="no",
+            disable_tqdm=True,
+            logging_steps=1000,
+            seed=0,
+        )
+        trainer = SFTTrainer(
+            model=model,
+            args=sft,
+            train_dataset=Dataset.from_list([{"text": t} for t in texts]),
+            processing_class=tokenizer,
+        )
         computed = sum(batch["input_ids"].numel() for batch in trainer.get_train_dataloader())
         start = time.perf_counter()
         trainer.train()
         elapsed = time.perf_counter() - start
-        results["packed" if packing else "unpacked"] = {"steps": trainer.state.global_step, "seconds": round(elapsed, 2),
-                                                         "tokens_per_s": round(real_tokens / elapsed),
-                                                         "padding_fraction": round(1 - real_tokens / computed, 3)}
+        results["packed" if packing else "unpacked"] = {
+            "steps": trainer.state.global_step,
+            "seconds": round(elapsed, 2),
+            "tokens_per_s": round(real_tokens / elapsed),
+            "padding_fraction": round(1 - real_tokens / computed, 3),
+        }
     results["ratio"] = round(results["packed"]["tokens_per_s"] / results["unpacked"]["tokens_per_s"], 2)
     print(json.dumps({"rows": args.rows, "real_tokens": real_tokens, **results}, indent=2))
 

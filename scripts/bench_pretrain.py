@@ -99,7 +99,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--pairs", type=int, default=3)
-    parser.add_argument("--floor", action="store_true", help="also time a bare PyTorch loop (gelu_new and the fused GELU)")
+    parser.add_argument(
+        "--floor", action="store_true", help="also time a bare PyTorch loop (gelu_new and the fused GELU)"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_pretrain_"))
     setup = textwrap.dedent(f"""
@@ -116,19 +118,46 @@ def main() -> None:
     pairs = []
     for index in range(args.pairs):
         recipe = work / f"recipe{index}.yaml"
-        recipe.write_text(RECIPE.format(run_dir=work / f"run{index}", config=json.dumps(CONFIG), tok=work / "tok",
-                                        train=work / "train.jsonl", val=work / "val.jsonl", steps=args.steps))
-        hand_wall, out = measure([sys.executable, str(work / "hand.py"), str(work / "tok"), str(work / "train.jsonl"),
-                                  str(work / "val.jsonl"), str(work / f"hand{index}"), str(args.steps), json.dumps(CONFIG)])
+        recipe.write_text(
+            RECIPE.format(
+                run_dir=work / f"run{index}",
+                config=json.dumps(CONFIG),
+                tok=work / "tok",
+                train=work / "train.jsonl",
+                val=work / "val.jsonl",
+                steps=args.steps,
+            )
+        )
+        hand_wall, out = measure(
+            [
+                sys.executable,
+                str(work / "hand.py"),
+                str(work / "tok"),
+                str(work / "train.jsonl"),
+                str(work / "val.jsonl"),
+                str(work / f"hand{index}"),
+                str(args.steps),
+                json.dumps(CONFIG),
+            ]
+        )
         hand_tps = json.loads(out.strip().splitlines()[-1])["train_samples_per_s"] * 64
         ours_wall, _ = measure([sys.executable, "-m", "llmctl", "run", str(recipe)])
         metrics = json.loads((work / f"run{index}" / "01-pretrain" / "artifact.json").read_text())["meta"]["metrics"]
-        pairs.append({"script": {"wall_s": round(hand_wall, 1), "train_tokens_per_s": round(hand_tps)},
-                      "llmctl": {"wall_s": round(ours_wall, 1), "train_tokens_per_s": metrics["train_tokens_per_s"]},
-                      "wall_ratio": round(ours_wall / hand_wall, 3), "speed_ratio": round(metrics["train_tokens_per_s"] / hand_tps, 3)})
+        pairs.append(
+            {
+                "script": {"wall_s": round(hand_wall, 1), "train_tokens_per_s": round(hand_tps)},
+                "llmctl": {"wall_s": round(ours_wall, 1), "train_tokens_per_s": metrics["train_tokens_per_s"]},
+                "wall_ratio": round(ours_wall / hand_wall, 3),
+                "speed_ratio": round(metrics["train_tokens_per_s"] / hand_tps, 3),
+            }
+        )
         print(json.dumps(pairs[-1]), flush=True)
-    summary = {"steps": args.steps, "pairs": len(pairs), "median_wall_ratio": statistics.median(p["wall_ratio"] for p in pairs),
-               "median_speed_ratio": statistics.median(p["speed_ratio"] for p in pairs)}
+    summary = {
+        "steps": args.steps,
+        "pairs": len(pairs),
+        "median_wall_ratio": statistics.median(p["wall_ratio"] for p in pairs),
+        "median_speed_ratio": statistics.median(p["speed_ratio"] for p in pairs),
+    }
     if args.floor:
         summary["bare_loop_tokens_per_s"] = {act: round(floor(200, act)) for act in ("gelu_new", "gelu_pytorch_tanh")}
     print(json.dumps(summary, indent=2))

@@ -23,8 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
-PROMPTS = ["The history of the city begins", "In a quiet village there lived", "Scientists have discovered that",
-           "The best way to learn a language is"]
+PROMPTS = [
+    "The history of the city begins",
+    "In a quiet village there lived",
+    "Scientists have discovered that",
+    "The best way to learn a language is",
+]
 
 
 def build(folder: Path) -> Path:
@@ -35,7 +39,9 @@ def build(folder: Path) -> Path:
     from llmctl.models.tokenizers import train_bpe
 
     tokenizer = train_bpe(corpus(2000, seed=1), 50257)
-    config = GPT2Config(vocab_size=len(tokenizer), bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = GPT2Config(
+        vocab_size=len(tokenizer), bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id
+    )
     save(GPT2LMHeadModel(config), tokenizer, folder)
     return folder
 
@@ -58,12 +64,25 @@ def main() -> None:
         "openvino fp32": lambda: _openvino_fp32(source, work / "ovfp"),
         "openvino int8": lambda: openvino.export(str(source), {"bits": 8, "sym": False}, work / "ov8"),
         "openvino int8 sym": lambda: openvino.export(str(source), {"bits": 8, "sym": True}, work / "ov8s"),
-        "openvino int4 g128": lambda: openvino.export(str(source), {"bits": 4, "sym": False, "group_size": 128, "ratio": 1.0}, work / "ov4"),
-        "inc rtn int8": lambda: _inc(source, tokenizer, {"method": "rtn", "bits": 8, "group_size": -1, "sym": True}, work / "inc8"),
-        "inc rtn int4 g128": lambda: _inc(source, tokenizer, {"method": "rtn", "bits": 4, "group_size": 128, "sym": True}, work / "inc4"),
+        "openvino int4 g128": lambda: openvino.export(
+            str(source), {"bits": 4, "sym": False, "group_size": 128, "ratio": 1.0}, work / "ov4"
+        ),
+        "inc rtn int8": lambda: _inc(
+            source, tokenizer, {"method": "rtn", "bits": 8, "group_size": -1, "sym": True}, work / "inc8"
+        ),
+        "inc rtn int4 g128": lambda: _inc(
+            source, tokenizer, {"method": "rtn", "bits": 4, "group_size": 128, "sym": True}, work / "inc4"
+        ),
     }
-    folders = {"pytorch fp32": source, "openvino fp32": work / "ovfp", "openvino int8": work / "ov8", "openvino int8 sym": work / "ov8s", "openvino int4 g128": work / "ov4",
-               "inc rtn int8": work / "inc8", "inc rtn int4 g128": work / "inc4"}
+    folders = {
+        "pytorch fp32": source,
+        "openvino fp32": work / "ovfp",
+        "openvino int8": work / "ov8",
+        "openvino int8 sym": work / "ov8s",
+        "openvino int4 g128": work / "ov4",
+        "inc rtn int8": work / "inc8",
+        "inc rtn int4 g128": work / "inc4",
+    }
     bandwidth_before = read_bandwidth_gb_s()
     results = {}
     for name, make in variants.items():
@@ -73,22 +92,32 @@ def main() -> None:
         if infer:
             greedy["infer_ms_per_token"] = round(1000 * statistics.median(infer), 3)  # 5 prefills among 325 calls
         beam = measure.generation_speed(model, tokenizer, PROMPTS[:2], args.new_tokens, beams=args.beams)
-        results[name] = greedy | {"beam_tokens_per_s": beam["tokens_per_s"], "size_mb": measure.folder_size_mb(folders[name])}
+        results[name] = greedy | {
+            "beam_tokens_per_s": beam["tokens_per_s"],
+            "size_mb": measure.folder_size_mb(folders[name]),
+        }
         if name.startswith("openvino"):
             del model
             results[name] |= _openvino_decode(folders[name], tokenizer, args.new_tokens)
         base = results["pytorch fp32"]
-        print(f"{name:20s} greedy {greedy['tokens_per_s']:7.1f} tok/s ({greedy['ms_per_token']:6.2f} ms/token, "
-              f"{greedy['tokens_per_s'] / base['tokens_per_s']:.2f}x)  beam-{args.beams} {beam['tokens_per_s']:7.1f} tok/s "
-              f"({beam['tokens_per_s'] / base['beam_tokens_per_s']:.2f}x)  size {results[name]['size_mb']:.0f} MB", flush=True)
+        print(
+            f"{name:20s} greedy {greedy['tokens_per_s']:7.1f} tok/s ({greedy['ms_per_token']:6.2f} ms/token, "
+            f"{greedy['tokens_per_s'] / base['tokens_per_s']:.2f}x)  beam-{args.beams} {beam['tokens_per_s']:7.1f} tok/s "
+            f"({beam['tokens_per_s'] / base['beam_tokens_per_s']:.2f}x)  size {results[name]['size_mb']:.0f} MB",
+            flush=True,
+        )
     bandwidth = max(bandwidth_before, read_bandwidth_gb_s())
-    print(f"read bandwidth {bandwidth:.1f} GB/s; weight bytes read per second as a share of it (greedy decode, then for OpenVINO its parts):")
+    print(
+        f"read bandwidth {bandwidth:.1f} GB/s; weight bytes read per second as a share of it (greedy decode, then for OpenVINO its parts):"
+    )
     for name, result in results.items():
         result["bandwidth_share"] = round(result["tokens_per_s"] * result["size_mb"] / 1000 / bandwidth, 3)
         line = f"{name:20s} {result['bandwidth_share']:4.0%}"
         if name.startswith("openvino"):
             for key, label in (("infer", "OpenVINO's infer"), ("genai", "GenAI decode"), ("fc", "FC kernels")):
-                result[f"{key}_bandwidth_share"] = round(result["size_mb"] / result[f"{key}_ms_per_token"] / bandwidth, 3)
+                result[f"{key}_bandwidth_share"] = round(
+                    result["size_mb"] / result[f"{key}_ms_per_token"] / bandwidth, 3
+                )
                 line += f"  {label} {result[f'{key}_bandwidth_share']:4.0%} ({result[f'{key}_ms_per_token']:.2f} ms)"
         print(line)
     print(json.dumps(results))
@@ -148,17 +177,31 @@ def _openvino_decode(folder: Path, tokenizer: object, new_tokens: int) -> dict[s
     tpots = []
     for prompt in PROMPTS[:1] + PROMPTS:  # the first is a warm-up
         ids = numpy.array([tokenizer(prompt)["input_ids"]], dtype=numpy.int64)
-        result = pipe.generate(genai.TokenizedInputs(openvino.Tensor(ids), openvino.Tensor(numpy.ones_like(ids))), config)
+        result = pipe.generate(
+            genai.TokenizedInputs(openvino.Tensor(ids), openvino.Tensor(numpy.ones_like(ids))), config
+        )
         tpots.append(result.perf_metrics.get_tpot().mean)
     del pipe
     model = OVModelForCausalLM.from_pretrained(str(folder), ov_config=ov_config() | {"PERF_COUNT": "YES"})
     fc_ms = []
     for prompt in PROMPTS:
-        model.generate(**tokenizer(prompt, return_tensors="pt", return_token_type_ids=False), max_new_tokens=new_tokens,
-                       min_new_tokens=new_tokens, do_sample=False)  # the last inference is then a decode step
-        fc_ms.append(sum(node.real_time.total_seconds() * 1000 for node in model.request.get_profiling_info()
-                         if node.node_type.startswith("FullyConnected")))
-    return {"genai_ms_per_token": round(statistics.median(tpots[1:]), 3), "fc_ms_per_token": round(statistics.median(fc_ms), 3)}
+        model.generate(
+            **tokenizer(prompt, return_tensors="pt", return_token_type_ids=False),
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+        )  # the last inference is then a decode step
+        fc_ms.append(
+            sum(
+                node.real_time.total_seconds() * 1000
+                for node in model.request.get_profiling_info()
+                if node.node_type.startswith("FullyConnected")
+            )
+        )
+    return {
+        "genai_ms_per_token": round(statistics.median(tpots[1:]), 3),
+        "fc_ms_per_token": round(statistics.median(fc_ms), 3),
+    }
 
 
 def _openvino_fp32(source: Path, out: Path) -> object:

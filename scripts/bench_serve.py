@@ -30,8 +30,12 @@ from pathlib import Path
 
 import httpx
 
-PROMPTS = ["The history of the city begins", "In a quiet village there lived", "Scientists have discovered that",
-           "The best way to learn a language is"]
+PROMPTS = [
+    "The history of the city begins",
+    "In a quiet village there lived",
+    "Scientists have discovered that",
+    "The best way to learn a language is",
+]
 
 
 def start(model: str, max_batch: int) -> tuple[str, subprocess.Popen]:
@@ -40,8 +44,17 @@ def start(model: str, max_batch: int) -> tuple[str, subprocess.Popen]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    command = [str(Path(sys.executable).with_name("llmctl")), "serve", model, "--port", str(port),
-               "--max-batch", str(max_batch), "--max-queue", "256"]
+    command = [
+        str(Path(sys.executable).with_name("llmctl")),
+        "serve",
+        model,
+        "--port",
+        str(port),
+        "--max-batch",
+        str(max_batch),
+        "--max-queue",
+        "256",
+    ]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     while True:
@@ -96,7 +109,9 @@ def genai_folder(ov_folder: str, out: Path) -> str:
     return str(out)
 
 
-def measure_peer(folder: str, clients: int, seconds: float, max_tokens: int, properties: dict[str, str]) -> dict[str, float]:
+def measure_peer(
+    folder: str, clients: int, seconds: float, max_tokens: int, properties: dict[str, str]
+) -> dict[str, float]:
     """The clients of `measure`, against GenAI's continuous batching: one thread steps the pipeline, each client
     adds a request and reads its tokens as they come (time to first token = first non-empty read)."""
     import itertools
@@ -147,30 +162,40 @@ def measure_peer(folder: str, clients: int, seconds: float, max_tokens: int, pro
 def summary(results: list[tuple[float, float, int]], clients: int, seconds: float) -> dict[str, float]:
     elapsed = seconds + max((r[0] for r in results), default=0) / 2
     latencies = sorted(r[0] for r in results)
-    return {"clients": clients, "requests": len(results), "requests_per_s": round(len(results) / elapsed, 2),
-            "tokens_per_s": round(sum(r[2] for r in results) / elapsed, 1),
-            "p50_latency_s": round(statistics.median(latencies), 3),
-            "p99_latency_s": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 3),
-            "p50_ttft_s": round(statistics.median(sorted(r[1] for r in results)), 3)}
+    return {
+        "clients": clients,
+        "requests": len(results),
+        "requests_per_s": round(len(results) / elapsed, 2),
+        "tokens_per_s": round(sum(r[2] for r in results) / elapsed, 1),
+        "p50_latency_s": round(statistics.median(latencies), 3),
+        "p99_latency_s": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 3),
+        "p50_ttft_s": round(statistics.median(sorted(r[1] for r in results)), 3),
+    }
 
 
 def show(name: str, rows: list[dict[str, float]]) -> None:
     for row in rows:
         ratio = row["tokens_per_s"] / rows[0]["tokens_per_s"]
-        print(f"{name:14s} {row['clients']:2d} clients: {row['requests_per_s']:6.2f} req/s  {row['tokens_per_s']:7.1f} tok/s "
-              f"({ratio:.2f}x)  p50 {row['p50_latency_s']:.2f}s  p99 {row['p99_latency_s']:.2f}s  ttft p50 {row['p50_ttft_s']:.3f}s",
-              flush=True)
+        print(
+            f"{name:14s} {row['clients']:2d} clients: {row['requests_per_s']:6.2f} req/s  {row['tokens_per_s']:7.1f} tok/s "
+            f"({ratio:.2f}x)  p50 {row['p50_latency_s']:.2f}s  p99 {row['p99_latency_s']:.2f}s  ttft p50 {row['p50_ttft_s']:.3f}s",
+            flush=True,
+        )
     print(json.dumps({name: rows}))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model")
-    parser.add_argument("--openvino", action="store_true", help="also serve the OpenVINO int8 export of the built model")
+    parser.add_argument(
+        "--openvino", action="store_true", help="also serve the OpenVINO int8 export of the built model"
+    )
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--peer", action="store_true", help="llmctl on the OpenVINO int8 model against OpenVINO GenAI, paired runs")
+    parser.add_argument(
+        "--peer", action="store_true", help="llmctl on the OpenVINO int8 model against OpenVINO GenAI, paired runs"
+    )
     parser.add_argument("--pairs", type=int, default=3, help="A/B pairs per client count with --peer")
     args = parser.parse_args()
     args.openvino = args.openvino or args.peer
@@ -209,17 +234,26 @@ def compare_with_peer(ov_folder: str, work: Path, args: argparse.Namespace) -> N
     base, server = start(ov_folder, max(args.clients))
     try:
         for clients in args.clients:
-            pairs = [(measure(base, clients, args.seconds, args.max_tokens),
-                      measure_peer(folder, clients, args.seconds, args.max_tokens, {})) for _ in range(args.pairs)]
+            pairs = [
+                (
+                    measure(base, clients, args.seconds, args.max_tokens),
+                    measure_peer(folder, clients, args.seconds, args.max_tokens, {}),
+                )
+                for _ in range(args.pairs)
+            ]
             show("openvino int8", [ours for ours, _ in pairs])
             show("ov genai int8", [theirs for _, theirs in pairs])
             ratios = [ours["tokens_per_s"] / theirs["tokens_per_s"] for ours, theirs in pairs]
-            median = {key: (statistics.median(o[key] for o, _ in pairs), statistics.median(t[key] for _, t in pairs))
-                      for key in ("p99_latency_s", "p50_ttft_s")}
-            print(f"llmctl / OpenVINO GenAI at {clients} clients: median {statistics.median(ratios):.2f}x tokens/s "
-                  f"(pairs: {', '.join(f'{r:.2f}' for r in ratios)}); median p99 {median['p99_latency_s'][0]:.2f}s vs "
-                  f"{median['p99_latency_s'][1]:.2f}s, ttft p50 {median['p50_ttft_s'][0]:.3f}s vs {median['p50_ttft_s'][1]:.3f}s",
-                  flush=True)
+            median = {
+                key: (statistics.median(o[key] for o, _ in pairs), statistics.median(t[key] for _, t in pairs))
+                for key in ("p99_latency_s", "p50_ttft_s")
+            }
+            print(
+                f"llmctl / OpenVINO GenAI at {clients} clients: median {statistics.median(ratios):.2f}x tokens/s "
+                f"(pairs: {', '.join(f'{r:.2f}' for r in ratios)}); median p99 {median['p99_latency_s'][0]:.2f}s vs "
+                f"{median['p99_latency_s'][1]:.2f}s, ttft p50 {median['p50_ttft_s'][0]:.3f}s vs {median['p50_ttft_s'][1]:.3f}s",
+                flush=True,
+            )
     finally:
         server.terminate()
         server.wait()

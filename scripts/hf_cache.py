@@ -14,8 +14,13 @@ def cache_commit(repo: str, commit: str, rows_file: Path) -> None:
     from datasets.data_files import DataFilesDict
     from datasets.packaged_modules.json.json import Json
 
-    builder = Json(dataset_name=repo.split("/")[-1], hash=commit, config_name="default", config_id="default",
-                   data_files=DataFilesDict.from_patterns({"train": [str(rows_file)]}))
+    builder = Json(
+        dataset_name=repo.split("/")[-1],
+        hash=commit,
+        config_name="default",
+        config_id="default",
+        data_files=DataFilesDict.from_patterns({"train": [str(rows_file)]}),
+    )
     builder.repo_id = repo  # (set after __init__: its check wants hub URLs for the data files)
     builder._cache_dir = builder._build_cache_dir()
     builder.download_and_prepare()

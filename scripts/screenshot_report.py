@@ -60,8 +60,12 @@ def main() -> None:
     page = write_report(args.run, Path(args.root))
     out = Path(args.out) if args.out else page.parent / "screenshot.png"
     folder = ensure_browser()
-    result = subprocess.run(["node", str(folder / "shot.mjs"), page.resolve().as_uri(), str(out.resolve())],
-                            capture_output=True, text=True, timeout=180)
+    result = subprocess.run(
+        ["node", str(folder / "shot.mjs"), page.resolve().as_uri(), str(out.resolve())],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     if result.returncode != 0:
         sys.exit(f"chromium failed:\n{result.stderr[-2000:]}")
     info = json.loads(result.stdout.strip().splitlines()[-1])

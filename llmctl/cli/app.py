@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 import llmctl
+from llmctl.cli.common import OUTPUT
 from llmctl.cli.data import app as data_app
 from llmctl.cli.models import app as models_app
 from llmctl.cli.pipeline import doctor, plan, run, validate
@@ -16,7 +17,6 @@ from llmctl.cli.recipes import app as recipes_app
 from llmctl.cli.recipes import init, schema
 from llmctl.cli.runs import compare, report, runs, show
 from llmctl.cli.serve import chat, serve
-from llmctl.cli.common import OUTPUT
 from llmctl.errors import exit_code_summary
 from llmctl.redaction import forget
 
@@ -44,9 +44,13 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show Python tracebacks and library logs.")] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output (one JSON object per event for `run`).")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Machine-readable output (one JSON object per event for `run`).")
+    ] = False,
 ) -> None:
     forget()  # secrets are those of this command's recipe
     OUTPUT.debug = debug or os.environ.get("LLMCTL_DEBUG") == "1"

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO
 
 import typer
 from rich.console import Console
@@ -46,20 +46,34 @@ class Output:
         if self.json:
             from llmctl.render import timestamped
 
-            print(json.dumps(timestamped({"event": "error", "type": type(error).__name__, "exit_code": error.exit_code,
-                                          "message": str(error)})), file=STDOUT)
+            print(
+                json.dumps(
+                    timestamped(
+                        {
+                            "event": "error",
+                            "type": type(error).__name__,
+                            "exit_code": error.exit_code,
+                            "message": str(error),
+                        }
+                    )
+                ),
+                file=STDOUT,
+            )
         err.print(f"[bold red]error:[/] {error}", markup=True, highlight=False, soft_wrap=True)
 
 
 OUTPUT = Output()
 # Everything llmctl prints passes through these: a secret the recipe read from the environment shows as ***.
-STDOUT, STDERR = RedactedStream(lambda: sys.stdout), RedactedStream(lambda: sys.stderr)
+STDOUT: TextIO = RedactedStream(lambda: sys.stdout)  # type: ignore[assignment]  # a TextIOBase
+STDERR: TextIO = RedactedStream(lambda: sys.stderr)  # type: ignore[assignment]
 out = Console(file=STDOUT, highlight=False)
 err = Console(file=STDERR, highlight=False)
 
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file.", show_default=False)]
-OverridesArg = Annotated[list[str] | None, typer.Argument(help="Overrides as key=value, e.g. stages.pretrain.train.lr=1e-3.",
-                                                          show_default=False)]
+OverridesArg = Annotated[
+    list[str] | None,
+    typer.Argument(help="Overrides as key=value, e.g. stages.pretrain.train.lr=1e-3.", show_default=False),
+]
 RootOpt = Annotated[Path, typer.Option(help="Folder that holds run folders.")]
 
 
@@ -85,8 +99,11 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
                 report_error(storage)
                 raise typer.Exit(storage.exit_code) from None
             _traceback()
-            err.print(f"internal error: {type(error).__name__}: {error}\n  (re-run with --debug for the traceback)",
-                      markup=False, highlight=False)
+            err.print(
+                f"internal error: {type(error).__name__}: {error}\n  (re-run with --debug for the traceback)",
+                markup=False,
+                highlight=False,
+            )
             raise typer.Exit(1) from None
 
     return wrapper
@@ -115,6 +132,7 @@ def warn(problems: list[Any]) -> None:
 def events(renderer: Callable[[dict[str, Any]], None] | None = None) -> Callable[[dict[str, Any]], None]:
     """The callback api functions emit events to: warnings the way every command prints them, the rest to
     `renderer` (none: dropped)."""
+
     def emit(event: dict[str, Any]) -> None:
         if event["event"] == "warning":
             OUTPUT.warning(event["message"])

@@ -11,22 +11,31 @@ from rich.table import Table
 from llmctl import api
 from llmctl.cli.common import OUTPUT, OverridesArg, RecipeArg, clip, handle_errors, out
 
-app = typer.Typer(help="Inspect, import and generate datasets (Deep Lake, files, saved HF datasets).", no_args_is_help=True)
+app = typer.Typer(
+    help="Inspect, import and generate datasets (Deep Lake, files, saved HF datasets).", no_args_is_help=True
+)
 
 
 @app.command("import")
 @handle_errors
 def data_import(
-    source: Annotated[str, typer.Argument(help="JSONL/JSON/CSV/Parquet file or glob, a save_to_disk folder, or hf://ORG/NAME.")],
+    source: Annotated[
+        str, typer.Argument(help="JSONL/JSON/CSV/Parquet file or glob, a save_to_disk folder, or hf://ORG/NAME.")
+    ],
     dest: Annotated[str, typer.Argument(help="Deep Lake dataset to create or append to (a local folder or a URI).")],
     message: Annotated[str, typer.Option("--message", "-m", help="Commit message of the new version.")] = "import",
-    split: Annotated[str | None, typer.Option(help="Split of a saved DatasetDict or an hf:// dataset (default there: train).")] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Split of a saved DatasetDict or an hf:// dataset (default there: train).")
+    ] = None,
     config: Annotated[str | None, typer.Option(help="hf:// datasets: the configuration.")] = None,
     revision: Annotated[str | None, typer.Option(help="hf:// datasets: branch, tag or commit.")] = None,
 ) -> None:
     """Import rows into a Deep Lake dataset; importing into an existing one appends and makes a new version."""
     version, count = api.import_data(source, dest, message, split, config, revision)
-    OUTPUT.result({"dest": dest, "rows_added": count, "version": version}, f"imported {count} rows into {dest} (version {version})")
+    OUTPUT.result(
+        {"dest": dest, "rows_added": count, "version": version},
+        f"imported {count} rows into {dest} (version {version})",
+    )
 
 
 @app.command("show")
@@ -43,8 +52,11 @@ def data_show(
 
 
 def _print_dataset(source: str, query: str | None, info: dict[str, Any]) -> None:
-    out.print(f"[bold]{source}[/]  {info['kind']}, {info['rows']} rows" + (f" (of {info['total_rows']})" if query else "")
-              + (f", version {info['version']}" if info["version"] else ""))
+    out.print(
+        f"[bold]{source}[/]  {info['kind']}, {info['rows']} rows"
+        + (f" (of {info['total_rows']})" if query else "")
+        + (f", version {info['version']}" if info["version"] else "")
+    )
     out.print("  " + ", ".join(f"{k}: {v}" for k, v in info["schema"].items()))
     table = Table(*info["schema"].keys())
     for row in info["sample"]:
@@ -56,7 +68,9 @@ def _print_dataset(source: str, query: str | None, info: dict[str, Any]) -> None
 @handle_errors
 def data_preview(
     recipe: RecipeArg,
-    stage: Annotated[str | None, typer.Option(help="Stage whose data to preview (default: the first with data).")] = None,
+    stage: Annotated[
+        str | None, typer.Option(help="Stage whose data to preview (default: the first with data).")
+    ] = None,
     count: Annotated[int, typer.Option("--count", "-n", help="Examples to show.")] = 3,
     overrides: OverridesArg = None,
 ) -> None:
@@ -67,7 +81,9 @@ def data_preview(
 
 def _print_examples(examples: list[dict[str, Any]], counts: dict[str, int]) -> None:
     if counts:
-        out.print("mixture: " + ", ".join(f"{path} {n} rows" for path, n in counts.items()), markup=False, highlight=False)
+        out.print(
+            "mixture: " + ", ".join(f"{path} {n} rows" for path, n in counts.items()), markup=False, highlight=False
+        )
     for index, example in enumerate(examples):
         at_least = "at least " if example.get("tokens_at_least", False) else ""
         tokens = f" · {at_least}{example['tokens']} tokens" if example.get("tokens") else ""
@@ -87,4 +103,7 @@ def data_demo(
 ) -> None:
     """Generate the demo datasets (corpus, instructions, preferences, prompts, eval) as Deep Lake datasets."""
     versions = api.demo_data(dest, seed)
-    OUTPUT.result({"dest": str(dest), "datasets": versions}, "\n".join(f"wrote {dest / n}  (version {v})" for n, v in versions.items()))
+    OUTPUT.result(
+        {"dest": str(dest), "datasets": versions},
+        "\n".join(f"wrote {dest / n}  (version {v})" for n, v in versions.items()),
+    )

@@ -19,14 +19,18 @@ RegistryOpt = Annotated[Path, typer.Option(help="Registry folder.")]
 def models_list(registry: RegistryOpt = Path("models")) -> None:
     """Models in the registry with their versions and the current one."""
     found = api.models(registry)
-    OUTPUT.result({"registry": str(registry), "models": found},
-                  "\n".join(f"{m['name']}: current {m['current'] or '—'}, versions {', '.join(m['versions'])}" for m in found)
-                  or f"no models in {registry}/")
+    OUTPUT.result(
+        {"registry": str(registry), "models": found},
+        "\n".join(f"{m['name']}: current {m['current'] or '—'}, versions {', '.join(m['versions'])}" for m in found)
+        or f"no models in {registry}/",
+    )
 
 
 @app.command("show")
 @handle_errors
-def models_show(name: str, version: Annotated[str | None, typer.Argument()] = None, registry: RegistryOpt = Path("models")) -> None:
+def models_show(
+    name: str, version: Annotated[str | None, typer.Argument()] = None, registry: RegistryOpt = Path("models")
+) -> None:
     """One version's record (default: the current one): run, fingerprint, metrics, time."""
     info = api.model_info(name, version, registry)
     OUTPUT.result(info, "\n".join(f"{k}: {v}" for k, v in info.items()))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO
 
 import typer
 from rich.console import Console
@@ -18,12 +18,19 @@ from llmctl.redaction import RedactedStream
 from llmctl.rundir import RUNS_ROOT
 
 FromOpt = Annotated[str | None, typer.Option("--from", help="Re-run this stage and all after it.")]
-OnlyOpt = Annotated[str | None, typer.Option(help="Run only this stage, re-running it even when cached (its inputs must be "
-                                                  "complete).")]
+OnlyOpt = Annotated[
+    str | None, typer.Option(help="Run only this stage, re-running it even when cached (its inputs must be complete).")
+]
 UntilOpt = Annotated[str | None, typer.Option(help="Stop after this stage.")]
-SmokeOpt = Annotated[bool, typer.Option("--smoke", help="The recipe as written, on tiny random models of the same "
-                                        "architectures, a few rows and steps per stage, in <run_dir>-smoke: a check in "
-                                        "minutes on a CPU.")]
+SmokeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--smoke",
+        help="The recipe as written, on tiny random models of the same "
+        "architectures, a few rows and steps per stage, in <run_dir>-smoke: a check in "
+        "minutes on a CPU.",
+    ),
+]
 
 
 @handle_errors
@@ -39,8 +46,10 @@ def validate(recipes: Annotated[list[Path], typer.Argument(help="Recipe files to
             continue
         warn(checked.warnings)
         stages = checked.stages
-        OUTPUT.result({"recipe": str(path), "valid": True, "stages": stages},
-                      f"ok  {path}  ({len(stages)} stage{'s' if len(stages) != 1 else ''}: {' → '.join(stages)})")
+        OUTPUT.result(
+            {"recipe": str(path), "valid": True, "stages": stages},
+            f"ok  {path}  ({len(stages)} stage{'s' if len(stages) != 1 else ''}: {' → '.join(stages)})",
+        )
     if failed:
         raise typer.Exit(max(e.exit_code for e in failed))
 
@@ -59,25 +68,35 @@ def plan(
     from llmctl.hardware import detect
     from llmctl.pipeline import Selection
 
-    the_plan = api.plan(recipe, overrides or [], Selection(force, from_stage, only, until), smoke, events(),
-                        quiet=not OUTPUT.debug)
+    the_plan = api.plan(
+        recipe, overrides or [], Selection(force, from_stage, only, until), smoke, events(), quiet=not OUTPUT.debug
+    )
     warn(the_plan.environment)
     hw = detect(the_plan.recipe.device, the_plan.recipe.dtype)
     sizes = the_plan.estimates
     mixtures = api.mixtures(the_plan)
-    steps = [api.step_summary(s, sizes[s.name]) | ({"mixture": mixtures[s.name]} if s.name in mixtures else {})
-             for s in the_plan.steps]
-    OUTPUT.result({"run_dir": str(the_plan.run_dir), "device": hw.device, "dtype": hw.dtype, "steps": steps},
-                  lambda: _print_plan(the_plan, sizes, f"{hw.device}, {hw.dtype} ({hw.reason})", mixtures))
+    steps = [
+        api.step_summary(s, sizes[s.name]) | ({"mixture": mixtures[s.name]} if s.name in mixtures else {})
+        for s in the_plan.steps
+    ]
+    OUTPUT.result(
+        {"run_dir": str(the_plan.run_dir), "device": hw.device, "dtype": hw.dtype, "steps": steps},
+        lambda: _print_plan(the_plan, sizes, f"{hw.device}, {hw.dtype} ({hw.reason})", mixtures),
+    )
 
 
 def _print_plan(the_plan: Any, sizes: dict[str, Any], hardware: str, mixtures: dict[str, Any]) -> None:
     out.print(f"[bold]{the_plan.recipe.name}[/] → {the_plan.run_dir}   [dim]{hardware}[/]")
     table = Table("#", "stage", "type", "input", "action", "why")
     for step in the_plan.steps:
-        table.add_row(str(step.index + 1), step.name, step.spec.type,
-                      ", ".join(f"{k} ← {v}" for k, v in step.inputs.items()) or "—",
-                      _ACTION_STYLE.get(step.action, step.action), step.reason)
+        table.add_row(
+            str(step.index + 1),
+            step.name,
+            step.spec.type,
+            ", ".join(f"{k} ← {v}" for k, v in step.inputs.items()) or "—",
+            _ACTION_STYLE.get(step.action, step.action),
+            step.reason,
+        )
     out.print(table)
     for step in the_plan.steps:
         size = sizes[step.name]
@@ -88,7 +107,12 @@ def _print_plan(the_plan: Any, sizes: dict[str, Any], hardware: str, mixtures: d
             out.print(f"  {step.name}: mixture of {shown}", markup=False, highlight=False)
 
 
-_ACTION_STYLE = {"cached": "[green]cached[/]", "run": "[yellow]will run[/]", "resume": "[cyan]will resume[/]", "skip": "[dim]skip[/]"}
+_ACTION_STYLE = {
+    "cached": "[green]cached[/]",
+    "run": "[yellow]will run[/]",
+    "resume": "[cyan]will resume[/]",
+    "skip": "[dim]skip[/]",
+}
 
 
 @handle_errors
@@ -100,11 +124,21 @@ def run(
     only: OnlyOpt = None,
     until: UntilOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan and run nothing.")] = False,
-    if_changed: Annotated[bool, typer.Option("--if-changed", help="Do nothing (exit 0) unless some input changed since "
-                                             "the last successful run (for cron).")] = False,
+    if_changed: Annotated[
+        bool,
+        typer.Option(
+            "--if-changed",
+            help="Do nothing (exit 0) unless some input changed since the last successful run (for cron).",
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and the final summary line.")] = False,
-    notify_cmd: Annotated[str | None, typer.Option("--notify-cmd", help="Run this shell command when the run ends, with a "
-                                                   "JSON summary on stdin (or set LLMCTL_NOTIFY_CMD).")] = None,
+    notify_cmd: Annotated[
+        str | None,
+        typer.Option(
+            "--notify-cmd",
+            help="Run this shell command when the run ends, with a JSON summary on stdin (or set LLMCTL_NOTIFY_CMD).",
+        ),
+    ] = None,
     smoke: SmokeOpt = False,
 ) -> None:
     """Run a recipe: cached stages are skipped, changed ones re-run, interrupted ones resume."""
@@ -112,18 +146,31 @@ def run(
     from llmctl.render import JsonRenderer, RichRenderer
 
     # Bound to this invocation's stdout, so stages' library_output() redirection cannot swallow events.
-    stdout = RedactedStream(sys.stdout)
+    stdout: TextIO = RedactedStream(sys.stdout)  # type: ignore[assignment]  # a TextIOBase
     renderer = JsonRenderer(stdout) if OUTPUT.json else RichRenderer(Console(file=stdout, highlight=False), quiet)
 
     with renderer:
-        api.run(recipe, overrides or [], Selection(force, from_stage, only, until), smoke, events(renderer), dry_run=dry_run,
-                if_changed=if_changed, notify=notify_cmd or os.environ.get("LLMCTL_NOTIFY_CMD"), quiet=not OUTPUT.debug)
+        api.run(
+            recipe,
+            overrides or [],
+            Selection(force, from_stage, only, until),
+            smoke,
+            events(renderer),
+            dry_run=dry_run,
+            if_changed=if_changed,
+            notify=notify_cmd or os.environ.get("LLMCTL_NOTIFY_CMD"),
+            quiet=not OUTPUT.debug,
+        )
 
 
 @handle_errors
 def doctor(
-    recipe: Annotated[Path | None, typer.Argument(help="Also check this recipe's settings against this machine.")] = None,
-    runs_root: Annotated[Path, typer.Option("--runs", help="Run folder root whose free disk space to report.")] = RUNS_ROOT,
+    recipe: Annotated[
+        Path | None, typer.Argument(help="Also check this recipe's settings against this machine.")
+    ] = None,
+    runs_root: Annotated[
+        Path, typer.Option("--runs", help="Run folder root whose free disk space to report.")
+    ] = RUNS_ROOT,
 ) -> None:
     """Check the environment: versions, devices (CUDA, native bf16), optional backends, disk, warnings."""
     found = api.doctor(recipe, runs_root)
@@ -134,8 +181,10 @@ def _print_doctor(found: dict[str, Any]) -> None:
     out.print(f"python {found['python']} on {found['platform']}")
     out.print("packages: " + ", ".join(f"{k} {v}" for k, v in found["packages"].items()))
     d = found["devices"]
-    out.print(f"devices: cuda={d['cuda']} (gpus {d['gpus']}), cpu native bf16={d['cpu_native_bf16']}, threads {d['cpu_threads']}; "
-              f"dtype auto → {d['auto_dtype']} ({d['why']})")
+    out.print(
+        f"devices: cuda={d['cuda']} (gpus {d['gpus']}), cpu native bf16={d['cpu_native_bf16']}, threads {d['cpu_threads']}; "
+        f"dtype auto → {d['auto_dtype']} ({d['why']})"
+    )
     out.print("backends: " + ", ".join(f"{k} {v}" for k, v in found["imports"].items()))
     out.print(f"disk: {found['disk_free_gib']} GiB free under {found['disk_probe']}")
     for warning in found["warnings"]:

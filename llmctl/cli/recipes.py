@@ -16,7 +16,9 @@ app = typer.Typer(help="The built-in recipes: list them, copy one to edit.", no_
 
 
 @handle_errors
-def schema(output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None) -> None:
+def schema(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+) -> None:
     """Print the JSON Schema of the recipe format (for editor completion)."""
     from llmctl.schema import json_schema
 

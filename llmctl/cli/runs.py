@@ -28,7 +28,9 @@ def _print_runs(found: list[dict[str, Any]], root: Path) -> None:
         return
     table = Table("run", "recipe", "stages", "status", "last activity")
     for item in found:
-        table.add_row(item["run"], item["recipe"], f"{item['complete']}/{item['stages']}", item["status"], item["updated"])
+        table.add_row(
+            item["run"], item["recipe"], f"{item['complete']}/{item['stages']}", item["status"], item["updated"]
+        )
     out.print(table)
 
 
@@ -40,19 +42,29 @@ def show(run_ref: RunArg, root: RootOpt = RUNS_ROOT) -> None:
 
 
 def _print_run(manifest: Any) -> None:
-    table = Table("stage", "status", "duration", "metrics", title=f"run {manifest.recipe}: {manifest.run_dir}",
-                  title_justify="left")
+    table = Table(
+        "stage",
+        "status",
+        "duration",
+        "metrics",
+        title=f"run {manifest.recipe}: {manifest.run_dir}",
+        title_justify="left",
+    )
     for name, entry in manifest.stages.items():
         status = entry.status + (" (cached)" if entry.cached else "")
         duration = f"{entry.duration_s:.1f}s" if entry.duration_s is not None else "—"
-        table.add_row(name, status, duration, ", ".join(f"{k}={v:g}" for k, v in entry.numeric_metrics().items()) or "—")
+        table.add_row(
+            name, status, duration, ", ".join(f"{k}={v:g}" for k, v in entry.numeric_metrics().items()) or "—"
+        )
     out.print(table)
 
 
 @handle_errors
 def report(
-    run_refs: Annotated[list[str], typer.Argument(metavar="RUN...", help="A run (name under --root, or folder); several "
-                                                  "to compare them.")],
+    run_refs: Annotated[
+        list[str],
+        typer.Argument(metavar="RUN...", help="A run (name under --root, or folder); several to compare them."),
+    ],
     root: RootOpt = RUNS_ROOT,
 ) -> None:
     """Write an HTML report (and PNG charts) into RUN/report/: curves, before ⇒ after, samples, benchmarks, versions;
@@ -63,7 +75,9 @@ def report(
 
 @handle_errors
 def compare(
-    run_refs: Annotated[list[str], typer.Argument(metavar="RUN...", help="Two or more runs (names under --root, or folders).")],
+    run_refs: Annotated[
+        list[str], typer.Argument(metavar="RUN...", help="Two or more runs (names under --root, or folders).")
+    ],
     root: RootOpt = RUNS_ROOT,
 ) -> None:
     """Show the numeric metrics of several runs side by side (stage/metric per row)."""

@@ -40,19 +40,35 @@ def _model_source(command: str, model_dir: Path | None, registry: Path | None, n
 @handle_errors
 def serve(
     model_dir: ModelDirArg = None,
-    registry: Annotated[Path | None, typer.Option(help="Serve NAME's current version from this registry (hot reload).")] = None,
+    registry: Annotated[
+        Path | None, typer.Option(help="Serve NAME's current version from this registry (hot reload).")
+    ] = None,
     name: ModelNameOpt = None,
     host: Annotated[str, typer.Option(help="Bind address (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
-    api_key: Annotated[str | None, typer.Option(help="Require 'Authorization: Bearer KEY' (or set LLMCTL_API_KEY).")] = None,
+    api_key: Annotated[
+        str | None, typer.Option(help="Require 'Authorization: Bearer KEY' (or set LLMCTL_API_KEY).")
+    ] = None,
     max_tokens: Annotated[int, typer.Option(help="Cap on max_tokens per request.")] = ServeLimits.max_tokens,
-    max_batch: Annotated[int, typer.Option(help="Sequences generated at once (one batch, or the running set of an "
-                                           "OpenVINO model's continuous batching).")] = ServeLimits.max_batch,
+    max_batch: Annotated[
+        int,
+        typer.Option(
+            help="Sequences generated at once (one batch, or the running set of an "
+            "OpenVINO model's continuous batching)."
+        ),
+    ] = ServeLimits.max_batch,
     max_queue: Annotated[int, typer.Option(help="Waiting requests before answering 429.")] = ServeLimits.max_queue,
-    watch: Annotated[float, typer.Option(help="Seconds between checks of the registry's current version (0: only "
-                                         "POST /admin/reload).")] = 2.0,
-    engine: Annotated[Engine, typer.Option(help="llmctl: the built-in engine (any machine, any backend); vllm: hand the "
-                                                "folder to vLLM's OpenAI server (GPU, vLLM installed).")] = Engine.llmctl,
+    watch: Annotated[
+        float,
+        typer.Option(help="Seconds between checks of the registry's current version (0: only POST /admin/reload)."),
+    ] = 2.0,
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            help="llmctl: the built-in engine (any machine, any backend); vllm: hand the "
+            "folder to vLLM's OpenAI server (GPU, vLLM installed)."
+        ),
+    ] = Engine.llmctl,
 ) -> None:
     """Serve a model over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, streaming)."""
     source = _model_source("serve", model_dir, registry, name)
@@ -73,9 +89,14 @@ def chat(
     registry: Annotated[Path | None, typer.Option(help="Chat with NAME's current version in this registry.")] = None,
     name: ModelNameOpt = None,
     system: Annotated[str, typer.Option(help="System prompt (change it in the chat with /system TEXT).")] = "",
-    template: Annotated[str | None, typer.Option(help="Prompt template with {prompt} for a model without a chat template "
-                                                      "(default: the recipe's data.template, found through its run "
-                                                      "folder).")] = None,
+    template: Annotated[
+        str | None,
+        typer.Option(
+            help="Prompt template with {prompt} for a model without a chat template "
+            "(default: the recipe's data.template, found through its run "
+            "folder)."
+        ),
+    ] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens per answer at most.")] = 256,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0: greedy).")] = 0.7,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 0.9,

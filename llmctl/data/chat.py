@@ -27,8 +27,11 @@ def use_template(tokenizer: Any, data: DataSpec) -> None:
     if data.chat_template:
         tokenizer.chat_template = NAMED.get(data.chat_template, data.chat_template)
     elif not getattr(tokenizer, "chat_template", None):
-        raise RecipeMismatch("data.chat_template", "data.chat_template: the model's tokenizer has no chat template; name one "
-                         "(chat_template: chatml) or give a Jinja template")
+        raise RecipeMismatch(
+            "data.chat_template",
+            "data.chat_template: the model's tokenizer has no chat template; name one "
+            "(chat_template: chatml) or give a Jinja template",
+        )
 
 
 FALLBACK = "{role}: {content}\n"  # tokenizers without a chat template, and no prompt template given

@@ -75,13 +75,22 @@ def explained(row: dict[str, str]) -> str:
 def demonstrations(rows: int, seed: int, explained_share: float = 0.5) -> list[dict[str, str]]:
     """SFT demonstrations: question/answer pairs where `explained_share` of the answers explain themselves."""
     rng = random.Random(seed)
-    return [{**row, "answer": explained(row) if rng.random() < explained_share else row["answer"]} for row in qa_pairs(rows, seed)]
+    return [
+        {**row, "answer": explained(row) if rng.random() < explained_share else row["answer"]}
+        for row in qa_pairs(rows, seed)
+    ]
 
 
 def preference_pairs(rows: int, seed: int) -> list[dict[str, str]]:
     """prompt + chosen (the bare sum) + rejected (the same sum, explained): raters prefer the bare answer."""
-    return [{"prompt": f"Question: {row['question']}\n\nAnswer:", "chosen": f" {row['answer']}", "rejected": f" {explained(row)}"}
-            for row in qa_pairs(rows, seed + 1)]
+    return [
+        {
+            "prompt": f"Question: {row['question']}\n\nAnswer:",
+            "chosen": f" {row['answer']}",
+            "rejected": f" {explained(row)}",
+        }
+        for row in qa_pairs(rows, seed + 1)
+    ]
 
 
 DEMO_SETS = ("corpus", "instructions", "preferences", "prompts", "eval")
@@ -116,8 +125,8 @@ def resolve(path: str) -> str:
     import os
     import shutil
 
-    from llmctl.rundir import cache_root, replace_dir
     from llmctl.errors import DataError
+    from llmctl.rundir import cache_root, replace_dir
 
     name = path[len(DEMO_SCHEME) :]
     if name not in DEMO_SETS:

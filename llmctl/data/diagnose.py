@@ -23,8 +23,10 @@ def first_problem(path: Path) -> str | None:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line = raw.count(b"\n", 0, err.start) + 1
-        return (f"{path}:{line}: not UTF-8: byte 0x{raw[err.start]:02x} at byte offset {err.start}; convert the file "
-                "(e.g. iconv -f latin1 -t utf-8)")
+        return (
+            f"{path}:{line}: not UTF-8: byte 0x{raw[err.start]:02x} at byte offset {err.start}; convert the file "
+            "(e.g. iconv -f latin1 -t utf-8)"
+        )
     if "\x00" in text:
         line = text.count("\n", 0, text.index("\x00")) + 1
         return f"{path}:{line}: holds a NUL byte; is it a binary file?"
@@ -47,7 +49,7 @@ def _json_lines(path: Path, text: str) -> str | None:
         except json.JSONDecodeError as err:
             return f"{path}:{number}:{err.colno}: not valid JSON ({err.msg}); each line holds one JSON object"
         if not isinstance(value, dict):
-            return f"{path}:{number}: a line holds one JSON object {{\"column\": value, …}}, not a {_kind(value)}"
+            return f'{path}:{number}: a line holds one JSON object {{"column": value, …}}, not a {_kind(value)}'
     return None
 
 
@@ -73,8 +75,10 @@ def _csv_rows(path: Path, text: str) -> str | None:
         return f"{path}: no header row"
     for row in reader:
         if row and len(row) != len(header):
-            return (f"{path}:{reader.line_num}: {len(row)} fields, but the header has {len(header)} "
-                    f"({', '.join(header)}); quote values that contain commas")
+            return (
+                f"{path}:{reader.line_num}: {len(row)} fields, but the header has {len(header)} "
+                f"({', '.join(header)}); quote values that contain commas"
+            )
     return None
 
 
@@ -85,8 +89,10 @@ def _parquet(path: Path) -> str | None:
     try:
         pq.ParquetFile(path).schema_arrow  # noqa: B018 - reading the footer is the check
     except Exception as err:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError…: all mean unreadable
-        return (f"{path}: not a readable Parquet file ({str(err).splitlines()[0][:160]}); it may be truncated or "
-                "another format: write it again")
+        return (
+            f"{path}: not a readable Parquet file ({str(err).splitlines()[0][:160]}); it may be truncated or "
+            "another format: write it again"
+        )
     return None
 
 

@@ -35,14 +35,16 @@ def fingerprint_data(spec: DataSpec, previous: dict[str, Any] | None = None) -> 
     if spec.mix:
         earlier = list((previous or {}).get("mix") or [])
         earlier += [None] * (len(spec.mix) - len(earlier))
-        return {"mix": [fingerprint_data(source, old) for source, old in zip(spec.mix, earlier)]}
+        return {"mix": [fingerprint_data(source, old) for source, old in zip(spec.mix, earlier, strict=False)]}
     found = fingerprint_source(spec.path, previous, spec) | {"query": spec.query}
     if isinstance(spec.validation, str):
         found["validation"] = fingerprint_source(spec.validation, (previous or {}).get("validation"), spec)
     return found
 
 
-def fingerprint_source(path: str, previous: dict[str, Any] | None = None, spec: DataSpec | None = None) -> dict[str, Any]:
+def fingerprint_source(
+    path: str, previous: dict[str, Any] | None = None, spec: DataSpec | None = None
+) -> dict[str, Any]:
     """A Deep Lake dataset's version id; an hf:// dataset's resolved commit (with config and split); or
     {path: {size, mtime, sha256}} for local files, reusing `previous` hashes for files whose size and mtime
     are unchanged."""

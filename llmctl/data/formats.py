@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from llmctl.errors import DataError
+
+Shape = Literal["text", "sft", "preference", "prompt", "choice"]
+"""What a format's rows are for, which is what a stage accepts: plain text (pretraining), a prompt and what to
+learn to answer (sft), preference pairs (reward, dpo), prompts alone (RL rollouts), multiple choice (evaluation)."""
 
 
 @dataclass(frozen=True)
 class Format:
+    shape: Shape
     required: tuple[str, ...]  # columns needed without a template
     optional: tuple[str, ...]
     completion: str | None  # the column where the completion starts (for templates and masking)
@@ -24,15 +29,32 @@ class Format:
 
 
 ALPACA = "### Instruction:\n{instruction}\n\n{input_block}### Response:\n{output}"
+# The registry of formats: the recipe's `data.format` choices are its keys, in this order.
 FORMATS: dict[str, Format] = {
-    "text": Format(("text",), (), None, "{text}"),
-    "prompt_completion": Format(("prompt", "completion"), (), "completion", "{prompt}{completion}"),
-    "instruction": Format(("instruction", "output"), ("input",), "output", ALPACA),
-    "chat": Format(("messages",), (), None, None),
-    "preference": Format(("chosen", "rejected"), ("prompt",), None, None, ("chosen", "rejected")),
-    "prompt": Format(("prompt",), (), None, "{prompt}"),
-    "choice": Format(("prompt", "choices", "answer"), (), None, "{prompt}", ("choices", "answer")),
+    "text": Format("text", ("text",), (), None, "{text}"),
+    "prompt_completion": Format("sft", ("prompt", "completion"), (), "completion", "{prompt}{completion}"),
+    "instruction": Format("sft", ("instruction", "output"), ("input",), "output", ALPACA),
+    "chat": Format("sft", ("messages",), (), None, None),
+    "preference": Format("preference", ("chosen", "rejected"), ("prompt",), None, None, ("chosen", "rejected")),
+    "prompt": Format("prompt", ("prompt",), (), None, "{prompt}"),
+    "choice": Format("choice", ("prompt", "choices", "answer"), (), None, "{prompt}", ("choices", "answer")),
 }
+
+
+def formats_of(*shapes: Shape) -> list[str]:
+    """The formats whose rows have one of these shapes (what a stage allows), in registry order."""
+    return [name for name, fmt in FORMATS.items() if fmt.shape in shapes]
+
+
+def allowed(fmt: str, *shapes: Shape) -> bool:
+    return FORMATS[fmt].shape in shapes
+
+
+def listed(names: list[str]) -> str:
+    """a, b or c"""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
 NOT_STRINGS = {"choices": "a list of strings", "answer": "the index or the text of the right choice"}
 
 
@@ -56,9 +78,11 @@ def needed_columns(fmt: str, template: str | None) -> list[str]:
 def check_columns(available: list[str], fmt: str, template: str | None, source: str) -> None:
     missing = [c for c in needed_columns(fmt, template) if c not in available]
     if missing:
-        raise DataError(f"{source}: format '{fmt}' needs column{'s' if len(missing) > 1 else ''} "
-                        f"{', '.join(missing)}; available: {', '.join(available) or 'none'} "
-                        "(rename with data.columns, e.g. {prompt: question})")
+        raise DataError(
+            f"{source}: format '{fmt}' needs column{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(missing)}; available: {', '.join(available) or 'none'} "
+            "(rename with data.columns, e.g. {prompt: question})"
+        )
 
 
 def check_values(row: dict[str, Any], index: int, fmt: str, template: str | None, source: str) -> None:
@@ -67,11 +91,15 @@ def check_values(row: dict[str, Any], index: int, fmt: str, template: str | None
         value = row.get(name)
         if fmt == "chat" and name == "messages":
             if not isinstance(value, list) or not value or not all(_is_turn(m) for m in value):
-                raise DataError(f"{source}: row {index}: messages must be a non-empty list of {{role, content}} (OpenAI) "
-                                "or {from, value} (ShareGPT) objects")
+                raise DataError(
+                    f"{source}: row {index}: messages must be a non-empty list of {{role, content}} (OpenAI) "
+                    "or {from, value} (ShareGPT) objects"
+                )
         elif fmt == "preference" and isinstance(value, list):  # conversational: turns rendered by the chat template
             if not value or not all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in value):
-                raise DataError(f"{source}: row {index}: column '{name}' must be a string or a list of {{role, content}} turns")
+                raise DataError(
+                    f"{source}: row {index}: column '{name}' must be a string or a list of {{role, content}} turns"
+                )
         elif fmt == "choice" and name in NOT_STRINGS:
             if not _valid_choice_field(name, value, row.get("choices")):
                 raise DataError(f"{source}: row {index}: column '{name}' must be {NOT_STRINGS[name]}")
@@ -79,8 +107,10 @@ def check_values(row: dict[str, Any], index: int, fmt: str, template: str | None
             kind = "null" if value is None else type(value).__name__
             raise DataError(f"{source}: row {index}: column '{name}' is {kind}, expected a string")
     if fmt == "preference" and row.get("chosen") == row.get("rejected"):
-        raise DataError(f"{source}: row {index}: chosen and rejected are the same text; such a pair teaches nothing "
-                        "(the loss stays at log 2): drop or fix the row")
+        raise DataError(
+            f"{source}: row {index}: chosen and rejected are the same text; such a pair teaches nothing "
+            "(the loss stays at log 2): drop or fix the row"
+        )
     if fmt == "prompt" and not template and not str(row.get("prompt") or "").strip():
         raise DataError(f"{source}: row {index}: the prompt is empty; a rollout needs a prompt to answer")
 
@@ -97,7 +127,10 @@ def chat_messages(messages: list[dict[str, Any]], roles: dict[str, str]) -> list
     (`roles`, then ShareGPT's usual human → user, gpt → assistant)."""
     if "role" in messages[0]:
         return [{"role": roles.get(m["role"], m["role"]), "content": m["content"]} for m in messages]
-    return [{"role": roles.get(m["from"], SHAREGPT_ROLES.get(m["from"], m["from"])), "content": m["value"]} for m in messages]
+    return [
+        {"role": roles.get(m["from"], SHAREGPT_ROLES.get(m["from"], m["from"])), "content": m["value"]}
+        for m in messages
+    ]
 
 
 def render(row: dict[str, Any], fmt: str, template: str | None, roles: dict[str, str] | None = None) -> dict[str, Any]:

@@ -20,8 +20,10 @@ if TYPE_CHECKING:
 SCHEME = "hf://"
 HUB_TIMEOUT_S = 10
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-FETCH_HINT = ("fetch it once where there is network: python -c \"import datasets; datasets.load_dataset('{repo}'{args})\" "
-              "(it lands in the Hugging Face cache), or pin a copy with `llmctl data import hf://{repo} DEST`")
+FETCH_HINT = (
+    "fetch it once where there is network: python -c \"import datasets; datasets.load_dataset('{repo}'{args})\" "
+    "(it lands in the Hugging Face cache), or pin a copy with `llmctl data import hf://{repo} DEST`"
+)
 
 
 def is_hub_path(path: str) -> bool:
@@ -30,7 +32,7 @@ def is_hub_path(path: str) -> bool:
 
 def repo_id(path: str) -> str:
     """`hf://ORG/NAME` → `ORG/NAME`, checked."""
-    repo = path[len(SCHEME):].strip("/")
+    repo = path[len(SCHEME) :].strip("/")
     if not REPO_ID.match(repo):
         raise DataError(f"data.path {path}: a Hugging Face dataset is hf://ORG/NAME (or hf://NAME)")
     return repo
@@ -40,8 +42,14 @@ def offline() -> bool:
     return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
 
 
-def read(path: str, config: str | None, split: str | None, revision: str | None, streaming: bool = False,
-         limit: int | None = None) -> Dataset:
+def read(
+    path: str,
+    config: str | None,
+    split: str | None,
+    revision: str | None,
+    streaming: bool = False,
+    limit: int | None = None,
+) -> Dataset:
     """The rows of one split (default train); streamed datasets are read up to `limit` rows."""
     from datasets import Dataset, load_dataset
 
@@ -49,7 +57,7 @@ def read(path: str, config: str | None, split: str | None, revision: str | None,
     try:
         loaded = load_dataset(repo, config, split=split or "train", revision=revision, streaming=streaming)
         return Dataset.from_list(list(loaded.take(limit or 0))) if streaming else loaded
-    except Exception as err:  # noqa: BLE001 - offline, unknown, private, bad config: said in one line
+    except Exception as err:
         raise _load_error(path, repo, config, revision, err) from err
 
 
@@ -66,8 +74,10 @@ def resolved_revision(path: str, config: str | None, revision: str | None) -> st
             pass
     commit = cached_commit(repo, config)
     if commit is None:
-        raise DataError(f"{path}: not on the hub from here and not in the local Hugging Face cache; "
-                        + _fetch_hint(repo, config, revision))
+        raise DataError(
+            f"{path}: not on the hub from here and not in the local Hugging Face cache; "
+            + _fetch_hint(repo, config, revision)
+        )
     return commit
 
 
@@ -78,7 +88,9 @@ def cached_commit(repo: str, config: str | None) -> str | None:
     from datasets.naming import camelcase_to_snakecase
 
     namespace, _, name = repo.rpartition("/")
-    folder = Path(datasets.config.HF_DATASETS_CACHE) / "___".join(filter(None, [namespace, camelcase_to_snakecase(name)]))
+    folder = Path(datasets.config.HF_DATASETS_CACHE) / "___".join(
+        filter(None, [namespace, camelcase_to_snakecase(name)])
+    )
     found = [p for p in folder.glob(f"{config or '*'}/*/*") if p.is_dir()]
     return max(found, key=lambda p: p.stat().st_mtime).name if found else None
 
@@ -92,6 +104,8 @@ def _load_error(path: str, repo: str, config: str | None, revision: str | None, 
     """The `datasets` library's failure as one DataError naming the dataset and what to do."""
     text = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}" if str(err) else type(err).__name__
     if offline():
-        return DataError(f"{path}: not in the local Hugging Face cache and the hub is offline "
-                         f"(HF_DATASETS_OFFLINE/HF_HUB_OFFLINE); {_fetch_hint(repo, config, revision)} ({text})")
+        return DataError(
+            f"{path}: not in the local Hugging Face cache and the hub is offline "
+            f"(HF_DATASETS_OFFLINE/HF_HUB_OFFLINE); {_fetch_hint(repo, config, revision)} ({text})"
+        )
     return DataError(f"{path}: cannot load it from the Hugging Face hub ({text})")

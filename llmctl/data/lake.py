@@ -49,7 +49,7 @@ def open_view(path: str, query: str | None = None) -> tuple[Any, Any]:
         return dataset, dataset
     try:
         return dataset, dataset.query(query)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:  # noqa: BLE001 - deeplake raises bare errors for a bad TQL query
         columns = ", ".join(column_names(dataset))
         raise DataError(f"data.query on {path}: {err} (columns: {columns})") from None
 
@@ -73,7 +73,9 @@ def json_columns(dataset: Any) -> set[str]:
         return set()
 
 
-def iter_batches(path: str, query: str | None, columns: list[str], start: int = 0, stop: int | None = None) -> Iterator[dict[str, list[Any]]]:
+def iter_batches(
+    path: str, query: str | None, columns: list[str], start: int = 0, stop: int | None = None
+) -> Iterator[dict[str, list[Any]]]:
     """Column batches of the (queried) dataset: one read per column per batch, never the whole dataset."""
     dataset, view = open_view(path, query)
     decode = json_columns(dataset)
@@ -163,8 +165,10 @@ def _check_written(uri: str, dest: str, names: list[str], rows: int) -> None:
     written = deeplake.open_read_only(uri, token=_token())
     found, columns = len(written), column_names(written)
     if found != rows or sorted(columns) != sorted(names):
-        raise StorageError(f"cannot write {dest}: Deep Lake committed {found} of {rows} rows and columns "
-                           f"{', '.join(columns) or 'none'}; the disk may be full. Free space, then run again")
+        raise StorageError(
+            f"cannot write {dest}: Deep Lake committed {found} of {rows} rows and columns "
+            f"{', '.join(columns) or 'none'}; the disk may be full. Free space, then run again"
+        )
 
 
 def _is_nested(feature: Any) -> bool:
@@ -195,4 +199,10 @@ def describe(path: str, query: str | None = None) -> dict[str, Any]:
     dataset, view = open_view(path, query)
     decode = json_columns(dataset)
     schema = {c.name: ("json" if c.name in decode else str(c.dtype).split(" ")[0]) for c in dataset.schema.columns}
-    return {"kind": "deeplake", "version": str(dataset.version), "rows": len(view), "total_rows": len(dataset), "schema": schema}
+    return {
+        "kind": "deeplake",
+        "version": str(dataset.version),
+        "rows": len(view),
+        "total_rows": len(dataset),
+        "schema": schema,
+    }

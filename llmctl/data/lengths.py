@@ -9,8 +9,13 @@ from typing import Any
 
 from llmctl.errors import DataError
 
-TEXT_PARTS = {"text": ("text",), "prompt": ("prompt",), "completion": ("prompt", "completion"),
-              "chosen": ("prompt", "chosen"), "rejected": ("prompt", "rejected")}
+TEXT_PARTS = {
+    "text": ("text",),
+    "prompt": ("prompt",),
+    "completion": ("prompt", "completion"),
+    "chosen": ("prompt", "chosen"),
+    "rejected": ("prompt", "rejected"),
+}
 
 
 def _text(value: Any) -> str:
@@ -38,7 +43,9 @@ def _lengths(rows: Any, tokenizer: Any, max_length: int) -> tuple[list[int], set
     lengths, partial = [], set()
     for index, row in enumerate(texts):
         counts = [len(ids) for ids in tokenizer([text[:limit] for text in row], add_special_tokens=False)["input_ids"]]
-        if any(len(text) > limit and count <= max_length for text, count in zip(row, counts)):  # over 64 chars a token
+        if any(
+            len(text) > limit and count <= max_length for text, count in zip(row, counts, strict=False)
+        ):  # over 64 chars a token
             counts = [len(ids) for ids in tokenizer(row, add_special_tokens=False)["input_ids"]]
         elif any(len(text) > limit for text in row):
             partial.add(index)
@@ -65,30 +72,43 @@ class LengthLimit:
         rows, self.report = enforce(rows, self.tokenizer, self.max_length, data.too_long, data.path, self.batch_size)
         if self.report["too_long"]:
             verb = {"truncate": "will be truncated", "drop": "dropped"}[data.too_long]
-            self.log(f"{self.report['too_long']} of {self.report['rows']} rows exceed max_length={self.max_length} tokens "
-                     f"(longest {'at least ' * self.report['max_tokens_is_lower_bound']}{self.report['max_tokens']}): {verb}")
+            self.log(
+                f"{self.report['too_long']} of {self.report['rows']} rows exceed max_length={self.max_length} tokens "
+                f"(longest {'at least ' * self.report['max_tokens_is_lower_bound']}{self.report['max_tokens']}): {verb}"
+            )
         return rows
 
 
-def enforce(rows: Any, tokenizer: Any, max_length: int, action: str, source: str, batch_size: int = 0) -> tuple[Any, dict[str, Any]]:
+def enforce(
+    rows: Any, tokenizer: Any, max_length: int, action: str, source: str, batch_size: int = 0
+) -> tuple[Any, dict[str, Any]]:
     """Apply `action` (truncate | drop | error) to rows over `max_length` tokens; returns rows and a report.
     Rows are named by their position in the source (a SOURCE_ROW column, when present), not after shuffling."""
     lengths, partial = _lengths(rows, tokenizer, max_length)
     too_long = [i for i, n in enumerate(lengths) if n > max_length]
     longest = max(range(len(lengths)), key=lengths.__getitem__, default=None)
-    report = {"rows": len(lengths), "too_long": len(too_long), "max_tokens": max(lengths, default=0), "action": action,
-              "max_tokens_is_lower_bound": longest in partial}
+    report = {
+        "rows": len(lengths),
+        "too_long": len(too_long),
+        "max_tokens": max(lengths, default=0),
+        "action": action,
+        "max_tokens_is_lower_bound": longest in partial,
+    }
     if batch_size:
         report["padding"] = padding_fraction([min(n, max_length) for n in lengths], batch_size)
     if too_long and action == "error":
         first = rows[too_long[0]][SOURCE_ROW] if SOURCE_ROW in rows.column_names else too_long[0]
-        raise DataError(f"{source}: {len(too_long)} of {len(lengths)} rows are longer than max_length={max_length} tokens "
-                        f"(first: row {first}, {'at least ' * (too_long[0] in partial)}{lengths[too_long[0]]} tokens); raise max_length or set "
-                        "data.too_long: truncate or drop")
+        raise DataError(
+            f"{source}: {len(too_long)} of {len(lengths)} rows are longer than max_length={max_length} tokens "
+            f"(first: row {first}, {'at least ' * (too_long[0] in partial)}{lengths[too_long[0]]} tokens); raise max_length or set "
+            "data.too_long: truncate or drop"
+        )
     if too_long and action == "drop":
         keep = sorted(set(range(len(lengths))) - set(too_long))
         if not keep:
-            raise DataError(f"{source}: every row is longer than max_length={max_length} tokens; nothing left to train on")
+            raise DataError(
+                f"{source}: every row is longer than max_length={max_length} tokens; nothing left to train on"
+            )
         rows = rows.select(keep)
     return rows, report
 
@@ -106,8 +126,10 @@ def packing_hint(padding: float, packing: bool) -> str | None:
     600 mixed-length rows went from 74% padding to none and 1.59x tokens/s packed; uniform rows ran 0.32x packed on a
     128-wide model, whose attention over the packed length costs as much as its projections)."""
     if packing and padding < 0.1:
-        return (f"packing: unpacked batches would be only {padding:.0%} padding, so packing saves little; on small "
-                "models attention over the packed length can cost more than it saves (try packing: false)")
+        return (
+            f"packing: unpacked batches would be only {padding:.0%} padding, so packing saves little; on small "
+            "models attention over the packed length can cost more than it saves (try packing: false)"
+        )
     if not packing and padding > 0.4:
         return f"packing: {padding:.0%} of each batch is padding; packing: true would train on real tokens only"
     return None

@@ -7,7 +7,6 @@ from typing import Any
 from llmctl.errors import UsageError
 from llmctl.specs import DataSpec, StageSpec, is_local_path
 
-
 SHOWN_CHARS = 2_000  # of one part; the rest is summarised
 COUNTED_CHARS = 100_000  # of one example, for its token count (beyond, the count is of a prefix: a lower bound)
 
@@ -57,8 +56,10 @@ def _stage_with_data(stages: list[StageSpec], name: str | None) -> StageSpec:
         return with_data[0]
     match = next((s for s in with_data if s.name == name), None)
     if match is None:
-        raise UsageError(f"--stage {name}: no stage with data by that name; stages with data: "
-                         f"{', '.join(s.name for s in with_data) or 'none'}")
+        raise UsageError(
+            f"--stage {name}: no stage with data by that name; stages with data: "
+            f"{', '.join(s.name for s in with_data) or 'none'}"
+        )
     return match
 
 
@@ -71,10 +72,14 @@ def _parts(row: dict[str, Any], data: DataSpec) -> list[dict[str, Any]]:
     if data.format == "preference":
         return [{"role": r, "text": row[r], "masked": False} for r in ("prompt", "chosen", "rejected")]
     if data.format == "chat":
-        return [{"role": m["role"], "text": f"{m['role']}: {m['content']}\n", "masked": masked and m["role"] != "assistant"}
-                for m in row["messages"]]
-    return [{"role": "prompt", "text": row["prompt"], "masked": masked},
-            {"role": "completion", "text": row["completion"], "masked": False}]
+        return [
+            {"role": m["role"], "text": f"{m['role']}: {m['content']}\n", "masked": masked and m["role"] != "assistant"}
+            for m in row["messages"]
+        ]
+    return [
+        {"role": "prompt", "text": row["prompt"], "masked": masked},
+        {"role": "completion", "text": row["completion"], "masked": False},
+    ]
 
 
 def _tokenizer(spec: StageSpec) -> Any | None:

@@ -37,8 +37,13 @@ def source_kind(path: str) -> str:
     return "files"
 
 
-def read_rows(path: str, query: str | None = None, split: str | None = None, columns: list[str] | None = None,
-              spec: DataSpec | None = None) -> Dataset:
+def read_rows(
+    path: str,
+    query: str | None = None,
+    split: str | None = None,
+    columns: list[str] | None = None,
+    spec: DataSpec | None = None,
+) -> Dataset:
     """All rows of a source as a `datasets.Dataset` (Deep Lake rows are streamed in batches into an on-disk
     Arrow cache keyed by the dataset version, so a dataset is never held whole in memory). `spec` gives an
     hf:// source its config, revision and streaming settings."""
@@ -73,7 +78,9 @@ def _read_hf_disk(path: str, split: str | None) -> Dataset:
     loaded = load_from_disk(str(Path(path).expanduser()))
     if isinstance(loaded, DatasetDict):
         if split not in loaded:
-            raise DataError(f"data.split: {path} has splits {', '.join(loaded)}; name one (e.g. split: {next(iter(loaded))})")
+            raise DataError(
+                f"data.split: {path} has splits {', '.join(loaded)}; name one (e.g. split: {next(iter(loaded))})"
+            )
         return loaded[split]
     return loaded
 
@@ -92,7 +99,7 @@ def _read_files(path: str) -> Dataset:
     options = _csv_as_text(files[0]) if builder == "csv" else {}
     try:
         return load_dataset(builder, data_files=[str(f) for f in files], split="train", **options)
-    except Exception as err:  # noqa: BLE001 - the library names neither file nor line: find them
+    except Exception as err:
         raise _located(path, err) from err
 
 
@@ -110,7 +117,11 @@ def _csv_as_text(first: Path) -> dict[str, Any]:
 
 def _located(path: str, err: BaseException) -> DataError:
     """The first bad line of the source's files (scanned only now that reading failed), or the library's reason."""
-    found = next((f for file in local_files(path) if (f := diagnose.first_problem(file))), None) if source_kind(path) == "files" else None
+    found = (
+        next((f for file in local_files(path) if (f := diagnose.first_problem(file))), None)
+        if source_kind(path) == "files"
+        else None
+    )
     root = err.__cause__ or err.__context__ or err
     return DataError(found or f"{path}: cannot read it ({type(root).__name__}: {str(root)[:200]})")
 
@@ -120,7 +131,9 @@ def load_examples(spec: DataSpec, seed: int, lengths: LengthLimit | None = None)
     over `lengths.max_length` tokens handled as `spec.too_long` says. Errors name rows by source position."""
     seed = spec.seed if spec.seed is not None else seed
     rows = _mixed(spec, seed) if spec.mix else _prepared(spec, spec.path, seed)
-    train, held_out = (rows, _prepared(spec, spec.validation, seed)) if isinstance(spec.validation, str) else _split(rows, spec)
+    train, held_out = (
+        (rows, _prepared(spec, spec.validation, seed)) if isinstance(spec.validation, str) else _split(rows, spec)
+    )
     if lengths is not None:
         train = lengths.apply(train, spec)
     return _without_source_row(train), _without_source_row(held_out)
@@ -135,8 +148,9 @@ def _mixed(spec: DataSpec, seed: int) -> Dataset:
     parts = _mixture_parts(spec, seed)
     if spec.strategy == "interleave":
         weights = [source.weight or 1.0 for source in spec.mix]
-        rows = interleave_datasets(parts, probabilities=[w / sum(weights) for w in weights], seed=seed,
-                                   stopping_strategy="all_exhausted")
+        rows = interleave_datasets(
+            parts, probabilities=[w / sum(weights) for w in weights], seed=seed, stopping_strategy="all_exhausted"
+        )
     else:
         rows = concatenate_datasets(parts)
         rows = rows.shuffle(seed=seed) if spec.shuffle else rows
@@ -145,7 +159,7 @@ def _mixed(spec: DataSpec, seed: int) -> Dataset:
 
 def mixture_counts(spec: DataSpec, seed: int) -> dict[str, int]:
     """Rows each source of a mixture contributes (its own limit applied), by path — for `plan` and `data preview`."""
-    return {source.path: len(rows) for source, rows in zip(spec.mix, _mixture_parts(spec, seed))}
+    return {source.path: len(rows) for source, rows in zip(spec.mix, _mixture_parts(spec, seed), strict=False)}
 
 
 def _mixture_parts(spec: DataSpec, seed: int) -> list[Dataset]:
@@ -167,7 +181,9 @@ def _prepared(spec: DataSpec, path: str, seed: int) -> Dataset:
     rows = read_rows(path, spec.query, spec.split, source_columns, spec)
     missing = [source for source in spec.columns.values() if _root(source) not in rows.column_names]
     if missing:
-        raise DataError(f"data.columns: {path} has no column {', '.join(map(_root, missing))}; available: {', '.join(rows.column_names)}")
+        raise DataError(
+            f"data.columns: {path} has no column {', '.join(map(_root, missing))}; available: {', '.join(rows.column_names)}"
+        )
     rows = _pick_nested(rows, nested, path)
     rows = rows.rename_columns({s: t for s, t in renamed_from.items() if s != t})
     formats.check_columns(rows.column_names, spec.format, spec.template, path)
@@ -202,13 +218,17 @@ def _pick_nested(rows: Dataset, nested: dict[str, str], source: str) -> Dataset:
     for target, column in nested.items():
         keys = split_path(column)
 
-        def pick(row: dict[str, Any], index: int, keys: list[str | int] = keys, column: str = column, target: str = target) -> dict[str, Any]:
+        def pick(
+            row: dict[str, Any], index: int, keys: list[str | int] = keys, column: str = column, target: str = target
+        ) -> dict[str, Any]:
             value: Any = row[str(keys[0])]
             for key in keys[1:]:
                 try:
                     value = value[key]
                 except (KeyError, IndexError, TypeError):
-                    raise DataError(f"{source}: row {index + 1}: no value at {column} ({keys[0]} is {str(row[str(keys[0])])[:80]})") from None
+                    raise DataError(
+                        f"{source}: row {index + 1}: no value at {column} ({keys[0]} is {str(row[str(keys[0])])[:80]})"
+                    ) from None
             return {target: value}
 
         rows = rows.map(pick, with_indices=True)
@@ -229,7 +249,9 @@ def _split(rows: Dataset, spec: DataSpec) -> tuple[Dataset, Dataset | None]:
     if spec.validation and held == 0:
         held = 1
     if held >= len(rows):
-        raise DataError(f"{spec.path or 'the mixture'}: validation takes {held} of {len(rows)} rows, leaving none to train on")
+        raise DataError(
+            f"{spec.path or 'the mixture'}: validation takes {held} of {len(rows)} rows, leaving none to train on"
+        )
     if held == 0:
         return rows, None
     return rows.select(range(held, len(rows))), rows.select(range(held))
@@ -248,5 +270,10 @@ def describe(path: str, query: str | None = None, split: str | None = None) -> d
     if source_kind(path) == "deeplake":
         return lake.describe(path, query)
     rows = read_rows(path, query, split)
-    return {"kind": source_kind(path), "version": None, "rows": len(rows), "total_rows": len(rows),
-            "schema": {name: str(feature) for name, feature in rows.features.items()}}
+    return {
+        "kind": source_kind(path),
+        "version": None,
+        "rows": len(rows),
+        "total_rows": len(rows),
+        "schema": {name: str(feature) for name, feature in rows.features.items()},
+    }

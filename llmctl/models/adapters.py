@@ -32,15 +32,21 @@ def spare_inc_import() -> None:
     def inc_loaded_and_available() -> bool:
         return "neural_compressor" in sys.modules and is_inc_available()
 
-    lora_inc.is_inc_available = quantization_utils.is_inc_available = inc_loaded_and_available
+    lora_inc.is_inc_available = quantization_utils.is_inc_available = inc_loaded_and_available  # type: ignore[assignment]  # peft's is cached
 
 
 def lora_config(spec: PeftSpec, task_type: str = "CAUSAL_LM") -> Any:
     from peft import LoraConfig
 
     spare_inc_import()
-    return LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, bias=spec.bias,
-                      target_modules=spec.target_modules, task_type=task_type)
+    return LoraConfig(
+        r=spec.r,
+        lora_alpha=spec.alpha,
+        lora_dropout=spec.dropout,
+        bias=spec.bias,
+        target_modules=spec.target_modules,
+        task_type=task_type,
+    )
 
 
 def check_target_modules(model: Any, spec: PeftSpec, where: str = "peft.target_modules") -> None:
@@ -50,9 +56,14 @@ def check_target_modules(model: Any, spec: PeftSpec, where: str = "peft.target_m
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     missing = [t for t in spec.target_modules if t not in names]
     if missing:
-        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ in ("Linear", "Conv1D")})
-        raise RecipeMismatch(where, f"{where}: {', '.join(missing)} not found in {type(model).__name__}; "
-                         f"its linear modules are: {', '.join(linear)} (or use all-linear)")
+        linear = sorted(
+            {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ in ("Linear", "Conv1D")}
+        )
+        raise RecipeMismatch(
+            where,
+            f"{where}: {', '.join(missing)} not found in {type(model).__name__}; "
+            f"its linear modules are: {', '.join(linear)} (or use all-linear)",
+        )
 
 
 def apply(model: Any, spec: PeftSpec, task_type: str = "CAUSAL_LM") -> Any:
@@ -72,8 +83,12 @@ def quantization_config() -> Any:
     import torch
     from transformers import BitsAndBytesConfig
 
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch.bfloat16)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
 
 
 def merged_into(model: Any, base: Any, scratch: Path, dtype: str) -> Any:
@@ -92,4 +107,3 @@ def merged_into(model: Any, base: Any, scratch: Path, dtype: str) -> Any:
 def merged(model: Any) -> Any:
     """The base model with the adapter folded in (a plain transformers model)."""
     return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
-

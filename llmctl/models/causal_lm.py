@@ -60,9 +60,13 @@ def load_config(ref: str) -> Any:
     if adapters.is_adapter_folder(ref):
         ref = json.loads((Path(ref) / adapters.ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
     if is_local_path(ref) and not (Path(ref).expanduser() / "config.json").is_file():
-        why = "does not exist" if not Path(ref).expanduser().exists() else "is not a model folder (it has no config.json)"
-        raise RecipeMismatch("model", f"model {ref} {why}; name a folder written by save_pretrained (or an llmctl stage's output) "
-                         "or a hub id")
+        why = (
+            "does not exist" if not Path(ref).expanduser().exists() else "is not a model folder (it has no config.json)"
+        )
+        raise RecipeMismatch(
+            "model",
+            f"model {ref} {why}; name a folder written by save_pretrained (or an llmctl stage's output) or a hub id",
+        )
     bundled = Path(__file__).parent / "configs" / (ref.replace("/", "--") + ".json")
     if bundled.exists() and not Path(ref).exists():
         return _config_from_file(bundled)
@@ -94,7 +98,9 @@ def build_config(
         built.pad_token_id = tokenizer.pad_token_id
     context = context_length(built)
     if context is not None and block_size > context:
-        raise RecipeMismatch("block_size", f"block_size {block_size} exceeds the model's context of {context} positions")
+        raise RecipeMismatch(
+            "block_size", f"block_size {block_size} exceeds the model's context of {context} positions"
+        )
     return built
 
 
@@ -116,19 +122,28 @@ def _check_config_fields(model_type: str, fields: dict[str, Any]) -> None:
 
     if model_type not in CONFIG_MAPPING:
         close = difflib.get_close_matches(model_type, list(CONFIG_MAPPING.keys()), n=1)
-        raise RecipeMismatch("model.config.model_type", f"model.config.model_type: unknown architecture {model_type!r}" + (f" — did you mean {close[0]!r}?" if close else ""))
+        raise RecipeMismatch(
+            "model.config.model_type",
+            f"model.config.model_type: unknown architecture {model_type!r}"
+            + (f" — did you mean {close[0]!r}?" if close else ""),
+        )
     config_class = CONFIG_MAPPING[model_type]
     known = set(config_class().to_dict()) | set(config_class.attribute_map)
     for key in fields:
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1)
-            raise RecipeMismatch(f"model.config.{key}", f"model.config.{key}: not a field of {config_class.__name__}"
-                             + (f" — did you mean {close[0]!r}?" if close else ""))
+            raise RecipeMismatch(
+                f"model.config.{key}",
+                f"model.config.{key}: not a field of {config_class.__name__}"
+                + (f" — did you mean {close[0]!r}?" if close else ""),
+            )
     _check_values(config_class, fields)
 
 
-SIZE_FIELDS = re.compile(r"^(n_(layer|head|embd|positions|inner|ctx)|vocab_size|hidden_size|intermediate_size|head_dim|ffn_dim|"
-                         r"num_(hidden_layers|attention_heads|key_value_heads)|max_position_embeddings|word_embed_proj_dim)$")
+SIZE_FIELDS = re.compile(
+    r"^(n_(layer|head|embd|positions|inner|ctx)|vocab_size|hidden_size|intermediate_size|head_dim|ffn_dim|"
+    r"num_(hidden_layers|attention_heads|key_value_heads)|max_position_embeddings|word_embed_proj_dim)$"
+)
 
 
 def _check_values(config_class: Any, fields: dict[str, Any]) -> None:
@@ -137,7 +152,11 @@ def _check_values(config_class: Any, fields: dict[str, Any]) -> None:
     defaults = config_class().to_dict()
     for key, value in fields.items():
         default = defaults.get(config_class.attribute_map.get(key, key))
-        if isinstance(default, int) and not isinstance(default, bool) and (not isinstance(value, int) or isinstance(value, bool)):
+        if (
+            isinstance(default, int)
+            and not isinstance(default, bool)
+            and (not isinstance(value, int) or isinstance(value, bool))
+        ):
             raise RecipeMismatch(f"model.config.{key}", f"model.config.{key}: {value!r} is not a whole number")
         if SIZE_FIELDS.match(key) and isinstance(value, int) and value < 1:
             raise RecipeMismatch(f"model.config.{key}", f"model.config.{key}: {value} is a size; it must be at least 1")
@@ -175,22 +194,33 @@ def tokenize_blocks(texts: Any, tokenizer: Any, block_size: int) -> Any:
         flat = [token for row in batch["ids"] for token in row]
         usable = len(flat) // block_size * block_size
         blocks = [flat[i : i + block_size] for i in range(0, usable, block_size)]
-        return {"input_ids": blocks, "labels": [list(b) for b in blocks], "attention_mask": [[1] * block_size for _ in blocks]}
+        return {
+            "input_ids": blocks,
+            "labels": [list(b) for b in blocks],
+            "attention_mask": [[1] * block_size for _ in blocks],
+        }
 
     tokenized = texts.map(tokenize, batched=True, remove_columns=texts.column_names)
     blocks = tokenized.map(group, batched=True, batch_size=1000, remove_columns=["ids"])
     if len(blocks) == 0:
-        raise RecipeMismatch("block_size", f"the data holds fewer than block_size={block_size} tokens; lower block_size or add data")
+        raise RecipeMismatch(
+            "block_size", f"the data holds fewer than block_size={block_size} tokens; lower block_size or add data"
+        )
     return blocks
 
 
 def tokenize_padded(texts: Any, tokenizer: Any, block_size: int) -> Any:
     """One sequence per document: truncated to `block_size` tokens, padded to it; padding is masked out of
     attention and of the loss (labels -100)."""
+
     def tokenize(batch: dict[str, list[str]]) -> dict[str, list[list[int]]]:
-        encoded = tokenizer(batch["text"], truncation=True, max_length=block_size, padding="max_length",
-                            return_token_type_ids=False)
-        labels = [[t if m else -100 for t, m in zip(ids, mask)] for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"])]
+        encoded = tokenizer(
+            batch["text"], truncation=True, max_length=block_size, padding="max_length", return_token_type_ids=False
+        )
+        labels = [
+            [t if m else -100 for t, m in zip(ids, mask, strict=False)]
+            for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"], strict=False)
+        ]
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], "labels": labels}
 
     return texts.map(tokenize, batched=True, remove_columns=texts.column_names)
@@ -233,17 +263,29 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int
     with torch.no_grad():
         for prompt in prompts:
             inputs = tokenizer(prompt, return_tensors="pt", return_token_type_ids=False).to(model.device)
-            ids = model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **settings)
+            ids = model.generate(
+                **inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **settings
+            )
             outputs.append(tokenizer.decode(ids[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))
     return outputs
 
 
-def write_samples(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, folder: Path,
-                  before: list[str] | None = None, generation: Any = None) -> list[dict[str, str]]:
+def write_samples(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    max_new_tokens: int,
+    folder: Path,
+    before: list[str] | None = None,
+    generation: Any = None,
+) -> list[dict[str, str]]:
     """Generate for each prompt (as `generation` says; its max_new_tokens wins), write samples.json into
     `folder`, return the pairs (with the output of the model before training, when given)."""
     tokens = generation.max_new_tokens if generation is not None and generation.max_new_tokens else max_new_tokens
     outputs = generate(model, tokenizer, prompts, tokens, generation)
-    pairs = [{"prompt": p, "output": o} | ({"before": before[i]} if before else {}) for i, (p, o) in enumerate(zip(prompts, outputs))]
+    pairs = [
+        {"prompt": p, "output": o} | ({"before": before[i]} if before else {})
+        for i, (p, o) in enumerate(zip(prompts, outputs, strict=False))
+    ]
     (folder / "samples.json").write_text(json.dumps(pairs, indent=2, ensure_ascii=False) + "\n")
     return pairs

@@ -20,7 +20,7 @@ def answers(model: Any, tokenizer: Any, rows: Any, max_new_tokens: int, generati
 def exact_match(model: Any, tokenizer: Any, rows: Any, max_new_tokens: int, generation: Any = None) -> float:
     """Share of prompts whose answer equals the completion (stripped)."""
     outputs = answers(model, tokenizer, rows, max_new_tokens, generation)
-    hits = sum(out == want.strip() for out, want in zip(outputs, rows["completion"]))
+    hits = sum(out == want.strip() for out, want in zip(outputs, rows["completion"], strict=False))
     return round(hits / max(len(rows), 1), 4)
 
 
@@ -28,7 +28,7 @@ def f1(model: Any, tokenizer: Any, rows: Any, max_new_tokens: int) -> float:
     """Mean SQuAD token F1 of the greedy answers against the completions (the official normalisation:
     lower case, no punctuation, no articles), as the course scores its QA model."""
     outputs = answers(model, tokenizer, rows, max_new_tokens)
-    scores = [token_f1(out, want) for out, want in zip(outputs, rows["completion"])]
+    scores = [token_f1(out, want) for out, want in zip(outputs, rows["completion"], strict=False)]
     return round(sum(scores) / max(len(scores), 1), 4)
 
 
@@ -49,7 +49,9 @@ def _normalized(text: str) -> str:
     return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
 
 
-def exact_match_metric(model: Any, tokenizer: Any, rows: Any, eval_set: Any, key: str, generation: Any = None) -> dict[str, float]:
+def exact_match_metric(
+    model: Any, tokenizer: Any, rows: Any, eval_set: Any, key: str, generation: Any = None
+) -> dict[str, float]:
     """{key: exact match on a stage's `eval_set` rows, generated as the stage's `generation:` says} — or {}
     when the stage has no eval_set (sft and ppo measure it before and after training)."""
     return {} if rows is None else {key: exact_match(model, tokenizer, rows, eval_set.max_new_tokens, generation)}

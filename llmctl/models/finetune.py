@@ -21,7 +21,10 @@ def load_trainable(ref: str, peft: PeftSpec, max_length: int, ctx: StageContext)
     base = causal_lm.load(ref, quantization_config=quantization)
     context = causal_lm.context_length(base.config)
     if context is not None and max_length > context:
-        raise RecipeMismatch("max_length", f"max_length {max_length} exceeds the model's context of {context} positions; lower max_length")
+        raise RecipeMismatch(
+            "max_length",
+            f"max_length {max_length} exceeds the model's context of {context} positions; lower max_length",
+        )
     model = adapters.apply(base, peft)
     total, trainable = causal_lm.parameter_counts(model)
     ctx.log(f"{type(model).__name__}: {trainable:,} trainable of {total:,} parameters ({peft.method})")
@@ -39,7 +42,9 @@ def save_finetuned(peft: PeftSpec, model: Any, tokenizer: Any, ctx: StageContext
         tokenizer.save_pretrained(ctx.out_dir)
         return model
     if peft.method == "qlora":
-        model = adapters.merged_into(model, causal_lm.load(ctx.input("model")), ctx.work_dir / "adapter", ctx.hardware.dtype)
+        model = adapters.merged_into(
+            model, causal_lm.load(ctx.input("model")), ctx.work_dir / "adapter", ctx.hardware.dtype
+        )
     else:
         model = adapters.merged(model)
     causal_lm.save(model, tokenizer, ctx.out_dir)

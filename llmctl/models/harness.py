@@ -22,19 +22,37 @@ def write_task(name: str, rows: Any, max_new_tokens: int, stop: list[str], folde
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / f"{name}.jsonl"
     data.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-    config: dict[str, Any] = {"task": name, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data.absolute())}},
-                              "test_split": "test"}
+    config: dict[str, Any] = {
+        "task": name,
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data.absolute())}},
+        "test_split": "test",
+    }
     columns = set(rows.column_names)
     if "choices" in columns:
-        config |= {"output_type": "multiple_choice", "doc_to_text": "{{prompt}}", "doc_to_choice": "{{choices}}",
-                   "doc_to_target": "answer", "metric_list": [_metric("acc"), _metric("acc_norm")]}
+        config |= {
+            "output_type": "multiple_choice",
+            "doc_to_text": "{{prompt}}",
+            "doc_to_choice": "{{choices}}",
+            "doc_to_target": "answer",
+            "metric_list": [_metric("acc"), _metric("acc_norm")],
+        }
     elif "completion" in columns:
-        config |= {"output_type": "generate_until", "doc_to_text": "{{prompt}}", "doc_to_target": "{{completion | trim}}",
-                   "generation_kwargs": {"until": stop, "do_sample": False, "max_gen_toks": max_new_tokens},
-                   "filter_list": STRIP, "metric_list": [_metric("exact_match")]}
+        config |= {
+            "output_type": "generate_until",
+            "doc_to_text": "{{prompt}}",
+            "doc_to_target": "{{completion | trim}}",
+            "generation_kwargs": {"until": stop, "do_sample": False, "max_gen_toks": max_new_tokens},
+            "filter_list": STRIP,
+            "metric_list": [_metric("exact_match")],
+        }
     else:
-        config |= {"output_type": "loglikelihood_rolling", "doc_to_text": "{{text}}", "doc_to_target": "{{text}}",
-                   "metric_list": [{"metric": m} for m in ("word_perplexity", "byte_perplexity", "bits_per_byte")]}
+        config |= {
+            "output_type": "loglikelihood_rolling",
+            "doc_to_text": "{{text}}",
+            "doc_to_target": "{{text}}",
+            "metric_list": [{"metric": m} for m in ("word_perplexity", "byte_perplexity", "bits_per_byte")],
+        }
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -50,16 +68,28 @@ def write_task_data(task: str, data: str, folder: Path) -> Path:
 
     builtin = builtin_task_yaml(task)
     if builtin is None:
-        raise RecipeMismatch(f"benchmark.task_data.{task}", f"benchmark.task_data.{task}: not a built-in lm-eval task defined by a YAML file")
+        raise RecipeMismatch(
+            f"benchmark.task_data.{task}",
+            f"benchmark.task_data.{task}: not a built-in lm-eval task defined by a YAML file",
+        )
     source = Path(data).expanduser().absolute()
     if not source.is_file() or source.suffix.lower() not in BUILDERS:
-        raise RecipeMismatch(f"benchmark.task_data.{task}", f"benchmark.task_data.{task}: {data} is not a file of {', '.join(BUILDERS)}")
+        raise RecipeMismatch(
+            f"benchmark.task_data.{task}", f"benchmark.task_data.{task}: {data} is not a file of {', '.join(BUILDERS)}"
+        )
     original = load_yaml(builtin, resolve_func=False)
     split = original.get("test_split") or original.get("validation_split") or "test"
-    config = {"include": str(builtin), "task": task, "dataset_path": BUILDERS[source.suffix.lower()], "dataset_name": None,
-              "dataset_kwargs": {"data_files": {split: str(source)}}, "training_split": None, "fewshot_split": split,
-              "validation_split": split if original.get("validation_split") else None,
-              "test_split": split if original.get("test_split") else None}
+    config = {
+        "include": str(builtin),
+        "task": task,
+        "dataset_path": BUILDERS[source.suffix.lower()],
+        "dataset_name": None,
+        "dataset_kwargs": {"data_files": {split: str(source)}},
+        "training_split": None,
+        "fewshot_split": split,
+        "validation_split": split if original.get("validation_split") else None,
+        "test_split": split if original.get("test_split") else None,
+    }
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{task}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -110,7 +140,9 @@ def lm_for(ref: str, batch_size: int) -> Any:
         settings.write_text(json.dumps(ov_config()))
         return OptimumLM(pretrained=ref, batch_size=batch_size, ov_config=str(settings))
     model, tokenizer = quantized.load_any(ref), causal_lm.load_tokenizer(ref)
-    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=causal_lm.context_length(model.config))
+    return HFLM(
+        pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=causal_lm.context_length(model.config)
+    )
 
 
 def task_manager(include_paths: list[str], builtin: bool) -> Any:
@@ -121,13 +153,25 @@ def task_manager(include_paths: list[str], builtin: bool) -> Any:
     return TaskManager(include_path=include_paths or None, include_defaults=builtin)
 
 
-def run(lm: Any, tasks: list[str], manager: Any, num_fewshot: int | None, limit: int | float | None, seed: int) -> dict[str, Any]:
+def run(
+    lm: Any, tasks: list[str], manager: Any, num_fewshot: int | None, limit: int | float | None, seed: int
+) -> dict[str, Any]:
     """lm_eval.simple_evaluate with seeded sampling and few-shot selection."""
     from lm_eval import simple_evaluate
 
-    return simple_evaluate(model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit, task_manager=manager,
-                           log_samples=False, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-                           fewshot_random_seed=seed, bootstrap_iters=1000)
+    return simple_evaluate(
+        model=lm,
+        tasks=tasks,
+        num_fewshot=num_fewshot,
+        limit=limit,
+        task_manager=manager,
+        log_samples=False,
+        random_seed=seed,
+        numpy_random_seed=seed,
+        torch_random_seed=seed,
+        fewshot_random_seed=seed,
+        bootstrap_iters=1000,
+    )
 
 
 def flatten(results: dict[str, Any]) -> dict[str, float]:

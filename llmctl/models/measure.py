@@ -15,7 +15,7 @@ def texts_of(rows: Any) -> list[str]:
     """The text of each row of a rendered dataset: `text`, or prompt + completion."""
     if "text" in rows.column_names:
         return list(rows["text"])
-    return [p + c for p, c in zip(rows["prompt"], rows["completion"])]
+    return [p + c for p, c in zip(rows["prompt"], rows["completion"], strict=False)]
 
 
 def perplexity(model: Any, tokenizer: Any, texts: list[str], max_length: int) -> float:
@@ -31,8 +31,9 @@ def perplexity(model: Any, tokenizer: Any, texts: list[str], max_length: int) ->
     total_nll, total_tokens = 0.0, 0
     with torch.no_grad():
         for text in texts:
-            ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_length,
-                            return_token_type_ids=False)["input_ids"]
+            ids = tokenizer(
+                text, return_tensors="pt", truncation=True, max_length=max_length, return_token_type_ids=False
+            )["input_ids"]
             if ids.shape[1] < 2:
                 continue
             logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.float()
@@ -43,16 +44,23 @@ def perplexity(model: Any, tokenizer: Any, texts: list[str], max_length: int) ->
     return round(math.exp(total_nll / total_tokens), 4)
 
 
-def generation_speed(model: Any, tokenizer: Any, prompts: list[str], new_tokens: int, beams: int = 1,
-                     batch_size: int = 1) -> dict[str, float]:
+def generation_speed(
+    model: Any, tokenizer: Any, prompts: list[str], new_tokens: int, beams: int = 1, batch_size: int = 1
+) -> dict[str, float]:
     """Decode speed: exactly `new_tokens` tokens per prompt (EOS suppressed by min_new_tokens), after one
     warm-up generation. Returns tokens/s and ms per generated token (per sequence at this batch size)."""
     import torch
 
     def run(batch: list[str]) -> int:
         inputs = tokenizer(batch, return_tensors="pt", padding=True, return_token_type_ids=False)
-        out = model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                             num_beams=beams, pad_token_id=tokenizer.pad_token_id)
+        out = model.generate(
+            **inputs,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            num_beams=beams,
+            pad_token_id=tokenizer.pad_token_id,
+        )
         return (out.shape[1] - inputs["input_ids"].shape[1]) * len(batch)
 
     tokenizer.padding_side = "left"

@@ -30,8 +30,11 @@ def export(model_dir: str, trial: dict[str, Any], out_dir: Path, precision: str 
     from transformers import AutoTokenizer
 
     _no_telemetry()
-    config = OVWeightQuantizationConfig(bits=trial["bits"], sym=trial["sym"],
-                                        **({"group_size": trial["group_size"], "ratio": trial["ratio"]} if trial["bits"] == 4 else {}))
+    config = OVWeightQuantizationConfig(
+        bits=trial["bits"],
+        sym=trial["sym"],
+        **({"group_size": trial["group_size"], "ratio": trial["ratio"]} if trial["bits"] == 4 else {}),
+    )
     model = OVModelForCausalLM.from_pretrained(model_dir, export=True, quantization_config=config, compile=False)
     model.save_pretrained(out_dir)
     AutoTokenizer.from_pretrained(model_dir).save_pretrained(out_dir)
@@ -56,7 +59,9 @@ def _cpu() -> tuple[str, list[str]]:
     import openvino
 
     core = openvino.Core()
-    return core.get_property("CPU", "INFERENCE_PRECISION_HINT").to_string(), core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return core.get_property("CPU", "INFERENCE_PRECISION_HINT").to_string(), core.get_property(
+        "CPU", "OPTIMIZATION_CAPABILITIES"
+    )
 
 
 def plugin_config(native: str, capabilities: list[str], wanted: str | None = None) -> dict[str, str]:

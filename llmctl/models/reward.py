@@ -14,8 +14,9 @@ def tolerate_use_cache(model: Any) -> Any:
     import inspect
 
     if "use_cache" not in inspect.signature(model.forward).parameters:
-        model.register_forward_pre_hook(lambda module, args, kwargs: (args, {k: v for k, v in kwargs.items() if k != "use_cache"}),
-                                        with_kwargs=True)
+        model.register_forward_pre_hook(
+            lambda module, args, kwargs: (args, {k: v for k, v in kwargs.items() if k != "use_cache"}), with_kwargs=True
+        )
     return model
 
 
@@ -32,8 +33,11 @@ class RewardScorer:
         self.model = AutoModelForSequenceClassification.from_pretrained(path)
         labels = self.model.config.num_labels
         if labels != 1:
-            raise RecipeMismatch("reward_model", f"reward_model {path}: it has {labels} outputs; a reward model must output one scalar "
-                             "(train it with a reward stage, or num_labels: 1)")
+            raise RecipeMismatch(
+                "reward_model",
+                f"reward_model {path}: it has {labels} outputs; a reward model must output one scalar "
+                "(train it with a reward stage, or num_labels: 1)",
+            )
         self.tokenizer = load_tokenizer(path)
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.same_tokenizer = self.tokenizer.get_vocab() == policy_tokenizer.get_vocab()
@@ -41,7 +45,7 @@ class RewardScorer:
     def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
         import torch
 
-        texts = [p + r for p, r in zip(prompts, responses)]
+        texts = [p + r for p, r in zip(prompts, responses, strict=False)]
         batch = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, return_token_type_ids=False)
         with torch.no_grad():
             return self.model(**batch).logits[:, 0].float().tolist()

@@ -41,19 +41,57 @@ class Family:
 
 FAMILIES = {
     "gpt2": Family("bpe", ("<|endoftext|>",), {"bos": "<|endoftext|>", "eos": "<|endoftext|>", "unk": "<|endoftext|>"}),
-    "opt": Family("bpe", ("<s>", "<pad>", "</s>", "<unk>"), {"bos": "</s>", "eos": "</s>", "pad": "<pad>", "unk": "<unk>"},
-                  "</s> $A", "</s> $A </s> $B"),
-    "roberta": Family("bpe", ("<s>", "<pad>", "</s>", "<unk>", "<mask>"),
-                      {"bos": "<s>", "eos": "</s>", "pad": "<pad>", "unk": "<unk>", "cls": "<s>", "sep": "</s>", "mask": "<mask>"},
-                      "<s> $A </s>", "<s> $A </s> </s> $B </s>"),
-    "deberta-v2": Family("unigram", ("[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"),
-                         {"pad": "[PAD]", "cls": "[CLS]", "sep": "[SEP]", "unk": "[UNK]", "mask": "[MASK]", "bos": "[CLS]", "eos": "[SEP]"},
-                         "[CLS] $A [SEP]", "[CLS] $A [SEP] $B:1 [SEP]:1"),
-    "llama": Family("unigram", ("<unk>", "<s>", "</s>"), {"unk": "<unk>", "bos": "<s>", "eos": "</s>"}, "<s> $A", "<s> $A <s> $B"),
+    "opt": Family(
+        "bpe",
+        ("<s>", "<pad>", "</s>", "<unk>"),
+        {"bos": "</s>", "eos": "</s>", "pad": "<pad>", "unk": "<unk>"},
+        "</s> $A",
+        "</s> $A </s> $B",
+    ),
+    "roberta": Family(
+        "bpe",
+        ("<s>", "<pad>", "</s>", "<unk>", "<mask>"),
+        {"bos": "<s>", "eos": "</s>", "pad": "<pad>", "unk": "<unk>", "cls": "<s>", "sep": "</s>", "mask": "<mask>"},
+        "<s> $A </s>",
+        "<s> $A </s> </s> $B </s>",
+    ),
+    "deberta-v2": Family(
+        "unigram",
+        ("[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"),
+        {
+            "pad": "[PAD]",
+            "cls": "[CLS]",
+            "sep": "[SEP]",
+            "unk": "[UNK]",
+            "mask": "[MASK]",
+            "bos": "[CLS]",
+            "eos": "[SEP]",
+        },
+        "[CLS] $A [SEP]",
+        "[CLS] $A [SEP] $B:1 [SEP]:1",
+    ),
+    "llama": Family(
+        "unigram", ("<unk>", "<s>", "</s>"), {"unk": "<unk>", "bos": "<s>", "eos": "</s>"}, "<s> $A", "<s> $A <s> $B"
+    ),
 }
-FAMILY_OF = {"gpt2": "gpt2", "gpt_neo": "gpt2", "gptj": "gpt2", "gpt_neox": "gpt2", "codegen": "gpt2", "qwen2": "gpt2",
-             "opt": "opt", "bart": "roberta", "roberta": "roberta", "deberta": "roberta", "deberta-v2": "deberta-v2",
-             "llama": "llama", "mistral": "llama", "mixtral": "llama", "gemma": "llama", "t5": "llama"}
+FAMILY_OF = {
+    "gpt2": "gpt2",
+    "gpt_neo": "gpt2",
+    "gptj": "gpt2",
+    "gpt_neox": "gpt2",
+    "codegen": "gpt2",
+    "qwen2": "gpt2",
+    "opt": "opt",
+    "bart": "roberta",
+    "roberta": "roberta",
+    "deberta": "roberta",
+    "deberta-v2": "deberta-v2",
+    "llama": "llama",
+    "mistral": "llama",
+    "mixtral": "llama",
+    "gemma": "llama",
+    "t5": "llama",
+}
 
 
 def shrink_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -97,7 +135,9 @@ def folder_for(ref: str, kind: str, texts: list[str], cache: Path) -> Path:
 
     config = causal_lm.load_config(ref).to_dict()
     small = shrink_config(config)
-    key = hashlib.sha256(json.dumps([BUILD_VERSION, ref, kind, small, texts], sort_keys=True, default=str).encode()).hexdigest()
+    key = hashlib.sha256(
+        json.dumps([BUILD_VERSION, ref, kind, small, texts], sort_keys=True, default=str).encode()
+    ).hexdigest()
     folder = cache / f"{ref.strip('/').replace('/', '--')[-60:]}-{kind}-{key[:12]}"
     if (folder / "config.json").exists() or (kind == "tokenizer" and (folder / "tokenizer_config.json").exists()):
         return folder
@@ -119,7 +159,9 @@ def _model(fields: dict[str, Any], kind: str, tokenizer: Any) -> Any:
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification, set_seed
 
     fields = dict(fields)
-    config = AutoConfig.for_model(fields.pop("model_type"), **{k: v for k, v in fields.items() if not k.startswith("_")})
+    config = AutoConfig.for_model(
+        fields.pop("model_type"), **{k: v for k, v in fields.items() if not k.startswith("_")}
+    )
     config.vocab_size = max(len(tokenizer), config.vocab_size if _real_vocab(tokenizer) else 0)
     for role in ("bos", "eos", "pad"):
         token_id = getattr(tokenizer, f"{role}_token_id")
@@ -178,17 +220,29 @@ def train_family_tokenizer(family: Family, texts: list[str], vocab_size: int = T
         tokenizer = Tokenizer(models.BPE())
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tokenizer.decoder = decoders.ByteLevel()
-        trainer: Any = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(family.specials), show_progress=False,
-                                           initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        trainer: Any = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=list(family.specials),
+            show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        )
     else:
         tokenizer = Tokenizer(models.Unigram())
         tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
         tokenizer.decoder = decoders.Metaspace()
-        trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=list(family.specials),
-                                          unk_token=family.roles["unk"], show_progress=False)
+        trainer = trainers.UnigramTrainer(
+            vocab_size=vocab_size,
+            special_tokens=list(family.specials),
+            unk_token=family.roles["unk"],
+            show_progress=False,
+        )
     tokenizer.train_from_iterator(texts, trainer=trainer)
     if family.single:
         ids = [(t, tokenizer.token_to_id(t)) for t in family.specials]
-        tokenizer.post_processor = processors.TemplateProcessing(single=family.single, pair=family.pair, special_tokens=ids)
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=family.single, pair=family.pair, special_tokens=ids
+        )
     roles = {f"{role}_token": token for role, token in family.roles.items()}
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, model_input_names=["input_ids", "attention_mask"], **roles)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, model_input_names=["input_ids", "attention_mask"], **roles
+    )

@@ -26,7 +26,11 @@ def train_bpe(texts: Any, vocab_size: int, min_frequency: int = 2) -> Any:
     )
     tokenizer.train_from_iterator(_batches(texts), trainer=trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token=EOS, eos_token=EOS, unk_token=EOS, pad_token=EOS,
+        tokenizer_object=tokenizer,
+        bos_token=EOS,
+        eos_token=EOS,
+        unk_token=EOS,
+        pad_token=EOS,
         model_input_names=["input_ids", "attention_mask"],  # no token_type_ids: GPT-2 would embed them
     )
 

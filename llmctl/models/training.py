@@ -66,7 +66,9 @@ def progress_callback(ctx: StageContext) -> Any:
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             ctx.emit({"event": "progress", "stage": ctx.name, "step": state.global_step, "max_steps": state.max_steps})
 
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
+        ) -> None:
             record = {"step": state.global_step, **(logs or {})}
             ctx.logs_dir.mkdir(parents=True, exist_ok=True)
             with open(ctx.logs_dir / "train.jsonl", "a", encoding="utf-8") as handle:
@@ -76,7 +78,9 @@ def progress_callback(ctx: StageContext) -> Any:
     return Progress()
 
 
-def train_causal_lm(model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any, args: TrainArgs, ctx: StageContext) -> dict[str, Any]:
+def train_causal_lm(
+    model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any, args: TrainArgs, ctx: StageContext
+) -> dict[str, Any]:
     """Train with the HF Trainer (resuming when the pipeline found a checkpoint), evaluate, return metrics."""
     from transformers import Trainer, default_data_collator
 
@@ -90,7 +94,9 @@ def train_causal_lm(model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any, arg
         callbacks=[progress_callback(ctx)],
     )
     metrics = fit(trainer, ctx)
-    if metrics["train_samples_per_s"]:  # rows are blocks of one length (padding counted with pad_each): tokens = rows × length
+    if metrics[
+        "train_samples_per_s"
+    ]:  # rows are blocks of one length (padding counted with pad_each): tokens = rows × length
         metrics["train_tokens_per_s"] = round(metrics["train_samples_per_s"] * len(train_ds[0]["input_ids"]))
     return metrics | (eval_metrics(trainer) if eval_ds is not None else {})
 

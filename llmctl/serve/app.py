@@ -25,7 +25,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from llmctl.data.chat import render as render_chat
 from llmctl.serve.engine import Overloaded
 from llmctl.serve.limits import Limits
-from llmctl.serve.protocol import APIError, ChatRequest, CompletionRequest, DetokenizeRequest, RequestBase, TokenizeRequest
+from llmctl.serve.protocol import (
+    APIError,
+    ChatRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    RequestBase,
+    TokenizeRequest,
+)
 from llmctl.serve.requests import Request as GenRequest
 from llmctl.serve.requests import Sampling
 from llmctl.serve.state import ServerState, Source
@@ -48,17 +55,23 @@ async def _authorized(request: Request) -> None:
 router = APIRouter(dependencies=[Depends(_authorized)])
 
 
-def create_app(source: Source, api_key: str | None = None, limits: Limits | None = None, watch_s: float = 2.0) -> FastAPI:
+def create_app(
+    source: Source, api_key: str | None = None, limits: Limits | None = None, watch_s: float = 2.0
+) -> FastAPI:
     """The FastAPI app; the model loads now, so a bad folder fails before the server binds."""
     state = ServerState(source, api_key, limits or Limits())
     # With a key, the schema needs it too, and the browser pages (which cannot send it) are off.
-    docs = {"openapi_url": None, "docs_url": None, "redoc_url": None} if api_key else {}
+    docs: dict[str, Any] = {"openapi_url": None, "docs_url": None, "redoc_url": None} if api_key else {}
     app = FastAPI(title="llmctl serve", version="1", **docs)
     app.state.server = state
     app.include_router(router)
     if api_key:
-        app.add_api_route("/openapi.json", lambda: JSONResponse(app.openapi()), include_in_schema=False,
-                          dependencies=[Depends(_authorized)])
+        app.add_api_route(
+            "/openapi.json",
+            lambda: JSONResponse(app.openapi()),
+            include_in_schema=False,
+            dependencies=[Depends(_authorized)],
+        )
     app.add_middleware(BodyLimit, max_bytes=state.limits.max_body_bytes, timeout_s=state.limits.body_timeout_s)
     app.add_exception_handler(APIError, _api_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
@@ -76,17 +89,22 @@ async def _api_error(request: Request, err: APIError) -> JSONResponse:
 
 async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
     """Starlette's own errors (404 unknown path, 405 wrong method, 400 unparsable body) in OpenAI's shape."""
-    message = {404: f"no such endpoint: {request.method} {request.url.path}",
-               405: f"{request.method} is not allowed on {request.url.path}"}.get(err.status_code, str(err.detail))
+    message = {
+        404: f"no such endpoint: {request.method} {request.url.path}",
+        405: f"{request.method} is not allowed on {request.url.path}",
+    }.get(err.status_code, str(err.detail))
     if err.status_code == 400 and "parsing the body" in str(err.detail):
         message = "the body is not valid JSON (or not UTF-8, or nested too deeply)"
     _state(request).requests_total.labels(request.url.path, str(err.status_code)).inc()
-    return JSONResponse(APIError(err.status_code, message, code="not_found" if err.status_code == 404 else None).body,
-                        status_code=err.status_code, headers=getattr(err, "headers", None))
+    return JSONResponse(
+        APIError(err.status_code, message, code="not_found" if err.status_code == 404 else None).body,
+        status_code=err.status_code,
+        headers=getattr(err, "headers", None),
+    )
 
 
 async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
-    first = err.errors()[0] if err.errors() else {"msg": "invalid request", "loc": ()}
+    first: dict[str, Any] = dict(err.errors()[0]) if err.errors() else {"msg": "invalid request", "loc": ()}
     if first.get("type") == "json_invalid":
         first = {"msg": f"the body is not valid JSON ({first['msg']})", "loc": ()}
     elif first.get("type") == "extra_forbidden":  # OpenAI's wording for a field it does not know
@@ -106,7 +124,12 @@ async def _internal(request: Request, err: Exception) -> JSONResponse:
 @router.get("/health")
 async def health(request: Request) -> dict[str, Any]:
     state = _state(request)
-    return {"status": "ok", "model": state.source.model_id, "version": state.version, "queue": state.engine.queue_depth()}
+    return {
+        "status": "ok",
+        "model": state.source.model_id,
+        "version": state.version,
+        "queue": state.engine.queue_depth(),
+    }
 
 
 @router.get("/metrics")
@@ -119,8 +142,18 @@ async def prometheus(request: Request) -> PlainTextResponse:
 @router.get("/v1/models")
 async def models(request: Request) -> dict[str, Any]:
     state = _state(request)
-    return {"object": "list", "data": [{"id": state.source.model_id, "object": "model", "created": int(time.time()),
-                                        "owned_by": "llmctl", "version": state.version}]}
+    return {
+        "object": "list",
+        "data": [
+            {
+                "id": state.source.model_id,
+                "object": "model",
+                "created": int(time.time()),
+                "owned_by": "llmctl",
+                "version": state.version,
+            }
+        ],
+    }
 
 
 @router.post("/admin/reload")
@@ -139,7 +172,9 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     if not prompts:
         raise APIError(400, "prompt must not be empty", param="prompt")
     if len(prompts) > limits.max_prompts:
-        raise APIError(400, f"{len(prompts)} prompts; this server takes at most {limits.max_prompts} per request", param="prompt")
+        raise APIError(
+            400, f"{len(prompts)} prompts; this server takes at most {limits.max_prompts} per request", param="prompt"
+        )
     job = Job("/v1/completions", "text_completion", prompts, body.max_tokens, True, body.logprobs, body.echo)
     return await _serve(job, body, request)
 
@@ -149,7 +184,14 @@ async def chat(body: ChatRequest, request: Request) -> Any:
     counter = _state(request).engine.loaded.counter
     prompt, templated = await asyncio.to_thread(render_chat, counter, [m.model_dump() for m in body.messages])
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
-    job = Job("/v1/chat/completions", "chat.completion", [prompt], body.max_completion_tokens or body.max_tokens, not templated, logprobs)
+    job = Job(
+        "/v1/chat/completions",
+        "chat.completion",
+        [prompt],
+        body.max_completion_tokens or body.max_tokens,
+        not templated,
+        logprobs,
+    )
     return await _serve(job, body, request)
 
 
@@ -158,16 +200,24 @@ async def tokenizer_info(request: Request) -> dict[str, Any]:
     """vLLM's tokenizer endpoints: lm-eval's local-completions finds them and needs no local tokenizer."""
     loaded = _state(request).engine.loaded
     tokenizer = loaded.counter
-    return {"tokenizer_class": type(tokenizer).__name__, "eos_token": tokenizer.eos_token, "bos_token": tokenizer.bos_token,
-            "pad_token": tokenizer.pad_token, "unk_token": tokenizer.unk_token, "chat_template": tokenizer.chat_template,
-            "model_max_length": loaded.context}
+    return {
+        "tokenizer_class": type(tokenizer).__name__,
+        "eos_token": tokenizer.eos_token,
+        "bos_token": tokenizer.bos_token,
+        "pad_token": tokenizer.pad_token,
+        "unk_token": tokenizer.unk_token,
+        "chat_template": tokenizer.chat_template,
+        "model_max_length": loaded.context,
+    }
 
 
 @router.post("/tokenize")
 async def tokenize(body: TokenizeRequest, request: Request) -> dict[str, Any]:
     engine = _state(request).engine
     if body.messages is not None:
-        text, templated = await asyncio.to_thread(render_chat, engine.loaded.counter, [m.model_dump() for m in body.messages])
+        text, templated = await asyncio.to_thread(
+            render_chat, engine.loaded.counter, [m.model_dump() for m in body.messages]
+        )
         tokens = await asyncio.to_thread(engine.encode, text, not templated)
     else:
         tokens = await asyncio.to_thread(engine.encode, body.prompt or "", body.add_special_tokens)
@@ -207,30 +257,60 @@ async def _serve(job: Job, body: RequestBase, request: Request) -> Any:
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[tuple[int, str, Any]] = asyncio.Queue()
     stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
-    sampling = Sampling(body.temperature, body.top_p, body.top_k, body.presence_penalty, body.frequency_penalty,
-                        body.repetition_penalty, body.seed)
+    sampling = Sampling(
+        body.temperature,
+        body.top_p,
+        body.top_k,
+        body.presence_penalty,
+        body.frequency_penalty,
+        body.repetition_penalty,
+        body.seed,
+    )
     generations = []
     for index in range(len(prompt_ids) * body.n):
+
         def notify(event: str, data: Any, index: int = index) -> None:
             loop.call_soon_threadsafe(events.put_nowait, (index, event, data))
 
-        generations.append(GenRequest(prompt_ids[index // body.n], job.max_tokens, sampling, stops, notify, job.logprobs,
-                                      hold=job.echo or job.logprobs is not None))
+        generations.append(
+            GenRequest(
+                prompt_ids[index // body.n],
+                job.max_tokens,
+                sampling,
+                stops,
+                notify,
+                job.logprobs,
+                hold=job.echo or job.logprobs is not None,
+            )
+        )
     try:
         state.engine.submit(generations)
     except Overloaded:
         raise APIError(429, "the server is overloaded; retry later", "rate_limit_error", code="overloaded") from None
-    meta = {"id": f"{'chatcmpl' if job.chat else 'cmpl'}-{uuid.uuid4().hex[:24]}", "created": int(time.time()),
-            "model": state.source.model_id}
+    meta = {
+        "id": f"{'chatcmpl' if job.chat else 'cmpl'}-{uuid.uuid4().hex[:24]}",
+        "created": int(time.time()),
+        "model": state.source.model_id,
+    }
     echoes = await asyncio.to_thread(_echoes, state, job, prompt_ids, body.n)
     usage = body.stream_options is not None and body.stream_options.include_usage
     if body.stream:
-        return StreamingResponse(_stream(state, job, meta, events, generations, echoes, usage, started), media_type="text/event-stream")
+        return StreamingResponse(
+            _stream(state, job, meta, events, generations, echoes, usage, started), media_type="text/event-stream"
+        )
     texts = await _collect(state, events, generations, request)
     if any(g.finish_reason == "error" for g in generations):
-        raise APIError(500, "generation failed: " + next(t for t, g in zip(texts, generations) if g.finish_reason == "error"), "server_error")
+        raise APIError(
+            500,
+            "generation failed: "
+            + next(t for t, g in zip(texts, generations, strict=False) if g.finish_reason == "error"),
+            "server_error",
+        )
     state.account(job.endpoint, "200", generations, started)
-    choices = [_choice(state, job, i, echoes[i] + t, g, g.finish_reason) for i, (t, g) in enumerate(zip(texts, generations))]
+    choices = [
+        _choice(state, job, i, echoes[i] + t, g, g.finish_reason)
+        for i, (t, g) in enumerate(zip(texts, generations, strict=False))
+    ]
     return meta | {"object": job.kind, "choices": choices, "usage": _usage(generations, body.n)}
 
 
@@ -238,11 +318,15 @@ def _echoes(state: ServerState, job: Job, prompt_ids: list[list[int]], n: int) -
     """Per generation, the prompt text that `echo` puts before its completion ("" without echo)."""
     if not job.echo:
         return [""] * (len(prompt_ids) * n)
-    texts = [p if isinstance(p, str) else state.engine.decode(ids) for p, ids in zip(job.prompts, prompt_ids)]
+    texts = [
+        p if isinstance(p, str) else state.engine.decode(ids) for p, ids in zip(job.prompts, prompt_ids, strict=False)
+    ]
     return [text for text in texts for _ in range(n)]
 
 
-async def _collect(state: ServerState, events: asyncio.Queue, generations: list[GenRequest], request: Request) -> list[str]:
+async def _collect(
+    state: ServerState, events: asyncio.Queue, generations: list[GenRequest], request: Request
+) -> list[str]:
     texts = [""] * len(generations)
     pending = len(generations)
     checked = time.monotonic()
@@ -254,7 +338,7 @@ async def _collect(state: ServerState, events: asyncio.Queue, generations: list[
                 raise APIError(499, "client disconnected")
         try:
             index, event, data = await asyncio.wait_for(events.get(), timeout=DISCONNECT_CHECK_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             continue
         if event == "delta":
             texts[index] += data
@@ -266,15 +350,30 @@ async def _collect(state: ServerState, events: asyncio.Queue, generations: list[
     return texts
 
 
-async def _stream(state: ServerState, job: Job, meta: dict[str, Any], events: asyncio.Queue, generations: list[GenRequest],
-                  echoes: list[str], usage: bool, started: float) -> AsyncIterator[str]:
+async def _stream(
+    state: ServerState,
+    job: Job,
+    meta: dict[str, Any],
+    events: asyncio.Queue,
+    generations: list[GenRequest],
+    echoes: list[str],
+    usage: bool,
+    started: float,
+) -> AsyncIterator[str]:
     chunk_kind = "chat.completion.chunk" if job.chat else "text_completion"
     pending, echoed = len(generations), [False] * len(generations)
     try:
         if job.chat:
             for index in range(len(generations)):
-                yield _sse(meta | {"object": chunk_kind, "choices": [{"index": index, "delta": {"role": "assistant", "content": ""},
-                                                                      "finish_reason": None}]})
+                yield _sse(
+                    meta
+                    | {
+                        "object": chunk_kind,
+                        "choices": [
+                            {"index": index, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+                        ],
+                    }
+                )
         while pending:
             index, event, data = await events.get()
             if event == "error":
@@ -286,52 +385,95 @@ async def _stream(state: ServerState, job: Job, meta: dict[str, Any], events: as
             if not echoed[index]:
                 text, echoed[index] = echoes[index] + text, True
             pending -= event == "done"
-            yield _sse(meta | {"object": chunk_kind, "choices": [_choice(state, job, index, text, generations[index], finish, stream=True)]})
+            yield _sse(
+                meta
+                | {
+                    "object": chunk_kind,
+                    "choices": [_choice(state, job, index, text, generations[index], finish, stream=True)],
+                }
+            )
         if usage:
-            yield _sse(meta | {"object": chunk_kind, "choices": [], "usage": _usage(generations, len(generations) // len(job.prompts))})
+            yield _sse(
+                meta
+                | {
+                    "object": chunk_kind,
+                    "choices": [],
+                    "usage": _usage(generations, len(generations) // len(job.prompts)),
+                }
+            )
         yield "data: [DONE]\n\n"
         state.account(job.endpoint, "200", generations, started)
     finally:  # also on client disconnect (the generator is closed): stop generating
         state.cancel(generations)
 
 
-def _choice(state: ServerState, job: Job, index: int, text: str, generation: GenRequest, finish: str | None,
-            stream: bool = False) -> dict[str, Any]:
+def _choice(
+    state: ServerState,
+    job: Job,
+    index: int,
+    text: str,
+    generation: GenRequest,
+    finish: str | None,
+    stream: bool = False,
+) -> dict[str, Any]:
     """One choice of a response or (`stream`) of a chunk; a held request's text comes whole, with its logprobs."""
     logprobs = _logprobs(state, job, generation) if generation.logprobs is not None and (text or not stream) else None
     if not job.chat:
         return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
     if stream:
-        return {"index": index, "delta": {"content": text} if text else {}, "logprobs": logprobs, "finish_reason": finish}
-    return {"index": index, "message": {"role": "assistant", "content": text}, "logprobs": logprobs, "finish_reason": finish}
+        return {
+            "index": index,
+            "delta": {"content": text} if text else {},
+            "logprobs": logprobs,
+            "finish_reason": finish,
+        }
+    return {
+        "index": index,
+        "message": {"role": "assistant", "content": text},
+        "logprobs": logprobs,
+        "finish_reason": finish,
+    }
 
 
 def _logprobs(state: ServerState, job: Job, generation: GenRequest) -> dict[str, Any]:
     """OpenAI's logprobs object: for completions, every returned token (the prompt's too with echo, its first
     without a log-probability) and its offset in the text; for chat, the generated tokens."""
     first = 0 if job.echo else generation.prompt_tokens
-    last = generation.prompt_tokens + len(generation.tokens) if job.chat else None  # chat shows no end-of-sequence token
+    last = (
+        generation.prompt_tokens + len(generation.tokens) if job.chat else None
+    )  # chat shows no end-of-sequence token
     entries = generation.scored[first:last]
     ids = sorted({token for token, _, _ in entries} | {alt for _, _, top in entries for alt, _ in top})
-    piece = dict(zip(ids, state.engine.pieces(ids)))
+    piece = dict(zip(ids, state.engine.pieces(ids), strict=False))
     if job.chat:
-        def described(token: int, logprob: float) -> dict[str, Any]:
+
+        def described(token: int, logprob: float | None) -> dict[str, Any]:
             return {"token": piece[token], "logprob": logprob, "bytes": list(piece[token].encode())}
 
-        return {"content": [described(token, lp) | {"top_logprobs": [described(alt, v) for alt, v in top]} for token, lp, top in entries]}
+        return {
+            "content": [
+                described(token, lp) | {"top_logprobs": [described(alt, v) for alt, v in top]}
+                for token, lp, top in entries
+            ]
+        }
     offsets, at = [], 0
     for token, _, _ in entries:
         offsets.append(at)
         at += len(piece[token])
-    return {"tokens": [piece[token] for token, _, _ in entries], "token_logprobs": [lp for _, lp, _ in entries],
-            # two tokens can share a text (byte pieces decode to U+FFFD): the likelier one's value is kept
-            "top_logprobs": [None if lp is None else {piece[alt]: v for alt, v in reversed(top)} for _, lp, top in entries],
-            "text_offset": offsets}
+    return {
+        "tokens": [piece[token] for token, _, _ in entries],
+        "token_logprobs": [lp for _, lp, _ in entries],
+        # two tokens can share a text (byte pieces decode to U+FFFD): the likelier one's value is kept
+        "top_logprobs": [None if lp is None else {piece[alt]: v for alt, v in reversed(top)} for _, lp, top in entries],
+        "text_offset": offsets,
+    }
 
 
 def _usage(generations: list[GenRequest], n: int) -> dict[str, int]:
-    usage = {"prompt_tokens": sum(g.prompt_tokens for g in generations[::n]),  # n choices share one prompt
-             "completion_tokens": sum(len(g.tokens) for g in generations)}
+    usage = {
+        "prompt_tokens": sum(g.prompt_tokens for g in generations[::n]),  # n choices share one prompt
+        "completion_tokens": sum(len(g.tokens) for g in generations),
+    }
     return usage | {"total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]}
 
 
@@ -349,14 +491,23 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers", [])).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            return await _refuse(scope, receive, send, 413, f"request body of {int(declared):,} bytes is over this server's "
-                                 f"limit of {self.max_bytes:,}")
+            return await _refuse(
+                scope,
+                receive,
+                send,
+                413,
+                f"request body of {int(declared):,} bytes is over this server's limit of {self.max_bytes:,}",
+            )
         try:
             body = await asyncio.wait_for(self._read(receive), self.timeout_s)
-        except asyncio.TimeoutError:
-            return await _refuse(scope, receive, send, 408, f"the request body did not arrive within {self.timeout_s:g} s")
+        except TimeoutError:
+            return await _refuse(
+                scope, receive, send, 408, f"the request body did not arrive within {self.timeout_s:g} s"
+            )
         if body is None:
-            return await _refuse(scope, receive, send, 413, f"request body is over this server's limit of {self.max_bytes:,} bytes")
+            return await _refuse(
+                scope, receive, send, 413, f"request body is over this server's limit of {self.max_bytes:,} bytes"
+            )
         replayed = False
 
         async def replay() -> dict[str, Any]:
@@ -370,7 +521,8 @@ class BodyLimit:
 
     async def _read(self, receive: Any) -> bytes | None:
         """The whole body, or None once it passes `max_bytes`."""
-        chunks, size = [], 0
+        chunks: list[bytes] = []
+        size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -384,7 +536,9 @@ class BodyLimit:
 
 
 async def _refuse(scope: dict[str, Any], receive: Any, send: Any, status: int, message: str) -> None:
-    await JSONResponse(APIError(status, message).body, status_code=status, headers={"connection": "close"})(scope, receive, send)
+    await JSONResponse(APIError(status, message).body, status_code=status, headers={"connection": "close"})(
+        scope, receive, send
+    )
 
 
 def uvicorn_config(app: FastAPI, host: str, port: int, limits: Limits) -> Any:
@@ -394,7 +548,9 @@ def uvicorn_config(app: FastAPI, host: str, port: int, limits: Limits) -> Any:
 
     from llmctl.serve.connections import protocol_for
 
-    return uvicorn.Config(app, host=host, port=port, log_level="warning", http=protocol_for(limits), timeout_graceful_shutdown=5)
+    return uvicorn.Config(
+        app, host=host, port=port, log_level="warning", http=protocol_for(limits), timeout_graceful_shutdown=5
+    )
 
 
 def run_server(source: Source, host: str, port: int, api_key: str | None, limits: Limits, watch: float) -> None:

@@ -40,7 +40,7 @@ def protocol_for(limits: Limits) -> type[H11Protocol]:
 class GuardedH11Protocol(H11Protocol):
     limits: Limits = Limits()
 
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+    def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self.header_timer: Any = None
         self._became_idle()
@@ -88,11 +88,16 @@ class GuardedH11Protocol(H11Protocol):
         """Close the oldest idle connections over the per-address and total bounds; False when the total is
         reached and every open connection is busy. Per address, only connections idle for `IDLE_GRACE_S` count:
         a client's burst of new connections is about to send its requests."""
-        others = [c for c in self.connections if c is not self and isinstance(c, GuardedH11Protocol)
-                  and not c.transport.is_closing()]
+        others = [
+            c
+            for c in self.connections
+            if c is not self and isinstance(c, GuardedH11Protocol) and not c.transport.is_closing()
+        ]
         idle = sorted((c for c in others if c.idle), key=lambda c: c.idle_since)
         settled = self.loop.time() - IDLE_GRACE_S
-        mine = [c for c in idle if c.idle_since < settled and c.client and self.client and c.client[0] == self.client[0]]
+        mine = [
+            c for c in idle if c.idle_since < settled and c.client and self.client and c.client[0] == self.client[0]
+        ]
         for stale in mine[: max(0, len(mine) + 1 - self.limits.max_idle_per_client)]:
             stale.transport.close()
             others.remove(stale)
@@ -105,7 +110,9 @@ class GuardedH11Protocol(H11Protocol):
     def _refuse(self, status: int, message: str, kind: str) -> None:
         """Answer with an OpenAI-shaped error and close, whatever state the request is in."""
         body = json.dumps(APIError(status, message, kind).body).encode()
-        head = (f"HTTP/1.1 {status} {'Bad Request' if status == 400 else 'Service Unavailable'}\r\n"
-                f"content-type: application/json\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n")
+        head = (
+            f"HTTP/1.1 {status} {'Bad Request' if status == 400 else 'Service Unavailable'}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        )
         self.transport.write(head.encode() + body)
         self.transport.close()

@@ -24,8 +24,11 @@ of OPT-1.3B's fp32 cache — 2 × 24 layers × 2048 × 4 bytes a token — too f
 def available(path: str, tokenizer: Any) -> bool:
     """An OpenVINO folder, OpenVINO GenAI installed, and an end-of-sequence token (GenAI drops a request that
     has neither it nor a stop token)."""
-    return ((Path(path) / "openvino_model.xml").is_file() and importlib.util.find_spec("openvino_genai") is not None
-            and tokenizer.eos_token_id is not None)
+    return (
+        (Path(path) / "openvino_model.xml").is_file()
+        and importlib.util.find_spec("openvino_genai") is not None
+        and tokenizer.eos_token_id is not None
+    )
 
 
 class Continuous:
@@ -48,7 +51,9 @@ class Continuous:
     def accepts(request: Request) -> bool:
         sampling = request.sampling
         plain = not (sampling.presence_penalty or sampling.frequency_penalty) and sampling.repetition_penalty == 1
-        return plain and sampling.seed is None and request.logprobs is None and not request.hold and request.max_tokens > 0
+        return (
+            plain and sampling.seed is None and request.logprobs is None and not request.hold and request.max_tokens > 0
+        )
 
     @property
     def room(self) -> int:
@@ -101,4 +106,3 @@ class Continuous:
             handle.stop()
             fail(request, message)
         self.running.clear()
-

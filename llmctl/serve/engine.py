@@ -33,12 +33,16 @@ class Loaded:
         self.path = path
         self.tokenizer = causal_lm.load_tokenizer(path)  # used by the engine thread only
         self.tokenizer.padding_side = "left"
-        self.counter = causal_lm.load_tokenizer(path)  # the request handlers' (a Rust tokenizer must not be shared across threads)
+        self.counter = causal_lm.load_tokenizer(
+            path
+        )  # the request handlers' (a Rust tokenizer must not be shared across threads)
         self.continuous = Continuous(path, max_batch, self.tokenizer) if available(path, self.tokenizer) else None
         self._model = None if self.continuous else self._load_model()
         config = self._model.config if self._model is not None else AutoConfig.from_pretrained(path)
         self.context: int | None = causal_lm.context_length(config)
-        self.vocab_size: int = getattr(config, "vocab_size", None) or len(self.tokenizer)  # token ids the model can embed
+        self.vocab_size: int = getattr(config, "vocab_size", None) or len(
+            self.tokenizer
+        )  # token ids the model can embed
 
     @property
     def model(self) -> Any:
@@ -133,7 +137,7 @@ class Engine:
             for pipeline in pipelines:
                 try:
                     pipeline.step()
-                except Exception as err:  # noqa: BLE001
+                except Exception as err:  # noqa: BLE001 - a pipeline that fails answers its own requests; the others go on
                     pipeline.fail(f"{type(err).__name__}: {err}")
 
     def _run(self, batch: list[Request], loaded: Loaded) -> None:
@@ -143,7 +147,7 @@ class Engine:
                 _forward(batch, loaded)
             else:
                 _generate(batch, loaded)
-        except Exception as err:  # one bad batch must not kill the server
+        except Exception as err:  # noqa: BLE001 - one bad batch must not kill the server
             for request in batch:
                 fail(request, f"{type(err).__name__}: {err}")
 
@@ -194,12 +198,21 @@ def _generate(batch: list[Request], loaded: Loaded) -> None:
     inputs = _padded([r.prompt_ids for r in batch], tokenizer.pad_token_id, left=True)
     if sampling.seed is not None:
         torch.manual_seed(sampling.seed)
-    processors = LogitsProcessorList([OpenAIPenalties(inputs["input_ids"].shape[1], sampling.presence_penalty,
-                                                      sampling.frequency_penalty)] if sampling.presence_penalty or sampling.frequency_penalty else [])
+    processors = LogitsProcessorList(
+        [OpenAIPenalties(inputs["input_ids"].shape[1], sampling.presence_penalty, sampling.frequency_penalty)]
+        if sampling.presence_penalty or sampling.frequency_penalty
+        else []
+    )
     with torch.no_grad():
-        loaded.model.generate(**inputs, max_new_tokens=max(r.max_tokens for r in batch), streamer=_Streamer(batch, tokenizer),
-                              stopping_criteria=StoppingCriteriaList([_AllFinished(batch)]), logits_processor=processors,
-                              pad_token_id=tokenizer.pad_token_id, **sampling.generate_kwargs())
+        loaded.model.generate(
+            **inputs,
+            max_new_tokens=max(r.max_tokens for r in batch),
+            streamer=_Streamer(batch, tokenizer),
+            stopping_criteria=StoppingCriteriaList([_AllFinished(batch)]),
+            logits_processor=processors,
+            pad_token_id=tokenizer.pad_token_id,
+            **sampling.generate_kwargs(),
+        )
     for request in batch:
         finish(request, "length")
     held = [r for r in batch if r.hold and not r.cancelled]
@@ -212,7 +225,7 @@ def _forward(batch: list[Request], loaded: Loaded) -> None:
     """Requests served by one forward pass: score each prompt and, with max_tokens 1, take its greedy next token
     from the same logits (one pass where generate-then-score would take two)."""
     tokenizer = loaded.tokenizer
-    for request, log_probs in zip(batch, _log_probs([r.prompt_ids for r in batch], loaded)):
+    for request, log_probs in zip(batch, _log_probs([r.prompt_ids for r in batch], loaded), strict=False):
         if request.max_tokens == 1:
             receive(request, int(log_probs[-1].argmax()), tokenizer)
         if request.logprobs is not None:
@@ -223,7 +236,9 @@ def _forward(batch: list[Request], loaded: Loaded) -> None:
 
 def _score(batch: list[Request], loaded: Loaded) -> None:
     if batch:
-        for request, log_probs in zip(batch, _log_probs([r.prompt_ids + r.tokens for r in batch], loaded)):
+        for request, log_probs in zip(
+            batch, _log_probs([r.prompt_ids + r.tokens for r in batch], loaded), strict=False
+        ):
             request.scored = _entries(request, log_probs)
 
 
@@ -235,7 +250,7 @@ def _log_probs(sequences: list[list[int]], loaded: Loaded) -> list[Any]:
     inputs = _padded(sequences, loaded.tokenizer.pad_token_id, left=False)
     with torch.no_grad():
         logits = loaded.model(**inputs).logits
-    return [row[: len(ids)].float().log_softmax(-1) for row, ids in zip(logits, sequences)]
+    return [row[: len(ids)].float().log_softmax(-1) for row, ids in zip(logits, sequences, strict=False)]
 
 
 def _entries(request: Request, log_probs: Any) -> list[tuple[int, float | None, list[tuple[int, float]]]]:
@@ -246,9 +261,11 @@ def _entries(request: Request, log_probs: Any) -> list[tuple[int, float | None, 
     targets = torch.tensor(ids[1:], dtype=torch.long)
     predicting = log_probs[: len(ids) - 1]
     chosen = predicting.gather(1, targets[:, None])[:, 0].tolist()
-    top_values, top_ids = predicting.topk(request.logprobs, dim=-1) if request.logprobs else (predicting[:, :0], predicting[:, :0])
-    tops = [list(zip(i, v)) for i, v in zip(top_ids.long().tolist(), top_values.tolist())]
-    return [(ids[0], None, [])] + [(token, lp, top) for token, lp, top in zip(ids[1:], chosen, tops)]
+    top_values, top_ids = (
+        predicting.topk(request.logprobs, dim=-1) if request.logprobs else (predicting[:, :0], predicting[:, :0])
+    )
+    tops = [list(zip(i, v, strict=False)) for i, v in zip(top_ids.long().tolist(), top_values.tolist(), strict=False)]
+    return [(ids[0], None, [])] + [(token, lp, top) for token, lp, top in zip(ids[1:], chosen, tops, strict=False)]
 
 
 def _padded(sequences: list[list[int]], pad: int, left: bool) -> dict[str, Any]:
@@ -289,7 +306,7 @@ class _Streamer:
         if not self.prompt_seen:  # generate() first passes the prompt ids
             self.prompt_seen = True
             return
-        for request, token in zip(self.batch, value.reshape(-1).tolist()):
+        for request, token in zip(self.batch, value.reshape(-1).tolist(), strict=False):
             receive(request, token, self.tokenizer)
 
     def end(self) -> None:

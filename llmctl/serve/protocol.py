@@ -24,7 +24,17 @@ UNSUPPORTED = {  # field: why; refused when set to anything but its no-op value
     "prediction": "predicted outputs are not supported by llmctl serve",
     "web_search_options": "web search is not supported by llmctl serve",
 }
-NO_OP = (None, False, [], {}, "", "none", "auto", ["text"], 1)  # values of UNSUPPORTED fields that ask for nothing
+NO_OP: tuple[Any, ...] = (
+    None,
+    False,
+    [],
+    {},
+    "",
+    "none",
+    "auto",
+    ["text"],
+    1,
+)  # values of UNSUPPORTED fields that ask for nothing
 MAX_LOGPROBS = 20
 GREEDY_BELOW = 1e-5  # a temperature under this is greedy decoding (vLLM's _SAMPLING_EPS): 1e-45 overflowed to inf
 # Strict types: a JSON string is not a number, true is not a token id, 0 is not false (lax mode let through
@@ -33,8 +43,14 @@ STRICT = ConfigDict(extra="forbid", strict=True)
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.body = status, {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
@@ -124,8 +140,8 @@ class CompletionRequest(RequestBase):
     def prompts(self) -> list[str | list[int]]:
         """The prompts as a list: each a text or a list of token ids."""
         if isinstance(self.prompt, str) or (self.prompt and isinstance(self.prompt[0], int)):
-            return [self.prompt]  # type: ignore[list-item]
-        return list(self.prompt)  # type: ignore[arg-type]
+            return [self.prompt]
+        return list(self.prompt)  # type: ignore[arg-type]  # a list of texts or of token-id lists
 
 
 class TextPart(BaseModel):
@@ -148,7 +164,9 @@ class Message(BaseModel):
         if isinstance(value, list):
             for part in value:
                 if part.get("type") != "text":
-                    raise ValueError(f"a {part.get('type')!r} content part is not supported; this server takes text parts only")
+                    raise ValueError(
+                        f"a {part.get('type')!r} content part is not supported; this server takes text parts only"
+                    )
             value = "\n".join(TextPart.model_validate(part).text for part in value)
         return _no_surrogates(value or "")
 

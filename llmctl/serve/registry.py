@@ -42,7 +42,11 @@ class Registry:
         self.root = Path(root)
 
     def names(self) -> list[str]:
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")) if self.root.exists() else []
+        return (
+            sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+            if self.root.exists()
+            else []
+        )
 
     def versions(self, name: str) -> list[str]:
         """Version names, oldest first."""
@@ -53,7 +57,9 @@ class Registry:
     def info(self, name: str, version: str) -> dict[str, Any]:
         path = self._folder(name) / _checked_version(version) / INFO
         if not path.exists():
-            raise UsageError(f"no version {version} of model '{name}' in {self.root}; versions: {', '.join(self.versions(name)) or 'none'}")
+            raise UsageError(
+                f"no version {version} of model '{name}' in {self.root}; versions: {', '.join(self.versions(name)) or 'none'}"
+            )
         return json.loads(path.read_text())
 
     def current(self, name: str) -> str | None:
@@ -64,19 +70,25 @@ class Registry:
         version = self.current(name)
         if version is None:
             known = ", ".join(self.names()) or "none"
-            raise UsageError(f"model '{name}' has no current version in {self.root} (models there: {known}); "
-                             "run a recipe with a deploy stage or `llmctl models promote`")
+            raise UsageError(
+                f"model '{name}' has no current version in {self.root} (models there: {known}); "
+                "run a recipe with a deploy stage or `llmctl models promote`"
+            )
         folder = self._folder(name) / version
         if not VERSION_RE.match(version) or not (folder / INFO).exists():
-            raise UsageError(f"model '{name}': current points at {version!r}, which is not a version in {self.root / name} "
-                             f"(versions: {', '.join(self.versions(name)) or 'none'}); fix it with `llmctl models promote {name} VERSION`")
+            raise UsageError(
+                f"model '{name}': current points at {version!r}, which is not a version in {self.root / name} "
+                f"(versions: {', '.join(self.versions(name)) or 'none'}); fix it with `llmctl models promote {name} VERSION`"
+            )
         return folder.absolute()
 
     def current_metrics(self, name: str) -> dict[str, Any] | None:
         version = self.current(name)
         return self.info(name, version).get("metrics") if version else None
 
-    def deploy(self, name: str, source: Path, info: dict[str, Any], promote: bool, keep: int | None) -> tuple[str, list[str]]:
+    def deploy(
+        self, name: str, source: Path, info: dict[str, Any], promote: bool, keep: int | None
+    ) -> tuple[str, list[str]]:
         """Publish `source` as the next version, promote it if asked, prune beyond `keep` — all under the
         registry lock, so concurrent deployers never prune what another is reading or promoting. Returns the
         new version and the versions pruned."""
@@ -98,8 +110,13 @@ class Registry:
         tmp = self._folder(name) / f".{version}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(source, tmp, symlinks=False)
-        record = info | {"name": name, "version": version, "published": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                         "files": file_manifest(tmp), "files_at": time.time()}
+        record = info | {
+            "name": name,
+            "version": version,
+            "published": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "files": file_manifest(tmp),
+            "files_at": time.time(),
+        }
         (tmp / INFO).write_text(json.dumps(redaction.redact(record), indent=2, default=str) + "\n")
         os.rename(tmp, self._folder(name) / version)
         return version
@@ -111,8 +128,10 @@ class Registry:
 
     def _promote(self, name: str, version: str) -> None:
         if damage := self.damage(name, version):
-            raise UsageError(f"model '{name}' {version} is damaged ({damage}); not promoted. Publish it again (run the "
-                             f"recipe's deploy stage) or promote another version ({', '.join(self.versions(name))})")
+            raise UsageError(
+                f"model '{name}' {version} is damaged ({damage}); not promoted. Publish it again (run the "
+                f"recipe's deploy stage) or promote another version ({', '.join(self.versions(name))})"
+            )
         link, tmp = self._folder(name) / CURRENT, self._folder(name) / f".{CURRENT}.tmp"
         tmp.unlink(missing_ok=True)
         os.symlink(version, tmp)
@@ -130,7 +149,9 @@ class Registry:
         with self._lock(name):
             versions, current = self.versions(name), self.current(name)
             if current not in versions or versions.index(current) == 0:
-                raise UsageError(f"model '{name}': nothing to roll back to (current {current or 'none'}, versions {', '.join(versions) or 'none'})")
+                raise UsageError(
+                    f"model '{name}': nothing to roll back to (current {current or 'none'}, versions {', '.join(versions) or 'none'})"
+                )
             previous = versions[versions.index(current) - 1]
             self._promote(name, previous)
         return previous

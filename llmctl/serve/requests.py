@@ -29,8 +29,13 @@ class Sampling:
         never applies behind the client's back."""
         if self.temperature == 0:
             return {"do_sample": False, "repetition_penalty": self.repetition_penalty}
-        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": max(self.top_k, 0),
-                "repetition_penalty": self.repetition_penalty}
+        return {
+            "do_sample": True,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": max(self.top_k, 0),
+            "repetition_penalty": self.repetition_penalty,
+        }
 
 
 @dataclass

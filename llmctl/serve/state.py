@@ -49,13 +49,24 @@ class ServerState:
         self.metrics = CollectorRegistry()
         self.requests_total = Counter("llmctl_requests", "HTTP requests", ["endpoint", "status"], registry=self.metrics)
         self.tokens_total = Counter("llmctl_tokens", "Tokens processed", ["kind"], registry=self.metrics)
-        self.latency = Histogram("llmctl_request_latency_seconds", "Request latency", ["endpoint"], registry=self.metrics,
-                                 buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
-        Gauge("llmctl_queue_depth", "Requests waiting for the engine", registry=self.metrics).set_function(self.engine.queue_depth)
-        self.cancelled_total = Counter("llmctl_cancelled", "Generations stopped because their client went away", registry=self.metrics)
+        self.latency = Histogram(
+            "llmctl_request_latency_seconds",
+            "Request latency",
+            ["endpoint"],
+            registry=self.metrics,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        Gauge("llmctl_queue_depth", "Requests waiting for the engine", registry=self.metrics).set_function(
+            self.engine.queue_depth
+        )
+        self.cancelled_total = Counter(
+            "llmctl_cancelled", "Generations stopped because their client went away", registry=self.metrics
+        )
 
     def authorize(self, path: str, header: str) -> None:
-        if self.api_key and path.startswith(("/v1/", "/admin/", "/tokenize", "/detokenize", "/tokenizer_info", "/openapi.json")):
+        if self.api_key and path.startswith(
+            ("/v1/", "/admin/", "/tokenize", "/detokenize", "/tokenizer_info", "/openapi.json")
+        ):
             if not hmac.compare_digest(header, f"Bearer {self.api_key}"):
                 raise APIError(401, "missing or wrong API key (send Authorization: Bearer KEY)", code="invalid_api_key")
 
@@ -69,35 +80,56 @@ class ServerState:
             self.path, self.version = new_path, new_version
             return True
 
-    def prepare(self, body: RequestBase, prompts: list[str | list[int]], max_tokens: int, special_tokens: bool) -> list[list[int]]:
+    def prepare(
+        self, body: RequestBase, prompts: list[str | list[int]], max_tokens: int, special_tokens: bool
+    ) -> list[list[int]]:
         """Refuse what cannot be served; returns each prompt's token ids (an empty prompt becomes the model's
         start token). `special_tokens`: let the tokenizer add its own (a chat template already has them)."""
         source, limits, engine = self.source, self.limits, self.engine
         if body.model not in (None, source.model_id):
-            raise APIError(404, f"model {body.model!r} is not served here; this server serves {source.model_id!r}",
-                           param="model", code="model_not_found")
+            raise APIError(
+                404,
+                f"model {body.model!r} is not served here; this server serves {source.model_id!r}",
+                param="model",
+                code="model_not_found",
+            )
         if max_tokens > limits.max_tokens:
-            raise APIError(400, f"max_tokens {max_tokens} is above this server's cap of {limits.max_tokens}", param="max_tokens")
+            raise APIError(
+                400, f"max_tokens {max_tokens} is above this server's cap of {limits.max_tokens}", param="max_tokens"
+            )
         if body.n > limits.max_n:
             raise APIError(400, f"n {body.n} is above this server's cap of {limits.max_n}", param="n")
         if (sequences := len(prompts) * body.n) > limits.max_queue:  # would be 429 forever: it can never fit
-            raise APIError(400, f"{len(prompts)} prompt(s) × n={body.n} is {sequences} sequences; this server queues at "
-                           f"most {limits.max_queue} at once (llmctl serve --max-queue)", param="n")
+            raise APIError(
+                400,
+                f"{len(prompts)} prompt(s) × n={body.n} is {sequences} sequences; this server queues at "
+                f"most {limits.max_queue} at once (llmctl serve --max-queue)",
+                param="n",
+            )
         loaded = engine.loaded
         start = loaded.counter.bos_token_id if loaded.counter.bos_token_id is not None else loaded.counter.eos_token_id
         prepared = []
         for prompt in prompts:
             ids = engine.encode(prompt, special_tokens) if isinstance(prompt, str) else list(prompt)
             if not ids and start is None:
-                raise APIError(400, "prompt is empty and this model has no start token to generate from", param="prompt")
+                raise APIError(
+                    400, "prompt is empty and this model has no start token to generate from", param="prompt"
+                )
             ids = ids or [start]
             if (foreign := loaded.foreign_id(ids)) is not None:
-                raise APIError(400, f"token id {foreign} is outside this model's vocabulary (0 to {loaded.vocab_size - 1})",
-                               param="prompt")
+                raise APIError(
+                    400,
+                    f"token id {foreign} is outside this model's vocabulary (0 to {loaded.vocab_size - 1})",
+                    param="prompt",
+                )
             if loaded.context is not None and len(ids) + max_tokens > loaded.context:
-                raise APIError(400, f"this model's context is {loaded.context} tokens; the prompt has {len(ids)} and max_tokens "
-                               f"asks for {max_tokens}: shorten the prompt or lower max_tokens", param="prompt",
-                               code="context_length_exceeded")
+                raise APIError(
+                    400,
+                    f"this model's context is {loaded.context} tokens; the prompt has {len(ids)} and max_tokens "
+                    f"asks for {max_tokens}: shorten the prompt or lower max_tokens",
+                    param="prompt",
+                    code="context_length_exceeded",
+                )
             prepared.append(ids)
         return prepared
 
@@ -124,6 +156,9 @@ class ServerState:
                 last = ""
             except Exception as err:  # noqa: BLE001 - the server must outlive a bad registry state
                 if str(err) != last:
-                    log.warning("registry watch: could not load the current version (%s: %s); still serving the previous one",
-                                type(err).__name__, err)
+                    log.warning(
+                        "registry watch: could not load the current version (%s: %s); still serving the previous one",
+                        type(err).__name__,
+                        err,
+                    )
                 last = str(err)

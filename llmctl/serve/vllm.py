@@ -19,8 +19,19 @@ def command(source: Source, host: str, port: int, limits: Limits) -> list[str]:
     """The `vllm serve` command line for the folder `source` names now (a registry's current version)."""
     path, _ = source.resolve()
     _check_servable(path)
-    return ["vllm", "serve", str(Path(path).resolve()), "--served-model-name", source.model_id, "--host", host,
-            "--port", str(port), "--max-num-seqs", str(limits.max_batch)]
+    return [
+        "vllm",
+        "serve",
+        str(Path(path).resolve()),
+        "--served-model-name",
+        source.model_id,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--max-num-seqs",
+        str(limits.max_batch),
+    ]
 
 
 def environment(api_key: str | None) -> dict[str, str]:
@@ -35,11 +46,15 @@ def run(source: Source, host: str, port: int, api_key: str | None, limits: Limit
     argv = command(source, host, port, limits)
     executable = shutil.which("vllm")
     if executable is None:
-        raise UsageError("--engine vllm: the `vllm` command is not installed here (pip install vllm, on a machine with a GPU); "
-                         "the built-in engine (--engine llmctl) serves on any machine")
+        raise UsageError(
+            "--engine vllm: the `vllm` command is not installed here (pip install vllm, on a machine with a GPU); "
+            "the built-in engine (--engine llmctl) serves on any machine"
+        )
     if source.registry:
-        print(f"vllm serves {source.model_id} version {source.resolve()[1]}; it does not follow the registry: restart it after a promotion",
-              flush=True)
+        print(
+            f"vllm serves {source.model_id} version {source.resolve()[1]}; it does not follow the registry: restart it after a promotion",
+            flush=True,
+        )
     os.execve(executable, argv, environment(api_key))
 
 
@@ -47,9 +62,13 @@ def _check_servable(path: str) -> None:
     from llmctl.models import adapters, quantized
 
     if adapters.is_adapter_folder(path):
-        raise UsageError(f"--engine vllm: {path} is a LoRA adapter folder; deploy a merged model (peft.merge: true) "
-                         "or serve it with the built-in engine")
+        raise UsageError(
+            f"--engine vllm: {path} is a LoRA adapter folder; deploy a merged model (peft.merge: true) "
+            "or serve it with the built-in engine"
+        )
     backend = quantized.backend_of(path)
     if backend != "pytorch":
-        raise UsageError(f"--engine vllm: {path} is an {backend} model, which vLLM cannot load; serve it with the built-in "
-                         "engine, or deploy the model before quantization")
+        raise UsageError(
+            f"--engine vllm: {path} is an {backend} model, which vLLM cannot load; serve it with the built-in "
+            "engine, or deploy the model before quantization"
+        )

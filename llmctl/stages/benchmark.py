@@ -13,20 +13,26 @@ from pydantic import Field, model_validator
 from llmctl import gate
 from llmctl.artifacts import Artifact, ArtifactKind
 from llmctl.errors import DataError, RecipeMismatch
-from llmctl.specs import PREVIOUS, Block, DataSpec, InputSlot, StageSpec
 from llmctl.smokesize import SmokeSize
+from llmctl.specs import PREVIOUS, Block, DataSpec, InputSlot, StageSpec
 
 if TYPE_CHECKING:
     from llmctl.context import StageContext
 
 MODEL_KINDS = (ArtifactKind.causal_lm, ArtifactKind.adapter, ArtifactKind.quantized_lm)
-LOCAL_METRICS = {"prompt_completion": ("exact_match",), "instruction": ("exact_match",), "choice": ("acc", "acc_norm"),
-                 "text": ("word_perplexity", "byte_perplexity", "bits_per_byte")}  # what models/harness.write_task asks for
+LOCAL_METRICS = {
+    "prompt_completion": ("exact_match",),
+    "instruction": ("exact_match",),
+    "choice": ("acc", "acc_norm"),
+    "text": ("word_perplexity", "byte_perplexity", "bits_per_byte"),
+}  # what models/harness.write_task asks for
 TASK_FORMATS = tuple(LOCAL_METRICS)
 SPEED_TEXT = "The quick brown fox jumps over the lazy dog while the city sleeps and the river runs to the sea. "
-OFFLINE_HINT = ("built-in lm-eval tasks download their datasets from the Hugging Face hub; this machine could not "
-                "get {tasks} ({error}). Fetch them once where there is network (python -c \"import lm_eval, datasets; ...\" or "
-                "`lm_eval --tasks {tasks} --limit 1`), then run with HF_DATASETS_OFFLINE=1 — or use local_tasks")
+OFFLINE_HINT = (
+    "built-in lm-eval tasks download their datasets from the Hugging Face hub; this machine could not "
+    'get {tasks} ({error}). Fetch them once where there is network (python -c "import lm_eval, datasets; ..." or '
+    "`lm_eval --tasks {tasks} --limit 1`), then run with HF_DATASETS_OFFLINE=1 — or use local_tasks"
+)
 
 
 class LocalTask(Block):
@@ -141,10 +147,15 @@ class BenchmarkSpec(StageSpec):
         task, _, name = metric.rpartition("/")
         if not task:
             produced = (["perplexity"] if self.perplexity else []) + [
-                f"{kind}_batch{n}" for n in (self.speed.batch_sizes if self.speed else []) for kind in ("tokens_per_s", "ms_per_token")]
+                f"{kind}_batch{n}"
+                for n in (self.speed.batch_sizes if self.speed else [])
+                for kind in ("tokens_per_s", "ms_per_token")
+            ]
             if metric not in produced:
-                raise ValueError(f"gate: metric {metric!r} is not measured here (stage metrics: {', '.join(produced) or 'none'}; "
-                                 "task metrics are TASK/METRIC, e.g. toy_add/exact_match)")
+                raise ValueError(
+                    f"gate: metric {metric!r} is not measured here (stage metrics: {', '.join(produced) or 'none'}; "
+                    "task metrics are TASK/METRIC, e.g. toy_add/exact_match)"
+                )
             return
         local = {t.name: LOCAL_METRICS[t.data.format] for t in self.local_tasks}
         if task in local and name.removesuffix("_stderr") not in local[task]:
@@ -179,14 +190,22 @@ def run(spec: BenchmarkSpec, ctx: StageContext) -> Artifact:
             model = quantized.load_any(ref)
         tokenizer = causal_lm.load_tokenizer(ref)
         if spec.perplexity:
-            metrics["perplexity"] = measure.perplexity(model, tokenizer, _texts(spec.perplexity.data, ctx), spec.perplexity.max_length)
+            metrics["perplexity"] = measure.perplexity(
+                model, tokenizer, _texts(spec.perplexity.data, ctx), spec.perplexity.max_length
+            )
         if spec.speed:
             metrics |= _speed(spec.speed, model, tokenizer)
     meta: dict[str, Any] = {"metrics": metrics}
     if spec.gate:
         baseline = ctx.baseline
-        decision = gate.evaluate(metrics, spec.gate.checks, baseline.metrics if baseline else None, spec.gate.compare,
-                                 spec.gate.tolerance, baseline.name if baseline else "")
+        decision = gate.evaluate(
+            metrics,
+            spec.gate.checks,
+            baseline.metrics if baseline else None,
+            spec.gate.compare,
+            spec.gate.tolerance,
+            baseline.name if baseline else "",
+        )
         metrics["gate_passed"] = decision["passed"]
         meta["gate"] = decision
         ctx.log(decision["message"])
@@ -203,16 +222,19 @@ def _task_list(spec: BenchmarkSpec, ctx: StageContext) -> tuple[list[str], Any]:
     for task in spec.local_tasks:
         harness.write_task(task.name, _all_rows(task.data, ctx), task.max_new_tokens, task.stop, ctx.work_dir / "tasks")
     with ctx.library_output():
-        for task, path in spec.task_data.items():
-            harness.write_task_data(task, path, ctx.work_dir / "tasks")
+        for task_name, path in spec.task_data.items():
+            harness.write_task_data(task_name, path, ctx.work_dir / "tasks")
         include = [str(ctx.work_dir / "tasks")] if spec.local_tasks or spec.task_data else []
         include += [spec.include_path] if spec.include_path else []
         manager = harness.task_manager(include, builtin=bool(spec.tasks))
     unknown = [t for t in spec.tasks if t not in manager.all_tasks]
     if unknown:
         hints = {t: difflib.get_close_matches(t, manager.all_tasks, n=1) for t in unknown}
-        raise RecipeMismatch("benchmark.tasks", "benchmark.tasks: unknown lm-eval task " + ", ".join(
-            f"{t!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for t, h in hints.items()))
+        raise RecipeMismatch(
+            "benchmark.tasks",
+            "benchmark.tasks: unknown lm-eval task "
+            + ", ".join(f"{t!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for t, h in hints.items()),
+        )
     return [*spec.tasks, *(t.name for t in spec.local_tasks)], manager
 
 
@@ -231,9 +253,13 @@ def _harness(spec: BenchmarkSpec, ctx: StageContext, ref: str, tasks: list[str],
             if not (spec.tasks and _is_offline_error(err)):
                 raise
             if not ctx.recipe.smoke:
-                raise DataError(OFFLINE_HINT.format(tasks=",".join(spec.tasks), error=f"{type(err).__name__}: {str(err)[:160]}")) from err
-            ctx.log(f"smoke run: skipped lm-eval task {', '.join(spec.tasks)} — its dataset is not on this machine "
-                    "(give local files with task_data, or fetch it once)")
+                raise DataError(
+                    OFFLINE_HINT.format(tasks=",".join(spec.tasks), error=f"{type(err).__name__}: {str(err)[:160]}")
+                ) from err
+            ctx.log(
+                f"smoke run: skipped lm-eval task {', '.join(spec.tasks)} — its dataset is not on this machine "
+                "(give local files with task_data, or fetch it once)"
+            )
             tasks = [t for t in tasks if t not in spec.tasks]
             if not tasks:
                 return {}
@@ -275,7 +301,10 @@ def _speed(speed: SpeedSpec, model: Any, tokenizer: Any) -> dict[str, float]:
     out: dict[str, float] = {}
     for batch in speed.batch_sizes:
         result = measure.generation_speed(model, tokenizer, prompts * batch, speed.new_tokens, batch_size=batch)
-        out |= {f"tokens_per_s_batch{batch}": result["tokens_per_s"], f"ms_per_token_batch{batch}": result["ms_per_token"]}
+        out |= {
+            f"tokens_per_s_batch{batch}": result["tokens_per_s"],
+            f"ms_per_token_batch{batch}": result["ms_per_token"],
+        }
     return out
 
 
@@ -286,8 +315,11 @@ def smoke(stage: dict[str, Any], size: SmokeSize, notes: list[str], name: str) -
     for task in stage.get("local_tasks", []):
         task["max_new_tokens"] = min(task["max_new_tokens"], size.new_tokens)
     if speed := stage.get("speed"):
-        speed |= {"new_tokens": min(speed["new_tokens"], size.new_tokens), "prompt_tokens": min(speed["prompt_tokens"], 16),
-                  "prompts": min(speed["prompts"], 2)}
+        speed |= {
+            "new_tokens": min(speed["new_tokens"], size.new_tokens),
+            "prompt_tokens": min(speed["prompt_tokens"], 16),
+            "prompts": min(speed["prompts"], 2),
+        }
     if perplexity := stage.get("perplexity"):
         perplexity["max_length"] = min(perplexity["max_length"], size.seq_len)
     stage["batch_size"] = max(1, stage.get("batch_size", 1))

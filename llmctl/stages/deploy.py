@@ -15,8 +15,8 @@ from pydantic import Field
 from llmctl import redaction
 from llmctl.artifacts import Artifact, ArtifactKind
 from llmctl.models import publish
-from llmctl.specs import NAME_PATTERN, PREVIOUS, Block, InputSlot, StageSpec
 from llmctl.smokesize import SUFFIX, SmokeSize
+from llmctl.specs import NAME_PATTERN, PREVIOUS, Block, InputSlot, StageSpec
 
 if TYPE_CHECKING:
     from llmctl.context import StageContext
@@ -66,8 +66,13 @@ class DeploySpec(StageSpec):
 
     def check_environment(self, cuda_visible: bool) -> list[tuple[str, str]]:
         if self.hub is not None and not os.environ.get(publish.TOKEN_ENV):
-            return [("hub", f"{publish.TOKEN_ENV} is not set: publishing to the Hub needs a write token "
-                            f"(export {publish.TOKEN_ENV}=hf_…)")]
+            return [
+                (
+                    "hub",
+                    f"{publish.TOKEN_ENV} is not set: publishing to the Hub needs a write token "
+                    f"(export {publish.TOKEN_ENV}=hf_…)",
+                )
+            ]
         return []
 
     def inputs(self) -> dict[str, InputSlot]:
@@ -86,14 +91,27 @@ def run(spec: DeploySpec, ctx: StageContext) -> Artifact:
     # an adapter is merged first: its base may live in a run folder that is later deleted
     source = Path(causal_lm.standalone(ctx.input("model"), ctx.work_dir / "merged"))
     model_input, report = ctx.inputs["model"], ctx.inputs.get("report")
-    info = {"recipe": ctx.recipe.name, "stage": ctx.name, "run_dir": str(ctx.work_dir.parent.absolute()),
-            "source": ctx.input("model"), "model_fingerprint": getattr(model_input, "fingerprint", ""),
-            "metrics": getattr(report, "meta", {}).get("metrics", {}) if report is not None else {}}
+    info = {
+        "recipe": ctx.recipe.name,
+        "stage": ctx.name,
+        "run_dir": str(ctx.work_dir.parent.absolute()),
+        "source": ctx.input("model"),
+        "model_fingerprint": getattr(model_input, "fingerprint", ""),
+        "metrics": getattr(report, "meta", {}).get("metrics", {}) if report is not None else {},
+    }
     version, pruned = registry.deploy(spec.model_name, source, info, spec.promote, spec.keep)
     shutil.rmtree(ctx.work_dir / "merged", ignore_errors=True)  # a merged adapter now lives in the registry
-    ctx.log(f"published {spec.model_name} {version} to {registry.root}/" + (", promoted to current" if spec.promote else ""))
-    deployment = {"registry": str(registry.root.absolute()), "name": spec.model_name, "version": version,
-                  "promoted": spec.promote, "pruned": pruned, "path": str((registry.root / spec.model_name / version).absolute())}
+    ctx.log(
+        f"published {spec.model_name} {version} to {registry.root}/" + (", promoted to current" if spec.promote else "")
+    )
+    deployment: dict[str, Any] = {
+        "registry": str(registry.root.absolute()),
+        "name": spec.model_name,
+        "version": version,
+        "promoted": spec.promote,
+        "pruned": pruned,
+        "path": str((registry.root / spec.model_name / version).absolute()),
+    }
     if spec.hub is not None:
         deployment["hub"] = _publish(spec.hub, spec.model_name, ctx, Path(deployment["path"]), info["metrics"], version)
         ctx.log(f"published to https://huggingface.co/{spec.hub.repo_id} ({spec.hub.revision})")
@@ -104,12 +122,16 @@ def run(spec: DeploySpec, ctx: StageContext) -> Artifact:
     return Artifact(ArtifactKind.deployment, str(ctx.out_dir), meta={"metrics": metrics, "deployment": deployment})
 
 
-def _publish(hub: HubSpec, model_name: str, ctx: StageContext, folder: Path, metrics: dict[str, Any], version: str) -> dict[str, Any]:
+def _publish(
+    hub: HubSpec, model_name: str, ctx: StageContext, folder: Path, metrics: dict[str, Any], version: str
+) -> dict[str, Any]:
     from llmctl.models import quantized
 
     recipe = ctx.recipe.public_dump()
-    stages = [{"name": s.name, "type": s.type, "model": m if isinstance(m := getattr(s, "model", ""), str) else ""}
-              for s in ctx.recipe.stages]
+    stages = [
+        {"name": s.name, "type": s.type, "model": m if isinstance(m := getattr(s, "model", ""), str) else ""}
+        for s in ctx.recipe.stages
+    ]
     card = publish.model_card(hub.repo_id, recipe, stages, metrics, quantized.backend_of(str(folder)))
     message = f"llmctl: {ctx.recipe.name} {model_name} {version}"
     return publish.upload(folder, hub.repo_id, hub.private, hub.revision, card, message)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, model_validator
 
 from llmctl.artifacts import Artifact, ArtifactKind
+from llmctl.data.formats import allowed
 from llmctl.specs import PREVIOUS, DataSpec, InputSlot, PeftSpec, TrainArgs, TunedLMSpec
 
 if TYPE_CHECKING:
@@ -20,15 +21,35 @@ if TYPE_CHECKING:
 MODEL_KINDS = (ArtifactKind.causal_lm, ArtifactKind.adapter)
 # What trl 1.12 accepts (trl/trainer/dpo_config.py, kto_config.py); ORPO and SimPO have one loss each.
 LOSSES = {
-    "dpo": ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired",
-            "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm"),
+    "dpo": (
+        "sigmoid",
+        "hinge",
+        "ipo",
+        "exo_pair",
+        "nca_pair",
+        "robust",
+        "bco_pair",
+        "sppo_hard",
+        "aot",
+        "aot_unpaired",
+        "apo_zero",
+        "apo_down",
+        "discopop",
+        "sft",
+        "sigmoid_norm",
+    ),
     "kto": ("kto", "apo_zero_unpaired"),
     "orpo": ("orpo",),
     "simpo": ("simpo",),
 }
 REFERENCE_FREE = ("orpo", "simpo")
-REPORTED = {"rewards/accuracies": "reward_accuracy", "rewards/chosen": "reward_chosen", "rewards/rejected": "reward_rejected",
-            "rewards/margins": "reward_margin", "loss": "loss"}
+REPORTED = {
+    "rewards/accuracies": "reward_accuracy",
+    "rewards/chosen": "reward_chosen",
+    "rewards/rejected": "reward_rejected",
+    "rewards/margins": "reward_margin",
+    "loss": "loss",
+}
 
 
 class DPOSpec(TunedLMSpec):
@@ -68,19 +89,25 @@ class DPOSpec(TunedLMSpec):
 
     @model_validator(mode="after")
     def _check(self) -> DPOSpec:
-        if self.data.format != "preference":
-            raise ValueError(f"dpo trains on format: preference data (prompt, chosen, rejected), not {self.data.format}")
-        allowed = LOSSES[self.algorithm]
-        if self.loss_type is not None and self.loss_type not in allowed:
-            close = difflib.get_close_matches(self.loss_type, allowed, n=1)
-            raise ValueError(f"loss_type {self.loss_type!r} is not one of algorithm {self.algorithm}'s: {', '.join(allowed)}"
-                             + (f" — did you mean {close[0]!r}?" if close else ""))
+        if not allowed(self.data.format, "preference"):
+            raise ValueError(
+                f"dpo trains on format: preference data (prompt, chosen, rejected), not {self.data.format}"
+            )
+        losses = LOSSES[self.algorithm]
+        if self.loss_type is not None and self.loss_type not in losses:
+            close = difflib.get_close_matches(self.loss_type, losses, n=1)
+            raise ValueError(
+                f"loss_type {self.loss_type!r} is not one of algorithm {self.algorithm}'s: {', '.join(losses)}"
+                + (f" — did you mean {close[0]!r}?" if close else "")
+            )
         if self.algorithm in REFERENCE_FREE and (self.reference or self.precompute_ref_log_probs):
             raise ValueError(f"{self.algorithm} uses no reference model: drop reference / precompute_ref_log_probs")
         if self.label_smoothing and self.algorithm != "dpo":
             raise ValueError("label_smoothing applies to algorithm dpo (loss_type sigmoid or robust)")
         if self.max_prompt_length is not None and self.max_prompt_length >= self.max_length:
-            raise ValueError(f"max_prompt_length {self.max_prompt_length} leaves no room for a completion in max_length {self.max_length}")
+            raise ValueError(
+                f"max_prompt_length {self.max_prompt_length} leaves no room for a completion in max_length {self.max_length}"
+            )
         return self
 
     @property
@@ -119,16 +146,26 @@ def run(spec: DPOSpec, ctx: StageContext) -> Artifact:
     model = load_trainable(ctx.input("model"), spec.peft, spec.max_length, ctx)
     metrics: dict[str, Any] = {"too_long_rows": lengths.report["too_long"]}
     metrics |= exact_match_metric(model, tokenizer, eval_rows, spec.eval_set, "exact_match_before", spec.generation)
-    before = causal_lm.generate(model, tokenizer, spec.samples, spec.generation.max_new_tokens or spec.sample_tokens,
-                                spec.generation) if spec.samples else []
+    before = (
+        causal_lm.generate(
+            model, tokenizer, spec.samples, spec.generation.max_new_tokens or spec.sample_tokens, spec.generation
+        )
+        if spec.samples
+        else []
+    )
     trainer = _trainer(spec, ctx, model, tokenizer, train_ds, eval_ds)
     metrics |= fit(trainer, ctx) | (_preference_metrics(trainer) if eval_ds is not None else {})
     model = save_finetuned(spec.peft, trainer.model, tokenizer, ctx)
     metrics |= exact_match_metric(model, tokenizer, eval_rows, spec.eval_set, "exact_match", spec.generation)
     if spec.samples:
-        metrics["samples"] = causal_lm.write_samples(model, tokenizer, spec.samples, spec.sample_tokens, ctx.work_dir, before, spec.generation)
-    return Artifact(spec.output_kind(), str(ctx.out_dir),
-                    meta={"metrics": metrics, "algorithm": spec.algorithm, "peft": spec.peft.method, **causal_lm.summary(model)})
+        metrics["samples"] = causal_lm.write_samples(
+            model, tokenizer, spec.samples, spec.sample_tokens, ctx.work_dir, before, spec.generation
+        )
+    return Artifact(
+        spec.output_kind(),
+        str(ctx.out_dir),
+        meta={"metrics": metrics, "algorithm": spec.algorithm, "peft": spec.peft.method, **causal_lm.summary(model)},
+    )
 
 
 def _prepared(rows: Any, spec: DPOSpec, tokenizer: Any) -> Any:
@@ -163,14 +200,27 @@ def _reference(spec: DPOSpec, ctx: StageContext) -> Any:
 def _trainer(spec: DPOSpec, ctx: StageContext, model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any) -> Any:
     from llmctl.models.training import progress_callback, training_kwargs
 
-    common = training_kwargs(spec.train, ctx, has_eval=eval_ds is not None) | {"max_length": spec.max_length, "beta": spec.beta}
-    kwargs = {"model": model, "train_dataset": train_ds, "eval_dataset": eval_ds, "processing_class": tokenizer,
-              "callbacks": [progress_callback(ctx)]}
+    common = training_kwargs(spec.train, ctx, has_eval=eval_ds is not None) | {
+        "max_length": spec.max_length,
+        "beta": spec.beta,
+    }
+    config: Any
+    kwargs = {
+        "model": model,
+        "train_dataset": train_ds,
+        "eval_dataset": eval_ds,
+        "processing_class": tokenizer,
+        "callbacks": [progress_callback(ctx)],
+    }
     if spec.algorithm == "dpo":
         from trl import DPOConfig, DPOTrainer
 
-        config = DPOConfig(**common, loss_type=[spec.loss], label_smoothing=spec.label_smoothing,
-                           precompute_ref_log_probs=spec.precompute_ref_log_probs)
+        config = DPOConfig(
+            **common,
+            loss_type=[spec.loss],
+            label_smoothing=spec.label_smoothing,
+            precompute_ref_log_probs=spec.precompute_ref_log_probs,
+        )
         return DPOTrainer(ref_model=_reference(spec, ctx), args=config, **kwargs)
     if spec.algorithm == "kto":
         from trl import KTOConfig, KTOTrainer

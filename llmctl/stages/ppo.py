@@ -19,10 +19,22 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, model_validator
 
 from llmctl.artifacts import Artifact, ArtifactKind
-from llmctl.errors import StageFailed, RecipeMismatch
+from llmctl.data.formats import allowed
+from llmctl.errors import RecipeMismatch, StageFailed
 from llmctl.models.reward import RewardScorer, retokenizing_reward
-from llmctl.specs import GREEDY, PREVIOUS, Block, DataSpec, EvalSetSpec, GenerationSpec, InputSlot, PeftSpec, TrainArgs, TrainingSpec
 from llmctl.smokesize import SmokeSize
+from llmctl.specs import (
+    GREEDY,
+    PREVIOUS,
+    Block,
+    DataSpec,
+    EvalSetSpec,
+    GenerationSpec,
+    InputSlot,
+    PeftSpec,
+    TrainArgs,
+    TrainingSpec,
+)
 
 if TYPE_CHECKING:
     from llmctl.context import StageContext
@@ -114,8 +126,12 @@ class PPOSpec(TrainingSpec):
         from there still, with a warning, into `train:` (a value already in `train:` wins)."""
         if not isinstance(data, dict) or not (moved := [k for k in MOVED_INTO_TRAIN if k in data]):
             return data
-        warnings.warn(f"ppo stage: {', '.join(moved)} moved into `train:` (e.g. train: {{lr: …, batch_size: …}}); "
-                      "the old spelling will stop working in a later release", FutureWarning, stacklevel=2)
+        warnings.warn(
+            f"ppo stage: {', '.join(moved)} moved into `train:` (e.g. train: {{lr: …, batch_size: …}}); "
+            "the old spelling will stop working in a later release",
+            FutureWarning,
+            stacklevel=2,
+        )
         train = dict(data.get("train") or {})
         for key in moved:
             train.setdefault(key, data[key])
@@ -123,19 +139,25 @@ class PPOSpec(TrainingSpec):
 
     @model_validator(mode="after")
     def _check(self) -> PPOSpec:
-        if self.data.format != "prompt":
+        if not allowed(self.data.format, "prompt"):
             raise ValueError("ppo samples responses to prompts: set data.format: prompt")
         if self.algorithm == "ppo" and self.train.batch_size % self.mini_batches:
-            raise ValueError(f"batch_size {self.train.batch_size} must be a multiple of mini_batches {self.mini_batches}")
+            raise ValueError(
+                f"batch_size {self.train.batch_size} must be a multiple of mini_batches {self.mini_batches}"
+            )
         if self.algorithm != "ppo" and self.train.batch_size % self.num_generations:
-            raise ValueError(f"batch_size {self.train.batch_size} must be a multiple of num_generations {self.num_generations}")
+            raise ValueError(
+                f"batch_size {self.train.batch_size} must be a multiple of num_generations {self.num_generations}"
+            )
         if self.kl.adaptive and self.algorithm != "ppo":
             raise ValueError("kl.adaptive is a PPO controller; RLOO/GRPO use a fixed beta (kl.init)")
         return self
 
     def inputs(self) -> dict[str, InputSlot]:
-        return {"model": InputSlot(self.model, (ArtifactKind.causal_lm, ArtifactKind.adapter), "model"),
-                "reward_model": InputSlot(self.reward_model, (ArtifactKind.reward_model,), "reward_model")}
+        return {
+            "model": InputSlot(self.model, (ArtifactKind.causal_lm, ArtifactKind.adapter), "model"),
+            "reward_model": InputSlot(self.reward_model, (ArtifactKind.reward_model,), "reward_model"),
+        }
 
     @property
     def peft_settings(self) -> PeftSpec:
@@ -156,14 +178,22 @@ def run(spec: PPOSpec, ctx: StageContext) -> Artifact:
     held = list((held_out or prompts.select(range(min(64, len(prompts)))))["prompt"])
     metrics: dict[str, Any] = {"mean_reward_before": mean_reward(policy, tokenizer, scorer, held, spec.response_length)}
     metrics |= exact_match_metric(policy, tokenizer, eval_rows, spec.eval_set, "exact_match_before", spec.generation)
-    before = causal_lm.generate(policy, tokenizer, spec.samples, spec.generation.max_new_tokens or spec.response_length, spec.generation) if spec.samples else []
+    before = (
+        causal_lm.generate(
+            policy, tokenizer, spec.samples, spec.generation.max_new_tokens or spec.response_length, spec.generation
+        )
+        if spec.samples
+        else []
+    )
     trainer = _trainer(spec, ctx, policy, tokenizer, scorer, prompts)
     metrics |= _train(spec, trainer, ctx)
     policy = _save(spec, trainer, tokenizer, ctx)
     metrics["mean_reward"] = mean_reward(policy, tokenizer, scorer, held, spec.response_length)
     metrics |= exact_match_metric(policy, tokenizer, eval_rows, spec.eval_set, "exact_match", spec.generation)
     if spec.samples:
-        metrics["samples"] = causal_lm.write_samples(policy, tokenizer, spec.samples, spec.response_length, ctx.work_dir, before, spec.generation)
+        metrics["samples"] = causal_lm.write_samples(
+            policy, tokenizer, spec.samples, spec.response_length, ctx.work_dir, before, spec.generation
+        )
     return Artifact(ArtifactKind.causal_lm, str(ctx.out_dir), meta={"metrics": metrics, **causal_lm.summary(policy)})
 
 
@@ -171,15 +201,23 @@ def _check_context(policy: Any, tokenizer: Any, prompts: Any, spec: PPOSpec) -> 
     from llmctl.models import causal_lm
 
     batch = spec.train.batch_size * spec.train.grad_accum
-    if spec.algorithm == "ppo" and len(prompts) < batch:  # TRL drops the ragged last batch: it would wait forever for one
-        raise RecipeMismatch("train.batch_size", f"ppo: {len(prompts)} training prompts cannot fill one batch of {batch} (train.batch_size × grad_accum); "
-                         "add prompts (data.limit, a smaller validation) or lower train.batch_size")
+    if (
+        spec.algorithm == "ppo" and len(prompts) < batch
+    ):  # TRL drops the ragged last batch: it would wait forever for one
+        raise RecipeMismatch(
+            "train.batch_size",
+            f"ppo: {len(prompts)} training prompts cannot fill one batch of {batch} (train.batch_size × grad_accum); "
+            "add prompts (data.limit, a smaller validation) or lower train.batch_size",
+        )
 
     longest = max(len(ids) for ids in tokenizer(list(prompts["prompt"]))["input_ids"])
     context = causal_lm.context_length(policy.config)
     if context is not None and longest + spec.response_length > context:
-        raise RecipeMismatch("response_length", f"response_length {spec.response_length} + the longest prompt ({longest} tokens) exceed the "
-                         f"policy's context of {context} tokens; lower response_length or shorten the prompts")
+        raise RecipeMismatch(
+            "response_length",
+            f"response_length {spec.response_length} + the longest prompt ({longest} tokens) exceed the "
+            f"policy's context of {context} tokens; lower response_length or shorten the prompts",
+        )
 
 
 def _trainer(spec: PPOSpec, ctx: StageContext, policy: Any, tokenizer: Any, scorer: RewardScorer, prompts: Any) -> Any:
@@ -194,11 +232,26 @@ def _trainer(spec: PPOSpec, ctx: StageContext, policy: Any, tokenizer: Any, scor
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
     config_cls, trainer_cls = (RLOOConfig, RLOOTrainer) if spec.algorithm == "rloo" else (GRPOConfig, GRPOTrainer)
-    config = config_cls(**common, max_steps=max(1, spec.total_episodes // spec.train.batch_size), num_generations=spec.num_generations,
-                        max_completion_length=spec.response_length, beta=spec.kl.init, temperature=spec.sampling.temperature,
-                        top_k=spec.sampling.top_k, top_p=spec.sampling.top_p, per_device_train_batch_size=spec.train.batch_size)
-    return trainer_cls(model=policy, reward_funcs=scorer.reward_function(), args=config, train_dataset=prompts,
-                       processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
+    config = config_cls(
+        **common,
+        max_steps=max(1, spec.total_episodes // spec.train.batch_size),
+        num_generations=spec.num_generations,
+        max_completion_length=spec.response_length,
+        beta=spec.kl.init,
+        temperature=spec.sampling.temperature,
+        top_k=spec.sampling.top_k,
+        top_p=spec.sampling.top_p,
+        per_device_train_batch_size=spec.train.batch_size,
+    )
+    return trainer_cls(
+        model=policy,
+        reward_funcs=scorer.reward_function(),
+        args=config,  # type: ignore[arg-type]  # the config class that goes with trainer_cls
+        train_dataset=prompts,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        peft_config=peft_config,
+    )
 
 
 def _common_args(spec: PPOSpec, ctx: StageContext) -> dict[str, Any]:
@@ -206,8 +259,14 @@ def _common_args(spec: PPOSpec, ctx: StageContext) -> dict[str, Any]:
     from llmctl.models.training import training_kwargs
 
     kwargs = training_kwargs(spec.train, ctx, has_eval=False)
-    for sized_by_rl in ("max_steps", "num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size",
-                        "eval_strategy", "eval_steps"):
+    for sized_by_rl in (
+        "max_steps",
+        "num_train_epochs",
+        "per_device_train_batch_size",
+        "per_device_eval_batch_size",
+        "eval_strategy",
+        "eval_steps",
+    ):
         kwargs.pop(sized_by_rl)
     # TRL's RL trainers log through llmctl's progress callback; the policy is generated from, so no checkpointing
     return kwargs | {"report_to": "none", "gradient_checkpointing": False}
@@ -216,8 +275,17 @@ def _common_args(spec: PPOSpec, ctx: StageContext) -> dict[str, Any]:
 VALUE_DIR = "value_model"  # inside each PPO checkpoint: TRL saves only the policy there
 
 
-def _ppo_trainer(spec: PPOSpec, ctx: StageContext, common: dict[str, Any], policy: Any, tokenizer: Any, scorer: RewardScorer, prompts: Any,
-                 callbacks: list[Any], peft_config: Any) -> Any:
+def _ppo_trainer(
+    spec: PPOSpec,
+    ctx: StageContext,
+    common: dict[str, Any],
+    policy: Any,
+    tokenizer: Any,
+    scorer: RewardScorer,
+    prompts: Any,
+    callbacks: list[Any],
+    peft_config: Any,
+) -> Any:
     import torch
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification
@@ -229,11 +297,21 @@ def _ppo_trainer(spec: PPOSpec, ctx: StageContext, common: dict[str, Any], polic
     total_updates = math.ceil(spec.total_episodes / spec.train.batch_size)
     # The remaining updates continue PPO's linear decay: a fresh linear schedule from the rate reached so far.
     common = common | {"learning_rate": spec.train.lr * (1 - done / total_updates)}
-    config = PPOConfig(**common, per_device_train_batch_size=spec.train.batch_size, num_mini_batches=spec.mini_batches,
-                       num_ppo_epochs=spec.ppo_epochs, total_episodes=spec.total_episodes - done * spec.train.batch_size,
-                       response_length=spec.response_length, kl_coef=spec.kl.init, cliprange=spec.cliprange,
-                       cliprange_value=spec.cliprange_value, vf_coef=spec.vf_coef, temperature=spec.sampling.temperature,
-                       stop_token=spec.stop_token, num_sample_generations=0)
+    config = PPOConfig(
+        **common,
+        per_device_train_batch_size=spec.train.batch_size,
+        num_mini_batches=spec.mini_batches,
+        num_ppo_epochs=spec.ppo_epochs,
+        total_episodes=spec.total_episodes - done * spec.train.batch_size,
+        response_length=spec.response_length,
+        kl_coef=spec.kl.init,
+        cliprange=spec.cliprange,
+        cliprange_value=spec.cliprange_value,
+        vf_coef=spec.vf_coef,
+        temperature=spec.sampling.temperature,
+        stop_token=spec.stop_token,
+        num_sample_generations=0,
+    )
     reward = scorer.model if scorer.same_tokenizer else retokenizing_reward(scorer, tokenizer)
     # The value model reads policy token ids: from the reward model when they share a tokenizer, else the policy.
     value_source = spec.value_model or (scorer.path if scorer.same_tokenizer else ctx.input("model"))
@@ -243,12 +321,24 @@ def _ppo_trainer(spec: PPOSpec, ctx: StageContext, common: dict[str, Any], polic
     value.config.pad_token_id = tokenizer.pad_token_id
     ref = None if peft_config is not None else causal_lm.load(ctx.input("model"))  # the reference stays the input
     dataset = Dataset.from_dict({"input_ids": tokenizer(list(prompts["prompt"]))["input_ids"]})
-    trainer = PPOTrainer(args=config, processing_class=tokenizer, model=policy, ref_model=ref, reward_model=reward,
-                         train_dataset=dataset, value_model=value, callbacks=callbacks, peft_config=peft_config)
+    trainer = PPOTrainer(
+        args=config,
+        processing_class=tokenizer,
+        model=policy,
+        ref_model=ref,
+        reward_model=reward,
+        train_dataset=dataset,
+        value_model=value,
+        callbacks=callbacks,
+        peft_config=peft_config,
+    )
     if resume:
+        assert trainer.optimizer is not None  # PPOTrainer builds its optimizer in __init__
         trainer.optimizer.load_state_dict(torch.load(f"{resume}/optimizer.pt", weights_only=True))
-        ctx.log(f"resuming PPO from {Path(resume).name}: {done} of {total_updates} updates done; policy, value model and "
-                "optimizer state reloaded (prompts are drawn from the start again)")
+        ctx.log(
+            f"resuming PPO from {Path(resume).name}: {done} of {total_updates} updates done; policy, value model and "
+            "optimizer state reloaded (prompts are drawn from the start again)"
+        )
     trainer.add_callback(value_model_saver(trainer, done))
     return trainer
 
@@ -261,7 +351,9 @@ def _ppo_resume_point(spec: PPOSpec, ctx: StageContext, peft_config: Any) -> tup
         return None, 0
     resume = Path(ctx.resume_from)
     if peft_config is not None or not (resume / VALUE_DIR).is_dir() or not (resume / "optimizer.pt").exists():
-        ctx.log(f"{resume.name} cannot be resumed by PPO (LoRA policy, or no value model saved); starting the stage over")
+        ctx.log(
+            f"{resume.name} cannot be resumed by PPO (LoRA policy, or no value model saved); starting the stage over"
+        )
         return None, 0
     state = json.loads((resume / "trainer_state.json").read_text())
     return str(resume), int(state["global_step"])
@@ -301,10 +393,20 @@ def _train(spec: PPOSpec, trainer: Any, ctx: StageContext) -> dict[str, Any]:
     return _curve(trainer.state.log_history)
 
 
-CURVE_KEYS = {"objective/scores": "score", "objective/kl": "kl", "objective/entropy": "entropy", "loss/policy_avg": "policy_loss",
-              "loss/value_avg": "value_loss", "policy/clipfrac_avg": "clipfrac", "val/clipfrac_avg": "value_clipfrac",
-              "reward": "score", "kl": "kl", "entropy": "entropy", "completions/mean_length": "response_length",
-              "clip_ratio/region_mean": "clipfrac"}
+CURVE_KEYS = {
+    "objective/scores": "score",
+    "objective/kl": "kl",
+    "objective/entropy": "entropy",
+    "loss/policy_avg": "policy_loss",
+    "loss/value_avg": "value_loss",
+    "policy/clipfrac_avg": "clipfrac",
+    "val/clipfrac_avg": "value_clipfrac",
+    "reward": "score",
+    "kl": "kl",
+    "entropy": "entropy",
+    "completions/mean_length": "response_length",
+    "clip_ratio/region_mean": "clipfrac",
+}
 
 
 def _curve(history: list[dict[str, Any]]) -> dict[str, Any]:
@@ -337,8 +439,11 @@ def kl_guard(spec: PPOSpec, ctx: StageContext) -> Any:
             if kl is None:
                 return
             if kl > spec.kl.limit:
-                raise StageFailed(ctx.name, f"KL to the reference reached {kl:.2f} > kl.limit {spec.kl.limit} at step "
-                                  f"{state.global_step}; lower lr or raise kl.init (the policy is drifting away)")
+                raise StageFailed(
+                    ctx.name,
+                    f"KL to the reference reached {kl:.2f} > kl.limit {spec.kl.limit} at step "
+                    f"{state.global_step}; lower lr or raise kl.init (the policy is drifting away)",
+                )
             if spec.kl.adaptive:  # Ziegler et al. (2019): proportional control of the KL, error clipped to ±20%
                 error = max(-0.2, min(0.2, kl / spec.kl.target - 1))
                 episodes = spec.train.batch_size * spec.train.logging_steps

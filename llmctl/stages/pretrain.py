@@ -29,7 +29,9 @@ class PretrainModel(Block):
     @model_validator(mode="after")
     def _one_source(self) -> PretrainModel:
         if (self.config is None) == (self.init is None):
-            raise ValueError("set exactly one of model.config (train from scratch) or model.init (continue pretraining)")
+            raise ValueError(
+                "set exactly one of model.config (train from scratch) or model.init (continue pretraining)"
+            )
         return self
 
 
@@ -98,11 +100,15 @@ def run(spec: PretrainSpec, ctx: StageContext) -> Artifact:
     train_ds = tokenize(train_texts, tokenizer, spec.block_size)
     eval_ds = tokenize(eval_texts, tokenizer, spec.block_size) if eval_texts is not None else None
     model = _model(spec, ctx, tokenizer)
-    ctx.log(f"model: {causal_lm.describe(model)}; {len(train_ds)} train sequences of {spec.block_size} tokens ({spec.packing})")
+    ctx.log(
+        f"model: {causal_lm.describe(model)}; {len(train_ds)} train sequences of {spec.block_size} tokens ({spec.packing})"
+    )
     metrics = training.train_causal_lm(model, tokenizer, train_ds, eval_ds, spec.train, ctx)
     causal_lm.save(model, tokenizer, ctx.out_dir)
     if spec.samples:
-        metrics["samples"] = causal_lm.write_samples(model, tokenizer, spec.samples, spec.sample_tokens, ctx.work_dir, generation=spec.generation)
+        metrics["samples"] = causal_lm.write_samples(
+            model, tokenizer, spec.samples, spec.sample_tokens, ctx.work_dir, generation=spec.generation
+        )
     return Artifact(ArtifactKind.causal_lm, str(ctx.out_dir), meta={"metrics": metrics, **causal_lm.summary(model)})
 
 

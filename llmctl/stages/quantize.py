@@ -16,8 +16,8 @@ from pydantic import Field, model_validator
 
 from llmctl.artifacts import Artifact, ArtifactKind
 from llmctl.errors import GateFailed, RecipeMismatch
-from llmctl.specs import PREVIOUS, Block, DataSpec, InputSlot, StageSpec
 from llmctl.smokesize import SmokeSize
+from llmctl.specs import PREVIOUS, Block, DataSpec, InputSlot, StageSpec
 
 if TYPE_CHECKING:
     from llmctl.context import StageContext
@@ -30,23 +30,36 @@ DEFAULT_SYM = {"inc": True, "openvino": False}  # each library's own default
 NEEDS_CALIBRATION = ("gptq", "awq")
 UNSUPPORTED = {
     "dynamic": "INC 3.x quantizes activations dynamically only through torch.export (PT2E), which cannot export a "
-               "generating transformers model; use backend: openvino (int8 weights, activations quantized at run "
-               "time by the OpenVINO CPU plugin) or method: rtn with bits: 8",
+    "generating transformers model; use backend: openvino (int8 weights, activations quantized at run "
+    "time by the OpenVINO CPU plugin) or method: rtn with bits: 8",
     "static": "INC 3.x static int8 needs intel-extension-for-pytorch, which has no build for torch 2.13; use "
-              "backend: openvino or a weight-only method (rtn, gptq, awq)",
+    "backend: openvino or a weight-only method (rtn, gptq, awq)",
     "smoothquant": "INC 3.x SmoothQuant needs intel-extension-for-pytorch, which has no build for torch 2.13; use "
-                   "backend: openvino or a weight-only method (rtn, gptq, awq)",
+    "backend: openvino or a weight-only method (rtn, gptq, awq)",
 }
 # Accuracy-aware search order when `accuracy.search` is empty: most aggressive first, int8 last.
 LADDERS: dict[str, list[dict[str, Any]]] = {
-    "inc": [{"method": "rtn", "bits": 4, "group_size": 128}, {"method": "rtn", "bits": 4, "group_size": 32},
-            {"method": "awq", "bits": 4, "group_size": 32}, {"method": "gptq", "bits": 4, "group_size": 32},
-            {"method": "rtn", "bits": 8, "group_size": -1, "sym": True}],
-    "openvino": [{"bits": 4, "group_size": 128, "ratio": 1.0}, {"bits": 4, "group_size": 64, "ratio": 1.0},
-                 {"bits": 4, "group_size": 32, "ratio": 1.0}, {"bits": 4, "group_size": 32, "ratio": 0.5},
-                 {"bits": 8}],
+    "inc": [
+        {"method": "rtn", "bits": 4, "group_size": 128},
+        {"method": "rtn", "bits": 4, "group_size": 32},
+        {"method": "awq", "bits": 4, "group_size": 32},
+        {"method": "gptq", "bits": 4, "group_size": 32},
+        {"method": "rtn", "bits": 8, "group_size": -1, "sym": True},
+    ],
+    "openvino": [
+        {"bits": 4, "group_size": 128, "ratio": 1.0},
+        {"bits": 4, "group_size": 64, "ratio": 1.0},
+        {"bits": 4, "group_size": 32, "ratio": 1.0},
+        {"bits": 4, "group_size": 32, "ratio": 0.5},
+        {"bits": 8},
+    ],
 }
-SPEED_PROMPTS = ["Once upon a time", "The meaning of life is", "Question: What is 3 plus 4?\n\nAnswer:", "def add(a, b):"]
+SPEED_PROMPTS = [
+    "Once upon a time",
+    "The meaning of life is",
+    "Question: What is 3 plus 4?\n\nAnswer:",
+    "def add(a, b):",
+]
 
 
 class QuantConfig(Block):
@@ -143,7 +156,9 @@ class QuantizeSpec(StageSpec):
             if method in UNSUPPORTED:
                 raise ValueError(f"method {method}: {UNSUPPORTED[method]}")
             if method not in METHODS[self.backend]:
-                raise ValueError(f"backend {self.backend} supports method {' | '.join(METHODS[self.backend])}, not {method}")
+                raise ValueError(
+                    f"backend {self.backend} supports method {' | '.join(METHODS[self.backend])}, not {method}"
+                )
             if method in NEEDS_CALIBRATION and self.calibration is None:
                 raise ValueError(f"method {method} needs calibration data: add `calibration: {{path: ...}}`")
             if config.group_size == 0 or (config.group_size is None and self.group_size == 0):
@@ -164,7 +179,13 @@ class QuantizeSpec(StageSpec):
 
 def candidates(spec: QuantizeSpec) -> list[dict[str, Any]]:
     """The configurations to try, complete and in order (one unless accuracy-aware)."""
-    base = {"method": spec.method, "bits": spec.bits, "group_size": spec.group_size, "sym": spec.sym, "ratio": spec.ratio}
+    base = {
+        "method": spec.method,
+        "bits": spec.bits,
+        "group_size": spec.group_size,
+        "sym": spec.sym,
+        "ratio": spec.ratio,
+    }
     if spec.accuracy is None:
         return [base]
     search = [c.model_dump(exclude_none=True) for c in spec.accuracy.search] or LADDERS[spec.backend]
@@ -181,7 +202,11 @@ def run(spec: QuantizeSpec, ctx: StageContext) -> Artifact:
     evaluate = _evaluator(spec, ctx, tokenizer)
     calibration = _calibration(spec, ctx, tokenizer)
     original = causal_lm.load(source).eval()
-    before = {"size_mb": measure.folder_size_mb(source), **_greedy(spec, original, tokenizer), **_beam(spec, original, tokenizer)}
+    before = {
+        "size_mb": measure.folder_size_mb(source),
+        **_greedy(spec, original, tokenizer),
+        **_beam(spec, original, tokenizer),
+    }
     if evaluate:
         before[spec.accuracy.metric] = evaluate(original)  # type: ignore[union-attr]
         _check_baseline(spec, before, ctx)
@@ -192,9 +217,13 @@ def run(spec: QuantizeSpec, ctx: StageContext) -> Artifact:
     shutil.move(str(trial_dir), ctx.out_dir)
     shutil.rmtree(ctx.work_dir / "trials", ignore_errors=True)
     shutil.rmtree(ctx.work_dir / "merged", ignore_errors=True)
-    after = chosen["measured"] | _beam(spec, chosen["model"], tokenizer)  # (the OpenVINO model is compiled: the move is harmless)
+    after = chosen["measured"] | _beam(
+        spec, chosen["model"], tokenizer
+    )  # (the OpenVINO model is compiled: the move is harmless)
     metrics = _metrics(before, after, trials, chosen["config"])
-    return Artifact(ArtifactKind.quantized_lm, str(ctx.out_dir), meta={"metrics": metrics, "quantization": chosen["config"]})
+    return Artifact(
+        ArtifactKind.quantized_lm, str(ctx.out_dir), meta={"metrics": metrics, "quantization": chosen["config"]}
+    )
 
 
 def _check_baseline(spec: QuantizeSpec, before: dict[str, Any], ctx: StageContext) -> None:
@@ -205,13 +234,23 @@ def _check_baseline(spec: QuantizeSpec, before: dict[str, Any], ctx: StageContex
     if ctx.recipe.smoke:
         ctx.log(f"smoke run: the unquantized model scores {metric} 0 (a random model); a real run stops here")
         return
-    raise RecipeMismatch("quantize.accuracy", f"quantize.accuracy: the unquantized model scores {metric} 0 on accuracy.data, so every configuration "
-                     "would pass; give prompts it can answer (e.g. the context with the question, the template it was "
-                     "fine-tuned on) or use metric: perplexity")
+    raise RecipeMismatch(
+        "quantize.accuracy",
+        f"quantize.accuracy: the unquantized model scores {metric} 0 on accuracy.data, so every configuration "
+        "would pass; give prompts it can answer (e.g. the context with the question, the template it was "
+        "fine-tuned on) or use metric: perplexity",
+    )
 
 
-def _search(spec: QuantizeSpec, ctx: StageContext, source: str, tokenizer: Any, calibration: list[Any],
-            evaluate: Any, before: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _search(
+    spec: QuantizeSpec,
+    ctx: StageContext,
+    source: str,
+    tokenizer: Any,
+    calibration: list[Any],
+    evaluate: Any,
+    before: dict[str, Any],
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Try each candidate; return the first that passes (or raise GateFailed listing every trial)."""
     from llmctl.models import measure
 
@@ -221,20 +260,23 @@ def _search(spec: QuantizeSpec, ctx: StageContext, source: str, tokenizer: Any, 
         try:
             with ctx.library_output():
                 model = _quantize(spec.backend, source, config, calibration, tokenizer, out)
-        except Exception as err:  # a configuration the model cannot take (e.g. group size > layer width)
+        except Exception as err:  # noqa: BLE001 - a configuration the model cannot take (e.g. group size > layer width)
             trials.append({"config": config, "error": f"{type(err).__name__}: {err}"[:300], "passed": False})
             ctx.log(f"trial {index + 1}: {_config_name(config)} failed: {trials[-1]['error']}")
             continue
         measured = {"size_mb": measure.folder_size_mb(out), **_greedy(spec, model, tokenizer)}
         trial = {"config": config, **measured, "passed": True}
         if evaluate:
-            metric = spec.accuracy.metric  # type: ignore[union-attr]
+            assert spec.accuracy is not None  # `evaluate` exists only with an accuracy block
+            metric = spec.accuracy.metric
             measured[metric] = evaluate(model)
-            trial |= {metric: measured[metric], "loss": relative_loss(metric, before[metric], measured[metric])}
-            trial["passed"] = trial["loss"] <= spec.accuracy.tolerable_loss  # type: ignore[union-attr]
+            loss = relative_loss(metric, before[metric], measured[metric])
+            trial |= {metric: measured[metric], "loss": loss, "passed": loss <= spec.accuracy.tolerable_loss}
         trials.append(trial)
         (ctx.work_dir / "trials.json").write_text(json.dumps(trials, indent=2) + "\n")
-        ctx.log(f"trial {index + 1}: {_config_name(config)} → {_describe(measured)}{'' if trial['passed'] else ' (over tolerance)'}")
+        ctx.log(
+            f"trial {index + 1}: {_config_name(config)} → {_describe(measured)}{'' if trial['passed'] else ' (over tolerance)'}"
+        )
         if trial["passed"]:
             return {"index": index, "config": config, "measured": measured, "model": model}, trials
         shutil.rmtree(out, ignore_errors=True)
@@ -248,7 +290,9 @@ def relative_loss(metric: str, before: float, after: float) -> float:
     return round((before - after) / before, 6) if before > 0 else (0.0 if after >= before else 1.0)
 
 
-def _quantize(backend: str, source: str, config: dict[str, Any], calibration: list[Any], tokenizer: Any, out: Path) -> Any:
+def _quantize(
+    backend: str, source: str, config: dict[str, Any], calibration: list[Any], tokenizer: Any, out: Path
+) -> Any:
     """Quantize `source` per `config` into folder `out` (with descriptor); return the model loaded from it."""
     from llmctl.models import causal_lm, quantized
 
@@ -264,8 +308,15 @@ def _quantize(backend: str, source: str, config: dict[str, Any], calibration: li
         inc.save(inc.quantize(causal_lm.load(source), config, calibration), tokenizer, out)
         model = inc.load(str(out))
     config_file = json.loads((out / "config.json").read_text())
-    quantized.write_descriptor(out, {"backend": backend, **config, "model_type": config_file.get("model_type"),
-                                     "architectures": config_file.get("architectures")})
+    quantized.write_descriptor(
+        out,
+        {
+            "backend": backend,
+            **config,
+            "model_type": config_file.get("model_type"),
+            "architectures": config_file.get("architectures"),
+        },
+    )
     return model
 
 
@@ -303,15 +354,23 @@ def _calibration(spec: QuantizeSpec, ctx: StageContext, tokenizer: Any) -> list[
     from llmctl.models import measure
 
     texts = measure.texts_of(load_examples(spec.calibration, seed=ctx.seed)[0])[: spec.calibration_samples]
-    return [tokenizer(t, return_tensors="pt", truncation=True, max_length=spec.calibration_length,
-                      return_token_type_ids=False)["input_ids"] for t in texts]
+    return [
+        tokenizer(
+            t, return_tensors="pt", truncation=True, max_length=spec.calibration_length, return_token_type_ids=False
+        )["input_ids"]
+        for t in texts
+    ]
 
 
 def _greedy(spec: QuantizeSpec, model: Any, tokenizer: Any) -> dict[str, float]:
     """Greedy decode speed at batch 1 (measured for the original and every trial)."""
     from llmctl.models import measure
 
-    return measure.generation_speed(model, tokenizer, spec.speed.prompts, spec.speed.new_tokens) if spec.speed.enabled else {}
+    return (
+        measure.generation_speed(model, tokenizer, spec.speed.prompts, spec.speed.new_tokens)
+        if spec.speed.enabled
+        else {}
+    )
 
 
 def _beam(spec: QuantizeSpec, model: Any, tokenizer: Any) -> dict[str, float]:
@@ -324,7 +383,9 @@ def _beam(spec: QuantizeSpec, model: Any, tokenizer: Any) -> dict[str, float]:
     return {"beam_tokens_per_s": beam["tokens_per_s"]}
 
 
-def _metrics(before: dict[str, Any], after: dict[str, Any], trials: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, Any]:
+def _metrics(
+    before: dict[str, Any], after: dict[str, Any], trials: list[dict[str, Any]], config: dict[str, Any]
+) -> dict[str, Any]:
     metrics: dict[str, Any] = dict(after)
     metrics |= {f"{key}_before": value for key, value in before.items()}
     if before.get("tokens_per_s") and after.get("tokens_per_s"):
@@ -348,9 +409,11 @@ def _describe(measured: dict[str, Any]) -> str:
 def _no_config_message(spec: QuantizeSpec, before: dict[str, Any], trials: list[dict[str, Any]]) -> str:
     accuracy = spec.accuracy
     metric = accuracy.metric if accuracy else "metric"
-    lines = [f"stage '{spec.name}': no configuration stayed within tolerable_loss "
-             f"{accuracy.tolerable_loss if accuracy else 0:g} of {metric} {before.get(metric)} "
-             f"({len(trials)} trial{'s' if len(trials) != 1 else ''}):"]
+    lines = [
+        f"stage '{spec.name}': no configuration stayed within tolerable_loss "
+        f"{accuracy.tolerable_loss if accuracy else 0:g} of {metric} {before.get(metric)} "
+        f"({len(trials)} trial{'s' if len(trials) != 1 else ''}):"
+    ]
     for trial in trials:
         outcome = trial.get("error") or f"{metric} {trial.get(metric)}, loss {trial.get('loss', 0):+.2%}"
         lines.append(f"  {_config_name(trial['config'])}: {outcome}")

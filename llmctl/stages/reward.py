@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, model_validator
 
 from llmctl.artifacts import Artifact, ArtifactKind
+from llmctl.data.formats import allowed
 from llmctl.specs import DataSpec, FineTuneSpec, InputSlot, PeftSpec, TrainArgs
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ class RewardSpec(FineTuneSpec):
 
     @model_validator(mode="after")
     def _preference_data(self) -> RewardSpec:
-        if self.data.format != "preference":
+        if not allowed(self.data.format, "preference"):
             raise ValueError("reward trains on preference data: set data.format: preference (prompt, chosen, rejected)")
         return self
 
@@ -57,7 +58,9 @@ def run(spec: RewardSpec, ctx: StageContext) -> Artifact:
     trainer = _trainer(spec, ctx, model, tokenizer, train_ds, eval_ds)
     metrics = {"too_long_rows": lengths.report["too_long"]} | _train(trainer, ctx, eval_ds is not None)
     model = _save(spec, trainer.model, tokenizer, ctx)
-    return Artifact(ArtifactKind.reward_model, str(ctx.out_dir), meta={"metrics": metrics, "architecture": type(model).__name__})
+    return Artifact(
+        ArtifactKind.reward_model, str(ctx.out_dir), meta={"metrics": metrics, "architecture": type(model).__name__}
+    )
 
 
 def _load(spec: RewardSpec, ctx: StageContext) -> tuple[Any, Any]:
@@ -87,8 +90,14 @@ def _trainer(spec: RewardSpec, ctx: StageContext, model: Any, tokenizer: Any, tr
     from llmctl.models.training import progress_callback, training_kwargs
 
     config = RewardConfig(**training_kwargs(spec.train, ctx, has_eval=eval_ds is not None), max_length=spec.max_length)
-    return RewardTrainer(model=model, args=config, train_dataset=train_ds, eval_dataset=eval_ds,
-                         processing_class=tokenizer, callbacks=[progress_callback(ctx)])
+    return RewardTrainer(
+        model=model,
+        args=config,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        callbacks=[progress_callback(ctx)],
+    )
 
 
 def _train(trainer: Any, ctx: StageContext, has_eval: bool) -> dict[str, Any]:
@@ -97,8 +106,11 @@ def _train(trainer: Any, ctx: StageContext, has_eval: bool) -> dict[str, Any]:
     metrics = fit(trainer, ctx)
     if has_eval:
         scores = trainer.evaluate()
-        metrics |= {"pairwise_accuracy": round(scores["eval_accuracy"], 4), "mean_margin": round(scores["eval_margin"], 4),
-                    "eval_loss": round(scores["eval_loss"], 4)}
+        metrics |= {
+            "pairwise_accuracy": round(scores["eval_accuracy"], 4),
+            "mean_margin": round(scores["eval_margin"], 4),
+            "eval_loss": round(scores["eval_loss"], 4),
+        }
     return metrics
 
 

@@ -8,12 +8,16 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, model_validator
 
 from llmctl.artifacts import Artifact, ArtifactKind
+from llmctl.data.formats import Shape, allowed, formats_of, listed
 from llmctl.specs import PREVIOUS, DataSpec, InputSlot, PeftSpec, TrainArgs, TunedLMSpec
 
 if TYPE_CHECKING:
     from llmctl.context import StageContext
 
 MODEL_KINDS = (ArtifactKind.causal_lm, ArtifactKind.adapter)
+
+
+SHAPES: tuple[Shape, ...] = ("text", "sft")  # the data shapes sft trains on (data/formats.py)
 
 
 class SFTSpec(TunedLMSpec):
@@ -37,8 +41,8 @@ class SFTSpec(TunedLMSpec):
 
     @model_validator(mode="after")
     def _data_format(self) -> SFTSpec:
-        if self.data.format in ("preference", "prompt", "choice"):
-            raise ValueError(f"sft trains on text, prompt_completion, instruction or chat data, not {self.data.format}")
+        if not allowed(self.data.format, *SHAPES):
+            raise ValueError(f"sft trains on {listed(formats_of(*SHAPES))} data, not {self.data.format}")
         return self
 
     def inputs(self) -> dict[str, InputSlot]:
@@ -64,16 +68,23 @@ def run(spec: SFTSpec, ctx: StageContext) -> Artifact:
         ctx.log(hint)
     eval_rows = load_examples(spec.eval_set, seed=ctx.seed)[0] if spec.eval_set else None
     model = load_trainable(ctx.input("model"), spec.peft, spec.max_length, ctx)
-    metrics: dict[str, Any] = {"too_long_rows": lengths.report["too_long"], "padding_unpacked": lengths.report["padding"]}
+    metrics: dict[str, Any] = {
+        "too_long_rows": lengths.report["too_long"],
+        "padding_unpacked": lengths.report["padding"],
+    }
     metrics |= exact_match_metric(model, tokenizer, eval_rows, spec.eval_set, "exact_match_before", spec.generation)
     trainer = _trainer(spec, ctx, model, tokenizer, train_ds, eval_ds)
     metrics |= fit(trainer, ctx) | (eval_metrics(trainer) if eval_ds is not None else {})
     model = save_finetuned(spec.peft, trainer.model, tokenizer, ctx)
     metrics |= exact_match_metric(model, tokenizer, eval_rows, spec.eval_set, "exact_match", spec.generation)
     if spec.samples:
-        metrics["samples"] = causal_lm.write_samples(model, tokenizer, spec.samples, spec.sample_tokens, ctx.work_dir, generation=spec.generation)
+        metrics["samples"] = causal_lm.write_samples(
+            model, tokenizer, spec.samples, spec.sample_tokens, ctx.work_dir, generation=spec.generation
+        )
     kind = spec.output_kind()
-    return Artifact(kind, str(ctx.out_dir), meta={"metrics": metrics, "peft": spec.peft.method, **causal_lm.summary(model)})
+    return Artifact(
+        kind, str(ctx.out_dir), meta={"metrics": metrics, "peft": spec.peft.method, **causal_lm.summary(model)}
+    )
 
 
 def _trainer(spec: SFTSpec, ctx: StageContext, model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any) -> Any:
@@ -89,5 +100,11 @@ def _trainer(spec: SFTSpec, ctx: StageContext, model: Any, tokenizer: Any, train
         assistant_only_loss=spec.data.completion_only and spec.data.format == "chat",
         dataset_text_field="text",
     )
-    return SFTTrainer(model=model, args=config, train_dataset=train_ds, eval_dataset=eval_ds,
-                      processing_class=tokenizer, callbacks=[progress_callback(ctx)])
+    return SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        callbacks=[progress_callback(ctx)],
+    )

@@ -31,8 +31,14 @@ def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return cache
 
 
-SQUAD = DataSpec(path="hf://acme/squad-mini", format="prompt_completion", columns={"completion": "answers.text[0]"},
-                 template="Context: {context}\n\nQuestion: {question}\n\nAnswer: {completion}", validation=0, shuffle=False)
+SQUAD = DataSpec(
+    path="hf://acme/squad-mini",
+    format="prompt_completion",
+    columns={"completion": "answers.text[0]"},
+    template="Context: {context}\n\nQuestion: {question}\n\nAnswer: {completion}",
+    validation=0,
+    shuffle=False,
+)
 
 
 def test_an_hf_dataset_reads_from_the_cache_offline_and_is_fingerprinted_by_commit(hub_cache: Path) -> None:
@@ -41,32 +47,49 @@ def test_an_hf_dataset_reads_from_the_cache_offline_and_is_fingerprinted_by_comm
     assert len(rows) == 40 and rows[0]["prompt"].startswith("Context: Paris is the capital of France.")
     assert rows[0]["completion"].strip() == "France"
     assert fingerprint_data(SQUAD)["revision"] == FIRST
-    cache_commit("acme/squad-mini", SECOND, ASSETS / "squad.jsonl")   # the hub moved on; this machine fetched it
+    cache_commit("acme/squad-mini", SECOND, ASSETS / "squad.jsonl")  # the hub moved on; this machine fetched it
     os.utime(hub_cache / "acme___squad-mini/default/0.0.0" / SECOND)
     assert fingerprint_data(SQUAD)["revision"] == SECOND
 
 
 def test_an_uncached_dataset_offline_says_how_to_fetch_it(hub_cache: Path) -> None:
-    with pytest.raises(DataError, match=r"hf://acme/nowhere: not in the local Hugging Face cache.*datasets.load_dataset\('acme/nowhere'\)"):
+    with pytest.raises(
+        DataError,
+        match=r"hf://acme/nowhere: not in the local Hugging Face cache.*datasets.load_dataset\('acme/nowhere'\)",
+    ):
         load_examples(DataSpec(path="hf://acme/nowhere", validation=0), seed=0)
-    assert fingerprint_data(DataSpec(path="hf://acme/nowhere"))["revision"].startswith("unavailable")   # plan still works
+    assert fingerprint_data(DataSpec(path="hf://acme/nowhere"))["revision"].startswith(
+        "unavailable"
+    )  # plan still works
 
 
 def test_data_import_pins_an_hf_dataset_into_deep_lake(hub_cache: Path, tmp_path: Path) -> None:
     cache_commit("acme/lima-mini", FIRST, ASSETS / "lima.jsonl")
     dest = tmp_path / "lake" / "lima"
-    result = CliRunner().invoke(app, ["--json", "data", "import", "hf://acme/lima-mini", str(dest), "-m", "lima from the hub"])
+    result = CliRunner().invoke(
+        app, ["--json", "data", "import", "hf://acme/lima-mini", str(dest), "-m", "lima from the hub"]
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout.splitlines()[-1])["rows_added"] == 40
-    rows, _ = load_examples(DataSpec(path=str(dest), format="prompt_completion", columns={"prompt": "question", "completion": "answer"},
-                                     validation=0), seed=0)
+    rows, _ = load_examples(
+        DataSpec(
+            path=str(dest),
+            format="prompt_completion",
+            columns={"prompt": "question", "completion": "answer"},
+            validation=0,
+        ),
+        seed=0,
+    )
     assert len(rows) == 40
 
 
-@pytest.mark.parametrize(("fields", "message"), [
-    ({"path": "data.jsonl", "revision": "v2"}, "config, revision and streaming apply to hf:// datasets"),
-    ({"path": "hf://acme/x", "streaming": True}, "streaming reads `limit` rows"),
-])
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"path": "data.jsonl", "revision": "v2"}, "config, revision and streaming apply to hf:// datasets"),
+        ({"path": "hf://acme/x", "streaming": True}, "streaming reads `limit` rows"),
+    ],
+)
 def test_hub_only_settings_are_checked(fields: dict, message: str) -> None:
     from pydantic import ValidationError
 

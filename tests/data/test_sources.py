@@ -60,7 +60,10 @@ def test_plain_text_and_globs(tmp_path: Path) -> None:
 def test_lake_lists_survive_as_json(tmp_path: Path) -> None:
     from datasets import Dataset
 
-    chats = [{"messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": "hello"}]} for i in range(3)]
+    chats = [
+        {"messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": "hello"}]}
+        for i in range(3)
+    ]
     lake.write(str(tmp_path / "chat"), Dataset.from_list(chats), "chats")
     assert read_rows(str(tmp_path / "chat"))["messages"] == [c["messages"] for c in chats]
 
@@ -78,8 +81,12 @@ def test_tql_query_filters(tmp_path: Path) -> None:
 
 
 def spec(path: str, **fields: object) -> DataSpec:
-    base = {"path": path, "format": "prompt_completion", "columns": {"prompt": "question", "completion": "answer"},
-            "template": "Question: {prompt}\n\nAnswer: {completion}"}
+    base = {
+        "path": path,
+        "format": "prompt_completion",
+        "columns": {"prompt": "question", "completion": "answer"},
+        "template": "Question: {prompt}\n\nAnswer: {completion}",
+    }
     return DataSpec(**(base | fields))
 
 
@@ -92,7 +99,10 @@ def test_template_renders_exactly_and_splits_prompt_from_completion(tmp_path: Pa
 def test_instruction_format_default_template() -> None:
     row = {"instruction": "Classify the sentiment.", "input": "Shares soared.", "output": "positive"}
     rendered = formats.render(row, "instruction", None)
-    assert rendered["prompt"] == "### Instruction:\nClassify the sentiment.\n\n### Input:\nShares soared.\n\n### Response:\n"
+    assert (
+        rendered["prompt"]
+        == "### Instruction:\nClassify the sentiment.\n\n### Input:\nShares soared.\n\n### Response:\n"
+    )
     assert rendered["completion"] == "positive"
     assert formats.render(row | {"input": ""}, "instruction", None)["prompt"].count("###") == 2
 
@@ -121,10 +131,18 @@ def test_second_source_as_validation(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("rows", "fields", "message"),
     [
-        ([{"q": "x", "a": "y"}], {"columns": {}}, "format 'prompt_completion' needs columns prompt, completion; available: q, a"),
+        (
+            [{"q": "x", "a": "y"}],
+            {"columns": {}},
+            "format 'prompt_completion' needs columns prompt, completion; available: q, a",
+        ),
         ([{"question": "x", "answer": None}], {}, "row 0: column 'completion' is null, expected a string"),
         ([{"question": "x", "answer": "1"}, {"question": 5, "answer": "2"}], {}, "row 1: column 'prompt' is int"),
-        ([{"question": "x", "answer": "y"}], {"columns": {"prompt": "quest", "completion": "answer"}}, "has no column quest; available: question, answer"),
+        (
+            [{"question": "x", "answer": "y"}],
+            {"columns": {"prompt": "quest", "completion": "answer"}},
+            "has no column quest; available: question, answer",
+        ),
         ([{"question": "x", "answer": "y"}], {"template": "Q: {prompt} {extra} A: {completion}"}, "needs column extra"),
     ],
     ids=["missing-columns", "null", "non-string", "bad-rename", "template-column"],
@@ -177,9 +195,19 @@ def test_data_cli_import_show_demo_preview(tmp_path: Path, monkeypatch: pytest.M
     assert info["rows"] == 4 and info["total_rows"] == 80 and info["version"] == v2 and len(info["sample"]) == 1
 
     demo = runner.invoke(app, ["--json", "data", "demo", "demo"])
-    assert demo.exit_code == 0 and set(json.loads(demo.stdout)["datasets"]) == {"corpus", "instructions", "preferences", "prompts", "eval"}
+    assert demo.exit_code == 0 and set(json.loads(demo.stdout)["datasets"]) == {
+        "corpus",
+        "instructions",
+        "preferences",
+        "prompts",
+        "eval",
+    }
     prefs = read_rows("demo/preferences")
-    assert all(int(r["chosen"]) + 0 == int(r["prompt"].split("is ")[1].split(" plus")[0]) + int(r["prompt"].split("plus ")[1].split("?")[0]) for r in prefs)
+    assert all(
+        int(r["chosen"]) + 0
+        == int(r["prompt"].split("is ")[1].split(" plus")[0]) + int(r["prompt"].split("plus ")[1].split("?")[0])
+        for r in prefs
+    )
     assert all(r["chosen"] != r["rejected"] for r in prefs)
 
     recipe = tmp_path / "r.yaml"
@@ -197,12 +225,28 @@ def test_data_cli_import_show_demo_preview(tmp_path: Path, monkeypatch: pytest.M
 
 def test_nested_columns_pick_values_and_name_the_row_without_one(tmp_path: Path) -> None:
     """SQuAD's answers.text[0] as the completion, the context and question rendered by the template."""
-    rows = [{"context": "Paris is in France.", "question": "Where is Paris?", "answers": {"text": ["France"], "answer_start": [12]}},
-            {"context": "Rome is in Italy.", "question": "Where is Rome?", "answers": {"text": ["Italy"], "answer_start": [11]}}]
+    rows = [
+        {
+            "context": "Paris is in France.",
+            "question": "Where is Paris?",
+            "answers": {"text": ["France"], "answer_start": [12]},
+        },
+        {
+            "context": "Rome is in Italy.",
+            "question": "Where is Rome?",
+            "answers": {"text": ["Italy"], "answer_start": [11]},
+        },
+    ]
     path = tmp_path / "squad.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    spec = DataSpec(path=str(path), format="prompt_completion", columns={"completion": "answers.text[0]"}, validation=0, shuffle=False,
-                    template="Context: {context}\n\nQuestion: {question}\n\nAnswer: {completion}")
+    spec = DataSpec(
+        path=str(path),
+        format="prompt_completion",
+        columns={"completion": "answers.text[0]"},
+        validation=0,
+        shuffle=False,
+        template="Context: {context}\n\nQuestion: {question}\n\nAnswer: {completion}",
+    )
     train, _ = load_examples(spec, seed=0)
     assert train[0]["prompt"] == "Context: Paris is in France.\n\nQuestion: Where is Paris?\n\nAnswer:"
     assert train[0]["completion"].strip() == "France"
@@ -221,19 +265,39 @@ def _mix_files(folder: Path) -> tuple[Path, Path]:
 
 def test_a_mixture_renders_each_source_with_its_own_columns_and_limit(tmp_path: Path) -> None:
     a, b = _mix_files(tmp_path)
-    spec = DataSpec(format="prompt_completion", validation=4, mix=[
-        DataSpec(path=str(a), columns={"prompt": "q", "completion": "ans"}, limit=12),
-        DataSpec(path=str(b), columns={"prompt": "question", "completion": "answer"}, template="Q: {prompt} A: {completion}")])
+    spec = DataSpec(
+        format="prompt_completion",
+        validation=4,
+        mix=[
+            DataSpec(path=str(a), columns={"prompt": "q", "completion": "ans"}, limit=12),
+            DataSpec(
+                path=str(b),
+                columns={"prompt": "question", "completion": "answer"},
+                template="Q: {prompt} A: {completion}",
+            ),
+        ],
+    )
     train, held = load_examples(spec, seed=0)
     prompts = list(train["prompt"]) + list(held["prompt"])
-    assert len(prompts) == 22 and sum(p.startswith("a") for p in prompts) == 12 and sum(p.startswith("Q: b") for p in prompts) == 10
+    assert (
+        len(prompts) == 22
+        and sum(p.startswith("a") for p in prompts) == 12
+        and sum(p.startswith("Q: b") for p in prompts) == 10
+    )
 
 
 def test_interleaving_follows_the_weights_and_fingerprints_each_source(tmp_path: Path) -> None:
     a, b = _mix_files(tmp_path)
-    spec = DataSpec(format="prompt_completion", validation=0, strategy="interleave", limit=20, mix=[
-        DataSpec(path=str(a), columns={"prompt": "q", "completion": "ans"}, weight=3),
-        DataSpec(path=str(b), columns={"prompt": "question", "completion": "answer"}, weight=1)])
+    spec = DataSpec(
+        format="prompt_completion",
+        validation=0,
+        strategy="interleave",
+        limit=20,
+        mix=[
+            DataSpec(path=str(a), columns={"prompt": "q", "completion": "ans"}, weight=3),
+            DataSpec(path=str(b), columns={"prompt": "question", "completion": "answer"}, weight=1),
+        ],
+    )
     rows, _ = load_examples(spec, seed=0)
     share_a = sum(p.startswith("a") for p in rows["prompt"]) / len(rows)
     assert len(rows) == 20 and 0.55 <= share_a <= 0.95
@@ -243,13 +307,16 @@ def test_interleaving_follows_the_weights_and_fingerprints_each_source(tmp_path:
     assert before["mix"][0] == after["mix"][0] and before["mix"][1] != after["mix"][1]
 
 
-@pytest.mark.parametrize(("fields", "message"), [
-    ({"path": "x.jsonl", "mix": [{"path": "y.jsonl"}]}, "give either path or mix"),
-    ({"mix": [{"path": "y.jsonl", "weight": 2}]}, "weight needs strategy: interleave"),
-    ({"mix": [{"path": "y.jsonl", "validation": 0.2}]}, "validation belongs to the mixture"),
-    ({"mix": [{"path": "y.jsonl"}], "validation": "z.jsonl"}, "not a second source"),
-    ({}, "path is required"),
-])
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"path": "x.jsonl", "mix": [{"path": "y.jsonl"}]}, "give either path or mix"),
+        ({"mix": [{"path": "y.jsonl", "weight": 2}]}, "weight needs strategy: interleave"),
+        ({"mix": [{"path": "y.jsonl", "validation": 0.2}]}, "validation belongs to the mixture"),
+        ({"mix": [{"path": "y.jsonl"}], "validation": "z.jsonl"}, "not a second source"),
+        ({}, "path is required"),
+    ],
+)
 def test_mixture_settings_are_checked(fields: dict, message: str) -> None:
     from pydantic import ValidationError
 
@@ -257,7 +324,9 @@ def test_mixture_settings_are_checked(fields: dict, message: str) -> None:
         DataSpec(**fields)
 
 
-def test_plan_shows_the_rows_each_mixed_source_gives_and_a_block_seed_reshuffles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plan_shows_the_rows_each_mixed_source_gives_and_a_block_seed_reshuffles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     a, b = _mix_files(tmp_path)
     monkeypatch.chdir(tmp_path)
     recipe = tmp_path / "mix.yaml"
@@ -274,6 +343,8 @@ stages:
     result = CliRunner().invoke(app, ["--json", "plan", str(recipe)])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout.splitlines()[-1])["steps"][0]["mixture"] == {str(a): 7, str(b): 10}
-    spec = DataSpec(path=str(b), format="prompt_completion", columns={"prompt": "question", "completion": "answer"}, validation=0)
+    spec = DataSpec(
+        path=str(b), format="prompt_completion", columns={"prompt": "question", "completion": "answer"}, validation=0
+    )
     order = lambda **fields: list(load_examples(spec.model_copy(update=fields), seed=0)[0]["prompt"])  # noqa: E731
     assert order() == order(seed=0) and order() != order(seed=1)

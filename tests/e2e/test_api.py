@@ -29,7 +29,7 @@ def test_a_bad_recipe_raises_with_the_cli_exit_code(tmp_path: Path) -> None:
     assert caught.value.exit_code == 2 and "bad.yaml:4:5" in str(caught.value)
 
 
-def test_run_emits_events_then_caches_and_records(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
+def test_run_emits_events_then_caches_and_records(tiny_recipe, workdir: Path) -> None:
     recipe = tiny_recipe(steps=4)
     events: list[dict] = []
     result = api.run(recipe, emit=events.append)
@@ -47,7 +47,7 @@ def test_run_emits_events_then_caches_and_records(tiny_recipe, workdir: Path) ->
     assert forced.steps[0].reason == "forced (--force)"
 
 
-def test_run_refuses_what_this_machine_cannot_run(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
+def test_run_refuses_what_this_machine_cannot_run(tiny_recipe, workdir: Path) -> None:
     recipe = tiny_recipe(steps=2)
     with pytest.raises(LlmctlError) as caught:
         api.run(recipe, ["stages.pretrain.model.config.vocab_size=1000000000"])

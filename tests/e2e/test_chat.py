@@ -20,9 +20,26 @@ pytestmark = pytest.mark.slow
 
 def test_the_cli_answers_piped_lines_and_obeys_commands(tiny_lm: Path) -> None:
     lines = "What is 3 plus 4?\n/system Be brief.\nAnd 2 plus 2?\n/nope\n/reset\n/exit\nnever read\n"
-    done = subprocess.run([sys.executable, "-m", "llmctl", "chat", str(tiny_lm), "--temperature", "0", "--max-new-tokens", "5",
-                           "--template", "Question: {prompt}\n\nAnswer:"], input=lines, capture_output=True, text=True,
-                          timeout=120, env=os.environ | {"HF_HUB_OFFLINE": "1"})
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llmctl",
+            "chat",
+            str(tiny_lm),
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "5",
+            "--template",
+            "Question: {prompt}\n\nAnswer:",
+        ],
+        input=lines,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ | {"HF_HUB_OFFLINE": "1"},
+    )
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "prompts from the template 'Question: {prompt}\\n\\nAnswer:'" in out
@@ -36,9 +53,16 @@ def test_prompts_follow_the_chat_template_or_the_recipe_template(tiny_lm: Path, 
     run = tmp_path / "runs/r"
     (run / "02-sft").mkdir(parents=True)
     shutil.copytree(tiny_lm, run / "02-sft/output")
-    (run / "recipe.resolved.yaml").write_text(yaml.safe_dump({"stages": [
-        {"type": "pretrain", "data": {"template": None}},
-        {"type": "sft", "data": {"template": "### Q: {prompt}\n### A: {completion}"}}]}))
+    (run / "recipe.resolved.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "stages": [
+                    {"type": "pretrain", "data": {"template": None}},
+                    {"type": "sft", "data": {"template": "### Q: {prompt}\n### A: {completion}"}},
+                ]
+            }
+        )
+    )
     assert recipe_template(run / "02-sft/output") == "### Q: {prompt}\n### A:"
     assert recipe_template(tiny_lm) is None
 
@@ -50,11 +74,18 @@ def test_prompts_follow_the_chat_template_or_the_recipe_template(tiny_lm: Path, 
     from llmctl.data.chat import render
 
     prompt, templated = render(session.tokenizer, conversation.messages("next"), session.template)
-    assert prompt == f"Be brief.\n\n### Q: hi\n### A: {reply.strip()}".rstrip() + "\n\n### Q: next\n### A:" and not templated
+    assert (
+        prompt == f"Be brief.\n\n### Q: hi\n### A: {reply.strip()}".rstrip() + "\n\n### Q: next\n### A:"
+        and not templated
+    )
 
     session.tokenizer.chat_template = CHATML
     prompt, templated = render(session.tokenizer, conversation.messages("next"), session.template)
-    assert templated and prompt.startswith("<|im_start|>system\nBe brief.<|im_end|>") and prompt.endswith("<|im_start|>assistant\n")
+    assert (
+        templated
+        and prompt.startswith("<|im_start|>system\nBe brief.<|im_end|>")
+        and prompt.endswith("<|im_start|>assistant\n")
+    )
     written: list[str] = []
     inputs = iter(["hello", "/exit"])
     repl(session, Conversation(), lambda _: next(inputs), written.append)

@@ -22,7 +22,7 @@ def ends(events: list[dict]) -> dict[str, str]:
     return {e["stage"]: e["status"] for e in events if e["event"] == "stage_end"}
 
 
-def test_run_twice_then_change_one_stage(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
+def test_run_twice_then_change_one_stage(tiny_recipe, workdir: Path) -> None:
     path = str(tiny_recipe(steps=10, extra=CONTINUE))
     code, events = run_json(path)
     assert code == 0 and ends(events) == {"pretrain": "complete", "more": "complete"}
@@ -49,7 +49,7 @@ def test_run_twice_then_change_one_stage(tiny_recipe, workdir: Path) -> None:  #
     assert json.loads(listed.stdout)[0]["complete"] == 2
 
 
-def test_kill_9_leaves_no_complete_stage_and_the_rerun_resumes(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
+def test_kill_9_leaves_no_complete_stage_and_the_rerun_resumes(tiny_recipe, workdir: Path) -> None:
     path = str(tiny_recipe(steps=60, save_steps=10))
     kill_run_at_step(path, workdir, 25)
     stage_tmp = workdir / "runs/tiny/01-pretrain.tmp"
@@ -74,7 +74,7 @@ def test_kill_9_leaves_no_complete_stage_and_the_rerun_resumes(tiny_recipe, work
     assert resumed["eval_loss"] == pytest.approx(straight["eval_loss"], rel=1e-3)
 
 
-def test_sigterm_saves_a_checkpoint_releases_the_lock_and_exits_130(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
+def test_sigterm_saves_a_checkpoint_releases_the_lock_and_exits_130(tiny_recipe, workdir: Path) -> None:
     import signal
 
     path = str(tiny_recipe(steps=60, save_steps=1000))  # no periodic checkpoint: the one found is the stop's
@@ -89,13 +89,17 @@ def test_sigterm_saves_a_checkpoint_releases_the_lock_and_exits_130(tiny_recipe,
     assert json.loads((workdir / "runs/tiny/01-pretrain/metrics.json").read_text())["steps"] == 60
 
 
-def test_if_changed_skips_an_unchanged_recipe_and_notify_gets_a_summary(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
+def test_if_changed_skips_an_unchanged_recipe_and_notify_gets_a_summary(tiny_recipe, workdir: Path) -> None:
     path = str(tiny_recipe(steps=4))
     notify = f"cat > {workdir / 'summary.json'}"
     code, events = run_json(path, "--if-changed", "--notify-cmd", notify)
     assert code == 0 and ends(events) == {"pretrain": "complete"}
     summary = json.loads((workdir / "summary.json").read_text())
-    assert summary["status"] == "complete" and summary["exit_code"] == 0 and summary["stages"]["pretrain"]["metrics"]["steps"] == 4
+    assert (
+        summary["status"] == "complete"
+        and summary["exit_code"] == 0
+        and summary["stages"]["pretrain"]["metrics"]["steps"] == 4
+    )
 
     code, events = run_json(path, "--if-changed")
     assert code == 0 and [e["event"] for e in events] == ["skipped"]
@@ -113,7 +117,7 @@ def test_if_changed_skips_an_unchanged_recipe_and_notify_gets_a_summary(tiny_rec
     assert quiet.exit_code == 0 and quiet.output.strip().splitlines()[-1].startswith("run complete: runs/tiny (1 ran")
 
 
-def test_tensorboard_tracking_and_the_html_report(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
+def test_tensorboard_tracking_and_the_html_report(tiny_recipe, workdir: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     code, events = run_json(str(tiny_recipe(steps=10)), "report_to=[tensorboard]", "stages.pretrain.samples=[The cat]")
@@ -150,8 +154,11 @@ def unset(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
         monkeypatch.delenv(name)
 
 
-def test_mlflow_file_store_receives_metrics_and_the_resolved_recipe(tiny_recipe, workdir: Path,  # noqa: ANN001
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mlflow_file_store_receives_metrics_and_the_resolved_recipe(
+    tiny_recipe,
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import mlflow
 
     unset(monkeypatch, "MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_NAME")
@@ -167,11 +174,16 @@ def test_mlflow_file_store_receives_metrics_and_the_resolved_recipe(tiny_recipe,
     assert "max_steps: 10" in recipe.read_text()
 
 
-def test_wandb_runs_offline_without_a_key_and_records_the_recipe(tiny_recipe, workdir: Path,  # noqa: ANN001
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wandb_runs_offline_without_a_key_and_records_the_recipe(
+    tiny_recipe,
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     unset(monkeypatch, "WANDB_API_KEY", "WANDB_MODE", "WANDB_PROJECT", "WANDB_DIR")
-    second = ("  - type: pretrain\n    name: again\n    model: {config: {model_type: gpt2, n_layer: 1, n_head: 2, n_embd: 32}}\n"
-              "    tokenizer: {vocab_size: 300}\n    data: {path: corpus.jsonl}\n    block_size: 32\n    train: {max_steps: 2}\n")
+    second = (
+        "  - type: pretrain\n    name: again\n    model: {config: {model_type: gpt2, n_layer: 1, n_head: 2, n_embd: 32}}\n"
+        "    tokenizer: {vocab_size: 300}\n    data: {path: corpus.jsonl}\n    block_size: 32\n    train: {max_steps: 2}\n"
+    )
     code, events = run_json(str(tiny_recipe(steps=10, extra=second)), "report_to=[wandb]")
     assert code == 0, events[-1]
     # wandb 0.31 has no Python reader for its offline log; its records are protobuf, so the strings show as bytes
@@ -183,20 +195,26 @@ def test_wandb_runs_offline_without_a_key_and_records_the_recipe(tiny_recipe, wo
     assert b"stage/eval_loss" in raw  # the stage's metrics, in the run's summary: the run was finished with the stage
 
 
-def test_json_stdout_stays_clean_when_the_user_runs_wandb_offline(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
+def test_json_stdout_stays_clean_when_the_user_runs_wandb_offline(tiny_recipe, workdir: Path) -> None:
     """transformers prints a notice to stdout on import when WANDB_MODE=offline; --json output must not carry it."""
     import os
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "llmctl", "--json", "run", str(tiny_recipe(steps=2))], cwd=workdir,
-                            env=os.environ | {"WANDB_MODE": "offline"}, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "llmctl", "--json", "run", str(tiny_recipe(steps=2))],
+        cwd=workdir,
+        env=os.environ | {"WANDB_MODE": "offline"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     events = [json.loads(line) for line in result.stdout.splitlines()]
     assert events[-1]["event"] == "run_end" and "Running in WANDB offline mode" in result.stderr
 
 
-def test_compare_shows_runs_side_by_side(tiny_recipe) -> None:  # noqa: ANN001
+def test_compare_shows_runs_side_by_side(tiny_recipe) -> None:
     path = str(tiny_recipe(steps=4))
     assert run_json(path)[0] == 0 and run_json(path, "run_dir=runs/other", "stages.pretrain.train.lr=1e-2")[0] == 0
     result = runner.invoke(app, ["--json", "compare", "tiny", "other"])
@@ -207,7 +225,7 @@ def test_compare_shows_runs_side_by_side(tiny_recipe) -> None:  # noqa: ANN001
     assert runner.invoke(app, ["compare", "tiny"]).exit_code == 2
 
 
-def test_doctor_reports_the_environment(tiny_recipe) -> None:  # noqa: ANN001
+def test_doctor_reports_the_environment(tiny_recipe) -> None:
     result = runner.invoke(app, ["--json", "doctor", str(tiny_recipe())])
     assert result.exit_code == 0
     report = json.loads(result.stdout)
@@ -215,7 +233,7 @@ def test_doctor_reports_the_environment(tiny_recipe) -> None:  # noqa: ANN001
     assert {"cuda", "cpu_native_bf16", "auto_dtype"} <= report["devices"].keys() and report["disk_free_gib"] > 0
 
 
-def test_locked_run_exits_5(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
+def test_locked_run_exits_5(tiny_recipe, workdir: Path) -> None:
     path = str(tiny_recipe())
     with RunLock(workdir / "runs/tiny"):
         result = runner.invoke(app, ["run", path])
@@ -223,7 +241,7 @@ def test_locked_run_exits_5(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
     assert f"locked by pid {os.getpid()} since" in result.output
 
 
-def test_bad_data_is_exit_2_and_a_crash_is_exit_4(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
+def test_bad_data_is_exit_2_and_a_crash_is_exit_4(tiny_recipe, workdir: Path) -> None:
     path = str(tiny_recipe())
     result = runner.invoke(app, ["run", path, "stages.pretrain.data.columns={text: body}"])
     assert result.exit_code == 2
@@ -235,19 +253,23 @@ def test_bad_data_is_exit_2_and_a_crash_is_exit_4(tiny_recipe, workdir: Path) ->
     assert result.exit_code == 2 and "corpus.jsonl:2:1: not valid JSON" in result.output
 
     (workdir / "corpus.jsonl").write_text(original)
-    result = runner.invoke(app, ["run", path, "stages.pretrain.model.config.n_head=3"])  # 32 dims do not split in 3 heads
+    result = runner.invoke(
+        app, ["run", path, "stages.pretrain.model.config.n_head=3"]
+    )  # 32 dims do not split in 3 heads
     assert result.exit_code == 2 and "cannot be built from it" in result.output  # found at plan, before anything trains
 
     (workdir / "broken-model").mkdir()
     (workdir / "broken-model/config.json").write_text("{}")  # a folder that only looks like a model: found at run time
-    result = runner.invoke(app, ["run", path, "stages.pretrain.model.config=null", "stages.pretrain.model.init=broken-model"])
+    result = runner.invoke(
+        app, ["run", path, "stages.pretrain.model.config=null", "stages.pretrain.model.init=broken-model"]
+    )
     assert result.exit_code == 4, result.output
     assert "stage 'pretrain' failed" in result.output and "error.log" in result.output
     manifest = json.loads((workdir / "runs/tiny/llmctl.lock.json").read_text())
     assert manifest["stages"]["pretrain"]["status"] == "failed"
 
 
-def test_dry_run_runs_nothing(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
+def test_dry_run_runs_nothing(tiny_recipe, workdir: Path) -> None:
     code, events = run_json(str(tiny_recipe()), "--dry-run")
     assert code == 0 and events[0]["event"] == "plan" and not ends(events)
     assert not (workdir / "runs/tiny/01-pretrain").exists()
@@ -261,18 +283,34 @@ def test_shipped_quickstart_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.
     root = Path(__file__).resolve().parents[2]
     monkeypatch.chdir(root)
     run_dir = tmp_path / "qs"
-    code, events = run_json("recipes/quickstart.yaml", f"run_dir={run_dir}", f"stages.deploy.registry={tmp_path}/models")
+    code, events = run_json(
+        "recipes/quickstart.yaml", f"run_dir={run_dir}", f"stages.deploy.registry={tmp_path}/models"
+    )
     assert code == 0, events
     assert [e["stage"] for e in events if e["event"] == "stage_end"] == [
-        "pretrain", "sft", "bench-sft", "reward", "ppo", "bench-ppo", "quantize", "bench-int8", "deploy"]
+        "pretrain",
+        "sft",
+        "bench-sft",
+        "reward",
+        "ppo",
+        "bench-ppo",
+        "quantize",
+        "bench-int8",
+        "deploy",
+    ]
+
     def stage_metrics(folder: str) -> dict:
         return json.loads((run_dir / folder / "metrics.json").read_text())
 
     ppo = stage_metrics("05-ppo")
-    assert ppo["mean_reward"] > ppo["mean_reward_before"] + 1 and ppo["exact_match"] > ppo["exact_match_before"] + 0.05, ppo
+    assert (
+        ppo["mean_reward"] > ppo["mean_reward_before"] + 1 and ppo["exact_match"] > ppo["exact_match_before"] + 0.05
+    ), ppo
     assert stage_metrics("06-bench-ppo")["toy_add/exact_match"] == ppo["exact_match"]
     assert {"exact_match_before", "exact_match"} <= stage_metrics("02-sft").keys()
-    assert stage_metrics("03-bench-sft")["toy_add/exact_match"] == stage_metrics("02-sft")["exact_match"]  # lm-eval agrees
+    assert (
+        stage_metrics("03-bench-sft")["toy_add/exact_match"] == stage_metrics("02-sft")["exact_match"]
+    )  # lm-eval agrees
     assert "pairwise_accuracy" in stage_metrics("04-reward")
     quantized = stage_metrics("07-quantize")
     assert quantized["size_mb"] < quantized["size_mb_before"] and quantized["config"]["bits"] == 8

@@ -20,20 +20,43 @@ ASSETS = ROOT / "tests" / "assets"
 OVERRIDES = {
     "sft_lima": ["stages.sft.data.path={a}/lima.jsonl", "stages.sft.data.validation={a}/lima.jsonl"],
     "sft_fingpt": ["stages.sft.data.path={a}/fingpt_sentiment.jsonl"],
-    "rlhf_openorca": ["stages.sft.data.path={a}/openorca.jsonl", "stages.reward.data.path={a}/anthropic_hh.jsonl",
-                      "stages.reward.data.validation={a}/anthropic_hh.jsonl", "stages.ppo.data.path={a}/alpaca_orcachat.jsonl"],
-    "quantize_opt": ["stages.sft.data.path={a}/squad.jsonl", "stages.quantize-inc.calibration.path={a}/squad.jsonl",
-                     "stages.quantize-inc.accuracy.data.path={a}/squad.jsonl"],
-    "quantize_opt_gptq": ["stages.gptq.calibration.path={a}/openwebtext.jsonl", "stages.gptq.accuracy.data.path={a}/openwebtext.jsonl"],
+    "rlhf_openorca": [
+        "stages.sft.data.path={a}/openorca.jsonl",
+        "stages.reward.data.path={a}/anthropic_hh.jsonl",
+        "stages.reward.data.validation={a}/anthropic_hh.jsonl",
+        "stages.ppo.data.path={a}/alpaca_orcachat.jsonl",
+    ],
+    "quantize_opt": [
+        "stages.sft.data.path={a}/squad.jsonl",
+        "stages.quantize-inc.calibration.path={a}/squad.jsonl",
+        "stages.quantize-inc.accuracy.data.path={a}/squad.jsonl",
+    ],
+    "quantize_opt_gptq": [
+        "stages.gptq.calibration.path={a}/openwebtext.jsonl",
+        "stages.gptq.accuracy.data.path={a}/openwebtext.jsonl",
+    ],
     "benchmark_opt_hellaswag": ["stages.benchmark.task_data={{hellaswag: {a}/hellaswag.jsonl}}"],
-    "pretrain_gpt2_openwebtext": ["stages.pretrain.data.path={a}/openwebtext.jsonl", "stages.pretrain.data.validation={a}/openwebtext.jsonl"],
-    "pretrain_gpt2_1b_openwebtext": ["stages.pretrain.data.path={a}/openwebtext.jsonl",
-                                     "stages.pretrain.data.validation={a}/openwebtext.jsonl"],
+    "pretrain_gpt2_openwebtext": [
+        "stages.pretrain.data.path={a}/openwebtext.jsonl",
+        "stages.pretrain.data.validation={a}/openwebtext.jsonl",
+    ],
+    "pretrain_gpt2_1b_openwebtext": [
+        "stages.pretrain.data.path={a}/openwebtext.jsonl",
+        "stages.pretrain.data.validation={a}/openwebtext.jsonl",
+    ],
     "quickstart": [],
     "dpo_quickstart": [],
 }
-KIND = {"pretrain": "causal_lm", "sft": "causal_lm", "reward": "reward_model", "ppo": "causal_lm", "dpo": "causal_lm",
-        "quantize": "quantized_lm", "benchmark": "eval_report", "deploy": "deployment"}
+KIND = {
+    "pretrain": "causal_lm",
+    "sft": "causal_lm",
+    "reward": "reward_model",
+    "ppo": "causal_lm",
+    "dpo": "causal_lm",
+    "quantize": "quantized_lm",
+    "benchmark": "eval_report",
+    "deploy": "deployment",
+}
 
 
 def test_every_shipped_recipe_has_a_smoke_test() -> None:
@@ -65,7 +88,9 @@ def test_recipe_runs_with_smoke(name: str, tmp_path: Path, monkeypatch: pytest.M
 
 
 @pytest.mark.slow
-def test_smoke_offline_skips_a_builtin_task_with_one_line_and_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_smoke_offline_skips_a_builtin_task_with_one_line_and_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     code, events = run_json(str(ROOT / "recipes" / "benchmark_opt_hellaswag.yaml"), "--smoke")
     assert code == 0

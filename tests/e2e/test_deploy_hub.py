@@ -48,11 +48,14 @@ class RecordingHub:
             source = op.path_or_fileobj
             self.files[op.path_in_repo] = source if isinstance(source, bytes) else Path(source).read_bytes()
         self.calls.append(("create_commit", {"repo_id": repo_id, **kwargs}))
-        return type("CommitInfo", (), {"oid": "abc123", "commit_url": f"https://huggingface.co/{repo_id}/commit/abc123"})()
+        return type(
+            "CommitInfo", (), {"oid": "abc123", "commit_url": f"https://huggingface.co/{repo_id}/commit/abc123"}
+        )()
 
 
 def test_deploy_commits_the_version_and_a_model_card_and_never_writes_the_token(
-        tiny_lm: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tiny_lm: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     hub = RecordingHub()
     monkeypatch.setattr(publish, "hub_api", lambda secret: hub if secret == TOKEN else None)
     monkeypatch.setenv("HF_TOKEN", TOKEN)
@@ -73,7 +76,9 @@ def test_deploy_commits_the_version_and_a_model_card_and_never_writes_the_token(
     assert not [p for p in written if TOKEN.encode() in p.read_bytes()] and TOKEN not in json.dumps(events)
 
 
-def test_no_token_stops_the_run_before_anything_trains(tiny_lm: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_token_stops_the_run_before_anything_trains(
+    tiny_lm: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("HF_TOKEN", raising=False)
     recipe = workdir / "hub.yaml"
     recipe.write_text(RECIPE.format(model=tiny_lm))
@@ -91,4 +96,6 @@ def test_a_failed_upload_is_one_line_without_the_token(tmp_path: Path, monkeypat
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(RuntimeError) as caught:
         publish.upload(tmp_path, "me/x", True, "main", "card", "msg", api=Refusing())
-    assert "me/x failed: PermissionError: 403 Forbidden for token ***" in str(caught.value) and TOKEN not in str(caught.value)
+    assert "me/x failed: PermissionError: 403 Forbidden for token ***" in str(caught.value) and TOKEN not in str(
+        caught.value
+    )

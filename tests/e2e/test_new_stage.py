@@ -38,14 +38,14 @@ def run(spec: EchoSpec, ctx) -> Artifact:
     (ctx.out_dir / "echo.json").write_text(json.dumps({"message": spec.message, "model": ctx.input("model")}))
     return Artifact(ArtifactKind.eval_report, str(ctx.out_dir), meta={"metrics": {"echoed": 1}})
 '''
-SCRIPT = '''
+SCRIPT = """
 import json, sys
 from llmctl import api
 checked = api.validate(sys.argv[1])
 result = api.run(sys.argv[1])
 print(json.dumps({"stages": checked.stages, "status": result.status,
                   "echo": json.loads((result.run_dir / "02-echo/output/echo.json").read_text())}))
-'''
+"""
 
 
 def test_a_new_stage_is_one_file_and_one_line(tmp_path: Path, workdir: Path) -> None:
@@ -53,11 +53,18 @@ def test_a_new_stage_is_one_file_and_one_line(tmp_path: Path, workdir: Path) -> 
     shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
     (copy / "stages" / "echo.py").write_text(ECHO)  # the file
     registry = copy / "stages" / "__init__.py"
-    text = registry.read_text().replace("from llmctl.stages import benchmark,", "from llmctl.stages import benchmark, echo,")
-    registry.write_text(text.replace("ENTRIES: tuple[StageEntry, ...] = (\n", "ENTRIES: tuple[StageEntry, ...] = (\n"
-                                     "    StageEntry(echo.EchoSpec, echo.run),\n"))  # the line (and its import)
+    text = registry.read_text().replace(
+        "from llmctl.stages import benchmark,", "from llmctl.stages import benchmark, echo,"
+    )
+    registry.write_text(
+        text.replace(
+            "ENTRIES: tuple[StageEntry, ...] = (\n",
+            "ENTRIES: tuple[StageEntry, ...] = (\n    StageEntry(echo.EchoSpec, echo.run),\n",
+        )
+    )  # the line (and its import)
     recipe = workdir / "echo.yaml"
-    recipe.write_text(textwrap.dedent("""\
+    recipe.write_text(
+        textwrap.dedent("""\
         name: echo
         dtype: fp32
         stages:
@@ -69,10 +76,22 @@ def test_a_new_stage_is_one_file_and_one_line(tmp_path: Path, workdir: Path) -> 
             train: {max_steps: 2}
           - type: echo
             message: hi there
-        """))
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(recipe)], cwd=workdir, capture_output=True, text=True,
-                          timeout=300, env={"PYTHONPATH": str(tmp_path / "pkg"), "PATH": "/usr/bin:/bin",
-                                            "HF_HUB_OFFLINE": "1", "LLMCTL_CACHE": str(tmp_path / "cache"), "HOME": str(tmp_path)})
+        """)
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(recipe)],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            "PYTHONPATH": str(tmp_path / "pkg"),
+            "PATH": "/usr/bin:/bin",
+            "HF_HUB_OFFLINE": "1",
+            "LLMCTL_CACHE": str(tmp_path / "cache"),
+            "HOME": str(tmp_path),
+        },
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found["stages"] == ["pretrain", "echo"] and found["status"] == "complete"

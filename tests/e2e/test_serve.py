@@ -44,7 +44,7 @@ def server(source: Source, api_key: str | None = None, limits: Limits | None = N
         thread.join(10)
 
 
-def openai_client(base: str, key: str = "unused"):  # noqa: ANN201
+def openai_client(base: str, key: str = "unused"):
     from openai import OpenAI
 
     return OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
@@ -58,16 +58,28 @@ def test_openai_client_completions_chat_and_streaming(tiny_lm: Path) -> None:
         done = client.completions.create(model=tiny_lm.name, prompt=PROMPT, max_tokens=4, temperature=0)
         assert done.choices[0].text.split("\n")[0].strip() == expected  # same as generating in-process
         assert done.usage.completion_tokens <= 4 and done.usage.prompt_tokens > 0
-        chunks = list(client.completions.create(model=tiny_lm.name, prompt=PROMPT, max_tokens=4, temperature=0, stream=True))
+        chunks = list(
+            client.completions.create(model=tiny_lm.name, prompt=PROMPT, max_tokens=4, temperature=0, stream=True)
+        )
         assert "".join(c.choices[0].text for c in chunks) == done.choices[0].text
         assert chunks[-1].choices[0].finish_reason in ("stop", "length")
-        chat = client.chat.completions.create(model=tiny_lm.name, messages=[{"role": "user", "content": "3 plus 4?"}],
-                                              max_tokens=5, temperature=0.8, top_p=0.9, seed=3, n=2)
+        chat = client.chat.completions.create(
+            model=tiny_lm.name,
+            messages=[{"role": "user", "content": "3 plus 4?"}],
+            max_tokens=5,
+            temperature=0.8,
+            top_p=0.9,
+            seed=3,
+            n=2,
+        )
         assert len(chat.choices) == 2 and all(c.message.role == "assistant" for c in chat.choices)
-        stream = client.chat.completions.create(model=tiny_lm.name, messages=[{"role": "user", "content": "hi"}],
-                                                max_tokens=3, stream=True, temperature=0)
+        stream = client.chat.completions.create(
+            model=tiny_lm.name, messages=[{"role": "user", "content": "hi"}], max_tokens=3, stream=True, temperature=0
+        )
         assert [c.choices[0].finish_reason for c in stream][-1] in ("stop", "length")
-        stopped = client.completions.create(model=tiny_lm.name, prompt=PROMPT, max_tokens=4, temperature=0, stop=[expected[:1]])
+        stopped = client.completions.create(
+            model=tiny_lm.name, prompt=PROMPT, max_tokens=4, temperature=0, stop=[expected[:1]]
+        )
         assert expected[:1] not in stopped.choices[0].text and stopped.choices[0].finish_reason == "stop"
         metrics = httpx.get(f"{base}/metrics").text
         assert 'llmctl_requests_total{endpoint="/v1/completions",status="200"}' in metrics
@@ -87,8 +99,16 @@ def test_an_openvino_int8_folder_is_served(tiny_lm: Path, tmp_path: Path, precis
     with server(Source(str(folder))) as base:
         client = openai_client(base)
         with ThreadPoolExecutor(4) as pool:  # batched on the OpenVINO backend too
-            texts = list(pool.map(lambda _: client.completions.create(model="ov", prompt=PROMPT, max_tokens=3, temperature=0)
-                                  .choices[0].text, range(4)))
+            texts = list(
+                pool.map(
+                    lambda _: (
+                        client.completions.create(model="ov", prompt=PROMPT, max_tokens=3, temperature=0)
+                        .choices[0]
+                        .text
+                    ),
+                    range(4),
+                )
+            )
     assert len(set(texts)) == 1 and texts[0].split("\n")[0].strip() == expected  # int8 keeps the greedy answer
 
 
@@ -112,6 +132,7 @@ def test_openvino_requests_join_the_running_batch(tiny_lm: Path, tmp_path: Path)
             if event in ("done", "error"):
                 finished.append((name, event, data))
                 settled.release()
+
         return Request(prompt, max_tokens, Sampling(), [], notify, logprobs=logprobs, hold=logprobs is not None)
 
     short, long = request("short", 2), request("long", 48)
@@ -139,7 +160,11 @@ def test_bad_requests_get_openai_style_errors_and_the_server_survives(tiny_lm: P
     with server(Source(str(tiny_lm)), limits=Limits(max_tokens=32, max_n=2)) as base:
         url = f"{base}/v1/completions"
         cases = [
-            (httpx.post(url, content=b"{not json", headers={"content-type": "application/json"}), 400, "not valid JSON"),
+            (
+                httpx.post(url, content=b"{not json", headers={"content-type": "application/json"}),
+                400,
+                "not valid JSON",
+            ),
             (httpx.post(url, json={"prompt": 5}), 400, "prompt"),
             (httpx.post(url, json={"prompt": "x", "max_tokens": 1000}), 400, "cap of 32"),
             (httpx.post(url, json={"prompt": "x", "n": 5}), 400, "cap of 2"),
@@ -150,14 +175,34 @@ def test_bad_requests_get_openai_style_errors_and_the_server_survives(tiny_lm: P
             (httpx.post(url, json={"prompt": "x", "response_format": {"type": "json_object"}}), 400, "response_format"),
             (httpx.post(url, json={"prompt": "x", "best_of": 3}), 400, "use n"),
             (httpx.post(url, json={"prompt": [5, 99999]}), 400, "outside this model's vocabulary"),
-            (httpx.post(url, json={"prompt": "x", "stream_options": {"include_usage": True}}), 400, "only allowed when stream"),
+            (
+                httpx.post(url, json={"prompt": "x", "stream_options": {"include_usage": True}}),
+                400,
+                "only allowed when stream",
+            ),
             (httpx.post(url, json={"prompt": "x", "logprobs": 50}), 400, "logprobs"),
             (httpx.post(url, json={"prompt": "x", "model": "gpt-4"}), 404, "not served here"),
             (httpx.post(f"{base}/v1/chat/completions", json={"messages": []}), 400, "messages"),
-            (httpx.post(f"{base}/v1/chat/completions", json={"messages": [{"role": "user", "content": [
-                {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]}), 400, "text parts only"),
-            (httpx.post(f"{base}/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}],
-                                                             "tools": [{"type": "function"}]}), 400, "tool calling"),
+            (
+                httpx.post(
+                    f"{base}/v1/chat/completions",
+                    json={
+                        "messages": [
+                            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}
+                        ]
+                    },
+                ),
+                400,
+                "text parts only",
+            ),
+            (
+                httpx.post(
+                    f"{base}/v1/chat/completions",
+                    json={"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
+                ),
+                400,
+                "tool calling",
+            ),
         ]
         named = [response.json()["error"]["param"] for response, _, _ in cases[6:12]]
         assert named == ["temprature", "logit_bias", "response_format", "best_of", "prompt", "stream_options"]
@@ -177,9 +222,11 @@ def test_api_key(tiny_lm: Path) -> None:
 
 def test_concurrent_requests_share_batches(tiny_lm: Path) -> None:
     with server(Source(str(tiny_lm)), limits=Limits(max_batch=8)) as base:
+
         def ask(i: int) -> int:
-            reply = httpx.post(f"{base}/v1/completions", json={"prompt": f"{i} plus", "max_tokens": 16, "temperature": 0},
-                               timeout=60)
+            reply = httpx.post(
+                f"{base}/v1/completions", json={"prompt": f"{i} plus", "max_tokens": 16, "temperature": 0}, timeout=60
+            )
             return reply.status_code
 
         with ThreadPoolExecutor(8) as pool:
@@ -191,8 +238,11 @@ def test_concurrent_requests_share_batches(tiny_lm: Path) -> None:
 
 def test_overload_answers_429(tiny_lm: Path) -> None:
     with server(Source(str(tiny_lm)), limits=Limits(max_batch=1, max_queue=1, max_tokens=48)) as base:
+
         def ask(_: int) -> int:
-            return httpx.post(f"{base}/v1/completions", json={"prompt": "a", "max_tokens": 48, "temperature": 0}, timeout=60).status_code
+            return httpx.post(
+                f"{base}/v1/completions", json={"prompt": "a", "max_tokens": 48, "temperature": 0}, timeout=60
+            ).status_code
 
         with ThreadPoolExecutor(12) as pool:
             codes = list(pool.map(ask, range(12)))
@@ -212,17 +262,40 @@ def test_lm_eval_local_completions_with_its_default_settings(tiny_lm: Path, tmp_
 
     prompts = [f"Question: What is {a} plus {a + 2}?\n\nAnswer:" for a in range(1, 6)]
     answers = greedy_answers(tiny_lm, prompts)
-    write_task("served", Dataset.from_list([{"prompt": p, "completion": " " + (a if i < 3 else "nope")}
-                                            for i, (p, a) in enumerate(zip(prompts, answers))]), 3, ["\n"], tmp_path / "tasks")
-    choices = [{"prompt": f"The {w}", "choices": [" cat", " small dog", " house in the city"], "answer": i % 3}
-               for i, w in enumerate(["small", "old", "child sees the", "young", "quiet"])]
+    write_task(
+        "served",
+        Dataset.from_list(
+            [
+                {"prompt": p, "completion": " " + (a if i < 3 else "nope")}
+                for i, (p, a) in enumerate(zip(prompts, answers, strict=False))
+            ]
+        ),
+        3,
+        ["\n"],
+        tmp_path / "tasks",
+    )
+    choices = [
+        {"prompt": f"The {w}", "choices": [" cat", " small dog", " house in the city"], "answer": i % 3}
+        for i, w in enumerate(["small", "old", "child sees the", "young", "quiet"])
+    ]
     write_task("choice", Dataset.from_list(choices), 1, [], tmp_path / "tasks")
     tasks = TaskManager(include_path=str(tmp_path / "tasks"), include_defaults=False)
     with server(Source(str(tiny_lm))) as base:
-        served = simple_evaluate(model="local-completions", model_args=f"model={tiny_lm.name},base_url={base}/v1/completions",
-                                 tasks=["served", "choice"], task_manager=tasks, log_samples=True)
-    local = simple_evaluate(model="hf", model_args=f"pretrained={tiny_lm}", device="cpu", tasks=["choice"], task_manager=tasks,
-                            log_samples=True)
+        served = simple_evaluate(
+            model="local-completions",
+            model_args=f"model={tiny_lm.name},base_url={base}/v1/completions",
+            tasks=["served", "choice"],
+            task_manager=tasks,
+            log_samples=True,
+        )
+    local = simple_evaluate(
+        model="hf",
+        model_args=f"pretrained={tiny_lm}",
+        device="cpu",
+        tasks=["choice"],
+        task_manager=tasks,
+        log_samples=True,
+    )
     assert served["results"]["served"]["exact_match,strip"] == pytest.approx(0.6)
     assert served["results"]["choice"]["acc,none"] == local["results"]["choice"]["acc,none"]
     assert served["results"]["choice"]["acc_norm,none"] == local["results"]["choice"]["acc_norm,none"]
@@ -248,7 +321,9 @@ def test_echo_logprobs_and_token_prompts_match_the_model(tiny_lm: Path) -> None:
         expected = model(torch.tensor([ids])).logits[0].log_softmax(-1)
     with server(Source(str(tiny_lm))) as base:
         url = f"{base}/v1/completions"
-        scored = httpx.post(url, json={"prompt": [ids], "max_tokens": 0, "echo": True, "logprobs": 3}).json()["choices"][0]
+        scored = httpx.post(url, json={"prompt": [ids], "max_tokens": 0, "echo": True, "logprobs": 3}).json()[
+            "choices"
+        ][0]
         assert scored["text"] == tokenizer.decode(ids) and scored["finish_reason"] == "length"
         logprobs = scored["logprobs"]
         assert logprobs["token_logprobs"][0] is None and len(logprobs["tokens"]) == len(ids)
@@ -257,7 +332,9 @@ def test_echo_logprobs_and_token_prompts_match_the_model(tiny_lm: Path) -> None:
         # 1 to 3: pieces can collide (a byte-fallback token alone decodes to U+FFFD)
         tops = logprobs["top_logprobs"][1:]
         assert all(1 <= len(top) <= 3 for top in tops)
-        assert [max(top.values()) for top in tops] == pytest.approx([float(expected[i].max()) for i in range(len(tops))], abs=1e-4)
+        assert [max(top.values()) for top in tops] == pytest.approx(
+            [float(expected[i].max()) for i in range(len(tops))], abs=1e-4
+        )
         assert logprobs["text_offset"][1] == len(logprobs["tokens"][0])
 
         def repeats(distinct_fffd: bool, **extra: object) -> int:
@@ -272,8 +349,15 @@ def test_echo_logprobs_and_token_prompts_match_the_model(tiny_lm: Path) -> None:
         # A negative one makes it repeat what it said (the repeated token may be a byte-fallback one: CI drew one)...
         assert repeats(False, presence_penalty=-2.0) >= 12
         # ...a positive one forbids it
-        assert repeats(True, presence_penalty=2.0) == repeats(True, frequency_penalty=2.0) == repeats(True, repetition_penalty=10.0) == 0
-        top_k_1 = httpx.post(url, json={"prompt": "The", "max_tokens": 8, "temperature": 1.5, "top_k": 1, "n": 3}).json()
+        assert (
+            repeats(True, presence_penalty=2.0)
+            == repeats(True, frequency_penalty=2.0)
+            == repeats(True, repetition_penalty=10.0)
+            == 0
+        )
+        top_k_1 = httpx.post(
+            url, json={"prompt": "The", "max_tokens": 8, "temperature": 1.5, "top_k": 1, "n": 3}
+        ).json()
         assert len({c["text"] for c in top_k_1["choices"]}) == 1  # top_k 1 is greedy whatever the temperature
 
 
@@ -321,7 +405,9 @@ def test_deploy_publishes_behind_the_gate_and_serve_hot_reloads(tiny_lm: Path, w
 
         def hammer() -> None:  # requests in flight across the swap must all succeed
             while not stop.is_set():
-                codes.append(httpx.post(f"{base}/v1/completions", json={"prompt": "a", "max_tokens": 8}, timeout=60).status_code)
+                codes.append(
+                    httpx.post(f"{base}/v1/completions", json={"prompt": "a", "max_tokens": 8}, timeout=60).status_code
+                )
 
         threads = [threading.Thread(target=hammer) for _ in range(3)]
         for thread in threads:
@@ -354,29 +440,50 @@ def test_engine_vllm_execs_vllm_serve_on_the_current_version(tiny_lm: Path, tmp_
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "vllm"
-    fake.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {tmp_path}/argv\nprintf '%s' \"$VLLM_API_KEY\" > {tmp_path}/key\n")
+    fake.write_text(
+        f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {tmp_path}/argv\nprintf '%s' \"$VLLM_API_KEY\" > {tmp_path}/key\n"
+    )
     fake.chmod(0o755)
     llmctl = [sys.executable, "-m", "llmctl", "serve"]
     env = os.environ | {"PATH": f"{bin_dir}:{os.environ['PATH']}", "LLMCTL_API_KEY": "s3cret"}
-    done = subprocess.run(llmctl + [str(tiny_lm), "--engine", "vllm", "--port", "9001", "--max-batch", "16"], env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        llmctl + [str(tiny_lm), "--engine", "vllm", "--port", "9001", "--max-batch", "16"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     argv = (tmp_path / "argv").read_text().split("\n")
     assert argv[:2] == ["serve", str(tiny_lm.resolve())]
     assert argv[argv.index("--port") + 1] == "9001" and argv[argv.index("--max-num-seqs") + 1] == "16"
     assert argv[argv.index("--served-model-name") + 1] == tiny_lm.name and argv[argv.index("--host") + 1] == "127.0.0.1"
     assert "s3cret" not in argv and (tmp_path / "key").read_text() == "s3cret"
-    from_registry = subprocess.run(llmctl + ["--registry", str(tmp_path / "models"), "--name", "toy", "--engine", "vllm"], env=env,
-                                   capture_output=True, text=True, timeout=120)
+    from_registry = subprocess.run(
+        llmctl + ["--registry", str(tmp_path / "models"), "--name", "toy", "--engine", "vllm"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert from_registry.returncode == 0 and "does not follow the registry" in from_registry.stdout
     argv = (tmp_path / "argv").read_text().split("\n")
-    assert argv[1] == str(registry.current_path("toy").resolve()) and argv[argv.index("--served-model-name") + 1] == "toy"
+    assert (
+        argv[1] == str(registry.current_path("toy").resolve()) and argv[argv.index("--served-model-name") + 1] == "toy"
+    )
 
     ov = tmp_path / "ov"
     shutil.copytree(tiny_lm, ov)
     (ov / "quantization.json").write_text('{"backend": "openvino"}')
-    refused = subprocess.run(llmctl + [str(ov), "--engine", "vllm"], env=env, capture_output=True, text=True, timeout=120)
+    refused = subprocess.run(
+        llmctl + [str(ov), "--engine", "vllm"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert refused.returncode == 2 and "vLLM cannot load" in refused.stderr + refused.stdout
-    missing = subprocess.run(llmctl + [str(tiny_lm), "--engine", "vllm"], env=os.environ | {"PATH": "/usr/bin:/bin"},
-                             capture_output=True, text=True, timeout=120)
+    missing = subprocess.run(
+        llmctl + [str(tiny_lm), "--engine", "vllm"],
+        env=os.environ | {"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert missing.returncode == 2 and "pip install vllm" in missing.stderr + missing.stdout

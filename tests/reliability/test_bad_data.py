@@ -39,15 +39,31 @@ def replaced(index: int, line: str) -> list[str]:
     return lines
 
 
-@pytest.mark.parametrize(("name", "content", "needle"), [
-    ("broken.jsonl", replaced(5, '{"prompt": "q", "completion": oops}'), "broken.jsonl:6:31: not valid JSON"),
-    ("array.jsonl", replaced(7, '["a", "b"]'), "array.jsonl:8: a line holds one JSON object"),
-    ("scalar.jsonl", replaced(2, '"just a string"'), "scalar.jsonl:3: a line holds one JSON object {\"column\": value, …}, not a string"),
-    ("mixed.jsonl", jsonl(ROWS[:3]) + ["{", *jsonl(ROWS[3:])], "mixed.jsonl:4:2: not valid JSON"),
-    ("empty.jsonl", [""], "empty.jsonl: the file is empty"),
-    ("ragged.csv", ["prompt,completion", "q1, a1", "q2, a2, extra", "q3, a3"], "ragged.csv:3: 3 fields, but the header has 2"),
-    ("list.json", [json.dumps([*ROWS[:2], ["not", "a", "row"]])], "list.json: item 2 of the top-level list is a JSON array"),
-], ids=["broken-line", "array-line", "scalar-line", "mixed", "empty", "ragged-csv", "json-list-item"])
+@pytest.mark.parametrize(
+    ("name", "content", "needle"),
+    [
+        ("broken.jsonl", replaced(5, '{"prompt": "q", "completion": oops}'), "broken.jsonl:6:31: not valid JSON"),
+        ("array.jsonl", replaced(7, '["a", "b"]'), "array.jsonl:8: a line holds one JSON object"),
+        (
+            "scalar.jsonl",
+            replaced(2, '"just a string"'),
+            'scalar.jsonl:3: a line holds one JSON object {"column": value, …}, not a string',
+        ),
+        ("mixed.jsonl", jsonl(ROWS[:3]) + ["{", *jsonl(ROWS[3:])], "mixed.jsonl:4:2: not valid JSON"),
+        ("empty.jsonl", [""], "empty.jsonl: the file is empty"),
+        (
+            "ragged.csv",
+            ["prompt,completion", "q1, a1", "q2, a2, extra", "q3, a3"],
+            "ragged.csv:3: 3 fields, but the header has 2",
+        ),
+        (
+            "list.json",
+            [json.dumps([*ROWS[:2], ["not", "a", "row"]])],
+            "list.json: item 2 of the top-level list is a JSON array",
+        ),
+    ],
+    ids=["broken-line", "array-line", "scalar-line", "mixed", "empty", "ragged-csv", "json-list-item"],
+)
 def test_unreadable_files_name_file_and_line(tmp_path: Path, name: str, content: list[str], needle: str) -> None:
     path = write_lines(tmp_path / name, content)
     with pytest.raises(DataError) as caught:
@@ -57,7 +73,9 @@ def test_unreadable_files_name_file_and_line(tmp_path: Path, name: str, content:
 
 def test_non_utf8_bytes_name_line_and_byte_offset(tmp_path: Path) -> None:
     path = tmp_path / "latin.jsonl"
-    path.write_bytes(("\n".join(jsonl(ROWS[:3])) + "\n").encode() + '{"prompt": "café", "completion": " x"}\n'.encode("latin-1"))
+    path.write_bytes(
+        ("\n".join(jsonl(ROWS[:3])) + "\n").encode() + '{"prompt": "café", "completion": " x"}\n'.encode("latin-1")
+    )
     with pytest.raises(DataError, match=r"latin.jsonl:4: not UTF-8: byte 0xe9 at byte offset \d+"):
         load(path)
 
@@ -69,15 +87,26 @@ def test_a_nul_byte_is_named(tmp_path: Path) -> None:
         load(path)
 
 
-@pytest.mark.parametrize(("row", "fmt", "needle"), [
-    ({"prompt": None, "completion": " 1"}, "prompt_completion", "row 9: column 'prompt' is null"),
-    ({"prompt": 5, "completion": " 1"}, "prompt_completion", "row 9: column 'prompt' is int"),
-    ({"prompt": "p", "chosen": " same", "rejected": " same"}, "preference", "row 9: chosen and rejected are the same text"),
-    ({"prompt": "  "}, "prompt", "row 9: the prompt is empty"),
-], ids=["null", "int", "chosen-equals-rejected", "empty-prompt"])
+@pytest.mark.parametrize(
+    ("row", "fmt", "needle"),
+    [
+        ({"prompt": None, "completion": " 1"}, "prompt_completion", "row 9: column 'prompt' is null"),
+        ({"prompt": 5, "completion": " 1"}, "prompt_completion", "row 9: column 'prompt' is int"),
+        (
+            {"prompt": "p", "chosen": " same", "rejected": " same"},
+            "preference",
+            "row 9: chosen and rejected are the same text",
+        ),
+        ({"prompt": "  "}, "prompt", "row 9: the prompt is empty"),
+    ],
+    ids=["null", "int", "chosen-equals-rejected", "empty-prompt"],
+)
 def test_bad_values_name_the_source_row(tmp_path: Path, row: dict, fmt: str, needle: str) -> None:
-    base = {"prompt_completion": ROWS, "preference": [{"prompt": r["prompt"], "chosen": r["completion"], "rejected": " 0"} for r in ROWS],
-            "prompt": [{"prompt": r["prompt"]} for r in ROWS]}[fmt]
+    base = {
+        "prompt_completion": ROWS,
+        "preference": [{"prompt": r["prompt"], "chosen": r["completion"], "rejected": " 0"} for r in ROWS],
+        "prompt": [{"prompt": r["prompt"]} for r in ROWS],
+    }[fmt]
     rows = [dict(r) for r in base]
     rows[9] = row
     path = write_lines(tmp_path / "rows.jsonl", jsonl(rows))
@@ -126,15 +155,18 @@ def test_a_5mb_row_is_refused_at_once_without_tokenizing_it_whole(tmp_path: Path
     spec = DataSpec(path=str(five_mb_row(tmp_path)), format="prompt_completion", validation=0, too_long="error")
     tracemalloc.start()
     started = time.perf_counter()
-    with pytest.raises(DataError, match=r"1 of 20 rows are longer than max_length=32 tokens \(first: row 10, at least \d+ tokens\)"):
+    with pytest.raises(
+        DataError, match=r"1 of 20 rows are longer than max_length=32 tokens \(first: row 10, at least \d+ tokens\)"
+    ):
         load_examples(spec, 1, limit)
     elapsed, (_, peak) = time.perf_counter() - started, tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert elapsed < 5 and peak < 256 << 20, (elapsed, peak)
 
 
-def test_previewing_a_5mb_row_shows_its_start_and_a_bounded_count(tmp_path: Path, tiny_lm: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_previewing_a_5mb_row_shows_its_start_and_a_bounded_count(
+    tmp_path: Path, tiny_lm: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from typer.testing import CliRunner
 
     from llmctl.cli import app
@@ -142,8 +174,10 @@ def test_previewing_a_5mb_row_shows_its_start_and_a_bounded_count(tmp_path: Path
     monkeypatch.chdir(tmp_path)
     five_mb_row(tmp_path)
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"name: p\nstages:\n  - type: sft\n    model: {tiny_lm}\n"
-                      "    data: {path: huge.jsonl, format: prompt_completion, shuffle: false, validation: 0}\n")
+    recipe.write_text(
+        f"name: p\nstages:\n  - type: sft\n    model: {tiny_lm}\n"
+        "    data: {path: huge.jsonl, format: prompt_completion, shuffle: false, validation: 0}\n"
+    )
     started = time.perf_counter()
     result = CliRunner().invoke(app, ["--json", "data", "preview", str(recipe), "-n", "12"])
     assert result.exit_code == 0, result.output[-2000:]
@@ -185,7 +219,7 @@ def test_a_truncated_parquet_file_is_reported_as_one_not_as_bad_utf8(tmp_path: P
 
 
 def test_csv_columns_are_text_even_when_they_hold_numbers(tmp_path: Path) -> None:
-    path = write_lines(tmp_path / "sums.csv", ["prompt,completion", "What is 3 plus 4?,\"7\"", "What is 1 plus 1?,2"])
+    path = write_lines(tmp_path / "sums.csv", ["prompt,completion", 'What is 3 plus 4?,"7"', "What is 1 plus 1?,2"])
     train, _ = load_examples(DataSpec(path=str(path), format="prompt_completion", validation=0, shuffle=False), seed=1)
     assert [row["completion"].strip() for row in train] == ["7", "2"]
 
@@ -196,7 +230,10 @@ def test_library_noise_does_not_come_before_the_clean_error(tmp_path: Path) -> N
     import sys
 
     path = write_lines(tmp_path / "broken.jsonl", replaced(5, '{"prompt": "q", "completion": oops}'))
-    done = subprocess.run([sys.executable, "-m", "llmctl", "data", "show", str(path)], capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 2 and done.stderr.startswith("error: ") and "broken.jsonl:6:31" in done.stderr, done.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "llmctl", "data", "show", str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and "broken.jsonl:6:31" in done.stderr, (
+        done.stderr
+    )
     assert "Failed to load JSON" not in done.stderr + done.stdout and done.stdout == ""

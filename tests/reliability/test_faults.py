@@ -48,8 +48,13 @@ app()
 
 def crash_run(workdir: Path, recipe: Path, target: str, when: str = "") -> int:
     module, _, attribute = target.partition(":")
-    done = subprocess.run([sys.executable, "-c", CRASHER, module, attribute, when, "--json", "run", str(recipe)],
-                          cwd=workdir, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", CRASHER, module, attribute, when, "--json", "run", str(recipe)],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return done.returncode
 
 
@@ -64,14 +69,19 @@ def stages_complete_and_sound(run_dir: Path) -> list[str]:
     return complete
 
 
-@pytest.mark.parametrize(("target", "when", "complete_after_crash"), [
-    ("llmctl.pipeline:replace_dir", "01-pretrain", []),
-    ("llmctl.records:Manifest.update", "'status': 'complete'", ["pretrain"]),
-    ("transformers:Trainer._save_optimizer_and_scheduler", "", []),
-    ("llmctl.serve.registry:Registry._promote", "", ["pretrain"]),
-], ids=["mid-commit", "after-commit-before-manifest", "mid-checkpoint", "mid-promote"])
-def test_kill_9_at_a_dangerous_moment_then_the_next_run_recovers(tiny_recipe, workdir: Path, target: str, when: str,
-                                                                 complete_after_crash: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("target", "when", "complete_after_crash"),
+    [
+        ("llmctl.pipeline:replace_dir", "01-pretrain", []),
+        ("llmctl.records:Manifest.update", "'status': 'complete'", ["pretrain"]),
+        ("transformers:Trainer._save_optimizer_and_scheduler", "", []),
+        ("llmctl.serve.registry:Registry._promote", "", ["pretrain"]),
+    ],
+    ids=["mid-commit", "after-commit-before-manifest", "mid-checkpoint", "mid-promote"],
+)
+def test_kill_9_at_a_dangerous_moment_then_the_next_run_recovers(
+    tiny_recipe, workdir: Path, target: str, when: str, complete_after_crash: list[str]
+) -> None:
     recipe = tiny_recipe(steps=12, save_steps=4, extra=DEPLOY)
     assert crash_run(workdir, recipe, target, when) == -9
     run_dir = workdir / "runs/tiny"
@@ -88,8 +98,23 @@ def test_kill_9_at_a_dangerous_moment_then_the_next_run_recovers(tiny_recipe, wo
 def test_a_forced_rerun_killed_mid_commit_keeps_the_old_output(tiny_recipe, workdir: Path) -> None:
     recipe = tiny_recipe(steps=6)
     assert run_json(str(recipe))[0] == 0
-    code = subprocess.run([sys.executable, "-c", CRASHER, "llmctl.pipeline", "replace_dir", "01-pretrain", "--json", "run",
-                           str(recipe), "--force"], cwd=workdir, capture_output=True, timeout=300).returncode
+    code = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CRASHER,
+            "llmctl.pipeline",
+            "replace_dir",
+            "01-pretrain",
+            "--json",
+            "run",
+            str(recipe),
+            "--force",
+        ],
+        cwd=workdir,
+        capture_output=True,
+        timeout=300,
+    ).returncode
     assert code == -9
     assert stages_complete_and_sound(workdir / "runs/tiny") == ["pretrain"]  # the old output, whole
 
@@ -140,8 +165,14 @@ def in_small_mount(workdir: Path, mount_options: str, script: str) -> subprocess
         pytest.skip("needs unshare(1) to mount a small or read-only file system")
     (workdir / "runs").mkdir(exist_ok=True)
     command = f"mount -t tmpfs -o {mount_options} tmpfs runs && {script}"
-    done = subprocess.run(["unshare", "-rm", "sh", "-c", command], cwd=workdir, capture_output=True, text=True, timeout=300,
-                          env=os.environ | {"PYTHONUNBUFFERED": "1"})
+    done = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", command],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ | {"PYTHONUNBUFFERED": "1"},
+    )
     if "mount:" in done.stderr and "permission denied" in done.stderr.lower():
         pytest.skip("this machine does not allow mounting in a user namespace")
     return done
@@ -150,7 +181,9 @@ def in_small_mount(workdir: Path, mount_options: str, script: str) -> subprocess
 def test_a_full_disk_is_exit_4_with_a_clear_message_and_the_next_run_recovers(tiny_recipe, workdir: Path) -> None:
     recipe = tiny_recipe(steps=6)
     llmctl = f"{sys.executable} -m llmctl run {recipe.name}"
-    done = in_small_mount(workdir, "size=200k", f"{llmctl}; echo exit=$?; mount -o remount,size=64m runs && {llmctl}; echo exit=$?")
+    done = in_small_mount(
+        workdir, "size=200k", f"{llmctl}; echo exit=$?; mount -o remount,size=64m runs && {llmctl}; echo exit=$?"
+    )
     exits = [line for line in done.stdout.splitlines() if line.startswith("exit=")]
     assert exits == ["exit=4", "exit=0"], done.stdout + done.stderr
     assert "the disk is full" in done.stderr and "Traceback" not in done.stderr
@@ -163,29 +196,36 @@ def test_a_read_only_run_folder_is_exit_4_with_a_clear_message(tiny_recipe, work
     assert "read-only" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_report_on_a_damaged_run_file_names_it_with_exit_2(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
+def test_report_on_a_damaged_run_file_names_it_with_exit_2(tiny_recipe, workdir: Path) -> None:
     assert CliRunner().invoke(app, ["run", str(tiny_recipe(steps=2))]).exit_code == 0
     (workdir / "runs/tiny/recipe.resolved.yaml").write_bytes(b"name: tiny\n\x94\xff\x00binary")
     result = CliRunner().invoke(app, ["report", "tiny"])
     assert result.exit_code == 2, result.output
-    assert "recipe.resolved.yaml: damaged run file (not UTF-8" in result.output and "internal error" not in result.output
+    assert (
+        "recipe.resolved.yaml: damaged run file (not UTF-8" in result.output and "internal error" not in result.output
+    )
 
 
 def starts(events: list[dict]) -> dict[str, dict]:
     return {e["stage"]: e for e in events if e["event"] == "stage_start"}
 
 
-def test_a_deploy_whose_published_version_is_gone_publishes_again(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
+def test_a_deploy_whose_published_version_is_gone_publishes_again(tiny_recipe, workdir: Path) -> None:
     recipe = tiny_recipe(steps=4, extra=DEPLOY)
     assert run_json(str(recipe))[0] == 0
     shutil.rmtree(workdir / "models")  # the registry was moved or deleted
     code, events = run_json(str(recipe))
-    assert code == 0 and starts(events)["pretrain"]["action"] == "cached" and starts(events)["deploy"]["action"] == "run"
-    assert "its published version" in starts(events)["deploy"]["reason"] and "is gone from the registry" in starts(events)["deploy"]["reason"]
+    assert (
+        code == 0 and starts(events)["pretrain"]["action"] == "cached" and starts(events)["deploy"]["action"] == "run"
+    )
+    assert (
+        "its published version" in starts(events)["deploy"]["reason"]
+        and "is gone from the registry" in starts(events)["deploy"]["reason"]
+    )
     assert Registry(workdir / "models").current("tiny") == "v1"
 
 
-def test_weights_restored_with_an_older_mtime_are_noticed(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
+def test_weights_restored_with_an_older_mtime_are_noticed(tiny_recipe, workdir: Path) -> None:
     recipe = tiny_recipe(steps=4)
     assert run_json(str(recipe))[0] == 0
     weights = workdir / "runs/tiny/01-pretrain/output/model.safetensors"
@@ -197,18 +237,22 @@ def test_weights_restored_with_an_older_mtime_are_noticed(tiny_recipe, workdir: 
     os.utime(replacement, ns=(before.st_atime_ns, before.st_mtime_ns - 10**9))  # older than the commit
     os.replace(replacement, weights)
     code, events = run_json(str(recipe))
-    assert code == 0 and "model.safetensors was modified after the stage completed" in starts(events)["pretrain"]["reason"]
+    assert (
+        code == 0 and "model.safetensors was modified after the stage completed" in starts(events)["pretrain"]["reason"]
+    )
 
 
 def test_a_full_disk_while_making_demo_data_commits_nothing(workdir: Path) -> None:
     show = f"LLMCTL_CACHE=runs/cache {sys.executable} -m llmctl data show demo://corpus --limit 1"
-    done = in_small_mount(workdir, "size=100k", f"{show}; echo exit=$?; mount -o remount,size=64m runs && {show}; echo exit=$?")
+    done = in_small_mount(
+        workdir, "size=100k", f"{show}; echo exit=$?; mount -o remount,size=64m runs && {show}; echo exit=$?"
+    )
     exits = [line for line in done.stdout.splitlines() if line.startswith("exit=")]
     assert exits == ["exit=4", "exit=0"], done.stdout + done.stderr
     assert "Deep Lake committed 0 of 2000 rows" in done.stderr and "2000 rows" in done.stdout
 
 
-def test_a_stage_folder_replaced_by_a_symlink_is_rerun_without_touching_its_target(tiny_recipe, workdir: Path) -> None:  # noqa: ANN001
+def test_a_stage_folder_replaced_by_a_symlink_is_rerun_without_touching_its_target(tiny_recipe, workdir: Path) -> None:
     recipe = tiny_recipe(steps=4)
     assert run_json(str(recipe))[0] == 0
     stage, elsewhere = workdir / "runs/tiny/01-pretrain", workdir / "elsewhere"

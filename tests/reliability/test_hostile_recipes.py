@@ -33,38 +33,73 @@ def alias_bomb() -> str:
 
 
 CASES = {
-    "stage-name-traversal": (GOOD.replace("- type: pretrain", "- type: pretrain\n    name: x/../../../victim"), "stages[0].name: a name is"),
+    "stage-name-traversal": (
+        GOOD.replace("- type: pretrain", "- type: pretrain\n    name: x/../../../victim"),
+        "stages[0].name: a name is",
+    ),
     "stage-name-dotdot": (GOOD.replace("- type: pretrain", "- type: pretrain\n    name: .."), "stages[0].name"),
     "recipe-name-slash": (GOOD.replace("name: demo", "name: a/b"), "name: a name is"),
-    "run-dir-root": (GOOD.replace("name: demo", "name: demo\nrun_dir: /"), "run_dir: / would put a run folder around the root"),
+    "run-dir-root": (
+        GOOD.replace("name: demo", "name: demo\nrun_dir: /"),
+        "run_dir: / would put a run folder around the root",
+    ),
     "run-dir-file": (GOOD.replace("name: demo", "name: demo\nrun_dir: /etc/passwd"), "run_dir: /etc/passwd is a file"),
     "run-dir-not-ours": (GOOD.replace("name: demo", "name: demo\nrun_dir: /etc"), "/etc is not an llmctl run folder"),
     "run-dir-cwd": (GOOD.replace("name: demo", "name: demo\nrun_dir: ."), "around the root, home or working directory"),
     "alias-bomb": (alias_bomb(), "expands to more than 100,000 values"),
     "deep-nesting": ("name: demo\nx: " + "[" * 5000 + "]" * 5000 + "\n", "nested deeper than 64 levels"),
     "max-steps-0": (GOOD + "    train: {max_steps: 0}\n", "max_steps is -1 (train for `epochs`) or at least 1"),
-    "max-steps-negative": (GOOD + "    train: {max_steps: -5}\n", "train.max_steps: Input should be greater than or equal to -1"),
+    "max-steps-negative": (
+        GOOD + "    train: {max_steps: -5}\n",
+        "train.max_steps: Input should be greater than or equal to -1",
+    ),
     "lr-inf": (GOOD + "    train: {lr: .inf}\n", "train.lr: Input should be a finite number"),
     "lr-nan": (GOOD + "    train: {lr: .nan}\n", "train.lr: Input should be a finite number"),
-    "seed-too-big": (GOOD.replace("name: demo", "name: demo\nseed: 4294967296"), "seed: Input should be less than or equal to 4294967295"),
+    "seed-too-big": (
+        GOOD.replace("name: demo", "name: demo\nseed: 4294967296"),
+        "seed: Input should be less than or equal to 4294967295",
+    ),
     "seed-negative": (GOOD + "    seed: -1\n", "stages[0].seed: Input should be greater than or equal to 0"),
     "duplicate-key": (GOOD.replace("name: demo", "name: demo\nseed: 1\nseed: 2"), "duplicate key"),
     "duplicate-stage": (GOOD + GOOD.split("stages:\n", 1)[1], "duplicate stage name 'pretrain'"),
     "extends-missing": ("extends: nowhere.yaml\n" + GOOD, "base recipe not found"),
     "extends-self": ("extends: bad.yaml\n" + GOOD, "circular extends"),
-    "env-unset": (GOOD.replace("name: demo", "name: demo\ndescription: ${oc.env:LLMCTL_SURELY_UNSET}"), "LLMCTL_SURELY_UNSET' not found"),
+    "env-unset": (
+        GOOD.replace("name: demo", "name: demo\ndescription: ${oc.env:LLMCTL_SURELY_UNSET}"),
+        "LLMCTL_SURELY_UNSET' not found",
+    ),
     "interpolation-cycle": (GOOD.replace("name: demo", "name: demo\na: ${b}\nb: ${a}"), "Recursive interpolation"),
-    "forward-reference": (GOOD + "  - type: sft\n    model: stage:later\n    data: {path: x.jsonl, format: prompt_completion}\n"
-                          "  - type: sft\n    name: later\n    data: {path: x.jsonl, format: prompt_completion}\n",
-                          "stage 'later' comes later in the recipe"),
-    "gate-unknown-task": (GOOD + BENCH + "    gate: {checks: ['nosuch/exact_match >= 0.5']}\n", "task 'nosuch' is not benchmarked here"),
-    "gate-unknown-metric": (GOOD + BENCH + "    gate: {checks: ['toy/accuracy >= 0.5']}\n", "task 'toy' reports exact_match, not 'accuracy'"),
-    "gate-unknown-stage-metric": (GOOD + BENCH + "    gate: {checks: ['perplexity < 30']}\n", "metric 'perplexity' is not measured here"),
+    "forward-reference": (
+        GOOD + "  - type: sft\n    model: stage:later\n    data: {path: x.jsonl, format: prompt_completion}\n"
+        "  - type: sft\n    name: later\n    data: {path: x.jsonl, format: prompt_completion}\n",
+        "stage 'later' comes later in the recipe",
+    ),
+    "gate-unknown-task": (
+        GOOD + BENCH + "    gate: {checks: ['nosuch/exact_match >= 0.5']}\n",
+        "task 'nosuch' is not benchmarked here",
+    ),
+    "gate-unknown-metric": (
+        GOOD + BENCH + "    gate: {checks: ['toy/accuracy >= 0.5']}\n",
+        "task 'toy' reports exact_match, not 'accuracy'",
+    ),
+    "gate-unknown-stage-metric": (
+        GOOD + BENCH + "    gate: {checks: ['perplexity < 30']}\n",
+        "metric 'perplexity' is not measured here",
+    ),
     "model-name-traversal": (GOOD + "  - type: deploy\n    model_name: ../../outside\n", "model_name: a name is"),
-    "yaml-1.1-boolean": (GOOD.replace("name: demo", "name: demo\nseed: yes"), "seed: Input should be a valid integer, unable to parse string as an integer (got 'yes')"),
+    "yaml-1.1-boolean": (
+        GOOD.replace("name: demo", "name: demo\nseed: yes"),
+        "seed: Input should be a valid integer, unable to parse string as an integer (got 'yes')",
+    ),
     "sexagesimal": (GOOD + "    train: {max_steps: 1:30}\n", "got '1:30'"),
-    "set-tag": (GOOD.replace("name: demo", "name: demo\ndescription: !!set {a, b}"), "bad.yaml:2:14: description: YAML tag !!set is not supported"),
-    "binary-tag": (GOOD.replace("name: demo", "name: demo\ndescription: !!binary aGVsbG8="), "YAML tag !!binary is not supported"),
+    "set-tag": (
+        GOOD.replace("name: demo", "name: demo\ndescription: !!set {a, b}"),
+        "bad.yaml:2:14: description: YAML tag !!set is not supported",
+    ),
+    "binary-tag": (
+        GOOD.replace("name: demo", "name: demo\ndescription: !!binary aGVsbG8="),
+        "YAML tag !!binary is not supported",
+    ),
     "not-a-mapping": ("- just\n- a list\n", "a recipe must be a mapping"),
     "yaml-syntax": (GOOD + "    model: [oops\n", "YAML syntax error"),
 }
@@ -93,11 +128,16 @@ def interpolation_bomb(levels: int) -> str:
 def exhausting_cases(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
     """Inputs that once ran for minutes, read without limit or hung: (command, what the message says)."""
     os.mkfifo(tmp_path / "fifo.yaml")
-    cases = {"bomb-40": (interpolation_bomb(40), "a8: recipe rejected: its ${…} references expand to 511"),
-             "extends-dev-zero": ("extends: /dev/zero\n" + GOOD, "/dev/zero: not a regular file"),
-             "extends-fifo": ("extends: fifo.yaml\n" + GOOD, "fifo.yaml: not a regular file"),
-             "extends-number": ("extends: 5\n" + GOOD, "extends: must be a recipe file name or a list of them"),
-             "data-dev-zero": (GOOD.replace("corpus.jsonl", "/dev/zero"), "data path /dev/zero is not a regular file or folder")}
+    cases = {
+        "bomb-40": (interpolation_bomb(40), "a8: recipe rejected: its ${…} references expand to 511"),
+        "extends-dev-zero": ("extends: /dev/zero\n" + GOOD, "/dev/zero: not a regular file"),
+        "extends-fifo": ("extends: fifo.yaml\n" + GOOD, "fifo.yaml: not a regular file"),
+        "extends-number": ("extends: 5\n" + GOOD, "extends: must be a recipe file name or a list of them"),
+        "data-dev-zero": (
+            GOOD.replace("corpus.jsonl", "/dev/zero"),
+            "data path /dev/zero is not a regular file or folder",
+        ),
+    }
     commands = {}
     for name, (body, needle) in cases.items():
         (tmp_path / f"{name}.yaml").write_text(body)
@@ -131,11 +171,15 @@ def test_a_recipe_at_the_reference_bound_still_resolves(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "unknown field 'a0'" in result.output and "recipe rejected" not in result.output
 
 
-@pytest.mark.parametrize(("content", "needle"), [
-    ("name: d\xe9mo\n".encode("latin-1"), "bad.yaml:1:8: not UTF-8 text: byte 0xe9 at offset 7"),
-    (b"\x00\x01\x02name: x\n", "YAML error: unacceptable character"),
-    (b"name: demo\n# " + b"x" * (2 << 20) + b"\n", "recipe is 2.0 MiB; recipes are at most 1 MiB"),
-], ids=["latin-1", "binary", "huge"])
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("name: d\xe9mo\n".encode("latin-1"), "bad.yaml:1:8: not UTF-8 text: byte 0xe9 at offset 7"),
+        (b"\x00\x01\x02name: x\n", "YAML error: unacceptable character"),
+        (b"name: demo\n# " + b"x" * (2 << 20) + b"\n", "recipe is 2.0 MiB; recipes are at most 1 MiB"),
+    ],
+    ids=["latin-1", "binary", "huge"],
+)
 def test_unreadable_recipe_bytes(tmp_path: Path, content: bytes, needle: str) -> None:
     recipe = tmp_path / "bad.yaml"
     recipe.write_bytes(content)
@@ -143,12 +187,18 @@ def test_unreadable_recipe_bytes(tmp_path: Path, content: bytes, needle: str) ->
     assert result.exit_code == 2 and needle in result.output, result.output
 
 
-@pytest.mark.parametrize(("override", "needle"), [
-    ("stages.pretrain.name=x/../../../y", "a name is"),
-    ("stages.pretrain.train.lr=[oops", "override 'stages.pretrain.train.lr=[oops'"),
-    ("seed=${oc.env:LLMCTL_SURELY_UNSET}", "not found"),
-], ids=["name-traversal", "broken-value", "unset-env"])
-def test_hostile_overrides_are_refused_at_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, override: str, needle: str) -> None:
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("stages.pretrain.name=x/../../../y", "a name is"),
+        ("stages.pretrain.train.lr=[oops", "override 'stages.pretrain.train.lr=[oops'"),
+        ("seed=${oc.env:LLMCTL_SURELY_UNSET}", "not found"),
+    ],
+    ids=["name-traversal", "broken-value", "unset-env"],
+)
+def test_hostile_overrides_are_refused_at_plan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, override: str, needle: str
+) -> None:
     monkeypatch.chdir(tmp_path)
     recipe = tmp_path / "r.yaml"
     recipe.write_text(GOOD)
@@ -157,22 +207,36 @@ def test_hostile_overrides_are_refused_at_plan(tmp_path: Path, monkeypatch: pyte
     assert not (tmp_path / "runs").exists()
 
 
-def test_an_unknown_model_config_key_is_refused_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unknown_model_config_key_is_refused_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     recipe = tmp_path / "r.yaml"
     recipe.write_text(GOOD.replace("{n_layer: 1}", "{n_lyer: 1}"))
     result = runner.invoke(app, ["plan", str(recipe)])
-    assert result.exit_code == 2 and "model.config.n_lyer: not a field of GPT2Config — did you mean 'n_layer'?" in result.output
+    assert (
+        result.exit_code == 2
+        and "model.config.n_lyer: not a field of GPT2Config — did you mean 'n_layer'?" in result.output
+    )
 
 
-@pytest.mark.parametrize(("model", "needle"), [
-    ("{config: {n_layer: 1, n_head: 3, n_embd: 32}}", "stages.pretrain.model.config: a gpt2 model cannot be built from it: `embed_dim` must be divisible"),
-    ("{config: {n_layer: '1'}}", "model.config.n_layer: '1' is not a whole number"),
-    ("{config: {n_layer: -1}}", "model.config.n_layer: -1 is a size; it must be at least 1"),
-    ("{config: {n_head: true}}", "model.config.n_head: True is not a whole number"),
-    ("{init: /etc}", "model /etc is not a model folder (it has no config.json)"),
-], ids=["heads-do-not-divide", "layers-as-text", "negative-layers", "boolean-heads", "not-a-model-folder"])
-def test_a_model_that_cannot_work_is_refused_at_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: str, needle: str) -> None:
+@pytest.mark.parametrize(
+    ("model", "needle"),
+    [
+        (
+            "{config: {n_layer: 1, n_head: 3, n_embd: 32}}",
+            "stages.pretrain.model.config: a gpt2 model cannot be built from it: `embed_dim` must be divisible",
+        ),
+        ("{config: {n_layer: '1'}}", "model.config.n_layer: '1' is not a whole number"),
+        ("{config: {n_layer: -1}}", "model.config.n_layer: -1 is a size; it must be at least 1"),
+        ("{config: {n_head: true}}", "model.config.n_head: True is not a whole number"),
+        ("{init: /etc}", "model /etc is not a model folder (it has no config.json)"),
+    ],
+    ids=["heads-do-not-divide", "layers-as-text", "negative-layers", "boolean-heads", "not-a-model-folder"],
+)
+def test_a_model_that_cannot_work_is_refused_at_plan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: str, needle: str
+) -> None:
     monkeypatch.chdir(tmp_path)
     recipe = tmp_path / "r.yaml"
     recipe.write_text(GOOD.replace("{config: {n_layer: 1}}", model))
@@ -182,15 +246,24 @@ def test_a_model_that_cannot_work_is_refused_at_plan(tmp_path: Path, monkeypatch
         assert "Traceback" not in result.output and not (tmp_path / "runs/demo/01-pretrain.tmp").exists()
 
 
-def test_a_model_too_big_for_this_machine_is_a_warning_at_plan_and_refused_by_run(tmp_path: Path,
-                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_model_too_big_for_this_machine_is_a_warning_at_plan_and_refused_by_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(GOOD.replace("{config: {n_layer: 1}}", "{config: {n_layer: 1, vocab_size: 1000000000}}  # 420 GiB to train"))
+    recipe.write_text(
+        GOOD.replace("{config: {n_layer: 1}}", "{config: {n_layer: 1, vocab_size: 1000000000}}  # 420 GiB to train")
+    )
     planned = runner.invoke(app, ["plan", str(recipe)])
-    assert planned.exit_code == 0 and "GiB of memory" in planned.output and "this machine cannot run it" in planned.output
+    assert (
+        planned.exit_code == 0 and "GiB of memory" in planned.output and "this machine cannot run it" in planned.output
+    )
     refused = runner.invoke(app, ["run", str(recipe)])
-    assert refused.exit_code == 2 and "stages[0]: needs ~" in refused.output and "more than this machine's" in refused.output
+    assert (
+        refused.exit_code == 2
+        and "stages[0]: needs ~" in refused.output
+        and "more than this machine's" in refused.output
+    )
     assert not (tmp_path / "runs/demo/01-pretrain.tmp").exists()
 
 

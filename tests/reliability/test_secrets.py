@@ -10,25 +10,30 @@ import pytest
 from typer.testing import CliRunner
 
 from llmctl import recipe as recipe_loader
-from llmctl import redaction
-from llmctl import schema
+from llmctl import redaction, schema
 from llmctl.cli import app
 
 pytestmark = pytest.mark.reliability
 SECRET = "hf_SECRETtoken1234567890"
 
 
-def test_a_token_from_the_environment_never_lands_on_disk_or_in_output(tiny_recipe, workdir: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_token_from_the_environment_never_lands_on_disk_or_in_output(
+    tiny_recipe, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("LLMCTL_TEST_TOKEN", SECRET)
     recipe = tiny_recipe(steps=4, extra="  - type: deploy\n    model_name: tiny\n    registry: models\n")
-    text = recipe.read_text().replace("seed: 7", "seed: 7\ndescription: ${oc.env:LLMCTL_TEST_TOKEN}\nreport_to: [tensorboard]")
+    text = recipe.read_text().replace(
+        "seed: 7", "seed: 7\ndescription: ${oc.env:LLMCTL_TEST_TOKEN}\nreport_to: [tensorboard]"
+    )
     recipe.write_text(text)
     result = CliRunner().invoke(app, ["--json", "run", str(recipe)])
     assert result.exit_code == 0, result.output
     assert SECRET not in result.output
-    leaks = [str(p) for p in workdir.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()
-             and p.name != recipe.name]
+    leaks = [
+        str(p)
+        for p in workdir.rglob("*")
+        if p.is_file() and SECRET.encode() in p.read_bytes() and p.name != recipe.name
+    ]
     assert leaks == []
     resolved = (workdir / "runs/tiny/recipe.resolved.yaml").read_text()
     assert "description: ${oc.env:LLMCTL_TEST_TOKEN}" in resolved
@@ -62,8 +67,10 @@ stages:
 def test_a_bad_value_from_the_environment_is_not_echoed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LLMCTL_TEST_TOKEN", SECRET)
     path = tmp_path / "r.yaml"
-    path.write_text("name: demo\nseed: ${oc.env:LLMCTL_TEST_TOKEN}\nstages:\n  - type: pretrain\n"
-                    "    model: {config: {n_layer: 1}}\n    data: {path: c.jsonl}\n")
+    path.write_text(
+        "name: demo\nseed: ${oc.env:LLMCTL_TEST_TOKEN}\nstages:\n  - type: pretrain\n"
+        "    model: {config: {n_layer: 1}}\n    data: {path: c.jsonl}\n"
+    )
     result = CliRunner().invoke(app, ["validate", str(path)])
     assert result.exit_code == 2 and SECRET not in result.output and "${oc.env:LLMCTL_TEST_TOKEN}" in result.output
 
@@ -82,24 +89,38 @@ SECRET_PATHS = {  # case: (model, data path, exit code of `run`, the records it 
     "data path": (TINY_MODEL, '"/nonexistent/${oc.env:LLMCTL_TEST_TOKEN}/c.jsonl"', 2, {"llmctl.lock.json"}),
     "hf:// id": (TINY_MODEL, '"hf://org/${oc.env:LLMCTL_TEST_TOKEN}"', 2, {"llmctl.lock.json"}),
     "model path": ('{init: "/nonexistent/${oc.env:LLMCTL_TEST_TOKEN}"}', "corpus.jsonl", 2, set()),  # refused at plan
-    "stage failure": ('{init: "models-${oc.env:LLMCTL_TEST_TOKEN}"}', "corpus.jsonl", 4,  # a folder that is no model
-                      {"llmctl.lock.json", "error.log"}),
+    "stage failure": (
+        '{init: "models-${oc.env:LLMCTL_TEST_TOKEN}"}',
+        "corpus.jsonl",
+        4,  # a folder that is no model
+        {"llmctl.lock.json", "error.log"},
+    ),
 }
 
 
 @pytest.mark.parametrize("case", SECRET_PATHS)
-def test_a_token_inside_a_path_or_id_is_hidden_in_every_message_record_and_log(case: str, workdir: Path,
-                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_token_inside_a_path_or_id_is_hidden_in_every_message_record_and_log(
+    case: str, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("LLMCTL_TEST_TOKEN", SECRET)
     model, data, code, records = SECRET_PATHS[case]
     (workdir / f"models-{SECRET}").mkdir()
     (workdir / f"models-{SECRET}" / "config.json").write_text("{}")
     recipe = workdir / "leak.yaml"
-    recipe.write_text(f"name: leak\nseed: 7\ndtype: fp32\nstages:\n  - type: pretrain\n    model: {model}\n"
-                      f"    tokenizer: {{vocab_size: 300}}\n    data: {{path: {data}}}\n    block_size: 32\n    train: {{max_steps: 2}}\n")
+    recipe.write_text(
+        f"name: leak\nseed: 7\ndtype: fp32\nstages:\n  - type: pretrain\n    model: {model}\n"
+        f"    tokenizer: {{vocab_size: 300}}\n    data: {{path: {data}}}\n    block_size: 32\n    train: {{max_steps: 2}}\n"
+    )
     outputs = []
-    for args in (["plan", str(recipe)], ["--json", "plan", str(recipe)], ["run", str(recipe)], ["--json", "run", str(recipe)],
-                 ["show", "leak"], ["--json", "show", "leak"], ["--json", "runs"]):
+    for args in (
+        ["plan", str(recipe)],
+        ["--json", "plan", str(recipe)],
+        ["run", str(recipe)],
+        ["--json", "run", str(recipe)],
+        ["show", "leak"],
+        ["--json", "show", "leak"],
+        ["--json", "runs"],
+    ):
         result = CliRunner().invoke(app, args)
         outputs.append(result.output)
         if args[-2] == "run":

@@ -71,8 +71,11 @@ def test_a_connection_that_does_not_finish_its_headers_is_closed(tiny_lm: Path) 
 def test_a_body_that_does_not_arrive_in_time_gets_408(tiny_lm: Path) -> None:
     with server(Source(str(tiny_lm)), limits=Limits(body_timeout_s=1)) as base:
         started = time.perf_counter()
-        status, body = raw(int(base.rsplit(":", 1)[1]), b"POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: "
-                           b"application/json\r\ncontent-length: 100\r\n\r\n{\"prompt\": ")
+        status, body = raw(
+            int(base.rsplit(":", 1)[1]),
+            b"POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: "
+            b'application/json\r\ncontent-length: 100\r\n\r\n{"prompt": ',
+        )
         assert status == 408 and time.perf_counter() - started < 5
         assert "did not arrive within 1 s" in body["error"]["message"]
 
@@ -119,7 +122,10 @@ def raw(port: int, request: bytes) -> tuple[int, dict]:
         sock.sendall(request)
         data = b""
         while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < int(
-                dict(line.split(b": ", 1) for line in data.split(b"\r\n\r\n")[0].split(b"\r\n")[1:]).get(b"content-length", 0)):
+            dict(line.split(b": ", 1) for line in data.split(b"\r\n\r\n")[0].split(b"\r\n")[1:]).get(
+                b"content-length", 0
+            )
+        ):
             more = sock.recv(65536)
             if not more:
                 break

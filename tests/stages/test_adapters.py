@@ -30,6 +30,8 @@ def test_lora_leaves_inc_unloaded_and_checks_once_it_is_loaded() -> None:
     result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     found = json.loads(result.stdout.strip().splitlines()[-1])
-    assert found["lora_layers"] == [f"base_model.model.transformer.h.{i}.{m}" for i in range(2) for m in ("attn.c_attn", "mlp.c_fc")]
+    assert found["lora_layers"] == [
+        f"base_model.model.transformer.h.{i}.{m}" for i in range(2) for m in ("attn.c_attn", "mlp.c_fc")
+    ]
     assert found["inc_loaded_by_lora"] is False
     assert found["checks_after_inc_loads"] == [True, True]

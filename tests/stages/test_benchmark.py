@@ -28,9 +28,12 @@ def tasks(tiny_lm: Path, workdir: Path) -> Path:
     """exact.jsonl: 10 prompts, the first 6 with the tiny model's own greedy answer as the target and the rest
     with an answer it does not give, so exact match must be 0.6; choice.jsonl: a one-token and a five-token
     continuation, the right one being the short (more likely) one."""
-    prompts = [f"Question: What is {a} plus {b}?\n\nAnswer:" for a, b in zip(range(1, 11), range(3, 13))]
+    prompts = [f"Question: What is {a} plus {b}?\n\nAnswer:" for a, b in zip(range(1, 11), range(3, 13), strict=False)]
     answers = greedy_answers(tiny_lm, prompts)
-    rows = [{"prompt": p, "completion": " " + (a if i < 6 else a + "zzz")} for i, (p, a) in enumerate(zip(prompts, answers))]
+    rows = [
+        {"prompt": p, "completion": " " + (a if i < 6 else a + "zzz")}
+        for i, (p, a) in enumerate(zip(prompts, answers, strict=False))
+    ]
     (workdir / "exact.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     choice = [{"prompt": "The small", "choices": [" cat", " cat cat cat cat"], "answer": 0}] * 4
     (workdir / "choice.jsonl").write_text("".join(json.dumps(r) + "\n" for r in choice))
@@ -96,7 +99,9 @@ def assert_relocatable(run: Path, copy: Path) -> None:
     assert Path(tasks_yaml["dataset_kwargs"]["data_files"]["test"]).is_file()  # not the deleted .tmp folder
     shutil.copytree(run, copy)
     shown = json.loads(CliRunner().invoke(app, ["--json", "show", str(copy)]).stdout)
-    assert shown["run_dir"] == str(copy.absolute()) and shown["stages"]["bench"]["output"].startswith(str(copy.absolute()))
+    assert shown["run_dir"] == str(copy.absolute()) and shown["stages"]["bench"]["output"].startswith(
+        str(copy.absolute())
+    )
     assert CliRunner().invoke(app, ["report", str(copy)]).exit_code == 0
     assert (copy / "report/index.html").exists() and not (run / "report").exists()
 
@@ -141,13 +146,20 @@ def test_gate_against_the_previous_run(tiny_lm: Path, tasks: Path) -> None:
 
 
 def test_quantized_models_are_evaluable(tiny_lm: Path, tasks: Path) -> None:
-    stages = [quantize("ov", str(tiny_lm), "backend: openvino\nbits: 8"), bench("bench-ov", "stage:ov"),
-              quantize("inc", str(tiny_lm), "backend: inc\nbits: 8"), bench("bench-inc", "stage:inc")]
+    stages = [
+        quantize("ov", str(tiny_lm), "backend: openvino\nbits: 8"),
+        bench("bench-ov", "stage:ov"),
+        quantize("inc", str(tiny_lm), "backend: inc\nbits: 8"),
+        bench("bench-inc", "stage:inc"),
+    ]
     code, events = run_json(str(recipe(tasks, *stages)))
     assert code == 0, events[-1]
     for stage in ("02-bench-ov", "04-bench-inc"):
         result = metrics(tasks, stage)
-        assert result["exact/exact_match"] >= 0.5 and result["choice/acc"] == 1.0, (stage, result)  # int8 keeps greedy answers
+        assert result["exact/exact_match"] >= 0.5 and result["choice/acc"] == 1.0, (
+            stage,
+            result,
+        )  # int8 keeps greedy answers
 
 
 def test_builtin_task_offline_fails_with_a_clear_message(tiny_lm: Path, tasks: Path) -> None:

@@ -32,7 +32,9 @@ PPO = """\
 """
 
 
-def ppo(algorithm: str = "ppo", reward: str = "previous", kl: str = "{init: 0.05}", length: int = 4, episodes: int = 48) -> str:
+def ppo(
+    algorithm: str = "ppo", reward: str = "previous", kl: str = "{init: 0.05}", length: int = 4, episodes: int = 48
+) -> str:
     return PPO.format(algorithm=algorithm, reward=reward, kl=kl, length=length, episodes=episodes)
 
 
@@ -47,12 +49,23 @@ def prompts(data: Path) -> Path:  # noqa: F811 - the fixture imported above
 def test_rl_after_sft_and_reward(tiny_lm: Path, prompts: Path, algorithm: str) -> None:
     from transformers import AutoModelForCausalLM
 
-    path = recipe(prompts, sft("sft", str(tiny_lm), "{method: none}", steps=2), REWARD.format(name="rm", model="previous"),
-                  ppo(algorithm))
+    path = recipe(
+        prompts,
+        sft("sft", str(tiny_lm), "{method: none}", steps=2),
+        REWARD.format(name="rm", model="previous"),
+        ppo(algorithm),
+    )
     code, events = run(path)
     assert code == 0, events[-1]  # run() parses every stdout line as JSON: nothing else may print there
     result = metrics(prompts, "03-ppo")
-    assert {"mean_reward_before", "mean_reward", "exact_match_before", "exact_match", "score_first", "kl_last"} <= result.keys()
+    assert {
+        "mean_reward_before",
+        "mean_reward",
+        "exact_match_before",
+        "exact_match",
+        "score_first",
+        "kl_last",
+    } <= result.keys()
     (sample,) = result["samples"]
     assert sample["prompt"] == "Question: What is 3 plus 4?\n\nAnswer:" and {"before", "output"} <= sample.keys()
     plan = {s["stage"]: s["inputs"] for s in events[0]["steps"]}
@@ -62,8 +75,12 @@ def test_rl_after_sft_and_reward(tiny_lm: Path, prompts: Path, algorithm: str) -
 
 def test_reward_model_with_another_tokenizer(tiny_lm: Path, prompts: Path, tmp_path: Path) -> None:
     other = make_tiny_lm(tmp_path / "other-lm", vocab=330)
-    path = recipe(prompts, sft("sft", str(tiny_lm), "{method: none}", steps=2), REWARD.format(name="rm", model=str(other)),
-                  ppo("ppo", reward="stage:rm"))
+    path = recipe(
+        prompts,
+        sft("sft", str(tiny_lm), "{method: none}", steps=2),
+        REWARD.format(name="rm", model=str(other)),
+        ppo("ppo", reward="stage:rm"),
+    )
     code, events = run(path)
     assert code == 0, events[-1]
     assert metrics(prompts, "03-ppo")["mean_reward"] is not None
@@ -85,7 +102,9 @@ def test_guard_rails(tiny_lm: Path, prompts: Path, tmp_path: Path) -> None:
     code, events = run(recipe(prompts, base, REWARD.format(name="rm", model="previous"), ppo(length=60)))
     assert code == 2 and "exceed the policy's context of 64 tokens" in events[-1]["message"]
 
-    code, events = run(recipe(prompts, base, REWARD.format(name="rm", model="previous"), ppo(kl="{init: 0.0, limit: 1.0e-9}")))
+    code, events = run(
+        recipe(prompts, base, REWARD.format(name="rm", model="previous"), ppo(kl="{init: 0.0, limit: 1.0e-9}"))
+    )
     assert code == 4 and "KL to the reference reached" in events[-1]["message"] and "kl.limit" in events[-1]["message"]
 
 
@@ -97,12 +116,18 @@ def test_sigterm_mid_ppo_then_resume_continues_from_the_checkpoint(tiny_lm: Path
     import torch
     from safetensors.torch import load_file
 
-    path = recipe(prompts, sft("sft", str(tiny_lm), "{method: none}", steps=2), REWARD.format(name="rm", model="previous"),
-                  ppo(episodes=160))  # 20 updates of 8 prompts, no periodic checkpoint
+    path = recipe(
+        prompts,
+        sft("sft", str(tiny_lm), "{method: none}", steps=2),
+        REWARD.format(name="rm", model="previous"),
+        ppo(episodes=160),
+    )  # 20 updates of 8 prompts, no periodic checkpoint
     assert kill_run_at_step(path, prompts, 5, signal.SIGTERM, stage="ppo") == 130
     (checkpoint,) = (prompts / "runs/t/03-ppo.tmp/checkpoints").glob("checkpoint-*")
     done = int(checkpoint.name.split("-")[1])
-    assert 5 <= done < 20 and (checkpoint / "value_model/config.json").exists() and (checkpoint / "optimizer.pt").exists()
+    assert (
+        5 <= done < 20 and (checkpoint / "value_model/config.json").exists() and (checkpoint / "optimizer.pt").exists()
+    )
     saved = load_file(checkpoint / "model.safetensors")
 
     code, events = run(path)

@@ -31,7 +31,7 @@ def run_recipe(path: Path, *overrides: str) -> tuple[dict, list[dict]]:
     return artifacts, events
 
 
-def test_pretrain_learns_and_saves_a_loadable_model(tiny_recipe) -> None:  # noqa: ANN001
+def test_pretrain_learns_and_saves_a_loadable_model(tiny_recipe) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     artifacts, events = run_recipe(tiny_recipe(steps=40))
@@ -51,15 +51,19 @@ def test_pretrain_learns_and_saves_a_loadable_model(tiny_recipe) -> None:  # noq
     assert (output.parent / "logs" / "train.jsonl").exists()
 
 
-def test_same_seed_same_loss_curve(tiny_recipe) -> None:  # noqa: ANN001
+def test_same_seed_same_loss_curve(tiny_recipe) -> None:
     path = tiny_recipe(steps=10)
     first, _ = run_recipe(path, "run_dir=runs/a")
     second, _ = run_recipe(path, "run_dir=runs/b")
-    curve = lambda run: [json.loads(line)["loss"] for line in (Path(run["pretrain"].path).parent / "logs" / "train.jsonl").read_text().splitlines() if "loss" in json.loads(line)]  # noqa: E731
+
+    def curve(run: dict) -> list[float]:
+        lines = (Path(run["pretrain"].path).parent / "logs" / "train.jsonl").read_text().splitlines()
+        return [json.loads(line)["loss"] for line in lines if "loss" in json.loads(line)]
+
     assert curve(first) == curve(second)
 
 
-def test_continue_pretraining_from_previous_stage(tiny_recipe) -> None:  # noqa: ANN001
+def test_continue_pretraining_from_previous_stage(tiny_recipe) -> None:
     artifacts, _ = run_recipe(tiny_recipe(steps=10, extra=CONTINUE))
     more = artifacts["more"]
     assert more.meta["metrics"]["steps"] == 5

@@ -20,7 +20,8 @@ SPEED = "speed: {prompts: ['The small cat'], new_tokens: 4, beams: 2}"
 
 def quantize(name: str, model: str, settings: str) -> str:
     return f"  - type: quantize\n    name: {name}\n    model: {model}\n    {SPEED}\n" + "".join(
-        f"    {line}\n" for line in settings.strip().splitlines())
+        f"    {line}\n" for line in settings.strip().splitlines()
+    )
 
 
 def closeness(original: Path, quantized: Path) -> tuple[float, float]:
@@ -39,8 +40,13 @@ def closeness(original: Path, quantized: Path) -> tuple[float, float]:
             diffs.append(((a - b).abs().mean() / a.std()).item())
             agree += (a.argmax(-1) == b.argmax(-1)).sum().item()
             total += a.shape[1]
-    generated = other.generate(**tokenizer(PROMPTS[0], return_tensors="pt", return_token_type_ids=False),
-                               max_new_tokens=3, min_new_tokens=3, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    generated = other.generate(
+        **tokenizer(PROMPTS[0], return_tensors="pt", return_token_type_ids=False),
+        max_new_tokens=3,
+        min_new_tokens=3,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     assert generated.shape[1] == len(tokenizer(PROMPTS[0])["input_ids"]) + 3
     return sum(diffs) / len(diffs), agree / total
 
@@ -49,17 +55,25 @@ def closeness(original: Path, quantized: Path) -> tuple[float, float]:
 CASES = {
     "inc-rtn8": ("backend: inc\nmethod: rtn\nbits: 8", 0.02, 0.95),
     "inc-rtn4": ("backend: inc\nmethod: rtn\nbits: 4\ngroup_size: 16", 0.25, 0.6),
-    "inc-gptq4": ("backend: inc\nmethod: gptq\nbits: 4\ngroup_size: 16\ncalibration: {path: qa.jsonl, format: prompt_completion, "
-                  "columns: {prompt: question, completion: answer}, validation: 0}\ncalibration_samples: 8", 0.25, 0.6),
-    "inc-awq4": ("backend: inc\nmethod: awq\nbits: 4\ngroup_size: 16\ncalibration: {path: qa.jsonl, format: prompt_completion, "
-                 "columns: {prompt: question, completion: answer}, validation: 0}\ncalibration_samples: 8", 0.25, 0.6),
+    "inc-gptq4": (
+        "backend: inc\nmethod: gptq\nbits: 4\ngroup_size: 16\ncalibration: {path: qa.jsonl, format: prompt_completion, "
+        "columns: {prompt: question, completion: answer}, validation: 0}\ncalibration_samples: 8",
+        0.25,
+        0.6,
+    ),
+    "inc-awq4": (
+        "backend: inc\nmethod: awq\nbits: 4\ngroup_size: 16\ncalibration: {path: qa.jsonl, format: prompt_completion, "
+        "columns: {prompt: question, completion: answer}, validation: 0}\ncalibration_samples: 8",
+        0.25,
+        0.6,
+    ),
     "ov-int8": ("backend: openvino\nbits: 8", 0.02, 0.95),
     "ov-int4": ("backend: openvino\nbits: 4\ngroup_size: 16\nsym: true", 0.25, 0.6),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_each_backend_and_method_loads_generates_and_stays_close(tiny_lm: Path, data: Path, case: str) -> None:  # noqa: F811
+def test_each_backend_and_method_loads_generates_and_stays_close(tiny_lm: Path, data: Path, case: str) -> None:  # noqa: F811 - pytest fixtures imported from the module that defines them
     settings, max_diff, min_agree = CASES[case]
     code, events = run(recipe(data, quantize("q", str(tiny_lm), settings)))
     assert code == 0, events[-1]
@@ -86,7 +100,7 @@ accuracy:
 """
 
 
-def test_accuracy_aware_search_keeps_the_first_passing_config_and_fails_with_exit_3(tiny_recipe) -> None:  # noqa: ANN001
+def test_accuracy_aware_search_keeps_the_first_passing_config_and_fails_with_exit_3(tiny_recipe) -> None:
     """A trained tiny model: int4 per-channel costs perplexity, int8 does not (within 5%)."""
     search = "{method: rtn, bits: 4, group_size: -1, sym: true}, {method: rtn, bits: 8, group_size: -1}"
     path = tiny_recipe(steps=100, extra=quantize("q", "previous", ACCURACY.format(tolerance=0.0005, search=search)))
@@ -100,16 +114,23 @@ def test_accuracy_aware_search_keeps_the_first_passing_config_and_fails_with_exi
 
     code, events = run_json_recipe(path, "stages.q.accuracy.search=[{method: rtn, bits: 4, group_size: -1, sym: true}]")
     assert code == 3
-    assert "no configuration stayed within tolerable_loss" in events[-1]["message"] and "rtn int4 per-channel sym" in events[-1]["message"]
+    assert (
+        "no configuration stayed within tolerable_loss" in events[-1]["message"]
+        and "rtn int4 per-channel sym" in events[-1]["message"]
+    )
 
 
-def test_an_accuracy_baseline_of_zero_is_refused(tiny_recipe, data: Path) -> None:  # noqa: ANN001, F811
+def test_an_accuracy_baseline_of_zero_is_refused(tiny_recipe, data: Path) -> None:  # noqa: F811 - pytest fixtures imported from the module that defines them
     """A metric the unquantized model scores 0 on passes every configuration: exit 2 saying so (the course's
     SQuAD check asked without its context did exactly that)."""
-    settings = ("backend: inc\naccuracy:\n  metric: f1\n  max_new_tokens: 2\n  data: {path: qa.jsonl, format: prompt_completion, "
-                "columns: {prompt: question, completion: answer}, validation: 0, limit: 6}")
+    settings = (
+        "backend: inc\naccuracy:\n  metric: f1\n  max_new_tokens: 2\n  data: {path: qa.jsonl, format: prompt_completion, "
+        "columns: {prompt: question, completion: answer}, validation: 0, limit: 6}"
+    )
     code, events = run_json_recipe(tiny_recipe(steps=1, extra=quantize("q", "previous", settings)))
-    assert code == 2 and "scores f1 0 on accuracy.data, so every configuration would pass" in events[-1]["message"], events[-1]
+    assert code == 2 and "scores f1 0 on accuracy.data, so every configuration would pass" in events[-1]["message"], (
+        events[-1]
+    )
 
 
 def run_json_recipe(path: Path, *overrides: str) -> tuple[int, list[dict]]:
@@ -118,23 +139,29 @@ def run_json_recipe(path: Path, *overrides: str) -> tuple[int, list[dict]]:
     return run_json(str(path), *overrides)
 
 
-@pytest.mark.parametrize(("settings", "message"), [
-    ("backend: inc\nmethod: gptq", "method gptq needs calibration data"),
-    ("backend: inc\nmethod: static", "intel-extension-for-pytorch"),
-    ("backend: inc\nmethod: dynamic", "torch.export"),
-    ("backend: openvino\nmethod: rtn", "backend openvino supports method weight_only, not rtn"),
-    ("backend: inc\ngroup_size: 0", "group_size is a positive number"),
-    ("backend: inc\nbits: 8\nsym: false", "asymmetric 8-bit weight-only quantization is broken"),
-])
-def test_unsupported_combinations_fail_validation(data: Path, settings: str, message: str) -> None:  # noqa: F811
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ("backend: inc\nmethod: gptq", "method gptq needs calibration data"),
+        ("backend: inc\nmethod: static", "intel-extension-for-pytorch"),
+        ("backend: inc\nmethod: dynamic", "torch.export"),
+        ("backend: openvino\nmethod: rtn", "backend openvino supports method weight_only, not rtn"),
+        ("backend: inc\ngroup_size: 0", "group_size is a positive number"),
+        ("backend: inc\nbits: 8\nsym: false", "asymmetric 8-bit weight-only quantization is broken"),
+    ],
+)
+def test_unsupported_combinations_fail_validation(data: Path, settings: str, message: str) -> None:  # noqa: F811 - pytest fixtures imported from the module that defines them
     result = CliRunner().invoke(app, ["validate", str(recipe(data, quantize("q", "some/model", settings)))])
     assert result.exit_code == 2 and message in result.output, result.output
     assert "recipe.yaml:" in result.output  # located in the file
 
 
-def test_an_unmerged_adapter_is_merged_before_quantizing(tiny_lm: Path, data: Path) -> None:  # noqa: F811
-    path = recipe(data, sft("adapter", str(tiny_lm), "{method: lora, r: 4, alpha: 8, merge: false}", steps=2),
-                  quantize("q", "previous", "backend: inc\nbits: 8"))
+def test_an_unmerged_adapter_is_merged_before_quantizing(tiny_lm: Path, data: Path) -> None:  # noqa: F811 - pytest fixtures imported from the module that defines them
+    path = recipe(
+        data,
+        sft("adapter", str(tiny_lm), "{method: lora, r: 4, alpha: 8, merge: false}", steps=2),
+        quantize("q", "previous", "backend: inc\nbits: 8"),
+    )
     code, events = run(path)
     assert code == 0, events[-1]
     assert not (data / "runs/t/02-q/merged").exists() and (data / "runs/t/02-q/output/quantized_weight.pt").exists()

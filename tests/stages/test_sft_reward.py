@@ -52,7 +52,13 @@ def recipe(folder: Path, *stages: str) -> Path:
     return path
 
 
-def sft(name: str = "sft", model: str = "previous", peft: str = "{method: lora, r: 4, alpha: 8}", steps: int = 6, save: int = 500) -> str:
+def sft(
+    name: str = "sft",
+    model: str = "previous",
+    peft: str = "{method: lora, r: 4, alpha: 8}",
+    steps: int = 6,
+    save: int = 500,
+) -> str:
     return SFT.format(name=name, model=model, peft=peft, steps=steps, save=save)
 
 
@@ -67,7 +73,9 @@ def metrics(workdir: Path, folder: str) -> dict:
 def test_full_and_lora_sft_then_reward_from_previous(tiny_lm: Path, data: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    path = recipe(data, sft("full", str(tiny_lm), "{method: none}"), sft("lora"), REWARD.format(name="rm", model="previous"))
+    path = recipe(
+        data, sft("full", str(tiny_lm), "{method: none}"), sft("lora"), REWARD.format(name="rm", model="previous")
+    )
     code, events = run(path)
     assert code == 0, events[-1]
     full, lora, reward = metrics(data, "01-full"), metrics(data, "02-lora"), metrics(data, "03-rm")
@@ -86,8 +94,12 @@ def test_full_and_lora_sft_then_reward_from_previous(tiny_lm: Path, data: Path) 
 def test_unmerged_adapter_feeds_downstream_stages(tiny_lm: Path, data: Path) -> None:
     from peft import AutoPeftModelForCausalLM
 
-    path = recipe(data, sft("adapter", str(tiny_lm), "{method: lora, r: 4, alpha: 8, merge: false}"),
-                  REWARD.format(name="rm", model="previous"), sft("again"))
+    path = recipe(
+        data,
+        sft("adapter", str(tiny_lm), "{method: lora, r: 4, alpha: 8, merge: false}"),
+        REWARD.format(name="rm", model="previous"),
+        sft("again"),
+    )
     code, events = run(path)
     assert code == 0, events[-1]
     adapter = data / "runs/t/01-adapter/output"
@@ -124,7 +136,11 @@ def test_qlora_without_cuda_warns_at_validate_and_refuses_to_run(data: Path, mon
     assert "warning:" in result.output and f"{path}:10:" in result.output
     assert "stages[0].peft.method: qlora needs a CUDA GPU" in result.output and "use method: lora" in result.output
     result = runner.invoke(app, ["run", str(path)])
-    assert result.exit_code == 2 and "cannot run on this machine" in result.output and "qlora needs a CUDA GPU" in result.output
+    assert (
+        result.exit_code == 2
+        and "cannot run on this machine" in result.output
+        and "qlora needs a CUDA GPU" in result.output
+    )
     assert not (data / "runs").exists()
 
 
@@ -159,38 +175,57 @@ def test_plan_memory_follows_max_length_gradient_checkpointing_and_4bit_weights(
     root = Path(__file__).resolve().parents[2]
 
     def memory(*overrides: str) -> float:
-        result = runner.invoke(app, ["--json", "plan", str(root / "recipes/sft_lima.yaml"), f"dtype={dtype}", *overrides])
+        result = runner.invoke(
+            app, ["--json", "plan", str(root / "recipes/sft_lima.yaml"), f"dtype={dtype}", *overrides]
+        )
         assert result.exit_code == 0, result.output
         return json.loads(result.stdout.splitlines()[-1])["steps"][0]["memory_gib"]  # after any warning lines
 
     plain = "stages.sft.train.gradient_checkpointing=false"
     short, long = memory(plain, "stages.sft.max_length=256"), memory(plain, "stages.sft.max_length=2048")
     assert long - short > 10  # activations grow with the sequence: 1.3B at 2048 tokens × batch 4
-    assert memory("stages.sft.max_length=2048") < long / 2  # the recipe's gradient checkpointing keeps one input per layer
-    assert memory("stages.sft.peft.method=qlora") < memory() - saved_gib  # 1.3B frozen weights at 4 bits instead of 32 or 16
+    assert (
+        memory("stages.sft.max_length=2048") < long / 2
+    )  # the recipe's gradient checkpointing keeps one input per layer
+    assert (
+        memory("stages.sft.peft.method=qlora") < memory() - saved_gib
+    )  # 1.3B frozen weights at 4 bits instead of 32 or 16
 
 
 def test_completion_only_masks_exactly_the_prompt(tiny_lm: Path, data: Path) -> None:
     """Our prompt/completion split + TRL's tokenization: the labels are the answer tokens and EOS, nothing else."""
-    from trl import SFTConfig, SFTTrainer
     from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
 
     from llmctl.data.sources import load_examples
     from llmctl.models.causal_lm import load_tokenizer
     from llmctl.specs import DataSpec
 
-    spec = DataSpec(path="qa.jsonl", format="prompt_completion", columns={"prompt": "question", "completion": "answer"},
-                    template="Question: {prompt}\n\nAnswer: {completion}", completion_only=True, validation=0, shuffle=False)
+    spec = DataSpec(
+        path="qa.jsonl",
+        format="prompt_completion",
+        columns={"prompt": "question", "completion": "answer"},
+        template="Question: {prompt}\n\nAnswer: {completion}",
+        completion_only=True,
+        validation=0,
+        shuffle=False,
+    )
     rows, _ = load_examples(spec, seed=0)
     tokenizer = load_tokenizer(str(tiny_lm))
-    config = SFTConfig(output_dir=str(data / "ckpt"), completion_only_loss=True, max_length=48, report_to="none", use_cpu=True)
-    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_lm), args=config, train_dataset=rows.select(range(5)),
-                         processing_class=tokenizer)
-    for example, row in zip(trainer.train_dataset, rows):
+    config = SFTConfig(
+        output_dir=str(data / "ckpt"), completion_only_loss=True, max_length=48, report_to="none", use_cpu=True
+    )
+    trainer = SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(tiny_lm),
+        args=config,
+        train_dataset=rows.select(range(5)),
+        processing_class=tokenizer,
+    )
+    for example, row in zip(trainer.train_dataset, rows, strict=False):
         ids, mask = example["input_ids"], [label != -100 for label in example["labels"]]
-        trained = tokenizer.decode([i for i, m in zip(ids, mask) if m])
+        trained = tokenizer.decode([i for i, m in zip(ids, mask, strict=False) if m])
         assert trained == row["completion"] + tokenizer.eos_token
-        assert tokenizer.decode([i for i, m in zip(ids, mask) if not m]) == row["prompt"]
+        assert tokenizer.decode([i for i, m in zip(ids, mask, strict=False) if not m]) == row["prompt"]
 
 
 def test_too_long_rows_are_counted_dropped_or_refused_and_padding_is_estimated(tiny_lm: Path, data: Path) -> None:
@@ -201,12 +236,16 @@ def test_too_long_rows_are_counted_dropped_or_refused_and_padding_is_estimated(t
     code, _ = run(recipe(data, base.replace("validation: 0.1}", "validation: 0.1, too_long: drop}")))
     assert code == 0 and metrics(data, "01-sft")["too_long_rows"] == 1
     assert 0 < metrics(data, "01-sft")["padding_unpacked"] < 1  # the long row pads its batch
-    result = runner.invoke(app, ["run", str(recipe(data, base.replace("validation: 0.1}", "validation: 0.1, too_long: error}")))])
+    result = runner.invoke(
+        app, ["run", str(recipe(data, base.replace("validation: 0.1}", "validation: 0.1, too_long: error}")))]
+    )
     assert result.exit_code == 2 and "1 of 181 rows are longer than max_length=48 tokens" in result.output
 
 
-SHAREGPT = [{"conversations": [{"from": "human", "value": f"What is {i} plus 1?"}, {"from": "gpt", "value": str(i + 1)}]}
-            for i in range(24)]
+SHAREGPT = [
+    {"conversations": [{"from": "human", "value": f"What is {i} plus 1?"}, {"from": "gpt", "value": str(i + 1)}]}
+    for i in range(24)
+]
 
 
 def test_sharegpt_chat_trains_on_assistant_turns_with_a_named_template(tiny_lm: Path, data: Path) -> None:
@@ -220,10 +259,13 @@ def test_sharegpt_chat_trains_on_assistant_turns_with_a_named_template(tiny_lm: 
     body = sft("sft", str(tiny_lm), steps=2).replace(
         """data: {path: qa.jsonl, format: prompt_completion, columns: {prompt: question, completion: answer},
             template: "Question: {prompt}\\n\\nAnswer: {completion}", completion_only: true, validation: 0.1}""",
-        "data: {path: chat.jsonl, format: chat, columns: {messages: conversations}, chat_template: chatml, completion_only: true, validation: 4}")
+        "data: {path: chat.jsonl, format: chat, columns: {messages: conversations}, chat_template: chatml, completion_only: true, validation: 4}",
+    )
     assert "chat.jsonl" in body
     code, events = run(recipe(data, body.replace("max_length: 48", "max_length: 64")))
     assert code == 0, events[-1]
     assert AutoTokenizer.from_pretrained(data / "runs/t/01-sft/output").chat_template == CHATML
-    code, events = run(recipe(data, body.replace(", chat_template: chatml", "").replace("max_length: 48", "max_length: 64")))
+    code, events = run(
+        recipe(data, body.replace(", chat_template: chatml", "").replace("max_length: 48", "max_length: 64"))
+    )
     assert code == 2 and "has no chat template; name one" in events[-1]["message"]

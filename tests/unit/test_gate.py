@@ -8,8 +8,14 @@ from llmctl import gate
 
 
 def test_thresholds_and_missing_metrics() -> None:
-    decision = gate.evaluate({"toy/exact_match": 0.7, "perplexity": 12.0}, ["toy/exact_match >= 0.6", "perplexity < 10",
-                                                                            "toy/acc > 0.1"], None, [], 0.0, "")
+    decision = gate.evaluate(
+        {"toy/exact_match": 0.7, "perplexity": 12.0},
+        ["toy/exact_match >= 0.6", "perplexity < 10", "toy/acc > 0.1"],
+        None,
+        [],
+        0.0,
+        "",
+    )
     assert [row["passed"] for row in decision["rows"]] == [True, False, False] and not decision["passed"]
     assert "FAIL  perplexity = 12  (needs < 10)" in decision["message"] and "toy/acc = missing" in decision["message"]
 

@@ -40,8 +40,13 @@ def imports(path: Path, type_checking: bool) -> set[str]:
 
 
 def test_lower_layers_never_import_the_engine() -> None:
-    arrows_up = [f"{name} -> {target}" for name, path in MODULES.items() if name.startswith(LOWER)
-                 for target in imports(path, type_checking=True) if target in ENGINE or target.startswith("llmctl.cli.")]
+    arrows_up = [
+        f"{name} -> {target}"
+        for name, path in MODULES.items()
+        if name.startswith(LOWER)
+        for target in imports(path, type_checking=True)
+        if target in ENGINE or target.startswith("llmctl.cli.")
+    ]
     assert arrows_up == []
 
 
@@ -56,7 +61,7 @@ def test_no_import_cycles() -> None:
         state[name] = 1
         for target in sorted(graph[name]):
             if state.get(target) == 1:
-                cycles.append(path[path.index(target):] + [target] if target in path else [name, target])
+                cycles.append(path[path.index(target) :] + [target] if target in path else [name, target])
             elif target not in state:
                 visit(target, path + [target])
         state[name] = 2
@@ -70,16 +75,38 @@ def test_no_import_cycles() -> None:
 CLI_MODULES = [name for name in MODULES if name == "llmctl.cli" or name.startswith("llmctl.cli.")]
 # What a command may reach below the API: the run selection it builds from flags, how it prints, and the libraries
 # a command's result is (serve hands a folder to a server; chat is the terminal loop around a model).
-CLI_MAY_IMPORT = {"llmctl.api", "llmctl.errors", "llmctl.redaction", "llmctl.rundir", "llmctl.render", "llmctl.pipeline",
-                  "llmctl.hardware", "llmctl.schema", "llmctl.builtin", "llmctl.chat", "llmctl.serve", "llmctl.serve.app",
-                  "llmctl.serve.limits", "llmctl.serve.state", "llmctl.serve.requests", "llmctl.serve.vllm"}
+CLI_MAY_IMPORT = {
+    "llmctl.api",
+    "llmctl.errors",
+    "llmctl.redaction",
+    "llmctl.rundir",
+    "llmctl.render",
+    "llmctl.pipeline",
+    "llmctl.hardware",
+    "llmctl.schema",
+    "llmctl.builtin",
+    "llmctl.chat",
+    "llmctl.serve",
+    "llmctl.serve.app",
+    "llmctl.serve.limits",
+    "llmctl.serve.state",
+    "llmctl.serve.requests",
+    "llmctl.serve.vllm",
+}
 
 
 def test_the_cli_orchestrates_nothing() -> None:
     """The CLI parses, calls llmctl.api, prints and maps errors to exit codes: it runs no pipeline step, reads no
     registry and no dataset itself."""
-    assert {"llmctl.cli.app", "llmctl.cli.pipeline", "llmctl.cli.runs", "llmctl.cli.models", "llmctl.cli.data",
-            "llmctl.cli.recipes", "llmctl.cli.serve"} <= set(CLI_MODULES)
+    assert {
+        "llmctl.cli.app",
+        "llmctl.cli.pipeline",
+        "llmctl.cli.runs",
+        "llmctl.cli.models",
+        "llmctl.cli.data",
+        "llmctl.cli.recipes",
+        "llmctl.cli.serve",
+    } <= set(CLI_MODULES)
     reached = {t for name in CLI_MODULES for t in imports(MODULES[name], type_checking=False)}
     beyond = sorted(t for t in reached if t not in CLI_MAY_IMPORT and t != "llmctl" and not t.startswith("llmctl.cli"))
     assert beyond == []

@@ -74,7 +74,9 @@ def test_nothing_changed_means_all_cached(chain: Path) -> None:
 def test_changing_a_stage_reruns_it_and_downstream_only(chain: Path) -> None:
     complete(plan_of(chain), "pretrain", "more")
     assert actions(plan_of(chain, "stages.more.train.lr=3e-4")) == {
-        "pretrain": ("cached", "unchanged"), "more": ("run", "changed: spec")}
+        "pretrain": ("cached", "unchanged"),
+        "more": ("run", "changed: spec"),
+    }
     upstream_changed = actions(plan_of(chain, "stages.pretrain.block_size=64"))
     assert upstream_changed["pretrain"] == ("run", "changed: spec")
     assert upstream_changed["more"][0] == "run"
@@ -97,8 +99,13 @@ def test_data_change_reruns_and_touch_does_not(chain: Path, workdir: Path) -> No
 def test_selection_flags(chain: Path) -> None:
     complete(plan_of(chain), "pretrain", "more")
     assert actions(plan_of(chain, from_stage="more")) == {
-        "pretrain": ("cached", "unchanged"), "more": ("run", "forced (--from more)")}
-    assert actions(plan_of(chain, only="pretrain")) == {"pretrain": ("run", "forced (--only pretrain)"), "more": ("skip", "not selected")}
+        "pretrain": ("cached", "unchanged"),
+        "more": ("run", "forced (--from more)"),
+    }
+    assert actions(plan_of(chain, only="pretrain")) == {
+        "pretrain": ("run", "forced (--only pretrain)"),
+        "more": ("skip", "not selected"),
+    }
     assert [a for a, _ in actions(plan_of(chain, until="pretrain")).values()] == ["cached", "skip"]
     assert [a for a, _ in actions(plan_of(chain, force=True)).values()] == ["run", "run"]
 
@@ -161,7 +168,9 @@ def test_a_gate_baseline_from_the_registry_is_resolved_by_the_plan_and_fingerpri
     from llmctl.serve.registry import Registry
 
     (workdir / "qa.jsonl").write_text('{"prompt": "q", "completion": " a"}\n')
-    path = write(workdir / "gated.yaml", """\
+    path = write(
+        workdir / "gated.yaml",
+        """\
 name: gated
 stages:
   - type: benchmark
@@ -170,12 +179,15 @@ stages:
       - name: toy
         data: {path: qa.jsonl, format: prompt_completion}
     gate: {baseline: "registry:models/toy", compare: [toy/exact_match]}
-""")
+""",
+    )
     registry, source = Registry(workdir / "models"), workdir / "m"
     source.mkdir()
     registry.deploy("toy", source, {"metrics": {"toy/exact_match": 0.5}}, promote=True, keep=None)
     first = plan_of(path)
-    assert first.steps[0].baseline.metrics == {"toy/exact_match": 0.5} and first.steps[0].baseline.name == "deployed toy"
+    assert (
+        first.steps[0].baseline.metrics == {"toy/exact_match": 0.5} and first.steps[0].baseline.name == "deployed toy"
+    )
     complete(first, "benchmark")
     assert actions(plan_of(path))["benchmark"][0] == "cached"
     registry.deploy("toy", source, {"metrics": {"toy/exact_match": 0.7}}, promote=True, keep=None)
@@ -187,8 +199,11 @@ stages:
 
 def test_a_benchmark_task_data_file_is_fingerprinted_like_a_data_block(workdir: Path) -> None:
     (workdir / "hellaswag.jsonl").write_text('{"ctx": "a"}\n')
-    path = write(workdir / "bench.yaml", "name: b\nstages:\n  - type: benchmark\n    model: some/model\n    tasks: [hellaswag]\n"
-                                         "    task_data: {hellaswag: hellaswag.jsonl}\n")
+    path = write(
+        workdir / "bench.yaml",
+        "name: b\nstages:\n  - type: benchmark\n    model: some/model\n    tasks: [hellaswag]\n"
+        "    task_data: {hellaswag: hellaswag.jsonl}\n",
+    )
     complete(plan_of(path), "benchmark")
     assert actions(plan_of(path))["benchmark"] == ("cached", "unchanged")
     (workdir / "hellaswag.jsonl").write_text('{"ctx": "b"}\n')

@@ -21,7 +21,7 @@ stages:
 """
 
 
-def validate(path: Path):  # noqa: ANN201
+def validate(path: Path):
     return runner.invoke(app, ["validate", str(path)])
 
 
@@ -37,22 +37,64 @@ def test_good_recipe_is_ok(tmp_path: Path) -> None:
         (GOOD.replace("data:", "dta:"), 5, "stages[0]", "unknown field 'dta' — did you mean 'data'?"),
         (GOOD + "    train: {lr: fast}\n", 6, "stages[0].train.lr", "valid number"),
         (GOOD.replace("    data: {path: corpus.jsonl}\n", ""), 3, "stages[0]", "missing required field 'data'"),
-        (GOOD.replace("type: pretrain", "type: pretrian"), 3, "stages[0]", "unknown stage type 'pretrian' — did you mean 'pretrain'?"),
+        (
+            GOOD.replace("type: pretrain", "type: pretrian"),
+            3,
+            "stages[0]",
+            "unknown stage type 'pretrian' — did you mean 'pretrain'?",
+        ),
         (GOOD + "    block_size: ${nowhere.size}\n", 6, "stages[0].block_size", "cannot resolve interpolation"),
         (GOOD.replace("name: demo", "name: demo\nsed: 3"), 2, "", "unknown field 'sed' — did you mean 'seed'?"),
-        (GOOD + "  - type: pretrain\n    model: {init: previous}\n    data: {path: x.jsonl}\n", 6, "stages[1]", "duplicate stage name 'pretrain'"),
-        (GOOD.replace("{config: {n_layer: 1}}", "{init: stage:later}"), 4, "stages[0].model.init", "stage 'later' does not exist"),
-        (GOOD.replace("{config: {n_layer: 1}}", "{init: previous}"), 4, "stages[0].model.init", "'previous' needs an earlier stage"),
-        (GOOD.replace("{config: {n_layer: 1}}", "{config: {n_layer: 1}, init: gpt2}"), 4, "stages[0].model", "exactly one of model.config"),
+        (
+            GOOD + "  - type: pretrain\n    model: {init: previous}\n    data: {path: x.jsonl}\n",
+            6,
+            "stages[1]",
+            "duplicate stage name 'pretrain'",
+        ),
+        (
+            GOOD.replace("{config: {n_layer: 1}}", "{init: stage:later}"),
+            4,
+            "stages[0].model.init",
+            "stage 'later' does not exist",
+        ),
+        (
+            GOOD.replace("{config: {n_layer: 1}}", "{init: previous}"),
+            4,
+            "stages[0].model.init",
+            "'previous' needs an earlier stage",
+        ),
+        (
+            GOOD.replace("{config: {n_layer: 1}}", "{config: {n_layer: 1}, init: gpt2}"),
+            4,
+            "stages[0].model",
+            "exactly one of model.config",
+        ),
         ("name: demo\nstages:\n  - type: pretrain\n    model: [oops\n", 5, "", "YAML syntax error"),
-        (GOOD + "  - type: benchmark\n    tasks: [hellaswag]\n    task_data: {arc_easy: a.jsonl}\n", 6, "stages[1]",
-         "task_data: arc_easy not in tasks (hellaswag)"),
+        (
+            GOOD + "  - type: benchmark\n    tasks: [hellaswag]\n    task_data: {arc_easy: a.jsonl}\n",
+            6,
+            "stages[1]",
+            "task_data: arc_easy not in tasks (hellaswag)",
+        ),
         (GOOD + "    train: {optim: adamw_hf}\n", 6, "stages[0].train.optim", "adamw_torch"),
         (GOOD + "    packing: pad\n", 6, "stages[0].packing", "concat"),
     ],
-    ids=["unknown-key", "wrong-type", "missing-field", "unknown-type", "bad-interpolation", "top-level-typo",
-         "duplicate-name", "handoff-unknown-stage", "handoff-no-previous", "model-both", "yaml-syntax",
-         "task-data-not-a-task", "unknown-optimizer", "unknown-packing"],
+    ids=[
+        "unknown-key",
+        "wrong-type",
+        "missing-field",
+        "unknown-type",
+        "bad-interpolation",
+        "top-level-typo",
+        "duplicate-name",
+        "handoff-unknown-stage",
+        "handoff-no-previous",
+        "model-both",
+        "yaml-syntax",
+        "task-data-not-a-task",
+        "unknown-optimizer",
+        "unknown-packing",
+    ],
 )
 def test_bad_recipe(tmp_path: Path, body: str, line: int, path: str, message: str) -> None:
     recipe = write(tmp_path / "bad.yaml", body)

@@ -46,7 +46,9 @@ def test_bad_override_value_points_at_the_override(tmp_path: Path) -> None:
 
 def test_extends_merges_stages_by_name_and_keeps_positions(tmp_path: Path) -> None:
     write(tmp_path / "base.yaml", BASE)
-    child = write(tmp_path / "child.yaml", """\
+    child = write(
+        tmp_path / "child.yaml",
+        """\
         extends: base.yaml
         name: child
         stages:
@@ -57,7 +59,8 @@ def test_extends_merges_stages_by_name_and_keeps_positions(tmp_path: Path) -> No
             model: {init: previous}
             data: {path: other.jsonl}
             train: {max_stepz: 3}
-        """)
+        """,
+    )
     loaded = recipe.load(child)
     assert [s["name"] for s in loaded.tree["stages"]] == ["pretrain", "more"]
     assert loaded.tree["stages"][0]["train"] == {"lr": 5e-4, "batch_size": 4}
@@ -86,13 +89,16 @@ def test_missing_base_and_cycles(tmp_path: Path) -> None:
 
 def test_interpolation_env_and_stage_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CORPUS", "from-env.jsonl")
-    body = BASE.replace("corpus.jsonl", "'${oc.env:CORPUS,default.jsonl}'") + """\
+    body = (
+        BASE.replace("corpus.jsonl", "'${oc.env:CORPUS,default.jsonl}'")
+        + """\
   - type: pretrain
     name: more
     model: {init: "${stages.pretrain.output}"}
     data: {path: corpus.jsonl}
     seed: ${seed}
 """
+    )
     parsed = load(write(tmp_path / "r.yaml", body), "run_dir=" + str(tmp_path / "run"))
     assert parsed.stages[0].data.path == "from-env.jsonl"
     assert parsed.stages[1].model.init == str(tmp_path / "run" / "01-pretrain" / "output")
@@ -104,15 +110,17 @@ def test_duplicate_yaml_keys_are_errors(tmp_path: Path) -> None:
         recipe.load(write(tmp_path / "r.yaml", BASE + "seed: 2\n"))
 
 
-def test_ppo_settings_moved_into_train_still_load_with_a_warning(tmp_path) -> None:  # noqa: ANN001
+def test_ppo_settings_moved_into_train_still_load_with_a_warning(tmp_path) -> None:
     import pytest
 
     from llmctl import recipe as loader
     from llmctl import schema
 
     path = tmp_path / "r.yaml"
-    path.write_text("name: rl\nstages:\n  - type: ppo\n    model: m\n    reward_model: r\n"
-                    "    data: {path: p.jsonl, format: prompt}\n    lr: 3.0e-5\n    batch_size: 8\n    train: {logging_steps: 2}\n")
+    path.write_text(
+        "name: rl\nstages:\n  - type: ppo\n    model: m\n    reward_model: r\n"
+        "    data: {path: p.jsonl, format: prompt}\n    lr: 3.0e-5\n    batch_size: 8\n    train: {logging_steps: 2}\n"
+    )
     with pytest.warns(FutureWarning, match="lr, batch_size moved into `train:`"):
         spec = schema.validate(loader.load(path)).stages[0]
     assert (spec.train.lr, spec.train.batch_size, spec.train.logging_steps) == (3.0e-5, 8, 2)

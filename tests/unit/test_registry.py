@@ -22,7 +22,9 @@ def model_folder(tmp_path: Path, tag: str) -> Path:
 
 def test_publish_promote_rollback_and_prune(tmp_path: Path) -> None:
     registry = Registry(tmp_path / "models")
-    versions = [registry.publish("chat", model_folder(tmp_path, str(i)), {"metrics": {"acc": i / 10}}) for i in range(1, 4)]
+    versions = [
+        registry.publish("chat", model_folder(tmp_path, str(i)), {"metrics": {"acc": i / 10}}) for i in range(1, 4)
+    ]
     assert versions == ["v1", "v2", "v3"] and registry.current("chat") is None
     registry.promote("chat", "v3")
     assert registry.current("chat") == "v3" and registry.current_metrics("chat") == {"acc": 0.3}

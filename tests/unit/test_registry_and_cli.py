@@ -49,8 +49,11 @@ def test_shipped_recipes_validate(path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert result.exit_code == 0, result.output
 
 
-@pytest.mark.parametrize("args,code", [(["--help"], 0), (["validate", "recipes/quickstart.yaml"], 0),
-                                       (["validate", "BAD"], 2)], ids=["help", "validate", "bad-recipe"])
+@pytest.mark.parametrize(
+    "args,code",
+    [(["--help"], 0), (["validate", "recipes/quickstart.yaml"], 0), (["validate", "BAD"], 2)],
+    ids=["help", "validate", "bad-recipe"],
+)
 def test_start_up_imports_nothing_heavy(args: list[str], code: int, tmp_path: Path) -> None:
     """--help, validate and a bad recipe's error load no ML library, nor the pipeline (start-up time: see
     scripts/bench_cli.py)."""
@@ -102,9 +105,20 @@ def test_global_flags_may_follow_the_command_and_json_events_are_timestamped(tmp
 
     from llmctl.cli import global_flags_first
 
-    assert global_flags_first(["run", "r.yaml", "--json", "a=1", "--", "--debug"]) == ["--json", "run", "r.yaml", "a=1", "--", "--debug"]
-    done = subprocess.run([sys.executable, "-m", "llmctl", "validate", str(tmp_path / "missing.yaml"), "--json"],
-                          capture_output=True, text=True, timeout=60)
+    assert global_flags_first(["run", "r.yaml", "--json", "a=1", "--", "--debug"]) == [
+        "--json",
+        "run",
+        "r.yaml",
+        "a=1",
+        "--",
+        "--debug",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "llmctl", "validate", str(tmp_path / "missing.yaml"), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     event = json.loads(done.stdout.splitlines()[-1])
     assert done.returncode == 2 and event["event"] == "error" and event["time"].endswith("+00:00")
 

@@ -26,8 +26,14 @@ def test_second_lock_fails_with_pid_and_time(tmp_path: Path) -> None:
 
 def test_lock_of_a_killed_process_is_recovered(tmp_path: Path) -> None:
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from llmctl.rundir import RunLock; import time\nwith RunLock(__import__('pathlib').Path({str(tmp_path)!r})):\n    print('held', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "from llmctl.rundir import RunLock; import time\n"
+            f"with RunLock(__import__('pathlib').Path({str(tmp_path)!r})):\n    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(RunLocked, match=f"pid {holder.pid}"):
