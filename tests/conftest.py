@@ -36,7 +36,7 @@ def offline(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFa
 
 
 @pytest.fixture
-def ov_precision(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201 - Callable[[str | None], None]
+def ov_precision(monkeypatch: pytest.MonkeyPatch):
     """Call with "f32", "bf16" or None (the CPU plugin's choice) to set the OpenVINO inference precision for this
     test: a test can take the AVX2 branch (f32) on an AVX-512-BF16/AMX machine."""
     from llmctl.models import openvino
@@ -79,8 +79,14 @@ def kill_run_at_step(recipe: Path | str, cwd: Path, step: int, sig: int = 9, sta
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-m", "llmctl", "--json", "run", str(recipe)], cwd=cwd,
-                            env=os.environ | {"PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmctl", "--json", "run", str(recipe)],
+        cwd=cwd,
+        env=os.environ | {"PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     for line in proc.stdout:  # type: ignore[union-attr]
         event = json.loads(line)
         if event["event"] == "progress" and event.get("step", 0) >= step and stage in (None, event["stage"]):
@@ -96,11 +102,13 @@ def write(path: Path, text: str) -> Path:
 
 
 @pytest.fixture
-def tiny_recipe(workdir: Path):  # noqa: ANN201
+def tiny_recipe(workdir: Path):
     """Write a tiny pretrain recipe (optionally with extra stages appended) and return its path."""
 
     def make(name: str = "tiny", steps: int = 20, save_steps: int = 500, extra: str = "") -> Path:
-        return write(workdir / f"{name}.yaml", TINY_PRETRAIN.format(name=name, steps=steps, save_steps=save_steps) + extra)
+        return write(
+            workdir / f"{name}.yaml", TINY_PRETRAIN.format(name=name, steps=steps, save_steps=save_steps) + extra
+        )
 
     return make
 
@@ -113,18 +121,45 @@ def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def make_tiny_lm(folder: Path, vocab: int) -> Path:
     """Save a 1-layer GPT-2 and a byte-level BPE of `vocab` tokens trained on demo text into `folder`."""
+    import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from llmctl.data.demo import corpus, qa_pairs
     from llmctl.models.causal_lm import save
     from llmctl.models.tokenizers import train_bpe
 
-    import torch
-
     tokenizer = train_bpe(corpus(300, seed=5) + [f"{p['question']} {p['answer']}" for p in qa_pairs(300, 5)], vocab)
-    config = GPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=64, vocab_size=len(tokenizer),
-                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
-    with torch.random.fork_rng():  # the same weights whichever test builds it first (they came from the RNG's state then)
+    config = GPT2Config(
+        n_layer=1,
+        n_head=2,
+        n_embd=32,
+        n_positions=64,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    # The same weights whichever test builds it first (they came from the RNG's state then).
+    with torch.random.fork_rng():
         torch.manual_seed(0)
         save(GPT2LMHeadModel(config), tokenizer, folder)
     return folder
+
+
+@pytest.fixture
+def stage_context(tmp_path: Path):
+    """Build what a stage's `run(spec, ctx)` takes, to call it directly (no CLI, no pipeline, no run folder):
+    `make(stage_dict, inputs={"model": folder}, **recipe_settings)` -> (spec, ctx, events the stage emitted)."""
+    from llmctl.context import StageContext
+    from llmctl.schema import Recipe
+
+    def make(stage: dict, inputs: dict | None = None, **settings: object) -> tuple:
+        recipe = Recipe.model_validate({"name": "direct", "dtype": "fp32", **settings, "stages": [stage]})
+        spec = recipe.stages[0]
+        events: list[dict] = []
+        ctx = StageContext(
+            spec.name, tmp_path / spec.name, recipe.seed, recipe, dict(inputs or {}), None, events.append
+        )
+        ctx.work_dir.mkdir(parents=True)
+        return spec, ctx, events
+
+    return make

@@ -1,0 +1,37 @@
+"""The server's state without HTTP: a registry source follows `current`, a reload swaps the model only when the
+current version changed, and the API key guards the API paths but not health checks."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from llmctl.serve.limits import Limits
+from llmctl.serve.protocol import APIError
+from llmctl.serve.registry import Registry
+from llmctl.serve.state import ServerState, Source
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_registry_source_follows_promotions_and_the_key_guards_the_api(tiny_lm: Path, tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "models")
+    for version in ("v1", "v2"):
+        registry.deploy("chat", tiny_lm, {"metrics": {}}, promote=version == "v1", keep=None)
+    state = ServerState(Source(registry=str(registry.root), name="chat"), "k3y", Limits())  # a daemon worker
+    assert state.version == "v1" and state.path.endswith("v1") and state.source.model_id == "chat"
+    assert state.reload() is False  # nothing changed
+    registry.promote("chat", "v2")
+    assert state.reload() is True and state.version == "v2" and state.path.endswith("v2")
+    state.authorize("/v1/completions", "Bearer k3y")
+    state.authorize("/health", "")
+    with pytest.raises(APIError) as denied:
+        state.authorize("/v1/completions", "Bearer wrong")
+    assert denied.value.status == 401
+
+
+def test_a_folder_source_is_served_as_is(tiny_lm: Path, tmp_path: Path) -> None:
+    folder = shutil.copytree(tiny_lm, tmp_path / "my-model")
+    assert Source(str(folder)).resolve() == (str(folder), "my-model") and Source(str(folder)).model_id == "my-model"
