@@ -94,9 +94,8 @@ def estimate_plan(
         except LlmctlError:
             raise  # e.g. a LoRA target module the model does not have: the recipe is wrong
         except Exception as err:  # noqa: BLE001 - an estimate must never break `plan`…
-            if _from_recipe(
-                spec
-            ):  # …but an architecture the recipe itself describes must build (`n_head: 3`, `n_embd: 32`)
+            # …but an architecture the recipe itself describes must build (`n_head: 3`, `n_embd: 32`)
+            if _from_recipe(spec):
                 raise RecipeMismatch(
                     f"stages.{spec.name}.model.config",
                     f"stages.{spec.name}.model.config: a {getattr(config, 'model_type', '')} model cannot be "

@@ -185,12 +185,13 @@ def _openvino_decode(folder: Path, tokenizer: object, new_tokens: int) -> dict[s
     model = OVModelForCausalLM.from_pretrained(str(folder), ov_config=ov_config() | {"PERF_COUNT": "YES"})
     fc_ms = []
     for prompt in PROMPTS:
+        # The last inference is then a decode step
         model.generate(
             **tokenizer(prompt, return_tensors="pt", return_token_type_ids=False),
             max_new_tokens=new_tokens,
             min_new_tokens=new_tokens,
             do_sample=False,
-        )  # the last inference is then a decode step
+        )
         fc_ms.append(
             sum(
                 node.real_time.total_seconds() * 1000

@@ -43,9 +43,8 @@ def _lengths(rows: Any, tokenizer: Any, max_length: int) -> tuple[list[int], set
     lengths, partial = [], set()
     for index, row in enumerate(texts):
         counts = [len(ids) for ids in tokenizer([text[:limit] for text in row], add_special_tokens=False)["input_ids"]]
-        if any(
-            len(text) > limit and count <= max_length for text, count in zip(row, counts, strict=False)
-        ):  # over 64 chars a token
+        # Over 64 chars a token
+        if any(len(text) > limit and count <= max_length for text, count in zip(row, counts, strict=False)):
             counts = [len(ids) for ids in tokenizer(row, add_special_tokens=False)["input_ids"]]
         elif any(len(text) > limit for text in row):
             partial.add(index)

@@ -439,9 +439,8 @@ def _logprobs(state: ServerState, job: Job, generation: GenRequest) -> dict[str,
     """OpenAI's logprobs object: for completions, every returned token (the prompt's too with echo, its first
     without a log-probability) and its offset in the text; for chat, the generated tokens."""
     first = 0 if job.echo else generation.prompt_tokens
-    last = (
-        generation.prompt_tokens + len(generation.tokens) if job.chat else None
-    )  # chat shows no end-of-sequence token
+    # Chat shows no end-of-sequence token
+    last = generation.prompt_tokens + len(generation.tokens) if job.chat else None
     entries = generation.scored[first:last]
     ids = sorted({token for token, _, _ in entries} | {alt for _, _, top in entries for alt, _ in top})
     piece = dict(zip(ids, state.engine.pieces(ids), strict=False))

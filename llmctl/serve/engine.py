@@ -33,16 +33,14 @@ class Loaded:
         self.path = path
         self.tokenizer = causal_lm.load_tokenizer(path)  # used by the engine thread only
         self.tokenizer.padding_side = "left"
-        self.counter = causal_lm.load_tokenizer(
-            path
-        )  # the request handlers' (a Rust tokenizer must not be shared across threads)
+        # The request handlers' (a Rust tokenizer must not be shared across threads)
+        self.counter = causal_lm.load_tokenizer(path)
         self.continuous = Continuous(path, max_batch, self.tokenizer) if available(path, self.tokenizer) else None
         self._model = None if self.continuous else self._load_model()
         config = self._model.config if self._model is not None else AutoConfig.from_pretrained(path)
         self.context: int | None = causal_lm.context_length(config)
-        self.vocab_size: int = getattr(config, "vocab_size", None) or len(
-            self.tokenizer
-        )  # token ids the model can embed
+        # Token ids the model can embed
+        self.vocab_size: int = getattr(config, "vocab_size", None) or len(self.tokenizer)
 
     @property
     def model(self) -> Any:

@@ -201,9 +201,8 @@ def _check_context(policy: Any, tokenizer: Any, prompts: Any, spec: PPOSpec) -> 
     from llmctl.models import causal_lm
 
     batch = spec.train.batch_size * spec.train.grad_accum
-    if (
-        spec.algorithm == "ppo" and len(prompts) < batch
-    ):  # TRL drops the ragged last batch: it would wait forever for one
+    # TRL drops the ragged last batch: it would wait forever for one
+    if spec.algorithm == "ppo" and len(prompts) < batch:
         raise RecipeMismatch(
             "train.batch_size",
             f"ppo: {len(prompts)} training prompts cannot fill one batch of {batch} (train.batch_size × grad_accum); "

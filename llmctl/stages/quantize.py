@@ -217,9 +217,8 @@ def run(spec: QuantizeSpec, ctx: StageContext) -> Artifact:
     shutil.move(str(trial_dir), ctx.out_dir)
     shutil.rmtree(ctx.work_dir / "trials", ignore_errors=True)
     shutil.rmtree(ctx.work_dir / "merged", ignore_errors=True)
-    after = chosen["measured"] | _beam(
-        spec, chosen["model"], tokenizer
-    )  # (the OpenVINO model is compiled: the move is harmless)
+    # (the OpenVINO model is compiled: the move is harmless)
+    after = chosen["measured"] | _beam(spec, chosen["model"], tokenizer)
     metrics = _metrics(before, after, trials, chosen["config"])
     return Artifact(
         ArtifactKind.quantized_lm, str(ctx.out_dir), meta={"metrics": metrics, "quantization": chosen["config"]}

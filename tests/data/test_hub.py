@@ -58,9 +58,8 @@ def test_an_uncached_dataset_offline_says_how_to_fetch_it(hub_cache: Path) -> No
         match=r"hf://acme/nowhere: not in the local Hugging Face cache.*datasets.load_dataset\('acme/nowhere'\)",
     ):
         load_examples(DataSpec(path="hf://acme/nowhere", validation=0), seed=0)
-    assert fingerprint_data(DataSpec(path="hf://acme/nowhere"))["revision"].startswith(
-        "unavailable"
-    )  # plan still works
+    # Plan still works
+    assert fingerprint_data(DataSpec(path="hf://acme/nowhere"))["revision"].startswith("unavailable")
 
 
 def test_data_import_pins_an_hf_dataset_into_deep_lake(hub_cache: Path, tmp_path: Path) -> None:

@@ -253,9 +253,8 @@ def test_bad_data_is_exit_2_and_a_crash_is_exit_4(tiny_recipe, workdir: Path) ->
     assert result.exit_code == 2 and "corpus.jsonl:2:1: not valid JSON" in result.output
 
     (workdir / "corpus.jsonl").write_text(original)
-    result = runner.invoke(
-        app, ["run", path, "stages.pretrain.model.config.n_head=3"]
-    )  # 32 dims do not split in 3 heads
+    # 32 dims do not split in 3 heads
+    result = runner.invoke(app, ["run", path, "stages.pretrain.model.config.n_head=3"])
     assert result.exit_code == 2 and "cannot be built from it" in result.output  # found at plan, before anything trains
 
     (workdir / "broken-model").mkdir()
@@ -308,9 +307,8 @@ def test_shipped_quickstart_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.
     ), ppo
     assert stage_metrics("06-bench-ppo")["toy_add/exact_match"] == ppo["exact_match"]
     assert {"exact_match_before", "exact_match"} <= stage_metrics("02-sft").keys()
-    assert (
-        stage_metrics("03-bench-sft")["toy_add/exact_match"] == stage_metrics("02-sft")["exact_match"]
-    )  # lm-eval agrees
+    # Lm-eval agrees
+    assert stage_metrics("03-bench-sft")["toy_add/exact_match"] == stage_metrics("02-sft")["exact_match"]
     assert "pairwise_accuracy" in stage_metrics("04-reward")
     quantized = stage_metrics("07-quantize")
     assert quantized["size_mb"] < quantized["size_mb_before"] and quantized["config"]["bits"] == 8

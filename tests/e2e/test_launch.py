@@ -38,9 +38,8 @@ def test_two_process_pretrain_matches_one_process_with_the_doubled_batch(
     )
     code, _ = run_json(path, "stages.pretrain.train.batch_size=8", "run_dir=runs/one")
     one = json.loads((workdir / "runs/one/01-pretrain/metrics.json").read_text())
-    assert code == 0 and two["eval_loss"] == pytest.approx(
-        one["eval_loss"], rel=0.02
-    )  # same optimisation, other sample order
+    # Same optimisation, other sample order
+    assert code == 0 and two["eval_loss"] == pytest.approx(one["eval_loss"], rel=0.02)
 
 
 @pytest.mark.slow

@@ -56,12 +56,13 @@ def test_a_new_stage_is_one_file_and_one_line(tmp_path: Path, workdir: Path) -> 
     text = registry.read_text().replace(
         "from llmctl.stages import benchmark,", "from llmctl.stages import benchmark, echo,"
     )
+    # The line (and its import)
     registry.write_text(
         text.replace(
             "ENTRIES: tuple[StageEntry, ...] = (\n",
             "ENTRIES: tuple[StageEntry, ...] = (\n    StageEntry(echo.EchoSpec, echo.run),\n",
         )
-    )  # the line (and its import)
+    )
     recipe = workdir / "echo.yaml"
     recipe.write_text(
         textwrap.dedent("""\

@@ -77,13 +77,11 @@ def test_whole_dialogue_pairs_get_their_shared_start_as_the_prompt(tiny_lm: Path
     code, events = run(recipe(data, body))
     assert code == 0, events[-1]
     assert "eval_reward_accuracy" in metrics(data, "01-dpo")
-    code, events = run(
-        recipe(data, body.replace("max_length: 48", "max_length: 128"))
-    )  # the tiny model has 64 positions
+    # The tiny model has 64 positions
+    code, events = run(recipe(data, body.replace("max_length: 48", "max_length: 128")))
     assert code == 2 and "max_length 128 exceeds the model's context of 64 positions" in events[-1]["message"]
-    assert events[-1]["type"] == "RecipeMismatch" and events[-1]["message"].startswith(
-        "stage 'dpo': "
-    )  # found at run time
+    # Found at run time
+    assert events[-1]["type"] == "RecipeMismatch" and events[-1]["message"].startswith("stage 'dpo': ")
 
 
 def test_conversational_pairs_are_rendered_with_the_chat_template(tiny_lm: Path, data: Path) -> None:  # noqa: F811 - pytest fixtures imported from the module that defines them

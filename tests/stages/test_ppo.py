@@ -116,12 +116,13 @@ def test_sigterm_mid_ppo_then_resume_continues_from_the_checkpoint(tiny_lm: Path
     import torch
     from safetensors.torch import load_file
 
+    # 20 updates of 8 prompts, no periodic checkpoint
     path = recipe(
         prompts,
         sft("sft", str(tiny_lm), "{method: none}", steps=2),
         REWARD.format(name="rm", model="previous"),
         ppo(episodes=160),
-    )  # 20 updates of 8 prompts, no periodic checkpoint
+    )
     assert kill_run_at_step(path, prompts, 5, signal.SIGTERM, stage="ppo") == 130
     (checkpoint,) = (prompts / "runs/t/03-ppo.tmp/checkpoints").glob("checkpoint-*")
     done = int(checkpoint.name.split("-")[1])

@@ -184,12 +184,10 @@ def test_plan_memory_follows_max_length_gradient_checkpointing_and_4bit_weights(
     plain = "stages.sft.train.gradient_checkpointing=false"
     short, long = memory(plain, "stages.sft.max_length=256"), memory(plain, "stages.sft.max_length=2048")
     assert long - short > 10  # activations grow with the sequence: 1.3B at 2048 tokens × batch 4
-    assert (
-        memory("stages.sft.max_length=2048") < long / 2
-    )  # the recipe's gradient checkpointing keeps one input per layer
-    assert (
-        memory("stages.sft.peft.method=qlora") < memory() - saved_gib
-    )  # 1.3B frozen weights at 4 bits instead of 32 or 16
+    # The recipe's gradient checkpointing keeps one input per layer
+    assert memory("stages.sft.max_length=2048") < long / 2
+    # 1.3B frozen weights at 4 bits instead of 32 or 16
+    assert memory("stages.sft.peft.method=qlora") < memory() - saved_gib
 
 
 def test_completion_only_masks_exactly_the_prompt(tiny_lm: Path, data: Path) -> None:

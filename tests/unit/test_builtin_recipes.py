@@ -16,9 +16,8 @@ runner = CliRunner()
 
 def test_the_repository_recipes_are_the_packaged_ones() -> None:
     assert (ROOT / "recipes").resolve() == FOLDER.resolve() and FOLDER.parent.name == "llmctl"
-    assert (
-        '"llmctl" = ["recipes/*.yaml"]' in (ROOT / "pyproject.toml").read_text()
-    )  # package data: they ship in the wheel
+    # Package data: they ship in the wheel
+    assert '"llmctl" = ["recipes/*.yaml"]' in (ROOT / "pyproject.toml").read_text()
 
 
 def test_list_names_every_recipe_with_its_stages() -> None:
