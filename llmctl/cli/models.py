@@ -33,20 +33,43 @@ def models_show(
 ) -> None:
     """One version's record (default: the current one): run, fingerprint, metrics, time."""
     info = api.model_info(name, version, registry)
-    OUTPUT.result(info, "\n".join(f"{k}: {v}" for k, v in info.items()))
+    shown = {k: v for k, v in info.items() if k not in ("files", "files_at")} | {"files": len(info.get("files") or {})}
+    OUTPUT.result(info, "\n".join(f"{k}: {v}" for k, v in shown.items()))
+
+
+ReasonOpt = Annotated[str, typer.Option("--reason", "-m", help="Why (kept in the audit trail: `llmctl models log`).")]
 
 
 @app.command("promote")
 @handle_errors
-def models_promote(name: str, version: str, registry: RegistryOpt = Path("models")) -> None:
+def models_promote(name: str, version: str, registry: RegistryOpt = Path("models"), reason: ReasonOpt = "") -> None:
     """Make VERSION current (a running `llmctl serve --registry` picks it up)."""
-    api.promote(name, version, registry)
+    api.promote(name, version, registry, reason)
     OUTPUT.result({"name": name, "current": version}, f"{name}: current → {version}")
 
 
 @app.command("rollback")
 @handle_errors
-def models_rollback(name: str, registry: RegistryOpt = Path("models")) -> None:
-    """Make the version before the current one current again."""
-    version = api.rollback(name, registry)
+def models_rollback(name: str, registry: RegistryOpt = Path("models"), reason: ReasonOpt = "") -> None:
+    """Serve again the version that was current before the current one."""
+    version = api.rollback(name, registry, reason)
     OUTPUT.result({"name": name, "current": version}, f"{name}: rolled back to {version}")
+
+
+@app.command("log")
+@handle_errors
+def models_log(name: str, registry: RegistryOpt = Path("models")) -> None:
+    """The audit trail of NAME: every publish, promote, rollback and prune — when, who, what, why."""
+    entries = api.model_log(name, registry)
+    OUTPUT.result(
+        entries,
+        "\n".join(
+            f"{e['time']}  {e['action']:<8} {e['version']:<5}"
+            + (f" (was {e['previous']})" if e.get("previous") else "")
+            + f"  by {e.get('user', '?')}"
+            + (f"  run {e['run_id']}" if e.get("run_id") else "")
+            + (f"  — {e['reason']}" if e.get("reason") else "")
+            for e in entries
+        )
+        or f"no history for model '{name}' in {registry}/",
+    )

@@ -3,13 +3,17 @@
     models/<name>/v1/  model files + version.json (run, fingerprint, metrics, time, source)
     models/<name>/v2/
     models/<name>/current -> v2          a symlink, replaced with rename(2): readers never see a half state
+    models/<name>/log.jsonl              append-only audit trail: publish, promote, rollback, prune — when, who,
+                                         from which version to which, why (`llmctl models log NAME`)
 
 A version is copied into `.v3.tmp/` and renamed into place when whole; publishing holds a per-name flock so
-two publishers cannot take the same number."""
+two publishers cannot take the same number. A deploy of files identical to an existing version publishes
+nothing and names that version instead (a re-benchmarked champion is not a new model)."""
 
 from __future__ import annotations
 
 import fcntl
+import getpass
 import json
 import os
 import re
@@ -29,6 +33,7 @@ VERSION_RE = re.compile(r"^v(\d+)$")
 NAME_RE = re.compile(NAME_PATTERN)
 INFO = "version.json"
 CURRENT = "current"
+LOG = "log.jsonl"
 
 
 def _checked_version(version: str) -> str:
@@ -87,17 +92,37 @@ class Registry:
         return self.info(name, version).get("metrics") if version else None
 
     def deploy(
-        self, name: str, source: Path, info: dict[str, Any], promote: bool, keep: int | None
-    ) -> tuple[str, list[str]]:
+        self,
+        name: str,
+        source: Path,
+        info: dict[str, Any],
+        promote: bool,
+        keep: int | None,
+        reuse_identical: bool = False,
+        reason: str = "",
+    ) -> tuple[str, list[str], bool]:
         """Publish `source` as the next version, promote it if asked, prune beyond `keep` — all under the
-        registry lock, so concurrent deployers never prune what another is reading or promoting. Returns the
-        new version and the versions pruned."""
+        registry lock, so concurrent deployers never prune what another is reading or promoting. With
+        `reuse_identical`, files identical to an existing version's publish nothing: that version is used.
+        Returns the version, the versions pruned, and whether the version is new."""
         with self._lock(name):
-            version = self._publish(name, source, info)
-            if promote:
-                self._promote(name, version)
+            existing = self._identical(name, source) if reuse_identical else None
+            version = existing or self._publish(name, source, info)
+            if promote and self.current(name) != version:
+                self._promote(name, version, reason or "deployed", info.get("run_id"))
             pruned = self._prune(name, keep, protect=version) if keep else []
-        return version, pruned
+        return version, pruned, existing is None
+
+    def _identical(self, name: str, source: Path) -> str | None:
+        """The newest version whose files (sizes and hashes, its version.json aside) equal `source`'s."""
+        files = file_manifest(source)
+        files.pop(INFO, None)
+        for version in reversed(self.versions(name)):
+            recorded = dict(self.info(name, version).get("files") or {})
+            recorded.pop(INFO, None)
+            if recorded == files and not self.damage(name, version):
+                return version
+        return None
 
     def publish(self, name: str, source: Path, info: dict[str, Any]) -> str:
         """Copy `source` in as the next version (with version.json); returns the version name."""
@@ -119,23 +144,28 @@ class Registry:
         }
         (tmp / INFO).write_text(json.dumps(redaction.redact(record), indent=2, default=str) + "\n")
         os.rename(tmp, self._folder(name) / version)
+        self._log(name, "publish", version, run_id=info.get("run_id"))
         return version
 
-    def promote(self, name: str, version: str) -> None:
+    def promote(self, name: str, version: str, reason: str = "") -> None:
         """Point `current` at `version` with one rename (atomic for readers)."""
         with self._lock(name):
-            self._promote(name, version)
+            self._promote(name, version, reason)
 
-    def _promote(self, name: str, version: str) -> None:
+    def _promote(
+        self, name: str, version: str, reason: str = "", run_id: str | None = None, action: str = "promote"
+    ) -> None:
         if damage := self.damage(name, version):
             raise UsageError(
                 f"model '{name}' {version} is damaged ({damage}); not promoted. Publish it again (run the "
                 f"recipe's deploy stage) or promote another version ({', '.join(self.versions(name))})"
             )
+        previous = self.current(name)
         link, tmp = self._folder(name) / CURRENT, self._folder(name) / f".{CURRENT}.tmp"
         tmp.unlink(missing_ok=True)
         os.symlink(version, tmp)
         os.replace(tmp, link)
+        self._log(name, action, version, previous=previous, reason=reason, run_id=run_id)
 
     def damage(self, name: str, version: str) -> str | None:
         """What is wrong with a version's files against the manifest written when it was published, or None
@@ -144,17 +174,54 @@ class Registry:
         files, since = info.get("files"), info.get("files_at", 0.0)
         return manifest_damage(self._folder(name) / version, files, since, "it was published") if files else None
 
-    def rollback(self, name: str) -> str:
-        """Promote the version before the current one; returns it."""
+    def rollback(self, name: str, reason: str = "") -> str:
+        """Serve again the version that was current before the current one (by the audit trail; for a registry
+        without one, the version numbered before it); returns it."""
         with self._lock(name):
             versions, current = self.versions(name), self.current(name)
-            if current not in versions or versions.index(current) == 0:
+            previous = self._served_before(name, current, versions)
+            if previous is None:
                 raise UsageError(
                     f"model '{name}': nothing to roll back to (current {current or 'none'}, versions {', '.join(versions) or 'none'})"
                 )
-            previous = versions[versions.index(current) - 1]
-            self._promote(name, previous)
+            self._promote(name, previous, reason, action="rollback")
         return previous
+
+    def _served_before(self, name: str, current: str | None, versions: list[str]) -> str | None:
+        for entry in reversed(self.log(name)):
+            if entry.get("action") in ("promote", "rollback") and entry.get("version") == current:
+                previous = entry.get("previous")
+                if previous in versions and previous != current:
+                    return previous
+                break  # nothing was served before it: the version numbered before it, as without a trail
+        if current not in versions or versions.index(current) == 0:
+            return None
+        return versions[versions.index(current) - 1]
+
+    def log(self, name: str) -> list[dict[str, Any]]:
+        """The audit trail, oldest first: {time, action, version, previous, reason, user, run_id}."""
+        path = self._folder(name) / LOG
+        entries = []
+        for line in path.read_text().splitlines() if path.is_file() else []:
+            try:
+                entries.append(json.loads(line))
+            except ValueError:  # a torn last line after a crash
+                continue
+        return entries
+
+    def _log(self, name: str, action: str, version: str, **details: Any) -> None:
+        """One line per change, written with a single O_APPEND write (under the registry lock)."""
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):  # no passwd entry (containers)
+            user = str(os.getuid())
+        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "action": action, "version": version, "user": user}
+        entry |= {k: v for k, v in details.items() if v not in (None, "")}
+        fd = os.open(self._folder(name) / LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (json.dumps(redaction.redact(entry)) + "\n").encode())
+        finally:
+            os.close(fd)
 
     def prune(self, name: str, keep: int) -> list[str]:
         """Delete the oldest versions beyond `keep`, never the current one; returns what was deleted."""
@@ -167,6 +234,7 @@ class Registry:
         doomed = removable[: max(len(removable) - max(keep - len(kept), 0), 0)]
         for version in doomed:
             shutil.rmtree(self._folder(name) / version)
+            self._log(name, "prune", version)
         return doomed
 
     def _folder(self, name: str) -> Path:

@@ -65,3 +65,37 @@ def test_models_cli(tmp_path: Path) -> None:
     assert result.exit_code == 0 and json.loads(result.output)["metrics"] == {"acc": 0.5}
     result = runner.invoke(app, ["models", "promote", "chat", "v7", *args])
     assert result.exit_code == 2 and "no version v7" in result.output
+
+
+def test_rollback_returns_to_the_version_served_before_and_the_trail_says_who_and_why(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "models")
+    for tag in ("a", "b", "c"):
+        registry.publish("chat", model_folder(tmp_path, tag), {})
+    registry.promote("chat", "v1")
+    registry.promote("chat", "v3", reason="v3 beats v1 on the eval set")
+    assert registry.rollback("chat", reason="users report loops") == "v1"  # not v2, which was never served
+    log = registry.log("chat")
+    assert [(e["action"], e["version"], e.get("previous")) for e in log] == [
+        ("publish", "v1", None),
+        ("publish", "v2", None),
+        ("publish", "v3", None),
+        ("promote", "v1", None),
+        ("promote", "v3", "v1"),
+        ("rollback", "v1", "v3"),
+    ]
+    assert log[4]["reason"] == "v3 beats v1 on the eval set" and log[5]["user"]
+    result = CliRunner().invoke(app, ["models", "log", "chat", "--registry", str(tmp_path / "models")])
+    assert (
+        result.exit_code == 0
+        and "rollback v1" in " ".join(result.output.split())
+        and "users report loops" in result.output
+    )
+
+
+def test_a_deploy_of_identical_files_names_the_existing_version(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "models")
+    source = model_folder(tmp_path, "same")
+    assert registry.deploy("chat", source, {}, promote=True, keep=None, reuse_identical=True) == ("v1", [], True)
+    assert registry.deploy("chat", source, {}, promote=True, keep=None, reuse_identical=True) == ("v1", [], False)
+    (source / "config.json").write_text('{"tag": "other"}')
+    assert registry.deploy("chat", source, {}, promote=True, keep=None, reuse_identical=True)[:1] == ("v2",)
