@@ -26,6 +26,7 @@ from llmctl.rundir import RUNS_ROOT
 if TYPE_CHECKING:
     from llmctl.artifacts import Artifact
     from llmctl.errors import Problem
+    from llmctl.firing import Firing
     from llmctl.pipeline import Plan, Selection
     from llmctl.recipe import LoadedRecipe
     from llmctl.records import RunRecord
@@ -55,11 +56,21 @@ class Validated:
 
 @dataclass
 class RunResult:
-    """What `run` did: `status` is "complete", "skipped" (--if-changed found nothing changed) or "dry-run"."""
+    """What `run` did: `status` is "complete", "skipped" (--if-changed found nothing changed) or "dry-run";
+    `record` is the firing's line in the run history (its `outcome` adds "recovered"; none for a dry run)."""
 
     plan: Plan
     status: str
     artifacts: dict[str, Artifact] = field(default_factory=dict)
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> str | None:
+        return self.record.get("run_id")
+
+    @property
+    def outcome(self) -> str:
+        return self.record.get("outcome", self.status)
 
     @property
     def run_dir(self) -> Path:
@@ -77,10 +88,13 @@ def load(path: PathLike, overrides: Sequence[str] = ()) -> tuple[LoadedRecipe, R
 
 def validate(path: PathLike, overrides: Sequence[str] = ()) -> Validated:
     """`llmctl validate`: syntax, types and stage handoffs, without loading any model."""
-    from llmctl.handoffs import environment_problems, resolve_inputs
+    from llmctl.errors import RecipeError
+    from llmctl.handoffs import data_problems, environment_problems, resolve_inputs
 
     loaded, recipe = load(path, overrides)
     resolve_inputs(recipe, loaded)
+    if missing := data_problems(recipe, loaded):
+        raise RecipeError(missing, str(path))
     return Validated(Path(path), recipe, loaded, environment_problems(recipe, loaded))
 
 
@@ -96,12 +110,15 @@ def plan(
     (`plan.estimates`), and what this machine cannot run (`plan.environment`; `run` refuses those). `smoke`: the
     recipe on tiny models of the same architectures (notes about the swap go to `emit` as warnings). `quiet`: keep
     libraries' chatter off stderr."""
+    from llmctl.errors import RecipeError
     from llmctl.estimate import estimate_plan, memory_problems
-    from llmctl.handoffs import environment_problems
+    from llmctl.handoffs import data_problems, environment_problems
     from llmctl.hardware import detect
     from llmctl.pipeline import Selection, make_plan
 
     loaded, parsed = load(path, overrides)
+    if missing := data_problems(parsed, loaded):
+        raise RecipeError(missing, str(path))
     if smoke:
         parsed = _smoked(parsed, loaded, emit, quiet)
     the_plan = make_plan(parsed, loaded, selection or Selection())
@@ -145,48 +162,96 @@ def run(
     quiet: bool = True,
 ) -> RunResult:
     """`llmctl run`: cached stages are skipped, changed ones re-run, interrupted ones resume. Refuses what this
-    machine cannot run (RecipeError). `if_changed`: do nothing unless some input changed since the last successful
-    run. `notify`: a shell command given a JSON summary of the run on stdin when it ends, whatever the outcome (its
-    own failure is a warning). `serve`: a deploy stage with `serve: true` starts its server once the run succeeded
-    (this call then blocks until the server stops)."""
-    from llmctl.errors import LlmctlError, RecipeError
+    machine cannot run (RecipeError). `if_changed`: do nothing unless some input changed since the last
+    successful run (or since a gate rejected the model: that decision stands). Every firing but a dry run gets a
+    run id and a line in the run's history with its outcome (`llmctl.runlog`); `notify`: a shell command given
+    that record as JSON on stdin (and LLMCTL_OUTCOME… in its environment) whatever the outcome — an invalid
+    recipe too; its own failure is a warning. `serve`: a deploy stage with `serve: true` starts its server once
+    the run succeeded (this call then blocks until the server stops)."""
+    from llmctl.firing import Firing
+
+    firing = Firing(Path(path), list(overrides), emit)
+    try:
+        result = _run(firing, path, overrides, selection, smoke, dry_run, if_changed, quiet)
+    except (Exception, KeyboardInterrupt) as error:
+        if not dry_run:
+            firing.finish(error, notify)
+        raise
+    if result.status == "dry-run":
+        return result
+    result.record = firing.finish(None, notify, skipped=result.status == "skipped")
+    if result.status == "complete":
+        emit(
+            {
+                "event": "run_end",
+                "status": "complete",
+                "outcome": result.outcome,
+                "run_id": firing.run_id,
+                "run_dir": str(result.plan.run_dir),
+            }
+        )
+        if serve:
+            _serve_after_run(result.plan, result.artifacts)
+    return result
+
+
+def _run(
+    firing: Firing,
+    path: PathLike,
+    overrides: Sequence[str],
+    selection: Selection | None,
+    smoke: bool,
+    dry_run: bool,
+    if_changed: bool,
+    quiet: bool,
+) -> RunResult:
+    from llmctl.errors import RecipeError
     from llmctl.pipeline import execute
 
-    the_plan = plan(path, overrides, selection, smoke, emit, quiet)
+    the_plan = firing.plan = plan(path, overrides, selection, smoke, firing.emit, quiet)
     if the_plan.environment:
         raise RecipeError(the_plan.environment, f"{path} cannot run on this machine")
-    if if_changed and all(step.action in ("cached", "skip") for step in the_plan.steps):
-        emit(
+    if if_changed and (unchanged := _nothing_to_do(the_plan)):
+        firing.skipped_reason = unchanged
+        firing.emit(
             {
                 "event": "skipped",
                 "recipe": the_plan.recipe.name,
                 "run_dir": str(the_plan.run_dir),
-                "reason": "nothing changed since the last successful run",
+                "run_id": firing.run_id,
+                "reason": unchanged,
             }
         )
         return RunResult(the_plan, "skipped")
-    emit(
+    firing.emit(
         {
             "event": "plan",
             "recipe": the_plan.recipe.name,
             "run_dir": str(the_plan.run_dir),
+            "run_id": firing.run_id,
             "steps": [step_summary(s) for s in the_plan.steps],
         }
     )
     if dry_run:
         return RunResult(the_plan, "dry-run")
-    try:
-        artifacts = execute(the_plan, emit)
-    except (LlmctlError, KeyboardInterrupt) as error:
-        if notify:
-            _notify(notify, the_plan, error, emit)
-        raise
-    emit({"event": "run_end", "status": "complete", "run_dir": str(the_plan.run_dir)})
-    if notify:
-        _notify(notify, the_plan, None, emit)
-    if serve:
-        _serve_after_run(the_plan, artifacts)
-    return RunResult(the_plan, "complete", artifacts)
+    the_plan.lineage = firing.lineage()
+    return RunResult(the_plan, "complete", execute(the_plan, firing.emit))
+
+
+def _nothing_to_do(the_plan: Plan) -> str:
+    """Why an `--if-changed` firing has nothing to do ("" when it has): every stage is cached — up to a cached
+    stage whose gate rejected its model, whose decision stands until an input changes (the stages after it
+    would only be refused again)."""
+    from llmctl.artifacts import Artifact
+
+    for step in the_plan.steps:
+        if step.action not in ("cached", "skip"):
+            return ""
+        done = Artifact.read(step.stage_dir) if step.action == "cached" else None
+        decision = done.meta.get("gate") if done is not None else None
+        if decision and not decision["passed"] and not the_plan.recipe.smoke:
+            return f"nothing changed since stage '{step.name}' rejected the model ({decision['message']})"
+    return "nothing changed since the last successful run"
 
 
 def step_summary(step: Any, estimate: Any = None) -> dict[str, Any]:
@@ -214,6 +279,37 @@ def runs(root: PathLike = RUNS_ROOT) -> list[dict[str, Any]]:
     from llmctl.history import list_runs
 
     return list_runs(Path(root))
+
+
+def firings(run_ref: PathLike, root: PathLike = RUNS_ROOT) -> list[dict[str, Any]]:
+    """`llmctl runs NAME`: every recorded firing of a run (by name under `root`, or folder), oldest first: run
+    id, outcome, exit code, times, stages run / cached / rejected, data versions, git commit, what was published."""
+    from llmctl import runlog
+
+    return runlog.read(_run_folder(run_ref, root))
+
+
+def firing(run_ref: PathLike, run_id: str, root: PathLike = RUNS_ROOT) -> dict[str, Any]:
+    """`llmctl show NAME --run ID`: one firing's record (an unambiguous prefix of the id is enough)."""
+    from llmctl.errors import UsageError
+
+    found = [r for r in firings(run_ref, root) if r["run_id"].startswith(run_id)]
+    if len(found) != 1:
+        raise UsageError(
+            f"run {run_ref}: {'no' if not found else 'more than one'} firing with id {run_id!r}; "
+            f"`llmctl runs {run_ref}` lists them"
+        )
+    return found[0]
+
+
+def _run_folder(run_ref: PathLike, root: PathLike) -> Path:
+    from llmctl.errors import UsageError
+    from llmctl.rundir import HISTORY, MANIFEST
+
+    for folder in (Path(run_ref), Path(root) / run_ref):
+        if (folder / HISTORY).is_file() or (folder / MANIFEST).is_file():
+            return folder
+    raise UsageError(f"no run '{run_ref}' (looked in {run_ref}/ and {Path(root) / run_ref}/)")
 
 
 def show(run_ref: PathLike, root: PathLike = RUNS_ROOT) -> RunRecord:
@@ -312,19 +408,28 @@ def model_info(name: str, version: str | None = None, registry: PathLike = "mode
     return reg.info(name, version)
 
 
-def promote(name: str, version: str, registry: PathLike = "models") -> str:
-    """`llmctl models promote`: make `version` current (a serving registry picks it up); returns it."""
+def promote(name: str, version: str, registry: PathLike = "models", reason: str = "") -> str:
+    """`llmctl models promote`: make `version` current (a serving registry picks it up); returns it. The audit
+    trail records who, when, from which version and `reason`."""
     from llmctl.serve.registry import Registry
 
-    Registry(registry).promote(name, version)
+    Registry(registry).promote(name, version, reason)
     return version
 
 
-def rollback(name: str, registry: PathLike = "models") -> str:
-    """`llmctl models rollback`: make the version before the current one current again; returns it."""
+def rollback(name: str, registry: PathLike = "models", reason: str = "") -> str:
+    """`llmctl models rollback`: serve again the version served before the current one; returns it."""
     from llmctl.serve.registry import Registry
 
-    return Registry(registry).rollback(name)
+    return Registry(registry).rollback(name, reason)
+
+
+def model_log(name: str, registry: PathLike = "models") -> list[dict[str, Any]]:
+    """`llmctl models log`: the registry's audit trail for `name`, oldest first (publish, promote, rollback,
+    prune: time, user, version, previous, reason, run id)."""
+    from llmctl.serve.registry import Registry
+
+    return Registry(registry).log(name)
 
 
 # ---------------------------------------------------------------- data
@@ -405,48 +510,6 @@ def _quiet_stderr(quiet: bool) -> Iterator[None]:
         return
     with contextlib.redirect_stderr(io.StringIO()):
         yield
-
-
-def _notify(command: str, the_plan: Plan, error: BaseException | None, emit: Emit) -> None:
-    """Run the notify command with a JSON summary of the run on stdin; its failure is a warning only."""
-    import subprocess
-
-    from llmctl.errors import GateFailed
-    from llmctl.records import Manifest
-    from llmctl.redaction import redact
-
-    status = (
-        "complete"
-        if error is None
-        else "gate_failed"
-        if isinstance(error, GateFailed)
-        else "interrupted"
-        if isinstance(error, KeyboardInterrupt) or getattr(error, "exit_code", 0) == 130
-        else "failed"
-    )
-    stages = Manifest.load(the_plan.run_dir).data.stages
-    summary = {
-        "recipe": the_plan.recipe.name,
-        "run_dir": str(the_plan.run_dir.absolute()),
-        "status": status,
-        "exit_code": 0 if error is None else getattr(error, "exit_code", 130),
-        "message": str(error or ""),
-        "stages": {name: {"status": e.status, "metrics": e.metrics} for name, e in stages.items()},
-    }
-    try:
-        done = subprocess.run(
-            command,
-            shell=True,
-            input=json.dumps(redact(summary), default=str),
-            text=True,
-            timeout=120,
-            capture_output=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            emit({"event": "warning", "message": f"--notify-cmd exited {done.returncode}: {done.stderr.strip()[:200]}"})
-    except (OSError, subprocess.TimeoutExpired) as problem:
-        emit({"event": "warning", "message": f"--notify-cmd failed: {problem}"})
 
 
 def _serve_after_run(the_plan: Plan, artifacts: dict[str, Artifact]) -> None:

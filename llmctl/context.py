@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +38,7 @@ class StageContext:
     resume_from: str | None
     emit: Emit
     baseline: Baseline | None = None  # a quality gate's baseline, resolved by the pipeline
+    lineage: dict[str, Any] = field(default_factory=dict)  # run id, data versions, git commit, versions
 
     @property
     def out_dir(self) -> Path:

@@ -96,9 +96,13 @@ class DataError(LlmctlError):
 
 
 class GateFailed(LlmctlError):
-    """A quality gate rejected the results."""
+    """A quality gate rejected the results (of stage `stage`, when known)."""
 
     exit_code = 3
+
+    def __init__(self, message: str, stage: str | None = None) -> None:
+        super().__init__(message)
+        self.stage = stage
 
 
 class StageFailed(LlmctlError):

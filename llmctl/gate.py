@@ -50,9 +50,12 @@ def evaluate(
     compare: list[str],
     tolerance: float,
     baseline_name: str,
+    min_improvement: float = 0.0,
 ) -> dict[str, Any]:
     """{"passed": bool, "rows": [...], "message": str}: every check and baseline comparison, each with its
-    value, threshold and outcome."""
+    value, threshold and outcome. A compared metric may be worse than the baseline by `tolerance` at most — or,
+    with `min_improvement`, must beat it by that much (a challenger that only ties does not replace the
+    champion)."""
     rows = []
     for check in map(Check.parse, checks):
         value = metrics.get(check.metric)
@@ -66,18 +69,18 @@ def evaluate(
                     {"metric": metric, "value": value, "rule": f"baseline {baseline_name}: no value", "passed": True}
                 )
                 continue
+            allowed = -min_improvement if min_improvement else tolerance
             ok = (
                 isinstance(value, (int, float))
-                and ((value - base) if lower_is_better(metric) else (base - value)) <= tolerance
+                and (value - base if lower_is_better(metric) else base - value) <= allowed
             )
-            rows.append(
-                {
-                    "metric": metric,
-                    "value": value,
-                    "rule": f"no worse than {base:g} ({baseline_name}) - {tolerance:g}",
-                    "passed": ok,
-                }
+            direction = "below" if lower_is_better(metric) else "above"
+            rule = (
+                f"at least {min_improvement:g} {direction} {base:g} ({baseline_name})"
+                if min_improvement
+                else f"no worse than {base:g} ({baseline_name}) - {tolerance:g}"
             )
+            rows.append({"metric": metric, "value": value, "rule": rule, "passed": ok})
     passed = all(row["passed"] for row in rows)
     return {"passed": passed, "rows": rows, "message": message(rows, passed)}
 

@@ -5,7 +5,7 @@ it never imports the pipeline (start-up time: see scripts/bench_cli.py)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from llmctl.errors import Problem, RecipeError
 from llmctl.recipe import STAGES, LoadedRecipe
@@ -75,3 +75,57 @@ def environment_problems(recipe: Recipe, loaded: LoadedRecipe | None = None) -> 
             where = loaded.where((STAGES, index, *field_path.split("."))) if loaded else ""
             found.append(Problem(where, f"stages[{index}].{field_path}", message))
     return found
+
+
+def data_problems(recipe: Recipe, loaded: LoadedRecipe | None = None) -> list[Problem]:
+    """Local data files and globs that name nothing (checked by `validate`, `plan` and `run` before anything
+    loads, instead of failing a stage 14 s in). URIs (hub://, s3://, hf://, demo://…) are read later, and a
+    path inside the run folder may be written by an earlier stage."""
+    from llmctl.specs import data_blocks
+
+    run_dir = RunLayout.of(recipe.name, recipe.run_dir).run_dir.absolute()
+    found = []
+    for index, spec in enumerate(recipe.stages):
+        paths = [(f"{field}.{part}", path) for field, block in data_blocks(spec) for part, path in _local_paths(block)]
+        paths += [(field, path) for field, path in spec.data_files().items()]
+        for field_path, path in paths:
+            if "://" in path.removeprefix("file://") or not path or _names_something(path, run_dir):
+                continue
+            where = loaded.where((STAGES, index, *_keys(field_path))) if loaded else ""
+            found.append(
+                Problem(
+                    where,
+                    f"stages[{index}].{field_path}",
+                    f"no file or folder matches {path!r} (relative paths start in the working directory, {Path.cwd()})",
+                )
+            )
+    return found
+
+
+def _local_paths(block: Any) -> list[tuple[str, str]]:
+    """(field, path) of a data block's own sources: path, a validation file, each mixed source's path."""
+    found = [("path", block.path)] if block.path else []
+    if isinstance(block.validation, str):
+        found.append(("validation", block.validation))
+    return found + [
+        (f"mix[{i}].{part}", path) for i, source in enumerate(block.mix) for part, path in _local_paths(source)
+    ]
+
+
+def _names_something(path: str, run_dir: Path) -> bool:
+    import glob
+
+    local = Path(path.removeprefix("file://")).expanduser()
+    if local.absolute().is_relative_to(run_dir) or local.exists():
+        return True
+    return bool(glob.glob(str(local), recursive=True))
+
+
+def _keys(field_path: str) -> list[str | int]:
+    """ "mix[1].path" → ["mix", 1, "path"] (a recipe key path, for `loaded.where`)."""
+    keys: list[str | int] = []
+    for part in field_path.split("."):
+        name, _, rest = part.partition("[")
+        keys.append(name)
+        keys += [int(i) for i in rest.rstrip("]").split("][") if i] if rest else []
+    return keys

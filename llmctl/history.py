@@ -37,13 +37,22 @@ def list_runs(root: Path) -> list[dict[str, Any]]:
                 "stages": len(record.stages),
                 "complete": statuses.count("complete"),
                 "status": next(
-                    (s for s in ("running", "failed", "interrupted") if s in statuses),
+                    (s for s in ("running", "failed", "interrupted", "rejected") if s in statuses),
                     "complete" if statuses else "empty",
                 ),
                 "updated": max((s.finished or s.started or "" for s in record.stages.values()), default=""),
+                "last_outcome": _last_outcome(manifest_path.parent),
             }
         )
     return found
+
+
+def _last_outcome(run_dir: Path) -> str | None:
+    """The outcome of the run's last recorded firing (None before the first)."""
+    from llmctl import runlog
+
+    found = runlog.read(run_dir)
+    return found[-1]["outcome"] if found else None
 
 
 def _status(stage: StageRecord, run_dir: Path) -> str:
@@ -77,8 +86,10 @@ def _read(path: Path) -> RunRecord:
 
 
 def stage_metrics(ref: str, stage: str, root: Path = RUNS_ROOT) -> dict[str, Any] | None:
-    """The metrics of a completed stage of a past run (by run name or folder), or None."""
+    """The metrics of a past run's stage that its gate accepted (by run name or folder), or None."""
     entry = load_run(ref, root).stages.get(stage)
+    if entry is not None and entry.accepted_metrics is not None:
+        return entry.accepted_metrics
     return entry.metrics if entry is not None and entry.status == "complete" else None
 
 
@@ -88,6 +99,8 @@ class Baseline:
 
     metrics: dict[str, Any] | None
     name: str
+    identity: str = ""  # which champion: "registry:DIR/NAME@v3", or the run's name
+    model: str | None = None  # the fingerprint of the model the champion holds (registry versions record it)
 
 
 def baseline(ref: str, stage: str, runs_root: Path, previous: dict[str, Any]) -> Baseline:
@@ -99,10 +112,15 @@ def baseline(ref: str, stage: str, runs_root: Path, previous: dict[str, Any]) ->
         from llmctl.serve.registry import Registry
 
         folder, _, name = ref[len("registry:") :].rpartition("/")
-        return Baseline(Registry(Path(folder)).current_metrics(name), f"deployed {name}")
+        registry = Registry(Path(folder))
+        version = registry.current(name)
+        info = registry.info(name, version) if version else {}
+        return Baseline(
+            info.get("metrics"), f"deployed {name} {version}", f"{ref}@{version}", info.get("model_fingerprint")
+        )
     found = stage_metrics(ref, stage, runs_root)
     if found is None:
         raise UsageError(
             f"gate.baseline: no completed stage '{stage}' in run {ref!r} (a run folder, or a run name under {runs_root}/)"
         )
-    return Baseline(found, f"run {ref}")
+    return Baseline(found, f"run {ref}", f"run {ref}")

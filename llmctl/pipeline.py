@@ -65,6 +65,7 @@ class Step:
     reason: str = ""
     resume_from: str | None = None
     baseline: Baseline | None = None
+    baseline_key: str | None = None  # the champion's identity the gate decides against (not for 'previous')
 
     @property
     def name(self) -> str:
@@ -86,6 +87,11 @@ class Plan:
     steps: list[Step]
     environment: list[Problem] = field(default_factory=list)  # what this machine cannot run
     estimates: dict[str, Any] = field(default_factory=dict)  # per stage: ModelEstimate, or why there is none
+    lineage: dict[str, Any] = field(default_factory=dict)  # the firing's run id, git commit, versions (api.run)
+
+    def data_versions(self) -> dict[str, dict[str, Any]]:
+        """Per stage, what identifies each data source it reads (Deep Lake version, hf commit, file hashes)."""
+        return {s.name: {k: content_key(v) for k, v in s.data.items()} for s in self.steps if s.data}
 
     def step(self, name: str) -> Step:
         return next(s for s in self.steps if s.name == name)
@@ -127,8 +133,9 @@ def make_plan(recipe: Recipe, loaded: LoadedRecipe | None = None, selection: Sel
         upstream = {slot: _upstream_key(ref, steps) for slot, ref in step.inputs.items()}
         if (ref := spec.baseline_ref()) is not None:
             step.baseline = baseline(ref, spec.name, run_dir.parent, _previous_metrics(manifest, spec.name))
-            if ref != "previous":  # another run's or the registry's metrics are an input: a change re-runs the gate
-                upstream["baseline"] = fp.digest(step.baseline.metrics)
+            if ref != "previous":  # another run's or the registry's champion is an input: a new one re-runs the gate
+                step.baseline_key = _baseline_key(step.baseline, upstream.get("model"), manifest.stage(spec.name))
+                upstream["baseline"] = step.baseline_key
         spec_json = spec.model_dump(mode="json", exclude={"name"} | ({"launcher"} if spec.launcher is None else set()))
         step.parts = fp.stage_parts(spec_json, settings, upstream, {k: content_key(v) for k, v in step.data.items()})
         _decide(step, steps, manifest, selection, names)
@@ -137,9 +144,22 @@ def make_plan(recipe: Recipe, loaded: LoadedRecipe | None = None, selection: Sel
 
 
 def _previous_metrics(manifest: Manifest, name: str) -> dict[str, Any]:
-    """The stage's metrics from its last successful run in this run folder ({} when there is none)."""
+    """The stage's metrics from its last run whose gate accepted them, in this run folder ({} when there is
+    none): a rejected challenger is never the next baseline."""
     entry = manifest.stage(name)
+    if entry.accepted_metrics is not None:
+        return entry.accepted_metrics
     return entry.metrics if entry.status == "complete" else {}
+
+
+def _baseline_key(champion: Baseline, model_key: str | None, record: Any) -> str:
+    """What of the baseline invalidates a gate's decision: the champion's identity (registry version and the
+    model it holds, or another run's metrics). When the champion now *is* the model this stage judged (it passed
+    and was deployed), the decision stands: the key it was made against is kept, so the next firing does not
+    re-benchmark the model against itself (and deploy it again)."""
+    if champion.model is not None and champion.model == model_key and record.baseline_key:
+        return str(record.baseline_key)
+    return fp.digest({"champion": champion.identity, "metrics": champion.metrics})
 
 
 def _upstream_key(ref: str, steps: list[Step]) -> str:
@@ -260,16 +280,20 @@ def execute(plan: Plan, emit: Emit) -> dict[str, Artifact]:
                 )
             else:
                 artifacts[step.name] = _run_step(plan, step, artifacts, manifest, emit)
-            _enforce_gate(step, artifacts[step.name], plan.recipe.smoke, emit)
+            _enforce_gate(step, artifacts[step.name], plan.recipe.smoke, emit, manifest)
         return artifacts
 
 
-def _enforce_gate(step: Step, artifact: Artifact, smoke: bool, emit: Emit) -> None:
-    """A stage whose quality gate failed stops the pipeline (exit 3), also when it is cached, so no later
-    stage (e.g. deploy) runs on a rejected model. A smoke run's random models fail every gate: there the
-    decision is shown and the run goes on."""
+def _enforce_gate(step: Step, artifact: Artifact, smoke: bool, emit: Emit, manifest: Manifest) -> None:
+    """A stage whose quality gate failed is recorded as rejected (never `complete`, never a baseline) and stops
+    the pipeline (exit 3), also when it is cached, so no later stage (e.g. deploy) runs on a rejected model; a
+    passed gate makes its metrics the next 'previous' baseline. A smoke run's random models fail every gate:
+    there the decision is shown and the run goes on."""
     decision = artifact.meta.get("gate")
-    if not decision or decision["passed"]:
+    if not decision:
+        return
+    if decision["passed"]:
+        manifest.update(step.name, accepted_metrics=artifact.meta.get("metrics", {}))
         return
     if smoke:
         emit(
@@ -280,7 +304,8 @@ def _enforce_gate(step: Step, artifact: Artifact, smoke: bool, emit: Emit) -> No
             }
         )
         return
-    raise GateFailed(f"stage '{step.name}': {decision['message']}\n  later stages did not run")
+    manifest.update(step.name, status="rejected")
+    raise GateFailed(f"stage '{step.name}': {decision['message']}\n  later stages did not run", step.name)
 
 
 def _run_step(plan: Plan, step: Step, artifacts: dict[str, Artifact], manifest: Manifest, emit: Emit) -> Artifact:
@@ -303,9 +328,13 @@ def _run_step(plan: Plan, step: Step, artifacts: dict[str, Artifact], manifest: 
         data=step.data,
         inputs=step.inputs,
         dir=step.stage_dir.name,
+        run_id=plan.lineage.get("run_id"),
+        baseline_key=step.baseline_key,
     )
     inputs = {slot: artifacts[name] if (name := stage_ref_name(ref)) else ref for slot, ref in step.inputs.items()}
-    ctx = StageContext(step.name, step.tmp_dir, seed, plan.recipe, inputs, step.resume_from, emit, step.baseline)
+    ctx = StageContext(
+        step.name, step.tmp_dir, seed, plan.recipe, inputs, step.resume_from, emit, step.baseline, plan.lineage
+    )
     try:
         _seed_everything(seed)
         launcher = effective_launcher(step.spec, plan.recipe)
@@ -325,8 +354,8 @@ def _run_step(plan: Plan, step: Step, artifacts: dict[str, Artifact], manifest: 
     except RecipeMismatch as err:
         _record(manifest, step.name, status="failed", finished=_now())
         raise RecipeMismatch(f"stages.{step.name}.{err.field}", f"stage '{step.name}': {err}") from None
-    except LlmctlError:
-        _record(manifest, step.name, status="failed", finished=_now())
+    except LlmctlError as err:
+        _record(manifest, step.name, status="rejected" if isinstance(err, GateFailed) else "failed", finished=_now())
         raise
     except Exception as err:
         log = _write_traceback(ctx)

@@ -17,7 +17,7 @@ class StageRecord(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    status: str = "pending"  # running | complete | failed | interrupted (as read: a dead `running` is interrupted)
+    status: str = "pending"  # running | complete | rejected | failed | interrupted (a dead `running` reads interrupted)
     fingerprint: str = ""
     parts: dict[str, str] = {}
     seed: int | None = None
@@ -33,6 +33,9 @@ class StageRecord(BaseModel):
     metrics: dict[str, Any] = {}
     output: str | None = None
     error: str | None = None
+    run_id: str | None = None  # the firing that last ran the stage
+    accepted_metrics: dict[str, Any] | None = None  # metrics of the last run its gate accepted (the baseline)
+    baseline_key: str | None = None  # the baseline the gate decided against (a champion's identity)
 
     def numeric_metrics(self) -> dict[str, float]:
         """The metrics that are numbers (not flags, samples or text)."""

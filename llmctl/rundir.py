@@ -43,6 +43,7 @@ def cache_root() -> Path:
 
 OUTPUT, CHECKPOINTS, LOGS = "output", "checkpoints", "logs"  # inside a stage folder
 MANIFEST = "llmctl.lock.json"
+HISTORY = "history.jsonl"  # one line per firing (llmctl.runlog)
 RESOLVED = "recipe.resolved.yaml"
 LOCKFILE = ".lock"
 TMP_SUFFIX = ".tmp"
@@ -97,7 +98,7 @@ def unsafe_run_dir(run_dir: Path) -> str | None:
 
 def _looks_like_a_run(folder: Path) -> bool:
     """A folder llmctl made: it holds the manifest, lock or resolved recipe, or stage folders (`01-name`)."""
-    return any((folder / n).exists() for n in (MANIFEST, LOCKFILE, RESOLVED)) or any(
+    return any((folder / n).exists() for n in (MANIFEST, HISTORY, LOCKFILE, RESOLVED)) or any(
         STAGE_DIR_RE.match(p.name) for p in folder.iterdir()
     )
 

@@ -25,6 +25,7 @@ class Output:
 
     json: bool = False
     debug: bool = False
+    recipe: str | None = None  # the recipe the command is about, for error events and CI annotations
 
     def result(self, data: Any, human: str | Callable[[], None]) -> None:
         """A command's result: `data` as one JSON line, or `human` (text, or a function that prints it)."""
@@ -43,23 +44,25 @@ class Output:
         err.print(f"[yellow]warning:[/] {message}{hint}", soft_wrap=True)
 
     def error(self, error: LlmctlError) -> None:
+        """The error on stderr; with --json also one `error` event on stdout, its problems located (file,
+        line, column, field) and the recipe and stage it is about; under GitHub Actions, annotations too."""
+        from llmctl.cli.ci import annotate, problems, stage_of
+
         if self.json:
             from llmctl.render import timestamped
 
-            print(
-                json.dumps(
-                    timestamped(
-                        {
-                            "event": "error",
-                            "type": type(error).__name__,
-                            "exit_code": error.exit_code,
-                            "message": str(error),
-                        }
-                    )
-                ),
-                file=STDOUT,
-            )
+            event = {
+                "event": "error",
+                "type": type(error).__name__,
+                "exit_code": error.exit_code,
+                "message": str(error),
+                "recipe": self.recipe,
+                "stage": stage_of(error),
+                "problems": problems(error),
+            }
+            print(json.dumps(timestamped(event), default=str), file=STDOUT)
         err.print(f"[bold red]error:[/] {error}", markup=True, highlight=False, soft_wrap=True)
+        annotate(error, self.recipe)
 
 
 OUTPUT = Output()
@@ -75,6 +78,9 @@ OverridesArg = Annotated[
     typer.Argument(help="Overrides as key=value, e.g. stages.pretrain.train.lr=1e-3.", show_default=False),
 ]
 RootOpt = Annotated[Path, typer.Option(help="Folder that holds run folders.")]
+JunitOpt = Annotated[
+    Path | None, typer.Option("--junit", help="Also write the result as JUnit XML to this file (for CI test reports).")
+]
 
 
 def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -12,7 +12,18 @@ from rich.console import Console
 from rich.table import Table
 
 from llmctl import api
-from llmctl.cli.common import OUTPUT, OverridesArg, RecipeArg, events, handle_errors, out, report_error, warn
+from llmctl.cli.ci import Case, run_cases, write_junit
+from llmctl.cli.common import (
+    OUTPUT,
+    JunitOpt,
+    OverridesArg,
+    RecipeArg,
+    events,
+    handle_errors,
+    out,
+    report_error,
+    warn,
+)
 from llmctl.errors import LlmctlError
 from llmctl.redaction import RedactedStream
 from llmctl.rundir import RUNS_ROOT
@@ -34,22 +45,30 @@ SmokeOpt = Annotated[
 
 
 @handle_errors
-def validate(recipes: Annotated[list[Path], typer.Argument(help="Recipe files to check.")]) -> None:
-    """Check recipes (syntax, types, stage handoffs) without loading any model. Exit 2 if any is invalid."""
-    failed = []
+def validate(
+    recipes: Annotated[list[Path], typer.Argument(help="Recipe files to check.")], junit: JunitOpt = None
+) -> None:
+    """Check recipes (syntax, types, stage handoffs, local data files) without loading any model. Exit 2 if any
+    is invalid."""
+    failed, cases = [], []
     for path in recipes:
+        OUTPUT.recipe = str(path)
         try:
             checked = api.validate(path)
         except LlmctlError as error:
             failed.append(error)
+            cases.append(Case(str(path), "llmctl.validate", failure=str(error)))
             report_error(error)
             continue
+        cases.append(Case(str(path), "llmctl.validate"))
         warn(checked.warnings)
         stages = checked.stages
         OUTPUT.result(
             {"recipe": str(path), "valid": True, "stages": stages},
             f"ok  {path}  ({len(stages)} stage{'s' if len(stages) != 1 else ''}: {' → '.join(stages)})",
         )
+    if junit is not None:
+        write_junit(junit, "llmctl validate", cases)
     if failed:
         raise typer.Exit(max(e.exit_code for e in failed))
 
@@ -63,14 +82,24 @@ def plan(
     only: OnlyOpt = None,
     until: UntilOpt = None,
     smoke: SmokeOpt = False,
+    junit: JunitOpt = None,
 ) -> None:
     """Show what `run` would do: stages in order, inputs, cached/run/resume and why, model sizes and memory."""
     from llmctl.hardware import detect
     from llmctl.pipeline import Selection
 
-    the_plan = api.plan(
-        recipe, overrides or [], Selection(force, from_stage, only, until), smoke, events(), quiet=not OUTPUT.debug
-    )
+    OUTPUT.recipe = str(recipe)
+    try:
+        the_plan = _plan(recipe, overrides, Selection(force, from_stage, only, until), smoke)
+    except LlmctlError as error:
+        if junit is not None:
+            write_junit(junit, "llmctl plan", [Case(str(recipe), "llmctl.plan", failure=str(error))])
+        raise
+    if junit is not None:
+        problems = {str(p) for p in the_plan.environment}
+        cases = [Case(s.name, f"llmctl.plan.{the_plan.recipe.name}") for s in the_plan.steps]
+        cases += [Case(str(recipe), "llmctl.plan", failure="\n".join(sorted(problems)))] if problems else []
+        write_junit(junit, "llmctl plan", cases)
     warn(the_plan.environment)
     hw = detect(the_plan.recipe.device, the_plan.recipe.dtype)
     sizes = the_plan.estimates
@@ -83,6 +112,10 @@ def plan(
         {"run_dir": str(the_plan.run_dir), "device": hw.device, "dtype": hw.dtype, "steps": steps},
         lambda: _print_plan(the_plan, sizes, f"{hw.device}, {hw.dtype} ({hw.reason})", mixtures),
     )
+
+
+def _plan(recipe: Path, overrides: list[str] | None, selection: Any, smoke: bool) -> Any:
+    return api.plan(recipe, overrides or [], selection, smoke, events(), quiet=not OUTPUT.debug)
 
 
 def _print_plan(the_plan: Any, sizes: dict[str, Any], hardware: str, mixtures: dict[str, Any]) -> None:
@@ -140,6 +173,7 @@ def run(
         ),
     ] = None,
     smoke: SmokeOpt = False,
+    junit: JunitOpt = None,
 ) -> None:
     """Run a recipe: cached stages are skipped, changed ones re-run, interrupted ones resume."""
     from llmctl.pipeline import Selection
@@ -149,18 +183,34 @@ def run(
     stdout: TextIO = RedactedStream(sys.stdout)  # type: ignore[assignment]  # a TextIOBase
     renderer = JsonRenderer(stdout) if OUTPUT.json else RichRenderer(Console(file=stdout, highlight=False), quiet)
 
+    OUTPUT.recipe = str(recipe)
+    record: dict[str, Any] = {}
+    forward = events(renderer)
+
+    def emit(event: dict[str, Any]) -> None:
+        if event["event"] == "outcome":
+            record.update(event["record"])
+        forward(event)
+
     with renderer:
-        api.run(
-            recipe,
-            overrides or [],
-            Selection(force, from_stage, only, until),
-            smoke,
-            events(renderer),
-            dry_run=dry_run,
-            if_changed=if_changed,
-            notify=notify_cmd or os.environ.get("LLMCTL_NOTIFY_CMD"),
-            quiet=not OUTPUT.debug,
-        )
+        try:
+            api.run(
+                recipe,
+                overrides or [],
+                Selection(force, from_stage, only, until),
+                smoke,
+                emit,
+                dry_run=dry_run,
+                if_changed=if_changed,
+                notify=notify_cmd or os.environ.get("LLMCTL_NOTIFY_CMD"),
+                quiet=not OUTPUT.debug,
+            )
+        except LlmctlError as error:
+            if junit is not None:
+                write_junit(junit, "llmctl run", run_cases(str(recipe), record, error))
+            raise
+        if junit is not None:
+            write_junit(junit, "llmctl run", run_cases(str(recipe), record, None))
 
 
 @handle_errors

@@ -16,27 +16,83 @@ RunArg = Annotated[str, typer.Argument(metavar="RUN", help="Run name (under --ro
 
 
 @handle_errors
-def runs(root: RootOpt = RUNS_ROOT) -> None:
-    """List runs: stages complete, last activity."""
+def runs(
+    run_ref: Annotated[
+        str | None, typer.Argument(metavar="[RUN]", help="A run (name under --root, or folder): list its firings.")
+    ] = None,
+    root: RootOpt = RUNS_ROOT,
+) -> None:
+    """List runs (stages complete, last activity) — or, given RUN, every firing of it: id, outcome, what ran,
+    data versions, what was published."""
+    if run_ref is not None:
+        history = api.firings(run_ref, root)
+        OUTPUT.result(history, lambda: _print_firings(history, run_ref))
+        return
     found = api.runs(root)
     OUTPUT.result(found, lambda: _print_runs(found, root))
+
+
+def _print_firings(history: list[dict[str, Any]], run_ref: str) -> None:
+    if not history:
+        out.print(f"{run_ref}: no firings recorded yet")
+        return
+    table = Table("run id", "finished", "outcome", "ran", "published", "data", "commit")
+    for record in history:
+        published = ", ".join(f"{p['version']}{'' if p.get('new') else ' (same)'}" for p in record.get("published", []))
+        table.add_row(
+            record["run_id"],
+            record.get("finished", "")[:16].replace("T", " "),
+            _OUTCOME_STYLE.get(record["outcome"], record["outcome"]),
+            ", ".join(record.get("changed", [])) or "—",
+            published or "—",
+            _data_versions(record.get("data", {})),
+            ((record.get("git") or {}).get("commit") or "—")[:10],
+        )
+    out.print(table)
+
+
+_OUTCOME_STYLE = {
+    "complete": "[green]complete[/]",
+    "recovered": "[green]recovered[/]",
+    "skipped": "[dim]skipped[/]",
+    "rejected": "[yellow]rejected[/]",
+}
+
+
+def _data_versions(data: dict[str, dict[str, Any]]) -> str:
+    """One short id per data source: a Deep Lake version, an hf commit, or the first file's hash."""
+    shown = []
+    for blocks in data.values():
+        for key in blocks.values():
+            version = key.get("version") or key.get("revision") or next(iter((key.get("files") or {}).values()), "")
+            if version and str(version)[:12] not in shown:
+                shown.append(str(version)[:12])
+    return ", ".join(shown) or "—"
 
 
 def _print_runs(found: list[dict[str, Any]], root: Path) -> None:
     if not found:
         out.print(f"no runs under {root}/")
         return
-    table = Table("run", "recipe", "stages", "status", "last activity")
+    table = Table("run", "recipe", "stages", "status", "last firing", "last activity")
     for item in found:
-        table.add_row(
-            item["run"], item["recipe"], f"{item['complete']}/{item['stages']}", item["status"], item["updated"]
-        )
+        stages = f"{item['complete']}/{item['stages']}"
+        last = item.get("last_outcome") or "—"
+        table.add_row(item["run"], item["recipe"], stages, item["status"], last, item["updated"])
     out.print(table)
 
 
 @handle_errors
-def show(run_ref: RunArg, root: RootOpt = RUNS_ROOT) -> None:
-    """Show one run: each stage's status, duration and metrics."""
+def show(
+    run_ref: RunArg,
+    root: RootOpt = RUNS_ROOT,
+    run_id: Annotated[str | None, typer.Option("--run", help="One firing of the run, by its id (or a prefix).")] = None,
+) -> None:
+    """Show one run: each stage's status, duration and metrics (with --run ID: one firing's record)."""
+    if run_id is not None:
+        record = api.firing(run_ref, run_id, root)
+        OUTPUT.result(record, lambda: out.print_json(data=record))
+        return
     manifest = api.show(run_ref, root)
     OUTPUT.result(manifest.model_dump(mode="json"), lambda: _print_run(manifest))
 

@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 from llmctl import gate
 from llmctl.artifacts import Artifact, ArtifactKind
 from llmctl.errors import DataError, RecipeMismatch
-from llmctl.smokesize import SmokeSize
+from llmctl.smokesize import SUFFIX, SmokeSize
 from llmctl.specs import PREVIOUS, Block, DataSpec, InputSlot, StageSpec
 
 if TYPE_CHECKING:
@@ -89,11 +89,16 @@ class GateSpec(Block):
     """Metrics compared with the baseline (default: every metric both have)."""
     tolerance: float = Field(0.0, ge=0)
     """Largest allowed absolute regression against the baseline."""
+    min_improvement: float = Field(0.0, ge=0)
+    """The challenger must beat the baseline by at least this much on every compared metric (absolute; lower
+    perplexity or loss, higher scores); 0: not being worse than `tolerance` allows is enough."""
 
     @model_validator(mode="after")
     def _checks_parse(self) -> GateSpec:
         for check in self.checks:
             gate.Check.parse(check)
+        if self.min_improvement and self.tolerance:
+            raise ValueError("set tolerance (how much worse is allowed) or min_improvement (how much better is needed)")
         return self
 
 
@@ -205,6 +210,7 @@ def run(spec: BenchmarkSpec, ctx: StageContext) -> Artifact:
             spec.gate.compare,
             spec.gate.tolerance,
             baseline.name if baseline else "",
+            spec.gate.min_improvement,
         )
         metrics["gate_passed"] = decision["passed"]
         meta["gate"] = decision
@@ -322,4 +328,11 @@ def smoke(stage: dict[str, Any], size: SmokeSize, notes: list[str], name: str) -
         }
     if perplexity := stage.get("perplexity"):
         perplexity["max_length"] = min(perplexity["max_length"], size.seq_len)
+    gate_spec = stage.get("gate") or {}
+    if str(gate_spec.get("baseline") or "").startswith("registry:"):  # never the production champion
+        folder, _, model = gate_spec["baseline"].removeprefix("registry:").rpartition("/")
+        gate_spec["baseline"] = f"registry:{folder.rstrip('/')}{SUFFIX}/{model}"
+        notes.append(
+            f"stage '{name}': a smoke run's gate compares with {gate_spec['baseline']}, where smoke runs deploy"
+        )
     stage["batch_size"] = max(1, stage.get("batch_size", 1))

@@ -99,15 +99,20 @@ def run(spec: DeploySpec, ctx: StageContext) -> Artifact:
         "model_fingerprint": getattr(model_input, "fingerprint", ""),
         "metrics": getattr(report, "meta", {}).get("metrics", {}) if report is not None else {},
     }
-    version, pruned = registry.deploy(spec.model_name, source, info, spec.promote, spec.keep)
-    shutil.rmtree(ctx.work_dir / "merged", ignore_errors=True)  # a merged adapter now lives in the registry
-    ctx.log(
-        f"published {spec.model_name} {version} to {registry.root}/" + (", promoted to current" if spec.promote else "")
+    info |= ctx.lineage  # run id, data versions, git commit, llmctl and library versions: what produced it
+    version, pruned, new = registry.deploy(
+        spec.model_name, source, info, spec.promote, spec.keep, reuse_identical=True, reason=f"deploy stage {ctx.name}"
     )
+    shutil.rmtree(ctx.work_dir / "merged", ignore_errors=True)  # a merged adapter now lives in the registry
+    published = (
+        f"published {spec.model_name} {version}" if new else f"{spec.model_name}: already {version} (same files)"
+    )
+    ctx.log(f"{published} in {registry.root}/" + (", current" if spec.promote else ""))
     deployment: dict[str, Any] = {
         "registry": str(registry.root.absolute()),
         "name": spec.model_name,
         "version": version,
+        "new": new,
         "promoted": spec.promote,
         "pruned": pruned,
         "path": str((registry.root / spec.model_name / version).absolute()),
@@ -118,7 +123,7 @@ def run(spec: DeploySpec, ctx: StageContext) -> Artifact:
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     (ctx.out_dir / "deployment.json").write_text(json.dumps(redaction.redact(deployment), indent=2) + "\n")
     serve_cmd = f"llmctl serve --registry {spec.registry} --name {spec.model_name}"
-    metrics: dict[str, Any] = {"version": version, "promoted": spec.promote, "serve": serve_cmd}
+    metrics: dict[str, Any] = {"version": version, "new_version": new, "promoted": spec.promote, "serve": serve_cmd}
     return Artifact(ArtifactKind.deployment, str(ctx.out_dir), meta={"metrics": metrics, "deployment": deployment})
 
 

@@ -26,7 +26,14 @@ def test_run_twice_then_change_one_stage(tiny_recipe, workdir: Path) -> None:
     path = str(tiny_recipe(steps=10, extra=CONTINUE))
     code, events = run_json(path)
     assert code == 0 and ends(events) == {"pretrain": "complete", "more": "complete"}
-    assert events[-1] | {"time": "t"} == {"time": "t", "event": "run_end", "status": "complete", "run_dir": "runs/tiny"}
+    assert events[-1] | {"time": "t", "run_id": "r"} == {
+        "time": "t",
+        "run_id": "r",
+        "event": "run_end",
+        "status": "complete",
+        "outcome": "complete",
+        "run_dir": "runs/tiny",
+    }
 
     code, events = run_json(path)
     assert code == 0 and ends(events) == {"pretrain": "cached", "more": "cached"}
@@ -96,13 +103,13 @@ def test_if_changed_skips_an_unchanged_recipe_and_notify_gets_a_summary(tiny_rec
     assert code == 0 and ends(events) == {"pretrain": "complete"}
     summary = json.loads((workdir / "summary.json").read_text())
     assert (
-        summary["status"] == "complete"
+        summary["outcome"] == "complete"
         and summary["exit_code"] == 0
         and summary["stages"]["pretrain"]["metrics"]["steps"] == 4
     )
 
     code, events = run_json(path, "--if-changed")
-    assert code == 0 and [e["event"] for e in events] == ["skipped"]
+    assert code == 0 and [e["event"] for e in events] == ["skipped", "outcome"]
     assert "nothing changed" in events[0]["reason"]
     quiet = runner.invoke(app, ["run", path, "--if-changed", "--quiet"])
     assert quiet.exit_code == 0 and "nothing to do" in quiet.output and len(quiet.output.strip().splitlines()) == 1
@@ -112,7 +119,7 @@ def test_if_changed_skips_an_unchanged_recipe_and_notify_gets_a_summary(tiny_rec
     assert code == 0 and ends(events) == {"pretrain": "complete"}  # the data changed: it ran
 
     code, events = run_json(path, "--force", "stages.pretrain.data.path=missing.jsonl", "--notify-cmd", notify)
-    assert code == 2 and json.loads((workdir / "summary.json").read_text())["status"] == "failed"
+    assert code == 2 and json.loads((workdir / "summary.json").read_text())["outcome"] == "invalid"
     quiet = runner.invoke(app, ["run", path, "--force", "--quiet"])
     assert quiet.exit_code == 0 and quiet.output.strip().splitlines()[-1].startswith("run complete: runs/tiny (1 ran")
 

@@ -46,6 +46,7 @@ OVERRIDES = {
     ],
     "quickstart": [],
     "dpo_quickstart": [],
+    "nightly": [],
 }
 KIND = {
     "pretrain": "causal_lm",

@@ -24,6 +24,12 @@ BENCH = """\
 """
 
 
+@pytest.fixture(autouse=True)
+def corpus(tmp_path: Path) -> None:
+    """The data file GOOD names (validate and plan check that local data exists)."""
+    (tmp_path / "corpus.jsonl").write_text('{"text": "hello"}\n')
+
+
 def alias_bomb() -> str:
     text, previous = "name: demo\nl0: &l0 [x, x, x, x, x, x, x, x, x]\n", "l0"
     for level in range(1, 10):
@@ -293,7 +299,7 @@ def test_concurrent_deploys_into_one_registry_never_fail(tmp_path: Path) -> None
     registry = Registry(tmp_path / "models")
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda _: registry.deploy("chat", source, {}, promote=True, keep=2), range(12)))
-    assert len({version for version, _ in results}) == 12
+    assert len({version for version, *_ in results}) == 12
     assert len(registry.versions("chat")) == 2 and registry.current("chat") == registry.versions("chat")[-1]
 
 

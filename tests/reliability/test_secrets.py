@@ -86,9 +86,9 @@ def test_no_remote_code_and_no_pickled_weights_are_written() -> None:
 
 TINY_MODEL = "{config: {model_type: gpt2, n_layer: 1, n_head: 2, n_embd: 32, n_positions: 64}}"
 SECRET_PATHS = {  # case: (model, data path, exit code of `run`, the records it writes)
-    "data path": (TINY_MODEL, '"/nonexistent/${oc.env:LLMCTL_TEST_TOKEN}/c.jsonl"', 2, {"llmctl.lock.json"}),
+    "data path": (TINY_MODEL, '"/nonexistent/${oc.env:LLMCTL_TEST_TOKEN}/c.jsonl"', 2, {"history.jsonl"}),  # at plan
     "hf:// id": (TINY_MODEL, '"hf://org/${oc.env:LLMCTL_TEST_TOKEN}"', 2, {"llmctl.lock.json"}),
-    "model path": ('{init: "/nonexistent/${oc.env:LLMCTL_TEST_TOKEN}"}', "corpus.jsonl", 2, set()),  # refused at plan
+    "model path": ('{init: "/nonexistent/${oc.env:LLMCTL_TEST_TOKEN}"}', "corpus.jsonl", 2, {"history.jsonl"}),  # at plan
     "stage failure": (
         '{init: "models-${oc.env:LLMCTL_TEST_TOKEN}"}',
         "corpus.jsonl",

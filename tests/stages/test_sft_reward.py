@@ -141,7 +141,7 @@ def test_qlora_without_cuda_warns_at_validate_and_refuses_to_run(data: Path, mon
         and "cannot run on this machine" in result.output
         and "qlora needs a CUDA GPU" in result.output
     )
-    assert not (data / "runs").exists()
+    assert [p.name for p in (data / "runs" / "t").iterdir()] == ["history.jsonl"]  # the refusal, recorded
 
 
 def test_preference_data_without_rejected_fails_before_the_model_loads(tiny_lm: Path, data: Path) -> None:

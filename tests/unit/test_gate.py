@@ -35,3 +35,13 @@ def test_baseline_comparison_knows_which_way_is_better() -> None:
 def test_bad_checks_are_rejected(text: str) -> None:
     with pytest.raises(ValueError, match="METRIC OP NUMBER"):
         gate.Check.parse(text)
+
+
+def test_min_improvement_makes_a_tie_lose_in_the_right_direction() -> None:
+    baseline = {"toy/exact_match": 0.70, "perplexity": 10.0}
+    tie = gate.evaluate({"toy/exact_match": 0.70, "perplexity": 10.0}, [], baseline, [], 0.0, "champion", 0.5)
+    assert not tie["passed"] and "at least 0.5 below 10 (champion)" in tie["message"]
+    better = gate.evaluate({"toy/exact_match": 1.3, "perplexity": 9.4}, [], baseline, [], 0.0, "champion", 0.5)
+    assert better["passed"]
+    missing = gate.evaluate({"perplexity": "n/a"}, [], baseline, ["perplexity"], 0.0, "champion", 0.5)
+    assert not missing["passed"]  # a value that is not a number never passes (and never crashes the gate)

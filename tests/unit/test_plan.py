@@ -186,7 +186,8 @@ stages:
     registry.deploy("toy", source, {"metrics": {"toy/exact_match": 0.5}}, promote=True, keep=None)
     first = plan_of(path)
     assert (
-        first.steps[0].baseline.metrics == {"toy/exact_match": 0.5} and first.steps[0].baseline.name == "deployed toy"
+        first.steps[0].baseline.metrics == {"toy/exact_match": 0.5}
+        and first.steps[0].baseline.name == "deployed toy v1"
     )
     complete(first, "benchmark")
     assert actions(plan_of(path))["benchmark"][0] == "cached"

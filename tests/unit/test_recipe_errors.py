@@ -21,6 +21,13 @@ stages:
 """
 
 
+@pytest.fixture(autouse=True)
+def data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GOOD's data file, where validate looks for it (the working directory)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "corpus.jsonl").write_text('{"text": "hello"}\n')
+
+
 def validate(path: Path):
     return runner.invoke(app, ["validate", str(path)])
 

@@ -135,3 +135,11 @@ def test_sharegpt_turns_become_messages_with_mapped_roles() -> None:
     assert chat_messages([{"role": "ai", "content": "x"}], {"ai": "assistant"}) == [
         {"role": "assistant", "content": "x"}
     ]
+
+
+def test_a_smoke_gate_never_reads_the_production_registry() -> None:
+    original, cut, notes = smoked("nightly")
+    gate = next(s for s in cut.stages if s.type == "benchmark").gate
+    deploy = next(s for s in cut.stages if s.type == "deploy")
+    assert gate.baseline == "registry:models-smoke/nightly" and deploy.registry == "models-smoke"
+    assert any("models-smoke/nightly" in note for note in notes)

@@ -1,0 +1,69 @@
+"""What CI reads: JUnit XML from validate, plan and run (read back by junitparser), GitHub annotations under
+GITHUB_ACTIONS=true, and JSON error events that say where each problem is; missing local data fails validate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from junitparser import Error, Failure, JUnitXml, Skipped
+from typer.testing import CliRunner
+
+from llmctl.cli import app
+
+runner = CliRunner()
+BAD = "name: bad\nstages:\n  - type: pretrain\n    model: {config: {n_layer: 1}}\n    data: {path: corpus.jsonl}\n    train: {lr: fast}\n"
+
+
+def cases(path: Path) -> dict[str, object]:
+    """{test case name: its result kind} of a JUnit file, as junitparser reads it."""
+    suites = JUnitXml.fromfile(str(path))
+    found = {}
+    for suite in suites:
+        for case in suite:
+            kinds = [type(r).__name__ for r in case.result]
+            found[case.name] = kinds[0] if kinds else "passed"
+    return found
+
+
+def test_validate_writes_junit_and_annotates_on_github(
+    tiny_recipe, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good, bad = tiny_recipe(), workdir / "bad.yaml"
+    bad.write_text(BAD)
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    result = runner.invoke(app, ["--json", "validate", str(good), str(bad), "--junit", "out/validate.xml"])
+    assert result.exit_code == 2
+    assert cases(workdir / "out/validate.xml") == {str(good): "passed", str(bad): "Failure"}
+    assert "::error file=" in result.stderr and f"{bad}".replace(":", "%3A") in result.stderr
+    assert ",line=6,col=" in result.stderr and "title=llmctl%3A stages[0].train.lr::" in result.stderr
+    error = next(json.loads(line) for line in result.stdout.splitlines() if '"event": "error"' in line)
+    assert error["recipe"] == str(bad) and error["problems"][0]["line"] == 6
+    assert error["problems"][0]["field"] == "stages[0].train.lr" and error["problems"][0]["file"] == str(bad)
+
+
+def test_missing_local_data_is_an_invalid_recipe_before_anything_runs(tiny_recipe, workdir: Path) -> None:
+    path = tiny_recipe()
+    path.write_text(path.read_text().replace("corpus.jsonl", "nowhere/*.jsonl"))
+    for command in ("validate", "plan", "run"):
+        result = runner.invoke(app, [command, str(path)])
+        assert result.exit_code == 2 and "no file or folder matches 'nowhere/*.jsonl'" in result.output, command
+        assert f"{path}:9:" in result.output  # file:line of the field
+    override = runner.invoke(app, ["plan", str(path), "stages.pretrain.data.path=corpus.jsonl"])
+    assert override.exit_code == 0, override.output
+
+
+@pytest.mark.slow
+def test_run_writes_one_junit_case_per_stage(tiny_recipe, workdir: Path) -> None:
+    gate = (
+        "  - type: benchmark\n    name: bench\n    perplexity: {data: {path: corpus.jsonl, limit: 5}, max_length: 32}\n"
+        "    gate: {checks: ['perplexity < 1']}\n"
+        "  - type: deploy\n    model: stage:pretrain\n    model_name: tiny\n"
+    )
+    path = tiny_recipe(steps=2, extra=gate)
+    assert runner.invoke(app, ["run", str(path), "--junit", "run.xml"]).exit_code == 3
+    assert cases(workdir / "run.xml") == {"pretrain": "passed", "bench": "Failure", "deploy": "Skipped"}
+    assert runner.invoke(app, ["plan", str(path), "--junit", "plan.xml"]).exit_code == 0
+    assert cases(workdir / "plan.xml") == {"pretrain": "passed", "bench": "passed", "deploy": "passed"}
+    assert {Error, Failure, Skipped}  # the result kinds junitparser knows
