@@ -105,15 +105,15 @@ def plan(
     smoke: bool = False,
     emit: Emit = _ignore,
     quiet: bool = True,
+    estimate: bool = True,
 ) -> Plan:
     """`llmctl plan`: each stage's action (cached / run / resume / skip) and why, model sizes and memory
     (`plan.estimates`), and what this machine cannot run (`plan.environment`; `run` refuses those). `smoke`: the
     recipe on tiny models of the same architectures (notes about the swap go to `emit` as warnings). `quiet`: keep
-    libraries' chatter off stderr."""
+    libraries' chatter off stderr. `estimate=False` leaves out sizes and memory (they import transformers:
+    seconds), for a caller that may find it has nothing to do — `estimate_memory` adds them later."""
     from llmctl.errors import RecipeError
-    from llmctl.estimate import estimate_plan, memory_problems
     from llmctl.handoffs import data_problems, environment_problems
-    from llmctl.hardware import detect
     from llmctl.pipeline import Selection, make_plan
 
     loaded, parsed = load(path, overrides)
@@ -122,12 +122,22 @@ def plan(
     if smoke:
         parsed = _smoked(parsed, loaded, emit, quiet)
     the_plan = make_plan(parsed, loaded, selection or Selection())
-    hw = detect(parsed.device, parsed.dtype)
-    the_plan.estimates = estimate_plan(parsed.stages, {s.name: s.inputs for s in the_plan.steps}, hw.dtype)
-    the_plan.environment = environment_problems(parsed, loaded) + memory_problems(
-        parsed.stages, the_plan.estimates, hw.device
-    )
+    the_plan.environment = environment_problems(parsed, loaded)
+    if estimate:
+        estimate_memory(the_plan)
     return the_plan
+
+
+def estimate_memory(the_plan: Plan) -> None:
+    """Model sizes and training memory per stage (`plan.estimates`), and the stages too big for this machine
+    added to `plan.environment`."""
+    from llmctl.estimate import estimate_plan, memory_problems
+    from llmctl.hardware import detect
+
+    stages = the_plan.recipe.stages
+    hw = detect(the_plan.recipe.device, the_plan.recipe.dtype)
+    the_plan.estimates = estimate_plan(stages, {s.name: s.inputs for s in the_plan.steps}, hw.dtype)
+    the_plan.environment += memory_problems(stages, the_plan.estimates, hw.device)
 
 
 def mixtures(the_plan: Plan) -> dict[str, Any]:
@@ -208,10 +218,10 @@ def _run(
     from llmctl.errors import RecipeError
     from llmctl.pipeline import execute
 
-    the_plan = firing.plan = plan(path, overrides, selection, smoke, firing.emit, quiet)
+    the_plan = firing.plan = plan(path, overrides, selection, smoke, firing.emit, quiet, estimate=False)
     if the_plan.environment:
         raise RecipeError(the_plan.environment, f"{path} cannot run on this machine")
-    if if_changed and (unchanged := _nothing_to_do(the_plan)):
+    if if_changed and (unchanged := _nothing_to_do(the_plan)):  # decided before the (slow) memory estimate
         firing.skipped_reason = unchanged
         firing.emit(
             {
@@ -223,6 +233,9 @@ def _run(
             }
         )
         return RunResult(the_plan, "skipped")
+    estimate_memory(the_plan)
+    if the_plan.environment:
+        raise RecipeError(the_plan.environment, f"{path} cannot run on this machine")
     firing.emit(
         {
             "event": "plan",
