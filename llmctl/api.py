@@ -131,13 +131,14 @@ def plan(
 def estimate_memory(the_plan: Plan) -> None:
     """Model sizes and training memory per stage (`plan.estimates`), and the stages too big for this machine
     added to `plan.environment`."""
-    from llmctl.estimate import estimate_plan, memory_problems
+    from llmctl.estimate import estimate_plan, hub_problems, memory_problems
     from llmctl.hardware import detect
 
     stages = the_plan.recipe.stages
     hw = detect(the_plan.recipe.device, the_plan.recipe.dtype)
     the_plan.estimates = estimate_plan(stages, {s.name: s.inputs for s in the_plan.steps}, hw.dtype)
     the_plan.environment += memory_problems(stages, the_plan.estimates, hw.device)
+    the_plan.environment += hub_problems(stages, the_plan.estimates)
 
 
 def mixtures(the_plan: Plan) -> dict[str, Any]:

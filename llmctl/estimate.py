@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmctl.errors import LlmctlError, Problem, RecipeMismatch
+from llmctl.models.causal_lm import HubUnreachable
 from llmctl.specs import PREVIOUS, PeftSpec, StageSpec, stage_ref_name
 from llmctl.stages import entry
 
@@ -93,6 +94,8 @@ def estimate_plan(
             out[spec.name] = estimate_stage(spec, config, dtype)
         except LlmctlError:
             raise  # e.g. a LoRA target module the model does not have: the recipe is wrong
+        except HubUnreachable as err:  # `plan` says so in one line; `run` refuses (hub_problems)
+            out[spec.name] = Unreachable(str(err))
         except Exception as err:  # noqa: BLE001 - an estimate must never break `plan`…
             # …but an architecture the recipe itself describes must build (`n_head: 3`, `n_embd: 32`)
             if _from_recipe(spec):
@@ -108,6 +111,20 @@ def estimate_plan(
 def _from_recipe(spec: StageSpec) -> bool:
     """Whether the stage builds its model from the recipe's own `model.config` (pretraining from scratch)."""
     return getattr(getattr(spec, "model", None), "config", None) is not None
+
+
+class Unreachable(str):
+    """An estimate that could not be made because the stage's model cannot be fetched from here (a problem
+    `run` refuses, not only a missing number)."""
+
+
+def hub_problems(specs: list[StageSpec], estimates: dict[str, ModelEstimate | str]) -> list[Problem]:
+    """Stages whose model is neither cached nor reachable: `plan` warns, `run` refuses before anything runs."""
+    return [
+        Problem("", f"stages[{index}].model", str(estimates[spec.name]))
+        for index, spec in enumerate(specs)
+        if isinstance(estimates.get(spec.name), Unreachable)
+    ]
 
 
 def memory_problems(specs: list[StageSpec], estimates: dict[str, ModelEstimate | str], device: str) -> list[Problem]:

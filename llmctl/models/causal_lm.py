@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -70,7 +71,55 @@ def load_config(ref: str) -> Any:
     bundled = Path(__file__).parent / "configs" / (ref.replace("/", "--") + ".json")
     if bundled.exists() and not Path(ref).exists():
         return _config_from_file(bundled)
+    if is_local_path(ref):
+        return AutoConfig.from_pretrained(ref)
+    return _hub_config(ref)
+
+
+class HubUnreachable(OSError):
+    """A hub id that is neither bundled nor in the local cache, while the Hub cannot be reached."""
+
+
+def _hub_config(ref: str) -> Any:
+    """A hub id's config: from the local cache first; from the Hub only when it answers — a machine without
+    network gets one line at once instead of urllib3's retries (27 s of them) and a cut-off message."""
+    import os
+
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(ref, local_files_only=True)
+    except OSError:
+        pass
+    fix = (
+        f"download it where there is network (`hf download {ref}`, then copy ~/.cache/huggingface here) or name a "
+        "local model folder; on machines without network set HF_HUB_OFFLINE=1"
+    )
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise HubUnreachable(f"model {ref} is not in the local cache and HF_HUB_OFFLINE is set: {fix}")
+    host = hub_host()
+    if not reachable(host):
+        raise HubUnreachable(f"model {ref} is not in the local cache and the Hub ({host}) cannot be reached: {fix}")
     return AutoConfig.from_pretrained(ref)
+
+
+def hub_host() -> str:
+    import os
+    from urllib.parse import urlparse
+
+    return urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+
+
+@functools.lru_cache(maxsize=4)
+def reachable(host: str, port: int = 443, timeout_s: float = 3.0) -> bool:
+    """Whether a TCP connection to host:port opens within `timeout_s` (name resolution included)."""
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError:
+        return False
+    return True
 
 
 def build_config(

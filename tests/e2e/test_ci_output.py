@@ -67,3 +67,28 @@ def test_run_writes_one_junit_case_per_stage(tiny_recipe, workdir: Path) -> None
     assert runner.invoke(app, ["plan", str(path), "--junit", "plan.xml"]).exit_code == 0
     assert cases(workdir / "plan.xml") == {"pretrain": "passed", "bench": "passed", "deploy": "passed"}
     assert {Error, Failure, Skipped}  # the result kinds junitparser knows
+
+
+def test_an_unreachable_hub_model_is_one_line_at_plan_and_refused_by_run(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmctl.models import causal_lm
+
+    recipe = workdir / "hub.yaml"
+    recipe.write_text(
+        "name: hub\nstages:\n  - type: sft\n    model: acme/not-cached\n"
+        "    data: {path: corpus.jsonl}\n    train: {max_steps: 1}\n"
+    )
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")  # a name that never resolves: no network needed
+    causal_lm.reachable.cache_clear()
+    planned = runner.invoke(app, ["plan", str(recipe)])
+    assert planned.exit_code == 0 and "the Hub (hub.invalid) cannot be reached" in planned.output
+    assert "hf download acme/not-cached" in " ".join(planned.output.split()) and "Retrying" not in planned.output
+    refused = runner.invoke(app, ["run", str(recipe)])
+    assert (
+        refused.exit_code == 2 and "stages[0].model: model acme/not-cached is not in the local cache" in refused.output
+    )
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline = runner.invoke(app, ["run", str(recipe)])
+    assert offline.exit_code == 2 and "HF_HUB_OFFLINE is set" in offline.output

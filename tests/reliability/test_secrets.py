@@ -88,7 +88,12 @@ TINY_MODEL = "{config: {model_type: gpt2, n_layer: 1, n_head: 2, n_embd: 32, n_p
 SECRET_PATHS = {  # case: (model, data path, exit code of `run`, the records it writes)
     "data path": (TINY_MODEL, '"/nonexistent/${oc.env:LLMCTL_TEST_TOKEN}/c.jsonl"', 2, {"history.jsonl"}),  # at plan
     "hf:// id": (TINY_MODEL, '"hf://org/${oc.env:LLMCTL_TEST_TOKEN}"', 2, {"llmctl.lock.json"}),
-    "model path": ('{init: "/nonexistent/${oc.env:LLMCTL_TEST_TOKEN}"}', "corpus.jsonl", 2, {"history.jsonl"}),  # at plan
+    "model path": (
+        '{init: "/nonexistent/${oc.env:LLMCTL_TEST_TOKEN}"}',
+        "corpus.jsonl",
+        2,
+        {"history.jsonl"},
+    ),  # at plan
     "stage failure": (
         '{init: "models-${oc.env:LLMCTL_TEST_TOKEN}"}',
         "corpus.jsonl",
