@@ -101,6 +101,7 @@ class Baseline:
     name: str
     identity: str = ""  # which champion: "registry:DIR/NAME@v3", or the run's name
     model: str | None = None  # the fingerprint of the model the champion holds (registry versions record it)
+    path: str | None = None  # the champion's model folder, to re-score it (registry versions)
 
 
 def baseline(ref: str, stage: str, runs_root: Path, previous: dict[str, Any]) -> Baseline:
@@ -115,8 +116,9 @@ def baseline(ref: str, stage: str, runs_root: Path, previous: dict[str, Any]) ->
         registry = Registry(Path(folder))
         version = registry.current(name)
         info = registry.info(name, version) if version else {}
+        path = str(registry.current_path(name)) if version else None
         return Baseline(
-            info.get("metrics"), f"deployed {name} {version}", f"{ref}@{version}", info.get("model_fingerprint")
+            info.get("metrics"), f"deployed {name} {version}", f"{ref}@{version}", info.get("model_fingerprint"), path
         )
     found = stage_metrics(ref, stage, runs_root)
     if found is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
@@ -89,6 +90,9 @@ class GateSpec(Block):
     """Metrics compared with the baseline (default: every metric both have)."""
     tolerance: float = Field(0.0, ge=0)
     """Largest allowed absolute regression against the baseline."""
+    rescore: bool = True
+    """With `baseline: registry:…`: evaluate the served champion in this run, on this stage's tasks and rows, and
+    compare with that (false: with the metrics stored when it was deployed)."""
     min_improvement: float = Field(0.0, ge=0)
     """The challenger must beat the baseline by at least this much on every compared metric (absolute; lower
     perplexity or loss, higher scores); 0: not being worse than `tolerance` allows is enough."""
@@ -180,17 +184,41 @@ class BenchmarkSpec(StageSpec):
 
 
 def run(spec: BenchmarkSpec, ctx: StageContext) -> Artifact:
-    """Check tasks and data, evaluate, measure, decide the gate."""
-    from llmctl.models import causal_lm, harness, measure, quantized
+    """Check tasks and data, evaluate, measure, decide the gate (re-scoring a registry champion first)."""
+    from llmctl.models import harness
 
-    ref = ctx.input("model")
     tasks, manager = _task_list(spec, ctx)
-    metrics: dict[str, Any] = {}
-    if tasks:
-        metrics |= _harness(spec, ctx, ref, tasks, manager)
+    metrics = _measure(spec, ctx, ctx.input("model"), tasks, manager, ctx.out_dir)
+    meta: dict[str, Any] = {"metrics": metrics}
+    if spec.gate:
+        baseline_metrics, baseline_name = _baseline(spec, ctx, tasks, manager)
+        decision = gate.evaluate(
+            metrics,
+            spec.gate.checks,
+            baseline_metrics,
+            spec.gate.compare,
+            spec.gate.tolerance,
+            baseline_name,
+            spec.gate.min_improvement,
+        )
+        metrics["gate_passed"] = decision["passed"]
+        meta["gate"] = decision | {"baseline": baseline_metrics}
+        ctx.log(decision["message"])
     if spec.local_tasks:
         harness.relocate_tasks(ctx.work_dir / "tasks", ctx.work_dir.absolute(), ctx.committed_dir.absolute())
-    if spec.perplexity or spec.speed:
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    (ctx.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return Artifact(ArtifactKind.eval_report, str(ctx.out_dir), meta=meta)
+
+
+def _measure(
+    spec: BenchmarkSpec, ctx: StageContext, ref: str, tasks: list[str], manager: Any, out: Path, speed: bool = True
+) -> dict[str, Any]:
+    """The stage's metrics of the model at `ref`: lm-eval tasks (results written to `out`), perplexity, speed."""
+    from llmctl.models import causal_lm, measure, quantized
+
+    metrics: dict[str, Any] = _harness(spec, ctx, ref, tasks, manager, out) if tasks else {}
+    if spec.perplexity or (spec.speed and speed):
         with ctx.library_output():
             model = quantized.load_any(ref)
         tokenizer = causal_lm.load_tokenizer(ref)
@@ -198,26 +226,23 @@ def run(spec: BenchmarkSpec, ctx: StageContext) -> Artifact:
             metrics["perplexity"] = measure.perplexity(
                 model, tokenizer, _texts(spec.perplexity.data, ctx), spec.perplexity.max_length
             )
-        if spec.speed:
+        if spec.speed and speed:
             metrics |= _speed(spec.speed, model, tokenizer)
-    meta: dict[str, Any] = {"metrics": metrics}
-    if spec.gate:
-        baseline = ctx.baseline
-        decision = gate.evaluate(
-            metrics,
-            spec.gate.checks,
-            baseline.metrics if baseline else None,
-            spec.gate.compare,
-            spec.gate.tolerance,
-            baseline.name if baseline else "",
-            spec.gate.min_improvement,
-        )
-        metrics["gate_passed"] = decision["passed"]
-        meta["gate"] = decision
-        ctx.log(decision["message"])
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    (ctx.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return Artifact(ArtifactKind.eval_report, str(ctx.out_dir), meta=meta)
+    return metrics
+
+
+def _baseline(spec: BenchmarkSpec, ctx: StageContext, tasks: list[str], manager: Any) -> tuple[dict | None, str]:
+    """The gate's baseline metrics and name. A registry champion is re-scored now, on this stage's tasks and
+    rows (`gate.rescore`, the default), so challenger and champion are compared on the same data; the metrics
+    stored at its deploy are used when asked, or when its folder is gone."""
+    baseline = ctx.baseline
+    if baseline is None:
+        return None, ""
+    if spec.gate and spec.gate.rescore and baseline.path and Path(baseline.path).is_dir():
+        ctx.log(f"re-scoring the champion ({baseline.name}) on this stage's data")
+        rescored = _measure(spec, ctx, baseline.path, tasks, manager, ctx.work_dir / "champion", speed=False)
+        return rescored, f"{baseline.name}, re-scored now"
+    return baseline.metrics, baseline.name
 
 
 def _task_list(spec: BenchmarkSpec, ctx: StageContext) -> tuple[list[str], Any]:
@@ -244,8 +269,10 @@ def _task_list(spec: BenchmarkSpec, ctx: StageContext) -> tuple[list[str], Any]:
     return [*spec.tasks, *(t.name for t in spec.local_tasks)], manager
 
 
-def _harness(spec: BenchmarkSpec, ctx: StageContext, ref: str, tasks: list[str], manager: Any) -> dict[str, float]:
-    """Run lm-eval; write its results JSON and table into the stage folder; return flattened metrics."""
+def _harness(
+    spec: BenchmarkSpec, ctx: StageContext, ref: str, tasks: list[str], manager: Any, out: Path
+) -> dict[str, float]:
+    """Run lm-eval; write its results JSON and table into `out`; return flattened metrics."""
     from lm_eval.utils import make_table
 
     from llmctl.models import harness
@@ -270,10 +297,10 @@ def _harness(spec: BenchmarkSpec, ctx: StageContext, ref: str, tasks: list[str],
             if not tasks:
                 return {}
             results = harness.run(lm, tasks, manager, spec.num_fewshot, limit, ctx.seed)
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    (ctx.out_dir / "lm_eval_results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "lm_eval_results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     table = make_table(results)
-    (ctx.out_dir / "results.md").write_text(table)
+    (out / "results.md").write_text(table)
     for line in table.strip().splitlines():
         ctx.log(line)
     return harness.flatten(results)

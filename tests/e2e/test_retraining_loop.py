@@ -74,6 +74,8 @@ def test_the_loop_never_promotes_a_regression_nor_a_duplicate(tiny_recipe, workd
     history = runlog.read(workdir / "runs" / "tiny")
     assert [h["outcome"] for h in history] == [f[0] for f in firings]  # the invalid one included
     assert len({h["run_id"] for h in history}) == len(history)
+    if baseline.startswith("registry:"):  # the champion was measured again on the same rows
+        assert "deployed tiny v1, re-scored now" in history[2]["message"]
     rejected = history[4]
     assert rejected["stages"]["bench"]["status"] == "rejected" and rejected["stages"]["deploy"]["status"] == "not_run"
     assert rejected["published"] == [] and "deploy" not in rejected["changed"]

@@ -73,3 +73,28 @@ def test_deploy_publishes_the_input_model_as_a_registry_version(stage_context, t
     assert artifact.kind == ArtifactKind.deployment
     assert Registry(registry).current("chat") == "v1"
     assert (registry / "chat" / "v1" / "config.json").is_file()
+
+
+@pytest.mark.parametrize("rescore", [True, False])
+def test_a_registry_champion_is_re_scored_on_the_same_data(
+    stage_context, tiny_lm: Path, tmp_path: Path, rescore: bool
+) -> None:
+    from llmctl.history import baseline
+    from llmctl.serve.registry import Registry
+
+    registry = Registry(tmp_path / "models")
+    registry.deploy("chat", tiny_lm, {"metrics": {"perplexity": 0.5}}, promote=True, keep=None)  # a stored score
+    data = jsonl(tmp_path / "corpus.jsonl", [{"text": t} for t in corpus(20, seed=3)])
+    stage = {
+        "type": "benchmark",
+        "perplexity": {"data": {"path": data}, "max_length": 32},
+        "gate": {"baseline": f"registry:{registry.root}/chat", "rescore": rescore},
+    }
+    spec, ctx, _ = stage_context(stage, inputs={"model": str(tiny_lm)})
+    ctx.baseline = baseline(spec.gate.baseline, spec.name, tmp_path, {})
+    decision = runner("benchmark")(spec, ctx).meta["gate"]
+    if rescore:  # the champion is the same model: measured now, it ties, and a tie is no regression
+        assert decision["passed"] and "re-scored now" in decision["message"]
+        assert decision["baseline"]["perplexity"] == pytest.approx(decision["rows"][0]["value"])
+    else:  # the stored 0.5 is unbeatable
+        assert not decision["passed"] and decision["baseline"] == {"perplexity": 0.5}
