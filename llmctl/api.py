@@ -407,7 +407,10 @@ def models(registry: PathLike = "models") -> list[dict[str, Any]]:
     from llmctl.serve.registry import Registry
 
     reg = Registry(registry)
-    return [{"name": n, "versions": reg.versions(n), "current": reg.current(n)} for n in reg.names()]
+    return [
+        {"name": n, "versions": reg.versions(n), "current": reg.current(n), "aliases": reg.aliases(n)}
+        for n in reg.names()
+    ]
 
 
 def model_info(name: str, version: str | None = None, registry: PathLike = "models") -> dict[str, Any]:
@@ -422,12 +425,13 @@ def model_info(name: str, version: str | None = None, registry: PathLike = "mode
     return reg.info(name, version)
 
 
-def promote(name: str, version: str, registry: PathLike = "models", reason: str = "") -> str:
-    """`llmctl models promote`: make `version` current (a serving registry picks it up); returns it. The audit
-    trail records who, when, from which version and `reason`."""
+def promote(name: str, version: str, registry: PathLike = "models", reason: str = "", alias: str = "current") -> str:
+    """`llmctl models promote`: make `version` current (a serving registry picks it up) — or point another
+    `alias` at it (champion, staging…); returns it. The audit trail records who, when, from which version and
+    `reason`."""
     from llmctl.serve.registry import Registry
 
-    Registry(registry).promote(name, version, reason)
+    Registry(registry).promote(name, version, reason, alias)
     return version
 
 

@@ -21,7 +21,11 @@ def models_list(registry: RegistryOpt = Path("models")) -> None:
     found = api.models(registry)
     OUTPUT.result(
         {"registry": str(registry), "models": found},
-        "\n".join(f"{m['name']}: current {m['current'] or '—'}, versions {', '.join(m['versions'])}" for m in found)
+        "\n".join(
+            f"{m['name']}: current {m['current'] or '—'}, versions {', '.join(m['versions'])}"
+            + "".join(f", {alias} → {version}" for alias, version in m["aliases"].items() if alias != "current")
+            for m in found
+        )
         or f"no models in {registry}/",
     )
 
@@ -42,10 +46,18 @@ ReasonOpt = Annotated[str, typer.Option("--reason", "-m", help="Why (kept in the
 
 @app.command("promote")
 @handle_errors
-def models_promote(name: str, version: str, registry: RegistryOpt = Path("models"), reason: ReasonOpt = "") -> None:
-    """Make VERSION current (a running `llmctl serve --registry` picks it up)."""
-    api.promote(name, version, registry, reason)
-    OUTPUT.result({"name": name, "current": version}, f"{name}: current → {version}")
+def models_promote(
+    name: str,
+    version: str,
+    registry: RegistryOpt = Path("models"),
+    reason: ReasonOpt = "",
+    alias: Annotated[
+        str, typer.Option(help="Point this alias instead of `current` (champion, staging, …).")
+    ] = "current",
+) -> None:
+    """Make VERSION current (a running `llmctl serve --registry` picks it up), or give it another alias."""
+    api.promote(name, version, registry, reason, alias)
+    OUTPUT.result({"name": name, alias: version}, f"{name}: {alias} → {version}")
 
 
 @app.command("rollback")

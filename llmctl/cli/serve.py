@@ -26,15 +26,23 @@ class Engine(str, Enum):
     vllm = "vllm"
 
 
-def _model_source(command: str, model_dir: Path | None, registry: Path | None, name: str | None) -> Source:
-    """A model folder, or a registry name whose current version is meant (serve and chat take either)."""
+AliasOpt = Annotated[str, typer.Option(help="With --name: follow this alias of the registry (e.g. champion).")]
+
+
+def _model_source(
+    command: str, model_dir: Path | None, registry: Path | None, name: str | None, alias: str = "current"
+) -> Source:
+    """A model folder, or a registry name whose current version (or aliased one) is meant (serve and chat take
+    either)."""
     from llmctl.serve.state import Source
 
     if (model_dir is None) == (name is None):
         raise UsageError(f"{command} takes a MODEL_DIR, or --registry DIR --name NAME")
     if model_dir is not None and not model_dir.is_dir():
         raise UsageError(f"{model_dir}: no such model folder")
-    return Source(str(model_dir)) if model_dir else Source(registry=str(registry or Path("models")), name=name)
+    if model_dir:
+        return Source(str(model_dir))
+    return Source(registry=str(registry or Path("models")), name=name, alias=alias)
 
 
 @handle_errors
@@ -44,6 +52,7 @@ def serve(
         Path | None, typer.Option(help="Serve NAME's current version from this registry (hot reload).")
     ] = None,
     name: ModelNameOpt = None,
+    alias: AliasOpt = "current",
     host: Annotated[str, typer.Option(help="Bind address (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     api_key: Annotated[
@@ -71,7 +80,7 @@ def serve(
     ] = Engine.llmctl,
 ) -> None:
     """Serve a model over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, streaming)."""
-    source = _model_source("serve", model_dir, registry, name)
+    source = _model_source("serve", model_dir, registry, name, alias)
     limits = ServeLimits(max_tokens=max_tokens, max_batch=max_batch, max_queue=max_queue)
     key = api_key or os.environ.get("LLMCTL_API_KEY") or None
     if engine is Engine.vllm:

@@ -3,6 +3,8 @@
     models/<name>/v1/  model files + version.json (run, fingerprint, metrics, time, source)
     models/<name>/v2/
     models/<name>/current -> v2          a symlink, replaced with rename(2): readers never see a half state
+    models/<name>/@champion -> v1        other aliases (`models promote NAME vN --alias champion`), the same way;
+                                         `serve --alias A` follows one; an aliased version is never pruned
     models/<name>/log.jsonl              append-only audit trail: publish, promote, rollback, prune — when, who,
                                          from which version to which, why (`llmctl models log NAME`)
 
@@ -32,7 +34,8 @@ from llmctl.specs import NAME_PATTERN
 VERSION_RE = re.compile(r"^v(\d+)$")
 NAME_RE = re.compile(NAME_PATTERN)
 INFO = "version.json"
-CURRENT = "current"
+CURRENT = "current"  # the served alias
+ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 LOG = "log.jsonl"
 
 
@@ -68,24 +71,43 @@ class Registry:
         return json.loads(path.read_text())
 
     def current(self, name: str) -> str | None:
-        link = self._folder(name) / CURRENT
+        return self.alias(name, CURRENT)
+
+    def alias(self, name: str, alias: str = CURRENT) -> str | None:
+        """The version an alias points at (`current`: the served one), or None."""
+        link = self._alias_link(name, alias)
         return os.readlink(link) if link.is_symlink() else None
 
-    def current_path(self, name: str) -> Path:
-        version = self.current(name)
+    def aliases(self, name: str) -> dict[str, str]:
+        """{alias: version}, `current` first."""
+        folder = self._folder(name)
+        current = self.current(name)
+        found = {CURRENT: current} if current else {}
+        links = sorted(p for p in folder.glob("@*") if p.is_symlink()) if folder.is_dir() else []
+        return found | {p.name[1:]: os.readlink(p) for p in links}
+
+    def current_path(self, name: str, alias: str = CURRENT) -> Path:
+        """The folder of the version `alias` points at (default: the served one)."""
+        version = self.alias(name, alias)
         if version is None:
             known = ", ".join(self.names()) or "none"
+            what = "current version" if alias == CURRENT else f"version with alias '{alias}'"
             raise UsageError(
-                f"model '{name}' has no current version in {self.root} (models there: {known}); "
+                f"model '{name}' has no {what} in {self.root} (models there: {known}); "
                 "run a recipe with a deploy stage or `llmctl models promote`"
             )
         folder = self._folder(name) / version
         if not VERSION_RE.match(version) or not (folder / INFO).exists():
             raise UsageError(
-                f"model '{name}': current points at {version!r}, which is not a version in {self.root / name} "
+                f"model '{name}': {alias} points at {version!r}, which is not a version in {self.root / name} "
                 f"(versions: {', '.join(self.versions(name)) or 'none'}); fix it with `llmctl models promote {name} VERSION`"
             )
         return folder.absolute()
+
+    def _alias_link(self, name: str, alias: str) -> Path:
+        if alias != CURRENT and not ALIAS_RE.match(alias):
+            raise UsageError(f"alias {alias!r}: lowercase letters, digits, '_' or '-', starting with a letter")
+        return self._folder(name) / (CURRENT if alias == CURRENT else f"@{alias}")
 
     def current_metrics(self, name: str) -> dict[str, Any] | None:
         version = self.current(name)
@@ -147,25 +169,33 @@ class Registry:
         self._log(name, "publish", version, run_id=info.get("run_id"))
         return version
 
-    def promote(self, name: str, version: str, reason: str = "") -> None:
-        """Point `current` at `version` with one rename (atomic for readers)."""
+    def promote(self, name: str, version: str, reason: str = "", alias: str = CURRENT) -> None:
+        """Point `alias` (default `current`, the served one) at `version` with one rename (atomic for readers)."""
         with self._lock(name):
-            self._promote(name, version, reason)
+            self._promote(name, version, reason, alias=alias)
 
     def _promote(
-        self, name: str, version: str, reason: str = "", run_id: str | None = None, action: str = "promote"
+        self,
+        name: str,
+        version: str,
+        reason: str = "",
+        run_id: str | None = None,
+        action: str = "promote",
+        alias: str = CURRENT,
     ) -> None:
         if damage := self.damage(name, version):
             raise UsageError(
                 f"model '{name}' {version} is damaged ({damage}); not promoted. Publish it again (run the "
                 f"recipe's deploy stage) or promote another version ({', '.join(self.versions(name))})"
             )
-        previous = self.current(name)
-        link, tmp = self._folder(name) / CURRENT, self._folder(name) / f".{CURRENT}.tmp"
+        previous = self.alias(name, alias)
+        link = self._alias_link(name, alias)
+        tmp = link.with_name(f".{link.name}.tmp")
         tmp.unlink(missing_ok=True)
         os.symlink(version, tmp)
         os.replace(tmp, link)
-        self._log(name, action, version, previous=previous, reason=reason, run_id=run_id)
+        where = {} if alias == CURRENT else {"alias": alias}
+        self._log(name, action, version, previous=previous, reason=reason, run_id=run_id, **where)
 
     def damage(self, name: str, version: str) -> str | None:
         """What is wrong with a version's files against the manifest written when it was published, or None
@@ -189,6 +219,8 @@ class Registry:
 
     def _served_before(self, name: str, current: str | None, versions: list[str]) -> str | None:
         for entry in reversed(self.log(name)):
+            if entry.get("alias"):  # another alias moved: not what was served
+                continue
             if entry.get("action") in ("promote", "rollback") and entry.get("version") == current:
                 previous = entry.get("previous")
                 if previous in versions and previous != current:
@@ -229,7 +261,7 @@ class Registry:
             return self._prune(name, keep)
 
     def _prune(self, name: str, keep: int, protect: str | None = None) -> list[str]:
-        kept = {v for v in (self.current(name), protect) if v}
+        kept = {v for v in (*self.aliases(name).values(), protect) if v}  # what an alias names stays
         removable = [v for v in self.versions(name) if v not in kept]
         doomed = removable[: max(len(removable) - max(keep - len(kept), 0), 0)]
         for version in doomed:

@@ -18,11 +18,12 @@ from llmctl.serve.requests import Request as GenRequest
 
 @dataclass
 class Source:
-    """What to serve: a model folder, or a registry name whose `current` version is followed."""
+    """What to serve: a model folder, or a registry name whose `current` version (or another alias) is followed."""
 
     path: str | None = None
     registry: str | None = None
     name: str | None = None
+    alias: str = "current"
 
     def resolve(self) -> tuple[str, str]:
         """(folder, version label) to load now."""
@@ -31,7 +32,8 @@ class Source:
         from llmctl.serve.registry import Registry
 
         registry = Registry(self.registry or "models")
-        return str(registry.current_path(self.name or "")), registry.current(self.name or "") or ""
+        name = self.name or ""
+        return str(registry.current_path(name, self.alias)), registry.alias(name, self.alias) or ""
 
     @property
     def model_id(self) -> str:
@@ -62,6 +64,11 @@ class ServerState:
         self.cancelled_total = Counter(
             "llmctl_cancelled", "Generations stopped because their client went away", registry=self.metrics
         )
+        self.served = Gauge(
+            "llmctl_served_version", "1 for the version being served", ["model", "version"], registry=self.metrics
+        )
+        self.served.labels(source.model_id, self.version).set(1)
+        self.reloads_total = Counter("llmctl_reloads", "Registry versions swapped in", registry=self.metrics)
 
     def authorize(self, path: str, header: str) -> None:
         if self.api_key and path.startswith(
@@ -77,6 +84,9 @@ class ServerState:
             if new_path == self.path:
                 return False
             self.engine.swap(Loaded(new_path, self.limits.max_batch))
+            self.served.remove(self.source.model_id, self.version)
+            self.served.labels(self.source.model_id, new_version).set(1)
+            self.reloads_total.inc()
             self.path, self.version = new_path, new_version
             return True
 
@@ -152,7 +162,9 @@ class ServerState:
         while True:
             time.sleep(every_s)
             try:
-                self.reload()
+                before = self.version
+                if self.reload():
+                    log.info("registry: now serving %s %s (was %s)", self.source.model_id, self.version, before)
                 last = ""
             except Exception as err:  # noqa: BLE001 - the server must outlive a bad registry state
                 if str(err) != last:

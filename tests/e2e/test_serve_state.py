@@ -25,6 +25,11 @@ def test_a_registry_source_follows_promotions_and_the_key_guards_the_api(tiny_lm
     assert state.reload() is False  # nothing changed
     registry.promote("chat", "v2")
     assert state.reload() is True and state.version == "v2" and state.path.endswith("v2")
+    from prometheus_client import generate_latest
+
+    exposed = generate_latest(state.metrics).decode()
+    assert 'llmctl_served_version{model="chat",version="v2"} 1.0' in exposed and 'version="v1"' not in exposed
+    assert "llmctl_reloads_total 1.0" in exposed
     state.authorize("/v1/completions", "Bearer k3y")
     state.authorize("/health", "")
     with pytest.raises(APIError) as denied:

@@ -99,3 +99,32 @@ def test_a_deploy_of_identical_files_names_the_existing_version(tmp_path: Path) 
     assert registry.deploy("chat", source, {}, promote=True, keep=None, reuse_identical=True) == ("v1", [], False)
     (source / "config.json").write_text('{"tag": "other"}')
     assert registry.deploy("chat", source, {}, promote=True, keep=None, reuse_identical=True)[:1] == ("v2",)
+
+
+def test_aliases_point_at_versions_are_never_pruned_and_are_served(tmp_path: Path) -> None:
+    from llmctl.errors import UsageError
+    from llmctl.serve.state import Source
+
+    registry = Registry(tmp_path / "models")
+    for tag in ("a", "b", "c", "d"):
+        registry.publish("chat", model_folder(tmp_path, tag), {})
+    registry.promote("chat", "v4")
+    registry.promote("chat", "v1", reason="the one users liked", alias="champion")
+    assert registry.aliases("chat") == {"current": "v4", "champion": "v1"} and registry.current("chat") == "v4"
+    assert registry.prune("chat", keep=2) == ["v2", "v3"]  # v1 stays: an alias names it
+    source = Source(registry=str(registry.root), name="chat", alias="champion")
+    assert source.resolve() == (str(registry.root.absolute() / "chat" / "v1"), "v1")
+    assert registry.log("chat")[5] | {"time": "t", "user": "u"} == {
+        "time": "t",
+        "user": "u",
+        "action": "promote",
+        "version": "v1",
+        "alias": "champion",
+        "reason": "the one users liked",
+    }
+    # rollback moves `current` only; nothing was served before v4, so the version numbered before it (v2, v3 pruned)
+    assert registry.rollback("chat") == "v1" and registry.aliases("chat") == {"current": "v1", "champion": "v1"}
+    with pytest.raises(UsageError, match="alias '../x'"):
+        registry.promote("chat", "v1", alias="../x")
+    listed = CliRunner().invoke(app, ["models", "list", "--registry", str(registry.root)])
+    assert listed.exit_code == 0 and "champion → v1" in listed.output
