@@ -247,7 +247,7 @@ def execute(plan: Plan, emit: Emit) -> dict[str, Artifact]:
     from llmctl import signals
 
     plan.run_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(plan.run_dir), signals.graceful_stop():
+    with RunLock(plan.run_dir), signals.graceful_stop(), tracking.firing_run(plan.recipe, plan.lineage):
         write_atomic(plan.run_dir / RESOLVED, dump_resolved(plan.recipe))
         manifest = Manifest.load(plan.run_dir)
         manifest.data.recipe, manifest.data.run_dir = plan.recipe.name, str(plan.run_dir.absolute())

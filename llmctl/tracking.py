@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from llmctl.context import StageContext
+    from llmctl.schema import Recipe
     from llmctl.specs import StageSpec
 
 
@@ -89,10 +90,8 @@ def stage_runs(spec: StageSpec, ctx: StageContext, launched: bool) -> Iterator[C
             logs.append(runs.enter_context(_wandb_run(ctx)))
 
         def log_stage_metrics(metrics: dict[str, Any]) -> None:
-            numbers = {
-                f"stage/{key}": float(value)
-                for key, value in metrics.items()
-                if isinstance(value, (int, float)) and not isinstance(value, bool)
+            numbers = {  # flags (gate_passed, promoted) as 0/1
+                f"stage/{key}": float(value) for key, value in metrics.items() if isinstance(value, (int, float))
             }
             for log in logs:
                 if numbers:
@@ -102,15 +101,54 @@ def stage_runs(spec: StageSpec, ctx: StageContext, launched: bool) -> Iterator[C
 
 
 @contextlib.contextmanager
+def firing_run(recipe: Recipe, lineage: dict[str, Any]) -> Iterator[None]:
+    """With mlflow among the recipe's trackers: one parent run RECIPE/RUN_ID around the whole `llmctl run`,
+    the stages' runs nested in it, tagged with the run id, git commit and data versions; it ends FAILED with
+    tag llmctl.outcome (rejected, failed, interrupted) unless the run completed."""
+    if "mlflow" not in {n for spec in recipe.stages for n in stage_trackers(spec, recipe.report_to)}:
+        yield
+        return
+    import mlflow
+
+    from llmctl.errors import GateFailed
+
+    configure(["mlflow"], recipe.name)
+    mlflow.set_experiment(os.environ["MLFLOW_EXPERIMENT_NAME"])
+    git = lineage.get("git") or {}
+    tags = {"llmctl.run_id": lineage.get("run_id", ""), "llmctl.git_commit": git.get("commit", "")}
+    for stage, blocks in (lineage.get("data") or {}).items():
+        tags[f"llmctl.data.{stage}"] = json.dumps(blocks, sort_keys=True)[:5000]
+    with mlflow.start_run(run_name=f"{recipe.name}/{lineage.get('run_id', 'run')}", tags=tags) as run:
+        try:
+            yield
+        except BaseException as err:
+            outcome = (
+                "rejected"
+                if isinstance(err, GateFailed)
+                else "interrupted"
+                if isinstance(err, KeyboardInterrupt)
+                else "failed"
+            )
+            mlflow.set_tag("llmctl.outcome", outcome)
+            mlflow.end_run("FAILED" if outcome != "interrupted" else "KILLED")
+            raise
+        mlflow.set_tag("llmctl.outcome", "complete")
+        del run
+
+
+@contextlib.contextmanager
 def _mlflow_run(ctx: StageContext, launched: bool) -> Iterator[Log]:
-    """The resolved recipe as `llmctl.*` params plus its YAML as an artifact; a launched stage's rank 0 joins
-    the same run (MLFLOW_RUN_ID)."""
+    """The resolved recipe as `llmctl.*` params plus its YAML as an artifact, nested in the firing's run; a
+    launched stage's rank 0 joins the same run (MLFLOW_RUN_ID). A stage whose gate rejected its model ends
+    FAILED."""
     import mlflow
 
     from llmctl.rundir import dump_resolved
 
     mlflow.set_experiment(os.environ["MLFLOW_EXPERIMENT_NAME"])
-    with mlflow.start_run(run_name=f"{ctx.recipe.name}/{ctx.name}") as run:
+    rejected: list[bool] = []
+    nested = mlflow.active_run() is not None
+    with mlflow.start_run(run_name=f"{ctx.recipe.name}/{ctx.name}", nested=nested) as run:
         items = [(f"llmctl.{key}", value[:6000]) for key, value in recipe_params(ctx).items()]
         for start in range(0, len(items), 100):  # mlflow takes at most 100 params per call
             mlflow.log_params(dict(items[start : start + 100]))
@@ -118,10 +156,12 @@ def _mlflow_run(ctx: StageContext, launched: bool) -> Iterator[Log]:
         if launched:
             os.environ["MLFLOW_RUN_ID"] = run.info.run_id  # inherited by the launcher's processes
         try:
-            yield _logger(mlflow)
+            yield _logger(mlflow, rejected)
         finally:
             if launched:
                 del os.environ["MLFLOW_RUN_ID"]
+    if rejected:
+        mlflow.MlflowClient().set_terminated(run.info.run_id, "FAILED")
 
 
 @contextlib.contextmanager
@@ -160,8 +200,11 @@ def recipe_params_callback(ctx: StageContext, trainer: Any) -> Any:
     return RecipeParams()
 
 
-def _logger(mlflow: Any) -> Callable[[dict[str, float]], None]:
+def _logger(mlflow: Any, rejected: list[bool]) -> Callable[[dict[str, float]], None]:
     def log(metrics: dict[str, float]) -> None:
         mlflow.log_metrics(metrics)
+        if metrics.get("stage/gate_passed") == 0.0:
+            rejected.append(True)
+            mlflow.set_tag("llmctl.gate", "rejected")
 
     return log

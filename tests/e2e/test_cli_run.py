@@ -172,13 +172,31 @@ def test_mlflow_file_store_receives_metrics_and_the_resolved_recipe(
     code, events = run_json(str(tiny_recipe(steps=10)), "report_to=[mlflow]")
     assert code == 0, events[-1]
     client = mlflow.MlflowClient(tracking_uri=f"file:{workdir / 'mlruns'}")
-    (run,) = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])  # evaluation included
+    experiment = client.get_experiment_by_name("tiny").experiment_id
+    parent, run = sorted(
+        client.search_runs([experiment]), key=lambda r: r.info.run_name != f"tiny/{events[-1]['run_id']}"
+    )
+    assert parent.info.status == "FINISHED" and parent.data.tags["llmctl.outcome"] == "complete"
+    assert (
+        parent.data.tags["llmctl.run_id"] == events[-1]["run_id"]
+        and "corpus.jsonl" in parent.data.tags["llmctl.data.pretrain"]
+    )
     assert run.info.run_name == "tiny/pretrain" and run.info.status == "FINISHED"
+    assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id  # nested in the firing's run
     assert {"loss", "eval_loss", "stage/eval_loss", "stage/steps"} <= run.data.metrics.keys()
     assert run.data.params["llmctl.stage.train.max_steps"] == "10" and run.data.params["llmctl.recipe.name"] == "tiny"
     assert "learning_rate" in run.data.params  # the TrainingArguments, logged by transformers' own callback
     recipe = Path(client.download_artifacts(run.info.run_id, "llmctl/recipe.resolved.yaml", str(workdir)))
     assert "max_steps: 10" in recipe.read_text()
+
+    gate = "  - type: benchmark\n    perplexity: {data: {path: corpus.jsonl, limit: 5}, max_length: 32}\n    gate: {checks: ['perplexity < 1']}\n"
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME")  # set for the first recipe in this process; each recipe has its own
+    code, events = run_json(str(tiny_recipe(name="gated", steps=2, extra=gate)), "report_to=[mlflow]")
+    assert code == 3
+    runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("gated").experiment_id])}
+    firing = next(r for name, r in runs.items() if name.startswith("gated/2"))
+    assert firing.info.status == "FAILED" and firing.data.tags["llmctl.outcome"] == "rejected"
+    assert runs["gated/benchmark"].info.status == "FAILED" and runs["gated/pretrain"].info.status == "FINISHED"
 
 
 def test_wandb_runs_offline_without_a_key_and_records_the_recipe(
