@@ -375,6 +375,70 @@ class GenerationSpec(Block):
 GREEDY = GenerationSpec()
 
 
+BUILTIN_REWARDS = ("exact_match", "numeric_match", "regex", "length_penalty")
+
+
+class RewardTerm(Block):
+    """One term of a reward: a Python function, a built-in check, or the stage's reward model; terms are summed
+    with their weights (TRL's reward_funcs and reward_weights)."""
+
+    function: str | None = None
+    """A Python function `module.path:name` (importable) or `path/to/file.py:name`, called like TRL's reward
+    functions: fn(prompts, completions, **columns) -> one float per completion. Its file is part of the stage's
+    fingerprint: edit it and the stage re-runs."""
+    builtin: Literal["exact_match", "numeric_match", "regex", "length_penalty"] | None = None
+    """exact_match: the completion's first line equals `column`'s (case, spaces and end punctuation ignored);
+    numeric_match: its first number equals `column`'s first number; regex: `pattern` is found in it;
+    length_penalty: -(characters over `max_chars`) / max_chars."""
+    model: str | None = None
+    """The reward model ('previous', 'stage:NAME', a folder or a hub id) as a term."""
+    column: str | None = None
+    """exact_match, numeric_match: the prompt data's column holding the reference answer."""
+    pattern: str | None = None
+    """regex: a Python regular expression."""
+    max_chars: int | None = Field(None, ge=1)
+    """length_penalty: completions longer than this are penalised in proportion."""
+    weight: float = 1.0
+    """This term's weight in the sum."""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> RewardTerm:
+        kinds = [k for k in ("function", "builtin", "model") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("a reward term is exactly one of function, builtin or model")
+        if self.function is not None and not re.fullmatch(r"[\w./-]+(\.py)?:[A-Za-z_]\w*", self.function):
+            raise ValueError(f"function {self.function!r}: write module.path:name or path/to/file.py:name")
+        needs = {"exact_match": "column", "numeric_match": "column", "regex": "pattern", "length_penalty": "max_chars"}
+        if self.builtin is not None and getattr(self, needs[self.builtin]) is None:
+            raise ValueError(f"builtin {self.builtin} needs `{needs[self.builtin]}`")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as err:
+                raise ValueError(f"pattern {self.pattern!r} is not a regular expression: {err}") from None
+        return self
+
+    @property
+    def name(self) -> str:
+        """How logs and metrics call the term (TRL logs rewards/NAME)."""
+        if self.function is not None:
+            return self.function.rsplit(":", 1)[1]
+        return self.builtin or "reward_model"
+
+    def source_file(self) -> str | None:
+        """The file defining a function term (fingerprinted like data), or None when it cannot be found."""
+        if self.function is None:
+            return None
+        module, _ = self.function.rsplit(":", 1)
+        if module.endswith(".py"):
+            return module
+        try:
+            found = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            return None
+        return found.origin if found is not None and found.origin not in (None, "built-in", "frozen") else None
+
+
 class PeftSpec(Block):
     """Parameter-efficient fine-tuning with peft."""
 

@@ -126,26 +126,29 @@ def _located(path: str, err: BaseException) -> DataError:
     return DataError(found or f"{path}: cannot read it ({type(root).__name__}: {str(root)[:200]})")
 
 
-def load_examples(spec: DataSpec, seed: int, lengths: LengthLimit | None = None) -> tuple[Dataset, Dataset | None]:
+def load_examples(
+    spec: DataSpec, seed: int, lengths: LengthLimit | None = None, keep: tuple[str, ...] = ()
+) -> tuple[Dataset, Dataset | None]:
     """(train, validation): rendered for the spec's format, checked, shuffled, limited and split; training rows
-    over `lengths.max_length` tokens handled as `spec.too_long` says. Errors name rows by source position."""
+    over `lengths.max_length` tokens handled as `spec.too_long` says. Errors name rows by source position.
+    `keep`: columns carried through unrendered beside the format's (a reward's reference answer)."""
     seed = spec.seed if spec.seed is not None else seed
-    rows = _mixed(spec, seed) if spec.mix else _prepared(spec, spec.path, seed)
+    rows = _mixed(spec, seed, keep) if spec.mix else _prepared(spec, spec.path, seed, keep)
     train, held_out = (
-        (rows, _prepared(spec, spec.validation, seed)) if isinstance(spec.validation, str) else _split(rows, spec)
+        (rows, _prepared(spec, spec.validation, seed, keep)) if isinstance(spec.validation, str) else _split(rows, spec)
     )
     if lengths is not None:
         train = lengths.apply(train, spec)
     return _without_source_row(train), _without_source_row(held_out)
 
 
-def _mixed(spec: DataSpec, seed: int) -> Dataset:
+def _mixed(spec: DataSpec, seed: int, keep: tuple[str, ...] = ()) -> Dataset:
     """The mixture's sources, each read, checked and rendered like a single source (its own columns, template,
     query and limit; the mixture's format), then concatenated and shuffled, or interleaved by weight until every
     source is used up; the mixture's `limit` applies last."""
     from datasets import concatenate_datasets, interleave_datasets
 
-    parts = _mixture_parts(spec, seed)
+    parts = _mixture_parts(spec, seed, keep)
     if spec.strategy == "interleave":
         weights = [source.weight or 1.0 for source in spec.mix]
         rows = interleave_datasets(
@@ -162,22 +165,22 @@ def mixture_counts(spec: DataSpec, seed: int) -> dict[str, int]:
     return {source.path: len(rows) for source, rows in zip(spec.mix, _mixture_parts(spec, seed), strict=False)}
 
 
-def _mixture_parts(spec: DataSpec, seed: int) -> list[Dataset]:
+def _mixture_parts(spec: DataSpec, seed: int, keep: tuple[str, ...] = ()) -> list[Dataset]:
     """Each mix source read, checked and rendered with the mixture's format, masking and shuffling."""
     shared = {"format": spec.format, "completion_only": spec.completion_only, "shuffle": spec.shuffle}
-    return [_prepared(source.model_copy(update=shared), source.path, seed) for source in spec.mix]
+    return [_prepared(source.model_copy(update=shared), source.path, seed, keep) for source in spec.mix]
 
 
 def _without_source_row(rows: Dataset | None) -> Dataset | None:
     return rows.remove_columns(SOURCE_ROW) if rows is not None and SOURCE_ROW in rows.column_names else rows
 
 
-def _prepared(spec: DataSpec, path: str, seed: int) -> Dataset:
+def _prepared(spec: DataSpec, path: str, seed: int, extra: tuple[str, ...] = ()) -> Dataset:
     nested = {target: source for target, source in spec.columns.items() if is_nested(source)}
     renamed_from = {source: target for target, source in spec.columns.items() if target not in nested}
     needed = formats.needed_columns(spec.format, spec.template)
     optional = formats.FORMATS[spec.format].optional
-    source_columns = [_root(spec.columns.get(name, name)) for name in [*needed, *optional]]
+    source_columns = [_root(spec.columns.get(name, name)) for name in [*needed, *optional, *extra]]
     rows = read_rows(path, spec.query, spec.split, source_columns, spec)
     missing = [source for source in spec.columns.values() if _root(source) not in rows.column_names]
     if missing:
@@ -187,7 +190,12 @@ def _prepared(spec: DataSpec, path: str, seed: int) -> Dataset:
     rows = _pick_nested(rows, nested, path)
     rows = rows.rename_columns({s: t for s, t in renamed_from.items() if s != t})
     formats.check_columns(rows.column_names, spec.format, spec.template, path)
-    keep = [c for c in rows.column_names if c in needed or c in optional]
+    if missing_extra := [c for c in extra if c not in rows.column_names]:
+        raise DataError(
+            f"{path}: no column {', '.join(missing_extra)} (a reward reads it); available: "
+            f"{', '.join(rows.column_names)}"
+        )
+    keep = [c for c in rows.column_names if c in needed or c in optional or c in extra]
     rows = rows.select_columns(keep)
     if len(rows) == 0:
         where = f" after the query {spec.query!r}" if spec.query else ""
@@ -201,7 +209,11 @@ def _prepared(spec: DataSpec, path: str, seed: int) -> Dataset:
         rows = rows.shuffle(seed=seed)
     if spec.limit:
         rows = rows.select(range(min(spec.limit, len(rows))))
-    return rows.map(lambda row: formats.render(row, spec.format, spec.template, spec.roles), remove_columns=keep)
+    rendered = rows.map(
+        lambda row: formats.render(row, spec.format, spec.template, spec.roles),
+        remove_columns=[c for c in keep if c not in extra],
+    )
+    return rendered
 
 
 def is_nested(column: str) -> bool:

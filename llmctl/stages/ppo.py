@@ -22,6 +22,7 @@ from llmctl.artifacts import Artifact, ArtifactKind
 from llmctl.data.formats import allowed
 from llmctl.errors import RecipeMismatch, StageFailed
 from llmctl.models.reward import RewardScorer, retokenizing_reward
+from llmctl.models.rewards import reward_functions
 from llmctl.smokesize import SmokeSize
 from llmctl.specs import (
     GREEDY,
@@ -32,6 +33,7 @@ from llmctl.specs import (
     GenerationSpec,
     InputSlot,
     PeftSpec,
+    RewardTerm,
     TrainArgs,
     TrainingSpec,
 )
@@ -77,7 +79,12 @@ class PPOSpec(TrainingSpec):
     model: str = PREVIOUS
     """The policy: 'previous' (the last causal LM), 'stage:NAME', a folder or a hub id."""
     reward_model: str = PREVIOUS
-    """'previous' (the last reward stage), 'stage:NAME', a folder or a hub id."""
+    """'previous' (the last reward stage), 'stage:NAME', a folder or a hub id (not read when `rewards` has no
+    model term)."""
+    rewards: list[RewardTerm] = []
+    """RLOO/GRPO: reward terms instead of (or beside) the reward model — Python functions, built-in checks
+    against a column of the prompt data (exact_match, numeric_match, regex) or a length penalty, and
+    `{model: …}` for a reward model — summed with their weights, e.g. [{builtin: numeric_match, column: answer}]."""
     data: DataSpec
     """Prompts (format: prompt); the validation split is the held-out set for the before/after reward."""
     total_episodes: int = Field(1024, ge=1)
@@ -151,13 +158,35 @@ class PPOSpec(TrainingSpec):
             )
         if self.kl.adaptive and self.algorithm != "ppo":
             raise ValueError("kl.adaptive is a PPO controller; RLOO/GRPO use a fixed beta (kl.init)")
+        if self.rewards and self.algorithm == "ppo":
+            raise ValueError("rewards need algorithm grpo or rloo (PPO trains a value model on one reward model)")
+        if sum(term.model is not None for term in self.rewards) > 1:
+            raise ValueError("rewards: one model term at most (the stage's reward model)")
         return self
 
     def inputs(self) -> dict[str, InputSlot]:
-        return {
-            "model": InputSlot(self.model, (ArtifactKind.causal_lm, ArtifactKind.adapter), "model"),
-            "reward_model": InputSlot(self.reward_model, (ArtifactKind.reward_model,), "reward_model"),
-        }
+        slots = {"model": InputSlot(self.model, (ArtifactKind.causal_lm, ArtifactKind.adapter), "model")}
+        if self.reward_model_ref is not None:
+            slots["reward_model"] = InputSlot(self.reward_model_ref, (ArtifactKind.reward_model,), "reward_model")
+        return slots
+
+    @property
+    def reward_model_ref(self) -> str | None:
+        """The reward model the stage reads: `reward_model`, or the model term of `rewards`, or none when the
+        rewards are functions only."""
+        if not self.rewards:
+            return self.reward_model
+        return next((term.model for term in self.rewards if term.model is not None), None)
+
+    def data_files(self) -> dict[str, str]:
+        """Reward functions' files: part of the fingerprint (edit one and the stage re-runs)."""
+        files = {f"rewards[{i}].function": term.source_file() for i, term in enumerate(self.rewards)}
+        return {field: path for field, path in files.items() if path}
+
+    @property
+    def reference_columns(self) -> tuple[str, ...]:
+        """Prompt-data columns the reward terms read (carried beside the rendered prompt)."""
+        return tuple(dict.fromkeys(term.column for term in self.rewards if term.column))
 
     @property
     def peft_settings(self) -> PeftSpec:
@@ -169,13 +198,20 @@ def run(spec: PPOSpec, ctx: StageContext) -> Artifact:
     from llmctl.models import causal_lm
     from llmctl.models.evaluate import exact_match_metric, mean_reward
 
-    prompts, held_out = load_examples(spec.data, seed=ctx.seed)
+    prompts, held_out = load_examples(spec.data, seed=ctx.seed, keep=spec.reference_columns)
     eval_rows = load_examples(spec.eval_set, seed=ctx.seed)[0] if spec.eval_set else None
     tokenizer = causal_lm.load_tokenizer(ctx.input("model"))
+    model_scorer = RewardScorer(ctx.input("reward_model"), tokenizer) if "reward_model" in ctx.inputs else None
+    functions, weights = (
+        reward_functions(spec.rewards, model_scorer.reward_function() if model_scorer else None)
+        if spec.rewards
+        else ([], [])
+    )  # loaded before the policy: a function that does not resolve fails at once
     policy = causal_lm.load(ctx.input("model"))
-    scorer = RewardScorer(ctx.input("reward_model"), tokenizer)
     _check_context(policy, tokenizer, prompts, spec)
-    held = list((held_out or prompts.select(range(min(64, len(prompts)))))["prompt"])
+    held_rows = held_out or prompts.select(range(min(64, len(prompts))))
+    held = list(held_rows["prompt"])
+    scorer = _combined(functions, weights, held_rows, spec.reference_columns) if spec.rewards else model_scorer
     metrics: dict[str, Any] = {"mean_reward_before": mean_reward(policy, tokenizer, scorer, held, spec.response_length)}
     metrics |= exact_match_metric(policy, tokenizer, eval_rows, spec.eval_set, "exact_match_before", spec.generation)
     before = (
@@ -185,7 +221,7 @@ def run(spec: PPOSpec, ctx: StageContext) -> Artifact:
         if spec.samples
         else []
     )
-    trainer = _trainer(spec, ctx, policy, tokenizer, scorer, prompts)
+    trainer = _trainer(spec, ctx, policy, tokenizer, model_scorer, prompts, (functions, weights))
     metrics |= _train(spec, trainer, ctx)
     policy = _save(spec, trainer, tokenizer, ctx)
     metrics["mean_reward"] = mean_reward(policy, tokenizer, scorer, held, spec.response_length)
@@ -219,7 +255,27 @@ def _check_context(policy: Any, tokenizer: Any, prompts: Any, spec: PPOSpec) -> 
         )
 
 
-def _trainer(spec: PPOSpec, ctx: StageContext, policy: Any, tokenizer: Any, scorer: RewardScorer, prompts: Any) -> Any:
+def _combined(functions: list[Any], weights: list[float], rows: Any, columns: tuple[str, ...]) -> Any:
+    """The weighted sum of the reward terms as a scorer of (prompts, responses) for `rows`' prompts — what the
+    before/after mean reward measures when the stage trains on reward functions."""
+    references = {column: list(rows[column]) for column in columns}
+
+    def score(prompts: list[str], responses: list[str]) -> list[float]:
+        parts = [f(prompts, responses, **references) for f in functions]
+        return [sum(w * p[i] for w, p in zip(weights, parts, strict=True)) for i in range(len(responses))]
+
+    return score
+
+
+def _trainer(
+    spec: PPOSpec,
+    ctx: StageContext,
+    policy: Any,
+    tokenizer: Any,
+    scorer: RewardScorer | None,
+    prompts: Any,
+    rewards: tuple[list[Any], list[float]],
+) -> Any:
     from llmctl.models import adapters
     from llmctl.models.training import progress_callback
 
@@ -227,7 +283,9 @@ def _trainer(spec: PPOSpec, ctx: StageContext, policy: Any, tokenizer: Any, scor
     callbacks = [progress_callback(ctx), kl_guard(spec, ctx)]
     peft_config = adapters.lora_config(spec.peft) if spec.peft.method != "none" else None
     if spec.algorithm == "ppo":
+        assert scorer is not None  # PPO always has its reward model (validated)
         return _ppo_trainer(spec, ctx, common, policy, tokenizer, scorer, prompts, callbacks, peft_config)
+    functions, weights = rewards
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
     config_cls, trainer_cls = (RLOOConfig, RLOOTrainer) if spec.algorithm == "rloo" else (GRPOConfig, GRPOTrainer)
@@ -241,10 +299,11 @@ def _trainer(spec: PPOSpec, ctx: StageContext, policy: Any, tokenizer: Any, scor
         top_k=spec.sampling.top_k,
         top_p=spec.sampling.top_p,
         per_device_train_batch_size=spec.train.batch_size,
+        reward_weights=weights or None,
     )
     return trainer_cls(
         model=policy,
-        reward_funcs=scorer.reward_function(),
+        reward_funcs=functions or scorer.reward_function(),  # type: ignore[union-attr]  # one or the other exists
         args=config,  # type: ignore[arg-type]  # the config class that goes with trainer_cls
         train_dataset=prompts,
         processing_class=tokenizer,

@@ -45,6 +45,7 @@ OVERRIDES = {
         "stages.pretrain.data.validation={a}/openwebtext.jsonl",
     ],
     "quickstart": [],
+    "grpo_quickstart": [],
     "dpo_quickstart": [],
     "nightly": [],
 }

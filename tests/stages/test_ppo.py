@@ -140,3 +140,56 @@ def test_sigterm_mid_ppo_then_resume_continues_from_the_checkpoint(tiny_lm: Path
     assert steps[-1] == 20 and steps.count(done + 1) == 1  # the resumed run counted on from the checkpoint
     final = load_file(prompts / "runs/t/03-ppo/output/model.safetensors")
     assert any(not torch.equal(saved[name], final[name]) for name in saved)  # training went on from there
+
+
+GRPO_FN = """\
+  - type: ppo
+    name: grpo
+    algorithm: grpo
+    model: previous
+    data: {{path: qa.jsonl, format: prompt, columns: {{prompt: question}}, template: "Question: {{prompt}}\\n\\nAnswer:",
+            validation: 8}}
+    rewards:
+      - {{builtin: numeric_match, column: answer}}
+      - {{function: my_rewards.py:{function}, weight: 0.5}}
+    total_episodes: 16
+    train: {{batch_size: 8, lr: 1.0e-4}}
+    num_generations: 2
+    response_length: 4
+"""
+REWARDS_PY = (
+    "def brief(prompts, completions, **columns):\n"
+    "    assert 'answer' in columns  # the prompt data's columns reach every reward function\n"
+    "    return [1.0 if len(c.strip()) <= {limit} else 0.0 for c in completions]\n"
+    "def words(prompts, completions, **columns):\n    return ['good' for c in completions]\n"
+)
+
+
+def test_grpo_with_reward_functions_needs_no_reward_model_and_reruns_when_the_function_changes(
+    tiny_lm: Path,
+    data: Path,  # noqa: F811 - the fixture imported above
+) -> None:
+    (data / "my_rewards.py").write_text(REWARDS_PY.replace("{limit}", "3"))
+    path = recipe(data, sft("sft", str(tiny_lm), "{method: none}", steps=2), GRPO_FN.format(function="brief"))
+    code, events = run(path)
+    assert code == 0, events[-1]
+    plan = {s["stage"]: s["inputs"] for s in events[0]["steps"]}
+    assert plan["grpo"] == {"model": "stage:sft"}  # functions only: no reward model read
+    result = metrics(data, "02-grpo")
+    assert {"mean_reward_before", "mean_reward"} <= result.keys()
+    assert [s["action"] for s in run(path)[1][0]["steps"]] == ["cached", "cached"]
+    (data / "my_rewards.py").write_text(REWARDS_PY.replace("{limit}", "5"))  # edit the function's file
+    code, events = run(path)
+    assert code == 0 and {s["stage"]: s["reason"] for s in events[0]["steps"]}["grpo"] == "changed: data"
+
+    text = path.read_text()
+    path.write_text(text.replace("my_rewards.py:brief", "my_rewards.py:words"))
+    code, events = run(path)
+    assert code == 4, events[-1]
+    assert "rewards[1] (words) returned 'good'; each value must be a finite number" in events[-1]["message"]
+    path.write_text(text.replace("my_rewards.py:brief", "my_rewards.py:nothing"))
+    code, events = run(path)
+    assert code == 2 and events[-1]["stage"] == "grpo" and "has no function 'nothing'" in events[-1]["message"]
+    path.write_text(text.replace("my_rewards.py:brief", "missing.py:brief"))
+    code, events = run(path)
+    assert code == 2 and "rewards[1].function: no file or folder matches 'missing.py'" in events[-1]["message"]
