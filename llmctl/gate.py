@@ -40,7 +40,9 @@ class Check:
 
 
 def lower_is_better(metric: str) -> bool:
-    return any(metric.split("/")[-1].startswith(name) for name in LOWER_IS_BETTER)
+    """perplexity, loss, eval_loss, task/bits_per_byte, ms_per_token…: lower is better; anything else higher."""
+    name = metric.split("/")[-1].removeprefix("eval_")
+    return any(name.startswith(lower) for lower in LOWER_IS_BETTER)
 
 
 def evaluate(

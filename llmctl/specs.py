@@ -471,6 +471,18 @@ class PeftSpec(Block):
         return []
 
 
+class EarlyStoppingSpec(Block):
+    """Stop a training stage whose evaluation stopped improving (transformers' EarlyStoppingCallback)."""
+
+    metric: str = "eval_loss"
+    """A metric of the stage's evaluation every eval_steps (eval_loss; eval_reward_accuracy for dpo…); which way is
+    better follows its name (loss and perplexity: lower)."""
+    patience: int = Field(3, ge=1)
+    """Evaluations without an improvement of at least min_delta before stopping."""
+    min_delta: float = Field(0.0, ge=0)
+    """The smallest change that counts as an improvement."""
+
+
 class TrainArgs(Block):
     """Optimisation settings shared by the training stages (mapped onto transformers.TrainingArguments)."""
 
@@ -532,6 +544,26 @@ class TrainArgs(Block):
     """Recompute activations in the backward pass: less memory, about 30% slower."""
     report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = []
     """Experiment trackers for this stage (default: the recipe's `report_to`)."""
+    early_stopping: EarlyStoppingSpec | None = None
+    """Stop when the evaluation stops improving (needs eval_steps and a validation split); the best checkpoint
+    by its metric is handed on."""
+    keep_best: bool = False
+    """Hand on the checkpoint with the best evaluation (early_stopping's metric, else eval_loss), not the last
+    (needs eval_steps and a validation split; checkpoints are then saved at each evaluation)."""
+
+    @property
+    def best_metric(self) -> str | None:
+        """The evaluation metric that picks the checkpoint handed on, when one is picked."""
+        if self.early_stopping is not None:
+            return self.early_stopping.metric
+        return "eval_loss" if self.keep_best else None
+
+    @model_validator(mode="after")
+    def _evaluates_for_best(self) -> TrainArgs:
+        if self.best_metric and self.eval_steps is None and self.eval_strategy == "steps":
+            raise ValueError("early_stopping and keep_best need eval_steps (an evaluation to compare)")
+        return self
+
     dataloader_workers: int = Field(0, ge=0)
     """Worker processes loading batches (0: in the training process)."""
 

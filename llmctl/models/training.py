@@ -6,6 +6,7 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
+from llmctl.errors import RecipeMismatch
 from llmctl.specs import TrainArgs
 
 if TYPE_CHECKING:
@@ -24,38 +25,74 @@ def training_kwargs(args: TrainArgs, ctx: StageContext, has_eval: bool) -> dict[
     hw = ctx.hardware
     evaluate_during = has_eval and (args.eval_steps is not None or args.eval_strategy == "epoch")
     optim = {"optim": args.optim} if args.optim else {}
-    return optim | dict(
-        output_dir=str(ctx.checkpoints_dir),
-        logging_dir=str(ctx.logs_dir / "tensorboard"),
-        max_steps=args.max_steps,
-        num_train_epochs=args.epochs,
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=args.batch_size,
-        gradient_accumulation_steps=args.grad_accum,
-        learning_rate=args.lr,
-        lr_scheduler_type=args.scheduler,
-        warmup_steps=args.warmup_steps,
-        warmup_ratio=args.warmup_ratio,
-        weight_decay=args.weight_decay,
-        max_grad_norm=args.max_grad_norm,
-        logging_steps=args.logging_steps,
-        eval_strategy=args.eval_strategy if evaluate_during else "no",
-        eval_steps=args.eval_steps if evaluate_during and args.eval_strategy == "steps" else None,
-        save_strategy=args.save_strategy,
-        save_steps=args.save_steps,
-        save_total_limit=args.save_total_limit,
-        gradient_checkpointing=args.gradient_checkpointing,
-        bf16=hw.dtype == "bf16",
-        fp16=hw.dtype == "fp16",
-        use_cpu=hw.device == "cpu",
-        report_to=list(args.report_to or ctx.recipe.report_to) or "none",  # their env defaults: tracking.stage_runs
-        run_name=f"{ctx.recipe.name}/{ctx.name}",
-        seed=ctx.seed,
-        data_seed=ctx.seed,
-        dataloader_num_workers=args.dataloader_workers,
-        disable_tqdm=True,
-        save_safetensors=True,
+    return (
+        optim
+        | dict(
+            output_dir=str(ctx.checkpoints_dir),
+            logging_dir=str(ctx.logs_dir / "tensorboard"),
+            max_steps=args.max_steps,
+            num_train_epochs=args.epochs,
+            per_device_train_batch_size=args.batch_size,
+            per_device_eval_batch_size=args.batch_size,
+            gradient_accumulation_steps=args.grad_accum,
+            learning_rate=args.lr,
+            lr_scheduler_type=args.scheduler,
+            warmup_steps=args.warmup_steps,
+            warmup_ratio=args.warmup_ratio,
+            weight_decay=args.weight_decay,
+            max_grad_norm=args.max_grad_norm,
+            logging_steps=args.logging_steps,
+            eval_strategy=args.eval_strategy if evaluate_during else "no",
+            eval_steps=args.eval_steps if evaluate_during and args.eval_strategy == "steps" else None,
+            save_strategy=args.save_strategy,
+            save_steps=args.save_steps,
+            save_total_limit=args.save_total_limit,
+            gradient_checkpointing=args.gradient_checkpointing,
+            bf16=hw.dtype == "bf16",
+            fp16=hw.dtype == "fp16",
+            use_cpu=hw.device == "cpu",
+            report_to=list(args.report_to or ctx.recipe.report_to) or "none",  # their env defaults: tracking.stage_runs
+            run_name=f"{ctx.recipe.name}/{ctx.name}",
+            seed=ctx.seed,
+            data_seed=ctx.seed,
+            dataloader_num_workers=args.dataloader_workers,
+            disable_tqdm=True,
+            save_safetensors=True,
+        )
+        | _best_checkpoint(args, has_eval)
     )
+
+
+def _best_checkpoint(args: TrainArgs, has_eval: bool) -> dict[str, Any]:
+    """TrainingArguments that keep the best checkpoint by `args.best_metric`: saved at every evaluation, loaded at
+    the end (what early stopping and keep_best hand on)."""
+    from llmctl.gate import lower_is_better
+
+    metric = args.best_metric
+    if metric is None:
+        return {}
+    if not has_eval:
+        raise RecipeMismatch(
+            "train.early_stopping", "early_stopping and keep_best need a validation split (data.validation)"
+        )
+    return {
+        "load_best_model_at_end": True,
+        "metric_for_best_model": metric,
+        "greater_is_better": not lower_is_better(metric),
+        "save_strategy": args.eval_strategy,
+        "save_steps": args.eval_steps or args.save_steps,
+    }
+
+
+def training_callbacks(args: TrainArgs, ctx: StageContext) -> list[Any]:
+    """llmctl's progress callback, and transformers' early stopping when the stage asks for it."""
+    callbacks = [progress_callback(ctx)]
+    if args.early_stopping is not None:
+        from transformers import EarlyStoppingCallback
+
+        stop = args.early_stopping
+        callbacks.append(EarlyStoppingCallback(stop.patience, stop.min_delta))
+    return callbacks
 
 
 def progress_callback(ctx: StageContext) -> Any:
@@ -91,7 +128,7 @@ def train_causal_lm(
         eval_dataset=eval_ds,
         data_collator=default_data_collator,
         processing_class=tokenizer,
-        callbacks=[progress_callback(ctx)],
+        callbacks=training_callbacks(args, ctx),
     )
     metrics = fit(trainer, ctx)
     if metrics[
@@ -123,7 +160,9 @@ def train_metrics(trainer: Any, result: Any) -> dict[str, Any]:
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     tokens = max((entry.get("num_tokens", 0) for entry in trainer.state.log_history), default=0)
     runtime = result.metrics.get("train_runtime") or 0
-    return {
+    best = trainer.state.best_model_checkpoint if trainer.args.load_best_model_at_end else None
+    kept = {"best_step": int(best.rsplit("-", 1)[1]), "best_metric": trainer.state.best_metric} if best else {}
+    return kept | {
         "train_loss": round(result.training_loss, 4),
         "first_logged_loss": losses[0] if losses else None,
         "last_logged_loss": losses[-1] if losses else None,

@@ -198,7 +198,7 @@ def _reference(spec: DPOSpec, ctx: StageContext) -> Any:
 
 
 def _trainer(spec: DPOSpec, ctx: StageContext, model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any) -> Any:
-    from llmctl.models.training import progress_callback, training_kwargs
+    from llmctl.models.training import training_callbacks, training_kwargs
 
     common = training_kwargs(spec.train, ctx, has_eval=eval_ds is not None) | {
         "max_length": spec.max_length,
@@ -210,7 +210,7 @@ def _trainer(spec: DPOSpec, ctx: StageContext, model: Any, tokenizer: Any, train
         "train_dataset": train_ds,
         "eval_dataset": eval_ds,
         "processing_class": tokenizer,
-        "callbacks": [progress_callback(ctx)],
+        "callbacks": training_callbacks(spec.train, ctx),
     }
     if spec.algorithm == "dpo":
         from trl import DPOConfig, DPOTrainer

@@ -87,7 +87,7 @@ def _load(spec: RewardSpec, ctx: StageContext) -> tuple[Any, Any]:
 def _trainer(spec: RewardSpec, ctx: StageContext, model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any) -> Any:
     from trl import RewardConfig, RewardTrainer
 
-    from llmctl.models.training import progress_callback, training_kwargs
+    from llmctl.models.training import training_callbacks, training_kwargs
 
     config = RewardConfig(**training_kwargs(spec.train, ctx, has_eval=eval_ds is not None), max_length=spec.max_length)
     return RewardTrainer(
@@ -96,7 +96,7 @@ def _trainer(spec: RewardSpec, ctx: StageContext, model: Any, tokenizer: Any, tr
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,
-        callbacks=[progress_callback(ctx)],
+        callbacks=training_callbacks(spec.train, ctx),
     )
 
 

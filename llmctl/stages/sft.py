@@ -90,7 +90,7 @@ def run(spec: SFTSpec, ctx: StageContext) -> Artifact:
 def _trainer(spec: SFTSpec, ctx: StageContext, model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any) -> Any:
     from trl import SFTConfig, SFTTrainer
 
-    from llmctl.models.training import progress_callback, training_kwargs
+    from llmctl.models.training import training_callbacks, training_kwargs
 
     config = SFTConfig(
         **training_kwargs(spec.train, ctx, has_eval=eval_ds is not None),
@@ -106,5 +106,5 @@ def _trainer(spec: SFTSpec, ctx: StageContext, model: Any, tokenizer: Any, train
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,
-        callbacks=[progress_callback(ctx)],
+        callbacks=training_callbacks(spec.train, ctx),
     )

@@ -95,3 +95,36 @@ def test_pretrain_streams_from_deep_lake_and_reruns_on_a_new_version(workdir: Pa
     lake.write(str(workdir / "lake"), Dataset.from_list([{"body": "1 plus 1 is 2."}]), "v2")
     step = make_plan(schema.validate(loaded), loaded).steps[0]
     assert (step.action, step.reason) == ("run", "changed: data")
+
+
+def test_early_stopping_stops_an_overlong_run_and_hands_on_the_best_checkpoint(tiny_recipe) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    path = tiny_recipe(steps=400)  # far more than 12 training rows need: the eval loss turns up, the run stops
+    text = (
+        path.read_text()
+        .replace(
+            "logging_steps: 5, save_steps: 500}",
+            "logging_steps: 5, save_steps: 500, eval_steps: 10, keep_checkpoints: true,\n"
+            "            early_stopping: {metric: eval_loss, patience: 2}}",
+        )
+        .replace("lr: 3.0e-3", "lr: 1.0e-2")
+        .replace("validation: 0.1}", "validation: 0.5, limit: 24}")  # a few rows, many steps: it overfits
+    )
+    path.write_text(text)
+    from tests.conftest import run_json
+
+    code, events = run_json(str(path))
+    assert code == 0, events[-1]
+    metrics = json.loads((path.parent / "runs/tiny/01-pretrain/metrics.json").read_text())
+    evals = [
+        json.loads(line) for line in (path.parent / "runs/tiny/01-pretrain/logs/train.jsonl").read_text().splitlines()
+    ]
+    losses = {e["step"]: e["eval_loss"] for e in evals if "eval_loss" in e}
+    best_step = min(losses, key=losses.get)
+    assert metrics["steps"] < 400 and metrics["steps"] == max(losses)  # stopped at an evaluation, early
+    assert metrics["best_step"] == best_step and max(losses) - best_step == 2 * 10  # patience 2 evaluations
+    handed_on = load_file(str(path.parent / "runs/tiny/01-pretrain/output/model.safetensors"))
+    best = load_file(str(path.parent / f"runs/tiny/01-pretrain/checkpoints/checkpoint-{best_step}/model.safetensors"))
+    assert all(torch.equal(handed_on[k], best[k]) for k in best)

@@ -45,3 +45,8 @@ def test_min_improvement_makes_a_tie_lose_in_the_right_direction() -> None:
     assert better["passed"]
     missing = gate.evaluate({"perplexity": "n/a"}, [], baseline, ["perplexity"], 0.0, "champion", 0.5)
     assert not missing["passed"]  # a value that is not a number never passes (and never crashes the gate)
+
+
+def test_direction_of_trainer_metrics() -> None:
+    assert gate.lower_is_better("eval_loss") and gate.lower_is_better("ppl/bits_per_byte")
+    assert not gate.lower_is_better("eval_reward_accuracy") and not gate.lower_is_better("toy/exact_match")
