@@ -93,6 +93,21 @@ class Firing:
             if s["status"] == "complete" and "version" in s.get("metrics", {})
         ]
         message = self.skipped_reason if outcome == "skipped" else str(error or "")
+        if outcome == "skipped":  # a no-change firing every minute: a short line (what ran, data: nothing new)
+            return {
+                "run_id": self.run_id,
+                "recipe": self.plan.recipe.name if self.plan else None,
+                "run_dir": str(run_dir.absolute()) if run_dir else None,
+                "outcome": outcome,
+                "exit_code": code,
+                "previous_outcome": previous,
+                "message": message,
+                "started": _iso(self.started),
+                "finished": _iso(time.time()),
+                "duration_s": round(time.time() - self.started, 2),
+                "changed": [],
+                "published": [],
+            }
         return {
             "run_id": self.run_id,
             "recipe": self.plan.recipe.name if self.plan else None,

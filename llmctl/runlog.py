@@ -68,8 +68,11 @@ def append(run_dir: Path, record: dict[str, Any]) -> None:
     """Add one firing to the run folder's history (secrets hidden)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(redaction.redact(record), default=str, separators=(",", ":")) + "\n").encode()
-    fd = os.open(run_dir / HISTORY, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(run_dir / HISTORY, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        end = os.lseek(fd, 0, os.SEEK_END)
+        if end and os.pread(fd, 1, end - 1) != b"\n":  # a line a crash cut short: start on a line of our own
+            line = b"\n" + line
         os.write(fd, line)
         os.fsync(fd)
     finally:
@@ -92,10 +95,31 @@ def read(run_dir: Path) -> list[dict[str, Any]]:
     return found
 
 
+TAIL_BYTES = 1 << 18
+
+
 def previous_outcome(run_dir: Path) -> str | None:
     """The outcome of the last firing that did something (skipped ones do not count): what a success recovers
-    from."""
-    return next((r["outcome"] for r in reversed(read(run_dir)) if r.get("outcome") != "skipped"), None)
+    from. Read from the end of the history, so a cron job firing every minute for a year stays fast."""
+    path = run_dir / HISTORY
+    if not path.is_file():
+        return None
+    with open(path, "rb") as handle:
+        size = handle.seek(0, 2)
+        handle.seek(max(0, size - TAIL_BYTES))
+        tail = handle.read().decode("utf-8", errors="replace").splitlines()
+    found = next((o for o in reversed([_outcome(line) for line in tail]) if o not in (None, "skipped")), None)
+    if found is None and size > TAIL_BYTES:  # only skipped firings in the tail: look further back
+        found = next((r["outcome"] for r in reversed(read(run_dir)) if r.get("outcome") != "skipped"), None)
+    return found
+
+
+def _outcome(line: str) -> str | None:
+    try:
+        record = json.loads(line)
+    except ValueError:  # a torn line, or the first one cut by the tail
+        return None
+    return record.get("outcome") if isinstance(record, dict) else None
 
 
 def git_state(recipe: Path) -> dict[str, Any] | None:

@@ -1,0 +1,34 @@
+"""The run history: outcomes from errors, append-only lines, and the previous outcome read from the end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from llmctl import runlog
+from llmctl.errors import DataError, GateFailed, Interrupted, RunLocked, StageFailed
+from llmctl.rundir import HISTORY
+
+
+def test_each_error_has_its_outcome_and_exit_code() -> None:
+    assert runlog.outcome_of(None) == ("complete", 0)
+    assert runlog.outcome_of(GateFailed("no", "bench")) == ("rejected", 3)
+    assert runlog.outcome_of(DataError("bad row")) == ("invalid", 2)
+    assert runlog.outcome_of(StageFailed("sft", "boom")) == ("failed", 4)
+    assert runlog.outcome_of(RunLocked("held")) == ("locked", 5)
+    assert runlog.outcome_of(Interrupted("stop")) == runlog.outcome_of(KeyboardInterrupt()) == ("interrupted", 130)
+    assert runlog.outcome_of(ValueError("a bug")) == ("failed", 1)
+    assert runlog.new_run_id() != runlog.new_run_id()
+
+
+def test_the_previous_outcome_skips_skipped_firings_however_many(tmp_path: Path) -> None:
+    assert runlog.previous_outcome(tmp_path) is None
+    runlog.append(tmp_path, {"run_id": "a", "outcome": "rejected"})
+    skipped = {"run_id": "s", "outcome": "skipped", "message": "x" * 200}
+    lines = (json.dumps(skipped) + "\n") * (runlog.TAIL_BYTES // 200 + 10)  # more than the tail holds
+    with open(tmp_path / HISTORY, "a") as handle:
+        handle.write(lines + '{"run_id": "torn", "outcom')  # and a line a crash cut short
+    assert runlog.previous_outcome(tmp_path) == "rejected"
+    runlog.append(tmp_path, {"run_id": "b", "outcome": "complete"})
+    assert runlog.previous_outcome(tmp_path) == "complete"
+    assert [r["run_id"] for r in runlog.read(tmp_path)][:1] == ["a"] and runlog.read(tmp_path)[-1]["run_id"] == "b"
