@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,13 +48,18 @@ class Firing:
             )
         self.forward(event)
 
+    @cached_property
+    def git(self) -> dict[str, Any] | None:
+        """The recipe's git commit (asked once per firing: the record and a published version share it)."""
+        return runlog.git_state(self.recipe_file) if self.recipe_file.exists() else None
+
     def lineage(self) -> dict[str, Any]:
         """What a published model records about its making: this firing, the recipe's commit, versions, data."""
         from llmctl.fingerprint import library_versions
 
         return {
             "run_id": self.run_id,
-            "git": runlog.git_state(self.recipe_file),
+            "git": self.git,
             "versions": library_versions(),
             "data": self.plan.data_versions() if self.plan else {},
         }
@@ -81,34 +87,9 @@ class Firing:
     def _record(
         self, outcome: str, code: int, error: BaseException | None, run_dir: Path | None, previous: str | None
     ) -> dict[str, Any]:
-        stages = self._stage_results(outcome, error)
-        published = [
-            {
-                "stage": name,
-                "name": s.get("name"),
-                "version": s["metrics"].get("version"),
-                "new": s["metrics"].get("new_version"),
-            }
-            for name, s in stages.items()
-            if s["status"] == "complete" and "version" in s.get("metrics", {})
-        ]
-        message = self.skipped_reason if outcome == "skipped" else str(error or "")
-        if outcome == "skipped":  # a no-change firing every minute: a short line (what ran, data: nothing new)
-            return {
-                "run_id": self.run_id,
-                "recipe": self.plan.recipe.name if self.plan else None,
-                "run_dir": str(run_dir.absolute()) if run_dir else None,
-                "outcome": outcome,
-                "exit_code": code,
-                "previous_outcome": previous,
-                "message": message,
-                "started": _iso(self.started),
-                "finished": _iso(time.time()),
-                "duration_s": round(time.time() - self.started, 2),
-                "changed": [],
-                "published": [],
-            }
-        return {
+        """The firing's record. A skipped firing's is short (a no-change firing every minute adds one small
+        line): no stages, data or git."""
+        head = {
             "run_id": self.run_id,
             "recipe": self.plan.recipe.name if self.plan else None,
             "recipe_file": str(self.recipe_file),
@@ -116,17 +97,20 @@ class Firing:
             "outcome": outcome,
             "exit_code": code,
             "previous_outcome": previous,
-            "message": message,
+            "message": self.skipped_reason if outcome == "skipped" else str(error or ""),
             "started": _iso(self.started),
             "finished": _iso(time.time()),
             "duration_s": round(time.time() - self.started, 2),
-            "changed": [
-                name for name, s in stages.items() if s["action"] in ("run", "resume") and s["status"] != "not_run"
-            ],
-            "published": published,
+        }
+        if outcome == "skipped":
+            return head | {"changed": [], "published": []}
+        stages = self._stage_results(outcome, error)
+        return head | {
+            "changed": [n for n, s in stages.items() if s["action"] in ("run", "resume") and s["status"] != "not_run"],
+            "published": _published(stages),
             "stages": stages,
             "data": self.plan.data_versions() if self.plan else {},
-            "git": runlog.git_state(self.recipe_file) if self.recipe_file.exists() else None,
+            "git": self.git,
         }
 
     def _stage_results(self, outcome: str, error: BaseException | None) -> dict[str, dict[str, Any]]:
@@ -155,6 +139,20 @@ class Firing:
                 result["status"] = outcome if outcome in ("rejected", "interrupted") else "failed"
             found[step.name] = result
         return found
+
+
+def _published(stages: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The registry versions that deploy stages which ran in this firing published (or found already there)."""
+    return [
+        {
+            "stage": name,
+            "name": s.get("name"),
+            "version": s["metrics"]["version"],
+            "new": s["metrics"].get("new_version"),
+        }
+        for name, s in stages.items()
+        if s["status"] == "complete" and "version" in s.get("metrics", {})
+    ]
 
 
 def _notify(command: str, record: dict[str, Any], emit: Emit) -> None:
