@@ -81,7 +81,7 @@ def data_problems(recipe: Recipe, loaded: LoadedRecipe | None = None) -> list[Pr
     """Local data files and globs that name nothing (checked by `validate`, `plan` and `run` before anything
     loads, instead of failing a stage 14 s in). URIs (hub://, s3://, hf://, demo://…) are read later, and a
     path inside the run folder may be written by an earlier stage."""
-    from llmctl.specs import data_blocks
+    from llmctl.specs import data_blocks, split_path
 
     run_dir = RunLayout.of(recipe.name, recipe.run_dir).run_dir.absolute()
     found = []
@@ -91,7 +91,7 @@ def data_problems(recipe: Recipe, loaded: LoadedRecipe | None = None) -> list[Pr
         for field_path, path in paths:
             if "://" in path.removeprefix("file://") or not path or _names_something(path, run_dir):
                 continue
-            where = loaded.where((STAGES, index, *_keys(field_path))) if loaded else ""
+            where = loaded.where((STAGES, index, *split_path(field_path))) if loaded else ""
             found.append(
                 Problem(
                     where,
@@ -119,13 +119,3 @@ def _names_something(path: str, run_dir: Path) -> bool:
     if local.absolute().is_relative_to(run_dir) or local.exists():
         return True
     return bool(glob.glob(str(local), recursive=True))
-
-
-def _keys(field_path: str) -> list[str | int]:
-    """ "mix[1].path" → ["mix", 1, "path"] (a recipe key path, for `loaded.where`)."""
-    keys: list[str | int] = []
-    for part in field_path.split("."):
-        name, _, rest = part.partition("[")
-        keys.append(name)
-        keys += [int(i) for i in rest.rstrip("]").split("][") if i] if rest else []
-    return keys

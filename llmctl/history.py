@@ -51,8 +51,7 @@ def _last_outcome(run_dir: Path) -> str | None:
     """The outcome of the run's last recorded firing (None before the first)."""
     from llmctl import runlog
 
-    found = runlog.read(run_dir)
-    return found[-1]["outcome"] if found else None
+    return runlog.last_outcome(run_dir)
 
 
 def _status(stage: StageRecord, run_dir: Path) -> str:
@@ -88,9 +87,7 @@ def _read(path: Path) -> RunRecord:
 def stage_metrics(ref: str, stage: str, root: Path = RUNS_ROOT) -> dict[str, Any] | None:
     """The metrics of a past run's stage that its gate accepted (by run name or folder), or None."""
     entry = load_run(ref, root).stages.get(stage)
-    if entry is not None and entry.accepted_metrics is not None:
-        return entry.accepted_metrics
-    return entry.metrics if entry is not None and entry.status == "complete" else None
+    return entry.baseline_metrics() if entry is not None else None
 
 
 @dataclass(frozen=True)

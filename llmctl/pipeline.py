@@ -146,10 +146,7 @@ def make_plan(recipe: Recipe, loaded: LoadedRecipe | None = None, selection: Sel
 def _previous_metrics(manifest: Manifest, name: str) -> dict[str, Any]:
     """The stage's metrics from its last run whose gate accepted them, in this run folder ({} when there is
     none): a rejected challenger is never the next baseline."""
-    entry = manifest.stage(name)
-    if entry.accepted_metrics is not None:
-        return entry.accepted_metrics
-    return entry.metrics if entry.status == "complete" else {}
+    return manifest.stage(name).baseline_metrics() or {}
 
 
 def _baseline_key(champion: Baseline, model_key: str | None, record: Any) -> str:

@@ -37,6 +37,13 @@ class StageRecord(BaseModel):
     accepted_metrics: dict[str, Any] | None = None  # metrics of the last run its gate accepted (the baseline)
     baseline_key: str | None = None  # the baseline the gate decided against (a champion's identity)
 
+    def baseline_metrics(self) -> dict[str, Any] | None:
+        """The metrics of the stage's last run that its gate accepted — what a later gate compares with; a
+        rejected (or failed) run's are never it. None when there is none."""
+        if self.accepted_metrics is not None:
+            return self.accepted_metrics
+        return self.metrics if self.status == "complete" else None
+
     def numeric_metrics(self) -> dict[str, float]:
         """The metrics that are numbers (not flags, samples or text)."""
         return {k: v for k, v in self.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

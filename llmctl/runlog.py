@@ -101,17 +101,28 @@ TAIL_BYTES = 1 << 18
 def previous_outcome(run_dir: Path) -> str | None:
     """The outcome of the last firing that did something (skipped ones do not count): what a success recovers
     from. Read from the end of the history, so a cron job firing every minute for a year stays fast."""
+    outcomes, whole = _tail_outcomes(run_dir)
+    found = next((o for o in reversed(outcomes) if o not in (None, "skipped")), None)
+    if found is None and not whole:  # only skipped firings in the tail: look further back
+        found = next((r["outcome"] for r in reversed(read(run_dir)) if r.get("outcome") != "skipped"), None)
+    return found
+
+
+def last_outcome(run_dir: Path) -> str | None:
+    """The outcome of the last recorded firing (None before the first), from the end of the history."""
+    return next((o for o in reversed(_tail_outcomes(run_dir)[0]) if o is not None), None)
+
+
+def _tail_outcomes(run_dir: Path) -> tuple[list[str | None], bool]:
+    """The outcomes of the lines in the history's last TAIL_BYTES, and whether that was the whole file."""
     path = run_dir / HISTORY
     if not path.is_file():
-        return None
+        return [], True
     with open(path, "rb") as handle:
         size = handle.seek(0, 2)
         handle.seek(max(0, size - TAIL_BYTES))
         tail = handle.read().decode("utf-8", errors="replace").splitlines()
-    found = next((o for o in reversed([_outcome(line) for line in tail]) if o not in (None, "skipped")), None)
-    if found is None and size > TAIL_BYTES:  # only skipped firings in the tail: look further back
-        found = next((r["outcome"] for r in reversed(read(run_dir)) if r.get("outcome") != "skipped"), None)
-    return found
+    return [_outcome(line) for line in tail], size <= TAIL_BYTES
 
 
 def _outcome(line: str) -> str | None:

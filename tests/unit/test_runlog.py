@@ -28,7 +28,7 @@ def test_the_previous_outcome_skips_skipped_firings_however_many(tmp_path: Path)
     lines = (json.dumps(skipped) + "\n") * (runlog.TAIL_BYTES // 200 + 10)  # more than the tail holds
     with open(tmp_path / HISTORY, "a") as handle:
         handle.write(lines + '{"run_id": "torn", "outcom')  # and a line a crash cut short
-    assert runlog.previous_outcome(tmp_path) == "rejected"
+    assert runlog.previous_outcome(tmp_path) == "rejected" and runlog.last_outcome(tmp_path) == "skipped"
     runlog.append(tmp_path, {"run_id": "b", "outcome": "complete"})
     assert runlog.previous_outcome(tmp_path) == "complete"
     assert [r["run_id"] for r in runlog.read(tmp_path)][:1] == ["a"] and runlog.read(tmp_path)[-1]["run_id"] == "b"
