@@ -23,6 +23,7 @@ class ArtifactKind(str, Enum):
     reward_model = "reward_model"  # an AutoModelForSequenceClassification folder, one output
     quantized_lm = "quantized_lm"  # a quantized causal LM folder with a backend descriptor
     eval_report = "eval_report"  # evaluation results
+    dataset = "dataset"  # rows a stage wrote (generate): a data block reads them as `path: stage:NAME`
     deployment = "deployment"  # a published registry version
 
 
@@ -54,6 +55,11 @@ class Artifact:
             if not (Path(published) / "version.json").is_file():
                 return f"its published version {published} is gone from the registry"
         return manifest_damage(Path(self.path), self.files, self.committed, "the stage completed")
+
+    @property
+    def dataset_file(self) -> str:
+        """A dataset artifact's rows file (what a `path: stage:NAME` data block reads)."""
+        return str(Path(self.path) / self.meta.get("file", "data.jsonl"))
 
     @classmethod
     def read(cls, stage_dir: Path) -> Artifact | None:

@@ -4,13 +4,18 @@ it never imports the pipeline (start-up time: see scripts/bench_cli.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from llmctl.artifacts import Artifact, ArtifactKind
 from llmctl.errors import Problem, RecipeError
 from llmctl.recipe import STAGES, LoadedRecipe
 from llmctl.rundir import RunLayout, unsafe_run_dir
-from llmctl.specs import PREVIOUS, InputSlot, StageSpec, stage_ref_name
+from llmctl.specs import PREVIOUS, InputSlot, StageSpec, data_blocks, split_path, stage_ref_name
+
+DATA_SLOT = "data:"  # input slots of data blocks that read an earlier stage's dataset: "data:FIELD.path"
+S = TypeVar("S", bound=StageSpec)
 
 if TYPE_CHECKING:
     from llmctl.schema import Recipe
@@ -26,8 +31,9 @@ def resolve_inputs(recipe: Recipe, loaded: LoadedRecipe | None = None) -> dict[s
     resolved: dict[str, dict[str, str]] = {}
     for index, spec in enumerate(recipe.stages):
         resolved[spec.name] = {}
-        for slot, wanted in spec.inputs().items():
+        for slot, wanted in (spec.inputs() | data_slots(spec)).items():
             ref, error = _resolve_ref(wanted, recipe.stages, index, outputs)
+            error = error or _format_problem(spec, wanted, ref, recipe.stages)
             if error:
                 where = loaded.where((STAGES, index, *wanted.field.split("."))) if loaded else ""
                 problems.append(Problem(where, f"stages[{index}].{wanted.field}", error))
@@ -36,6 +42,51 @@ def resolve_inputs(recipe: Recipe, loaded: LoadedRecipe | None = None) -> dict[s
     if problems:
         raise RecipeError(problems, str(loaded.path) if loaded else recipe.name)
     return resolved
+
+
+def data_slots(spec: StageSpec) -> dict[str, InputSlot]:
+    """An input slot for each data source of the stage that names an earlier stage (`path: stage:NAME`, a
+    mixture's sources too): it accepts a dataset, and its producer's fingerprint becomes part of this stage's."""
+    slots = {}
+    for field, block in data_blocks(spec):
+        sources = [("path", block.path)] + [(f"mix[{i}].path", source.path) for i, source in enumerate(block.mix)]
+        for part, path in sources:
+            if stage_ref_name(path) is not None:
+                name = field if part == "path" else f"{field}.{part}"  # "data", "data.mix[1].path"
+                slots[f"{DATA_SLOT}{name}"] = InputSlot(path, (ArtifactKind.dataset,), f"{field}.{part}")
+    return slots
+
+
+def _format_problem(spec: StageSpec, wanted: InputSlot, ref: str, stages: list[StageSpec]) -> str | None:
+    """Why a data block cannot read the rows its producer writes (a preference dataset read as sft rows), or None."""
+    producer = next((s for s in stages if f"stage:{s.name}" == ref), None)
+    writes = getattr(producer, "dataset_format", None)
+    if not wanted.field.endswith("path") or ArtifactKind.dataset not in wanted.accepts or writes is None:
+        return None
+    block: Any = spec
+    for part in split_path(wanted.field)[:-1]:
+        block = block[part] if isinstance(part, int) else getattr(block, part)
+    if block.format != writes and not (block.format == "prompt" and writes == "prompt_completion"):
+        return (
+            f"stage '{producer.name}' writes {writes} rows; set format: {writes} here (this block reads {block.format})"  # type: ignore[union-attr]
+        )
+    return None
+
+
+def with_datasets(spec: S, inputs: Mapping[str, Artifact | str]) -> S:
+    """`spec` with each `path: stage:NAME` data source pointing at the rows file that stage wrote (what the stage
+    reads at run time; its fingerprint was taken with the reference, and the producer's fingerprint with it)."""
+    handed = {slot.field: inputs[name] for name, slot in data_slots(spec).items() if name in inputs}
+    if not handed:
+        return spec
+    tree = spec.model_dump(mode="json", exclude_unset=True)  # what the recipe said, so defaults stay defaults
+    for field, value in handed.items():
+        keys = split_path(field)
+        parent: Any = tree
+        for key in keys[:-1]:
+            parent = parent[key]
+        parent[keys[-1]] = value.dataset_file if isinstance(value, Artifact) else value
+    return type(spec).model_validate(tree)
 
 
 def _resolve_ref(
@@ -115,6 +166,8 @@ def _local_paths(block: Any) -> list[tuple[str, str]]:
 def _names_something(path: str, run_dir: Path) -> bool:
     import glob
 
+    if stage_ref_name(path) is not None:  # an earlier stage writes it (resolve_inputs checks that one does)
+        return True
     local = Path(path.removeprefix("file://")).expanduser()
     if local.absolute().is_relative_to(run_dir) or local.exists():
         return True

@@ -28,12 +28,13 @@ from llmctl.errors import (
     UsageError,
     storage_error,
 )
-from llmctl.handoffs import resolve_inputs
+from llmctl.handoffs import resolve_inputs, with_datasets
 from llmctl.history import Baseline, baseline
 from llmctl.recipe import LoadedRecipe
 from llmctl.records import Manifest
 from llmctl.rundir import (
     OUTPUT,
+    PROGRESS_FILE,
     RESOLVED,
     TMP_SUFFIX,
     RunLayout,
@@ -231,6 +232,9 @@ def _resumable_checkpoint(step: Step) -> str | None:
     if step.tmp_dir.is_symlink() or not marker.exists() or marker.read_text().strip() != step.fingerprint:
         return None
     checkpoints = step.tmp_dir / "checkpoints"
+    progress = checkpoints / PROGRESS_FILE  # a stage that is no trainer (generate) keeps its progress here
+    if progress.is_file() and progress.stat().st_size:
+        return str(progress)
     found = [(int(m.group(1)), p) for p in checkpoints.glob("checkpoint-*") if (m := CHECKPOINT_RE.match(p.name))]
     complete = [(n, p) for n, p in found if (p / "trainer_state.json").exists()]
     return str(max(complete)[1]) if complete else None
@@ -334,14 +338,15 @@ def _run_step(plan: Plan, step: Step, artifacts: dict[str, Artifact], manifest: 
     )
     try:
         _seed_everything(seed)
-        launcher = effective_launcher(step.spec, plan.recipe)
-        with tracking.stage_runs(step.spec, ctx, launched=launcher.engine != "none") as log_stage_metrics:
+        spec = with_datasets(step.spec, inputs)  # `path: stage:NAME` data reads the rows that stage wrote
+        launcher = effective_launcher(spec, plan.recipe)
+        with tracking.stage_runs(spec, ctx, launched=launcher.engine != "none") as log_stage_metrics:
             if launcher.engine == "none":
-                artifact = runner(step.spec.type)(step.spec, ctx)
+                artifact = runner(spec.type)(spec, ctx)
             else:
                 from llmctl.launch import run_launched
 
-                artifact = run_launched(step.spec, ctx, launcher)
+                artifact = run_launched(spec, ctx, launcher)
             log_stage_metrics(artifact.meta.get("metrics", {}))
     except KeyboardInterrupt:
         _record(manifest, step.name, status="interrupted", finished=_now())

@@ -25,6 +25,8 @@ SUMMARY_METRICS = (
     "size_mb",
     "tokens_per_s",
     "beam_tokens_per_s",
+    "mean_score",
+    "kept_rows",
 )
 BEFORE = "_before"  # metrics measured before training too: shown as "before → after"
 # torchao (pulled in by neural-compressor[pt]) logs missing CUDA kernels and torch's pytree warns on import.
@@ -159,7 +161,8 @@ class RichRenderer:
             )
         if isinstance(metrics.get("serve"), str):
             self.console.print(f"    [dim]serve it:[/] {metrics['serve']}")
-        for sample in metrics.get("samples", []):
+        samples = metrics.get("samples")
+        for sample in samples if isinstance(samples, list) else []:  # (a metric of that name may be a count)
             before = f"{sample['before']!r} ⇒ " if "before" in sample else ""
             self.console.print(f"    [dim]{sample['prompt']!r} →[/] {before}{sample['output']!r}")
         self.results.append((event["stage"], event["status"], metrics, event.get("duration_s")))

@@ -146,6 +146,8 @@ def stage_texts(spec: StageSpec) -> list[str]:
     sources = [(b.path, b.query, b.split) for _, block in data_blocks(spec) for b in (block.mix or [block])]
     sources += [(path, None, None) for path in spec.data_files().values()]
     for path, query, split in sources:
+        if stage_ref_name(path) is not None:  # rows an earlier stage writes: none yet
+            continue
         rows = read_rows(path, query, split)
         for row in rows.select(range(min(len(rows), SMOKE.tokenizer_rows))):
             texts += _strings(row)

@@ -375,6 +375,33 @@ class GenerationSpec(Block):
 GREEDY = GenerationSpec()
 
 
+class PromptSetSpec(DataSpec):
+    """Prompts to sample from: every row is one unless `validation` holds some out (they are then not sampled)."""
+
+    validation: float | int | str = 0
+    """Rows held out and not sampled (a share, a count); default none."""
+
+
+class EndpointSpec(Block):
+    """An OpenAI-compatible API to generate with instead of a local model (generate, a benchmark's judge)."""
+
+    url: str = Field(pattern=r"^https?://")
+    """Base URL of the API, e.g. http://127.0.0.1:8000/v1 (`llmctl serve`, vLLM) or a hosted one."""
+    model: str | None = None
+    """The model name sent with each request (default: the first the endpoint lists)."""
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """Environment variable holding the API key (a key is never written in a recipe); unset: no key."""
+    timeout_s: float = Field(120.0, gt=0)
+    """Seconds one request may take."""
+    max_retries: int = Field(2, ge=0)
+    """Retries of a request that failed for a transient reason (the openai client's back-off)."""
+    concurrency: int = Field(4, ge=1)
+    """Requests in flight at once."""
+    api: Literal["completions", "chat"] = "completions"
+    """completions (/v1/completions: the prompt as written) or chat (/v1/chat/completions: the prompt as one
+    user message — hosted chat models have no completions API)."""
+
+
 BUILTIN_REWARDS = ("exact_match", "numeric_match", "regex", "length_penalty")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmctl.errors import UsageError
-from llmctl.specs import DataSpec, StageSpec, is_local_path
+from llmctl.specs import DataSpec, StageSpec, is_local_path, stage_ref_name
 
 SHOWN_CHARS = 2_000  # of one part; the rest is summarised
 COUNTED_CHARS = 100_000  # of one example, for its token count (beyond, the count is of a prefix: a lower bound)
@@ -17,7 +17,7 @@ def preview(recipe: Any, stage: str | None, count: int) -> list[dict[str, Any]]:
     first COUNTED_CHARS characters only: a 5 MB row took 18 s and 540 MB to count and print whole)."""
     from llmctl.data.sources import load_examples
 
-    spec = _stage_with_data(recipe.stages, stage)
+    spec = _with_handed_data(recipe, _stage_with_data(recipe.stages, stage))
     data = spec.training_data
     assert data is not None  # _stage_with_data picked a stage that has some
     rows, _ = load_examples(data.model_copy(update={"limit": count, "validation": 0}), seed=spec.seed or recipe.seed)
@@ -32,6 +32,27 @@ def preview(recipe: Any, stage: str | None, count: int) -> list[dict[str, Any]]:
             example["tokens_at_least"] = len(text) > COUNTED_CHARS
         examples.append(example)
     return examples
+
+
+def _with_handed_data(recipe: Any, spec: StageSpec) -> StageSpec:
+    """`spec` reading the rows its `path: stage:NAME` data blocks name, from that stage's completed output."""
+    from llmctl.artifacts import Artifact
+    from llmctl.handoffs import data_slots, with_datasets
+    from llmctl.rundir import RunLayout
+
+    layout = RunLayout.of(recipe.name, recipe.run_dir)
+    names = [s.name for s in recipe.stages]
+    handed = {}
+    for slot, wanted in data_slots(spec).items():
+        producer = stage_ref_name(wanted.ref) or ""
+        done = Artifact.read(layout.stage_dir(names.index(producer), producer)) if producer in names else None
+        if done is None:
+            raise UsageError(
+                f"stage '{spec.name}' reads {wanted.field}: {wanted.ref}, which has no completed output yet; "
+                f"run it first (llmctl run RECIPE --until {producer})"
+            )
+        handed[slot] = done
+    return with_datasets(spec, handed)
 
 
 def _shortened(part: dict[str, Any]) -> dict[str, Any]:

@@ -319,6 +319,51 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int
     return outputs
 
 
+def sample(
+    model: Any, tokenizer: Any, prompts: list[str], n: int, max_new_tokens: int, generation: Any = None, seed: int = 0
+) -> list[list[str]]:
+    """`n` continuations of each prompt from one batched generate() call (left-padded, seeded, the prompt not
+    repeated), as a `generation:` block says (greedy without one). Any model with transformers' generate() works
+    (PyTorch, INC, OpenVINO through optimum)."""
+    import torch
+
+    settings = generation.kwargs() if generation is not None else {"do_sample": False}
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        batch = tokenizer(prompts, return_tensors="pt", padding=True, return_token_type_ids=False)
+    finally:
+        tokenizer.padding_side = side
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        ids = model.generate(
+            **batch,
+            max_new_tokens=max_new_tokens,
+            num_return_sequences=n,
+            pad_token_id=tokenizer.pad_token_id,
+            **settings,
+        )
+    decoded = tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+    return [decoded[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+
+def cut(text: str, stop: list[str]) -> str:
+    """`text` up to the first of the `stop` strings (as the OpenAI API's `stop` does)."""
+    ends = [text.find(s) for s in stop if s and s in text]
+    return text[: min(ends)] if ends else text
+
+
+def check_room(model: Any, tokenizer: Any, prompts: list[str], new_tokens: int, field: str) -> None:
+    """A RecipeMismatch naming `field` when the longest prompt plus `new_tokens` exceeds the model's context."""
+    context = context_length(model.config)
+    longest = max((len(ids) for ids in tokenizer(prompts)["input_ids"]), default=0)
+    if context is not None and longest + new_tokens > context:
+        raise RecipeMismatch(
+            field,
+            f"{field} {new_tokens} + the longest prompt ({longest} tokens) exceed the model's context of {context} "
+            "tokens; generate fewer tokens or shorten the prompts",
+        )
+
+
 def write_samples(
     model: Any,
     tokenizer: Any,

@@ -8,6 +8,7 @@ shape {"error": {"message", "type", "param", "code"}}; a client cannot crash the
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import threading
@@ -276,7 +277,7 @@ async def _serve(job: Job, body: RequestBase, request: Request) -> Any:
             GenRequest(
                 prompt_ids[index // body.n],
                 job.max_tokens,
-                sampling,
+                _choice_sampling(sampling, index % body.n),
                 stops,
                 notify,
                 job.logprobs,
@@ -566,3 +567,11 @@ def run_server(source: Source, host: str, port: int, api_key: str | None, limits
 
 def _sse(data: dict[str, Any]) -> str:
     return f"data: {json.dumps(data)}\n\n"
+
+
+def _choice_sampling(sampling: Sampling, choice: int) -> Sampling:
+    """Each of a request's `n` choices draws its own sample: with a seed, choice i uses seed + i (as vLLM does),
+    so n seeded choices differ from each other and each is still reproducible."""
+    if sampling.seed is None or choice == 0:
+        return sampling
+    return dataclasses.replace(sampling, seed=(sampling.seed + choice) % 2**64)

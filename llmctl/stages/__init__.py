@@ -14,7 +14,7 @@ from typing import Any
 from llmctl.artifacts import Artifact
 from llmctl.smokesize import SmokeSize
 from llmctl.specs import StageSpec
-from llmctl.stages import benchmark, deploy, dpo, ppo, pretrain, quantize, reward, sft
+from llmctl.stages import benchmark, deploy, dpo, generate, ppo, pretrain, quantize, reward, sft
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ ENTRIES: tuple[StageEntry, ...] = (
     StageEntry(reward.RewardSpec, reward.run),
     StageEntry(ppo.PPOSpec, ppo.run, smoke=ppo.smoke),
     StageEntry(dpo.DPOSpec, dpo.run),
+    StageEntry(generate.GenerateSpec, generate.run, smoke=generate.smoke),
     StageEntry(quantize.QuantizeSpec, quantize.run, smoke=quantize.smoke),
     StageEntry(benchmark.BenchmarkSpec, benchmark.run, smoke=benchmark.smoke),
     StageEntry(deploy.DeploySpec, deploy.run, smoke=deploy.smoke, serve_after_run=deploy.serve_after_run),

@@ -487,3 +487,18 @@ def test_engine_vllm_execs_vllm_serve_on_the_current_version(tiny_lm: Path, tmp_
         timeout=120,
     )
     assert missing.returncode == 2 and "pip install vllm" in missing.stderr + missing.stdout
+
+
+def test_seeded_choices_differ_from_each_other_and_repeat_across_requests(tiny_lm: Path) -> None:
+    with server(Source(str(tiny_lm))) as base:
+        client = openai_client(base)
+
+        def choices() -> list[str]:
+            done = client.completions.create(
+                model=tiny_lm.name, prompt=PROMPT, max_tokens=6, n=3, seed=5, temperature=1.0
+            )
+            return [c.text for c in sorted(done.choices, key=lambda c: c.index)]
+
+        first = choices()
+        assert len(set(first)) > 1  # choice i samples with seed + i
+        assert choices() == first
