@@ -22,6 +22,7 @@ OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
     "==": operator.eq,
 }
+JUDGE = "judge/"  # a judge's metrics are relative to its reference: compared with a baseline only when named
 LOWER_IS_BETTER = ("perplexity", "loss", "ms_per_token", "bits_per_byte", "byte_perplexity", "word_perplexity")
 
 
@@ -64,7 +65,10 @@ def evaluate(
         ok = isinstance(value, (int, float)) and OPERATORS[check.op](value, check.threshold)
         rows.append({"metric": check.metric, "value": value, "rule": f"{check.op} {check.threshold:g}", "passed": ok})
     if baseline is not None:
-        for metric in compare or sorted(k for k in metrics if isinstance(metrics[k], (int, float)) and k in baseline):
+        compared = sorted(
+            k for k in metrics if isinstance(metrics[k], (int, float)) and k in baseline and not k.startswith(JUDGE)
+        )
+        for metric in compare or compared:
             value, base = metrics.get(metric), baseline.get(metric)
             if not isinstance(base, (int, float)):
                 rows.append(

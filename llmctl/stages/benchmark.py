@@ -13,13 +13,25 @@ from pydantic import Field, model_validator
 
 from llmctl import gate
 from llmctl.artifacts import Artifact, ArtifactKind
+from llmctl.data.formats import allowed
 from llmctl.errors import DataError, RecipeMismatch
 from llmctl.smokesize import SUFFIX, SmokeSize
-from llmctl.specs import PREVIOUS, Block, DataSpec, InputSlot, StageSpec
+from llmctl.specs import (
+    GREEDY,
+    PREVIOUS,
+    Block,
+    DataSpec,
+    EndpointSpec,
+    GenerationSpec,
+    InputSlot,
+    PromptSetSpec,
+    StageSpec,
+)
 
 if TYPE_CHECKING:
     from llmctl.context import StageContext
 
+REGISTRY = "registry:"
 MODEL_KINDS = (ArtifactKind.causal_lm, ArtifactKind.adapter, ArtifactKind.quantized_lm)
 LOCAL_METRICS = {
     "prompt_completion": ("exact_match",),
@@ -78,6 +90,61 @@ class SpeedSpec(Block):
     """Prompts per batch size."""
 
 
+JUDGE_METRICS = {
+    "pairwise": ("win_rate", "wins", "losses", "ties", "consistency", "unparsed"),
+    "rubric": ("score", "unparsed"),
+}
+
+
+class JudgeSpec(Block):
+    """An LLM judge of the model's answers to `prompts`: pairwise against a reference model's answers (each pair
+    judged in both orders; metrics judge/win_rate, wins, losses, ties, consistency) or graded 1–10 on a rubric
+    (judge/score). MT-bench's judge prompts unless `template` says otherwise."""
+
+    mode: Literal["pairwise", "rubric"] = "pairwise"
+    """pairwise (a win rate against `reference`) or rubric (a 1–10 rating of each answer)."""
+    endpoint: EndpointSpec | None = None
+    """The judge as an OpenAI-compatible API (`llmctl serve`, vLLM, a hosted model; api: chat for chat models):
+    its reply is read for [[A]]/[[B]]/[[C]] or [[rating]]."""
+    model: str | None = None
+    """The judge as a local model ('stage:NAME', a folder or a hub id): it picks the verdict it finds likeliest."""
+    prompts: PromptSetSpec
+    """The questions both models answer (format: prompt)."""
+    reference: str | None = None
+    """pairwise: whose answers the model's are compared with — 'stage:NAME', a folder, a hub id or
+    'registry:DIR/NAME' (the version served there). Default: the gate's champion (gate.baseline: registry:…);
+    with no champion yet the judge is skipped and gate checks on judge/ metrics are waived, once."""
+    rubric: str = ""
+    """What the judge is asked to weigh, added to the prompt (e.g. "a correct sum as a bare number is best")."""
+    template: str | None = None
+    """Your own judge prompt: pairwise with {question} {answer_a} {answer_b}, rubric with {question} {answer};
+    {rubric} is optional."""
+    max_new_tokens: int = Field(64, ge=1)
+    """Tokens per answer of the judged models."""
+    generation: GenerationSpec = GREEDY
+    """How the judged models answer (default greedy)."""
+    stop: list[str] = []
+    """Cut each answer at the first of these strings."""
+    judge_tokens: int = Field(512, ge=1)
+    """endpoint: tokens the judge may write (its explanation, then the verdict)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> JudgeSpec:
+        if (self.endpoint is None) == (self.model is None):
+            raise ValueError("a judge is either an endpoint or a local model: set one of them")
+        if not allowed(self.prompts.format, "prompt"):
+            raise ValueError("judge.prompts are questions: set format: prompt")
+        if self.mode == "rubric" and self.reference:
+            raise ValueError("a rubric grades each answer alone: reference applies to mode pairwise")
+        if self.template is not None:
+            wanted = (
+                ("{question}", "{answer_a}", "{answer_b}") if self.mode == "pairwise" else ("{question}", "{answer}")
+            )
+            if missing := [w for w in wanted if w not in self.template]:
+                raise ValueError(f"template lacks {', '.join(missing)} (mode {self.mode})")
+        return self
+
+
 class GateSpec(Block):
     """Turn results into a decision: absolute thresholds and/or no regression against a baseline."""
 
@@ -132,6 +199,8 @@ class BenchmarkSpec(StageSpec):
     """Perplexity on held-out text."""
     speed: SpeedSpec | None = None
     """Generation speed (ms per token) at several batch sizes."""
+    judge: JudgeSpec | None = None
+    """An LLM judge of the model's answers: a win rate against a reference model (the champion), or a rubric score."""
     gate: GateSpec | None = None
     """Checks on the metrics; a failed gate stops the pipeline (exit 3)."""
 
@@ -139,8 +208,8 @@ class BenchmarkSpec(StageSpec):
 
     @model_validator(mode="after")
     def _something_to_measure(self) -> BenchmarkSpec:
-        if not (self.tasks or self.local_tasks or self.perplexity or self.speed):
-            raise ValueError("nothing to measure: add tasks, local_tasks, perplexity or speed")
+        if not (self.tasks or self.local_tasks or self.perplexity or self.speed or self.judge):
+            raise ValueError("nothing to measure: add tasks, local_tasks, perplexity, speed or judge")
         names = [t.name for t in self.local_tasks]
         if len(set(names)) != len(names):
             raise ValueError("local_tasks names must be unique")
@@ -166,6 +235,14 @@ class BenchmarkSpec(StageSpec):
                     "task metrics are TASK/METRIC, e.g. toy_add/exact_match)"
                 )
             return
+        if task == "judge":
+            judged = JUDGE_METRICS[self.judge.mode] if self.judge else ()
+            if name not in judged:
+                raise ValueError(
+                    f"gate: {metric!r} is not measured here (judge metrics: "
+                    f"{', '.join(f'judge/{m}' for m in judged) or 'none: add a judge'})"
+                )
+            return
         local = {t.name: LOCAL_METRICS[t.data.format] for t in self.local_tasks}
         if task in local and name.removesuffix("_stderr") not in local[task]:
             raise ValueError(f"gate: task {task!r} reports {', '.join(local[task])}, not {name!r}")
@@ -174,7 +251,13 @@ class BenchmarkSpec(StageSpec):
             raise ValueError(f"gate: task {task!r} is not benchmarked here ({', '.join(known) or 'none'})")
 
     def inputs(self) -> dict[str, InputSlot]:
-        return {"model": InputSlot(self.model, MODEL_KINDS, "model")}
+        slots = {"model": InputSlot(self.model, MODEL_KINDS, "model")}
+        if self.judge is not None and self.judge.model is not None:
+            slots["judge"] = InputSlot(self.judge.model, MODEL_KINDS, "judge.model")
+        reference = self.judge.reference if self.judge is not None else None
+        if reference is not None and not reference.startswith(REGISTRY):
+            slots["judge_reference"] = InputSlot(reference, MODEL_KINDS, "judge.reference")
+        return slots
 
     def data_files(self) -> dict[str, str]:
         return {f"task_data.{task}": path for task, path in self.task_data.items()}
@@ -189,12 +272,15 @@ def run(spec: BenchmarkSpec, ctx: StageContext) -> Artifact:
 
     tasks, manager = _task_list(spec, ctx)
     metrics = _measure(spec, ctx, ctx.input("model"), tasks, manager, ctx.out_dir)
+    judged = _judge(spec.judge, ctx) if spec.judge else True
+    metrics |= judged if isinstance(judged, dict) else {}
     meta: dict[str, Any] = {"metrics": metrics}
     if spec.gate:
         baseline_metrics, baseline_name = _baseline(spec, ctx, tasks, manager)
+        checks = [c for c in spec.gate.checks if judged or not gate.Check.parse(c).metric.startswith(gate.JUDGE)]
         decision = gate.evaluate(
             metrics,
-            spec.gate.checks,
+            checks,
             baseline_metrics,
             spec.gate.compare,
             spec.gate.tolerance,
@@ -243,6 +329,85 @@ def _baseline(spec: BenchmarkSpec, ctx: StageContext, tasks: list[str], manager:
         rescored = _measure(spec, ctx, baseline.path, tasks, manager, ctx.work_dir / "champion", speed=False)
         return rescored, f"{baseline.name}, re-scored now"
     return baseline.metrics, baseline.name
+
+
+def _judge(judge: JudgeSpec, ctx: StageContext) -> dict[str, Any] | None:
+    """The judge's metrics (judgments in output/judge.jsonl), or None when a pairwise judge has no reference yet."""
+    from llmctl.models import judging
+    from llmctl.models.endpoint import api_key
+
+    key = api_key(judge.endpoint, "judge.endpoint.api_key_env") if judge.endpoint else None
+    reference = _reference(judge, ctx)
+    if judge.mode == "pairwise" and reference is None:
+        ctx.log("judge: no reference model yet (no champion deployed): skipped, and gate checks on judge/ waived")
+        return None
+    questions = list(_all_rows(judge.prompts, ctx)["prompt"])
+    answers = _answers(ctx.input("model"), questions, judge, ctx)
+    ask = _asker(judge, ctx, key)
+    if judge.mode == "rubric":
+        metrics, judged = judging.graded(questions, answers, ask, judge.rubric, judge.template or judging.RUBRIC)
+    else:
+        assert reference is not None
+        others = _answers(reference, questions, judge, ctx)
+        metrics, judged = judging.pairwise(
+            questions, answers, others, ask, judge.rubric, judge.template or judging.PAIRWISE
+        )
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    (ctx.out_dir / "judge.jsonl").write_text("".join(json.dumps(j, ensure_ascii=False) + "\n" for j in judged))
+    ctx.log("judge: " + ", ".join(f"{k.removeprefix(gate.JUDGE)} {v:g}" for k, v in metrics.items()))
+    return metrics
+
+
+def _reference(judge: JudgeSpec, ctx: StageContext) -> str | None:
+    """The folder of the model a pairwise judge compares with: the slot, a registry's served version, or the
+    gate's champion; None when there is none."""
+    if "judge_reference" in ctx.inputs:
+        return ctx.input("judge_reference")
+    if judge.reference is not None:  # registry:DIR/NAME
+        from llmctl.serve.registry import Registry
+
+        folder, _, name = judge.reference.removeprefix(REGISTRY).rpartition("/")
+        registry = Registry(Path(folder))
+        return str(registry.current_path(name)) if registry.current(name) else None
+    champion = ctx.baseline
+    return champion.path if champion is not None and champion.path and Path(champion.path).is_dir() else None
+
+
+def _answers(ref: str, questions: list[str], judge: JudgeSpec, ctx: StageContext) -> list[str]:
+    """Each question's answer from the model at `ref`, generated as the judge block says, cut at `stop`."""
+    from llmctl.models import causal_lm, quantized
+
+    with ctx.library_output():
+        model = quantized.load_any(ref)
+    tokenizer = causal_lm.load_tokenizer(ref)
+    causal_lm.check_room(model, tokenizer, questions, judge.max_new_tokens, "judge.max_new_tokens")
+    answers = []
+    for start in range(0, len(questions), 8):
+        batch = questions[start : start + 8]
+        answers += [
+            out[0]
+            for out in causal_lm.sample(
+                model, tokenizer, batch, 1, judge.max_new_tokens, judge.generation, ctx.seed + start
+            )
+        ]
+    return [causal_lm.cut(a, judge.stop).strip() for a in answers]
+
+
+def _asker(judge: JudgeSpec, ctx: StageContext, key: str | None) -> Any:
+    """The judge: (prompts, options) -> replies, from the endpoint (greedy) or from the local model's likelihoods."""
+    from llmctl.models import judging
+
+    if judge.endpoint is not None:
+        from llmctl.models.endpoint import Endpoint
+
+        endpoint = Endpoint(judge.endpoint, key)
+        return lambda prompts, _: [
+            r[0] for r in endpoint.complete(prompts, ctx.seed, 1, max_tokens=judge.judge_tokens, temperature=0.0)
+        ]
+    from llmctl.models import causal_lm, quantized
+
+    model, tokenizer = quantized.load_any(ctx.input("judge")), causal_lm.load_tokenizer(ctx.input("judge"))
+    return lambda prompts, options: judging.likeliest(model, tokenizer, prompts, options)
 
 
 def _task_list(spec: BenchmarkSpec, ctx: StageContext) -> tuple[list[str], Any]:
@@ -353,6 +518,9 @@ def smoke(stage: dict[str, Any], size: SmokeSize, notes: list[str], name: str) -
             "prompt_tokens": min(speed["prompt_tokens"], 16),
             "prompts": min(speed["prompts"], 2),
         }
+    if judge := stage.get("judge"):
+        judge["max_new_tokens"] = min(judge["max_new_tokens"], size.new_tokens)
+        judge["judge_tokens"] = min(judge["judge_tokens"], 4 * size.new_tokens)
     if perplexity := stage.get("perplexity"):
         perplexity["max_length"] = min(perplexity["max_length"], size.seq_len)
     gate_spec = stage.get("gate") or {}
