@@ -46,6 +46,7 @@ OVERRIDES = {
     ],
     "quickstart": [],
     "grpo_quickstart": [],
+    "rest_quickstart": [],
     "dpo_quickstart": [],
     "nightly": [],
 }
@@ -57,6 +58,7 @@ KIND = {
     "dpo": "causal_lm",
     "quantize": "quantized_lm",
     "benchmark": "eval_report",
+    "generate": "dataset",
     "deploy": "deployment",
 }
 
