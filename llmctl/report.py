@@ -28,6 +28,7 @@ PANELS = {  # each panel has its own y axis: a KL of 0.01 and a value loss of 20
         "eval_margin": "eval reward margin",
     },
     "pairwise accuracy": {"accuracy": "train", "eval_accuracy": "eval", "rewards/accuracies": "train"},
+    "eval_set during training": {"eval_exact_match": "exact match", "eval_f1": "F1"},
     "KL to reference": {"objective/kl": "KL"},
     "PPO losses": {"loss/policy_avg": "policy loss", "loss/value_avg": "value loss"},
     "entropy": {

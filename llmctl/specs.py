@@ -502,8 +502,8 @@ class EarlyStoppingSpec(Block):
     """Stop a training stage whose evaluation stopped improving (transformers' EarlyStoppingCallback)."""
 
     metric: str = "eval_loss"
-    """A metric of the stage's evaluation every eval_steps (eval_loss; eval_reward_accuracy for dpo…); which way is
-    better follows its name (loss and perplexity: lower)."""
+    """A metric of the stage's evaluation every eval_steps (eval_loss; eval_reward_accuracy for dpo; with an eval_set,
+    eval_exact_match or eval_f1); which way is better follows its name (loss and perplexity: lower)."""
     patience: int = Field(3, ge=1)
     """Evaluations without an improvement of at least min_delta before stopping."""
     min_delta: float = Field(0.0, ge=0)

@@ -84,9 +84,11 @@ def _best_checkpoint(args: TrainArgs, has_eval: bool) -> dict[str, Any]:
     }
 
 
-def training_callbacks(args: TrainArgs, ctx: StageContext) -> list[Any]:
-    """llmctl's progress callback, and transformers' early stopping when the stage asks for it."""
-    callbacks = [progress_callback(ctx)]
+def training_callbacks(args: TrainArgs, ctx: StageContext, answers_check: Any = None) -> list[Any]:
+    """llmctl's progress callback, the eval_set's exact match and F1 at every evaluation (`answers_check`, from
+    `eval_set_check`), and transformers' early stopping when the stage asks for it (after the eval_set's check, so
+    it can stop on eval_exact_match)."""
+    callbacks = [progress_callback(ctx)] + ([answers_check] if answers_check is not None else [])
     if args.early_stopping is not None:
         from transformers import EarlyStoppingCallback
 
@@ -113,6 +115,41 @@ def progress_callback(ctx: StageContext) -> Any:
             ctx.emit({"event": "progress", "stage": ctx.name, "max_steps": state.max_steps, **record})
 
     return Progress()
+
+
+def eval_set_check(tokenizer: Any, rows: Any, eval_set: Any, generation: Any = None) -> Any:
+    """A TrainerCallback that, at every evaluation, answers the eval_set's prompts with the model being trained and
+    adds eval_exact_match and eval_f1 to the evaluation's metrics — before early stopping and the best-checkpoint
+    choice read them — and logs them with the loss curves (train.jsonl, report, trackers). None without rows."""
+    if rows is None:
+        return None
+    from transformers import TrainerCallback
+
+    from llmctl.models.evaluate import answers, token_f1
+
+    class EvalSetCheck(TrainerCallback):
+        trainer: Any = None  # bound by `fit`, to log through the trainer (its trackers see the values)
+
+        def on_evaluate(
+            self, args: Any, state: Any, control: Any, metrics: dict[str, Any] | None = None, **kwargs: Any
+        ) -> None:
+            model = kwargs["model"]
+            training = model.training
+            said = answers(model, tokenizer, rows, eval_set.max_new_tokens, generation)
+            model.train(training)
+            wanted = [w.strip() for w in rows["completion"]]
+            found = {
+                "eval_exact_match": round(
+                    sum(s == w for s, w in zip(said, wanted, strict=True)) / max(len(said), 1), 4
+                ),
+                "eval_f1": round(sum(map(token_f1, said, wanted)) / max(len(said), 1), 4),
+            }
+            if metrics is not None:
+                metrics.update(found)
+            if self.trainer is not None:
+                self.trainer.log(found)
+
+    return EvalSetCheck()
 
 
 def train_causal_lm(
@@ -146,6 +183,9 @@ def fit(trainer: Any, ctx: StageContext) -> dict[str, Any]:
     from llmctl import signals, tracking
 
     trainer.remove_callback(PrinterCallback)
+    for callback in trainer.callback_handler.callbacks:
+        if hasattr(callback, "trainer"):  # eval_set_check logs through the trainer
+            callback.trainer = trainer
     trainer.add_callback(signals.stop_callback())
     trainer.add_callback(tracking.recipe_params_callback(ctx, trainer))
     if ctx.resume_from:

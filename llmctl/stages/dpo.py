@@ -153,7 +153,7 @@ def run(spec: DPOSpec, ctx: StageContext) -> Artifact:
         if spec.samples
         else []
     )
-    trainer = _trainer(spec, ctx, model, tokenizer, train_ds, eval_ds)
+    trainer = _trainer(spec, ctx, model, tokenizer, train_ds, eval_ds, eval_rows)
     metrics |= fit(trainer, ctx) | (_preference_metrics(trainer) if eval_ds is not None else {})
     model = save_finetuned(spec.peft, trainer.model, tokenizer, ctx)
     metrics |= exact_match_metric(model, tokenizer, eval_rows, spec.eval_set, "exact_match", spec.generation)
@@ -197,8 +197,10 @@ def _reference(spec: DPOSpec, ctx: StageContext) -> Any:
     return causal_lm.load(ctx.input("reference")).eval().requires_grad_(False)
 
 
-def _trainer(spec: DPOSpec, ctx: StageContext, model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any) -> Any:
-    from llmctl.models.training import training_callbacks, training_kwargs
+def _trainer(
+    spec: DPOSpec, ctx: StageContext, model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any, eval_rows: Any
+) -> Any:
+    from llmctl.models.training import eval_set_check, training_callbacks, training_kwargs
 
     common = training_kwargs(spec.train, ctx, has_eval=eval_ds is not None) | {
         "max_length": spec.max_length,
@@ -210,7 +212,9 @@ def _trainer(spec: DPOSpec, ctx: StageContext, model: Any, tokenizer: Any, train
         "train_dataset": train_ds,
         "eval_dataset": eval_ds,
         "processing_class": tokenizer,
-        "callbacks": training_callbacks(spec.train, ctx),
+        "callbacks": training_callbacks(
+            spec.train, ctx, eval_set_check(tokenizer, eval_rows, spec.eval_set, spec.generation)
+        ),
     }
     if spec.algorithm == "dpo":
         from trl import DPOConfig, DPOTrainer

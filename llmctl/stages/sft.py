@@ -73,7 +73,7 @@ def run(spec: SFTSpec, ctx: StageContext) -> Artifact:
         "padding_unpacked": lengths.report["padding"],
     }
     metrics |= exact_match_metric(model, tokenizer, eval_rows, spec.eval_set, "exact_match_before", spec.generation)
-    trainer = _trainer(spec, ctx, model, tokenizer, train_ds, eval_ds)
+    trainer = _trainer(spec, ctx, model, tokenizer, train_ds, eval_ds, eval_rows)
     metrics |= fit(trainer, ctx) | (eval_metrics(trainer) if eval_ds is not None else {})
     model = save_finetuned(spec.peft, trainer.model, tokenizer, ctx)
     metrics |= exact_match_metric(model, tokenizer, eval_rows, spec.eval_set, "exact_match", spec.generation)
@@ -87,10 +87,12 @@ def run(spec: SFTSpec, ctx: StageContext) -> Artifact:
     )
 
 
-def _trainer(spec: SFTSpec, ctx: StageContext, model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any) -> Any:
+def _trainer(
+    spec: SFTSpec, ctx: StageContext, model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any, eval_rows: Any
+) -> Any:
     from trl import SFTConfig, SFTTrainer
 
-    from llmctl.models.training import training_callbacks, training_kwargs
+    from llmctl.models.training import eval_set_check, training_callbacks, training_kwargs
 
     config = SFTConfig(
         **training_kwargs(spec.train, ctx, has_eval=eval_ds is not None),
@@ -106,5 +108,7 @@ def _trainer(spec: SFTSpec, ctx: StageContext, model: Any, tokenizer: Any, train
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,
-        callbacks=training_callbacks(spec.train, ctx),
+        callbacks=training_callbacks(
+            spec.train, ctx, eval_set_check(tokenizer, eval_rows, spec.eval_set, spec.generation)
+        ),
     )
