@@ -22,12 +22,20 @@ class ModelEstimate:
     trainable: int
     memory_gib: float  # rough training footprint: weights, grads, optimizer states, activations
     quantized_bits: int | None = None  # a quantize stage: weights only, at this width
+    inference: bool = False  # a stage that only runs the model (generate, benchmark, deploy): weights + KV cache
+
+    @property
+    def verb(self) -> str:
+        return "to run" if self.inference else "to train"
 
     def describe(self) -> str:
         if self.quantized_bits:
             before, after = self.total * 4 / 2**20, self.total * self.quantized_bits / 8 / 2**20
             return f"{_human(self.total)} params, weights ~{before:.1f} MiB fp32 → ~{after:.1f} MiB at int{self.quantized_bits}"
         memory = f"{self.memory_gib:.1f} GiB" if self.memory_gib >= 0.1 else f"{self.memory_gib * 1024:.0f} MiB"
+        memory = "<1 MiB" if memory == "0 MiB" else memory
+        if self.inference:
+            return f"{_human(self.total)} params, ~{memory} {self.verb}"
         share = f"{self.trainable:,} of {self.total:,}"
         return f"{_human(self.total)} params ({_human(self.trainable)} trainable: {share}), ~{memory} to train"
 
@@ -62,11 +70,15 @@ def estimate_stage(spec: StageSpec, config: Any, dtype: str) -> ModelEstimate:
         total = count_parameters(config)[0]
         return ModelEstimate(total, 0, 0.0, quantized_bits=spec.quantized_bits)
     peft, train = spec.peft_settings, spec.train_args
-    total, trainable = count_parameters(config, peft, spec.produces.value)
-    tokens = (train.batch_size if train else 1) * (spec.seq_len or DEFAULT_SEQ_LEN)
     hidden = getattr(config, "hidden_size", getattr(config, "n_embd", 0)) or 0
     layers = getattr(config, "num_hidden_layers", getattr(config, "n_layer", 0)) or 0
     width = BYTES.get(dtype, 4)
+    if train is None:  # runs the model only: its weights and one sequence's KV cache (keys and values per layer)
+        total = count_parameters(config)[0]
+        cache = 2 * layers * hidden * (spec.seq_len or DEFAULT_SEQ_LEN) * width
+        return ModelEstimate(total, 0, (total * width + cache) / 2**30, inference=True)
+    total, trainable = count_parameters(config, peft, spec.produces.value)
+    tokens = train.batch_size * (spec.seq_len or DEFAULT_SEQ_LEN)
     # Korthikanti et al. 2022: ~34·s·b·h bytes per layer at 16 bits without recomputation; with gradient
     # checkpointing only each layer's input is kept (2·s·b·h) plus one layer being recomputed.
     stored = layers * 2 + 34 if train is not None and train.gradient_checkpointing else layers * 34
@@ -140,7 +152,7 @@ def memory_problems(specs: list[StageSpec], estimates: dict[str, ModelEstimate |
                 Problem(
                     "",
                     f"stages[{index}]",
-                    f"needs ~{estimate.memory_gib:.0f} GiB to train "
+                    f"needs ~{estimate.memory_gib:.0f} GiB {estimate.verb} "
                     f"({_human(estimate.total)} params), more than this machine's {available:.0f} GiB of "
                     f"{'GPU ' if device == 'cuda' else ''}memory: use LoRA/QLoRA, a smaller model, batch or "
                     "max_length, gradient checkpointing, or a bigger machine",

@@ -183,3 +183,24 @@ def test_recipe_mistakes_are_found_at_validate(tiny_lm: Path, qa: Path, stages, 
 
     result = CliRunner().invoke(app, ["validate", str(recipe(qa, stages(str(tiny_lm))))])
     assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_plan_estimates_a_generate_stage_as_inference(tiny_lm: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from llmctl.estimate import estimate_stage
+    from llmctl.models.causal_lm import load_config
+    from llmctl.stages.generate import GenerateSpec
+    from llmctl.stages.sft import SFTSpec
+
+    spec = GenerateSpec(model=str(tiny_lm), data={"path": "p.jsonl", "format": "prompt"})
+    estimate = estimate_stage(spec, load_config(str(tiny_lm)), "fp32")
+    total = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(tiny_lm).parameters())
+    assert (estimate.total, estimate.trainable, estimate.inference) == (total, 0, True)
+    trained = estimate_stage(
+        SFTSpec(model=str(tiny_lm), data={"path": "p.jsonl"}, peft={"method": "none"}),
+        load_config(str(tiny_lm)),
+        "fp32",
+    )
+    assert total * 4 / 2**30 < estimate.memory_gib < trained.memory_gib / 3  # weights and a KV cache, no optimizer
+    assert estimate.describe().endswith("to run")
