@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -383,8 +382,8 @@ def _recipe_warnings(recipe: Recipe, found: dict[str, Any]) -> list[str]:
 def init_recipe(path: PathLike = "recipe.yaml", template: str = "pretrain", force: bool = False) -> Path:
     """`llmctl init`: write a commented starter recipe and, beside it, the recipe format's JSON Schema (editor
     completion and checks through yaml-language-server, offline); returns the schema file's path."""
+    from llmctl.builtin import with_schema
     from llmctl.errors import UsageError
-    from llmctl.schema import SCHEMA_FILE, json_schema
     from llmctl.templates import TEMPLATES
 
     path = Path(path)
@@ -392,11 +391,9 @@ def init_recipe(path: PathLike = "recipe.yaml", template: str = "pretrain", forc
         raise UsageError(f"--template {template}: unknown; choose one of {', '.join(TEMPLATES)}")
     if path.exists() and not force:
         raise UsageError(f"{path} exists; pass --force to overwrite it")
-    schema_file = path.parent / SCHEMA_FILE
-    schema_file.parent.mkdir(parents=True, exist_ok=True)
-    schema_file.write_text(json.dumps(json_schema(), indent=2) + "\n")
-    path.write_text(f"# yaml-language-server: $schema={SCHEMA_FILE}\n" + TEMPLATES[template])
-    return schema_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(TEMPLATES[template])
+    return with_schema(path)
 
 
 # ---------------------------------------------------------------- models (a registry folder)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,18 @@ def recipes() -> list[dict[str, Any]]:
 
 
 def _describe(text: str, tree: dict[str, Any]) -> str:
-    """The recipe's `description:`, else the first line of its opening comment."""
+    """The recipe's `description:`, else the first sentence of its opening comment (however many lines it spans)."""
     if tree.get("description"):
         return " ".join(str(tree["description"]).split())
-    first = text.lstrip().splitlines()[0] if text.strip() else ""
-    return first.lstrip("# ").rstrip(":") if first.startswith("#") else ""
+    lines = []
+    for line in text.lstrip().splitlines():
+        if not line.startswith("#") or not line.strip("# ") or line.startswith("#  "):  # an indented line: a command
+            break
+        if "yaml-language-server:" not in line:
+            lines.append(line.lstrip("# ").strip())
+    comment = " ".join(lines)
+    first = re.split(r"(?<=\.)\s+(?=[A-Z(`])", comment, maxsplit=1)[0]  # a sentence ends at ". X", not "et al. 2023"
+    return first.rstrip(":;")
 
 
 def copy_recipe(name: str, dest: Path, force: bool) -> Path:
@@ -47,4 +55,21 @@ def copy_recipe(name: str, dest: Path, force: bool) -> Path:
         raise UsageError(f"{target} exists; pass --force to overwrite it")
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, target)
+    with_schema(target)
     return target
+
+
+def with_schema(recipe: Path) -> Path:
+    """Write the recipe format's JSON Schema beside `recipe` and point the recipe at it (the line `init` writes:
+    yaml-language-server gives completion and checks in an editor, offline); returns the schema file."""
+    import json
+
+    from llmctl.schema import SCHEMA_FILE, json_schema
+
+    schema_file = recipe.parent / SCHEMA_FILE
+    schema_file.parent.mkdir(parents=True, exist_ok=True)
+    schema_file.write_text(json.dumps(json_schema(), indent=2) + "\n")
+    text = recipe.read_text()
+    if "yaml-language-server:" not in text.split("\n", 1)[0]:
+        recipe.write_text(f"# yaml-language-server: $schema={SCHEMA_FILE}\n" + text)
+    return schema_file

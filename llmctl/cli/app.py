@@ -27,6 +27,7 @@ app = typer.Typer(
     add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},  # sub-commands and groups inherit it
 )
 
 for command in (validate, plan, run, schema, init, runs, show, doctor, report, compare, serve, chat):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -38,7 +38,19 @@ def models_show(
     """One version's record (default: the current one): run, fingerprint, metrics, time."""
     info = api.model_info(name, version, registry)
     shown = {k: v for k, v in info.items() if k not in ("files", "files_at")} | {"files": len(info.get("files") or {})}
-    OUTPUT.result(info, "\n".join(f"{k}: {v}" for k, v in shown.items()))
+    OUTPUT.result(info, "\n".join(_lines(shown)))
+
+
+def _lines(record: dict[str, Any], indent: str = "") -> list[str]:
+    """`key: value` lines, a nested record (metrics, lineage) indented below its key instead of printed as a dict."""
+    lines = []
+    for key, value in record.items():
+        if isinstance(value, dict) and value:
+            lines += [f"{indent}{key}:", *_lines(value, indent + "  ")]
+        else:
+            shown = f"{value:g}" if isinstance(value, float) else value
+            lines.append(f"{indent}{key}: {shown}")
+    return lines
 
 
 ReasonOpt = Annotated[str, typer.Option("--reason", "-m", help="Why (kept in the audit trail: `llmctl models log`).")]

@@ -46,15 +46,19 @@ SmokeOpt = Annotated[
 
 @handle_errors
 def validate(
-    recipes: Annotated[list[Path], typer.Argument(help="Recipe files to check.")], junit: JunitOpt = None
+    recipes: Annotated[
+        list[Path], typer.Argument(help="Recipe files to check, then key=value overrides applied to each.")
+    ],
+    junit: JunitOpt = None,
 ) -> None:
     """Check recipes (syntax, types, stage handoffs, local data files) without loading any model. Exit 2 if any
     is invalid."""
     failed, cases = [], []
-    for path in recipes:
+    overrides = [str(p) for p in recipes if "=" in str(p) and not p.exists()]  # `validate R stages.x.lr=1`
+    for path in (p for p in recipes if str(p) not in overrides):
         OUTPUT.recipe = str(path)
         try:
-            checked = api.validate(path)
+            checked = api.validate(path, overrides)
         except LlmctlError as error:
             failed.append(error)
             cases.append(Case(str(path), "llmctl.validate", failure=str(error)))

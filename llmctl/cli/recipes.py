@@ -49,6 +49,7 @@ def recipes_list() -> None:
 
     found = recipes()
     table = Table("recipe", "stages", "description", box=None)
+    table.columns[0].no_wrap = True  # a name cut in two cannot be copied
     for item in found:
         table.add_row(item["name"], " → ".join(item["stages"]), item["description"])
     OUTPUT.result({"recipes": found}, lambda: out.print(table))

@@ -63,6 +63,8 @@ def test_models_cli(tmp_path: Path) -> None:
     assert result.exit_code == 0 and registry.current("chat") == "v2"
     result = runner.invoke(app, ["--json", "models", "show", "chat", *args])
     assert result.exit_code == 0 and json.loads(result.output)["metrics"] == {"acc": 0.5}
+    result = runner.invoke(app, ["models", "show", "chat", *args])  # nested records as indented lines, not dicts
+    assert result.exit_code == 0 and "metrics:\n  acc: 0.5\n" in result.output and "{" not in result.output
     result = runner.invoke(app, ["models", "promote", "chat", "v7", *args])
     assert result.exit_code == 2 and "no version v7" in result.output
 

@@ -149,3 +149,13 @@ def test_the_exit_code_table_exists_once() -> None:
     assert table in readme
     shown = " ".join(CliRunner().invoke(app, ["--help"]).output.split())
     assert " ".join(exit_code_summary().split()) in shown
+
+
+def test_dash_h_is_help_everywhere_and_validate_takes_overrides() -> None:
+    for args in (["-h"], ["run", "-h"], ["models", "-h"], ["data", "preview", "-h"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0 and "Usage:" in result.output, args
+    recipe = str(ROOT / "recipes/quickstart.yaml")
+    assert runner.invoke(app, ["validate", recipe, "seed=3"]).exit_code == 0  # an override, not a second recipe
+    result = runner.invoke(app, ["validate", recipe, "seed=x"])
+    assert result.exit_code == 2 and "override 'seed=x'" in result.output
