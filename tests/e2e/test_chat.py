@@ -101,3 +101,22 @@ def test_streaming_stops_at_the_next_turn_and_holds_back_partial_stops() -> None
     assert "".join(shown) == "The answer is 7.\n\n" and shown[0] == "Th"  # 8 characters held back: "Question" minus one
     assert stopped.is_set()
     assert "".join(_until_stop(iter(["a", "b"]), [], threading.Event())) == "ab"
+
+
+def test_a_long_chat_on_a_short_context_drops_old_turns_caps_answers_and_never_hangs(tiny_lm: Path) -> None:
+    long_line = "What is 3 plus 4 and then 5 plus 6?"
+    lines = f"{long_line}\n{long_line}\n{long_line}\n{'word ' * 200}\n/exit\n"
+    done = subprocess.run(  # the tiny model's context is 64 tokens; 256 new tokens asked for each answer
+        [sys.executable, "-m", "llmctl", "chat", str(tiny_lm), "--temperature", "0", "--max-new-tokens", "256"],
+        input=lines,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ | {"HF_HUB_OFFLINE": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert out.count("model> ") == 3 and "Traceback" not in out + done.stderr
+    assert "no longer fit the context of 64 tokens: dropped" in out
+    assert "this message does not fit the model's context of 64 tokens" in out  # the 200-word line alone
+    assert out.count("tokens/s]") == 3
