@@ -78,9 +78,14 @@ def serve(
             "folder to vLLM's OpenAI server (GPU, vLLM installed)."
         ),
     ] = Engine.llmctl,
+    served_model_name: Annotated[
+        str | None, typer.Option(help="The model id clients send and /v1/models lists (default: the folder or NAME).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No line per request.")] = False,
 ) -> None:
     """Serve a model over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, streaming)."""
     source = _model_source("serve", model_dir, registry, name, alias)
+    source.served_name = served_model_name
     limits = ServeLimits(max_tokens=max_tokens, max_batch=max_batch, max_queue=max_queue)
     key = api_key or os.environ.get("LLMCTL_API_KEY") or None
     if engine is Engine.vllm:
@@ -89,7 +94,7 @@ def serve(
         return vllm.run(source, host, port, key, limits)
     from llmctl.serve.app import run_server
 
-    run_server(source, host, port, key, limits, watch)
+    run_server(source, host, port, key, limits, watch, quiet)
 
 
 @handle_errors

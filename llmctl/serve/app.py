@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import difflib
 import json
 import logging
 import threading
@@ -41,6 +42,7 @@ from llmctl.serve.state import ServerState, Source
 __all__ = ["Limits", "Source", "create_app", "run_server"]
 DISCONNECT_CHECK_S = 0.5
 LOG = logging.getLogger("llmctl.serve")
+KNOWN_FIELDS = sorted(set(CompletionRequest.model_fields) | set(ChatRequest.model_fields))  # for did-you-mean
 
 
 def _state(request: Request) -> ServerState:
@@ -57,7 +59,11 @@ router = APIRouter(dependencies=[Depends(_authorized)])
 
 
 def create_app(
-    source: Source, api_key: str | None = None, limits: Limits | None = None, watch_s: float = 2.0
+    source: Source,
+    api_key: str | None = None,
+    limits: Limits | None = None,
+    watch_s: float = 2.0,
+    access_log: bool = False,
 ) -> FastAPI:
     """The FastAPI app; the model loads now, so a bad folder fails before the server binds."""
     state = ServerState(source, api_key, limits or Limits())
@@ -74,6 +80,8 @@ def create_app(
             dependencies=[Depends(_authorized)],
         )
     app.add_middleware(BodyLimit, max_bytes=state.limits.max_body_bytes, timeout_s=state.limits.body_timeout_s)
+    if access_log:
+        app.add_middleware(AccessLog)
     app.add_exception_handler(APIError, _api_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
@@ -109,7 +117,10 @@ async def _invalid(request: Request, err: RequestValidationError) -> JSONRespons
     if first.get("type") == "json_invalid":
         first = {"msg": f"the body is not valid JSON ({first['msg']})", "loc": ()}
     elif first.get("type") == "extra_forbidden":  # OpenAI's wording for a field it does not know
-        first = first | {"msg": "unrecognized request argument; see GET /docs for the fields this server takes"}
+        field = str((first.get("loc") or ("",))[-1])
+        close = difflib.get_close_matches(field, KNOWN_FIELDS, n=1)
+        hint = f" — did you mean '{close[0]}'?" if close else "; see GET /docs for the fields this server takes"
+        first = first | {"msg": f"unrecognized request argument{hint}"}
     first["msg"] = first["msg"].removeprefix("Value error, ")
     param = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
     _state(request).requests_total.labels(request.url.path, "400").inc()
@@ -284,6 +295,7 @@ async def _serve(job: Job, body: RequestBase, request: Request) -> Any:
                 hold=job.echo or job.logprobs is not None,
             )
         )
+    request.state.generations = generations  # the access log counts their tokens
     try:
         state.engine.submit(generations)
     except Overloaded:
@@ -535,6 +547,34 @@ class BodyLimit:
                 return b"".join(chunks)
 
 
+class AccessLog:
+    """One line per request once its response is sent (a stream when it ends): method, path, status, tokens
+    generated, milliseconds. `llmctl serve` logs them unless --quiet."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), 0
+
+        async def sending(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            generations = (scope.get("state") or {}).get("generations") or []
+            tokens = sum(len(g.tokens) for g in generations)
+            elapsed = (time.perf_counter() - started) * 1000
+            LOG.warning("%s %s %s %d tokens %.0f ms", scope["method"], scope["path"], status or "-", tokens, elapsed)
+
+
 async def _refuse(scope: dict[str, Any], receive: Any, send: Any, status: int, message: str) -> None:
     await JSONResponse(APIError(status, message).body, status_code=status, headers={"connection": "close"})(
         scope, receive, send
@@ -553,14 +593,16 @@ def uvicorn_config(app: FastAPI, host: str, port: int, limits: Limits) -> Any:
     )
 
 
-def run_server(source: Source, host: str, port: int, api_key: str | None, limits: Limits, watch: float) -> None:
-    """Load the model, then serve until Ctrl-C/SIGTERM (blocking)."""
+def run_server(
+    source: Source, host: str, port: int, api_key: str | None, limits: Limits, watch: float, quiet: bool = False
+) -> None:
+    """Load the model, then serve until Ctrl-C/SIGTERM (blocking); a line per request unless `quiet`."""
     import uvicorn
 
     from llmctl.render import quiet_libraries
 
     quiet_libraries()
-    app = create_app(source, api_key, limits, watch)
+    app = create_app(source, api_key, limits, watch, access_log=not quiet)
     LOG.warning("serving %s on http://%s:%s/v1 (Ctrl-C stops)", source.model_id, host, port)
     uvicorn.Server(uvicorn_config(app, host, port, limits)).run()
 

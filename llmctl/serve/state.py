@@ -24,6 +24,7 @@ class Source:
     registry: str | None = None
     name: str | None = None
     alias: str = "current"
+    served_name: str | None = None  # the model id clients send and see (--served-model-name)
 
     def resolve(self) -> tuple[str, str]:
         """(folder, version label) to load now."""
@@ -37,7 +38,7 @@ class Source:
 
     @property
     def model_id(self) -> str:
-        return self.name or Path(self.path or "model").name
+        return self.served_name or self.name or Path(self.path or "model").name
 
 
 class ServerState:

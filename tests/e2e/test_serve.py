@@ -24,7 +24,9 @@ PROMPT = "Question: What is 3 plus 4?\n\nAnswer:"
 
 
 @contextmanager
-def server(source: Source, api_key: str | None = None, limits: Limits | None = None, watch: float = 0) -> Iterator[str]:
+def server(
+    source: Source, api_key: str | None = None, limits: Limits | None = None, watch: float = 0, access_log: bool = False
+) -> Iterator[str]:
     """A real uvicorn server on a free loopback port, in a thread; yields its base URL."""
     import uvicorn
 
@@ -32,7 +34,8 @@ def server(source: Source, api_key: str | None = None, limits: Limits | None = N
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     limits = limits or Limits()
-    instance = uvicorn.Server(uvicorn_config(create_app(source, api_key, limits, watch), "127.0.0.1", port, limits))
+    app = create_app(source, api_key, limits, watch, access_log)
+    instance = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, limits))
     thread = threading.Thread(target=instance.run, daemon=True)
     thread.start()
     while not instance.started:
@@ -170,7 +173,8 @@ def test_bad_requests_get_openai_style_errors_and_the_server_survives(tiny_lm: P
             (httpx.post(url, json={"prompt": "x", "n": 5}), 400, "cap of 2"),
             (httpx.post(url, json={"prompt": "word " * 80, "max_tokens": 32}), 400, "context is 64 tokens"),
             (httpx.post(url, json={"prompt": "x", "temperature": -1}), 400, "temperature"),
-            (httpx.post(url, json={"prompt": "x", "temprature": 0.5}), 400, "unrecognized request argument"),
+            (httpx.post(url, json={"prompt": "x", "temprature": 0.5}), 400, "did you mean 'temperature'?"),
+            (httpx.post(url, json={"prompt": "x", "zzzzzz": 1}), 400, "unrecognized request argument; see GET /docs"),
             (httpx.post(url, json={"prompt": "x", "logit_bias": {"5": 10}}), 400, "logit_bias is not supported"),
             (httpx.post(url, json={"prompt": "x", "response_format": {"type": "json_object"}}), 400, "response_format"),
             (httpx.post(url, json={"prompt": "x", "best_of": 3}), 400, "use n"),
@@ -204,8 +208,8 @@ def test_bad_requests_get_openai_style_errors_and_the_server_survives(tiny_lm: P
                 "tool calling",
             ),
         ]
-        named = [response.json()["error"]["param"] for response, _, _ in cases[6:12]]
-        assert named == ["temprature", "logit_bias", "response_format", "best_of", "prompt", "stream_options"]
+        named = [response.json()["error"]["param"] for response, _, _ in cases[6:13]]
+        assert named == ["temprature", "zzzzzz", "logit_bias", "response_format", "best_of", "prompt", "stream_options"]
         for response, status, text in cases:
             assert response.status_code == status, response.text
             assert text in response.json()["error"]["message"] and response.json()["error"]["type"]
@@ -502,3 +506,21 @@ def test_seeded_choices_differ_from_each_other_and_repeat_across_requests(tiny_l
         first = choices()
         assert len(set(first)) > 1  # choice i samples with seed + i
         assert choices() == first
+
+
+def test_a_served_model_name_and_a_line_per_request(tiny_lm: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with (
+        caplog.at_level("WARNING", logger="llmctl.serve"),
+        server(Source(str(tiny_lm), served_name="toy-math"), access_log=True) as base,
+    ):
+        client = openai_client(base)
+        assert [m.id for m in client.models.list().data] == ["toy-math"]
+        done = client.completions.create(model="toy-math", prompt=PROMPT, max_tokens=4, temperature=0)
+        assert done.model == "toy-math"
+        streamed = client.completions.create(model="toy-math", prompt=PROMPT, max_tokens=3, temperature=0, stream=True)
+        assert len(list(streamed)) >= 1
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(("GET", "POST"))]
+    assert lines[0].startswith("GET /v1/models 200 0 tokens")
+    generated = done.usage.completion_tokens
+    assert lines[1].startswith(f"POST /v1/completions 200 {generated} tokens") and lines[1].endswith(" ms")
+    assert lines[2].startswith("POST /v1/completions 200 ") and " tokens " in lines[2]  # logged when the stream ended
