@@ -278,6 +278,8 @@ def step_summary(step: Any, estimate: Any = None) -> dict[str, Any]:
         "reason": step.reason,
         "fingerprint": step.fingerprint,
     }
+    if step.running_pid is not None:
+        info["running_pid"] = step.running_pid
     if hasattr(estimate, "total"):
         info |= {
             "parameters": estimate.total,

@@ -52,6 +52,30 @@ def combine(parts: dict[str, str]) -> str:
     return digest(parts)
 
 
+def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The dotted keys whose values differ between two versions of a stage (`train.lr`, `rewards[1].weight`);
+    [] when the old one is unknown (recorded by an older llmctl)."""
+    if not old:
+        return []
+    flat_old, flat_new = _flat(old), _flat(new)
+    return [k for k in dict.fromkeys([*flat_old, *flat_new]) if flat_old.get(k, _MISSING) != flat_new.get(k, _MISSING)]
+
+
+_MISSING = object()
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        return {
+            k: v
+            for key, item in value.items()
+            for k, v in _flat(item, f"{prefix}.{key}" if prefix else str(key)).items()
+        }
+    if isinstance(value, list) and value:
+        return {k: v for i, item in enumerate(value) for k, v in _flat(item, f"{prefix}[{i}]").items()}
+    return {prefix: value}
+
+
 def changed_parts(old: dict[str, str] | None, new: dict[str, str]) -> list[str]:
     """Which parts differ from the last recorded run (all of them when there is none)."""
     if not old:

@@ -67,6 +67,8 @@ class Step:
     resume_from: str | None = None
     baseline: Baseline | None = None
     baseline_key: str | None = None  # the champion's identity the gate decides against (not for 'previous')
+    public: dict[str, Any] = field(default_factory=dict)  # the stage as `recipe.resolved.yaml` shows it
+    running_pid: int | None = None  # another process is running this stage now
 
     @property
     def name(self) -> str:
@@ -128,8 +130,13 @@ def make_plan(recipe: Recipe, loaded: LoadedRecipe | None = None, selection: Sel
     if recipe.launcher.engine != "none":  # (only then, so fingerprints of in-process recipes stay as they were)
         settings["launcher"] = recipe.launcher.model_dump(mode="json")
     steps: list[Step] = []
+    public = recipe.public_dump()["stages"]
+    busy = RunLock.is_held(run_dir)  # (before this process takes it: a `run` plans first)
     for index, spec in enumerate(recipe.stages):
-        step = Step(index, spec, layout.stage_dir(index, spec.name), inputs[spec.name])
+        step = Step(index, spec, layout.stage_dir(index, spec.name), inputs[spec.name], public=public[index])
+        record = manifest.stage(spec.name)
+        if busy and record.status == "running" and record.pid != os.getpid():
+            step.running_pid = record.pid
         step.data = _data_fingerprints(spec, manifest.stage(spec.name).data)
         upstream = {slot: _upstream_key(ref, steps) for slot, ref in step.inputs.items()}
         if (ref := spec.baseline_ref()) is not None:
@@ -140,6 +147,8 @@ def make_plan(recipe: Recipe, loaded: LoadedRecipe | None = None, selection: Sel
         spec_json = spec.model_dump(mode="json", exclude={"name"} | ({"launcher"} if spec.launcher is None else set()))
         step.parts = fp.stage_parts(spec_json, settings, upstream, {k: content_key(v) for k, v in step.data.items()})
         _decide(step, steps, manifest, selection, names)
+        if step.running_pid:
+            step.reason = f"being run now by pid {step.running_pid} (a new run waits for the lock); then: {step.reason}"
         steps.append(step)
     return Plan(recipe, run_dir, steps)
 
@@ -196,7 +205,11 @@ def _decide(step: Step, earlier: list[Step], manifest: Manifest, sel: Selection,
     elif done.fingerprint == step.fingerprint:
         step.action, step.reason = "cached", "unchanged"
     else:
-        changed = fp.changed_parts(manifest.stage(step.name).parts, step.parts)
+        record = manifest.stage(step.name)
+        changed = fp.changed_parts(record.parts, step.parts)
+        if "spec" in changed and (keys := fp.changed_keys(record.spec, step.public)):
+            shown = ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+            changed[changed.index("spec")] = f"spec ({shown})"
         step.action, step.reason = "run", f"changed: {', '.join(changed)}"
     if step.action == "run" and not forced_by and not rerun_inputs:
         step.resume_from = _resumable_checkpoint(step)
@@ -331,6 +344,7 @@ def _run_step(plan: Plan, step: Step, artifacts: dict[str, Artifact], manifest: 
         dir=step.stage_dir.name,
         run_id=plan.lineage.get("run_id"),
         baseline_key=step.baseline_key,
+        spec=step.public,
     )
     inputs = {slot: artifacts[name] if (name := stage_ref_name(ref)) else ref for slot, ref in step.inputs.items()}
     ctx = StageContext(

@@ -131,7 +131,9 @@ def _print_plan(the_plan: Any, sizes: dict[str, Any], hardware: str, mixtures: d
             step.name,
             step.spec.type,
             ", ".join(f"{k} ← {v}" for k, v in step.inputs.items()) or "—",
-            _ACTION_STYLE.get(step.action, step.action),
+            f"[magenta]running (pid {step.running_pid})[/]"
+            if step.running_pid
+            else _ACTION_STYLE.get(step.action, step.action),
             step.reason,
         )
     out.print(table)

@@ -51,7 +51,12 @@ def complete(plan: Plan, *names: str) -> None:
             Artifact(ArtifactKind.causal_lm, "output", step.name, step.fingerprint).write(step.stage_dir)
             manifest = plan.run_dir / "llmctl.lock.json"
             data = json.loads(manifest.read_text()) if manifest.exists() else {"stages": {}}
-            data["stages"][step.name] = {"parts": step.parts, "data": step.data, "status": "complete"}
+            data["stages"][step.name] = {
+                "parts": step.parts,
+                "data": step.data,
+                "status": "complete",
+                "spec": step.public,
+            }
             manifest.write_text(json.dumps(data))
 
 
@@ -75,11 +80,29 @@ def test_changing_a_stage_reruns_it_and_downstream_only(chain: Path) -> None:
     complete(plan_of(chain), "pretrain", "more")
     assert actions(plan_of(chain, "stages.more.train.lr=3e-4")) == {
         "pretrain": ("cached", "unchanged"),
-        "more": ("run", "changed: spec"),
+        "more": ("run", "changed: spec (train.lr)"),  # the key that changed, not only that something did
     }
-    upstream_changed = actions(plan_of(chain, "stages.pretrain.block_size=64"))
-    assert upstream_changed["pretrain"] == ("run", "changed: spec")
+    upstream_changed = actions(plan_of(chain, "stages.pretrain.block_size=64", "stages.pretrain.train.lr=1e-2"))
+    assert upstream_changed["pretrain"] == ("run", "changed: spec (train.lr, block_size)")
     assert upstream_changed["more"][0] == "run"
+    manifest = chain.parent / "runs/chain/llmctl.lock.json"  # recorded by an llmctl that kept no spec
+    data = json.loads(manifest.read_text())
+    data["stages"]["more"].pop("spec")
+    manifest.write_text(json.dumps(data))
+    assert actions(plan_of(chain, "stages.more.train.lr=3e-4"))["more"] == ("run", "changed: spec")
+
+
+def test_a_stage_another_process_is_running_says_so(chain: Path) -> None:
+    from llmctl.rundir import RunLock
+
+    plan = plan_of(chain)
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    manifest = plan.run_dir / "llmctl.lock.json"
+    manifest.write_text(json.dumps({"stages": {"pretrain": {"status": "running", "pid": os.getpid() + 1}}}))
+    assert plan_of(chain).step("pretrain").running_pid is None  # nobody holds the lock: it was killed
+    with RunLock(plan.run_dir):
+        step = plan_of(chain).step("pretrain")
+    assert step.running_pid == os.getpid() + 1 and step.reason.startswith(f"being run now by pid {os.getpid() + 1}")
 
 
 def test_seed_change_is_a_settings_change(chain: Path) -> None:
