@@ -10,8 +10,17 @@ from datetime import UTC
 from typing import Any, TextIO
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 SUMMARY_METRICS = (
     "train_loss",
@@ -84,8 +93,18 @@ def timestamped(event: dict[str, Any]) -> dict[str, Any]:
     return {"time": datetime.now(UTC).isoformat(timespec="milliseconds")} | event
 
 
+class RateColumn(ProgressColumn):
+    """Steps per second (rich's own speed columns count bytes)."""
+
+    def render(self, task: Any) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.2f} it/s" if speed else "", style="progress.data.speed")
+
+
 class RichRenderer:
-    """A progress bar per training stage, a line per stage, and a final table."""
+    """A progress bar per training stage (steps, rate, elapsed, time left, loss), a line per stage, and a final
+    table. When the output is not a terminal (CI logs, cron mail) a plain progress line is printed every
+    LLMCTL_PROGRESS_EVERY seconds (default 30) instead of a bar."""
 
     def __init__(self, console: Console, quiet: bool = False) -> None:
         self.quiet = quiet
@@ -94,12 +113,17 @@ class RichRenderer:
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
+            RateColumn(),
             TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
             TextColumn("{task.fields[loss]}"),
             console=console,
             transient=True,
         )
         self.tasks: dict[str, Any] = {}
+        self.plain_every = float(os.environ.get("LLMCTL_PROGRESS_EVERY", "30"))
+        self.plain: dict[str, PlainProgress] = {}
         self.results: list[tuple[str, str, dict[str, Any], float | None]] = []
 
     def __enter__(self) -> RichRenderer:
@@ -140,9 +164,16 @@ class RichRenderer:
 
     def _on_progress(self, event: dict[str, Any]) -> None:
         task = self.tasks.get(event["stage"])
-        if task is not None:
-            loss = f"loss {event['loss']:.4f}" if isinstance(event.get("loss"), (int, float)) else ""
-            self.progress.update(task, total=event.get("max_steps") or None, completed=event.get("step", 0), loss=loss)
+        if task is None:
+            return
+        update: dict[str, Any] = {"total": event.get("max_steps") or None, "completed": event.get("step", 0)}
+        if isinstance(event.get("loss"), (int, float)):
+            update["loss"] = f"loss {event['loss']:.4f}"  # (a step event without one keeps the last shown)
+        self.progress.update(task, **update)
+        if not self.console.is_terminal:
+            line = self.plain.setdefault(event["stage"], PlainProgress(self.plain_every)).line(event)
+            if line:
+                self.console.print(f"  {event['stage']}: {line}", markup=False, highlight=False)
 
     def _on_log(self, event: dict[str, Any]) -> None:
         self.console.print(f"  [dim]{event['stage']}: {event['message']}[/]")
@@ -175,6 +206,44 @@ class RichRenderer:
             shown = _shown(metrics)
             table.add_row(stage, status, f"{duration:.1f}s" if duration is not None else "—", shown or "—")
         self.console.print(table)
+
+
+class PlainProgress:
+    """One stage's progress as a plain line at most every `every` seconds (and at its last step): step/total,
+    percent, steps/s since the first event, time left, the last loss."""
+
+    def __init__(self, every: float) -> None:
+        import time
+
+        self.clock = time.monotonic
+        self.every, self.start, self.first_step = every, self.clock(), None
+        self.printed, self.loss, self.finished = self.start, None, False
+
+    def line(self, event: dict[str, Any]) -> str | None:
+        step, total = event.get("step", 0), event.get("max_steps") or 0
+        self.loss = event["loss"] if isinstance(event.get("loss"), (int, float)) else self.loss
+        self.first_step = step if self.first_step is None else self.first_step
+        now, last = self.clock(), bool(total) and step >= total
+        if (now - self.printed < self.every and not last) or (last and self.finished):
+            return None
+        self.printed, self.finished = now, last
+        rate = (step - self.first_step) / (now - self.start) if now > self.start else 0.0
+        parts = [
+            f"step {step}/{total}" + (f" ({100 * step / total:.0f}%)" if total else "") if total else f"step {step}"
+        ]
+        if rate > 0:
+            parts.append(f"{rate:.2f} it/s")
+            if total and step < total:
+                parts.append(f"ETA {_duration((total - step) / rate)}")
+        if self.loss is not None:
+            parts.append(f"loss {self.loss:.4f}")
+        return ", ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def _shown(metrics: dict[str, Any]) -> str:

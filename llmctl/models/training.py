@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from typing import TYPE_CHECKING, Any
 
 from llmctl.errors import RecipeMismatch
@@ -97,13 +98,27 @@ def training_callbacks(args: TrainArgs, ctx: StageContext, answers_check: Any = 
     return callbacks
 
 
+STEP_EVENTS_PER_S = 4  # progress events between logged steps: enough for a live bar, few for --json readers
+
+
 def progress_callback(ctx: StageContext) -> Any:
     """A TrainerCallback that turns trainer logs into llmctl events and appends them to logs/train.jsonl."""
     from transformers import TrainerCallback
 
     class Progress(TrainerCallback):
+        sent = 0.0
+
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             ctx.emit({"event": "progress", "stage": ctx.name, "step": state.global_step, "max_steps": state.max_steps})
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            """Every step moves the bar (at most STEP_EVENTS_PER_S events a second; the last step always)."""
+            now = time.monotonic()
+            if now - self.sent >= 1 / STEP_EVENTS_PER_S or state.global_step >= state.max_steps:
+                self.sent = now
+                ctx.emit(
+                    {"event": "progress", "stage": ctx.name, "step": state.global_step, "max_steps": state.max_steps}
+                )
 
         def on_log(
             self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any

@@ -346,3 +346,16 @@ def test_shipped_quickstart_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.
     model, tokenizer = AutoModelForCausalLM.from_pretrained(output), AutoTokenizer.from_pretrained(output)
     ids = model.generate(**tokenizer("The small", return_tensors="pt"), max_new_tokens=5, do_sample=False)
     assert len(tokenizer.decode(ids[0])) > len("The small")
+
+
+def test_without_a_terminal_progress_comes_as_plain_lines_with_rate_and_eta(
+    tiny_recipe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLMCTL_PROGRESS_EVERY", "0")  # every progress event (the default is one line per 30 s)
+    result = runner.invoke(app, ["run", str(tiny_recipe(steps=20))])  # CliRunner's output is not a terminal
+    assert result.exit_code == 0, result.output
+    lines = [line.strip() for line in result.output.splitlines() if line.strip().startswith("pretrain: step ")]
+    assert lines and lines[-1].startswith("pretrain: step 20/20 (100%)") and "it/s" in lines[-1]
+    assert any("ETA" in line for line in lines) and sum(line.startswith("pretrain: step 20/20") for line in lines) == 1
+    steps = [int(line.split()[2].split("/")[0]) for line in lines]
+    assert steps == sorted(steps) and len(set(steps)) > 20 // 5  # more often than the trainer logs (every 5 steps)
