@@ -127,16 +127,21 @@ def plan(
     return the_plan
 
 
-def estimate_memory(the_plan: Plan) -> None:
-    """Model sizes and training memory per stage (`plan.estimates`), and the stages too big for this machine
-    added to `plan.environment`."""
-    from llmctl.estimate import estimate_plan, hub_problems, memory_problems
+def estimate_memory(the_plan: Plan, ignore_memory: bool = False) -> None:
+    """Model sizes and memory per stage (`plan.estimates`); the stages too big for this machine added to
+    `plan.environment` (to `plan.warnings` with `ignore_memory`), those near its limit to `plan.warnings`."""
+    from llmctl.estimate import WARN_SHARE, estimate_plan, hub_problems, memory_problems
     from llmctl.hardware import detect
 
     stages = the_plan.recipe.stages
     hw = detect(the_plan.recipe.device, the_plan.recipe.dtype)
     the_plan.estimates = estimate_plan(stages, {s.name: s.inputs for s in the_plan.steps}, hw.dtype)
-    the_plan.environment += memory_problems(stages, the_plan.estimates, hw.device)
+    too_big = memory_problems(stages, the_plan.estimates, hw.device)
+    if ignore_memory:
+        the_plan.warnings += too_big
+    else:
+        the_plan.environment += too_big
+    the_plan.warnings += memory_problems(stages, the_plan.estimates, hw.device, share=WARN_SHARE)
     the_plan.environment += hub_problems(stages, the_plan.estimates)
 
 
@@ -170,6 +175,7 @@ def run(
     notify: str | None = None,
     serve: bool = True,
     quiet: bool = True,
+    ignore_memory: bool = False,
 ) -> RunResult:
     """`llmctl run`: cached stages are skipped, changed ones re-run, interrupted ones resume. Refuses what this
     machine cannot run (RecipeError). `if_changed`: do nothing unless some input changed since the last
@@ -182,7 +188,7 @@ def run(
 
     firing = Firing(Path(path), list(overrides), emit)
     try:
-        result = _run(firing, path, overrides, selection, smoke, dry_run, if_changed, quiet)
+        result = _run(firing, path, overrides, selection, smoke, dry_run, if_changed, quiet, ignore_memory)
     except (Exception, KeyboardInterrupt) as error:
         if not dry_run:
             firing.finish(error, notify)
@@ -214,6 +220,7 @@ def _run(
     dry_run: bool,
     if_changed: bool,
     quiet: bool,
+    ignore_memory: bool = False,
 ) -> RunResult:
     from llmctl.errors import RecipeError
     from llmctl.pipeline import execute
@@ -233,9 +240,12 @@ def _run(
             }
         )
         return RunResult(the_plan, "skipped")
-    estimate_memory(the_plan)
+    estimate_memory(the_plan, ignore_memory)
     if the_plan.environment:
         raise RecipeError(the_plan.environment, f"{path} cannot run on this machine")
+    running = {f"stages[{s.index}]" for s in the_plan.steps if s.action in ("run", "resume")}
+    for warning in (w for w in the_plan.warnings if w.path in running):
+        firing.emit({"event": "warning", "message": str(warning)})
     firing.emit(
         {
             "event": "plan",
@@ -369,6 +379,10 @@ def doctor(recipe: PathLike | None = None, runs_root: PathLike = RUNS_ROOT) -> d
         checked = validate(recipe)
         found["warnings"] += [f"{recipe}: {w}" for w in _recipe_warnings(checked.recipe, found)]
         found["warnings"] += [str(p) for p in checked.warnings]
+        planned = plan(recipe)  # memory against this machine's, a hub that cannot be reached
+        found["warnings"] += [
+            f"{recipe}: {p}" for p in planned.environment + planned.warnings if str(p) not in found["warnings"]
+        ]
     return found
 
 

@@ -139,15 +139,34 @@ def hub_problems(specs: list[StageSpec], estimates: dict[str, ModelEstimate | st
     ]
 
 
-def memory_problems(specs: list[StageSpec], estimates: dict[str, ModelEstimate | str], device: str) -> list[Problem]:
-    """Stages whose estimated training memory exceeds what this machine has (RAM, or one GPU's memory): they would
-    swap for hours or be killed mid-allocation (`vocab_size: 100000000` aborted the process), so `run` refuses them
-    and `plan` warns (the recipe may be meant for a bigger machine)."""
+WARN_SHARE = 0.8  # of the machine's memory: above it a stage is likely to swap or be killed
+
+
+def memory_problems(
+    specs: list[StageSpec], estimates: dict[str, ModelEstimate | str], device: str, share: float = 1.0
+) -> list[Problem]:
+    """Stages whose estimated memory exceeds `share` of what this machine has (RAM, or one GPU's memory). Above
+    all of it they would swap for hours or be killed mid-allocation (`vocab_size: 100000000` aborted the process),
+    so `run` refuses them (`--ignore-memory` overrides) and `plan` warns; above WARN_SHARE of it, both warn."""
     available = machine_memory_gib(device)
     found = []
     for index, spec in enumerate(specs):
         estimate = estimates.get(spec.name)
-        if isinstance(estimate, ModelEstimate) and not estimate.quantized_bits and estimate.memory_gib > available:
+        if share < 1.0 and isinstance(estimate, ModelEstimate) and available * share < estimate.memory_gib <= available:
+            found.append(
+                Problem(
+                    "",
+                    f"stages[{index}]",
+                    f"needs ~{estimate.memory_gib:.1f} GiB {estimate.verb}, {estimate.memory_gib / available:.0%} of this "
+                    f"machine's {available:.3g} GiB: other programs may push it into swap or the OOM killer",
+                )
+            )
+        elif (
+            share == 1.0
+            and isinstance(estimate, ModelEstimate)
+            and not estimate.quantized_bits
+            and estimate.memory_gib > available
+        ):
             found.append(
                 Problem(
                     "",

@@ -89,6 +89,7 @@ class Plan:
     run_dir: Path
     steps: list[Step]
     environment: list[Problem] = field(default_factory=list)  # what this machine cannot run
+    warnings: list[Problem] = field(default_factory=list)  # what it can, at a risk (memory near its limit)
     estimates: dict[str, Any] = field(default_factory=dict)  # per stage: ModelEstimate, or why there is none
     lineage: dict[str, Any] = field(default_factory=dict)  # the firing's run id, git commit, versions (api.run)
 

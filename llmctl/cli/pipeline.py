@@ -104,7 +104,7 @@ def plan(
         cases = [Case(s.name, f"llmctl.plan.{the_plan.recipe.name}") for s in the_plan.steps]
         cases += [Case(str(recipe), "llmctl.plan", failure="\n".join(sorted(problems)))] if problems else []
         write_junit(junit, "llmctl plan", cases)
-    warn(the_plan.environment)
+    warn(the_plan.environment + the_plan.warnings)
     hw = detect(the_plan.recipe.device, the_plan.recipe.dtype)
     sizes = the_plan.estimates
     mixtures = api.mixtures(the_plan)
@@ -180,6 +180,12 @@ def run(
     ] = None,
     smoke: SmokeOpt = False,
     junit: JunitOpt = None,
+    ignore_memory: Annotated[
+        bool,
+        typer.Option(
+            "--ignore-memory", help="Run stages whose memory estimate exceeds this machine's memory (a warning)."
+        ),
+    ] = False,
 ) -> None:
     """Run a recipe: cached stages are skipped, changed ones re-run, interrupted ones resume."""
     from llmctl.pipeline import Selection
@@ -210,6 +216,7 @@ def run(
                 if_changed=if_changed,
                 notify=notify_cmd or os.environ.get("LLMCTL_NOTIFY_CMD"),
                 quiet=not OUTPUT.debug,
+                ignore_memory=ignore_memory,
             )
         except LlmctlError as error:
             if junit is not None:

@@ -3,6 +3,7 @@ names file:line or the field, and no traceback — quickly, without reading or w
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -271,6 +272,28 @@ def test_a_model_too_big_for_this_machine_is_a_warning_at_plan_and_refused_by_ru
         and "more than this machine's" in refused.output
     )
     assert not (tmp_path / "runs/demo/01-pretrain.tmp").exists()
+    doctor = runner.invoke(app, ["doctor", str(recipe)])
+    assert "more than this machine's" in doctor.output and "no problems found" not in doctor.output
+    forced = runner.invoke(app, ["--json", "run", str(recipe), "--ignore-memory", "--dry-run"])
+    assert forced.exit_code == 0 and '"event": "warning"' in forced.output and "more than this machine" in forced.output
+
+
+def test_a_model_near_the_machine_memory_is_a_warning_at_plan_doctor_and_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmctl import estimate
+
+    monkeypatch.chdir(tmp_path)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(GOOD)
+    planned = json.loads(runner.invoke(app, ["--json", "plan", str(recipe)]).output)
+    need = planned["steps"][0]["memory_gib"]
+    monkeypatch.setattr(estimate, "machine_memory_gib", lambda device: max(need, 0.01) / 0.9)  # 90% of it
+    for args in (["plan", str(recipe)], ["doctor", str(recipe)]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0 and "% of this machine's" in result.output and "swap" in result.output, args
+    ran = runner.invoke(app, ["--json", "run", str(recipe), "--dry-run"])
+    assert ran.exit_code == 0 and "% of this machine's" in ran.output and '"event": "warning"' in ran.output
 
 
 def test_registry_refuses_paths_and_dangling_pointers(tmp_path: Path) -> None:
