@@ -328,11 +328,13 @@ def _run_step(plan: Plan, step: Step, artifacts: dict[str, Artifact], manifest: 
         remove(step.tmp_dir)
     step.tmp_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(step.tmp_dir / FINGERPRINT_FILE, step.fingerprint)
+    earlier = _earlier_attempts_s(manifest.stage(step.name), step) if step.action == "resume" else 0.0
     started = time.time()
     seed = step.spec.seed if step.spec.seed is not None else plan.recipe.seed
     manifest.update(
         step.name,
         status="running",
+        earlier_s=earlier,
         fingerprint=step.fingerprint,
         parts=step.parts,
         seed=seed,
@@ -401,7 +403,7 @@ def _commit(
     artifact.stage, artifact.fingerprint, artifact.path = step.name, step.fingerprint, OUTPUT
     artifact.write(step.tmp_dir)
     replace_dir(step.tmp_dir, step.stage_dir)
-    duration = round(time.time() - started, 2)
+    duration = round(time.time() - started + manifest.stage(step.name).earlier_s, 2)  # across resumes
     manifest.update(
         step.name,
         status="complete",
@@ -440,5 +442,23 @@ def _seed_everything(seed: int) -> None:
     set_seed(seed)
 
 
+def _earlier_attempts_s(record: Any, step: Step) -> float:
+    """Seconds the interrupted attempts of a stage ran: each from its start to its recorded end — or, after a kill
+    that recorded none, to the last file it wrote in the stage's temp folder."""
+    from datetime import datetime
+
+    if not record.started:
+        return record.earlier_s
+    start = datetime.strptime(record.started, TIME_FORMAT).timestamp()
+    if record.finished and record.status == "interrupted":
+        end = datetime.strptime(record.finished, TIME_FORMAT).timestamp()
+    else:
+        end = max((p.stat().st_mtime for p in step.tmp_dir.rglob("*") if p.is_file()), default=start)
+    return round(record.earlier_s + max(0.0, end - start), 2)
+
+
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
+
+
 def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return time.strftime(TIME_FORMAT)

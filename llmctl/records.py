@@ -36,6 +36,7 @@ class StageRecord(BaseModel):
     run_id: str | None = None  # the firing that last ran the stage
     accepted_metrics: dict[str, Any] | None = None  # metrics of the last run its gate accepted (the baseline)
     baseline_key: str | None = None  # the baseline the gate decided against (a champion's identity)
+    earlier_s: float = 0.0  # seconds spent in the attempts a resume continued (counted in duration_s)
     spec: dict[str, Any] = {}  # the stage as resolved when it last ran (env values as written): names what changed
 
     def baseline_metrics(self) -> dict[str, Any] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmctl.errors import RecipeMismatch
@@ -207,10 +208,26 @@ def fit(trainer: Any, ctx: StageContext) -> dict[str, Any]:
         ctx.log(f"resuming from {ctx.resume_from}")
     result = trainer.train(resume_from_checkpoint=ctx.resume_from)
     signals.raise_if_requested()  # stopped by SIGINT/SIGTERM: the checkpoint is saved, the stage is not complete
-    return train_metrics(trainer, result)
+    resumed_at = int(Path(ctx.resume_from).name.rsplit("-", 1)[-1]) if ctx.resume_from else 0
+    return train_metrics(trainer, result, resumed_at)
 
 
-def train_metrics(trainer: Any, result: Any) -> dict[str, Any]:
+def whole_loss(trainer: Any, result: Any, resumed_at: int) -> float:
+    """The mean training loss over the stage's steps. After a resume the Trainer's figure is wrong (transformers
+    4.57 divides the loss of the steps this process ran by every step: a headline far below every logged loss),
+    so a resumed stage's is the mean of every logged loss — those before the checkpoint come back with its
+    trainer state — each weighted by the steps of its logging interval."""
+    logged = [(e["step"], e["loss"]) for e in trainer.state.log_history if "loss" in e]
+    if not resumed_at or not logged:
+        return float(result.training_loss)
+    total, previous = 0.0, 0
+    for step, loss in logged:
+        total += loss * (step - previous)
+        previous = step
+    return total / previous if previous else float(result.training_loss)
+
+
+def train_metrics(trainer: Any, result: Any, resumed_at: int = 0) -> dict[str, Any]:
     """Loss curve ends, steps, speed (samples/s; tokens/s where the trainer counts tokens) and peak memory."""
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     tokens = max((entry.get("num_tokens", 0) for entry in trainer.state.log_history), default=0)
@@ -218,7 +235,7 @@ def train_metrics(trainer: Any, result: Any) -> dict[str, Any]:
     best = trainer.state.best_model_checkpoint if trainer.args.load_best_model_at_end else None
     kept = {"best_step": int(best.rsplit("-", 1)[1]), "best_metric": trainer.state.best_metric} if best else {}
     return kept | {
-        "train_loss": round(result.training_loss, 4),
+        "train_loss": round(whole_loss(trainer, result, resumed_at), 4),
         "first_logged_loss": losses[0] if losses else None,
         "last_logged_loss": losses[-1] if losses else None,
         "steps": trainer.state.global_step,

@@ -126,6 +126,15 @@ def test_sft_resume_after_kill_matches_an_uninterrupted_run(tiny_lm: Path, data:
     resumed = metrics(data, "01-sft")
     assert resumed["steps"] == straight["steps"] == 16
     assert resumed["eval_loss"] == pytest.approx(straight["eval_loss"], rel=1e-4)
+    # The headline loss covers all 16 steps, not only the 8 run after the resume
+    assert resumed["train_loss"] == pytest.approx(straight["train_loss"], rel=1e-3)
+    # and the stage's duration both attempts
+    ended = next(e for e in events if e["event"] == "stage_end")
+    began = next(e for e in events if e["event"] == "stage_start")
+    from datetime import datetime
+
+    attempt = (datetime.fromisoformat(ended["time"]) - datetime.fromisoformat(began["time"])).total_seconds()
+    assert ended["duration_s"] > attempt + 0.5
 
 
 def test_qlora_without_cuda_warns_at_validate_and_refuses_to_run(data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
