@@ -8,7 +8,7 @@ from typing import Any
 
 from llmctl.errors import UsageError
 from llmctl.records import RunRecord, StageRecord
-from llmctl.rundir import MANIFEST, OUTPUT, RUNS_ROOT, RunLock
+from llmctl.rundir import MANIFEST, OUTPUT, RESOLVED, RUNS_ROOT, TMP_SUFFIX, RunLock
 
 
 def list_runs(root: Path) -> list[dict[str, Any]]:
@@ -30,11 +30,12 @@ def list_runs(root: Path) -> list[dict[str, Any]]:
             )
             continue
         statuses = [_status(s, manifest_path.parent) for s in record.stages.values()]
+        planned = planned_stages(manifest_path.parent)
         found.append(
             {
                 "run": manifest_path.parent.name,
                 "recipe": record.recipe,
-                "stages": len(record.stages),
+                "stages": len(set(planned) | set(record.stages)),
                 "complete": statuses.count("complete"),
                 "status": next(
                     (s for s in ("running", "failed", "interrupted", "rejected") if s in statuses),
@@ -71,9 +72,56 @@ def load_run(ref: str, root: Path) -> RunRecord:
                 stage.status = _status(stage, folder)
                 if stage.dir:
                     stage.output = str((folder / stage.dir / OUTPUT).absolute())
+                if stage.status == "running":
+                    stage.live = live_progress(folder / f"{stage.dir}{TMP_SUFFIX}")
+            _add_pending(record, folder)
             return record
     known = ", ".join(r["run"] for r in list_runs(root)) or "none"
     raise UsageError(f"no run '{ref}' (looked in {ref}/ and {root / ref}/); runs under {root}/: {known}")
+
+
+def planned_stages(run_dir: Path) -> list[str]:
+    """The stage names of the recipe the run last started with (recipe.resolved.yaml), in order; [] without one."""
+    import yaml
+
+    try:
+        tree = yaml.safe_load((run_dir / RESOLVED).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    stages = tree.get("stages") if isinstance(tree, dict) else None
+    return [str(s.get("name") or s.get("type")) for s in stages or [] if isinstance(s, dict)]
+
+
+def _add_pending(record: RunRecord, run_dir: Path) -> None:
+    """Stages of the recipe that have not started yet, as `pending`, in the recipe's order."""
+    names = planned_stages(run_dir)
+    if not names or all(n in record.stages for n in names):
+        return
+    ordered = {n: record.stages.get(n) or StageRecord(status="pending") for n in names}
+    record.stages = ordered | {n: s for n, s in record.stages.items() if n not in ordered}
+
+
+def live_progress(stage_tmp: Path) -> dict[str, Any]:
+    """A running stage's last logged step, loss and step count (from its logs/train.jsonl), or {}."""
+    import json
+
+    path = stage_tmp / "logs" / "train.jsonl"
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, path.stat().st_size - 65536))
+            lines = handle.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return {}
+    live: dict[str, Any] = {}
+    for line in lines[1:] if len(lines) > 1 else lines:  # the first may be cut
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        live["step"] = entry.get("step", live.get("step"))
+        if isinstance(entry.get("loss"), (int, float)):
+            live["loss"] = entry["loss"]
+    return live
 
 
 def _read(path: Path) -> RunRecord:

@@ -108,6 +108,9 @@ def _print_run(manifest: Any) -> None:
     )
     for name, entry in manifest.stages.items():
         status = entry.status + (" (cached)" if entry.cached else "")
+        live = getattr(entry, "live", None) or {}
+        if live.get("step") is not None:
+            status += f" (step {live['step']}" + (f", loss {live['loss']:.4f}" if "loss" in live else "") + ")"
         duration = f"{entry.duration_s:.1f}s" if entry.duration_s is not None else "—"
         table.add_row(
             name, status, duration, ", ".join(f"{k}={v:g}" for k, v in entry.numeric_metrics().items()) or "—"

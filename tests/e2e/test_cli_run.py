@@ -359,3 +359,36 @@ def test_without_a_terminal_progress_comes_as_plain_lines_with_rate_and_eta(
     assert any("ETA" in line for line in lines) and sum(line.startswith("pretrain: step 20/20") for line in lines) == 1
     steps = [int(line.split()[2].split("/")[0]) for line in lines]
     assert steps == sorted(steps) and len(set(steps)) > 20 // 5  # more often than the trainer logs (every 5 steps)
+
+
+def test_show_and_runs_during_a_run_list_every_stage_and_the_live_step(tiny_recipe, workdir: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    path = tiny_recipe(steps=400, extra=CONTINUE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmctl", "--json", "run", str(path)],
+        cwd=workdir,
+        env=os.environ | {"PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            event = json.loads(line)
+            if event["event"] == "progress" and "loss" in event and event["step"] >= 10:
+                break
+        shown = runner.invoke(app, ["show", "tiny"]).output
+        as_json = json.loads(runner.invoke(app, ["--json", "show", "tiny"]).stdout)
+        listed = json.loads(runner.invoke(app, ["--json", "runs"]).stdout)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    assert list(as_json["stages"]) == ["pretrain", "more"]  # the one not started yet too
+    assert as_json["stages"]["more"]["status"] == "pending"
+    live = as_json["stages"]["pretrain"]["live"]
+    assert as_json["stages"]["pretrain"]["status"] == "running" and live["step"] >= 10 and "loss" in live
+    assert "running (step " in shown and "pending" in shown
+    assert next(r for r in listed if r["run"] == "tiny")["stages"] == 2
