@@ -37,10 +37,8 @@ class StageRecord(BaseModel):
     accepted_metrics: dict[str, Any] | None = None  # metrics of the last run its gate accepted (the baseline)
     baseline_key: str | None = None  # the baseline the gate decided against (a champion's identity)
     earlier_s: float = 0.0  # seconds spent in the attempts a resume continued (counted in duration_s)
-    spec: dict[str, Any] = {}
-    live: dict[
-        str, Any
-    ] = {}  # a running stage's last step and loss, read for `show` (never stored)  # the stage as resolved when it last ran (env values as written): names what changed
+    spec: dict[str, Any] = {}  # the stage as resolved when it last ran (env values as written): names what changed
+    live: dict[str, Any] = {}  # a running stage's last step and loss, read for `show` (never stored)
 
     def baseline_metrics(self) -> dict[str, Any] | None:
         """The metrics of the stage's last run that its gate accepted — what a later gate compares with; a
