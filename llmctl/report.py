@@ -9,12 +9,13 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from llmctl.errors import UsageError
 from llmctl.history import load_run
-from llmctl.rundir import RUNS_ROOT
+from llmctl.rundir import RUNS_ROOT, TMP_SUFFIX
 
 PANELS = {  # each panel has its own y axis: a KL of 0.01 and a value loss of 20 stay readable
     "loss": {"loss": "train loss", "eval_loss": "eval loss"},
@@ -29,6 +30,8 @@ PANELS = {  # each panel has its own y axis: a KL of 0.01 and a value loss of 20
     },
     "pairwise accuracy": {"accuracy": "train", "eval_accuracy": "eval", "rewards/accuracies": "train"},
     "eval_set during training": {"eval_exact_match": "exact match", "eval_f1": "F1"},
+    "learning rate": {"learning_rate": "learning rate"},
+    "gradient norm": {"grad_norm": "gradient norm"},
     "KL to reference": {"objective/kl": "KL"},
     "PPO losses": {"loss/policy_avg": "policy loss", "loss/value_avg": "value loss"},
     "entropy": {
@@ -65,7 +68,7 @@ def write_report(ref: str, root: Path = RUNS_ROOT) -> Path:
     stages = _in_recipe_order(manifest)
     sections = [_summary(stages)]
     for name, entry in stages.items():
-        history = _history(run_dir / entry.dir)
+        history = _history(_stage_dir(run_dir, entry))
         if history:
             sections.append(_chart_section(name, history, out))
     sections += [
@@ -93,7 +96,7 @@ def write_comparison(refs: list[str], root: Path = RUNS_ROOT) -> Path:
         panels: dict[str, dict[str, list[tuple[float, float]]]] = {}
         for run, manifest in zip(names, manifests, strict=False):
             entry = manifest.stages.get(stage)
-            history = _history(Path(manifest.run_dir) / entry.dir) if entry is not None and entry.dir else []
+            history = _history(_stage_dir(Path(manifest.run_dir), entry)) if entry is not None and entry.dir else []
             for title, series in _panel_series(history, f"{run}: ").items():
                 panels.setdefault(title, {}).update(series)
         if panels:
@@ -104,18 +107,37 @@ def write_comparison(refs: list[str], root: Path = RUNS_ROOT) -> Path:
 
 
 def _page(target: Path, title: str, subtitle: str, sections: list[str]) -> Path:
+    body, contents = _with_anchors([s for s in sections if s])
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>llmctl report: {html.escape(title)}"
         f"</title><style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
-        f"<p>{html.escape(subtitle)}</p>{''.join(s for s in sections if s)}</body></html>"
+        f"<p>{html.escape(subtitle)}</p>{contents}{body}</body></html>"
     )
     target.write_text(page, encoding="utf-8")
     return target
 
 
+def _with_anchors(sections: list[str]) -> tuple[str, str]:
+    """The sections with an id on each <h2>, and a table of contents linking to them."""
+    heading = re.compile(r"<h2>(.*?)</h2>")
+    entries: list[str] = []
+
+    def anchor(match: re.Match[str]) -> str:
+        entries.append(f"<li><a href='#s{len(entries)}'>{match.group(1)}</a></li>")
+        return f"<h2 id='s{len(entries) - 1}'>{match.group(1)}</h2>"
+
+    body = heading.sub(anchor, "".join(sections))
+    return body, f"<nav><b>Contents</b><ul>{''.join(entries)}</ul></nav>" if len(entries) > 1 else ""
+
+
 def _in_recipe_order(manifest: Any) -> dict[str, Any]:
     # The manifest keeps first-seen order, so stages added to a recipe later would come last.
-    return dict(sorted(manifest.stages.items(), key=lambda item: item[1].dir))
+    return dict(sorted(manifest.stages.items(), key=lambda item: item[1].dir or "~"))  # (pending ones last)
+
+
+def _stage_dir(run_dir: Path, entry: Any) -> Path:
+    """Where a stage's files are: its folder, or while it runs its temp folder (a run in progress is reported too)."""
+    return run_dir / (entry.dir + TMP_SUFFIX if entry.status == "running" else entry.dir)
 
 
 def _history(stage_dir: Path) -> list[dict[str, Any]]:
@@ -291,7 +313,7 @@ def _chain(stages: dict[str, Any], out: Path) -> str:
                 )
             ):
                 points.setdefault(key, []).append((name, value))
-    shown = {k: v for k, v in points.items() if len(v) > 1}
+    shown = {k: v for k, v in points.items() if len(v) > 1 and any(value for _, value in v)}  # all zero: no chart
     if not shown:
         return ""
     png = _bars(out / "chain.png", "metrics along the chain", shown)
@@ -360,6 +382,7 @@ def _panels(path: Path, title: str, panels: dict[str, dict[str, list[tuple[float
             )
         axis.set_title(name, fontsize=10)
         axis.set_xlabel("step")
+        axis.ticklabel_format(axis="y", useOffset=False)  # 0.0514 reads as 0.0514, not "1e-8+5.1375e-2"
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     for axis in list(axes.flat)[len(panels) :]:

@@ -140,17 +140,24 @@ def test_tensorboard_tracking_and_the_html_report(tiny_recipe, workdir: Path) ->
     assert result.exit_code == 0
     report = workdir / "runs/tiny/report"
     page = (report / "index.html").read_text()
-    assert "<h2>pretrain</h2>" in page and "data:image/png;base64," in page and "Stages" in page
+    assert ">pretrain</h2>" in page and "data:image/png;base64," in page and "Stages" in page
     assert (report / "pretrain-curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "<h2>Speed and memory</h2>" in page and "train_samples_per_s" in page  # the run's own figures
-    assert "<h2>Versions</h2>" in page and "<td>transformers</td>" in page and "<h2>Recipe</h2>" in page
-    assert "<h2>Samples</h2>" in page and "<pre>The cat</pre>" in page
+    assert ">Speed and memory</h2>" in page and "train_samples_per_s" in page  # the run's own figures
+    assert ">Versions</h2>" in page and "<td>transformers</td>" in page and ">Recipe</h2>" in page
+    assert ">Samples</h2>" in page and "<pre>The cat</pre>" in page
+    assert (
+        "<nav><b>Contents</b>" in page and "<a href='#s1'>pretrain</a>" in page and "<h2 id='s1'>pretrain</h2>" in page
+    )
+    from llmctl.report import _history, _panel_series
+
+    panels = _panel_series(_history(workdir / "runs/tiny/01-pretrain"))
+    assert {"loss", "learning rate", "gradient norm"} <= set(panels)  # logged, so plotted
 
     assert run_json(str(tiny_recipe(steps=10)), "name=tiny2", "stages.pretrain.train.lr=1e-2")[0] == 0
     compared = runner.invoke(app, ["--json", "report", "tiny", "tiny2"])
     assert compared.exit_code == 0, compared.output
     page = Path(json.loads(compared.output)["report"]).read_text()
-    assert "Runs tiny vs tiny2" in page and "<th>tiny</th><th>tiny2</th>" in page and "<h2>pretrain</h2>" in page
+    assert "Runs tiny vs tiny2" in page and "<th>tiny</th><th>tiny2</th>" in page and ">pretrain</h2>" in page
 
 
 def unset(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
