@@ -66,7 +66,8 @@ def validate(loaded: LoadedRecipe) -> Recipe:
     try:
         recipe = Recipe.model_validate(loaded.tree)
     except ValidationError as err:
-        problems = [_problem(error, loaded) for error in err.errors(include_url=False)]
+        errors = err.errors(include_url=False)
+        problems = [_problem(error, loaded) for error in errors] + _as_meant(errors, loaded)
         raise RecipeError(_dedupe(problems), str(loaded.path)) from None
     recipe._from_env = dict(loaded.from_env)
     return recipe
@@ -206,6 +207,26 @@ def _problem(error: Any, loaded: LoadedRecipe) -> Problem:
     elif "input" in error and not isinstance(error["input"], (dict, list)):
         message += f" (got {error['input']!r})"
     return Problem(loaded.where(loc), dotted(loc), message)
+
+
+def _as_meant(errors: list[Any], loaded: LoadedRecipe) -> list[Problem]:
+    """A stage whose `type` is a typo of a known one is also checked as that type, so its other mistakes are
+    reported in the same run instead of after the type is fixed."""
+    found = []
+    for error in errors:
+        if error["type"] != "union_tag_invalid" or not isinstance(error.get("input"), dict):
+            continue
+        stage, loc = error["input"], tuple(error["loc"])
+        close = difflib.get_close_matches(str(stage.get("type")), list(REGISTRY), n=1, cutoff=0.6)
+        if not close:
+            continue
+        try:
+            REGISTRY[close[0]].model_validate(stage | {"type": close[0]})
+        except ValidationError as err:
+            for inner in err.errors(include_url=False):
+                problem = _problem(inner | {"loc": loc + tuple(inner["loc"])}, loaded)
+                found.append(Problem(problem.where, problem.path, f"{problem.message} (checked as a {close[0]} stage)"))
+    return found
 
 
 def _strip_union_tag(loc: KeyPath, tree: dict[str, Any]) -> KeyPath:

@@ -62,4 +62,106 @@ stages:
     train: {epochs: 1, batch_size: 8, lr: 1.0e-5}
 """
 
-TEMPLATES = {"pretrain": PRETRAIN, "sft": SFT}
+DPO = """\
+# A starter recipe (written by `llmctl init --template dpo`): LoRA SFT, then Direct Preference Optimization on
+# pairs of answers people preferred — no reward model, no RL loop. `llmctl schema` describes every key.
+name: my-dpo
+seed: 42
+dtype: auto
+
+stages:
+  - type: sft
+    model: facebook/opt-125m          # a hub id or a model folder
+    data:
+      path: data/qa                   # a Deep Lake dataset or a .jsonl/.csv/.parquet file
+      format: prompt_completion
+      columns: {prompt: question, completion: answer}
+      template: "Question: {prompt}\\n\\nAnswer: {completion}"
+      completion_only: true
+    peft: {method: lora, r: 16, alpha: 32}
+    train: {epochs: 2, batch_size: 8, lr: 2.0e-4}
+
+  - type: dpo
+    model: previous                   # the SFT model; its frozen copy is the reference (LoRA: the adapter off)
+    algorithm: dpo                    # dpo | ipo | kto | orpo | simpo
+    beta: 0.1                         # how far the policy may move from the reference
+    data: {path: data/preferences, format: preference}   # prompt, chosen, rejected
+    peft: {method: lora, r: 16, alpha: 32}
+    train: {epochs: 1, batch_size: 8, lr: 5.0e-6}
+    eval_set:                         # exact match before and after (and at every eval_steps)
+      path: data/qa_test.jsonl
+      columns: {prompt: question, completion: answer}
+      template: "Question: {prompt}\\n\\nAnswer: {completion}"
+"""
+
+RLHF = """\
+# A starter recipe (written by `llmctl init --template rlhf`): SFT, a reward model, then GRPO against it plus a
+# verifiable check of your own (any Python function `fn(prompts, completions, **columns) -> [float]`), with a KL
+# penalty to the SFT model. `llmctl schema` describes every key.
+name: my-rlhf
+seed: 42
+dtype: auto
+
+stages:
+  - type: sft
+    model: facebook/opt-125m
+    data:
+      path: data/qa
+      format: prompt_completion
+      columns: {prompt: question, completion: answer}
+      template: "Question: {prompt}\\n\\nAnswer: {completion}"
+      completion_only: true
+    peft: {method: lora, r: 16, alpha: 32}
+    train: {epochs: 2, batch_size: 8, lr: 2.0e-4}
+
+  - type: reward
+    name: rm
+    model: previous
+    data: {path: data/preferences, format: preference}   # prompt, chosen, rejected
+    train: {epochs: 1, batch_size: 8, lr: 1.0e-5}
+
+  - type: ppo
+    algorithm: grpo                   # ppo (value model) | rloo | grpo
+    model: stage:sft
+    data:
+      path: data/qa
+      format: prompt                  # prompts only; `answer` rides along for the check below
+      columns: {prompt: question}
+      template: "Question: {prompt}\\n\\nAnswer:"
+    rewards:
+      - {model: stage:rm}                               # the learned reward model
+      - {builtin: exact_match, column: answer, weight: 2.0}   # or {function: my_rewards.py:score}
+    num_generations: 4
+    response_length: 64
+    kl: {init: 0.05}
+    train: {batch_size: 8, lr: 1.0e-5}
+"""
+
+CHAT = """\
+# A starter recipe (written by `llmctl init --template chat`): a chat model fine-tuned on conversations
+# (`messages`: a list of {role, content}), loss on the assistant turns only, published to a registry that
+# `llmctl serve --registry models --name my-chat` serves over an OpenAI-compatible API.
+name: my-chat
+seed: 42
+dtype: auto
+
+stages:
+  - type: sft
+    model: facebook/opt-125m
+    data:
+      path: data/conversations        # rows with `messages` (ShareGPT's from/value are read too)
+      format: chat
+      chat_template: chatml           # or the tokenizer's own (leave it out), or a Jinja template
+      completion_only: true           # assistant turns only
+    peft: {method: lora, r: 16, alpha: 32}
+    max_length: 1024
+    train: {epochs: 2, batch_size: 4, grad_accum: 4, lr: 2.0e-4, save_steps: 200}
+    samples: ["Hello! What can you do?"]
+
+  - type: deploy
+    model: previous                   # the adapter is merged into its base
+    registry: models
+    model_name: my-chat
+"""
+
+TEMPLATES = {"pretrain": PRETRAIN, "sft": SFT, "dpo": DPO, "rlhf": RLHF, "chat": CHAT}

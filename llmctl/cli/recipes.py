@@ -33,7 +33,7 @@ def schema(
 @handle_errors
 def init(
     path: Annotated[Path, typer.Argument(help="Where to write the recipe.")] = Path("recipe.yaml"),
-    template: Annotated[str, typer.Option(help="Starter to write: pretrain or sft.")] = "pretrain",
+    template: Annotated[str, typer.Option(help="Starter to write: pretrain, sft, dpo, rlhf or chat.")] = "pretrain",
     force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a commented starter recipe."""

@@ -151,3 +151,12 @@ def test_debug_shows_traceback(tmp_path: Path) -> None:
     assert result.exit_code == 2  # --debug adds the traceback and changes nothing else
     assert "Traceback (most recent call last)" in result.output and "RecipeError" in result.output
     assert "unknown field 'dta'" in result.output
+
+
+def test_a_mistyped_stage_type_still_has_its_other_mistakes_reported(tmp_path: Path) -> None:
+    body = GOOD.replace("type: pretrain", "type: pretrian") + "    train: {lre: 1}\n    block_size: big\n"
+    result = validate(write(tmp_path / "r.yaml", body))
+    assert result.exit_code == 2 and "3 problems" in result.output, result.output
+    assert "unknown stage type 'pretrian' — did you mean 'pretrain'?" in result.output
+    assert "r.yaml:6:13: stages[0].train: unknown field 'lre' (checked as a pretrain stage)" in result.output
+    assert "stages[0].block_size" in result.output and "(checked as a pretrain stage)" in result.output

@@ -78,7 +78,7 @@ def test_version_and_exit_codes_in_help() -> None:
     assert "Exit codes" in help_text and "5 run locked" in help_text
 
 
-@pytest.mark.parametrize("template", ["pretrain", "sft"])
+@pytest.mark.parametrize("template", ["pretrain", "sft", "dpo", "rlhf", "chat"])
 def test_init_writes_a_valid_recipe_and_refuses_to_overwrite(
     tmp_path: Path, template: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -87,9 +87,10 @@ def test_init_writes_a_valid_recipe_and_refuses_to_overwrite(
     assert runner.invoke(app, ["init", str(target), "--template", template]).exit_code == 0
     no_data = runner.invoke(app, ["validate", str(target)])  # the starter names data the user brings
     assert no_data.exit_code == 2 and "no file or folder matches 'data/" in no_data.output
-    for folder in ("data/corpus", "data/qa", "data/preferences"):
+    for folder in ("data/corpus", "data/qa", "data/preferences", "data/conversations"):
         (tmp_path / folder).mkdir(parents=True)
     (tmp_path / "data/corpus.jsonl").write_text('{"text": "hello"}\n')
+    (tmp_path / "data/qa_test.jsonl").write_text('{"question": "q", "answer": "a"}\n')
     assert runner.invoke(app, ["validate", str(target)]).exit_code == 0
     again = runner.invoke(app, ["init", str(target)])
     assert again.exit_code == 2 and "exists" in again.output
