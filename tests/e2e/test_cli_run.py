@@ -42,7 +42,7 @@ def test_run_twice_then_change_one_stage(tiny_recipe, workdir: Path) -> None:
     code, events = run_json(path, "stages.more.train.lr=5e-4")
     assert code == 0 and ends(events) == {"pretrain": "cached", "more": "complete"}
     starts = {e["stage"]: e["reason"] for e in events if e["event"] == "stage_start"}
-    assert starts["more"] == "changed: spec"
+    assert starts["more"] == "changed: spec (train.lr)"
 
     manifest = json.loads((workdir / "runs/tiny/llmctl.lock.json").read_text())
     entry = manifest["stages"]["more"]
