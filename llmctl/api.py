@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +26,7 @@ from llmctl.rundir import RUNS_ROOT
 
 if TYPE_CHECKING:
     from llmctl.artifacts import Artifact
-    from llmctl.errors import Problem
+    from llmctl.errors import LlmctlError, Problem
     from llmctl.firing import Firing
     from llmctl.pipeline import Plan, Selection
     from llmctl.recipe import LoadedRecipe
@@ -186,7 +188,8 @@ def run(
     the run succeeded (this call then blocks until the server stops)."""
     from llmctl.firing import Firing
 
-    firing = Firing(Path(path), list(overrides), emit)
+    # A watched run (cli/supervise.py) uses the id its watcher records if this process is killed
+    firing = Firing(Path(path), list(overrides), emit, run_id=os.environ.get("LLMCTL_RUN_ID") or new_run_id())
     try:
         result = _run(firing, path, overrides, selection, smoke, dry_run, if_changed, quiet, ignore_memory)
     except (Exception, KeyboardInterrupt) as error:
@@ -557,3 +560,46 @@ def _serve_after_run(the_plan: Plan, artifacts: dict[str, Artifact]) -> None:
             registry, name, host, port = target
             run_server(Source(registry=registry, name=name), host, port, None, Limits(), 2.0)
             return
+
+
+def new_run_id() -> str:
+    """A firing's id: sortable and unique (UTC time of the firing and 6 random hex digits)."""
+    from llmctl import runlog
+
+    return runlog.new_run_id()
+
+
+SIGNAL_CAUSES = {
+    "SIGKILL": "most likely the kernel's OOM killer: the machine ran out of memory (`dmesg | grep -i oom` shows it) — "
+    "lower batch_size or max_length, use LoRA/QLoRA, or a bigger machine; `llmctl plan` estimates the memory",
+    "SIGSEGV": "a crash in native code (a library bug, or a damaged model file)",
+    "SIGBUS": "a crash in native code reading memory (often a model file changed or truncated while mapped)",
+    "SIGABRT": "a native library aborted (its message, if any, is in the stage's logs/library.out)",
+}
+
+
+def killed(noted: dict[str, Any], sig: int, pid: int, run_id: str, emit: Emit = _ignore) -> LlmctlError:
+    """A watched `llmctl run` (cli/supervise.py) whose process died by signal `sig`: its running stage is marked
+    failed, the firing recorded in the run's history with the --notify-cmd call, and the error to report
+    returned (exit 4)."""
+    import signal
+
+    from llmctl.errors import StageKilled
+    from llmctl.firing import Firing, guess_run_dir
+    from llmctl.records import Manifest
+
+    name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else f"signal {sig}"
+    recipe_file, overrides = Path(noted.get("recipe") or "recipe.yaml"), list(noted.get("overrides") or [])
+    run_dir = guess_run_dir(recipe_file, overrides)
+    stage = "?"
+    if run_dir is not None and (run_dir / "llmctl.lock.json").is_file():
+        manifest = Manifest.load(run_dir)
+        running = [n for n, s in manifest.data.stages.items() if s.status == "running" and s.pid == pid]
+        if running:
+            stage = running[0]
+            finished = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            manifest.update(stage, status="failed", error=f"killed by {name}", finished=finished)
+    cause = SIGNAL_CAUSES.get(name, "sent by another process")
+    error = StageKilled(stage, name, cause)
+    Firing(recipe_file, overrides, emit, run_id=run_id).finish(error, noted.get("notify"))
+    return error

@@ -25,7 +25,8 @@ EXIT_CODES: dict[int, tuple[str, str]] = {  # code: (short, for --help; long, fo
     4: (
         "stage failed (or disk full/read-only)",
         "a stage failed at run time (the message names the stage; the traceback "
-        "is in the stage's `logs/error.log`), or the disk is full or read-only (the message says what could not be written)",
+        "is in the stage's `logs/error.log`), or was killed by a signal (the OOM killer's SIGKILL: the message says "
+        "which and the likely cause), or the disk is full or read-only (the message says what could not be written)",
     ),
     5: ("run locked", "the run folder is locked by another llmctl process"),
     130: (
@@ -115,6 +116,18 @@ class StageFailed(LlmctlError):
         detail = cause if isinstance(cause, str) else f"{type(cause).__name__}: {cause}"
         hint = f"\n  log: {log}" if log else ""
         super().__init__(f"stage '{stage}' failed: {detail}{hint}\n  (re-run with --debug for the traceback)")
+
+
+class StageKilled(StageFailed):
+    """A stage's process was killed by a signal (the OOM killer's SIGKILL), as seen by `llmctl run`'s watcher."""
+
+    def __init__(self, stage: str, signal_name: str, cause: str) -> None:
+        LlmctlError.__init__(
+            self,
+            f"stage '{stage}' was killed by {signal_name} — {cause}\n"
+            "  `llmctl run` again resumes it from its last checkpoint",
+        )
+        self.stage = stage
 
 
 class RunLocked(LlmctlError):

@@ -67,7 +67,7 @@ class Firing:
     def finish(self, error: BaseException | None, notify: str | None, skipped: bool = False) -> dict[str, Any]:
         """Record the firing in the run's history and run the notify command; returns the record."""
         outcome, code = ("skipped", 0) if skipped else runlog.outcome_of(error)
-        run_dir = self.plan.run_dir if self.plan else _guess_run_dir(self.recipe_file, self.overrides)
+        run_dir = self.plan.run_dir if self.plan else guess_run_dir(self.recipe_file, self.overrides)
         previous = runlog.previous_outcome(run_dir) if run_dir else None
         if outcome == "complete" and previous in runlog.UNHEALTHY:
             outcome = "recovered"
@@ -181,7 +181,7 @@ def _notify(command: str, record: dict[str, Any], emit: Emit) -> None:
         emit({"event": "warning", "message": f"--notify-cmd failed: {problem}"})
 
 
-def _guess_run_dir(recipe_file: Path, overrides: list[str]) -> Path | None:
+def guess_run_dir(recipe_file: Path, overrides: list[str]) -> Path | None:
     """The run folder of a recipe that did not validate, from its `name:` (and `run_dir:` when that folder
     already holds a run), so an invalid firing is recorded where the valid ones are; None when unknown."""
     import yaml

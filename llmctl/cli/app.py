@@ -17,6 +17,7 @@ from llmctl.cli.recipes import app as recipes_app
 from llmctl.cli.recipes import init, schema
 from llmctl.cli.runs import compare, report, runs, show
 from llmctl.cli.serve import chat, serve
+from llmctl.cli.supervise import run_watched, wanted
 from llmctl.errors import exit_code_summary
 from llmctl.redaction import forget
 
@@ -82,4 +83,7 @@ def main() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminate)
-    app(args=global_flags_first(sys.argv[1:]), prog_name="llmctl")
+    args = global_flags_first(sys.argv[1:])
+    if wanted(args):  # a run killed by a signal (the OOM killer) is still reported, recorded, notified
+        run_watched(lambda: app(args=args, prog_name="llmctl"))
+    app(args=args, prog_name="llmctl")

@@ -24,6 +24,7 @@ from llmctl.cli.common import (
     report_error,
     warn,
 )
+from llmctl.cli.supervise import note
 from llmctl.errors import LlmctlError
 from llmctl.redaction import RedactedStream
 from llmctl.rundir import RUNS_ROOT
@@ -196,6 +197,8 @@ def run(
     renderer = JsonRenderer(stdout) if OUTPUT.json else RichRenderer(Console(file=stdout, highlight=False), quiet)
 
     OUTPUT.recipe = str(recipe)
+    notify = notify_cmd or os.environ.get("LLMCTL_NOTIFY_CMD")
+    note({"recipe": str(recipe), "overrides": overrides or [], "notify": notify, "json": OUTPUT.json})
     record: dict[str, Any] = {}
     forward = events(renderer)
 
@@ -214,7 +217,7 @@ def run(
                 emit,
                 dry_run=dry_run,
                 if_changed=if_changed,
-                notify=notify_cmd or os.environ.get("LLMCTL_NOTIFY_CMD"),
+                notify=notify,
                 quiet=not OUTPUT.debug,
                 ignore_memory=ignore_memory,
             )

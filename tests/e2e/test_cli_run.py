@@ -399,3 +399,42 @@ def test_show_and_runs_during_a_run_list_every_stage_and_the_live_step(tiny_reci
     assert as_json["stages"]["pretrain"]["status"] == "running" and live["step"] >= 10 and "loss" in live
     assert "running (step " in shown and "pending" in shown
     assert next(r for r in listed if r["run"] == "tiny")["stages"] == 2
+
+
+def test_a_run_killed_by_the_oom_killer_says_so_records_it_and_notifies(tiny_recipe, workdir: Path) -> None:
+    """The kernel's OOM killer sends SIGKILL to the biggest process: the run's, not its watcher's."""
+    import signal
+    import subprocess
+    import sys
+
+    path = tiny_recipe(steps=400, save_steps=10)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmctl", "--json", "run", str(path), "--notify-cmd", "cat > notified.json"],
+        cwd=workdir,
+        env=os.environ | {"PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    events = []
+    for line in proc.stdout:  # type: ignore[union-attr]
+        events.append(json.loads(line))
+        if events[-1]["event"] == "progress" and events[-1].get("step", 0) >= 25:
+            break
+    worker = int(subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()[0])
+    os.kill(worker, signal.SIGKILL)  # the run, as the OOM killer would
+    events += [json.loads(line) for line in proc.stdout]  # type: ignore[union-attr]
+    assert proc.wait(timeout=60) == 4
+    error = next(e for e in events if e["event"] == "error")
+    assert "stage 'pretrain' was killed by SIGKILL — most likely the kernel's OOM killer" in error["message"]
+    outcome = next(e for e in events if e["event"] == "outcome")
+    assert outcome["outcome"] == "failed" and outcome["exit_code"] == 4
+    notified = json.loads((workdir / "notified.json").read_text())
+    assert notified["outcome"] == "failed" and "SIGKILL" in notified["message"]
+    assert notified["run_id"] == events[0]["run_id"]  # the firing's own id, not a second one
+    history = (workdir / "runs/tiny/history.jsonl").read_text().splitlines()
+    assert len(history) == 1 and json.loads(history[0])["outcome"] == "failed"
+    shown = json.loads(runner.invoke(app, ["--json", "show", "tiny"]).stdout)
+    assert shown["stages"]["pretrain"]["status"] == "failed" and "SIGKILL" in shown["stages"]["pretrain"]["error"]
+    code, events = run_json(str(path))
+    assert code == 0 and events[1]["action"] == "resume"  # from the last checkpoint, as after any kill
