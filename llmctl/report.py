@@ -101,7 +101,7 @@ def write_comparison(refs: list[str], root: Path = RUNS_ROOT) -> Path:
                 panels.setdefault(title, {}).update(series)
         if panels:
             png = _panels(out / f"{_slug(stage)}-curves.png", f"{stage}: {' vs '.join(names)}", panels)
-            sections.append(f"<h2>{html.escape(stage)}</h2>{_img(png)}")
+            sections.append(f"<h2>{html.escape(stage)}</h2>{_img(png)}{_hoverable(panels)}")
     sections.append(_metrics_side_by_side(manifests, names, stage_names))
     return _page(out / "index.html", f"Runs {' vs '.join(names)}", ", ".join(m.run_dir for m in manifests), sections)
 
@@ -197,7 +197,7 @@ def _chart_section(stage: str, history: list[dict[str, Any]], out: Path) -> str:
     if not panels:
         return ""
     png = _panels(out / f"{_slug(stage)}-curves.png", f"{stage}: training curves", panels)
-    return f"<h2>{html.escape(stage)}</h2>{_img(png)}"
+    return f"<h2>{html.escape(stage)}</h2>{_img(png)}{_hoverable(panels)}"
 
 
 def _before_after(stages: dict[str, Any]) -> str:
@@ -410,6 +410,14 @@ def _bars(path: Path, title: str, series: dict[str, list[tuple[str, float]]]) ->
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def _hoverable(panels: dict[str, dict[str, list[tuple[float, float]]]]) -> str:
+    """The same panels as inline SVG charts whose points show their step and value on hover."""
+    from llmctl.charts import line_chart
+
+    charts = "".join(line_chart(title, series) for title, series in panels.items())
+    return f"<details><summary>values on hover</summary>{charts}</details>"
 
 
 def _img(path: Path) -> str:

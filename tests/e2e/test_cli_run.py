@@ -152,6 +152,7 @@ def test_tensorboard_tracking_and_the_html_report(tiny_recipe, workdir: Path) ->
 
     panels = _panel_series(_history(workdir / "runs/tiny/01-pretrain"))
     assert {"loss", "learning rate", "gradient norm"} <= set(panels)  # logged, so plotted
+    assert "<details><summary>values on hover</summary><svg" in page and "<title>train loss — step 5: " in page
 
     assert run_json(str(tiny_recipe(steps=10)), "name=tiny2", "stages.pretrain.train.lr=1e-2")[0] == 0
     compared = runner.invoke(app, ["--json", "report", "tiny", "tiny2"])
