@@ -281,6 +281,7 @@ def execute(plan: Plan, emit: Emit) -> dict[str, Artifact]:
                     "action": step.action,
                     "reason": step.reason,
                 }
+                | _known_steps(step.spec)
             )
             if step.action == "cached":
                 artifacts[step.name] = Artifact.read(step.stage_dir)  # type: ignore[assignment]
@@ -440,6 +441,13 @@ def _seed_everything(seed: int) -> None:
     from transformers import set_seed
 
     set_seed(seed)
+
+
+def _known_steps(spec: StageSpec) -> dict[str, int]:
+    """{"max_steps": N} when the stage's step count is known before it starts (a bar shows N/N, not 0/?)."""
+    train = spec.train_args
+    steps = train.max_steps if train is not None and spec.type != "ppo" else -1  # (RL sizes its own steps)
+    return {"max_steps": steps} if steps > 0 else {}
 
 
 def _earlier_attempts_s(record: Any, step: Step) -> float:

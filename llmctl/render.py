@@ -160,7 +160,8 @@ class RichRenderer:
     def _on_stage_start(self, event: dict[str, Any]) -> None:
         if event["action"] != "cached":
             self.console.print(f"▶ [bold]{event['stage']}[/]: {event['action']} ({event['reason']})")
-            self.tasks[event["stage"]] = self.progress.add_task(event["stage"], total=None, loss="")
+            total = event.get("max_steps")  # known from the recipe, or from the trainer's first event
+            self.tasks[event["stage"]] = self.progress.add_task(event["stage"], total=total, loss="")
 
     def _on_progress(self, event: dict[str, Any]) -> None:
         task = self.tasks.get(event["stage"])

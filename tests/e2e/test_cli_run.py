@@ -362,6 +362,9 @@ def test_without_a_terminal_progress_comes_as_plain_lines_with_rate_and_eta(
     monkeypatch.setenv("LLMCTL_PROGRESS_EVERY", "0")  # every progress event (the default is one line per 30 s)
     result = runner.invoke(app, ["run", str(tiny_recipe(steps=20))])  # CliRunner's output is not a terminal
     assert result.exit_code == 0, result.output
+    code, events = run_json(str(tiny_recipe(steps=20)), "run_dir=runs/again")
+    start = next(e for e in events if e["event"] == "stage_start")
+    assert start["max_steps"] == 20  # known before training starts: the bar shows 0/20, not 0/?
     lines = [line.strip() for line in result.output.splitlines() if line.strip().startswith("pretrain: step ")]
     assert lines and lines[-1].startswith("pretrain: step 20/20 (100%)") and "it/s" in lines[-1]
     assert any("ETA" in line for line in lines) and sum(line.startswith("pretrain: step 20/20") for line in lines) == 1
