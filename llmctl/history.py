@@ -86,7 +86,7 @@ def planned_stages(run_dir: Path) -> list[str]:
 
     try:
         tree = yaml.safe_load((run_dir / RESOLVED).read_text()) or {}
-    except (OSError, yaml.YAMLError):
+    except (OSError, ValueError, yaml.YAMLError):  # (a damaged file: not UTF-8, not YAML)
         return []
     stages = tree.get("stages") if isinstance(tree, dict) else None
     return [str(s.get("name") or s.get("type")) for s in stages or [] if isinstance(s, dict)]
