@@ -42,6 +42,16 @@ def reward_functions(terms: list[RewardTerm], model_reward: RewardFn | None) -> 
     return functions, [term.weight for term in terms]
 
 
+def weighted_sum(functions: list[RewardFn], weights: list[float]) -> RewardFn:
+    """The reward terms as one function: each completion's weighted sum of the terms' values (its score)."""
+
+    def score(prompts: list[Any], completions: list[Any], **columns: Any) -> list[float]:
+        parts = [f(prompts, completions, **columns) for f in functions]
+        return [sum(w * p[i] for w, p in zip(weights, parts, strict=True)) for i in range(len(completions))]
+
+    return score
+
+
 def _load(function: str, index: int) -> RewardFn:
     module_name, name = function.rsplit(":", 1)
     field = f"rewards[{index}].function"

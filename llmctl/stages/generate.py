@@ -24,7 +24,7 @@ from llmctl.data.formats import allowed
 from llmctl.errors import StageFailed
 from llmctl.models import causal_lm
 from llmctl.models.endpoint import api_key
-from llmctl.models.rewards import reward_functions
+from llmctl.models.rewards import reward_functions, weighted_sum
 from llmctl.rundir import PROGRESS_FILE
 from llmctl.smokesize import SmokeSize
 from llmctl.specs import PREVIOUS, EndpointSpec, GenerationSpec, InputSlot, PromptSetSpec, RewardTerm, StageSpec
@@ -163,13 +163,7 @@ def _scorer(spec: GenerateSpec, ctx: StageContext) -> Callable[..., list[float]]
 
         path = ctx.input("reward_model")
         model_term = RewardScorer(path, causal_lm.load_tokenizer(path)).reward_function()
-    functions, weights = reward_functions(spec.rewards, model_term)
-
-    def score(prompts: list[str], completions: list[str], **columns: Any) -> list[float]:
-        parts = [f(prompts, completions, **columns) for f in functions]
-        return [sum(w * p[i] for w, p in zip(weights, parts, strict=True)) for i in range(len(completions))]
-
-    return score
+    return weighted_sum(*reward_functions(spec.rewards, model_term))
 
 
 def _generate(

@@ -22,7 +22,7 @@ from llmctl.artifacts import Artifact, ArtifactKind
 from llmctl.data.formats import allowed
 from llmctl.errors import RecipeMismatch, StageFailed
 from llmctl.models.reward import RewardScorer, retokenizing_reward
-from llmctl.models.rewards import reward_functions
+from llmctl.models.rewards import reward_functions, weighted_sum
 from llmctl.smokesize import SmokeSize
 from llmctl.specs import (
     GREEDY,
@@ -259,12 +259,8 @@ def _combined(functions: list[Any], weights: list[float], rows: Any, columns: tu
     """The weighted sum of the reward terms as a scorer of (prompts, responses) for `rows`' prompts — what the
     before/after mean reward measures when the stage trains on reward functions."""
     references = {column: list(rows[column]) for column in columns}
-
-    def score(prompts: list[str], responses: list[str]) -> list[float]:
-        parts = [f(prompts, responses, **references) for f in functions]
-        return [sum(w * p[i] for w, p in zip(weights, parts, strict=True)) for i in range(len(responses))]
-
-    return score
+    total = weighted_sum(functions, weights)
+    return lambda prompts, responses: total(prompts, responses, **references)
 
 
 def _trainer(

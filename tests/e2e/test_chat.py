@@ -18,28 +18,21 @@ from llmctl.serve.requests import Sampling
 pytestmark = pytest.mark.slow
 
 
-def test_the_cli_answers_piped_lines_and_obeys_commands(tiny_lm: Path) -> None:
-    lines = "What is 3 plus 4?\n/system Be brief.\nAnd 2 plus 2?\n/nope\n/reset\n/exit\nnever read\n"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "llmctl",
-            "chat",
-            str(tiny_lm),
-            "--temperature",
-            "0",
-            "--max-new-tokens",
-            "5",
-            "--template",
-            "Question: {prompt}\n\nAnswer:",
-        ],
+def chat(model: Path, lines: str, *options: str) -> subprocess.CompletedProcess[str]:
+    """`llmctl chat MODEL --temperature 0 OPTIONS` in a subprocess, with `lines` piped in."""
+    return subprocess.run(
+        [sys.executable, "-m", "llmctl", "chat", str(model), "--temperature", "0", *options],
         input=lines,
         capture_output=True,
         text=True,
         timeout=120,
         env=os.environ | {"HF_HUB_OFFLINE": "1"},
     )
+
+
+def test_the_cli_answers_piped_lines_and_obeys_commands(tiny_lm: Path) -> None:
+    lines = "What is 3 plus 4?\n/system Be brief.\nAnd 2 plus 2?\n/nope\n/reset\n/exit\nnever read\n"
+    done = chat(tiny_lm, lines, "--max-new-tokens", "5", "--template", "Question: {prompt}\n\nAnswer:")
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "prompts from the template 'Question: {prompt}\\n\\nAnswer:'" in out
@@ -106,14 +99,7 @@ def test_streaming_stops_at_the_next_turn_and_holds_back_partial_stops() -> None
 def test_a_long_chat_on_a_short_context_drops_old_turns_caps_answers_and_never_hangs(tiny_lm: Path) -> None:
     long_line = "What is 3 plus 4 and then 5 plus 6?"
     lines = f"{long_line}\n{long_line}\n{long_line}\n{'word ' * 200}\n/exit\n"
-    done = subprocess.run(  # the tiny model's context is 64 tokens; 256 new tokens asked for each answer
-        [sys.executable, "-m", "llmctl", "chat", str(tiny_lm), "--temperature", "0", "--max-new-tokens", "256"],
-        input=lines,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=os.environ | {"HF_HUB_OFFLINE": "1"},
-    )
+    done = chat(tiny_lm, lines, "--max-new-tokens", "256")  # the tiny model's context is 64 tokens
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert out.count("model> ") == 3 and "Traceback" not in out + done.stderr
