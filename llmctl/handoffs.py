@@ -61,16 +61,17 @@ def _format_problem(spec: StageSpec, wanted: InputSlot, ref: str, stages: list[S
     """Why a data block cannot read the rows its producer writes (a preference dataset read as sft rows), or None."""
     producer = next((s for s in stages if f"stage:{s.name}" == ref), None)
     writes = getattr(producer, "dataset_format", None)
-    if not wanted.field.endswith("path") or ArtifactKind.dataset not in wanted.accepts or writes is None:
+    if producer is None or writes is None or ArtifactKind.dataset not in wanted.accepts:
         return None
+    parts = split_path(wanted.field)[:-1]
+    if "mix" in parts:  # a mixture's sources share its format
+        parts = parts[: parts.index("mix")]
     block: Any = spec
-    for part in split_path(wanted.field)[:-1]:
+    for part in parts:
         block = block[part] if isinstance(part, int) else getattr(block, part)
-    if block.format != writes and not (block.format == "prompt" and writes == "prompt_completion"):
-        return (
-            f"stage '{producer.name}' writes {writes} rows; set format: {writes} here (this block reads {block.format})"  # type: ignore[union-attr]
-        )
-    return None
+    if block.format == writes or (block.format == "prompt" and writes == "prompt_completion"):
+        return None
+    return f"stage '{producer.name}' writes {writes} rows; set format: {writes} here (this block reads {block.format})"
 
 
 def with_datasets(spec: S, inputs: Mapping[str, Artifact | str]) -> S:

@@ -204,3 +204,20 @@ def test_plan_estimates_a_generate_stage_as_inference(tiny_lm: Path) -> None:
     )
     assert total * 4 / 2**30 < estimate.memory_gib < trained.memory_gib / 3  # weights and a KV cache, no optimizer
     assert estimate.describe().endswith("to run")
+
+
+def test_a_mixture_may_take_one_source_from_a_generate_stage(tiny_lm: Path, qa: Path) -> None:
+    from typer.testing import CliRunner
+
+    from llmctl.cli import app
+
+    mixed = SFT_ON.format(name="s", model=tiny_lm, source="g", format="prompt_completion").replace(
+        "data: {path: stage:g, format: prompt_completion, validation: 0}",
+        "data: {format: prompt_completion, validation: 0, mix: [{path: stage:g}, {path: qa.jsonl, "
+        "columns: {prompt: question, completion: answer}}]}",
+    )
+    path = recipe(qa, grow("g", str(tiny_lm), "{builtin: regex, pattern: x}", "all"), mixed)
+    result = CliRunner().invoke(app, ["--json", "plan", str(path)])
+    assert result.exit_code == 0, result.output  # the sources share the mixture's format
+    steps = {s["stage"]: s for s in json.loads(result.output)["steps"]}
+    assert steps["s"]["inputs"]["data:data.mix[0].path"] == "stage:g"
