@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmctl.rundir import RUNS_ROOT
+from llmctl.rundir import MANIFEST, RUNS_ROOT
 
 if TYPE_CHECKING:
     from llmctl.artifacts import Artifact
@@ -592,7 +592,7 @@ def killed(noted: dict[str, Any], sig: int, pid: int, run_id: str, emit: Emit = 
     recipe_file, overrides = Path(noted.get("recipe") or "recipe.yaml"), list(noted.get("overrides") or [])
     run_dir = guess_run_dir(recipe_file, overrides)
     stage = "?"
-    if run_dir is not None and (run_dir / "llmctl.lock.json").is_file():
+    if run_dir is not None and (run_dir / MANIFEST).is_file():
         manifest = Manifest.load(run_dir)
         running = [n for n, s in manifest.data.stages.items() if s.status == "running" and s.pid == pid]
         if running:
