@@ -257,11 +257,18 @@ def _run(
             "run_id": firing.run_id,
             "steps": [step_summary(s) for s in the_plan.steps],
         }
+        | expected(the_plan)
     )
     if dry_run:
         return RunResult(the_plan, "dry-run")
     the_plan.lineage = firing.lineage()
     return RunResult(the_plan, "complete", execute(the_plan, firing.emit))
+
+
+def expected(the_plan: Plan) -> dict[str, Any]:
+    """A plan's time estimate ({} when none): seconds the stages that run took when they last ran here."""
+    seconds, timed, to_run = the_plan.expected_time()
+    return {"expected_s": round(seconds, 1), "timed": timed, "to_run": to_run} if timed else {}
 
 
 def _nothing_to_do(the_plan: Plan) -> str:
@@ -293,6 +300,8 @@ def step_summary(step: Any, estimate: Any = None) -> dict[str, Any]:
     }
     if step.running_pid is not None:
         info["running_pid"] = step.running_pid
+    if step.last_duration_s is not None:
+        info["last_duration_s"] = step.last_duration_s
     if hasattr(estimate, "total"):
         info |= {
             "parameters": estimate.total,

@@ -69,6 +69,7 @@ class Step:
     baseline_key: str | None = None  # the champion's identity the gate decides against (not for 'previous')
     public: dict[str, Any] = field(default_factory=dict)  # the stage as `recipe.resolved.yaml` shows it
     running_pid: int | None = None  # another process is running this stage now
+    last_duration_s: float | None = None  # how long the stage took when it last ran here (a time estimate)
 
     @property
     def name(self) -> str:
@@ -92,6 +93,13 @@ class Plan:
     warnings: list[Problem] = field(default_factory=list)  # what it can, at a risk (memory near its limit)
     estimates: dict[str, Any] = field(default_factory=dict)  # per stage: ModelEstimate, or why there is none
     lineage: dict[str, Any] = field(default_factory=dict)  # the firing's run id, git commit, versions (api.run)
+
+    def expected_time(self) -> tuple[float, int, int]:
+        """(seconds, stages timed, stages that will run): the stages that run, by how long each took when it last
+        ran here (a resumed one: that whole time, an upper bound). A stage that never ran here is not counted."""
+        running = [s for s in self.steps if s.action in ("run", "resume")]
+        timed = [s.last_duration_s for s in running if s.last_duration_s]
+        return sum(timed), len(timed), len(running)
 
     def data_versions(self) -> dict[str, dict[str, Any]]:
         """Per stage, what identifies each data source it reads (Deep Lake version, hf commit, file hashes)."""
@@ -138,6 +146,8 @@ def make_plan(recipe: Recipe, loaded: LoadedRecipe | None = None, selection: Sel
         record = manifest.stage(spec.name)
         if busy and record.status == "running" and record.pid != os.getpid():
             step.running_pid = record.pid
+        if record.duration_s and not record.cached:
+            step.last_duration_s = record.duration_s
         step.data = _data_fingerprints(spec, manifest.stage(spec.name).data)
         upstream = {slot: _upstream_key(ref, steps) for slot, ref in step.inputs.items()}
         if (ref := spec.baseline_ref()) is not None:

@@ -156,6 +156,8 @@ class RichRenderer:
 
     def _on_plan(self, event: dict[str, Any]) -> None:
         self.console.print(f"[bold]{event['recipe']}[/] → {event['run_dir']}")
+        if line := expected_line(event.get("expected_s"), event.get("timed", 0), event.get("to_run", 0)):
+            self.console.print(f"  [dim]{line}[/]")
 
     def _on_stage_start(self, event: dict[str, Any]) -> None:
         if event["action"] != "cached":
@@ -239,6 +241,14 @@ class PlainProgress:
         if self.loss is not None:
             parts.append(f"loss {self.loss:.4f}")
         return ", ".join(parts)
+
+
+def expected_line(seconds: float | None, timed: int, to_run: int) -> str:
+    """ "about 4m12s for the 3 stages that run (their last durations here)", or "" when nothing is timed."""
+    if not to_run or not timed or seconds is None:
+        return ""
+    untimed = f"; {to_run - timed} never ran here" if timed < to_run else ""
+    return f"about {_duration(seconds)} for the {timed} stage(s) that run and ran here before{untimed}"
 
 
 def _duration(seconds: float) -> str:

@@ -114,7 +114,8 @@ def plan(
         for s in the_plan.steps
     ]
     OUTPUT.result(
-        {"run_dir": str(the_plan.run_dir), "device": hw.device, "dtype": hw.dtype, "steps": steps},
+        {"run_dir": str(the_plan.run_dir), "device": hw.device, "dtype": hw.dtype, "steps": steps}
+        | api.expected(the_plan),
         lambda: _print_plan(the_plan, sizes, f"{hw.device}, {hw.dtype} ({hw.reason})", mixtures),
     )
 
@@ -138,6 +139,10 @@ def _print_plan(the_plan: Any, sizes: dict[str, Any], hardware: str, mixtures: d
             step.reason,
         )
     out.print(table)
+    from llmctl.render import expected_line
+
+    if line := expected_line(*the_plan.expected_time()):
+        out.print(f"  {line}")
     for step in the_plan.steps:
         size = sizes[step.name]
         out.print(f"  {step.name}: {size.describe() if hasattr(size, 'describe') else size}")

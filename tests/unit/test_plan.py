@@ -232,3 +232,17 @@ def test_a_benchmark_task_data_file_is_fingerprinted_like_a_data_block(workdir: 
     assert actions(plan_of(path))["benchmark"] == ("cached", "unchanged")
     (workdir / "hellaswag.jsonl").write_text('{"ctx": "b"}\n')
     assert actions(plan_of(path))["benchmark"] == ("run", "changed: data")
+
+
+def test_the_plan_estimates_time_from_the_last_durations_here(chain: Path) -> None:
+    complete(plan_of(chain), "pretrain", "more")
+    manifest = chain.parent / "runs/chain/llmctl.lock.json"
+    data = json.loads(manifest.read_text())
+    data["stages"]["pretrain"]["duration_s"], data["stages"]["more"]["duration_s"] = 30.0, 90.0
+    manifest.write_text(json.dumps(data))
+    assert plan_of(chain).expected_time() == (0, 0, 0)  # all cached
+    assert plan_of(chain, "stages.more.train.lr=3e-4").expected_time() == (90.0, 1, 1)
+    assert plan_of(chain, "seed=3").expected_time() == (120.0, 2, 2)
+    data["stages"]["more"].pop("duration_s")  # never finished here
+    manifest.write_text(json.dumps(data))
+    assert plan_of(chain, "seed=3").expected_time() == (30.0, 1, 2)
