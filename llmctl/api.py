@@ -230,7 +230,7 @@ def _run(
 
     the_plan = firing.plan = plan(path, overrides, selection, smoke, firing.emit, quiet, estimate=False)
     if the_plan.environment:
-        raise RecipeError(the_plan.environment, f"{path} cannot run on this machine")
+        raise RecipeError(the_plan.environment, str(path), "cannot run on this machine")
     if if_changed and (unchanged := _nothing_to_do(the_plan)):  # decided before the (slow) memory estimate
         firing.skipped_reason = unchanged
         firing.emit(
@@ -245,7 +245,7 @@ def _run(
         return RunResult(the_plan, "skipped")
     estimate_memory(the_plan, ignore_memory)
     if the_plan.environment:
-        raise RecipeError(the_plan.environment, f"{path} cannot run on this machine")
+        raise RecipeError(the_plan.environment, str(path), "cannot run on this machine")
     running = {f"stages[{s.index}]" for s in the_plan.steps if s.action in ("run", "resume")}
     for warning in (w for w in the_plan.warnings if w.path in running):
         firing.emit({"event": "warning", "message": str(warning)})

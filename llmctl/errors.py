@@ -71,11 +71,11 @@ class RecipeError(LlmctlError):
 
     exit_code = 2
 
-    def __init__(self, problems: list[Problem], source: str = "recipe") -> None:
+    def __init__(self, problems: list[Problem], source: str = "recipe", verdict: str = "is invalid") -> None:
         self.problems = problems
         self.source = source
         count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
-        super().__init__(f"{source} is invalid ({count}):\n" + "\n".join(f"  {p}" for p in problems))
+        super().__init__(f"{source} {verdict} ({count}):\n" + "\n".join(f"  {p}" for p in problems))
 
 
 class RecipeMismatch(LlmctlError):
