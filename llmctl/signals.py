@@ -40,6 +40,23 @@ def graceful_stop() -> Iterator[None]:
         STOP.clear()
 
 
+def _stop_everywhere() -> bool:
+    """Whether a stop was requested — on any rank of a distributed job. The ranks get SIGTERM at slightly
+    different moments; deciding alone, one rank stopped (and saved) a step before the other, which then waited in
+    a collective for a peer that had left ("Connection closed by peer") and no checkpoint was written. One tiny
+    all-reduce per step makes them stop at the same step."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return STOP.is_set()
+    import torch
+
+    device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"  # NCCL: GPU tensors
+    flag = torch.tensor([1 if STOP.is_set() else 0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
 def stop_callback(save_then_raise: bool = False) -> Any:
     """A TrainerCallback that, once a stop is requested, saves a checkpoint at the end of the step and ends
     training; the stage then raises KeyboardInterrupt (see `raise_if_requested`). `save_then_raise`: raise right
@@ -48,7 +65,7 @@ def stop_callback(save_then_raise: bool = False) -> Any:
 
     class StopOnSignal(TrainerCallback):
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-            if STOP.is_set():
+            if _stop_everywhere():
                 control.should_save = True
                 control.should_training_stop = True
             return control
