@@ -6,6 +6,10 @@ PY := $(VENV)/bin/python
 # TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu" for a CPU-only build.
 TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
+# llama-cpp-python is compiled here (PyPI has its source only), for this CPU, without llama.cpp's AMX kernels:
+# on AMX CPUs they segfault on quantized multi-token batches (llama.cpp #20824); AVX-512/VNNI kernels stay.
+# No multimodal (llava/mtmd) library: llmctl does not use it. pip caches the built wheel.
+LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DCMAKE_C_FLAGS=-mno-amx-int8 -DCMAKE_CXX_FLAGS=-mno-amx-int8
 
 .PHONY: setup demo lint test test-fast bench clean
 
@@ -15,7 +19,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	$(PY) -m llmctl.models.gguf install-converter
 	touch $@
 
 demo: setup

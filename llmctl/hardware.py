@@ -24,13 +24,18 @@ class Hardware:
     gpus: int = 0
 
 
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The CPU's feature flags (empty where /proc/cpuinfo cannot be read)."""
+    try:
+        return set(cpuinfo.read_text().split())
+    except OSError:
+        return set()
+
+
 def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """True when the CPU advertises AVX-512-BF16 or AMX-BF16."""
-    try:
-        flags = cpuinfo.read_text()
-    except OSError:
-        return False
-    return any(flag in flags.split() for flag in CPU_BF16_FLAGS)
+    flags = cpu_flags(cpuinfo)
+    return any(flag in flags for flag in CPU_BF16_FLAGS)
 
 
 def cuda_visible() -> bool:

@@ -1,11 +1,18 @@
-"""Decode speed and size of a GPT-2-124M-sized model before and after quantization, on this CPU.
+r"""Decode speed and size of a GPT-2-124M-sized model before and after quantization, on this CPU.
 
 Run: .venv/bin/python scripts/bench_quantize.py [--new-tokens 64] [--beams 4]
 Builds GPT-2 small (124M parameters, random weights: speed does not depend on what the weights are) with
 the GPT-2 tokenizer layout retrained locally (no download), then measures in one process, on the same prompts:
-PyTorch fp32, OpenVINO fp32 / int8 / int4 (optimum-intel + NNCF) and INC weight-only int8 / int4 (RTN).
-Prints tokens/s (greedy, batch 1), ms/token, beam-search tokens/s and size on disk, with ratios to PyTorch fp32.
-Target (issue 6): OpenVINO int8 greedy decode >= 2.5x PyTorch fp32.
+PyTorch fp32, OpenVINO fp32 / int8 / int4 (optimum-intel + NNCF), INC weight-only int8 / int4 (RTN) and GGUF
+f16 / Q8_0 / Q4_K_M / Q4_0 (llama.cpp's converter and quantizer, decoded through llmctl's GGUF model).
+Prints tokens/s (greedy, batch 1), ms/token, beam-search tokens/s (not GGUF: llama.cpp has none) and size on
+disk, with ratios to PyTorch fp32. Target (issue 6): OpenVINO int8 greedy decode >= 2.5x PyTorch fp32.
+
+llama.cpp as the peer (issue 32): for each GGUF file also llama.cpp's own decode loop (llama-cpp-python's
+`Llama.generate`, greedy sampler in C) on the same prompt ids, alternated with llmctl's --rounds times; prints
+llmctl / llama.cpp min, median and max. --only gguf skips the other backends. Note the CPU kind (`grep -o
+'amx_bf16\|avx512_bf16' /proc/cpuinfo | sort -u`) and the model size beside each bandwidth share: a VM with a
+very large L3 can hold a small model in cache, and its share then exceeds what DRAM allows.
 
 Roofline (issue 20): at batch 1 every weight is read once per token, so decode cannot beat read bandwidth /
 weight bytes. The script measures the read bandwidth (a 1 GiB sum on all threads, best of 15) and prints each
@@ -50,6 +57,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--beams", type=int, default=4)
+    parser.add_argument("--only", choices=["all", "gguf"], default="all", help="gguf: PyTorch fp32 and GGUF only")
+    parser.add_argument("--rounds", type=int, default=5, help="alternated llmctl / llama.cpp rounds per GGUF file")
     args = parser.parse_args()
 
     from llmctl.models import causal_lm, measure, openvino
@@ -74,6 +83,10 @@ def main() -> None:
             source, tokenizer, {"method": "rtn", "bits": 4, "group_size": 128, "sym": True}, work / "inc4"
         ),
     }
+    if args.only == "gguf":
+        variants = {"pytorch fp32": variants["pytorch fp32"]}
+    for fmt in GGUF_FORMATS:
+        variants[f"gguf {fmt}"] = lambda fmt=fmt: _gguf(source, fmt, work)
     folders = {
         "pytorch fp32": source,
         "openvino fp32": work / "ovfp",
@@ -82,7 +95,7 @@ def main() -> None:
         "openvino int4 g128": work / "ov4",
         "inc rtn int8": work / "inc8",
         "inc rtn int4 g128": work / "inc4",
-    }
+    } | {f"gguf {fmt}": work / f"gguf-{fmt}" for fmt in GGUF_FORMATS}
     bandwidth_before = read_bandwidth_gb_s()
     results = {}
     for name, make in variants.items():
@@ -91,7 +104,12 @@ def main() -> None:
         greedy = measure.generation_speed(model, tokenizer, PROMPTS, args.new_tokens)
         if infer:
             greedy["infer_ms_per_token"] = round(1000 * statistics.median(infer), 3)  # 5 prefills among 325 calls
-        beam = measure.generation_speed(model, tokenizer, PROMPTS[:2], args.new_tokens, beams=args.beams)
+        gguf_model = name.startswith("gguf")
+        beam = (
+            {"tokens_per_s": float("nan")}
+            if gguf_model
+            else measure.generation_speed(model, tokenizer, PROMPTS[:2], args.new_tokens, beams=args.beams)
+        )
         results[name] = greedy | {
             "beam_tokens_per_s": beam["tokens_per_s"],
             "size_mb": measure.folder_size_mb(folders[name]),
@@ -106,6 +124,9 @@ def main() -> None:
             f"({beam['tokens_per_s'] / base['beam_tokens_per_s']:.2f}x)  size {results[name]['size_mb']:.0f} MB",
             flush=True,
         )
+        if gguf_model:
+            results[name] |= _against_llama_cpp(model, tokenizer, args.new_tokens, args.rounds)
+            del model
     bandwidth = max(bandwidth_before, read_bandwidth_gb_s())
     print(
         f"read bandwidth {bandwidth:.1f} GB/s; weight bytes read per second as a share of it (greedy decode, then for OpenVINO its parts):"
@@ -121,6 +142,55 @@ def main() -> None:
                 line += f"  {label} {result[f'{key}_bandwidth_share']:4.0%} ({result[f'{key}_ms_per_token']:.2f} ms)"
         print(line)
     print(json.dumps(results))
+
+
+GGUF_FORMATS = ("f16", "q8_0", "q4_k_m", "q4_0")
+
+
+def _gguf(source: Path, fmt: str, work: Path) -> object:
+    from llmctl.models import gguf
+
+    gguf.export(str(source), fmt, work / f"gguf-{fmt}", f16_cache=work / "gguf-f16.gguf")
+    return gguf.load(str(work / f"gguf-{fmt}"))
+
+
+def _against_llama_cpp(model: object, tokenizer: object, new_tokens: int, rounds: int) -> dict[str, float]:
+    """llmctl's GGUF decode (transformers' generate() contract, Python loop over llama.cpp's logits) against
+    llama.cpp's own (llama-cpp-python's generate(): the greedy sampler in C), same context, same prompt ids,
+    alternated `rounds` times; prints and returns the ratio's min/median/max."""
+    from llmctl.models import measure
+
+    llm = model.llm  # type: ignore[attr-defined]
+    prompt_ids = [tokenizer(p)["input_ids"] for p in PROMPTS]  # type: ignore[operator]
+
+    def llama_cpp_tokens_per_s() -> float:
+        started, made = time.perf_counter(), 0
+        for ids in prompt_ids:  # (generate() reuses the cached prompt prefix, as llmctl's loop does)
+            for made_here, _ in enumerate(llm.generate(ids, temp=0.0, top_k=0, top_p=1.0, min_p=0.0), start=1):
+                if made_here == new_tokens:
+                    break
+            made += new_tokens
+        return made / (time.perf_counter() - started)
+
+    llama_cpp_tokens_per_s()  # warm-up
+    ours, theirs = [], []
+    for _ in range(rounds):
+        ours.append(measure.generation_speed(model, tokenizer, PROMPTS, new_tokens)["tokens_per_s"])
+        theirs.append(llama_cpp_tokens_per_s())
+    ratios = sorted(a / b for a, b in zip(ours, theirs, strict=True))
+    print(
+        f"{'':20s} llama.cpp's own loop {statistics.median(theirs):7.1f} tok/s; llmctl / llama.cpp "
+        f"min {ratios[0]:.3f} median {statistics.median(ratios):.3f} max {ratios[-1]:.3f}",
+        flush=True,
+    )
+    return {
+        "llama_cpp_tokens_per_s": round(statistics.median(theirs), 1),
+        "vs_llama_cpp": {
+            "min": round(ratios[0], 3),
+            "median": round(statistics.median(ratios), 3),
+            "max": round(ratios[-1], 3),
+        },
+    }
 
 
 def read_bandwidth_gb_s() -> float:

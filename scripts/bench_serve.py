@@ -12,6 +12,12 @@ loop in-process, with no HTTP in between, so the ratio printed is a lower bound 
 (llmctl, GenAI, llmctl, ... --pairs times) and the median ratio is printed. GenAI keeps its default KV cache
 (u8 on CPU; llmctl asks for fp32, which measured the same speed in GenAI: 209.7 vs 202.9 tok/s at 8 clients).
 Target (issue 20): llmctl >= GenAI at 8 clients.
+
+--gguf also serves the built model's GGUF Q8_0 (llama.cpp underneath). --peer-llama-cpp compares llmctl serving
+that GGUF folder with llama.cpp's OpenAI server from llama-cpp-python (`python -m llama_cpp.server`, same file,
+same threads; needs `pip install sse-starlette starlette-context pydantic-settings`), --peer-url URL with any
+OpenAI-compatible server already running on the same model (llama-server -m model.gguf). Runs alternate --pairs
+times; ratios min/median/max. Target (issue 32): llmctl >= 1.0x llama.cpp at 1 and 8 clients.
 """
 
 from __future__ import annotations
@@ -197,8 +203,12 @@ def main() -> None:
         "--peer", action="store_true", help="llmctl on the OpenVINO int8 model against OpenVINO GenAI, paired runs"
     )
     parser.add_argument("--pairs", type=int, default=3, help="A/B pairs per client count with --peer")
+    parser.add_argument("--gguf", action="store_true", help="also serve the GGUF Q8_0 of the built model")
+    parser.add_argument("--peer-llama-cpp", action="store_true", help="llmctl vs llama_cpp.server on GGUF Q8_0")
+    parser.add_argument("--peer-url", help="llmctl on the GGUF Q8_0 (or --model) vs this running server")
     args = parser.parse_args()
     args.openvino = args.openvino or args.peer
+    args.gguf = args.gguf or args.peer_llama_cpp or (args.peer_url and not args.model)
     if args.peer and args.model:
         parser.error("--peer compares on the model it builds; drop --model")
 
@@ -216,8 +226,16 @@ def main() -> None:
 
             openvino.export(models["pytorch fp32"], {"bits": 8, "sym": False}, work / "ov8")
             models["openvino int8"] = str(work / "ov8")
+        if args.gguf:
+            from llmctl.models import gguf
+
+            gguf.export(models["pytorch fp32"], "q8_0", work / "gguf-q8_0")
+            models["gguf q8_0"] = str(work / "gguf-q8_0")
     if args.peer:
         compare_with_peer(models["openvino int8"], work / "genai", args)
+        return
+    if args.peer_llama_cpp or args.peer_url:
+        compare_with_server(models.get("gguf q8_0") or models["given"], args)
         return
     for name, path in models.items():
         base, server = start(path, max(args.clients))
@@ -225,6 +243,58 @@ def main() -> None:
         server.terminate()
         server.wait()
         show(name, rows)
+
+
+def start_llama_cpp_server(gguf_folder: str) -> tuple[str, subprocess.Popen]:
+    """llama-cpp-python's OpenAI server on the folder's model.gguf, with llmctl's thread count and context."""
+    import os
+
+    from llmctl.models.gguf import FILE
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    threads = str(len(os.sched_getaffinity(0)))
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(Path(gguf_folder) / FILE), "--port", str(port)]
+    command += ["--n_threads", threads, "--n_threads_batch", threads, "--n_ctx", "1024"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    while True:
+        try:
+            httpx.get(f"{base}/v1/models", timeout=1).raise_for_status()
+            return base, server
+        except httpx.HTTPError:
+            if server.poll() is not None:
+                raise SystemExit(f"llama_cpp.server exited with {server.returncode}: {' '.join(command)}") from None
+            time.sleep(0.2)
+
+
+def compare_with_server(folder: str, args: argparse.Namespace) -> None:
+    """llmctl serving `folder` and a llama.cpp server on the same GGUF file, alternately (--pairs per client
+    count), each the only process serving while it is measured; tokens/s ratio min/median/max."""
+    for clients in args.clients:
+        pairs = []
+        for _ in range(args.pairs):
+            base, server = start(folder, max(args.clients))
+            ours = measure(base, clients, args.seconds, args.max_tokens)
+            server.terminate()
+            server.wait()
+            if args.peer_url:
+                theirs = measure(args.peer_url, clients, args.seconds, args.max_tokens)
+            else:
+                peer, peer_server = start_llama_cpp_server(folder)
+                theirs = measure(peer, clients, args.seconds, args.max_tokens)
+                peer_server.terminate()
+                peer_server.wait()
+            pairs.append((ours, theirs))
+        show("llmctl gguf", [ours for ours, _ in pairs])
+        show("llama.cpp", [theirs for _, theirs in pairs])
+        ratios = sorted(o["tokens_per_s"] / t["tokens_per_s"] for o, t in pairs)
+        print(
+            f"llmctl / llama.cpp at {clients} clients: tokens/s min {ratios[0]:.2f} median "
+            f"{statistics.median(ratios):.2f} max {ratios[-1]:.2f}",
+            flush=True,
+        )
 
 
 def compare_with_peer(ov_folder: str, work: Path, args: argparse.Namespace) -> None:

@@ -145,6 +145,17 @@ def make_tiny_lm(folder: Path, vocab: int) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def tiny_gguf(tiny_lm: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`tiny_lm` converted to a GGUF folder at f32 by llama.cpp's converter (its logits equal the PyTorch model's
+    to float rounding, so the serve contract tests hold on it unchanged)."""
+    from llmctl.models import gguf
+
+    folder = tmp_path_factory.mktemp("gguf") / tiny_lm.name
+    gguf.export(str(tiny_lm), "f32", folder)
+    return folder
+
+
 @pytest.fixture
 def stage_context(tmp_path: Path):
     """Build what a stage's `run(spec, ctx)` takes, to call it directly (no CLI, no pipeline, no run folder):

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".xml", ".onnx")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".xml", ".onnx", ".gguf")
 
 
 def texts_of(rows: Any) -> list[str]:
@@ -75,6 +75,6 @@ def generation_speed(
 
 
 def folder_size_mb(path: str | Path) -> float:
-    """Size of the model weights in a folder (safetensors, bin, pt, OpenVINO xml+bin), in MB."""
+    """Size of the model weights in a folder (safetensors, bin, pt, OpenVINO xml+bin, GGUF), in MB."""
     files = [f for f in Path(path).rglob("*") if f.is_file() and f.suffix in WEIGHT_SUFFIXES]
     return round(sum(f.stat().st_size for f in files) / 1e6, 3)

@@ -38,7 +38,10 @@ def model_card(
 ) -> str:
     """README.md for the Hub: front matter, what produced the model, its metrics, how to load it, the recipe."""
     bases = sorted({s["model"] for s in stages if "/" in s.get("model", "") and not Path(s["model"]).exists()})
-    front = {"library_name": "transformers", "tags": ["llmctl", *sorted({s["type"] for s in stages})]}
+    front = {
+        "library_name": "gguf" if backend == "gguf" else "transformers",
+        "tags": ["llmctl", *sorted({s["type"] for s in stages})],
+    }
     if bases:
         front["base_model"] = bases[0]
     chain = " → ".join(f"`{s['name']}` ({s['type']})" for s in stages)
@@ -75,6 +78,14 @@ def model_card(
 
 
 def _loading_code(repo_id: str, backend: str) -> list[str]:
+    if backend == "gguf":
+        return [
+            "# llama.cpp: llama-server -hf " + repo_id + "   ·   Ollama: ollama run hf.co/" + repo_id,
+            "# (or download the folder and `ollama create NAME -f Modelfile` in it)",
+            "from llama_cpp import Llama",
+            "",
+            f'model = Llama.from_pretrained("{repo_id}", filename="model.gguf")',
+        ]
     if backend == "openvino":
         return [
             "from optimum.intel import OVModelForCausalLM",

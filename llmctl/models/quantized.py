@@ -1,6 +1,6 @@
 """Quantized model folders: the descriptor written next to the weights (`quantization.json`: backend,
-method, bits, group size, base architecture) and `load_any`, which loads any causal-LM folder — plain,
-INC-quantized or OpenVINO — without the caller knowing which backend made it."""
+method, bits, group size or GGUF format, base architecture) and `load_any`, which loads any causal-LM folder —
+plain, INC-quantized, OpenVINO or GGUF — without the caller knowing which backend made it."""
 
 from __future__ import annotations
 
@@ -22,15 +22,18 @@ def write_descriptor(out_dir: Path, info: dict[str, Any]) -> None:
 
 
 def backend_of(ref: str) -> str:
-    """pytorch | inc | openvino: from the descriptor, or an OpenVINO export made elsewhere (openvino_model.xml)."""
+    """pytorch | inc | openvino | gguf: from the descriptor, or an OpenVINO or GGUF folder made elsewhere
+    (openvino_model.xml, model.gguf beside a config.json)."""
     info = descriptor(ref)
     if info is not None:
         return info["backend"]
-    return "openvino" if (Path(ref) / "openvino_model.xml").exists() else "pytorch"
+    if (Path(ref) / "openvino_model.xml").exists():
+        return "openvino"
+    return "gguf" if (Path(ref) / "model.gguf").exists() else "pytorch"
 
 
 def load_any(ref: str) -> Any:
-    """A model ready to generate, from a plain/adapter folder or hub id, an INC folder or an OpenVINO folder."""
+    """A model ready to generate, from a plain/adapter folder or hub id, an INC, OpenVINO or GGUF folder."""
     backend = backend_of(ref)
     if backend == "pytorch":
         from llmctl.models import causal_lm
@@ -40,6 +43,10 @@ def load_any(ref: str) -> Any:
         from llmctl.models import openvino
 
         return openvino.load(ref)
+    if backend == "gguf":
+        from llmctl.models import gguf
+
+        return gguf.load(ref)
     from llmctl.models import inc
 
     return inc.load(ref)

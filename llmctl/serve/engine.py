@@ -3,8 +3,9 @@ between batches (hot reload). OpenVINO folders get continuous batching (serve/co
 and leave the running batch between decode steps); the rest, and what that pipeline does not take, share
 static `generate()` calls or one scoring forward pass (dynamic batching).
 
-Any backend `quantized.load_any` returns works (PyTorch, INC, OpenVINO): all implement transformers'
-`generate()` with streamers and stopping criteria, which is what the static batching relies on."""
+Any backend `quantized.load_any` returns works (PyTorch, INC, OpenVINO, GGUF): all implement transformers'
+`generate()` with streamers and stopping criteria, which is what the static batching relies on. A GGUF model
+(llama.cpp's context holds one sequence) generates one request at a time; its scoring passes still batch."""
 
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ class Loaded:
         self.context: int | None = causal_lm.context_length(config)
         # Token ids the model can embed
         self.vocab_size: int = getattr(config, "vocab_size", None) or len(self.tokenizer)
+        # generate() serves one row per call (GGUF): requests are not batched into it
+        self.one_row: bool = getattr(self._model, "one_row_at_a_time", False)
 
     @property
     def model(self) -> Any:
@@ -171,6 +174,8 @@ class Engine:
             return []
         self.waiting.remove(first)
         if first.sampling.seed is not None and not first.one_forward:  # its output must depend on its seed only
+            return [first]
+        if self.loaded.one_row and not first.one_forward:
             return [first]
         self.ready.wait(self.window_s)
         batch, tokens = [first], len(first.prompt_ids)

@@ -1,6 +1,7 @@
-"""Stage `quantize`: post-training quantization with Intel Neural Compressor (weight-only RTN/GPTQ/AWQ) or
-OpenVINO (optimum-intel export with NNCF weight compression), optionally accuracy-aware: configurations are
-tried from the most aggressive to the safest and the first within `tolerable_loss` is kept.
+"""Stage `quantize`: post-training quantization with Intel Neural Compressor (weight-only RTN/GPTQ/AWQ),
+OpenVINO (optimum-intel export with NNCF weight compression) or llama.cpp (GGUF: llama.cpp's converter and
+quantizer, for llama.cpp, Ollama and LM Studio), optionally accuracy-aware: configurations are tried from the
+most aggressive to the safest and the first within `tolerable_loss` is kept.
 
 Size, decode speed (greedy and beam search) and the accuracy metric are measured before and after, in the
 same process on the same prompts."""
@@ -22,11 +23,23 @@ from llmctl.specs import PREVIOUS, Block, DataSpec, InputSlot, StageSpec
 if TYPE_CHECKING:
     from llmctl.context import StageContext
 
-Backend = Literal["inc", "openvino"]
-Method = Literal["rtn", "gptq", "awq", "weight_only", "dynamic", "static", "smoothquant"]
-METHODS: dict[str, tuple[str, ...]] = {"inc": ("rtn", "gptq", "awq"), "openvino": ("weight_only",)}
-DEFAULT_METHOD = {"inc": "rtn", "openvino": "weight_only"}
-DEFAULT_SYM = {"inc": True, "openvino": False}  # each library's own default
+Backend = Literal["inc", "openvino", "gguf"]
+Method = Literal["rtn", "gptq", "awq", "weight_only", "llama_quantize", "dynamic", "static", "smoothquant"]
+GGUFFormat = Literal[
+    "f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q5_k_s", "q5_0", "q5_1", "q4_k_m", "q4_k_s", "q4_0", "q4_1",
+    "q3_k_l", "q3_k_m", "q3_k_s", "q2_k",
+]  # fmt: skip
+METHODS: dict[str, tuple[str, ...]] = {
+    "inc": ("rtn", "gptq", "awq"),
+    "openvino": ("weight_only",),
+    "gguf": ("llama_quantize",),
+}
+DEFAULT_METHOD = {"inc": "rtn", "openvino": "weight_only", "gguf": "llama_quantize"}
+DEFAULT_SYM = {
+    "inc": True,
+    "openvino": False,
+    "gguf": True,
+}  # each library's own default (llama.cpp: q*_0 are symmetric)
 NEEDS_CALIBRATION = ("gptq", "awq")
 UNSUPPORTED = {
     "dynamic": "INC 3.x quantizes activations dynamically only through torch.export (PT2E), which cannot export a "
@@ -53,6 +66,7 @@ LADDERS: dict[str, list[dict[str, Any]]] = {
         {"bits": 4, "group_size": 32, "ratio": 0.5},
         {"bits": 8},
     ],
+    "gguf": [{"format": "q4_k_m"}, {"format": "q5_k_m"}, {"format": "q6_k"}, {"format": "q8_0"}],
 }
 SPEED_PROMPTS = [
     "Once upon a time",
@@ -63,7 +77,8 @@ SPEED_PROMPTS = [
 
 
 class QuantConfig(Block):
-    """One configuration to try; unset fields come from the stage."""
+    """One configuration to try; unset fields come from the stage. For backend gguf a bare format name
+    (`q4_k_m`) stands for `{format: q4_k_m}`."""
 
     method: Method | None = None
     """Quantization method (backend-specific: rtn, awq, gptq, …; OpenVINO picks its own)."""
@@ -75,6 +90,13 @@ class QuantConfig(Block):
     """Symmetric quantization (no zero point)."""
     ratio: float | None = Field(None, gt=0, le=1)
     """OpenVINO: share of layers in 4 bits, the rest in 8."""
+    format: GGUFFormat | None = None
+    """gguf: llama.cpp's file type (q4_k_m, q5_k_m, q8_0, …)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _format_name(cls, value: Any) -> Any:
+        return {"format": value} if isinstance(value, str) else value
 
 
 class AccuracySpec(Block):
@@ -90,7 +112,8 @@ class AccuracySpec(Block):
     max_trials: int = Field(10, ge=1)
     """Configurations tried at most before giving up."""
     search: list[QuantConfig] = []
-    """Configurations to try in order (default: the backend's ladder from int4 to int8)."""
+    """Configurations to try in order (default: the backend's ladder from int4 to int8; gguf: q4_k_m, q5_k_m,
+    q6_k, q8_0)."""
     max_length: int = Field(256, ge=8)
     """Tokens per text for perplexity."""
     max_new_tokens: int = Field(8, ge=1)
@@ -111,16 +134,19 @@ class SpeedSpec(Block):
 
 
 class QuantizeSpec(StageSpec):
-    """Post-training quantization with Intel Neural Compressor or OpenVINO."""
+    """Post-training quantization with Intel Neural Compressor, OpenVINO or llama.cpp (GGUF)."""
 
     type: Literal["quantize"] = "quantize"
-    """quantize: post-training weight quantization (OpenVINO/NNCF or Intel Neural Compressor)."""
+    """quantize: post-training weight quantization (OpenVINO/NNCF, Intel Neural Compressor or llama.cpp GGUF)."""
     model: str = PREVIOUS
     """'previous' (the last causal LM or adapter; adapters are merged first), 'stage:NAME', a folder or hub id."""
     backend: Backend = "openvino"
-    """inc: Intel Neural Compressor weight-only (PyTorch); openvino: OpenVINO IR with NNCF weight compression."""
+    """inc: Intel Neural Compressor weight-only (PyTorch); openvino: OpenVINO IR with NNCF weight compression;
+    gguf: a GGUF file by llama.cpp's converter and quantizer (llama.cpp, Ollama, LM Studio; `llmctl serve` too)."""
     method: Method | None = None
-    """inc: rtn | gptq | awq (default rtn); openvino: weight_only (the default). Filled in at validation."""
+    """inc: rtn | gptq | awq (default rtn); openvino: weight_only; gguf: llama_quantize. Filled in at validation."""
+    format: GGUFFormat = "q8_0"
+    """gguf: llama.cpp's file type when no accuracy search is given (q8_0, q6_k, q5_k_m, q4_k_m, f16, …)."""
     bits: Literal[4, 8] = 8
     """Weight bits when no accuracy search is given."""
     group_size: int = Field(128, ge=-1)
@@ -159,6 +185,8 @@ class QuantizeSpec(StageSpec):
                 raise ValueError(
                     f"backend {self.backend} supports method {' | '.join(METHODS[self.backend])}, not {method}"
                 )
+            if config.format is not None and self.backend != "gguf":
+                raise ValueError(f"format {config.format} is a GGUF file type; set backend: gguf, or give bits")
             if method in NEEDS_CALIBRATION and self.calibration is None:
                 raise ValueError(f"method {method} needs calibration data: add `calibration: {{path: ...}}`")
             if config.group_size == 0 or (config.group_size is None and self.group_size == 0):
@@ -174,21 +202,30 @@ class QuantizeSpec(StageSpec):
 
     @property
     def quantized_bits(self) -> int:
+        if self.backend == "gguf":
+            from llmctl.models.gguf import FORMATS
+
+            return FORMATS[self.format]
         return self.bits
 
 
 def candidates(spec: QuantizeSpec) -> list[dict[str, Any]]:
     """The configurations to try, complete and in order (one unless accuracy-aware)."""
-    base = {
+    base: dict[str, Any] = {
         "method": spec.method,
         "bits": spec.bits,
         "group_size": spec.group_size,
         "sym": spec.sym,
         "ratio": spec.ratio,
     }
+    if spec.backend == "gguf":
+        base = {"method": spec.method, "format": spec.format}
     if spec.accuracy is None:
         return [base]
-    search = [c.model_dump(exclude_none=True) for c in spec.accuracy.search] or LADDERS[spec.backend]
+    fields = ("method", "format") if spec.backend == "gguf" else tuple(base)
+    search = [c.model_dump(exclude_none=True, include=set(fields)) for c in spec.accuracy.search] or LADDERS[
+        spec.backend
+    ]
     usable = [base | c for c in search if spec.calibration or c.get("method") not in NEEDS_CALIBRATION]
     return usable[: spec.accuracy.max_trials]
 
@@ -198,6 +235,10 @@ def run(spec: QuantizeSpec, ctx: StageContext) -> Artifact:
     from llmctl.models import causal_lm, measure
 
     source = _standalone_source(ctx)
+    if spec.backend == "gguf":
+        from llmctl.models import gguf
+
+        gguf.check_convertible(source)
     tokenizer = causal_lm.load_tokenizer(source)
     evaluate = _evaluator(spec, ctx, tokenizer)
     calibration = _calibration(spec, ctx, tokenizer)
@@ -295,7 +336,13 @@ def _quantize(
     """Quantize `source` per `config` into folder `out` (with descriptor); return the model loaded from it."""
     from llmctl.models import causal_lm, quantized
 
-    if backend == "openvino":
+    if backend == "gguf":
+        from llmctl.models import gguf
+
+        # the 16-bit conversion is shared by every trial of a search
+        gguf.export(source, config["format"], out, f16_cache=out.parent / "f16.gguf")
+        model = gguf.load(str(out))
+    elif backend == "openvino":
         from llmctl.models import openvino
 
         # compared at f32, like the PyTorch original, on every CPU: the loss is the quantization's alone, not
@@ -376,8 +423,8 @@ def _beam(spec: QuantizeSpec, model: Any, tokenizer: Any) -> dict[str, float]:
     """Beam-search decode speed (measured for the original and the kept configuration only)."""
     from llmctl.models import measure
 
-    if not spec.speed.enabled or spec.speed.beams == 1:
-        return {}
+    if not spec.speed.enabled or spec.speed.beams == 1 or spec.backend == "gguf":
+        return {}  # (llama.cpp's API has no beam search: a GGUF stage measures greedy decoding only)
     beam = measure.generation_speed(model, tokenizer, spec.speed.prompts, spec.speed.new_tokens, beams=spec.speed.beams)
     return {"beam_tokens_per_s": beam["tokens_per_s"]}
 
@@ -396,6 +443,8 @@ def _metrics(
 
 
 def _config_name(config: dict[str, Any]) -> str:
+    if "format" in config:
+        return f"gguf {config['format'].upper()}"
     group = "per-channel" if config["group_size"] == -1 or config["bits"] == 8 else f"g{config['group_size']}"
     ratio = f" ratio {config['ratio']}" if config["bits"] == 4 and config["ratio"] < 1 else ""
     return f"{config['method']} int{config['bits']} {group}{' sym' if config['sym'] else ''}{ratio}"

@@ -47,27 +47,33 @@ def server(
         thread.join(10)
 
 
+@pytest.fixture(params=["pytorch", "gguf"])
+def served_lm(request: pytest.FixtureRequest, tiny_lm: Path) -> Path:
+    """The same tiny model as a PyTorch folder and as a GGUF one (llama.cpp underneath): the contract holds on both."""
+    return tiny_lm if request.param == "pytorch" else request.getfixturevalue("tiny_gguf")
+
+
 def openai_client(base: str, key: str = "unused"):
     from openai import OpenAI
 
     return OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
 
 
-def test_openai_client_completions_chat_and_streaming(tiny_lm: Path) -> None:
+def test_openai_client_completions_chat_and_streaming(served_lm: Path, tiny_lm: Path) -> None:
     expected = greedy_answers(tiny_lm, [PROMPT], tokens=4)[0]
-    with server(Source(str(tiny_lm))) as base:
+    with server(Source(str(served_lm))) as base:
         client = openai_client(base)
-        assert [m.id for m in client.models.list().data] == [tiny_lm.name]
-        done = client.completions.create(model=tiny_lm.name, prompt=PROMPT, max_tokens=4, temperature=0)
+        assert [m.id for m in client.models.list().data] == [served_lm.name]
+        done = client.completions.create(model=served_lm.name, prompt=PROMPT, max_tokens=4, temperature=0)
         assert done.choices[0].text.split("\n")[0].strip() == expected  # same as generating in-process
         assert done.usage.completion_tokens <= 4 and done.usage.prompt_tokens > 0
         chunks = list(
-            client.completions.create(model=tiny_lm.name, prompt=PROMPT, max_tokens=4, temperature=0, stream=True)
+            client.completions.create(model=served_lm.name, prompt=PROMPT, max_tokens=4, temperature=0, stream=True)
         )
         assert "".join(c.choices[0].text for c in chunks) == done.choices[0].text
         assert chunks[-1].choices[0].finish_reason in ("stop", "length")
         chat = client.chat.completions.create(
-            model=tiny_lm.name,
+            model=served_lm.name,
             messages=[{"role": "user", "content": "3 plus 4?"}],
             max_tokens=5,
             temperature=0.8,
@@ -77,11 +83,11 @@ def test_openai_client_completions_chat_and_streaming(tiny_lm: Path) -> None:
         )
         assert len(chat.choices) == 2 and all(c.message.role == "assistant" for c in chat.choices)
         stream = client.chat.completions.create(
-            model=tiny_lm.name, messages=[{"role": "user", "content": "hi"}], max_tokens=3, stream=True, temperature=0
+            model=served_lm.name, messages=[{"role": "user", "content": "hi"}], max_tokens=3, stream=True, temperature=0
         )
         assert [c.choices[0].finish_reason for c in stream][-1] in ("stop", "length")
         stopped = client.completions.create(
-            model=tiny_lm.name, prompt=PROMPT, max_tokens=4, temperature=0, stop=[expected[:1]]
+            model=served_lm.name, prompt=PROMPT, max_tokens=4, temperature=0, stop=[expected[:1]]
         )
         assert expected[:1] not in stopped.choices[0].text and stopped.choices[0].finish_reason == "stop"
         metrics = httpx.get(f"{base}/metrics").text
@@ -159,8 +165,8 @@ def test_openvino_requests_join_the_running_batch(tiny_lm: Path, tmp_path: Path)
     assert len(scored.scored) == len(prompt) + 3 and engine.batches == 1 and loaded._model is not None
 
 
-def test_bad_requests_get_openai_style_errors_and_the_server_survives(tiny_lm: Path) -> None:
-    with server(Source(str(tiny_lm)), limits=Limits(max_tokens=32, max_n=2)) as base:
+def test_bad_requests_get_openai_style_errors_and_the_server_survives(served_lm: Path) -> None:
+    with server(Source(str(served_lm)), limits=Limits(max_tokens=32, max_n=2)) as base:
         url = f"{base}/v1/completions"
         cases = [
             (
@@ -217,15 +223,15 @@ def test_bad_requests_get_openai_style_errors_and_the_server_survives(tiny_lm: P
         assert httpx.post(url, json={"prompt": "x", "max_tokens": 2}).status_code == 200
 
 
-def test_api_key(tiny_lm: Path) -> None:
-    with server(Source(str(tiny_lm)), api_key="s3cret") as base:
+def test_api_key(served_lm: Path) -> None:
+    with server(Source(str(served_lm)), api_key="s3cret") as base:
         assert httpx.post(f"{base}/v1/completions", json={"prompt": "x"}).status_code == 401
         assert httpx.get(f"{base}/health").status_code == 200  # probes need no key
-        assert openai_client(base, "s3cret").completions.create(model=tiny_lm.name, prompt="x", max_tokens=2).choices
+        assert openai_client(base, "s3cret").completions.create(model=served_lm.name, prompt="x", max_tokens=2).choices
 
 
-def test_concurrent_requests_share_batches(tiny_lm: Path) -> None:
-    with server(Source(str(tiny_lm)), limits=Limits(max_batch=8)) as base:
+def test_concurrent_requests_share_batches(served_lm: Path) -> None:
+    with server(Source(str(served_lm)), limits=Limits(max_batch=8)) as base:
 
         def ask(i: int) -> int:
             reply = httpx.post(
@@ -253,7 +259,7 @@ def test_overload_answers_429(tiny_lm: Path) -> None:
         assert 429 in codes and 200 in codes and set(codes) <= {200, 429}
 
 
-def test_lm_eval_local_completions_with_its_default_settings(tiny_lm: Path, tmp_path: Path) -> None:
+def test_lm_eval_local_completions_with_its_default_settings(served_lm: Path, tiny_lm: Path, tmp_path: Path) -> None:
     """lm-eval's local-completions given only model and base_url (as README says): it finds the server's tokenizer
     through /tokenizer_info, sends token ids, and asks for log-likelihoods with echo + logprobs. A generation task
     scores like the in-process greedy answers, and a multiple-choice task gives the very log-likelihoods lm-eval
@@ -284,10 +290,10 @@ def test_lm_eval_local_completions_with_its_default_settings(tiny_lm: Path, tmp_
     ]
     write_task("choice", Dataset.from_list(choices), 1, [], tmp_path / "tasks")
     tasks = TaskManager(include_path=str(tmp_path / "tasks"), include_defaults=False)
-    with server(Source(str(tiny_lm))) as base:
+    with server(Source(str(served_lm))) as base:
         served = simple_evaluate(
             model="local-completions",
-            model_args=f"model={tiny_lm.name},base_url={base}/v1/completions",
+            model_args=f"model={served_lm.name},base_url={base}/v1/completions",
             tasks=["served", "choice"],
             task_manager=tasks,
             log_samples=True,
@@ -312,7 +318,7 @@ def test_lm_eval_local_completions_with_its_default_settings(tiny_lm: Path, tmp_
     assert log_likelihoods(served) == pytest.approx(log_likelihoods(local), abs=1e-4)
 
 
-def test_echo_logprobs_and_token_prompts_match_the_model(tiny_lm: Path) -> None:
+def test_echo_logprobs_and_token_prompts_match_the_model(served_lm: Path, tiny_lm: Path) -> None:
     """echo + logprobs over a token-id prompt give the model's own log-softmax at every position; max_tokens 0
     scores without generating; the penalties and top_k are applied, not ignored."""
     import torch
@@ -323,7 +329,7 @@ def test_echo_logprobs_and_token_prompts_match_the_model(tiny_lm: Path) -> None:
     ids = tokenizer("Question: What is 3 plus 4?")["input_ids"]
     with torch.no_grad():
         expected = model(torch.tensor([ids])).logits[0].log_softmax(-1)
-    with server(Source(str(tiny_lm))) as base:
+    with server(Source(str(served_lm))) as base:
         url = f"{base}/v1/completions"
         scored = httpx.post(url, json={"prompt": [ids], "max_tokens": 0, "echo": True, "logprobs": 3}).json()[
             "choices"
@@ -493,13 +499,13 @@ def test_engine_vllm_execs_vllm_serve_on_the_current_version(tiny_lm: Path, tmp_
     assert missing.returncode == 2 and "pip install vllm" in missing.stderr + missing.stdout
 
 
-def test_seeded_choices_differ_from_each_other_and_repeat_across_requests(tiny_lm: Path) -> None:
-    with server(Source(str(tiny_lm))) as base:
+def test_seeded_choices_differ_from_each_other_and_repeat_across_requests(served_lm: Path) -> None:
+    with server(Source(str(served_lm))) as base:
         client = openai_client(base)
 
         def choices() -> list[str]:
             done = client.completions.create(
-                model=tiny_lm.name, prompt=PROMPT, max_tokens=6, n=3, seed=5, temperature=1.0
+                model=served_lm.name, prompt=PROMPT, max_tokens=6, n=3, seed=5, temperature=1.0
             )
             return [c.text for c in sorted(done.choices, key=lambda c: c.index)]
 
