@@ -385,8 +385,11 @@ def doctor(recipe: PathLike | None = None, runs_root: PathLike = RUNS_ROOT) -> d
     """`llmctl doctor`: versions, devices, optional backends, free disk and warnings (with `recipe`, its settings
     checked against this machine too)."""
     from llmctl.hardware import environment_report
+    from llmctl.models import gguf
 
     found = environment_report(Path(runs_root))
+    if not gguf.supported_architectures():
+        found["warnings"].append(str(gguf.missing_converter()))
     if recipe is not None:
         checked = validate(recipe)
         found["warnings"] += [f"{recipe}: {w}" for w in _recipe_warnings(checked.recipe, found)]

@@ -83,6 +83,7 @@ DOCTOR_PACKAGES = (
     "optimum-intel",
     "openvino",
     "lm-eval",
+    "llama-cpp-python",
     "fastapi",
     "uvicorn",
 )
@@ -91,6 +92,7 @@ DOCTOR_IMPORTS = {
     "neural-compressor": "neural_compressor.torch.quantization",
     "openvino": "optimum.intel.openvino",
     "lm-eval": "lm_eval",
+    "llama.cpp": "llama_cpp",
 }
 LOW_DISK_GIB = 5
 

@@ -257,6 +257,7 @@ def start_llama_cpp_server(gguf_folder: str) -> tuple[str, subprocess.Popen]:
     threads = str(len(os.sched_getaffinity(0)))
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(Path(gguf_folder) / FILE), "--port", str(port)]
     command += ["--n_threads", threads, "--n_threads_batch", threads, "--n_ctx", "1024"]
+    command += ["--interrupt_requests", "False"]  # its default: a new request cuts the running one short
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     while True:

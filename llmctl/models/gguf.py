@@ -116,7 +116,7 @@ def check_convertible(source: str) -> None:
 
     supported = supported_architectures()
     if not supported:
-        raise RecipeMismatch("backend", str(_missing_converter()))
+        raise RecipeMismatch("backend", str(missing_converter()))
     architectures = AutoConfig.from_pretrained(source).architectures or []
     if not set(architectures) & supported:
         raise RecipeMismatch(
@@ -126,7 +126,7 @@ def check_convertible(source: str) -> None:
         )
 
 
-def _missing_converter() -> ConverterMissing:
+def missing_converter() -> ConverterMissing:
     return ConverterMissing(
         f"llama.cpp's GGUF converter is not installed in {converter_dir()}: run "
         "`python -m llmctl.models.gguf install-converter` (make setup does), or set "
@@ -139,7 +139,7 @@ def convert(source: str, out_file: Path, outtype: str = "f16") -> None:
     global state). Raises ConverterMissing, or RuntimeError with the converter's last lines."""
     folder = converter_dir()
     if not (folder / "convert_hf_to_gguf.py").is_file():
-        raise _missing_converter()
+        raise missing_converter()
     out_file.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "llmctl.models.gguf_convert", str(folder), source]
     command += ["--outfile", str(out_file), "--outtype", outtype]
@@ -386,11 +386,12 @@ class GGUFCausalLM:
 
         self._prefill(prompt)
         out: list[int] = []
+        ids = steps.history(prompt, out)
         for step in range(steps.new):
             logits = numpy.ctypeslib.as_array(_last_logits(self.llm), shape=(self.n_vocab,))
-            token = steps.choose(logits, prompt + out, step)
+            token = steps.choose(logits, ids, step)
             out.append(token)
-            if steps.done(token, prompt + out):
+            if steps.done(token, ids):
                 break
             self.llm.eval([token])
         return out
@@ -421,20 +422,28 @@ class _Steps:
         self.new, self.min_new, self.eos, self.do_sample = new, min_new, eos, do_sample
         self.processors, self.streamer, self.stopping = processors, streamer, stopping
 
-    def choose(self, logits: Any, ids: list[int], step: int) -> int:
+    def history(self, prompt: list[int], out: list[int]) -> _History:
+        return _History(prompt, out)
+
+    def choose(self, logits: Any, ids: _History, step: int) -> int:
         import torch
 
+        plain = not self.processors and not self.do_sample
+        if plain:  # greedy: numpy on llama.cpp's own buffer, no copy, no tensor
+            token = int(logits.argmax())
+            if not (step < self.min_new and token in self.eos):
+                return token
         if step < self.min_new and self.eos:
             logits = logits.copy()
             logits[self.eos] = -float("inf")
-        if not self.processors and not self.do_sample:
-            return int(logits.argmax())  # greedy: numpy on llama.cpp's buffer, no tensor round trip
-        scores = self.processors(torch.tensor([ids]), torch.from_numpy(logits.copy())[None])
+        if plain:
+            return int(logits.argmax())
+        scores = self.processors(ids.tensor(), torch.from_numpy(logits.copy())[None])
         if self.do_sample:
             return int(torch.multinomial(scores.softmax(-1), 1)[0, 0])
         return int(scores.argmax())
 
-    def done(self, token: int, ids: list[int]) -> bool:
+    def done(self, token: int, ids: _History) -> bool:
         import torch
 
         if self.streamer is not None:
@@ -443,7 +452,20 @@ class _Steps:
             return True
         if self.stopping is None:
             return False
-        return bool(self.stopping(torch.tensor([ids]), None).all())
+        return bool(self.stopping(ids.tensor(), None).all())
+
+
+class _History:
+    """A row's prompt and the tokens generated so far, made a (1, length) tensor only when a processor or a
+    stopping criterion asks (greedy decoding never does)."""
+
+    def __init__(self, prompt: list[int], out: list[int]) -> None:
+        self.prompt, self.out = prompt, out
+
+    def tensor(self) -> Any:
+        import torch
+
+        return torch.tensor([self.prompt + self.out])
 
 
 def _processors(

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from llmctl.artifacts import Artifact, ArtifactKind
 from llmctl.errors import GateFailed, RecipeMismatch
@@ -77,8 +77,7 @@ SPEED_PROMPTS = [
 
 
 class QuantConfig(Block):
-    """One configuration to try; unset fields come from the stage. For backend gguf a bare format name
-    (`q4_k_m`) stands for `{format: q4_k_m}`."""
+    """One configuration to try; unset fields come from the stage."""
 
     method: Method | None = None
     """Quantization method (backend-specific: rtn, awq, gptq, …; OpenVINO picks its own)."""
@@ -93,11 +92,6 @@ class QuantConfig(Block):
     format: GGUFFormat | None = None
     """gguf: llama.cpp's file type (q4_k_m, q5_k_m, q8_0, …)."""
 
-    @model_validator(mode="before")
-    @classmethod
-    def _format_name(cls, value: Any) -> Any:
-        return {"format": value} if isinstance(value, str) else value
-
 
 class AccuracySpec(Block):
     """Accuracy-aware quantization: keep the first configuration whose metric stays within `tolerable_loss`."""
@@ -111,13 +105,22 @@ class AccuracySpec(Block):
     """Largest relative loss accepted: 0.01 = at most 1% worse than the unquantized model."""
     max_trials: int = Field(10, ge=1)
     """Configurations tried at most before giving up."""
-    search: list[QuantConfig] = []
+    search: list[QuantConfig | GGUFFormat] = []
     """Configurations to try in order (default: the backend's ladder from int4 to int8; gguf: q4_k_m, q5_k_m,
     q6_k, q8_0)."""
     max_length: int = Field(256, ge=8)
     """Tokens per text for perplexity."""
     max_new_tokens: int = Field(8, ge=1)
     """Tokens generated per prompt for exact_match."""
+
+    @field_validator("search")
+    @classmethod
+    def _format_names(cls, search: list[Any]) -> list[Any]:
+        """A bare GGUF type name stands for {format: NAME}."""
+        return [QuantConfig(format=c) if isinstance(c, str) else c for c in search]
+
+    def configs(self) -> list[QuantConfig]:
+        return [c for c in self.search if isinstance(c, QuantConfig)]
 
 
 class SpeedSpec(Block):
@@ -176,7 +179,7 @@ class QuantizeSpec(StageSpec):
             object.__setattr__(self, "method", DEFAULT_METHOD[self.backend])
         if self.sym is None:
             object.__setattr__(self, "sym", DEFAULT_SYM[self.backend])
-        configs = [QuantConfig(method=self.method)] + (self.accuracy.search if self.accuracy else [])
+        configs = [QuantConfig(method=self.method)] + (self.accuracy.configs() if self.accuracy else [])
         for config in configs:
             method = config.method or self.method
             if method in UNSUPPORTED:
@@ -223,7 +226,7 @@ def candidates(spec: QuantizeSpec) -> list[dict[str, Any]]:
     if spec.accuracy is None:
         return [base]
     fields = ("method", "format") if spec.backend == "gguf" else tuple(base)
-    search = [c.model_dump(exclude_none=True, include=set(fields)) for c in spec.accuracy.search] or LADDERS[
+    search = [c.model_dump(exclude_none=True, include=set(fields)) for c in spec.accuracy.configs()] or LADDERS[
         spec.backend
     ]
     usable = [base | c for c in search if spec.calibration or c.get("method") not in NEEDS_CALIBRATION]
