@@ -44,33 +44,33 @@ PROMPTS = [
 ]
 
 
-def start(model: str, max_batch: int) -> tuple[str, subprocess.Popen]:
-    """`llmctl serve` in its own process, as users run it (in a thread of this process it shared the GIL with
-    the clients, which cost it 15% of its tokens/s at 8 clients)."""
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = [
-        str(Path(sys.executable).with_name("llmctl")),
-        "serve",
-        model,
-        "--port",
-        str(port),
-        "--max-batch",
-        str(max_batch),
-        "--max-queue",
-        "256",
-    ]
+        return sock.getsockname()[1]
+
+
+def launch(command: list[str], port: int, ready_path: str) -> tuple[str, subprocess.Popen]:
+    """Start a server process and wait until GET `ready_path` answers; (base URL, process)."""
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     while True:
         try:
-            httpx.get(f"{base}/health", timeout=1).raise_for_status()
+            httpx.get(f"{base}{ready_path}", timeout=1).raise_for_status()
             return base, server
         except httpx.HTTPError:
             if server.poll() is not None:
-                raise SystemExit(f"llmctl serve exited with {server.returncode}: {' '.join(command)}") from None
+                raise SystemExit(f"{command[0]} exited with {server.returncode}: {' '.join(command)}") from None
             time.sleep(0.2)
+
+
+def start(model: str, max_batch: int) -> tuple[str, subprocess.Popen]:
+    """`llmctl serve` in its own process, as users run it (in a thread of this process it shared the GIL with
+    the clients, which cost it 15% of its tokens/s at 8 clients)."""
+    port = free_port()
+    command = [str(Path(sys.executable).with_name("llmctl")), "serve", model, "--port", str(port)]
+    command += ["--max-batch", str(max_batch), "--max-queue", "256"]
+    return launch(command, port, "/health")
 
 
 def client(base: str, until: float, max_tokens: int, index: int) -> list[tuple[float, float, int]]:
@@ -251,23 +251,12 @@ def start_llama_cpp_server(gguf_folder: str) -> tuple[str, subprocess.Popen]:
 
     from llmctl.models.gguf import FILE
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     threads = str(len(os.sched_getaffinity(0)))
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(Path(gguf_folder) / FILE), "--port", str(port)]
     command += ["--n_threads", threads, "--n_threads_batch", threads, "--n_ctx", "1024"]
     command += ["--interrupt_requests", "False"]  # its default: a new request cuts the running one short
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    while True:
-        try:
-            httpx.get(f"{base}/v1/models", timeout=1).raise_for_status()
-            return base, server
-        except httpx.HTTPError:
-            if server.poll() is not None:
-                raise SystemExit(f"llama_cpp.server exited with {server.returncode}: {' '.join(command)}") from None
-            time.sleep(0.2)
+    return launch(command, port, "/v1/models")
 
 
 def compare_with_server(folder: str, args: argparse.Namespace) -> None:

@@ -1,6 +1,6 @@
 """GGUF through llama.cpp: conversion keeps tokenization and greedy tokens (GPT-2 with a BPE trained here, whose
 pre-tokenizer the converter does not know; tiny Llama and Qwen2), `quantize: {backend: gguf}` → benchmark →
-deploy with an Ollama Modelfile, accuracy-aware search over GGUF types, and validation."""
+deploy with an Ollama Modelfile, accuracy-aware search over GGUF types (validation: test_quantize.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from llmctl.cli import app
 from tests.stages.test_benchmark import bench, tasks  # noqa: F401 - tasks is a fixture
 from tests.stages.test_quantize import quantize
 from tests.stages.test_sft_reward import data, metrics, recipe, run  # noqa: F401 - data is a fixture
@@ -183,16 +181,3 @@ def test_accuracy_aware_search_over_gguf_types(tiny_recipe) -> None:
     assert first["size_mb"] < second["size_mb"] and result["config"]["format"] == "q8_0"
     code, events = run_json(str(path), "stages.q.accuracy.search=[q4_0]")
     assert code == 3 and "gguf Q4_0: perplexity" in events[-1]["message"], events[-1]
-
-
-@pytest.mark.parametrize(
-    ("settings", "message"),
-    [
-        ("backend: openvino\naccuracy: {data: {path: c.jsonl}, search: [q4_k_m]}", "set backend: gguf"),
-        ("backend: gguf\nformat: q3_k_xl", "format"),
-        ("backend: gguf\nmethod: rtn", "backend gguf supports method llama_quantize, not rtn"),
-    ],
-)
-def test_gguf_settings_are_validated(data: Path, settings: str, message: str) -> None:  # noqa: F811 - pytest fixtures imported from the module that defines them
-    result = CliRunner().invoke(app, ["validate", str(recipe(data, quantize("q", "some/model", settings)))])
-    assert result.exit_code == 2 and message in result.output, result.output

@@ -148,6 +148,9 @@ def run_json_recipe(path: Path, *overrides: str) -> tuple[int, list[dict]]:
         ("backend: openvino\nmethod: rtn", "backend openvino supports method weight_only, not rtn"),
         ("backend: inc\ngroup_size: 0", "group_size is a positive number"),
         ("backend: inc\nbits: 8\nsym: false", "asymmetric 8-bit weight-only quantization is broken"),
+        ("backend: openvino\naccuracy: {data: {path: c.jsonl}, search: [q4_k_m]}", "set backend: gguf"),
+        ("backend: gguf\nformat: q3_k_xl", "format"),
+        ("backend: gguf\nmethod: rtn", "backend gguf supports method llama_quantize, not rtn"),
     ],
 )
 def test_unsupported_combinations_fail_validation(data: Path, settings: str, message: str) -> None:  # noqa: F811 - pytest fixtures imported from the module that defines them
