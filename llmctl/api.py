@@ -124,9 +124,39 @@ def plan(
         parsed = _smoked(parsed, loaded, emit, quiet)
     the_plan = make_plan(parsed, loaded, selection or Selection())
     the_plan.environment = environment_problems(parsed, loaded)
+    _launch_checks(the_plan)
     if estimate:
         estimate_memory(the_plan)
     return the_plan
+
+
+def _launch_checks(the_plan: Plan) -> None:
+    """Where each launched stage runs (`step.runs_on`), and for stages that will run on Slurm what can be checked
+    before submitting: the commands, the controller, the partition (problems); a run folder under /tmp (a warning:
+    other nodes do not see it)."""
+    from llmctl import launch
+    from llmctl.errors import Problem
+    from llmctl.pipeline import effective_launcher
+
+    checked: set[str] = set()
+    for step in the_plan.steps:
+        launcher = effective_launcher(step.spec, the_plan.recipe)
+        step.runs_on = launch.where(launcher)
+        if launcher.engine != "slurm" or step.action not in ("run", "resume"):
+            continue
+        key = launcher.model_dump_json()
+        if key in checked:
+            continue
+        from llmctl import slurm
+
+        checked.add(key)
+        the_plan.environment += [Problem("", "launcher", m) for m in slurm.problems(launcher)]
+        if str(the_plan.run_dir.absolute()).startswith("/tmp/"):
+            message = (
+                f"{the_plan.run_dir.absolute()} is under /tmp: Slurm's other nodes cannot see it; "
+                "put run_dir on storage every node mounts"
+            )
+            the_plan.warnings.append(Problem("", "run_dir", message))
 
 
 def estimate_memory(the_plan: Plan, ignore_memory: bool = False) -> None:
@@ -302,6 +332,8 @@ def step_summary(step: Any, estimate: Any = None) -> dict[str, Any]:
         info["running_pid"] = step.running_pid
     if step.last_duration_s is not None:
         info["last_duration_s"] = step.last_duration_s
+    if step.runs_on is not None:
+        info["runs_on"] = step.runs_on
     if hasattr(estimate, "total"):
         info |= {
             "parameters": estimate.total,

@@ -1,6 +1,7 @@
 """Scale-out through existing engines: a training stage runs as a job of torchrun or `accelerate launch`
-(DeepSpeed, FSDP, multi-machine), each rank executing `python -m llmctl.worker`. llmctl only builds the
-command, streams rank 0's events, maps the exit status and checks the ranks ended with the same weights."""
+(DeepSpeed, FSDP, multi-machine) or as a Slurm batch job (llmctl/slurm.py), each rank executing
+`python -m llmctl.worker`. llmctl only builds the command, streams rank 0's events, maps the exit status and
+checks the ranks ended with the same weights."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from llmctl import redaction, signals
 from llmctl.artifacts import Artifact, ArtifactKind, sha256_file
 from llmctl.errors import StageFailed
+from llmctl.rundir import STOPPED, newest_checkpoint
 from llmctl.specs import LauncherSpec, StageSpec
 
 if TYPE_CHECKING:
@@ -73,48 +75,47 @@ def command(launcher: LauncherSpec, workfile: Path) -> list[str]:
     return cmd + worker
 
 
+def where(launcher: LauncherSpec) -> str | None:
+    """Where a stage under `launcher` runs, for `plan` (None: in-process)."""
+    if launcher.engine == "none":
+        return None
+    if launcher.engine == "slurm":
+        from llmctl import slurm
+
+        return slurm.describe(launcher)
+    machines = f" on {launcher.num_machines} machines" if launcher.num_machines > 1 else ""
+    return f"{launcher.engine} job: {launcher.num_processes} process(es){machines}"
+
+
 def run_launched(spec: StageSpec, ctx: StageContext, launcher: LauncherSpec) -> Artifact:
     """Run the stage under `launcher`; returns rank 0's artifact, with the world size and rank agreement added."""
     workfile = ctx.work_dir / WORKFILE
-    inputs = {
-        slot: (asdict(v) | {"kind": v.kind.value}) if isinstance(v, Artifact) else v for slot, v in ctx.inputs.items()
-    }
-    workfile.write_text(
-        json.dumps(
-            {
-                "recipe": ctx.recipe.public_dump(),
-                "stage": ctx.name,
-                "work_dir": str(ctx.work_dir),
-                "seed": ctx.seed,
-                "inputs": inputs,
-                "resume_from": ctx.resume_from,
-            }
-        )
-    )
+    _write_workfile(ctx, workfile, ctx.resume_from)
     env = os.environ | {
         ENV_VALUES: json.dumps(ctx.recipe.env_entries())
     }  # values read from the environment stay off disk
-    cmd = command(launcher, workfile)
-    ctx.log("launching: " + " ".join(cmd))
     ctx.logs_dir.mkdir(parents=True, exist_ok=True)
     log_path = ctx.logs_dir / "launcher.log"
     with open(log_path, "a", encoding="utf-8") as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
-        forwarded = False
-        for line in proc.stdout:  # type: ignore[union-attr]
+
+        def on_line(line: str) -> None:
             event = _event(line)
             if event is not None:
                 ctx.emit(event)
             else:
                 log.write(redaction.redact(line))
-            if signals.requested() and not forwarded:  # the engine passes SIGTERM on to every rank
-                proc.send_signal(signal.SIGTERM)
-                forwarded = True
-        code = proc.wait()
-    if signals.requested():
-        raise KeyboardInterrupt  # the ranks saved a checkpoint at the end of their step; the next run resumes
-    if code != 0:
-        raise StageFailed(ctx.name, f"{launcher.engine} exited with status {code}", str(log_path))
+
+        if launcher.engine == "slurm":
+            from llmctl import slurm
+
+            def resume() -> str | None:
+                checkpoint = newest_checkpoint(ctx.work_dir)
+                _write_workfile(ctx, workfile, checkpoint)
+                return checkpoint
+
+            slurm.run_job(launcher, ctx, workfile, env, on_line, resume)
+        else:
+            _run_local(launcher, ctx, workfile, env, on_line, log, str(log_path))
     result = json.loads((ctx.work_dir / RESULT).read_text())
     artifact = Artifact(**(result | {"kind": ArtifactKind(result["kind"])}))
     digests = {p.stem: p.read_text() for p in sorted((ctx.work_dir / RANKS).glob("*.sha256"))}
@@ -122,9 +123,51 @@ def run_launched(spec: StageSpec, ctx: StageContext, launcher: LauncherSpec) -> 
         world_size=len(digests) or 1, ranks_in_sync=len(set(digests.values())) <= 1
     )
     shutil.rmtree(ctx.work_dir / RANKS, ignore_errors=True)  # other ranks' scratch outputs
-    for name in (WORKFILE, RESULT):
+    for name in (WORKFILE, RESULT, STOPPED):
         (ctx.work_dir / name).unlink(missing_ok=True)
     return artifact
+
+
+def _write_workfile(ctx: StageContext, workfile: Path, resume_from: str | None) -> None:
+    """What every rank needs to run the stage (the recipe without values read from the environment)."""
+    inputs = {
+        slot: (asdict(v) | {"kind": v.kind.value}) if isinstance(v, Artifact) else v for slot, v in ctx.inputs.items()
+    }
+    state = {
+        "recipe": ctx.recipe.public_dump(),
+        "stage": ctx.name,
+        "work_dir": str(ctx.work_dir.absolute()),
+        "seed": ctx.seed,
+        "inputs": inputs,
+        "resume_from": resume_from,
+    }
+    workfile.write_text(json.dumps(state))
+
+
+def _run_local(
+    launcher: LauncherSpec,
+    ctx: StageContext,
+    workfile: Path,
+    env: dict[str, str],
+    on_line: Any,
+    log: Any,
+    log_path: str,
+) -> None:
+    """torchrun or accelerate on this machine; a stop request is passed on (the engine signals every rank)."""
+    cmd = command(launcher, workfile)
+    ctx.log("launching: " + " ".join(cmd))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+    forwarded = False
+    for line in proc.stdout:  # type: ignore[union-attr]
+        on_line(line)
+        if signals.requested() and not forwarded:  # the engine passes SIGTERM on to every rank
+            proc.send_signal(signal.SIGTERM)
+            forwarded = True
+    code = proc.wait()
+    if signals.requested():
+        raise KeyboardInterrupt  # the ranks saved a checkpoint at the end of their step; the next run resumes
+    if code != 0:
+        raise StageFailed(ctx.name, f"{launcher.engine} exited with status {code}", log_path)
 
 
 def _event(line: str) -> dict[str, Any] | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import time
 import traceback
@@ -34,12 +33,12 @@ from llmctl.recipe import LoadedRecipe
 from llmctl.records import Manifest
 from llmctl.rundir import (
     OUTPUT,
-    PROGRESS_FILE,
     RESOLVED,
     TMP_SUFFIX,
     RunLayout,
     RunLock,
     dump_resolved,
+    newest_checkpoint,
     remove,
     replace_dir,
     write_atomic,
@@ -49,7 +48,6 @@ from llmctl.specs import LauncherSpec, StageSpec, data_blocks, stage_ref_name
 from llmctl.stages import runner
 
 FINGERPRINT_FILE = ".fingerprint"
-CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
 @dataclass
@@ -70,6 +68,7 @@ class Step:
     public: dict[str, Any] = field(default_factory=dict)  # the stage as `recipe.resolved.yaml` shows it
     running_pid: int | None = None  # another process is running this stage now
     last_duration_s: float | None = None  # how long the stage took when it last ran here (a time estimate)
+    runs_on: str | None = None  # where a launched stage runs (engine, nodes x processes); None: in-process
 
     @property
     def name(self) -> str:
@@ -250,18 +249,11 @@ def _check_only_inputs(step: Step, earlier: list[Step], sel: Selection) -> None:
 
 def _resumable_checkpoint(step: Step) -> str | None:
     """The newest trainer checkpoint left in the stage's temp folder by an interrupted run with the same
-    fingerprint. (transformers.trainer_utils.get_last_checkpoint does the same, but importing transformers
-    here would make `plan` slow.)"""
+    fingerprint."""
     marker = step.tmp_dir / FINGERPRINT_FILE
     if step.tmp_dir.is_symlink() or not marker.exists() or marker.read_text().strip() != step.fingerprint:
         return None
-    checkpoints = step.tmp_dir / "checkpoints"
-    progress = checkpoints / PROGRESS_FILE  # a stage that is no trainer (generate) keeps its progress here
-    if progress.is_file() and progress.stat().st_size:
-        return str(progress)
-    found = [(int(m.group(1)), p) for p in checkpoints.glob("checkpoint-*") if (m := CHECKPOINT_RE.match(p.name))]
-    complete = [(n, p) for n, p in found if (p / "trainer_state.json").exists()]
-    return str(max(complete)[1]) if complete else None
+    return newest_checkpoint(step.tmp_dir)
 
 
 # ---------------------------------------------------------------- execution

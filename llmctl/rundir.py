@@ -52,6 +52,23 @@ OLD_SUFFIX = ".old"
 STAGE_DIR_RE = re.compile(r"^\d{2,}-[A-Za-z0-9]")
 
 
+STOPPED = "worker.stopped"  # a launched stage's rank 0 stopped on a signal after saving a checkpoint
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+def newest_checkpoint(stage_tmp: Path) -> str | None:
+    """The newest complete trainer checkpoint (or a non-trainer stage's progress file) in a stage's temp folder.
+    (transformers.trainer_utils.get_last_checkpoint does the same, but importing transformers here would make
+    `plan` slow.)"""
+    checkpoints = stage_tmp / "checkpoints"
+    progress = checkpoints / PROGRESS_FILE  # a stage that is no trainer (generate) keeps its progress here
+    if progress.is_file() and progress.stat().st_size:
+        return str(progress)
+    found = [(int(m.group(1)), p) for p in checkpoints.glob("checkpoint-*") if (m := CHECKPOINT_RE.match(p.name))]
+    complete = [(n, p) for n, p in found if (p / "trainer_state.json").exists()]
+    return str(max(complete)[1]) if complete else None
+
+
 def stage_dir_name(index: int, name: str) -> str:
     """`01-pretrain`: the folder of the stage at list position `index` (0-based)."""
     return f"{index + 1:02d}-{name}"

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 STOP = threading.Event()
+ECHO_S = 5.0
 
 
 def requested() -> bool:
@@ -25,9 +26,18 @@ def graceful_stop() -> Iterator[None]:
         yield
         return
 
+    first: list[float] = []
+
     def handler(signum: int, frame: Any) -> None:
+        import time
+
         if STOP.is_set():
+            # Schedulers deliver one SIGTERM twice: Slurm signals every process of a job step and torchrun, one of
+            # them, passes it on to its ranks. A repeat within ECHO_S is that echo, not a second request.
+            if signum == signal.SIGTERM and time.monotonic() - first[0] < ECHO_S:
+                return
             raise KeyboardInterrupt
+        first[:] = [time.monotonic()]
         STOP.set()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -90,10 +90,11 @@ class InputSlot:
 
 
 class LauncherSpec(Block):
-    """How a training stage is started: in-process, or as a job of torchrun / Accelerate (DeepSpeed, FSDP)."""
+    """How a training stage is started: in-process, as a job of torchrun / Accelerate (DeepSpeed, FSDP), or as a
+    Slurm batch job (torchrun on every node)."""
 
-    engine: Literal["none", "torchrun", "accelerate"] = "none"
-    """How training stages are launched: none (in-process), torchrun or accelerate."""
+    engine: Literal["none", "torchrun", "accelerate", "slurm"] = "none"
+    """How training stages are launched: none (in-process), torchrun, accelerate, or slurm (sbatch)."""
     num_processes: int = Field(1, ge=1)
     """Processes in total (per machine × machines)."""
     num_machines: int = Field(1, ge=1)
@@ -114,9 +115,43 @@ class LauncherSpec(Block):
     """accelerate + DeepSpeed ZeRO stage: offload optimizer state and parameters to CPU."""
     fsdp: str | None = None
     """accelerate: FSDP sharding strategy, e.g. FULL_SHARD."""
+    nodes: int = Field(1, ge=1)
+    """slurm: nodes of the job (num_processes is split evenly across them)."""
+    gpus_per_node: int = Field(0, ge=0)
+    """slurm: GPUs per node (--gpus-per-node); num_processes defaults to nodes × this."""
+    cpus_per_task: int | None = Field(None, ge=1)
+    """slurm: CPUs for each node's task (it runs that node's ranks)."""
+    partition: str | None = None
+    """slurm: --partition."""
+    account: str | None = None
+    """slurm: --account."""
+    qos: str | None = None
+    """slurm: --qos."""
+    time: str | None = Field(None, pattern=r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
+    """slurm: --time limit (minutes, HH:MM:SS or D-HH:MM:SS); the job checkpoints before it and is submitted again."""
+    constraint: str | None = None
+    """slurm: --constraint (node features)."""
+    extra: list[str] = []
+    """slurm: more sbatch options, verbatim (e.g. ["--exclusive", "--mem=0"])."""
+    signal_s: int = Field(120, ge=10)
+    """slurm: seconds before the time limit at which every rank is told to checkpoint (--signal=TERM@N)."""
+    max_requeues: int = Field(3, ge=0)
+    """slurm: times a job that hit its time limit or was preempted is submitted again from its checkpoint."""
 
     @model_validator(mode="after")
     def _check(self) -> LauncherSpec:
+        slurm_only = ("partition", "account", "qos", "time", "constraint", "cpus_per_task")
+        if self.engine != "slurm" and (
+            any(getattr(self, n) is not None for n in slurm_only) or self.extra or self.nodes > 1 or self.gpus_per_node
+        ):
+            raise ValueError(f"nodes, gpus_per_node, extra and {', '.join(slurm_only)} need engine: slurm")
+        if self.engine == "slurm":
+            if self.gpus_per_node and self.num_processes == 1:
+                object.__setattr__(self, "num_processes", self.nodes * self.gpus_per_node)
+            if self.num_processes % self.nodes:
+                raise ValueError("num_processes must be a multiple of nodes")
+            if self.num_machines > 1 or self.main_process_ip:
+                raise ValueError("engine slurm places the ranks itself: use nodes, not num_machines/main_process_ip")
         if self.engine != "accelerate" and (
             self.deepspeed is not None or self.fsdp or self.config_file or self.mixed_precision
         ):

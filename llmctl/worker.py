@@ -18,6 +18,7 @@ from llmctl.artifacts import Artifact, ArtifactKind
 from llmctl.context import StageContext
 from llmctl.launch import ENV_VALUES, RANKS, RESULT, weights_digest
 from llmctl.render import quiet_libraries
+from llmctl.rundir import STOPPED
 from llmctl.schema import Recipe
 from llmctl.stages import runner
 from llmctl.tracking import quiet_wandb_notice
@@ -44,8 +45,13 @@ def main(workfile: str) -> None:
             print(json.dumps(event, default=str), flush=True)
 
     ctx = StageContext(spec.name, work_dir, state["seed"], recipe, inputs, state["resume_from"], emit)
-    with signals.graceful_stop():  # SIGTERM (forwarded by the engine): checkpoint at the end of the step
-        artifact = runner(spec.type)(spec, ctx)
+    try:
+        with signals.graceful_stop():  # SIGTERM (forwarded by the engine, or Slurm's): checkpoint at step end
+            artifact = runner(spec.type)(spec, ctx)
+    except KeyboardInterrupt:
+        if rank == 0:  # a checkpoint was saved: say so to a parent that cannot see the signal (a Slurm job's)
+            (stage_dir / STOPPED).write_text("stopped by a signal; resume from the newest checkpoint\n")
+        sys.exit(130)
     (stage_dir / RANKS).mkdir(exist_ok=True)
     (stage_dir / RANKS / f"rank-{rank}.sha256").write_text(weights_digest(ctx.out_dir))
     if rank == 0:

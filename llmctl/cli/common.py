@@ -129,10 +129,10 @@ def _traceback() -> None:
         STDERR.flush()
 
 
-def warn(problems: list[Any]) -> None:
-    """Problems this machine has with a recipe, as warnings."""
+def warn(problems: list[Any], suffix: str = " (this machine cannot run it)") -> None:
+    """Problems this machine has with a recipe, as warnings (`suffix=""`: risks, not refusals)."""
     for problem in problems:
-        OUTPUT.warning(str(problem), " (this machine cannot run it)")
+        OUTPUT.warning(str(problem), suffix)
 
 
 def events(renderer: Callable[[dict[str, Any]], None] | None = None) -> Callable[[dict[str, Any]], None]:

@@ -105,7 +105,8 @@ def plan(
         cases = [Case(s.name, f"llmctl.plan.{the_plan.recipe.name}") for s in the_plan.steps]
         cases += [Case(str(recipe), "llmctl.plan", failure="\n".join(sorted(problems)))] if problems else []
         write_junit(junit, "llmctl plan", cases)
-    warn(the_plan.environment + the_plan.warnings)
+    warn(the_plan.environment)
+    warn(the_plan.warnings, "")
     hw = detect(the_plan.recipe.device, the_plan.recipe.dtype)
     sizes = the_plan.estimates
     mixtures = api.mixtures(the_plan)
@@ -146,6 +147,8 @@ def _print_plan(the_plan: Any, sizes: dict[str, Any], hardware: str, mixtures: d
     for step in the_plan.steps:
         size = sizes[step.name]
         out.print(f"  {step.name}: {size.describe() if hasattr(size, 'describe') else size}")
+        if step.runs_on:
+            out.print(f"  {step.name}: runs as a {step.runs_on}", markup=False, highlight=False)
         if step.name in mixtures:
             counts = mixtures[step.name]
             shown = ", ".join(f"{path} {n} rows" for path, n in counts.items()) if isinstance(counts, dict) else counts
