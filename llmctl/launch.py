@@ -83,6 +83,9 @@ def where(launcher: LauncherSpec) -> str | None:
         from llmctl import slurm
 
         return slurm.describe(launcher)
+    if launcher.engine == "ray":
+        gpus = f", {launcher.gpus_per_worker:g} GPU(s) each" if launcher.gpus_per_worker else ""
+        return f"Ray Train job on {launcher.address}: {launcher.num_processes} worker(s){gpus}, max_failures {launcher.max_failures}"
     machines = f" on {launcher.num_machines} machines" if launcher.num_machines > 1 else ""
     return f"{launcher.engine} job: {launcher.num_processes} process(es){machines}"
 
@@ -114,6 +117,10 @@ def run_launched(spec: StageSpec, ctx: StageContext, launcher: LauncherSpec) -> 
                 return checkpoint
 
             slurm.run_job(launcher, ctx, workfile, env, on_line, resume)
+        elif launcher.engine == "ray":
+            from llmctl import rayjob
+
+            rayjob.run_job(launcher, ctx, workfile, env, on_line, log, str(log_path))
         else:
             _run_local(launcher, ctx, workfile, env, on_line, log, str(log_path))
     result = json.loads((ctx.work_dir / RESULT).read_text())

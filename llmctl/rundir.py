@@ -52,6 +52,7 @@ OLD_SUFFIX = ".old"
 STAGE_DIR_RE = re.compile(r"^\d{2,}-[A-Za-z0-9]")
 
 
+EVENTS_ENV = "LLMCTL_EVENTS_FILE"  # a launched stage's rank 0 appends its events to this file instead of stdout
 STOPPED = "worker.stopped"  # a launched stage's rank 0 stopped on a signal after saving a checkpoint
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 

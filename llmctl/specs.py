@@ -93,8 +93,9 @@ class LauncherSpec(Block):
     """How a training stage is started: in-process, as a job of torchrun / Accelerate (DeepSpeed, FSDP), or as a
     Slurm batch job (torchrun on every node)."""
 
-    engine: Literal["none", "torchrun", "accelerate", "slurm"] = "none"
-    """How training stages are launched: none (in-process), torchrun, accelerate, or slurm (sbatch)."""
+    engine: Literal["none", "torchrun", "accelerate", "slurm", "ray"] = "none"
+    """How training stages are launched: none (in-process), torchrun, accelerate, slurm (sbatch) or ray (Ray Train
+    on an existing cluster)."""
     num_processes: int = Field(1, ge=1)
     """Processes in total (per machine × machines)."""
     num_machines: int = Field(1, ge=1)
@@ -120,7 +121,7 @@ class LauncherSpec(Block):
     gpus_per_node: int = Field(0, ge=0)
     """slurm: GPUs per node (--gpus-per-node); num_processes defaults to nodes × this."""
     cpus_per_task: int | None = Field(None, ge=1)
-    """slurm: CPUs for each node's task (it runs that node's ranks)."""
+    """slurm: CPUs for each node's task (it runs that node's ranks); ray: CPUs per worker."""
     partition: str | None = None
     """slurm: --partition."""
     account: str | None = None
@@ -137,10 +138,20 @@ class LauncherSpec(Block):
     """slurm: seconds before the time limit at which every rank is told to checkpoint (--signal=TERM@N)."""
     max_requeues: int = Field(3, ge=0)
     """slurm: times a job that hit its time limit or was preempted is submitted again from its checkpoint."""
+    address: str = "auto"
+    """ray: the cluster (auto: the one this machine belongs to or RAY_ADDRESS; HOST:PORT; ray://HOST:10001)."""
+    gpus_per_worker: float = Field(0, ge=0)
+    """ray: GPUs per worker (one worker per process; NCCL when > 0, gloo otherwise)."""
+    max_failures: int = Field(2, ge=0)
+    """ray: worker-group restarts after a worker dies (Ray's FailureConfig); each resumes from the newest checkpoint."""
 
     @model_validator(mode="after")
     def _check(self) -> LauncherSpec:
-        slurm_only = ("partition", "account", "qos", "time", "constraint", "cpus_per_task")
+        if self.engine != "ray" and (self.address != "auto" or self.gpus_per_worker):
+            raise ValueError("address and gpus_per_worker need engine: ray")
+        slurm_only = ("partition", "account", "qos", "time", "constraint")
+        if self.engine not in ("slurm", "ray") and self.cpus_per_task is not None:
+            raise ValueError("cpus_per_task needs engine: slurm or ray")
         if self.engine != "slurm" and (
             any(getattr(self, n) is not None for n in slurm_only) or self.extra or self.nodes > 1 or self.gpus_per_node
         ):

@@ -18,13 +18,15 @@ from llmctl.artifacts import Artifact, ArtifactKind
 from llmctl.context import StageContext
 from llmctl.launch import ENV_VALUES, RANKS, RESULT, weights_digest
 from llmctl.render import quiet_libraries
-from llmctl.rundir import STOPPED
+from llmctl.rundir import EVENTS_ENV, STOPPED, newest_checkpoint
 from llmctl.schema import Recipe
 from llmctl.stages import runner
 from llmctl.tracking import quiet_wandb_notice
 
 
-def main(workfile: str) -> None:
+def main(workfile: str, resume_newest: bool = False) -> None:
+    """Run one rank. `resume_newest`: start from the stage's newest checkpoint when there is one (a Ray worker group
+    restarted after a failure), not the one the parent chose."""
     quiet_libraries()
     quiet_wandb_notice()  # rank 0's stdout carries its events; the tracker env defaults come from the parent
     accept_cpu_index_locations()
@@ -40,11 +42,19 @@ def main(workfile: str) -> None:
         for slot, v in state["inputs"].items()
     }
 
+    events_file = os.environ.get(EVENTS_ENV)
+
     def emit(event: dict) -> None:
-        if rank == 0:
+        if rank != 0:
+            return
+        if events_file:  # (Ray's workers' stdout reaches the driver reformatted)
+            with open(events_file, "a", encoding="utf-8") as stream:
+                stream.write(json.dumps(event, default=str) + "\n")
+        else:
             print(json.dumps(event, default=str), flush=True)
 
-    ctx = StageContext(spec.name, work_dir, state["seed"], recipe, inputs, state["resume_from"], emit)
+    resume_from = (newest_checkpoint(stage_dir) if resume_newest else None) or state["resume_from"]
+    ctx = StageContext(spec.name, work_dir, state["seed"], recipe, inputs, resume_from, emit)
     try:
         with signals.graceful_stop():  # SIGTERM (forwarded by the engine, or Slurm's): checkpoint at step end
             artifact = runner(spec.type)(spec, ctx)

@@ -107,3 +107,24 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextmanager
+def ray_cluster(root: Path, cpus: int = 2) -> Iterator[str]:
+    """`ray start --head` with `cpus` CPUs (a real local Ray cluster, its own processes); yields its address."""
+    import sys
+
+    ray = str(Path(sys.executable).with_name("ray"))
+    port = _free_port()
+    env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0"}
+    subprocess.run(
+        [ray, "start", "--head", f"--port={port}", f"--num-cpus={cpus}", "--include-dashboard=false"]
+        + [f"--temp-dir={root}", "--disable-usage-stats"],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env)

@@ -45,6 +45,7 @@ OVERRIDES = {
         "stages.pretrain.data.validation={a}/openwebtext.jsonl",
     ],
     "quickstart": [],
+    "quantize_gguf": [],
     "grpo_quickstart": [],
     "rest_quickstart": [],
     "dpo_quickstart": [],
