@@ -105,3 +105,8 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def weights_digest(folder: Path) -> str:
+    """sha256 over the weight files' hashes of a model folder (equal on every rank when gradients were synchronised)."""
+    return hashlib.sha256("".join(sha256_file(f) for f in sorted(folder.glob("*.safetensors"))).encode()).hexdigest()

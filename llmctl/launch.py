@@ -5,7 +5,6 @@ checks the ranks ended with the same weights."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -17,18 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmctl import redaction, signals
-from llmctl.artifacts import Artifact, ArtifactKind, sha256_file
+from llmctl.artifacts import Artifact, ArtifactKind
 from llmctl.errors import StageFailed
-from llmctl.rundir import STOPPED, newest_checkpoint
+from llmctl.rundir import ENV_VALUES, RANKS, RESULT, STOPPED, WORKFILE, newest_checkpoint
 from llmctl.specs import LauncherSpec, StageSpec
 
 if TYPE_CHECKING:
     from llmctl.context import StageContext
-
-WORKFILE = "worker.json"
-ENV_VALUES = "LLMCTL_RECIPE_ENV_VALUES"
-RESULT = "worker.result.json"
-RANKS = "ranks"
 
 
 def command(launcher: LauncherSpec, workfile: Path) -> list[str]:
@@ -185,8 +179,3 @@ def _event(line: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return event if isinstance(event, dict) and "event" in event else None
-
-
-def weights_digest(folder: Path) -> str:
-    """sha256 over the weight files' hashes of a model folder (equal on every rank when gradients were synchronised)."""
-    return hashlib.sha256("".join(sha256_file(f) for f in sorted(folder.glob("*.safetensors"))).encode()).hexdigest()

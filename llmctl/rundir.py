@@ -52,6 +52,11 @@ OLD_SUFFIX = ".old"
 STAGE_DIR_RE = re.compile(r"^\d{2,}-[A-Za-z0-9]")
 
 
+# A launched stage (llmctl/launch.py, llmctl/worker.py): what the ranks read and leave in the stage folder
+WORKFILE = "worker.json"
+ENV_VALUES = "LLMCTL_RECIPE_ENV_VALUES"  # values the recipe reads from the environment, never written to disk
+RESULT = "worker.result.json"
+RANKS = "ranks"
 EVENTS_ENV = "LLMCTL_EVENTS_FILE"  # a launched stage's rank 0 appends its events to this file instead of stdout
 STOPPED = "worker.stopped"  # a launched stage's rank 0 stopped on a signal after saving a checkpoint
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")

@@ -1,4 +1,5 @@
-"""One rank of a launched stage: `python -m llmctl.worker WORKFILE` (started by torchrun or accelerate).
+"""One rank of a launched stage: `python -m llmctl.worker WORKFILE` (started by torchrun or accelerate, on this
+machine or on each node of a Slurm job), or `main()` called by a Ray Train worker (llmctl/rayjob.py).
 
 Rank 0 works in the stage's folder and prints its events as JSON lines for the parent llmctl; other ranks
 work in a scratch folder (`ranks/rank-N/`) so that only rank 0's outputs are kept. Every rank records a digest
@@ -14,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from llmctl import signals
-from llmctl.artifacts import Artifact, ArtifactKind
+from llmctl.artifacts import Artifact, ArtifactKind, weights_digest
 from llmctl.context import StageContext
-from llmctl.launch import ENV_VALUES, RANKS, RESULT, weights_digest
 from llmctl.render import quiet_libraries
-from llmctl.rundir import EVENTS_ENV, STOPPED, newest_checkpoint
+from llmctl.rundir import ENV_VALUES, EVENTS_ENV, RANKS, RESULT, STOPPED, newest_checkpoint
 from llmctl.schema import Recipe
 from llmctl.stages import runner
 from llmctl.tracking import quiet_wandb_notice
