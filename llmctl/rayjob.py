@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmctl import signals
 from llmctl.errors import StageFailed
-from llmctl.rundir import EVENTS_ENV
+from llmctl.rundir import EVENTS_ENV, read_new_lines
 
 if TYPE_CHECKING:
     from llmctl.context import StageContext
@@ -47,29 +47,16 @@ def run_job(
     proc = subprocess.Popen(command, stdout=log, stderr=log, env=env | {EVENTS_ENV: str(events.absolute())})
     position, partial, forwarded = 0, "", False
     while proc.poll() is None:
-        position, partial = _read(events, position, partial, on_line)
+        position, partial = read_new_lines(events, position, partial, on_line)
         if signals.requested() and not forwarded:
             proc.terminate()
             forwarded = True
         time.sleep(0.2)
-    _read(events, position, partial + "\n", on_line)
+    read_new_lines(events, position, partial + "\n", on_line)
     if signals.requested():
         raise KeyboardInterrupt
     if proc.returncode != 0:
         raise StageFailed(ctx.name, f"the Ray job failed (driver exit {proc.returncode})", log_path)
-
-
-def _read(path: Path, position: int, partial: str, on_line: Callable[[str], None]) -> tuple[int, str]:
-    if not path.exists():
-        return position, partial
-    with path.open(encoding="utf-8", errors="replace") as stream:
-        stream.seek(position)
-        text = partial + stream.read()
-        position = stream.tell()
-    *lines, partial = text.split("\n")
-    for line in lines:
-        on_line(line + "\n")
-    return position, partial
 
 
 def _train(config: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -73,6 +74,21 @@ def newest_checkpoint(stage_tmp: Path) -> str | None:
     found = [(int(m.group(1)), p) for p in checkpoints.glob("checkpoint-*") if (m := CHECKPOINT_RE.match(p.name))]
     complete = [(n, p) for n, p in found if (p / "trainer_state.json").exists()]
     return str(max(complete)[1]) if complete else None
+
+
+def read_new_lines(path: Path, position: int, partial: str, on_line: Callable[[str], None]) -> tuple[int, str]:
+    """Pass each complete line written to `path` since byte `position` to `on_line` (a job's output or events file
+    followed while it grows); returns the new position and the unfinished last line."""
+    if not path.exists():
+        return position, partial
+    with path.open(encoding="utf-8", errors="replace") as stream:
+        stream.seek(position)
+        text = partial + stream.read()
+        position = stream.tell()
+    *lines, partial = text.split("\n")
+    for line in lines:
+        on_line(line + "\n")
+    return position, partial
 
 
 def stage_dir_name(index: int, name: str) -> str:

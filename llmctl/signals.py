@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -19,9 +20,16 @@ def requested() -> bool:
     return STOP.is_set()
 
 
+def hold_early_sigterm() -> None:
+    """Until `graceful_stop` takes over, a SIGTERM only records the request (main thread only)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: STOP.set())
+
+
 @contextmanager
-def graceful_stop() -> Iterator[None]:
-    """Install the SIGINT/SIGTERM handlers for the duration of a run (main thread only)."""
+def graceful_stop(keep_pending: bool = False) -> Iterator[None]:
+    """Install the SIGINT/SIGTERM handlers for the duration of a run (main thread only). `keep_pending`: a stop
+    requested before (see `hold_early_sigterm`) still counts."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -29,8 +37,6 @@ def graceful_stop() -> Iterator[None]:
     first: list[float] = []
 
     def handler(signum: int, frame: Any) -> None:
-        import time
-
         if STOP.is_set():
             # Schedulers deliver one SIGTERM twice: Slurm signals every process of a job step and torchrun, one of
             # them, passes it on to its ranks. A repeat within ECHO_S is that echo, not a second request.
@@ -41,7 +47,10 @@ def graceful_stop() -> Iterator[None]:
         STOP.set()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    STOP.clear()
+    if STOP.is_set() and keep_pending:
+        first[:] = [time.monotonic()]
+    else:
+        STOP.clear()
     try:
         yield
     finally:

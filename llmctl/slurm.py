@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from llmctl import signals
 from llmctl.errors import StageFailed
-from llmctl.rundir import STOPPED
+from llmctl.rundir import STOPPED, read_new_lines
 
 if TYPE_CHECKING:
     from llmctl.context import StageContext
@@ -147,28 +147,15 @@ def _follow(job: str, output: Path, on_line: Callable[[str], None]) -> tuple[str
     position, partial, forwarded = 0, "", False
     while True:
         state, exit_code = job_state(job)
-        position, partial = _read(output, position, partial, on_line)
+        position, partial = read_new_lines(output, position, partial, on_line)
         if state in FINISHED:
             time.sleep(POLL_S)  # the node's last lines reach the file after the state changes
-            _read(output, position, partial + "\n", on_line)
+            read_new_lines(output, position, partial + "\n", on_line)
             return state, exit_code
         if signals.requested() and not forwarded:
             subprocess.run(["scancel", "--signal=TERM", job], capture_output=True)
             forwarded = True
         time.sleep(POLL_S)
-
-
-def _read(output: Path, position: int, partial: str, on_line: Callable[[str], None]) -> tuple[int, str]:
-    if not output.exists():
-        return position, partial
-    with output.open(encoding="utf-8", errors="replace") as stream:
-        stream.seek(position)
-        text = partial + stream.read()
-        position = stream.tell()
-    *lines, partial = text.split("\n")
-    for line in lines:
-        on_line(line + "\n")
-    return position, partial
 
 
 def job_state(job: str) -> tuple[str, str]:

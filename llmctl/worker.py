@@ -15,13 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from llmctl import signals
-from llmctl.artifacts import Artifact, ArtifactKind, weights_digest
-from llmctl.context import StageContext
-from llmctl.render import quiet_libraries
-from llmctl.rundir import ENV_VALUES, EVENTS_ENV, RANKS, RESULT, STOPPED, newest_checkpoint
-from llmctl.schema import Recipe
-from llmctl.stages import runner
-from llmctl.tracking import quiet_wandb_notice
+
+# A SIGTERM that arrives while the heavy modules below import (a Slurm job signalled early, a preemption) is kept
+# for the stage's graceful stop instead of killing the rank before it can save anything.
+signals.hold_early_sigterm()
+
+from llmctl.artifacts import Artifact, ArtifactKind, weights_digest  # noqa: E402 - after the early handler
+from llmctl.context import StageContext  # noqa: E402
+from llmctl.render import quiet_libraries  # noqa: E402
+from llmctl.rundir import ENV_VALUES, EVENTS_ENV, RANKS, RESULT, STOPPED, newest_checkpoint  # noqa: E402
+from llmctl.schema import Recipe  # noqa: E402
+from llmctl.stages import runner  # noqa: E402
+from llmctl.tracking import quiet_wandb_notice  # noqa: E402
 
 
 def main(workfile: str, resume_newest: bool = False) -> None:
@@ -56,7 +61,7 @@ def main(workfile: str, resume_newest: bool = False) -> None:
     resume_from = (newest_checkpoint(stage_dir) if resume_newest else None) or state["resume_from"]
     ctx = StageContext(spec.name, work_dir, state["seed"], recipe, inputs, resume_from, emit)
     try:
-        with signals.graceful_stop():  # SIGTERM (forwarded by the engine, or Slurm's): checkpoint at step end
+        with signals.graceful_stop(keep_pending=True):  # SIGTERM (the engine's, Slurm's): checkpoint at step end
             artifact = runner(spec.type)(spec, ctx)
     except KeyboardInterrupt:
         if rank == 0:  # a checkpoint was saved: say so to a parent that cannot see the signal (a Slurm job's)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,23 +71,29 @@ def run_json(*args: str) -> tuple[int, list[dict]]:
     return result.exit_code, [json.loads(line) for line in result.stdout.splitlines()]
 
 
-def kill_run_at_step(recipe: Path | str, cwd: Path, step: int, sig: int = 9, stage: str | None = None) -> int:
-    """Start `llmctl --json run RECIPE` in a subprocess, send `sig` (SIGKILL) once training (of `stage`, or any)
-    logs `step`; returns the exit code."""
-    import json
+def start_json_run(recipe: Path | str, cwd: Path, env: dict[str, str] | None = None) -> Any:
+    """`llmctl --json run RECIPE` in a subprocess whose stdout gives one JSON event per line."""
     import os
-    import signal
     import subprocess
     import sys
 
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "llmctl", "--json", "run", str(recipe)],
         cwd=cwd,
-        env=os.environ | {"PYTHONUNBUFFERED": "1"},
+        env=(env or dict(os.environ)) | {"PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
     )
+
+
+def kill_run_at_step(recipe: Path | str, cwd: Path, step: int, sig: int = 9, stage: str | None = None) -> int:
+    """Start `llmctl --json run RECIPE` in a subprocess, send `sig` (SIGKILL) once training (of `stage`, or any)
+    logs `step`; returns the exit code."""
+    import json
+    import signal
+
+    proc = start_json_run(recipe, cwd)
     for line in proc.stdout:  # type: ignore[union-attr]
         event = json.loads(line)
         if event["event"] == "progress" and event.get("step", 0) >= step and stage in (None, event["stage"]):

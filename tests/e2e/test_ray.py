@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests import cluster
-from tests.conftest import run_json
+from tests.conftest import run_json, start_json_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
@@ -58,14 +57,7 @@ def test_a_killed_worker_is_replaced_and_the_ranks_resume(tiny_recipe, workdir: 
         tiny_recipe(steps=60, save_steps=10),
         f'launcher: {{engine: ray, num_processes: 2, address: "{ray_address}", max_failures: 1}}',
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llmctl", "--json", "run", str(path)],
-        cwd=workdir,
-        env=os.environ | {"PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    proc = start_json_run(path, workdir)
     for line in proc.stdout:  # type: ignore[union-attr]
         event = json.loads(line)
         if event["event"] == "progress" and event.get("step", 0) >= 25:

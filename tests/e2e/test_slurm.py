@@ -8,14 +8,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests import cluster
-from tests.conftest import run_json
+from tests.conftest import run_json, start_json_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 SLURM = "launcher: {engine: slurm, num_processes: 2}"
@@ -73,14 +72,7 @@ def follow_until(proc: subprocess.Popen, step: int) -> str:
 
 def test_scancel_mid_stage_exits_130_and_the_next_run_resumes(tiny_recipe, workdir: Path, slurm_env: dict) -> None:
     path = with_launcher(tiny_recipe(steps=60, save_steps=1000), SLURM)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llmctl", "--json", "run", str(path)],
-        cwd=workdir,
-        env=slurm_env | {"PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    proc = start_json_run(path, workdir, slurm_env)
     job = follow_until(proc, 15)
     subprocess.run(["scancel", job], check=True, env=slurm_env)
     events = [json.loads(line) for line in proc.stdout]  # type: ignore[union-attr]
@@ -103,8 +95,8 @@ def test_a_job_at_its_time_limit_checkpoints_and_is_submitted_again(
         'launcher: {engine: slurm, num_processes: 2, time: "1", signal_s: 50, max_requeues: 4}',
     )
     code, events = run_json(str(path))
-    assert code == 0, events[-1]
     logs = [e["message"] for e in events if e["event"] == "log"]
+    assert code == 0, (events[-1].get("message"), logs[-4:])
     again = [line for line in logs if "near its time limit: submitting again from checkpoint-" in line]
     assert again, logs
     result = json.loads((workdir / "runs/tiny/01-pretrain/metrics.json").read_text())
