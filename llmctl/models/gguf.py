@@ -331,6 +331,8 @@ class GGUFCausalLM:
             self._scorer = self._context(logits_all=True)
         logits = torch.zeros((*input_ids.shape, self.n_vocab), dtype=torch.float32)
         for row, (ids, where) in enumerate(_rows(input_ids, attention_mask)):
+            if not ids:
+                continue
             self._scorer.reset()
             self._scorer.eval(ids)
             logits[row, where] = torch.from_numpy(self._scorer.scores[: len(ids)].copy())
@@ -398,6 +400,8 @@ class GGUFCausalLM:
 
     def _prefill(self, prompt: list[int]) -> None:
         """Evaluate `prompt`, keeping the cached part it shares with the previous sequence (a chat's history)."""
+        if not prompt:  # llama.cpp would have no logits to read
+            raise ValueError("an empty prompt: a GGUF model needs at least one token to continue from")
         cached = self.llm.input_ids[: self.llm.n_tokens].tolist()
         keep = 0
         while keep < min(len(cached), len(prompt) - 1) and cached[keep] == prompt[keep]:
