@@ -122,14 +122,22 @@ def run_job(
         if state == "CANCELLED":
             ctx.log(f"Slurm job {job} was cancelled; the next `llmctl run` resumes from its last checkpoint")
             raise KeyboardInterrupt
-        if stopped.exists() or state in REQUEUED:  # Slurm's --signal before the time limit, or a preemption
-            if attempt < launcher.max_requeues and (checkpoint := resume()):
-                ctx.log(
-                    f"Slurm job {job} stopped ({state}) near its time limit: submitting again from {Path(checkpoint).name}"
-                )
-                continue
+        if (stopped.exists() or state in REQUEUED or _terminated(exit_code)) and attempt < launcher.max_requeues:
+            # Slurm's --signal before the time limit, or a preemption: the ranks saved a checkpoint if they had
+            # started training; a signal during start-up leaves none, and the stage starts again from scratch
+            checkpoint = resume()
+            origin = Path(checkpoint).name if checkpoint else "the start (no checkpoint yet)"
+            ctx.log(f"Slurm job {job} stopped ({state}) near its time limit: submitting again from {origin}")
+            continue
         raise StageFailed(ctx.name, f"Slurm job {job} ended {state} (exit code {exit_code})", str(log))
     raise AssertionError("unreachable")  # the last attempt returns or raises
+
+
+def _terminated(exit_code: str) -> bool:
+    """The job's script ended by SIGTERM (exit 143, or signal 15): what Slurm's --signal does to a step that was
+    still starting (torchrun dies of it before its ranks can checkpoint)."""
+    status, _, signal_number = exit_code.partition(":")
+    return status == "143" or signal_number == "15"
 
 
 def _submit(batch: Path, env: dict[str, str], cwd: Path) -> str:

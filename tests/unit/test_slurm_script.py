@@ -62,3 +62,10 @@ def test_two_nodes_of_eight_gpus() -> None:
 def test_bad_slurm_launchers(settings: dict, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         LauncherSpec(**settings)
+
+
+def test_a_job_ended_by_sigterm_counts_as_stopped_near_its_limit() -> None:
+    from llmctl.slurm import _terminated
+
+    assert _terminated("143:0") and _terminated("0:15")
+    assert not _terminated("1:0") and not _terminated("0:0") and not _terminated("137:0") and not _terminated("")
