@@ -388,7 +388,7 @@ class GGUFCausalLM:
 
         self._prefill(prompt)
         out: list[int] = []
-        ids = steps.history(prompt, out)
+        ids = _History(prompt, out)
         for step in range(steps.new):
             logits = numpy.ctypeslib.as_array(_last_logits(self.llm), shape=(self.n_vocab,))
             token = steps.choose(logits, ids, step)
@@ -425,9 +425,6 @@ class _Steps:
     ) -> None:
         self.new, self.min_new, self.eos, self.do_sample = new, min_new, eos, do_sample
         self.processors, self.streamer, self.stopping = processors, streamer, stopping
-
-    def history(self, prompt: list[int], out: list[int]) -> _History:
-        return _History(prompt, out)
 
     def choose(self, logits: Any, ids: _History, step: int) -> int:
         import torch
