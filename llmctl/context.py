@@ -15,9 +15,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmctl import redaction
 from llmctl.artifacts import Artifact
-from llmctl.rundir import CHECKPOINTS, LOGS, OUTPUT, TMP_SUFFIX
+from llmctl.rundir import CHECKPOINTS, LOGS, OUTPUT, TMP_SUFFIX, append_own, open_own
 
 if TYPE_CHECKING:
     from llmctl.history import Baseline
@@ -75,7 +74,9 @@ class StageContext:
         stderr of their subprocesses) to logs/library.out, keeping stdout for llmctl's own output (`--json`
         must stay one event per line; renderers hold their own stream, so events still get through)."""
         self.logs_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.logs_dir / "library.out", "a", encoding="utf-8") as sink:
+        with os.fdopen(
+            open_own(self.logs_dir / "library.out", os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a", encoding="utf-8"
+        ) as sink:
             sys.stderr.flush()
             saved_fd2 = os.dup(2)
             os.dup2(sink.fileno(), 2)
@@ -89,6 +90,5 @@ class StageContext:
 
     def log(self, message: str) -> None:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.logs_dir / "stage.log", "a", encoding="utf-8") as handle:
-            handle.write(redaction.redact(f"{time.strftime('%H:%M:%S')} {message}\n"))
+        append_own(self.logs_dir / "stage.log", f"{time.strftime('%H:%M:%S')} {message}\n")
         self.emit({"event": "log", "stage": self.name, "message": message})

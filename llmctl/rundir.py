@@ -10,6 +10,7 @@ runs/<name>/
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import re
@@ -143,11 +144,35 @@ def _looks_like_a_run(folder: Path) -> bool:
     )
 
 
+def open_own(path: Path, flags: int, mode: int = 0o644) -> int:
+    """os.open for a file llmctl keeps in its own folders (run folder, registry): a symbolic link there is
+    refused, never followed — a planted `.lock -> ~/notes.txt` would otherwise have llmctl empty that file."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise UsageError(
+                f"{path} is a symbolic link; llmctl keeps its own files there and follows no links (one could make "
+                "it overwrite the file it points to): remove the link, then run again"
+            ) from None
+        raise
+
+
+def append_own(path: Path, text: str) -> None:
+    """Append `text` to a file of llmctl's own (see `open_own`), secrets hidden."""
+    fd = open_own(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    with os.fdopen(fd, "a", encoding="utf-8") as handle:
+        handle.write(redaction.redact(text))
+
+
 def write_atomic(path: Path, text: str) -> None:
-    """Write a file so that readers see the old or the new content, never a partial one (secrets hidden)."""
+    """Write a file so that readers see the old or the new content, never a partial one (secrets hidden). A
+    link at `path` is replaced, never written through."""
     text = redaction.redact(text)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
+    if tmp.is_symlink():
+        tmp.unlink()
+    with os.fdopen(open_own(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w", encoding="utf-8") as handle:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
@@ -214,7 +239,7 @@ class RunLock:
 
     def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_own(self.path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -232,9 +257,9 @@ class RunLock:
     def is_held(run_dir: Path) -> bool:
         """Whether a live process holds the run folder's lock right now."""
         path = run_dir / LOCKFILE
-        if not path.exists():
+        if not path.exists() or path.is_symlink():
             return False
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

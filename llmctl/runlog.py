@@ -20,15 +20,13 @@ crash leaves at most a torn last line, which readers skip. JSON lines rather tha
 
 from __future__ import annotations
 
-import json
-import os
 import secrets
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-from llmctl import redaction
+from llmctl import jsonl
 from llmctl.errors import GateFailed, Interrupted, LlmctlError, RunLocked
 from llmctl.rundir import HISTORY
 
@@ -66,71 +64,30 @@ def outcome_of(error: BaseException | None) -> tuple[str, int]:
 
 def append(run_dir: Path, record: dict[str, Any]) -> None:
     """Add one firing to the run folder's history (secrets hidden)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(redaction.redact(record), default=str, separators=(",", ":")) + "\n").encode()
-    fd = os.open(run_dir / HISTORY, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        end = os.lseek(fd, 0, os.SEEK_END)
-        if end and os.pread(fd, 1, end - 1) != b"\n":  # a line a crash cut short: start on a line of our own
-            line = b"\n" + line
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    jsonl.append(run_dir / HISTORY, record)
 
 
-def read(run_dir: Path) -> list[dict[str, Any]]:
-    """Every firing recorded in the run folder, oldest first (a torn or foreign line is skipped)."""
-    path = run_dir / HISTORY
-    if not path.is_file():
-        return []
-    found = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and "run_id" in record:
-            found.append(record)
-    return found
+def read(run_dir: Path, last: int | None = None) -> list[dict[str, Any]]:
+    """The firings recorded in the run folder — every one, or the `last` N — oldest first (a torn or foreign
+    line is skipped); read from the end."""
+    return jsonl.read_last(run_dir / HISTORY, "run_id", last)
 
 
-TAIL_BYTES = 1 << 18
+SKIPPED = b'"outcome":"skipped"'
 
 
 def previous_outcome(run_dir: Path) -> str | None:
     """The outcome of the last firing that did something (skipped ones do not count): what a success recovers
-    from. Read from the end of the history, so a cron job firing every minute for a year stays fast."""
-    outcomes, whole = _tail_outcomes(run_dir)
-    found = next((o for o in reversed(outcomes) if o not in (None, "skipped")), None)
-    if found is None and not whole:  # only skipped firings in the tail: look further back
-        found = next((r["outcome"] for r in reversed(read(run_dir)) if r.get("outcome") != "skipped"), None)
-    return found
+    from. Read from the end of the history, skipped lines unparsed, so a cron job firing every minute for a year
+    stays fast."""
+    found = jsonl.find_last(run_dir / HISTORY, "run_id", lambda r: r.get("outcome") != "skipped", skip=SKIPPED)
+    return found.get("outcome") if found else None
 
 
 def last_outcome(run_dir: Path) -> str | None:
     """The outcome of the last recorded firing (None before the first), from the end of the history."""
-    return next((o for o in reversed(_tail_outcomes(run_dir)[0]) if o is not None), None)
-
-
-def _tail_outcomes(run_dir: Path) -> tuple[list[str | None], bool]:
-    """The outcomes of the lines in the history's last TAIL_BYTES, and whether that was the whole file."""
-    path = run_dir / HISTORY
-    if not path.is_file():
-        return [], True
-    with open(path, "rb") as handle:
-        size = handle.seek(0, 2)
-        handle.seek(max(0, size - TAIL_BYTES))
-        tail = handle.read().decode("utf-8", errors="replace").splitlines()
-    return [_outcome(line) for line in tail], size <= TAIL_BYTES
-
-
-def _outcome(line: str) -> str | None:
-    try:
-        record = json.loads(line)
-    except ValueError:  # a torn line, or the first one cut by the tail
-        return None
-    return record.get("outcome") if isinstance(record, dict) else None
+    found = jsonl.find_last(run_dir / HISTORY, "run_id", lambda r: True)
+    return found.get("outcome") if found else None
 
 
 def git_state(recipe: Path) -> dict[str, Any] | None:

@@ -26,9 +26,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from llmctl import redaction
+from llmctl import jsonl, redaction
 from llmctl.artifacts import file_manifest, manifest_damage
 from llmctl.errors import UsageError
+from llmctl.rundir import open_own
 from llmctl.specs import NAME_PATTERN
 
 VERSION_RE = re.compile(r"^v(\d+)$")
@@ -59,7 +60,11 @@ class Registry:
     def versions(self, name: str) -> list[str]:
         """Version names, oldest first."""
         folder = self._folder(name)
-        found = [(int(m.group(1)), p.name) for p in folder.glob("v*") if (m := VERSION_RE.match(p.name)) and p.is_dir()]
+        found = [
+            (int(m.group(1)), p.name)
+            for p in folder.glob("v*")
+            if (m := VERSION_RE.match(p.name)) and p.is_dir() and not p.is_symlink()  # a link is not our version
+        ]
         return [v for _, v in sorted(found)]
 
     def info(self, name: str, version: str) -> dict[str, Any]:
@@ -76,7 +81,14 @@ class Registry:
     def alias(self, name: str, alias: str = CURRENT) -> str | None:
         """The version an alias points at (`current`: the served one), or None."""
         link = self._alias_link(name, alias)
-        return os.readlink(link) if link.is_symlink() else None
+        if link.is_symlink():
+            return os.readlink(link)
+        if link.exists():
+            raise UsageError(
+                f"{link} is not the link llmctl keeps (it is a {'folder' if link.is_dir() else 'file'}); "
+                f"move it away, then `llmctl models promote {name} VERSION` sets it again"
+            )
+        return None
 
     def aliases(self, name: str) -> dict[str, str]:
         """{alias: version}, `current` first."""
@@ -97,7 +109,7 @@ class Registry:
                 "run a recipe with a deploy stage or `llmctl models promote`"
             )
         folder = self._folder(name) / version
-        if not VERSION_RE.match(version) or not (folder / INFO).exists():
+        if not VERSION_RE.match(version) or folder.is_symlink() or not (folder / INFO).exists():
             raise UsageError(
                 f"model '{name}': {alias} points at {version!r}, which is not a version in {self.root / name} "
                 f"(versions: {', '.join(self.versions(name)) or 'none'}); fix it with `llmctl models promote {name} VERSION`"
@@ -231,15 +243,9 @@ class Registry:
         return versions[versions.index(current) - 1]
 
     def log(self, name: str) -> list[dict[str, Any]]:
-        """The audit trail, oldest first: {time, action, version, previous, reason, user, run_id}."""
-        path = self._folder(name) / LOG
-        entries = []
-        for line in path.read_text().splitlines() if path.is_file() else []:
-            try:
-                entries.append(json.loads(line))
-            except ValueError:  # a torn last line after a crash
-                continue
-        return entries
+        """The audit trail, oldest first: {time, action, version, previous, reason, user, run_id} (a torn or
+        foreign line is skipped)."""
+        return [e for e in jsonl.read_last(self._folder(name) / LOG, "action") if isinstance(e.get("version"), str)]
 
     def _log(self, name: str, action: str, version: str, **details: Any) -> None:
         """One line per change, written with a single O_APPEND write (under the registry lock)."""
@@ -249,11 +255,7 @@ class Registry:
             user = str(os.getuid())
         entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "action": action, "version": version, "user": user}
         entry |= {k: v for k, v in details.items() if v not in (None, "")}
-        fd = os.open(self._folder(name) / LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, (json.dumps(redaction.redact(entry)) + "\n").encode())
-        finally:
-            os.close(fd)
+        jsonl.append(self._folder(name) / LOG, entry)
 
     def prune(self, name: str, keep: int) -> list[str]:
         """Delete the oldest versions beyond `keep`, never the current one; returns what was deleted."""
@@ -278,6 +280,9 @@ class Registry:
     def _lock(self, name: str) -> Iterator[None]:
         folder = self._folder(name)
         folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / ".lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        fd = open_own(folder / ".lock", os.O_WRONLY | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             yield
+        finally:
+            os.close(fd)

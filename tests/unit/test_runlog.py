@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from llmctl import runlog
+from llmctl import jsonl, runlog
 from llmctl.errors import DataError, GateFailed, Interrupted, RunLocked, StageFailed
 from llmctl.rundir import HISTORY
 
@@ -25,7 +25,7 @@ def test_the_previous_outcome_skips_skipped_firings_however_many(tmp_path: Path)
     assert runlog.previous_outcome(tmp_path) is None
     runlog.append(tmp_path, {"run_id": "a", "outcome": "rejected"})
     skipped = {"run_id": "s", "outcome": "skipped", "message": "x" * 200}
-    lines = (json.dumps(skipped) + "\n") * (runlog.TAIL_BYTES // 200 + 10)  # more than the tail holds
+    lines = (json.dumps(skipped) + "\n") * (4 * jsonl.BLOCK // 200 + 10)  # several blocks
     with open(tmp_path / HISTORY, "a") as handle:
         handle.write(lines + '{"run_id": "torn", "outcom')  # and a line a crash cut short
     assert runlog.previous_outcome(tmp_path) == "rejected" and runlog.last_outcome(tmp_path) == "skipped"
