@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import os
 import typing
 from typing import Annotated, Any, Union
 
@@ -55,6 +56,7 @@ class Recipe(Settings):
         recipe = cls.model_validate(public)
         recipe._from_env = written
         redaction.hide(str(value) for _, value in env_entries if len(str(value)) >= MIN_SECRET_CHARS)
+        hide_named_secrets(recipe)
         return recipe
 
 
@@ -70,7 +72,29 @@ def validate(loaded: LoadedRecipe) -> Recipe:
         problems = [_problem(error, loaded) for error in errors] + _as_meant(errors, loaded)
         raise RecipeError(_dedupe(problems), str(loaded.path)) from None
     recipe._from_env = dict(loaded.from_env)
+    hide_named_secrets(recipe)
     return recipe
+
+
+def hide_named_secrets(recipe: Recipe) -> None:
+    """The values of the environment variables a recipe names in a `*_env` field (`api_key_env: JUDGE_KEY`) are
+    secrets: hidden everywhere llmctl writes, like `${oc.env:…}` values — an endpoint that echoes the key back
+    in an error must not put it in a log, a record or a notification."""
+    names: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and key.endswith("_env") and isinstance(item, str):
+                    names.append(item)
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(recipe.model_dump(mode="json"))
+    values = (os.environ.get(name, "") for name in names)
+    redaction.hide(v for v in values if len(v) >= MIN_SECRET_CHARS)
 
 
 SCHEMA_ID = "urn:llmctl:recipe"
