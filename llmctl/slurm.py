@@ -50,13 +50,17 @@ POLL_S = 0.5
 
 
 def script(launcher: LauncherSpec, workfile: Path, logs: Path, job_name: str) -> str:
-    """The sbatch script: one srun task per node, each a torchrun of this node's share of the ranks."""
+    """The sbatch script: one srun task per node, each a torchrun of this node's share of the ranks.
+
+    Nothing from the recipe reaches bash unquoted: the launcher's Slurm fields are validated against strict
+    patterns (no spaces, quotes, `$` or control characters: an `#SBATCH` line stays one comment line), and the
+    paths (the run folder may hold spaces or `$(…)`) are shell-quoted; the job's own output file is given to
+    sbatch on its command line (`submit_options`), never through a script line."""
     per_node = launcher.num_processes // launcher.nodes
     options = [
         f"--job-name={job_name}",
         f"--nodes={launcher.nodes}",
         "--ntasks-per-node=1",
-        f"--output={logs}/slurm-%j.out",
         f"--signal=TERM@{launcher.signal_s}",  # to the steps: every rank checkpoints before the time limit
     ]
     options += [f"--cpus-per-task={launcher.cpus_per_task}"] if launcher.cpus_per_task else []
@@ -85,7 +89,7 @@ def script(launcher: LauncherSpec, workfile: Path, logs: Path, job_name: str) ->
             "# Written by llmctl: one task per node, each running torchrun for that node's ranks.",
             *(f"#SBATCH {option}" for option in options),
             'export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-            f"srun --kill-on-bad-exit=1 --output={logs}/slurm-%j-node%n.out bash -c {shlex.quote(step)}",
+            f"srun --kill-on-bad-exit=1 --output={shlex.quote(f'{logs}/slurm-%j-node%n.out')} bash -c {shlex.quote(step)}",
             "",
         ]
     )
@@ -109,7 +113,7 @@ def run_job(
     stopped = ctx.work_dir / STOPPED
     for attempt in range(launcher.max_requeues + 1):
         stopped.unlink(missing_ok=True)
-        job = _submit(batch, env, Path.cwd())
+        job = _submit(batch, env, Path.cwd(), submit_options(logs))
         ctx.log(
             f"submitted Slurm job {job} ({launcher.nodes} node(s) × {launcher.num_processes // launcher.nodes} process(es))"
         )
@@ -140,9 +144,15 @@ def _terminated(exit_code: str) -> bool:
     return status == "143" or signal_number == "15"
 
 
-def _submit(batch: Path, env: dict[str, str], cwd: Path) -> str:
+def submit_options(logs: Path) -> list[str]:
+    """sbatch's command-line options besides the script's: the job's output file (a path, passed as one
+    argument: no shell and no #SBATCH parsing sees it)."""
+    return [f"--output={logs}/slurm-%j.out"]
+
+
+def _submit(batch: Path, env: dict[str, str], cwd: Path, options: list[str]) -> str:
     done = subprocess.run(
-        ["sbatch", "--parsable", str(batch.absolute())], capture_output=True, text=True, env=env, cwd=cwd
+        ["sbatch", "--parsable", *options, str(batch.absolute())], capture_output=True, text=True, env=env, cwd=cwd
     )
     if done.returncode != 0:
         raise StageFailed("", f"sbatch refused the job: {done.stderr.strip() or done.stdout.strip()}")

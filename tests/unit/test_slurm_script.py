@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from llmctl.slurm import describe, script
+from llmctl.slurm import describe, script, submit_options
 from llmctl.specs import LauncherSpec
 
 
@@ -36,12 +36,12 @@ def test_two_nodes_of_eight_gpus() -> None:
         "--time=1-00:00:00",
         "--exclusive",
         "--signal=TERM@120",
-        "--output=/shared/logs/slurm-%j.out",
     ):
         assert f"#SBATCH {option}" in lines, option
     step = next(line for line in lines if line.startswith("srun "))
     # one task per node; each node's torchrun takes its rank from Slurm and meets the others on the first node
     assert "--output=/shared/logs/slurm-%j-node%n.out" in step and "--kill-on-bad-exit=1" in step
+    assert submit_options(Path("/shared/logs")) == ["--output=/shared/logs/slurm-%j.out"]  # sbatch's argv, no shell
     assert "--nnodes=$SLURM_NNODES --nproc_per_node=8 --node_rank=$SLURM_NODEID --master_addr=$MASTER_ADDR" in step
     assert step.endswith("-m llmctl.worker /shared/runs/r/01-sft.tmp/worker.json'")
     assert 'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)' in text
