@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 from collections.abc import Callable, Iterable
 from typing import Any, TextIO, TypeVar
 
@@ -58,8 +59,15 @@ class RedactedStream(io.TextIOBase):
     def target(self) -> TextIO:
         return self._target() if callable(self._target) else self._target
 
+    _line_start = True
+
     def write(self, text: str) -> int:
-        self.target.write(redact(text))
+        shown = redact(text)
+        if os.environ.get("GITHUB_ACTIONS") == "true":
+            shown = workflow_safe(shown, self._line_start)
+        if shown:
+            self._line_start = shown.endswith("\n")
+        self.target.write(shown)
         return len(text)
 
     def flush(self) -> None:
@@ -74,6 +82,20 @@ class RedactedStream(io.TextIOBase):
     @property
     def encoding(self) -> str:  # type: ignore[override]  # rich reads it to pick box characters
         return getattr(self.target, "encoding", None) or "utf-8"
+
+
+def workflow_safe(text: str, line_start: bool = True) -> str:
+    """`text` as a CI runner may read it: a GitHub Actions runner takes any output line that starts with `::`
+    (after spaces) as a workflow command (`::error`, `::add-mask`, `::set-output`), so a recipe key, a column
+    name or an exception text holding a newline could forge one. Carriage returns become newlines (a runner
+    trims a leading CR), and `::` opening a line becomes `: :`. llmctl's own annotations (cli/ci.py) are
+    written around this."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
+    for index, line in enumerate(lines):
+        if (index or line_start) and line.lstrip().startswith("::"):
+            lines[index] = line.replace("::", ": :", 1)
+    return "\n".join(lines)
 
 
 def _install_log_factory() -> None:

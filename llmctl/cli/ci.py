@@ -45,13 +45,48 @@ def write_junit(path: Path, suite: str, cases: list[Case]) -> None:
         time=f"{sum(c.seconds for c in cases):.3f}",
     )
     for case in cases:
-        element = ET.SubElement(node, "testcase", name=case.name, classname=case.classname, time=f"{case.seconds:.3f}")
+        element = ET.SubElement(
+            node, "testcase", name=_xml(case.name), classname=_xml(case.classname), time=f"{case.seconds:.3f}"
+        )
         for kind in ("failure", "error", "skipped"):
             text = getattr(case, kind)
             if text is not None:
-                ET.SubElement(element, kind, message=redact(text.splitlines()[0] if text else kind)).text = redact(text)
+                head = text.splitlines()[0] if text else kind
+                ET.SubElement(element, kind, message=_xml(head)).text = _xml(text)
     path.parent.mkdir(parents=True, exist_ok=True)
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+
+
+XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml(text: str) -> str:
+    """Text XML 1.0 can hold (secrets hidden): control characters (ESC, NUL, form feed…) are dropped, or the
+    report would not parse."""
+    return XML_INVALID.sub("", redact(text))
+
+
+def check_junit_path(path: Path) -> None:
+    """Refuse, before anything runs, a --junit path no report can be written to (exit 2): a folder, a path under a
+    file, a special file or /proc and /sys, a folder we may not write."""
+    from llmctl.errors import UsageError
+
+    target = path.absolute()
+    why = None
+    if target.parts[1:2] in (("proc",), ("sys",), ("dev",)):
+        why = "is in a system folder"
+    elif target.is_dir():
+        why = "is a folder"
+    elif target.exists() and not target.is_file():
+        why = "is not a regular file"
+    else:
+        ancestor = next(p for p in target.parents if p.exists())
+        if not ancestor.is_dir():
+            why = f"is under {ancestor}, which is a file"
+        elif not os.access(ancestor, os.W_OK):
+            why = f"cannot be written ({ancestor} is not writable)"
+    if why:
+        raise UsageError(f"--junit {path} {why}; name a file for the JUnit XML report (e.g. reports/llmctl.xml)")
 
 
 def run_cases(recipe: str, record: dict[str, Any] | None, error: LlmctlError | None) -> list[Case]:
