@@ -78,6 +78,20 @@ def candidate_score(first: str | None, second: str | None) -> float:
     return (as_a + as_b) / 2
 
 
+class JudgeFailed(RuntimeError):
+    """The judge gave no verdict at all: its metrics would be made up (0.5 for a silent pairwise judge)."""
+
+
+def _some_verdict(replies: list[str], read: Callable[[str], Any], expected: str) -> None:
+    """Raise JudgeFailed when not one reply holds a verdict: a judge that never decides measures nothing, and its
+    default scores (a tie each) must not pass a gate."""
+    if replies and all(read(r) is None for r in replies):
+        raise JudgeFailed(
+            f"the judge gave no verdict in any of its {len(replies)} replies (expected {expected}; the first reply "
+            f"began {replies[0][:80]!r}); check the judge's model, template or judge_tokens"
+        )
+
+
 def pairwise(
     questions: list[str],
     candidate: list[str],
@@ -95,6 +109,7 @@ def pairwise(
         pairwise_prompt(q, r, c, rubric, template) for q, c, r in zip(questions, candidate, reference, strict=True)
     ]
     replies = ask(prompts, [["[[A]]", "[[B]]", "[[C]]"]] * len(prompts))
+    _some_verdict(replies, verdict, "[[A]], [[B]] or [[C]]")
     n = len(questions)
     judged: list[dict[str, Any]] = []
     scores: list[float] = []
@@ -126,6 +141,7 @@ def graded(
     """judge/score: the mean 1–10 rating of the answers that got one; judge/unparsed: the replies without."""
     prompts = [rubric_prompt(q, a, rubric, template) for q, a in zip(questions, answers, strict=True)]
     replies = ask(prompts, [[f"[[{k}]]" for k in range(1, 11)]] * len(prompts))
+    _some_verdict(replies, rating, "a rating [[1]]…[[10]]")
     ratings = [rating(r) for r in replies]
     given = [r for r in ratings if r is not None]
     judged = [{"question": q, "answer": a, "rating": r} for q, a, r in zip(questions, answers, ratings, strict=True)]
