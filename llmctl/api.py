@@ -226,6 +226,13 @@ def run(
         if not dry_run:
             firing.finish(error, notify)
         raise
+    except BaseException as exit_:  # noqa: BLE001 - SystemExit from code run outside a stage: a failure, recorded
+        from llmctl.errors import StageFailed
+
+        failure = StageFailed("?", f"code called sys.exit({getattr(exit_, 'code', '')!r}) during the run")
+        if not dry_run:
+            firing.finish(failure, notify)
+        raise failure from None
     if result.status == "dry-run":
         return result
     result.record = firing.finish(None, notify, skipped=result.status == "skipped")
@@ -350,19 +357,27 @@ def runs(root: PathLike = RUNS_ROOT) -> list[dict[str, Any]]:
     return list_runs(Path(root))
 
 
-def firings(run_ref: PathLike, root: PathLike = RUNS_ROOT) -> list[dict[str, Any]]:
-    """`llmctl runs NAME`: every recorded firing of a run (by name under `root`, or folder), oldest first: run
-    id, outcome, exit code, times, stages run / cached / rejected, data versions, git commit, what was published."""
+def firings(run_ref: PathLike, root: PathLike = RUNS_ROOT, last: int | None = None) -> list[dict[str, Any]]:
+    """`llmctl runs NAME`: the recorded firings of a run (by name under `root`, or folder) — every one, or the
+    `last` N — oldest first: run id, outcome, exit code, times, stages run / cached / rejected, data versions,
+    git commit, what was published."""
     from llmctl import runlog
 
-    return runlog.read(_run_folder(run_ref, root))
+    return runlog.read(_run_folder(run_ref, root), last)
 
 
 def firing(run_ref: PathLike, run_id: str, root: PathLike = RUNS_ROOT) -> dict[str, Any]:
     """`llmctl show NAME --run ID`: one firing's record (an unambiguous prefix of the id is enough)."""
+    from llmctl import jsonl
     from llmctl.errors import UsageError
+    from llmctl.rundir import HISTORY
 
-    found = [r for r in firings(run_ref, root) if r["run_id"].startswith(run_id)]
+    path = _run_folder(run_ref, root) / HISTORY
+    first = jsonl.find_last(path, "run_id", lambda r: str(r["run_id"]).startswith(run_id))
+    other = first and jsonl.find_last(
+        path, "run_id", lambda r: str(r["run_id"]).startswith(run_id) and r["run_id"] != first["run_id"]
+    )
+    found = [r for r in (first, other) if r]
     if len(found) != 1:
         raise UsageError(
             f"run {run_ref}: {'no' if not found else 'more than one'} firing with id {run_id!r}; "
@@ -622,17 +637,23 @@ SIGNAL_CAUSES = {
 }
 
 
-def killed(noted: dict[str, Any], sig: int, pid: int, run_id: str, emit: Emit = _ignore) -> LlmctlError:
-    """A watched `llmctl run` (cli/supervise.py) whose process died by signal `sig`: its running stage is marked
-    failed, the firing recorded in the run's history with the --notify-cmd call, and the error to report
-    returned (exit 4)."""
+def killed(
+    noted: dict[str, Any], sig: int | None, pid: int, run_id: str, emit: Emit = _ignore, exit_status: int | None = None
+) -> LlmctlError:
+    """A watched `llmctl run` (cli/supervise.py) whose process died by signal `sig` — or exited with
+    `exit_status` without recording its firing (user code called os._exit): its running stage is marked failed,
+    the firing recorded in the run's history with the --notify-cmd call, and the error to report returned
+    (exit 4)."""
     import signal
 
-    from llmctl.errors import StageKilled
+    from llmctl.errors import StageFailed, StageKilled
     from llmctl.firing import Firing, guess_run_dir
     from llmctl.records import Manifest
 
-    name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else f"signal {sig}"
+    if sig is not None:
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else f"signal {sig}"
+    else:
+        name = f"exit status {exit_status}"
     recipe_file, overrides = Path(noted.get("recipe") or "recipe.yaml"), list(noted.get("overrides") or [])
     run_dir = guess_run_dir(recipe_file, overrides)
     stage = "?"
@@ -642,8 +663,16 @@ def killed(noted: dict[str, Any], sig: int, pid: int, run_id: str, emit: Emit = 
         if running:
             stage = running[0]
             finished = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            manifest.update(stage, status="failed", error=f"killed by {name}", finished=finished)
-    cause = SIGNAL_CAUSES.get(name, "sent by another process")
-    error = StageKilled(stage, name, cause)
+            why = f"killed by {name}" if sig is not None else f"its process ended ({name}) without finishing"
+            manifest.update(stage, status="failed", error=why, finished=finished)
+    error: LlmctlError
+    if sig is not None:
+        error = StageKilled(stage, name, SIGNAL_CAUSES.get(name, "sent by another process"))
+    else:
+        error = StageFailed(
+            stage,
+            f"the run's process exited ({name}) without recording its outcome — code it ran called os._exit "
+            "or exited early; nothing after that point was done",
+        )
     Firing(recipe_file, overrides, emit, run_id=run_id).finish(error, noted.get("notify"))
     return error

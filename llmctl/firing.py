@@ -3,6 +3,7 @@ notification — for every outcome, an invalid recipe included (see `runlog` for
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 Emit = Callable[[dict[str, Any]], None]
 NOTIFY_TIMEOUT_S = 120
+NOTIFY_TAIL = 200
 
 
 @dataclass
@@ -157,28 +159,41 @@ def _published(stages: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _notify(command: str, record: dict[str, Any], emit: Emit) -> None:
     """Run the notify command with the record as JSON on stdin and LLMCTL_OUTCOME, LLMCTL_EXIT_CODE,
-    LLMCTL_RUN_ID and LLMCTL_RECIPE in its environment; its failure is a warning only."""
+    LLMCTL_RUN_ID and LLMCTL_RECIPE in its environment; its failure is a warning only. It runs in a process group
+    of its own, ended whole at the timeout (a script's children too); its output is not kept (stderr's last
+    NOTIFY_TAIL bytes go into the warning), so a chatty command cannot fill llmctl's memory."""
+    import signal
+    import tempfile
+
     env = os.environ | {
         "LLMCTL_OUTCOME": record["outcome"],
         "LLMCTL_EXIT_CODE": str(record["exit_code"]),
         "LLMCTL_RUN_ID": record["run_id"],
         "LLMCTL_RECIPE": record["recipe"] or record["recipe_file"],
     }
-    try:
-        done = subprocess.run(
-            command,
-            shell=True,
-            input=json.dumps(redact(record), default=str),
-            text=True,
-            timeout=NOTIFY_TIMEOUT_S,
-            capture_output=True,
-            check=False,
-            env=env,
-        )
-        if done.returncode != 0:
-            emit({"event": "warning", "message": f"--notify-cmd exited {done.returncode}: {done.stderr.strip()[:200]}"})
-    except (OSError, subprocess.TimeoutExpired) as problem:
-        emit({"event": "warning", "message": f"--notify-cmd failed: {problem}"})
+    with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as stderr:
+        stdin.write(json.dumps(redact(record), default=str).encode())
+        stdin.seek(0)
+        try:
+            proc = subprocess.Popen(
+                command, shell=True, stdin=stdin, stdout=subprocess.DEVNULL, stderr=stderr, env=env,
+                start_new_session=True,
+            )  # fmt: skip
+        except OSError as problem:
+            emit({"event": "warning", "message": f"--notify-cmd failed: {problem}"})
+            return
+        try:
+            code = proc.wait(timeout=NOTIFY_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            emit({"event": "warning", "message": f"--notify-cmd did not finish within {NOTIFY_TIMEOUT_S} s; stopped"})
+            return
+        if code != 0:
+            stderr.seek(max(0, stderr.seek(0, 2) - NOTIFY_TAIL))
+            said = stderr.read().decode(errors="replace").strip()
+            emit({"event": "warning", "message": f"--notify-cmd exited {code}: {said}"})
 
 
 def guess_run_dir(recipe_file: Path, overrides: list[str]) -> Path | None:

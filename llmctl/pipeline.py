@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from llmctl import fingerprint as fp
-from llmctl import redaction, tracking
+from llmctl import reaper, tracking
 from llmctl.artifacts import Artifact
 from llmctl.context import Emit, StageContext
 from llmctl.data.fingerprint import content_key, fingerprint_data, fingerprint_source
@@ -37,6 +37,7 @@ from llmctl.rundir import (
     TMP_SUFFIX,
     RunLayout,
     RunLock,
+    append_own,
     dump_resolved,
     newest_checkpoint,
     remove,
@@ -360,7 +361,10 @@ def _run_step(plan: Plan, step: Step, artifacts: dict[str, Artifact], manifest: 
         _seed_everything(seed)
         spec = with_datasets(step.spec, inputs)  # `path: stage:NAME` data reads the rows that stage wrote
         launcher = effective_launcher(spec, plan.recipe)
-        with tracking.stage_runs(spec, ctx, launched=launcher.engine != "none") as log_stage_metrics:
+        with (
+            reaper.ending_new_children(),  # a helper the stage left behind (its reward worker, a fork) ends with it
+            tracking.stage_runs(spec, ctx, launched=launcher.engine != "none") as log_stage_metrics,
+        ):
             if launcher.engine == "none":
                 artifact = runner(spec.type)(spec, ctx)
             else:
@@ -383,6 +387,13 @@ def _run_step(plan: Plan, step: Step, artifacts: dict[str, Artifact], manifest: 
         log = _write_traceback(ctx)
         _record(manifest, step.name, status="failed", finished=_now(), error=f"{type(err).__name__}: {err}")
         raise (storage_error(err, ctx.work_dir) or StageFailed(step.name, err, str(log) if log else None)) from err
+    except BaseException as err:  # noqa: BLE001 - SystemExit from code the stage ran: a failure, never the run's exit
+        log = _write_traceback(ctx)
+        cause = (
+            f"its code raised {type(err).__name__}({getattr(err, 'code', '')!r}) (sys.exit); the stage did not finish"
+        )
+        _record(manifest, step.name, status="failed", finished=_now(), error=cause)
+        raise StageFailed(step.name, cause, str(log) if log else None) from None
     return _commit(step, artifact, ctx, manifest, started, emit)
 
 
@@ -424,7 +435,8 @@ def _write_traceback(ctx: StageContext) -> Path | None:
     path = ctx.logs_dir / "error.log"
     try:
         ctx.logs_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(redaction.redact(traceback.format_exc()))
+        path.unlink(missing_ok=True)
+        append_own(path, traceback.format_exc())
     except OSError:
         return None
     return path

@@ -12,7 +12,7 @@ import inspect
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -89,6 +89,13 @@ class InputSlot:
     field: str  # the spec field that holds the reference, for error messages
 
 
+# Slurm fields are written into a batch script that bash runs: nothing that could end a line, quote, expand or
+# chain a command gets through (newlines, spaces, quotes, $, `, ;, \).
+SLURM_NAME = r"^[A-Za-z0-9_.,+-]{1,128}$"
+SLURM_CONSTRAINT = r"^[A-Za-z0-9_.,&|*\[\]()!:=-]{1,256}$"
+SLURM_OPTION = r"^--[A-Za-z][A-Za-z0-9-]*(=[A-Za-z0-9_.,:/@%+=*&|\[\]()!-]*)?$"
+
+
 class LauncherSpec(Block):
     """How a training stage is started: in-process, as a job of torchrun / Accelerate (DeepSpeed, FSDP), or as a
     Slurm batch job (torchrun on every node)."""
@@ -122,18 +129,19 @@ class LauncherSpec(Block):
     """slurm: GPUs per node (--gpus-per-node); num_processes defaults to nodes × this."""
     cpus_per_task: int | None = Field(None, ge=1)
     """slurm: CPUs for each node's task (it runs that node's ranks); ray: CPUs per worker."""
-    partition: str | None = None
-    """slurm: --partition."""
-    account: str | None = None
+    partition: str | None = Field(None, pattern=SLURM_NAME)
+    """slurm: --partition (a name, or names separated by commas)."""
+    account: str | None = Field(None, pattern=SLURM_NAME)
     """slurm: --account."""
-    qos: str | None = None
+    qos: str | None = Field(None, pattern=SLURM_NAME)
     """slurm: --qos."""
     time: str | None = Field(None, pattern=r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
     """slurm: --time limit (minutes, HH:MM:SS or D-HH:MM:SS); the job checkpoints before it and is submitted again."""
-    constraint: str | None = None
-    """slurm: --constraint (node features)."""
-    extra: list[str] = []
-    """slurm: more sbatch options, verbatim (e.g. ["--exclusive", "--mem=0"])."""
+    constraint: str | None = Field(None, pattern=SLURM_CONSTRAINT)
+    """slurm: --constraint (node features, with Slurm's & | [ ] * operators)."""
+    extra: list[Annotated[str, Field(pattern=SLURM_OPTION)]] = []
+    """slurm: more sbatch options, each one `--name` or `--name=value` with no spaces, quotes or `$` (e.g.
+    ["--exclusive", "--mem=0", "--gres=gpu:4"])."""
     signal_s: int = Field(120, ge=10)
     """slurm: seconds before the time limit at which every rank is told to checkpoint (--signal=TERM@N)."""
     max_requeues: int = Field(3, ge=0)
@@ -190,6 +198,7 @@ class StageSpec(Block):
 
     produces: ClassVar[ArtifactKind]
     distributable: ClassVar[bool] = False  # trains with the HF Trainer, so torchrun/accelerate can scale it out
+    eval_metrics: ClassVar[tuple[str, ...] | None] = None  # what its evaluation reports, where llmctl knows it all
 
     @model_validator(mode="after")
     def _default_name(self) -> StageSpec:
@@ -199,6 +208,27 @@ class StageSpec(Block):
             raise ValueError(
                 f"stage type {self.type} runs in-process only; a launcher applies to pretrain, sft, reward and dpo"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _best_is_measurable(self) -> StageSpec:
+        """early_stopping and keep_best compare evaluations: found at validate, not after paid training, when
+        there is nothing to evaluate on or the metric is never measured."""
+        train, data = self.train_args, self.training_data
+        metric = train.best_metric if train is not None else None
+        if metric is None:
+            return self
+        what = "train.early_stopping" if train is not None and train.early_stopping else "train.keep_best"
+        if data is not None and not data.mix and data.validation in (0, 0.0):
+            raise ValueError(f"{what} compares evaluations, and data.validation is 0: hold some rows out (0.05)")
+        if metric in ("eval_exact_match", "eval_f1") and getattr(self, "eval_set", None) is None:
+            raise ValueError(f"{what}: {metric} is measured on an eval_set during training; add eval_set")
+        known = self.eval_metrics
+        if known is not None and getattr(self, "eval_set", None) is not None:
+            known = (*known, "eval_exact_match", "eval_f1")
+        if not metric.startswith("eval_") or (known is not None and metric not in known):
+            listed = ", ".join(known) if known else "eval_loss, …"
+            raise ValueError(f"{what}: metric {metric!r} is not measured by this stage's evaluation ({listed})")
         return self
 
     def inputs(self) -> dict[str, InputSlot]:
@@ -473,6 +503,9 @@ class RewardTerm(Block):
     """length_penalty: completions longer than this are penalised in proportion."""
     weight: float = 1.0
     """This term's weight in the sum."""
+    timeout_s: float = Field(10.0, gt=0, le=3600)
+    """Seconds one call of a function or built-in term may take (it runs in a worker process, which is stopped
+    past this and the stage fails naming the term); the model term has none."""
 
     @model_validator(mode="after")
     def _one_kind(self) -> RewardTerm:

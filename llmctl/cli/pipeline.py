@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, TextIO
 
@@ -11,8 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from llmctl import api
-from llmctl.cli.ci import Case, run_cases, write_junit
+from llmctl import api, reaper
+from llmctl.cli.ci import Case, check_junit_path, run_cases, write_junit
 from llmctl.cli.common import (
     OUTPUT,
     JunitOpt,
@@ -24,7 +26,7 @@ from llmctl.cli.common import (
     report_error,
     warn,
 )
-from llmctl.cli.supervise import note
+from llmctl.cli.supervise import CHILD_ENV, note, recorded
 from llmctl.errors import LlmctlError
 from llmctl.redaction import RedactedStream
 from llmctl.rundir import RUNS_ROOT
@@ -54,6 +56,8 @@ def validate(
 ) -> None:
     """Check recipes (syntax, types, stage handoffs, local data files) without loading any model. Exit 2 if any
     is invalid."""
+    if junit is not None:
+        check_junit_path(junit)
     failed, cases = [], []
     overrides = [str(p) for p in recipes if "=" in str(p) and not p.exists()]  # `validate R stages.x.lr=1`
     for path in (p for p in recipes if str(p) not in overrides):
@@ -94,6 +98,8 @@ def plan(
     from llmctl.pipeline import Selection
 
     OUTPUT.recipe = str(recipe)
+    if junit is not None:
+        check_junit_path(junit)
     try:
         the_plan = _plan(recipe, overrides, Selection(force, from_stage, only, until), smoke)
     except LlmctlError as error:
@@ -205,8 +211,12 @@ def run(
     renderer = JsonRenderer(stdout) if OUTPUT.json else RichRenderer(Console(file=stdout, highlight=False), quiet)
 
     OUTPUT.recipe = str(recipe)
+    if junit is not None:
+        check_junit_path(junit)
     notify = notify_cmd or os.environ.get("LLMCTL_NOTIFY_CMD")
-    note({"recipe": str(recipe), "overrides": overrides or [], "notify": notify, "json": OUTPUT.json})
+    note(
+        {"recipe": str(recipe), "overrides": overrides or [], "notify": notify, "json": OUTPUT.json, "dry_run": dry_run}
+    )
     record: dict[str, Any] = {}
     forward = events(renderer)
 
@@ -215,7 +225,7 @@ def run(
             record.update(event["record"])
         forward(event)
 
-    with renderer:
+    with renderer, _recorded(record):
         try:
             api.run(
                 recipe,
@@ -235,6 +245,20 @@ def run(
             raise
         if junit is not None:
             write_junit(junit, "llmctl run", run_cases(str(recipe), record, None))
+
+
+@contextlib.contextmanager
+def _recorded(record: dict[str, Any]) -> Iterator[None]:
+    """Tell the watcher the firing was recorded (once it was), and end what the run left running: a process
+    that outlives `llmctl run` holds its pipes and memory (under cron, one per firing)."""
+    if os.environ.get("LLMCTL_SUPERVISE") == "0" and not os.environ.get(CHILD_ENV):  # unwatched CLI: adopt orphans
+        reaper.become_subreaper()
+    try:
+        with reaper.ending_new_children():
+            yield
+    finally:
+        if record:
+            recorded(record)
 
 
 @handle_errors

@@ -21,11 +21,12 @@ def runs(
         str | None, typer.Argument(metavar="[RUN]", help="A run (name under --root, or folder): list its firings.")
     ] = None,
     root: RootOpt = RUNS_ROOT,
+    last: Annotated[int, typer.Option("--last", min=0, help="With RUN: only its last N firings (0: every one).")] = 100,
 ) -> None:
-    """List runs (stages complete, last activity) — or, given RUN, every firing of it: id, outcome, what ran,
-    data versions, what was published."""
+    """List runs (stages complete, last activity) — or, given RUN, its firings (the last 100 unless --last):
+    id, outcome, what ran, data versions, what was published."""
     if run_ref is not None:
-        history = api.firings(run_ref, root)
+        history = api.firings(run_ref, root, last or None)
         OUTPUT.result(history, lambda: _print_firings(history, run_ref))
         return
     found = api.runs(root)

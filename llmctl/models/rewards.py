@@ -1,7 +1,8 @@
 """Reward terms as TRL reward functions: built-in checks against a reference column, user functions loaded
 from a module or a file, and the learned reward model — each wrapped so that a function that raises, returns
 the wrong number of values, or something that is not a finite number stops the stage with its name, instead
-of training on garbage."""
+of training on garbage. Functions and built-in checks run in a worker process with a deadline per call
+(`models.isolated`): user code can neither hang the run nor end it."""
 
 from __future__ import annotations
 
@@ -25,31 +26,83 @@ class RewardFailed(RuntimeError):
     """A reward term misbehaved during training (the stage fails with exit 4, naming it)."""
 
 
-def reward_functions(terms: list[RewardTerm], model_reward: RewardFn | None) -> tuple[list[RewardFn], list[float]]:
+def reward_functions(
+    terms: list[RewardTerm], model_reward: RewardFn | None, output: Path | None = None
+) -> tuple[list[RewardFn], list[float]]:
     """TRL's reward_funcs and reward_weights for the stage's terms (`model_reward` serves the model term).
-    Function terms are loaded now, before any model: a path or name that does not resolve is a RecipeMismatch
-    naming rewards[i].function."""
+    Function and built-in terms run in a worker process (`models.isolated`: a deadline per call, their prints to
+    `output`); they are loaded there now, before any model: a path or name that does not resolve, or a module
+    that fails to import, is a RecipeMismatch naming rewards[i].function."""
+    from llmctl.models.isolated import LoadFailed, Worker
+
+    isolated = {i: term.model_dump() for i, term in enumerate(terms) if term.model is None}
+    try:
+        worker = Worker(f"{__name__}:load_term", isolated, output) if isolated else None
+    except LoadFailed as err:
+        term = terms[err.index]
+        field = f"rewards[{err.index}].function" if term.function else f"rewards[{err.index}]"
+        message = str(err) if str(err).startswith(field) else f"{field}: {err}"
+        raise RecipeMismatch(field, message) from None
     functions = []
     for index, term in enumerate(terms):
-        if term.function is not None:
-            raw = _load(term.function, index)
-        elif term.builtin is not None:
-            raw = _builtin(term)
+        where = f"rewards[{index}] ({term.name})"
+        if worker is not None and index in isolated:
+            raw = _in_worker(worker, index, term.timeout_s, where)
         else:
             assert model_reward is not None  # the stage loads it whenever a model term exists
             raw = model_reward
-        functions.append(_checked(raw, f"rewards[{index}] ({term.name})", term.name))
+        functions.append(_checked(raw, where, term.name))
     return functions, [term.weight for term in terms]
 
 
+def load_term(settings: dict[str, Any], index: int) -> RewardFn:
+    """A function or built-in term's function, as the user wrote it (made inside the worker, from the term's
+    settings)."""
+    term = RewardTerm.model_validate(settings)
+    return _load(term.function, index) if term.function is not None else _builtin(term)
+
+
 def weighted_sum(functions: list[RewardFn], weights: list[float]) -> RewardFn:
-    """The reward terms as one function: each completion's weighted sum of the terms' values (its score)."""
+    """The reward terms as one function: each completion's weighted sum of the terms' values (its score); a sum
+    that overflows (a weight times a huge value) is a RewardFailed, never an `Infinity` in the outputs."""
 
     def score(prompts: list[Any], completions: list[Any], **columns: Any) -> list[float]:
         parts = [f(prompts, completions, **columns) for f in functions]
-        return [sum(w * p[i] for w, p in zip(weights, parts, strict=True)) for i in range(len(completions))]
+        sums = [sum(w * p[i] for w, p in zip(weights, parts, strict=True)) for i in range(len(completions))]
+        if bad := next((s for s in sums if not math.isfinite(s)), None):
+            raise RewardFailed(f"the weighted sum of the reward terms is {bad} (a weight times a value overflowed)")
+        return sums
 
     return score
+
+
+def _in_worker(worker: Any, index: int, timeout_s: float, where: str) -> RewardFn:
+    from llmctl.models.isolated import WorkerFailed
+
+    def reward(prompts: list[Any], completions: list[Any], **columns: Any) -> list[float]:
+        try:
+            return worker.call(index, (prompts, completions), _sendable(columns), timeout_s, f"reward {where}")
+        except WorkerFailed as err:
+            raise RewardFailed(str(err)) from None
+
+    return reward
+
+
+def _sendable(columns: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments that can travel to the worker: data columns and TRL's trainer_state; TRL's
+    log_extra/log_metric callbacks (methods of the trainer) cannot, and are left out."""
+    import pickle
+
+    kept = {}
+    for key, value in columns.items():
+        if callable(value):
+            continue
+        try:
+            pickle.dumps(value)
+        except Exception:  # noqa: BLE001 - whatever pickle refuses stays behind
+            continue
+        kept[key] = value
+    return kept
 
 
 def _load(function: str, index: int) -> RewardFn:
@@ -63,6 +116,7 @@ def _load(function: str, index: int) -> RewardFn:
                 raise RecipeMismatch(field, f"{field}: no file {module_name}")
             module = importlib.util.module_from_spec(spec)
             sys.modules[spec.name] = module
+            sys.path.insert(0, str(path.parent.absolute()))  # its own helpers beside it import as they would run
             spec.loader.exec_module(module)
         else:
             module = importlib.import_module(module_name)
@@ -80,6 +134,8 @@ def _checked(fn: RewardFn, where: str, name: str) -> RewardFn:
     def reward(prompts: list[Any], completions: list[Any], **columns: Any) -> list[float]:
         try:
             values = fn(prompts, completions, **columns)
+        except RewardFailed:
+            raise
         except Exception as err:
             raise RewardFailed(f"reward {where} raised {type(err).__name__}: {err}") from err
         if not isinstance(values, (list, tuple)) or len(values) != len(completions):

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
+from llmctl import signals
 from llmctl.artifacts import Artifact, ArtifactKind
 from llmctl.data.formats import allowed
 from llmctl.errors import StageFailed
@@ -163,7 +164,7 @@ def _scorer(spec: GenerateSpec, ctx: StageContext) -> Callable[..., list[float]]
 
         path = ctx.input("reward_model")
         model_term = RewardScorer(path, causal_lm.load_tokenizer(path)).reward_function()
-    return weighted_sum(*reward_functions(spec.rewards, model_term))
+    return weighted_sum(*reward_functions(spec.rewards, model_term, ctx.logs_dir / "library.out"))
 
 
 def _generate(
@@ -184,6 +185,7 @@ def _generate(
     progress.parent.mkdir(parents=True, exist_ok=True)
     with open(progress, "a", encoding="utf-8") as sink:
         for start in range(0, total, spec.batch_size):
+            signals.raise_if_requested()  # a stop request ends the stage between batches; the next run resumes
             batch = [i for i in range(start, min(start + spec.batch_size, total)) if i not in done]
             if batch:
                 texts = sampler([prompts[i]["prompt"] for i in batch], ctx.seed + start)

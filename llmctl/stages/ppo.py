@@ -203,7 +203,9 @@ def run(spec: PPOSpec, ctx: StageContext) -> Artifact:
     tokenizer = causal_lm.load_tokenizer(ctx.input("model"))
     model_scorer = RewardScorer(ctx.input("reward_model"), tokenizer) if "reward_model" in ctx.inputs else None
     functions, weights = (
-        reward_functions(spec.rewards, model_scorer.reward_function() if model_scorer else None)
+        reward_functions(
+            spec.rewards, model_scorer.reward_function() if model_scorer else None, ctx.logs_dir / "library.out"
+        )
         if spec.rewards
         else ([], [])
     )  # loaded before the policy: a function that does not resolve fails at once

@@ -49,6 +49,8 @@ class TokenizerSpec(Block):
 class PretrainSpec(TrainingSpec):
     """Causal-LM pretraining with the Hugging Face Trainer."""
 
+    eval_metrics = ("eval_loss",)
+
     type: Literal["pretrain"] = "pretrain"
     """pretrain: train a causal LM from scratch (or continue) with the Hugging Face Trainer."""
     model: PretrainModel

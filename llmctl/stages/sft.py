@@ -23,6 +23,8 @@ SHAPES: tuple[Shape, ...] = ("text", "sft")  # the data shapes sft trains on (da
 class SFTSpec(TunedLMSpec):
     """Supervised fine-tuning with TRL's SFTTrainer."""
 
+    eval_metrics = ("eval_loss", "eval_mean_token_accuracy", "eval_entropy", "eval_num_tokens")
+
     type: Literal["sft"] = "sft"
     """sft: supervised fine-tuning with TRL's SFTTrainer."""
     model: str = PREVIOUS

@@ -79,6 +79,7 @@ CLI_MAY_IMPORT = {
     "llmctl.api",
     "llmctl.errors",
     "llmctl.redaction",
+    "llmctl.reaper",  # the watcher (cli/supervise.py) ends what a run left running: process plumbing, a leaf
     "llmctl.rundir",
     "llmctl.render",
     "llmctl.pipeline",
