@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmctl import runlog
-from llmctl.errors import GateFailed
+from llmctl.errors import GateFailed, LlmctlError
 from llmctl.redaction import redact
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ class Firing:
         if run_dir is not None:
             try:
                 runlog.append(run_dir, record)
-            except OSError as problem:  # a full disk must not hide the run's own outcome
+            except (OSError, LlmctlError) as problem:  # a full disk or a planted link must not hide the outcome
                 self.forward({"event": "warning", "message": f"run history not written: {problem}"})
         self.forward(
             {"event": "outcome", "outcome": outcome, "exit_code": code, "run_id": self.run_id, "record": record}

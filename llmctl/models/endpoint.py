@@ -128,6 +128,11 @@ class Endpoint:
         _LIMIT.bytes = limit
         try:
             return request()
+        except openai.APITimeoutError:
+            raise EndpointFailed(
+                f"endpoint {self.spec.url}: no complete reply within {self.spec.timeout_s:g} s (timeout_s bounds the "
+                "whole request, however slowly the reply arrives)"
+            ) from None
         except openai.OpenAIError as err:
             raise EndpointFailed(f"endpoint {self.spec.url}: {type(err).__name__}: {err}") from None
         except ValueError as err:  # a body that is not JSON

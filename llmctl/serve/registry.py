@@ -73,7 +73,13 @@ class Registry:
             raise UsageError(
                 f"no version {version} of model '{name}' in {self.root}; versions: {', '.join(self.versions(name)) or 'none'}"
             )
-        return json.loads(path.read_text())
+        try:
+            found = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise UsageError(f"{path} is damaged ({type(err).__name__}: {err}); that version cannot be used") from None
+        if not isinstance(found, dict):
+            raise UsageError(f"{path} is damaged (not a JSON object); that version cannot be used")
+        return found
 
     def current(self, name: str) -> str | None:
         return self.alias(name, CURRENT)
@@ -152,7 +158,10 @@ class Registry:
         files = file_manifest(source)
         files.pop(INFO, None)
         for version in reversed(self.versions(name)):
-            recorded = dict(self.info(name, version).get("files") or {})
+            try:
+                recorded = dict(self.info(name, version).get("files") or {})
+            except UsageError:  # a damaged old version is not the one these files are; it blocks nothing
+                continue
             recorded.pop(INFO, None)
             if recorded == files and not self.damage(name, version):
                 return version
@@ -183,6 +192,7 @@ class Registry:
 
     def promote(self, name: str, version: str, reason: str = "", alias: str = CURRENT) -> None:
         """Point `alias` (default `current`, the served one) at `version` with one rename (atomic for readers)."""
+        self._existing(name)
         with self._lock(name):
             self._promote(name, version, reason, alias=alias)
 
@@ -219,6 +229,7 @@ class Registry:
     def rollback(self, name: str, reason: str = "") -> str:
         """Serve again the version that was current before the current one (by the audit trail; for a registry
         without one, the version numbered before it); returns it."""
+        self._existing(name)
         with self._lock(name):
             versions, current = self.versions(name), self.current(name)
             previous = self._served_before(name, current, versions)
@@ -266,10 +277,20 @@ class Registry:
         kept = {v for v in (*self.aliases(name).values(), protect) if v}  # what an alias names stays
         removable = [v for v in self.versions(name) if v not in kept]
         doomed = removable[: max(len(removable) - max(keep - len(kept), 0), 0)]
+        pruned = []
         for version in doomed:
-            shutil.rmtree(self._folder(name) / version)
+            try:
+                shutil.rmtree(self._folder(name) / version)
+            except OSError:  # left for the next prune: the version just published stays live either way
+                continue
             self._log(name, "prune", version)
-        return doomed
+            pruned.append(version)
+        return pruned
+
+    def _existing(self, name: str) -> None:
+        """A UsageError unless the registry holds model `name` (a typo must not create a folder)."""
+        if not self._folder(name).is_dir():
+            raise UsageError(f"no model '{name}' in {self.root} (models there: {', '.join(self.names()) or 'none'})")
 
     def _folder(self, name: str) -> Path:
         if not NAME_RE.match(name):
