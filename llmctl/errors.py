@@ -96,6 +96,13 @@ class DataError(LlmctlError):
     exit_code = 2
 
 
+class InvalidModel(LlmctlError):
+    """A model file that is damaged or not what its folder says it is (a truncated or garbage GGUF, a FIFO in
+    its place), found before it is loaded."""
+
+    exit_code = 2
+
+
 class GateFailed(LlmctlError):
     """A quality gate rejected the results (of stage `stage`, when known)."""
 

@@ -73,9 +73,11 @@ def estimate_stage(spec: StageSpec, config: Any, dtype: str) -> ModelEstimate:
     hidden = getattr(config, "hidden_size", getattr(config, "n_embd", 0)) or 0
     layers = getattr(config, "num_hidden_layers", getattr(config, "n_layer", 0)) or 0
     width = BYTES.get(dtype, 4)
-    if train is None:  # runs the model only: its weights and one sequence's KV cache (keys and values per layer)
+    if train is None:  # runs the model only: its weights, each sequence's KV cache and a step's fp32 logits
         total = count_parameters(config)[0]
-        cache = 2 * layers * hidden * (spec.seq_len or DEFAULT_SEQ_LEN) * width
+        sequences = spec.sequences_at_once
+        vocab = getattr(config, "vocab_size", 0) or 0
+        cache = 2 * layers * hidden * (spec.seq_len or DEFAULT_SEQ_LEN) * width * sequences + sequences * vocab * 4
         return ModelEstimate(total, 0, (total * width + cache) / 2**30, inference=True)
     total, trainable = count_parameters(config, peft, spec.produces.value)
     tokens = train.batch_size * (spec.seq_len or DEFAULT_SEQ_LEN)

@@ -3,17 +3,19 @@ atomic stage commits and the manifest. Stages themselves know none of this."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from llmctl import fingerprint as fp
-from llmctl import reaper, tracking
+from llmctl import tracking
 from llmctl.artifacts import Artifact
 from llmctl.context import Emit, StageContext
 from llmctl.data.fingerprint import content_key, fingerprint_data, fingerprint_source
@@ -362,7 +364,7 @@ def _run_step(plan: Plan, step: Step, artifacts: dict[str, Artifact], manifest: 
         spec = with_datasets(step.spec, inputs)  # `path: stage:NAME` data reads the rows that stage wrote
         launcher = effective_launcher(spec, plan.recipe)
         with (
-            reaper.ending_new_children(),  # a helper the stage left behind (its reward worker, a fork) ends with it
+            _ending_workers(),
             tracking.stage_runs(spec, ctx, launched=launcher.engine != "none") as log_stage_metrics,
         ):
             if launcher.engine == "none":
@@ -395,6 +397,18 @@ def _run_step(plan: Plan, step: Step, artifacts: dict[str, Artifact], manifest: 
         _record(manifest, step.name, status="failed", finished=_now(), error=cause)
         raise StageFailed(step.name, cause, str(log) if log else None) from None
     return _commit(step, artifact, ctx, manifest, started, emit)
+
+
+@contextlib.contextmanager
+def _ending_workers() -> Iterator[None]:
+    """The stage's user-code workers (reward functions) end with the stage, whatever happened; what they forked
+    is ended by `llmctl run`'s watcher, the run's child subreaper."""
+    from llmctl.models import isolated
+
+    try:
+        yield
+    finally:
+        isolated.close_all()
 
 
 def effective_launcher(spec: StageSpec, recipe: Recipe) -> LauncherSpec:

@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -57,17 +57,6 @@ def end(pids: Iterable[int], grace_s: float = GRACE_S) -> list[int]:
         ended += sorted(pending)
         pending = children() - set(ended)
     return ended
-
-
-@contextlib.contextmanager
-def ending_new_children() -> Iterator[None]:
-    """Child processes that appear during the block and are still alive at its end are ended (a stage's)."""
-    before = children()
-    try:
-        yield
-    finally:
-        if leftover := children() - before:
-            end(leftover)
 
 
 def _signal(pids: Iterable[int], sig: int) -> None:

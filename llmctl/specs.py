@@ -289,6 +289,11 @@ class StageSpec(Block):
         """Frozen copies of the model held beside the trained one (dpo's reference), for the memory estimate."""
         return 0
 
+    @property
+    def sequences_at_once(self) -> int:
+        """Sequences a stage that runs the model decodes together (each holds a KV cache), for the estimate."""
+        return 1
+
 
 if TYPE_CHECKING:
     DataFormat = str
@@ -531,6 +536,22 @@ class RewardTerm(Block):
             return self.function.rsplit(":", 1)[1]
         return self.builtin or "reward_model"
 
+    def source_files(self) -> list[str]:
+        """The files a function term runs: its own and the local modules it imports, transitively (beside it, or
+        in the working directory) — each fingerprinted like data, so editing a helper re-runs the stage."""
+        first = self.source_file()
+        if first is None:
+            return []
+        found: list[str] = []
+        pending = [Path(first)]
+        while pending:
+            path = pending.pop()
+            if str(path) in found or len(found) >= MAX_SOURCE_FILES:
+                continue
+            found.append(str(path))
+            pending += _local_imports(path)
+        return found
+
     def source_file(self) -> str | None:
         """The file defining a function term (fingerprinted like data), or None when it cannot be found."""
         if self.function is None:
@@ -543,6 +564,33 @@ class RewardTerm(Block):
         except (ImportError, ValueError):
             return None
         return found.origin if found is not None and found.origin not in (None, "built-in", "frozen") else None
+
+
+MAX_SOURCE_FILES = 200
+
+
+def _local_imports(path: Path) -> list[Path]:
+    """The modules `path` imports that live in its folder or the working directory (not installed packages)."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+    except (OSError, SyntaxError, ValueError):
+        return []
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            names += [base] if base else []
+            names += [f"{base}.{alias.name}".lstrip(".") for alias in node.names]
+    found = []
+    for root in dict.fromkeys((path.parent, Path("."))):
+        for name in names:
+            parts = name.split(".")
+            for candidate in (root.joinpath(*parts).with_suffix(".py"), root.joinpath(*parts, "__init__.py")):
+                if candidate.is_file() and candidate.resolve() != path.resolve():
+                    found.append(candidate)
+    return found
 
 
 class PeftSpec(Block):

@@ -108,11 +108,12 @@ def firing_run(recipe: Recipe, lineage: dict[str, Any]) -> Iterator[None]:
     if "mlflow" not in {n for spec in recipe.stages for n in stage_trackers(spec, recipe.report_to)}:
         yield
         return
+    configure(["mlflow"], recipe.name)
+    check_mlflow_server(os.environ["MLFLOW_TRACKING_URI"])
     import mlflow
 
-    from llmctl.errors import GateFailed
+    from llmctl.errors import GateFailed, Interrupted
 
-    configure(["mlflow"], recipe.name)
     mlflow.set_experiment(os.environ["MLFLOW_EXPERIMENT_NAME"])
     git = lineage.get("git") or {}
     tags = {"llmctl.run_id": lineage.get("run_id", ""), "llmctl.git_commit": git.get("commit", "")}
@@ -126,7 +127,7 @@ def firing_run(recipe: Recipe, lineage: dict[str, Any]) -> Iterator[None]:
                 "rejected"
                 if isinstance(err, GateFailed)
                 else "interrupted"
-                if isinstance(err, KeyboardInterrupt)
+                if isinstance(err, (KeyboardInterrupt, Interrupted))
                 else "failed"
             )
             mlflow.set_tag("llmctl.outcome", outcome)
@@ -134,6 +135,31 @@ def firing_run(recipe: Recipe, lineage: dict[str, Any]) -> Iterator[None]:
             raise
         mlflow.set_tag("llmctl.outcome", "complete")
         del run
+
+
+PROBE_S = 3.0
+
+
+def check_mlflow_server(uri: str) -> None:
+    """An http(s) tracking server that does not accept a connection within PROBE_S is a UsageError (exit 2)
+    before any stage runs: mlflow's client retries for minutes (a run stalled 261 s, then failed as an
+    internal error)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from llmctl.errors import UsageError
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=PROBE_S).close()
+    except OSError as err:
+        raise UsageError(
+            f"MLFLOW_TRACKING_URI {uri} does not answer ({err}); start the tracking server, or unset "
+            "MLFLOW_TRACKING_URI to log to ./mlruns"
+        ) from None
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import sys
@@ -249,13 +250,15 @@ def run(
 
 @contextlib.contextmanager
 def _recorded(record: dict[str, Any]) -> Iterator[None]:
-    """Tell the watcher the firing was recorded (once it was), and end what the run left running: a process
-    that outlives `llmctl run` holds its pipes and memory (under cron, one per firing)."""
-    if os.environ.get("LLMCTL_SUPERVISE") == "0" and not os.environ.get(CHILD_ENV):  # unwatched CLI: adopt orphans
+    """Tell the watcher the firing was recorded (once it was). Unwatched (LLMCTL_SUPERVISE=0), this process
+    adopts what the run leaves behind and ends it at exit — after the libraries' own exit handlers (a tracker's
+    service process is still needed by them): a process that outlives `llmctl run` holds its pipes and memory
+    (under cron, one per firing)."""
+    if os.environ.get("LLMCTL_SUPERVISE") == "0" and not os.environ.get(CHILD_ENV):
         reaper.become_subreaper()
+        atexit.register(lambda: reaper.end(reaper.children()))  # atexit runs last-in first-out: this one last
     try:
-        with reaper.ending_new_children():
-            yield
+        yield
     finally:
         if record:
             recorded(record)

@@ -1,5 +1,5 @@
-"""Cheap, honest data fingerprints: a file's size and mtime, plus its content hash — recomputed only
-when size or mtime changed since the last run. Remote sources are identified by their URI."""
+"""Cheap, honest data fingerprints: a file's size, mtime and ctime, plus its content hash — recomputed only
+when one of them changed since the last run. Remote sources are identified by their URI."""
 
 from __future__ import annotations
 
@@ -70,10 +70,17 @@ def fingerprint_source(
         stat = file.stat()
         key = str(file)
         old = old_files.get(key, {})
-        same = old.get("size") == stat.st_size and old.get("mtime") == stat.st_mtime_ns
+        # ctime too: an edit that restores size and mtime (`touch -d`, a same-second write) still changes ctime,
+        # which no user call can set back
+        same = (old.get("size"), old.get("mtime"), old.get("ctime")) == (
+            stat.st_size,
+            stat.st_mtime_ns,
+            stat.st_ctime_ns,
+        )
         files[key] = {
             "size": stat.st_size,
             "mtime": stat.st_mtime_ns,
+            "ctime": stat.st_ctime_ns,
             "sha256": old["sha256"] if same and "sha256" in old else sha256_file(file),
         }
     return {"uri": path, "files": files}

@@ -204,9 +204,12 @@ def modelfile(folder: str) -> str:
     lines = [
         "# Ollama: `ollama create NAME -f Modelfile` in this folder, then `ollama run NAME`. Written by llmctl.",
         f"FROM ./{FILE}",
-        f'TEMPLATE """{template}"""',
     ]
-    lines += [f"PARAMETER stop {_quoted(stop)}" for stop in stops]
+    if '"""' in template:  # a Modelfile's triple quotes have no escape: the template would end early and inject lines
+        lines.append("# no TEMPLATE: the chat template holds three double quotes, which a Modelfile cannot quote")
+    else:
+        lines.append(f'TEMPLATE """{template}"""')
+    lines += [f"PARAMETER stop {_quoted(stop)}" for stop in stops if stop.isprintable()]  # a newline would inject
     if context := context_length(AutoConfig.from_pretrained(folder)):
         lines.append(f"PARAMETER num_ctx {context}")
     if (Path(folder) / "generation_config.json").is_file():
@@ -520,8 +523,49 @@ def _last_logits(llm: Any) -> Any:
     return llama_cpp.llama_get_logits_ith(llm.ctx, -1)
 
 
+GGUF_MAGIC = b"GGUF"
+
+
+def check_file(path: Path) -> None:
+    """An InvalidModel (exit 2) unless `path` is a regular file with a GGUF header whose counts fit its size:
+    llama.cpp itself blocks on a FIFO, and a garbage or absurd header is an internal error or worse."""
+    import stat
+    import struct
+
+    from llmctl.errors import InvalidModel
+
+    def invalid(why: str) -> InvalidModel:
+        return InvalidModel(
+            f"{path} is not a valid GGUF file: {why}; convert the model again (quantize: {{backend: gguf}})"
+        )
+
+    try:
+        info = path.stat()
+    except OSError as err:
+        raise invalid(f"it cannot be read ({err.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise invalid("it is not a regular file")
+    with open(path, "rb") as handle:
+        head = handle.read(24)
+    if len(head) < 24 or head[:4] != GGUF_MAGIC:
+        raise invalid("it does not start with the GGUF magic")
+    version, tensors, values = struct.unpack("<IQQ", head[4:])
+    if version not in (2, 3):
+        raise invalid(f"GGUF version {version} (llama.cpp reads 2 and 3)")
+    if tensors == 0 or tensors * 24 > info.st_size or values * 8 > info.st_size:
+        raise invalid(f"its header claims {tensors} tensors and {values} metadata entries in {info.st_size} bytes")
+
+
 def load(folder: str) -> GGUFCausalLM:
-    return GGUFCausalLM(folder)
+    """The GGUF model in `folder` (its file checked first; a file llama.cpp refuses is an InvalidModel too)."""
+    from llmctl.errors import InvalidModel
+
+    path = Path(folder) / FILE
+    check_file(path)
+    try:
+        return GGUFCausalLM(folder)
+    except ValueError as err:  # llama-cpp-python: "Failed to load model from file"
+        raise InvalidModel(f"{path} is not a valid GGUF file: llama.cpp refused it ({err})") from None
 
 
 def main(argv: list[str]) -> int:

@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ class Worker:
 
     def __init__(self, loader: str, items: dict[int, Any], output: Path | None) -> None:
         self._process: subprocess.Popen[bytes] | None = None
+        _OPEN.add(self)
         self._start(loader, items, output)
 
     def _start(self, loader: str, items: dict[int, Any], output: Path | None) -> None:
@@ -136,6 +138,15 @@ class Worker:
         if process.poll() is None:
             process.kill()
         process.wait()
+
+
+_OPEN: weakref.WeakSet[Worker] = weakref.WeakSet()
+
+
+def close_all() -> None:
+    """Stop every worker still running (the pipeline calls this when a stage ends: its workers end with it)."""
+    for worker in list(_OPEN):
+        worker.close()
 
 
 def _describe_exit(code: int | None) -> str:

@@ -206,6 +206,10 @@ class BenchmarkSpec(StageSpec):
 
     produces = ArtifactKind.eval_report
 
+    @property
+    def sequences_at_once(self) -> int:
+        return max([self.batch_size, *(self.speed.batch_sizes if self.speed else [])])
+
     @model_validator(mode="after")
     def _something_to_measure(self) -> BenchmarkSpec:
         if not (self.tasks or self.local_tasks or self.perplexity or self.speed or self.judge):

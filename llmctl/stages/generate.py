@@ -106,9 +106,17 @@ class GenerateSpec(StageSpec):
         return slots
 
     def data_files(self) -> dict[str, str]:
-        """Reward functions' files: part of the fingerprint (edit one and the stage re-runs)."""
-        files = {f"rewards[{i}].function": term.source_file() for i, term in enumerate(self.rewards)}
-        return {field: path for field, path in files.items() if path}
+        """Reward functions' files and the local modules they import: part of the fingerprint (edit one and the
+        stage re-runs)."""
+        return {
+            f"rewards[{i}].function" + (f" ({Path(path).name})" if n else ""): path
+            for i, term in enumerate(self.rewards)
+            for n, path in enumerate(term.source_files())
+        }
+
+    @property
+    def sequences_at_once(self) -> int:
+        return self.batch_size * self.n  # a batch's prompts, each with n samples
 
     @property
     def dataset_format(self) -> str:

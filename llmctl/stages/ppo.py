@@ -179,9 +179,13 @@ class PPOSpec(TrainingSpec):
         return next((term.model for term in self.rewards if term.model is not None), None)
 
     def data_files(self) -> dict[str, str]:
-        """Reward functions' files: part of the fingerprint (edit one and the stage re-runs)."""
-        files = {f"rewards[{i}].function": term.source_file() for i, term in enumerate(self.rewards)}
-        return {field: path for field, path in files.items() if path}
+        """Reward functions' files and the local modules they import: part of the fingerprint (edit one and the
+        stage re-runs)."""
+        return {
+            f"rewards[{i}].function" + (f" ({Path(path).name})" if n else ""): path
+            for i, term in enumerate(self.rewards)
+            for n, path in enumerate(term.source_files())
+        }
 
     @property
     def reference_columns(self) -> tuple[str, ...]:

@@ -53,7 +53,7 @@ REPLIES = {  # mode: (status, content type, body) — or a callable writing the 
 class Hostile(BaseHTTPRequestHandler):
     mode = "html"
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if self.mode == "trickle":
             self.send_response(200)
