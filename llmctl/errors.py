@@ -15,7 +15,7 @@ EXIT_CODES: dict[int, tuple[str, str]] = {  # code: (short, for --help; long, fo
     2: (
         "invalid recipe/usage/data",
         "invalid recipe, data or command-line usage (nothing ran; bad data stops the stage "
-        "before its model loads, naming file:line or the source row)",
+        "before its model loads, naming file:line or the source row), or a damaged model file (a GGUF that is not one)",
     ),
     3: (
         "quality gate failed",
