@@ -332,6 +332,10 @@ def _enforce_gate(step: Step, artifact: Artifact, smoke: bool, emit: Emit, manif
 def _run_step(plan: Plan, step: Step, artifacts: dict[str, Artifact], manifest: Manifest, emit: Emit) -> Artifact:
     if step.action == "run":
         remove(step.tmp_dir)
+    elif step.tmp_dir.is_dir():  # resuming: a link planted among the stage's folders (logs/ → elsewhere) goes
+        for entry in step.tmp_dir.iterdir():
+            if entry.is_symlink():
+                entry.unlink()
     step.tmp_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(step.tmp_dir / FINGERPRINT_FILE, step.fingerprint)
     earlier = _earlier_attempts_s(manifest.stage(step.name), step) if step.action == "resume" else 0.0

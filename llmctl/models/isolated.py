@@ -17,6 +17,7 @@ deadlock in them), and its `spawn` re-imports the caller's `__main__` (the CLI s
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import subprocess
@@ -107,8 +108,7 @@ class Worker:
                 if self._receive.poll(POLL_S):
                     return self._receive.recv()
             except (EOFError, OSError):
-                code = self._process.wait(timeout=5) if self._process else None
-                self.close()
+                code = self._ended()
                 raise WorkerFailed(
                     f"{where} ended its process ({_describe_exit(code)}); return the values instead"
                 ) from None
@@ -127,6 +127,16 @@ class Worker:
                     f"{where} did not return within {timeout_s:g} s (timeout_s); it was stopped. Make it faster "
                     "or raise the term's timeout_s"
                 )
+
+    def _ended(self) -> int | None:
+        """The exit status of a worker whose pipe closed (None: it closed the pipe and lived on, so it is killed)."""
+        process = self._process
+        code = None
+        if process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = process.wait(timeout=1)
+        self.close()
+        return code
 
     def close(self) -> None:
         """Stop the worker (idempotent)."""
@@ -151,7 +161,7 @@ def close_all() -> None:
 
 def _describe_exit(code: int | None) -> str:
     if code is None:
-        return "no exit status"
+        return "it closed its connection to llmctl"
     if code < 0:
         return (
             f"killed by {signal.Signals(-code).name}"

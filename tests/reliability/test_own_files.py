@@ -167,3 +167,20 @@ def test_appends_start_on_a_line_of_their_own(tmp_path: Path) -> None:
     path.write_text('{"action": "publish", "ver')
     jsonl.append(path, {"action": "promote", "version": "v2"})
     assert jsonl.read_last(path, "action") == [{"action": "promote", "version": "v2"}]
+
+
+@pytest.mark.slow
+def test_a_link_planted_in_a_stage_being_resumed_is_not_written_through(tiny_recipe, workdir: Path) -> None:
+    from tests.conftest import kill_run_at_step
+
+    recipe = tiny_recipe(steps=30, save_steps=5)
+    assert kill_run_at_step(recipe, workdir, step=10) == -9
+    tmp = workdir / "runs/tiny/01-pretrain.tmp"
+    outside = workdir / "outside"
+    outside.mkdir()
+    shutil.rmtree(tmp / "logs", ignore_errors=True)
+    (tmp / "logs").symlink_to(outside)
+    code = runner.invoke(app, ["run", str(recipe)]).exit_code
+    assert code == 0
+    assert list(outside.iterdir()) == []
+    assert (workdir / "runs/tiny/01-pretrain/logs").is_dir()

@@ -293,3 +293,51 @@ def test_a_hung_notify_command_is_ended_with_its_children(tiny_recipe, workdir: 
     assert "did not finish within 2 s" in result.output
     time.sleep(0.5)
     assert leftover_processes(workdir) == []
+
+
+def worker_reward(tmp_path: Path, body: str, timeout_s: float = 5) -> object:
+    """A reward function with `body`, loaded through the worker as a stage loads it."""
+    from llmctl.models.rewards import reward_functions
+    from llmctl.specs import RewardTerm
+
+    (tmp_path / "hostile.py").write_text(REWARD.format(body="\n".join(f"    {line}" for line in body.splitlines())))
+    term = RewardTerm(function=f"{tmp_path}/hostile.py:score", timeout_s=timeout_s)
+    return reward_functions([term], None, tmp_path / "library.out")[0][0]
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        ("return (x for x in completions)", "cannot be sent back"),
+        ("os.closerange(3, 1024)\ntime.sleep(3600)", "closed its connection"),
+        ("os.kill(os.getpid(), 9)", "killed by SIGKILL"),
+    ],
+    ids=["unpicklable", "closes-its-pipe", "kills-itself"],
+)
+def test_more_ways_for_a_reward_worker_to_break(tmp_path: Path, body: str, said: str) -> None:
+    from llmctl.models.rewards import RewardFailed
+
+    reward = worker_reward(tmp_path, body)
+    started = time.monotonic()
+    with pytest.raises(RewardFailed, match=said):
+        reward(["q"], ["a"])  # type: ignore[operator]
+    assert time.monotonic() - started < 8
+
+
+def test_a_module_that_exits_while_importing_is_a_recipe_mismatch(tmp_path: Path) -> None:
+    from llmctl.errors import RecipeMismatch
+    from llmctl.models.rewards import reward_functions
+    from llmctl.specs import RewardTerm
+
+    (tmp_path / "bad.py").write_text("import sys\nsys.exit(0)\n")
+    with pytest.raises(RecipeMismatch, match=r"rewards\[0\].function.*SystemExit\(0\)"):
+        reward_functions([RewardTerm(function=f"{tmp_path}/bad.py:score")], None, None)
+
+
+def test_raw_writes_to_stdout_land_in_the_stage_log(tmp_path: Path) -> None:
+    reward = worker_reward(tmp_path, "os.write(1, b'raw line\\n')\nreturn [1.0] * len(completions)")
+    assert reward(["q"], ["a"]) == [1.0]  # type: ignore[operator]
+    from llmctl.models import isolated
+
+    isolated.close_all()
+    assert "raw line" in (tmp_path / "library.out").read_text()
