@@ -26,11 +26,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 demo: setup
 	$(VENV)/bin/llmctl run recipes/quickstart.yaml
 
-# The house rules, kept by tools: lint, import order, modern syntax, likely bugs, formatting, types.
+# The house rules, kept by tools: lint, import order, modern syntax, likely bugs, formatting, types, and the layers
+# between packages (import-linter's contracts in pyproject.toml).
 lint: setup
 	$(VENV)/bin/ruff check llmctl tests scripts
 	$(VENV)/bin/ruff format --check llmctl tests scripts
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 test: lint
 	$(PY) -m pytest

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from llmctl.errors import UsageError
-from llmctl.history import load_run
-from llmctl.rundir import RUNS_ROOT, TMP_SUFFIX
+from llmctl.store.layout import RUNS_ROOT, TMP_SUFFIX
+from llmctl.store.runs import load_run
 
 PANELS = {  # each panel has its own y axis: a KL of 0.01 and a value loss of 20 stay readable
     "loss": {"loss": "train loss", "eval_loss": "eval loss"},

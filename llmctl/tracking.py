@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from llmctl.context import StageContext
-    from llmctl.schema import Recipe
-    from llmctl.specs import StageSpec
+    from llmctl.spec.context import StageContext
+    from llmctl.spec.recipe import RecipeBase as Recipe
+    from llmctl.spec.stage import StageSpec
 
 
 def stage_trackers(spec: StageSpec, recipe_trackers: Sequence[str]) -> list[str]:
@@ -169,8 +169,6 @@ def _mlflow_run(ctx: StageContext, launched: bool) -> Iterator[Log]:
     FAILED."""
     import mlflow
 
-    from llmctl.rundir import dump_resolved
-
     mlflow.set_experiment(os.environ["MLFLOW_EXPERIMENT_NAME"])
     rejected: list[bool] = []
     nested = mlflow.active_run() is not None
@@ -178,7 +176,7 @@ def _mlflow_run(ctx: StageContext, launched: bool) -> Iterator[Log]:
         items = [(f"llmctl.{key}", value[:6000]) for key, value in recipe_params(ctx).items()]
         for start in range(0, len(items), 100):  # mlflow takes at most 100 params per call
             mlflow.log_params(dict(items[start : start + 100]))
-        mlflow.log_text(dump_resolved(ctx.recipe), "llmctl/recipe.resolved.yaml")
+        mlflow.log_text(ctx.recipe.resolved_yaml(), "llmctl/recipe.resolved.yaml")
         if launched:
             os.environ["MLFLOW_RUN_ID"] = run.info.run_id  # inherited by the launcher's processes
         try:

@@ -167,8 +167,8 @@ def tiny_gguf(tiny_lm: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def stage_context(tmp_path: Path):
     """Build what a stage's `run(spec, ctx)` takes, to call it directly (no CLI, no pipeline, no run folder):
     `make(stage_dict, inputs={"model": folder}, **recipe_settings)` -> (spec, ctx, events the stage emitted)."""
-    from llmctl.context import StageContext
-    from llmctl.schema import Recipe
+    from llmctl.recipe.schema import Recipe
+    from llmctl.spec.context import StageContext
 
     def make(stage: dict, inputs: dict | None = None, **settings: object) -> tuple:
         recipe = Recipe.model_validate({"name": "direct", "dtype": "fp32", **settings, "stages": [stage]})

@@ -30,7 +30,7 @@ from llmctl.cli.common import (
 from llmctl.cli.supervise import CHILD_ENV, note, recorded
 from llmctl.errors import LlmctlError
 from llmctl.redaction import RedactedStream
-from llmctl.rundir import RUNS_ROOT
+from llmctl.store.layout import RUNS_ROOT
 
 FromOpt = Annotated[str | None, typer.Option("--from", help="Re-run this stage and all after it.")]
 OnlyOpt = Annotated[
@@ -96,7 +96,7 @@ def plan(
 ) -> None:
     """Show what `run` would do: stages in order, inputs, cached/run/resume and why, model sizes and memory."""
     from llmctl.hardware import detect
-    from llmctl.pipeline import Selection
+    from llmctl.run.plan import Selection
 
     OUTPUT.recipe = str(recipe)
     if junit is not None:
@@ -204,8 +204,8 @@ def run(
     ] = False,
 ) -> None:
     """Run a recipe: cached stages are skipped, changed ones re-run, interrupted ones resume."""
-    from llmctl.pipeline import Selection
     from llmctl.render import JsonRenderer, RichRenderer
+    from llmctl.run.plan import Selection
 
     # Bound to this invocation's stdout, so stages' library_output() redirection cannot swallow events.
     stdout: TextIO = RedactedStream(sys.stdout)  # type: ignore[assignment]  # a TextIOBase

@@ -20,7 +20,7 @@ def schema(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
 ) -> None:
     """Print the JSON Schema of the recipe format (for editor completion)."""
-    from llmctl.schema import json_schema
+    from llmctl.recipe.schema import json_schema
 
     text = json.dumps(json_schema(), indent=2)
     if output:
@@ -45,7 +45,7 @@ def init(
 @handle_errors
 def recipes_list() -> None:
     """The recipes that ship with llmctl: name, stage chain and description."""
-    from llmctl.builtin import recipes
+    from llmctl.recipe.builtin import recipes
 
     found = recipes()
     table = Table("recipe", "stages", "description", box=None)
@@ -63,7 +63,7 @@ def recipes_copy(
     force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
 ) -> None:
     """Copy a built-in recipe here, to edit and run."""
-    from llmctl.builtin import copy_recipe
+    from llmctl.recipe.builtin import copy_recipe
 
     written = copy_recipe(name, dest, force)
     OUTPUT.result({"copied": name, "to": str(written)}, f"wrote {written} — next: llmctl plan {written}")

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from llmctl import api
 from llmctl.cli.common import OUTPUT, RootOpt, handle_errors, out
-from llmctl.rundir import RUNS_ROOT
+from llmctl.store.layout import RUNS_ROOT
 
 RunArg = Annotated[str, typer.Argument(metavar="RUN", help="Run name (under --root) or run folder.")]
 

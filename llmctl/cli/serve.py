@@ -118,8 +118,8 @@ def chat(
     repetition_penalty: Annotated[float, typer.Option(help="Above 1 discourages repeating tokens.")] = 1.0,
 ) -> None:
     """Chat with a model in the terminal, answers streamed as they are generated (/reset, /system, /exit)."""
-    from llmctl.chat import Conversation, Session, recipe_template, repl
     from llmctl.serve.requests import Sampling
+    from llmctl.serve.terminal_chat import Conversation, Session, recipe_template, repl
 
     path, _ = _model_source("chat", model_dir, registry, name).resolve()
     sampling = Sampling(temperature, top_p, top_k, repetition_penalty=repetition_penalty)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmctl.errors import RecipeMismatch
-from llmctl.specs import DataSpec
+from llmctl.spec.data import DataSpec
 
 CHATML = (
     "{%- for message in messages %}"

@@ -126,7 +126,8 @@ def resolve(path: str) -> str:
     import shutil
 
     from llmctl.errors import DataError
-    from llmctl.rundir import cache_root, replace_dir
+    from llmctl.store.files import replace_dir
+    from llmctl.store.layout import cache_root
 
     name = path[len(DEMO_SCHEME) :]
     if name not in DEMO_SETS:

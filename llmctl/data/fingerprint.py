@@ -7,8 +7,8 @@ import glob
 from pathlib import Path
 from typing import Any
 
-from llmctl.artifacts import sha256_file
-from llmctl.specs import DataSpec
+from llmctl.spec.data import DataSpec
+from llmctl.store.artifacts import sha256_file
 
 
 def local_files(pattern: str) -> list[Path]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from llmctl.errors import DataError, StorageError
-from llmctl.rundir import cache_root
+from llmctl.store.layout import cache_root
 
 REMOTE_SCHEMES = ("hub://", "al://", "s3://", "gcs://", "gs://", "az://", "azure://", "mem://")
 JSON_COLUMNS = "llmctl_json_columns"

@@ -8,11 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmctl.data import demo, diagnose, formats, hub, lake
+from llmctl.data import demo, diagnose, hub, lake
 from llmctl.data.fingerprint import local_files
 from llmctl.data.lengths import SOURCE_ROW, LengthLimit
 from llmctl.errors import DataError
-from llmctl.specs import DataSpec, split_path
+from llmctl.spec import formats
+from llmctl.spec.base import split_path
+from llmctl.spec.data import DataSpec
 
 if TYPE_CHECKING:
     from datasets import Dataset

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from llmctl.errors import RecipeMismatch
-from llmctl.specs import PeftSpec
+from llmctl.spec.training import PeftSpec
 
 ADAPTER_CONFIG = "adapter_config.json"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from llmctl.errors import RecipeMismatch
-from llmctl.specs import is_local_path
+from llmctl.spec.base import is_local_path
 
 DEFAULT_MODEL_TYPE = "gpt2"
 POSITION_FIELDS = ("n_positions", "max_position_embeddings")

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from llmctl.errors import RecipeMismatch
-from llmctl.specs import EndpointSpec
+from llmctl.spec.generation import EndpointSpec
 
 
 class EndpointFailed(RuntimeError):

@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from llmctl.errors import RecipeMismatch
-from llmctl.specs import PeftSpec
+from llmctl.spec.training import PeftSpec
 
 if TYPE_CHECKING:
-    from llmctl.context import StageContext
+    from llmctl.spec.context import StageContext
 
 
 def load_trainable(ref: str, peft: PeftSpec, max_length: int, ctx: StageContext) -> Any:

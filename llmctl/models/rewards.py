@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from llmctl.errors import RecipeMismatch
-from llmctl.specs import RewardTerm
+from llmctl.spec.generation import RewardTerm
 
 RewardFn = Callable[..., list[float]]
 NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?")

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmctl.errors import RecipeMismatch
-from llmctl.specs import TrainArgs
+from llmctl.spec.training import TrainArgs
 
 if TYPE_CHECKING:
-    from llmctl.context import StageContext
+    from llmctl.spec.context import StageContext
 
 
 def training_arguments(args: TrainArgs, ctx: StageContext, has_eval: bool) -> Any:

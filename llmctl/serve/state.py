@@ -30,7 +30,7 @@ class Source:
         """(folder, version label) to load now."""
         if self.path:
             return self.path, Path(self.path).name
-        from llmctl.serve.registry import Registry
+        from llmctl.store.registry import Registry
 
         registry = Registry(self.registry or "models")
         name = self.name or ""

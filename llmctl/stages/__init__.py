@@ -11,10 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from llmctl.artifacts import Artifact
-from llmctl.smokesize import SmokeSize
-from llmctl.specs import StageSpec
+from llmctl.spec.smokesize import SmokeSize
+from llmctl.spec.stage import StageSpec
 from llmctl.stages import benchmark, deploy, dpo, generate, ppo, pretrain, quantize, reward, sft
+from llmctl.store.artifacts import Artifact
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ ENTRIES: tuple[StageEntry, ...] = (
     StageEntry(deploy.DeploySpec, deploy.run, smoke=deploy.smoke, serve_after_run=deploy.serve_after_run),
 )
 
-# The union in llmctl.schema is built from this tuple; a test asserts they match.
+# The union in llmctl.recipe.schema is built from this tuple; a test asserts they match.
 SPECS: tuple[type[StageSpec], ...] = tuple(e.spec for e in ENTRIES)
 REGISTRY: dict[str, type[StageSpec]] = {e.type: e.spec for e in ENTRIES}
 _BY_TYPE: dict[str, StageEntry] = {e.type: e for e in ENTRIES}

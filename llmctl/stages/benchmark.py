@@ -12,24 +12,17 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, model_validator
 
 from llmctl import gate
-from llmctl.artifacts import Artifact, ArtifactKind
-from llmctl.data.formats import allowed
 from llmctl.errors import DataError, RecipeMismatch
-from llmctl.smokesize import SUFFIX, SmokeSize
-from llmctl.specs import (
-    GREEDY,
-    PREVIOUS,
-    Block,
-    DataSpec,
-    EndpointSpec,
-    GenerationSpec,
-    InputSlot,
-    PromptSetSpec,
-    StageSpec,
-)
+from llmctl.spec.base import PREVIOUS, Block, InputSlot
+from llmctl.spec.data import DataSpec, PromptSetSpec
+from llmctl.spec.formats import allowed
+from llmctl.spec.generation import GREEDY, EndpointSpec, GenerationSpec
+from llmctl.spec.smokesize import SUFFIX, SmokeSize
+from llmctl.spec.stage import StageSpec
+from llmctl.store.artifacts import Artifact, ArtifactKind
 
 if TYPE_CHECKING:
-    from llmctl.context import StageContext
+    from llmctl.spec.context import StageContext
 
 REGISTRY = "registry:"
 MODEL_KINDS = (ArtifactKind.causal_lm, ArtifactKind.adapter, ArtifactKind.quantized_lm)
@@ -368,7 +361,7 @@ def _reference(judge: JudgeSpec, ctx: StageContext) -> str | None:
     if "judge_reference" in ctx.inputs:
         return ctx.input("judge_reference")
     if judge.reference is not None:  # registry:DIR/NAME
-        from llmctl.serve.registry import Registry
+        from llmctl.store.registry import Registry
 
         folder, _, name = judge.reference.removeprefix(REGISTRY).rpartition("/")
         registry = Registry(Path(folder))

@@ -13,13 +13,15 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from llmctl import redaction
-from llmctl.artifacts import Artifact, ArtifactKind
 from llmctl.models import publish
-from llmctl.smokesize import SUFFIX, SmokeSize
-from llmctl.specs import NAME_PATTERN, PREVIOUS, Block, InputSlot, StageSpec
+from llmctl.spec.base import PREVIOUS, Block, InputSlot
+from llmctl.spec.smokesize import SUFFIX, SmokeSize
+from llmctl.spec.stage import StageSpec
+from llmctl.store.artifacts import Artifact, ArtifactKind
+from llmctl.store.layout import NAME_PATTERN
 
 if TYPE_CHECKING:
-    from llmctl.context import StageContext
+    from llmctl.spec.context import StageContext
 
 MODEL_KINDS = (ArtifactKind.causal_lm, ArtifactKind.adapter, ArtifactKind.quantized_lm)
 
@@ -85,7 +87,7 @@ class DeploySpec(StageSpec):
 def run(spec: DeploySpec, ctx: StageContext) -> Artifact:
     """Publish (merging an adapter first), promote, prune, and describe the deployment."""
     from llmctl.models import causal_lm
-    from llmctl.serve.registry import Registry
+    from llmctl.store.registry import Registry
 
     registry = Registry(spec.registry)
     # an adapter is merged first: its base may live in a run folder that is later deleted

@@ -11,12 +11,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
-from llmctl.artifacts import Artifact, ArtifactKind
-from llmctl.data.formats import allowed
-from llmctl.specs import PREVIOUS, DataSpec, InputSlot, PeftSpec, TrainArgs, TunedLMSpec
+from llmctl.spec.base import PREVIOUS, InputSlot
+from llmctl.spec.data import DataSpec
+from llmctl.spec.formats import allowed
+from llmctl.spec.stage import TunedLMSpec
+from llmctl.spec.training import PeftSpec, TrainArgs
+from llmctl.store.artifacts import Artifact, ArtifactKind
 
 if TYPE_CHECKING:
-    from llmctl.context import StageContext
+    from llmctl.spec.context import StageContext
 
 MODEL_KINDS = (ArtifactKind.causal_lm, ArtifactKind.adapter)
 # What trl 1.12 accepts (trl/trainer/dpo_config.py, kto_config.py); ORPO and SimPO have one loss each.

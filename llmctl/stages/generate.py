@@ -20,18 +20,21 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, model_validator
 
 from llmctl import signals
-from llmctl.artifacts import Artifact, ArtifactKind
-from llmctl.data.formats import allowed
 from llmctl.errors import StageFailed
 from llmctl.models import causal_lm
 from llmctl.models.endpoint import api_key
 from llmctl.models.rewards import reward_functions, weighted_sum
-from llmctl.rundir import PROGRESS_FILE
-from llmctl.smokesize import SmokeSize
-from llmctl.specs import PREVIOUS, EndpointSpec, GenerationSpec, InputSlot, PromptSetSpec, RewardTerm, StageSpec
+from llmctl.spec.base import PREVIOUS, InputSlot
+from llmctl.spec.data import PromptSetSpec
+from llmctl.spec.formats import allowed
+from llmctl.spec.generation import EndpointSpec, GenerationSpec, RewardTerm
+from llmctl.spec.smokesize import SmokeSize
+from llmctl.spec.stage import StageSpec
+from llmctl.store.artifacts import Artifact, ArtifactKind
+from llmctl.store.layout import PROGRESS_FILE
 
 if TYPE_CHECKING:
-    from llmctl.context import StageContext
+    from llmctl.spec.context import StageContext
 
 DATA_FILE = "data.jsonl"
 DEFAULT_NEW_TOKENS = 32

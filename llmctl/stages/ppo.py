@@ -18,28 +18,20 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
-from llmctl.artifacts import Artifact, ArtifactKind
-from llmctl.data.formats import allowed
 from llmctl.errors import RecipeMismatch, StageFailed
 from llmctl.models.reward import RewardScorer, retokenizing_reward
 from llmctl.models.rewards import reward_functions, weighted_sum
-from llmctl.smokesize import SmokeSize
-from llmctl.specs import (
-    GREEDY,
-    PREVIOUS,
-    Block,
-    DataSpec,
-    EvalSetSpec,
-    GenerationSpec,
-    InputSlot,
-    PeftSpec,
-    RewardTerm,
-    TrainArgs,
-    TrainingSpec,
-)
+from llmctl.spec.base import PREVIOUS, Block, InputSlot
+from llmctl.spec.data import DataSpec, EvalSetSpec
+from llmctl.spec.formats import allowed
+from llmctl.spec.generation import GREEDY, GenerationSpec, RewardTerm
+from llmctl.spec.smokesize import SmokeSize
+from llmctl.spec.stage import TrainingSpec
+from llmctl.spec.training import PeftSpec, TrainArgs
+from llmctl.store.artifacts import Artifact, ArtifactKind
 
 if TYPE_CHECKING:
-    from llmctl.context import StageContext
+    from llmctl.spec.context import StageContext
 
 
 MOVED_INTO_TRAIN = ("lr", "batch_size", "logging_steps", "save_steps")

@@ -11,11 +11,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
-from llmctl.artifacts import Artifact, ArtifactKind
-from llmctl.specs import GREEDY, PREVIOUS, Block, DataSpec, GenerationSpec, InputSlot, TrainArgs, TrainingSpec
+from llmctl.spec.base import PREVIOUS, Block, InputSlot
+from llmctl.spec.data import DataSpec
+from llmctl.spec.generation import GREEDY, GenerationSpec
+from llmctl.spec.stage import TrainingSpec
+from llmctl.spec.training import TrainArgs
+from llmctl.store.artifacts import Artifact, ArtifactKind
 
 if TYPE_CHECKING:
-    from llmctl.context import StageContext
+    from llmctl.spec.context import StageContext
 
 
 class PretrainModel(Block):

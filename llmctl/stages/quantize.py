@@ -15,13 +15,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from llmctl.artifacts import Artifact, ArtifactKind
 from llmctl.errors import GateFailed, RecipeMismatch
-from llmctl.smokesize import SmokeSize
-from llmctl.specs import PREVIOUS, Block, DataSpec, InputSlot, StageSpec
+from llmctl.spec.base import PREVIOUS, Block, InputSlot
+from llmctl.spec.data import DataSpec
+from llmctl.spec.smokesize import SmokeSize
+from llmctl.spec.stage import StageSpec
+from llmctl.store.artifacts import Artifact, ArtifactKind
 
 if TYPE_CHECKING:
-    from llmctl.context import StageContext
+    from llmctl.spec.context import StageContext
 
 Backend = Literal["inc", "openvino", "gguf"]
 Method = Literal["rtn", "gptq", "awq", "weight_only", "llama_quantize", "dynamic", "static", "smoothquant"]

@@ -9,12 +9,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
-from llmctl.artifacts import Artifact, ArtifactKind
-from llmctl.data.formats import allowed
-from llmctl.specs import DataSpec, FineTuneSpec, InputSlot, PeftSpec, TrainArgs
+from llmctl.spec.base import InputSlot
+from llmctl.spec.data import DataSpec
+from llmctl.spec.formats import allowed
+from llmctl.spec.stage import FineTuneSpec
+from llmctl.spec.training import PeftSpec, TrainArgs
+from llmctl.store.artifacts import Artifact, ArtifactKind
 
 if TYPE_CHECKING:
-    from llmctl.context import StageContext
+    from llmctl.spec.context import StageContext
 
 
 class RewardSpec(FineTuneSpec):

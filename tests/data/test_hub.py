@@ -14,7 +14,7 @@ from llmctl.cli import app
 from llmctl.data.fingerprint import fingerprint_data
 from llmctl.data.sources import load_examples
 from llmctl.errors import DataError
-from llmctl.specs import DataSpec
+from llmctl.spec.data import DataSpec
 from scripts.hf_cache import cache_commit
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"

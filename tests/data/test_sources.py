@@ -13,7 +13,7 @@ from llmctl.data import formats, lake
 from llmctl.data.fingerprint import content_key, fingerprint_data
 from llmctl.data.sources import load_examples, read_rows, source_kind
 from llmctl.errors import DataError
-from llmctl.specs import DataSpec
+from llmctl.spec.data import DataSpec
 
 runner = CliRunner()
 ROWS = [{"question": f"What is {i} plus 1?", "answer": str(i + 1), "n": i} for i in range(40)]

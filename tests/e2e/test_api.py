@@ -8,7 +8,7 @@ import pytest
 
 from llmctl import api
 from llmctl.errors import LlmctlError, RecipeError
-from llmctl.pipeline import Selection
+from llmctl.run.plan import Selection
 
 ROOT = Path(__file__).resolve().parents[2]
 

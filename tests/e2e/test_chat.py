@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmctl.chat import Conversation, Session, _until_stop, recipe_template, repl
 from llmctl.serve.requests import Sampling
+from llmctl.serve.terminal_chat import Conversation, Session, _until_stop, recipe_template, repl
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from llmctl.cli import app
-from llmctl.rundir import RunLock
+from llmctl.store.lock import RunLock
 from tests.conftest import kill_run_at_step, run_json
 from tests.stages.test_pretrain import CONTINUE
 

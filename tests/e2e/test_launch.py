@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from llmctl.cli import app
-from llmctl.launch import command
-from llmctl.specs import LauncherSpec
+from llmctl.launch.local import command
+from llmctl.spec.launcher import LauncherSpec
 from tests.conftest import run_json
 from tests.stages.test_sft_reward import data, recipe, sft  # noqa: F401 - data is a fixture
 
@@ -70,7 +70,7 @@ def test_launch_commands() -> None:
         ),
         Path("w.json"),
     )
-    assert ds[1:3] == ["-m", "accelerate.commands.launch"] and ds[-3:] == ["-m", "llmctl.worker", "w.json"]
+    assert ds[1:3] == ["-m", "accelerate.commands.launch"] and ds[-3:] == ["-m", "llmctl.launch.worker", "w.json"]
     flags = " ".join(ds)
     assert "--num_processes 8 --num_machines 2 --machine_rank 1" in flags and "--main_process_ip 10.0.0.1" in flags
     assert "--use_deepspeed --zero_stage 3 --offload_optimizer_device cpu --offload_param_device cpu" in flags

@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 from typing import Literal
 
-from llmctl.artifacts import Artifact, ArtifactKind
-from llmctl.specs import PREVIOUS, InputSlot, StageSpec
+from llmctl.store.artifacts import Artifact, ArtifactKind
+from llmctl.spec.base import PREVIOUS, InputSlot
+from llmctl.spec.stage import StageSpec
 
 
 class EchoSpec(StageSpec):

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from llmctl import api, runlog
+from llmctl import api
 from llmctl.errors import LlmctlError
-from llmctl.serve.registry import Registry
+from llmctl.store import history as runlog
+from llmctl.store.registry import Registry
 
 pytestmark = pytest.mark.slow
 

@@ -403,7 +403,7 @@ def test_deploy_publishes_behind_the_gate_and_serve_hot_reloads(tiny_lm: Path, w
     assert code == 3 and [e["stage"] for e in events if e["event"] == "stage_start"] == ["bench"]
     assert (workdir / "models/toy/current").resolve().name == "v1"
 
-    from llmctl.serve.registry import Registry
+    from llmctl.store.registry import Registry
 
     registry = Registry(workdir / "models")
     with server(Source(registry=str(workdir / "models"), name="toy")) as base:
@@ -443,7 +443,7 @@ def test_engine_vllm_execs_vllm_serve_on_the_current_version(tiny_lm: Path, tmp_
     import subprocess
     import sys
 
-    from llmctl.serve.registry import Registry
+    from llmctl.store.registry import Registry
 
     registry = Registry(tmp_path / "models")
     registry.deploy("toy", tiny_lm, {"run": "t"}, promote=True, keep=None)

@@ -10,8 +10,8 @@ import pytest
 
 from llmctl.serve.limits import Limits
 from llmctl.serve.protocol import APIError
-from llmctl.serve.registry import Registry
 from llmctl.serve.state import ServerState, Source
+from llmctl.store.registry import Registry
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import pytest
 from llmctl.data.lengths import LengthLimit
 from llmctl.data.sources import load_examples
 from llmctl.errors import DataError
-from llmctl.specs import DataSpec
+from llmctl.spec.data import DataSpec
 from tests.conftest import run_json
 
 pytestmark = pytest.mark.reliability

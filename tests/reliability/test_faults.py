@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from llmctl.artifacts import Artifact
 from llmctl.cli import app
-from llmctl.serve.registry import Registry
+from llmctl.store.artifacts import Artifact
+from llmctl.store.registry import Registry
 from tests.conftest import run_json
 
 pytestmark = [pytest.mark.slow, pytest.mark.reliability]
@@ -72,10 +72,10 @@ def stages_complete_and_sound(run_dir: Path) -> list[str]:
 @pytest.mark.parametrize(
     ("target", "when", "complete_after_crash"),
     [
-        ("llmctl.pipeline:replace_dir", "01-pretrain", []),
-        ("llmctl.records:Manifest.update", "'status': 'complete'", ["pretrain"]),
+        ("llmctl.run.execute:replace_dir", "01-pretrain", []),
+        ("llmctl.store.manifest:Manifest.update", "'status': 'complete'", ["pretrain"]),
         ("transformers:Trainer._save_optimizer_and_scheduler", "", []),
-        ("llmctl.serve.registry:Registry._promote", "", ["pretrain"]),
+        ("llmctl.store.registry:Registry._promote", "", ["pretrain"]),
     ],
     ids=["mid-commit", "after-commit-before-manifest", "mid-checkpoint", "mid-promote"],
 )
@@ -103,7 +103,7 @@ def test_a_forced_rerun_killed_mid_commit_keeps_the_old_output(tiny_recipe, work
             sys.executable,
             "-c",
             CRASHER,
-            "llmctl.pipeline",
+            "llmctl.run.execute",
             "replace_dir",
             "01-pretrain",
             "--json",

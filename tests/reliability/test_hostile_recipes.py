@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from llmctl.cli import app
-from llmctl.serve.registry import Registry
+from llmctl.store.registry import Registry
 from tests.unit.test_recipe_errors import GOOD  # the smallest valid recipe, shared with the unit tests
 
 pytestmark = pytest.mark.reliability
@@ -281,7 +281,7 @@ def test_a_model_too_big_for_this_machine_is_a_warning_at_plan_and_refused_by_ru
 def test_a_model_near_the_machine_memory_is_a_warning_at_plan_doctor_and_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from llmctl import estimate
+    from llmctl.run import estimate
 
     monkeypatch.chdir(tmp_path)
     recipe = tmp_path / "r.yaml"

@@ -14,8 +14,8 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from llmctl.cli import app
-from llmctl.slurm import script, submit_options
-from llmctl.specs import LauncherSpec
+from llmctl.launch.slurm import script, submit_options
+from llmctl.spec.launcher import LauncherSpec
 
 pytestmark = pytest.mark.reliability
 runner = CliRunner()

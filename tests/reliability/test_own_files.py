@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from llmctl import jsonl, runlog
 from llmctl.cli import app
 from llmctl.errors import UsageError
-from llmctl.rundir import HISTORY
-from llmctl.serve.registry import Registry
+from llmctl.store import history as runlog
+from llmctl.store import jsonl
+from llmctl.store.layout import HISTORY
+from llmctl.store.registry import Registry
 
 pytestmark = pytest.mark.reliability
 runner = CliRunner()
@@ -53,7 +54,7 @@ def test_a_history_link_is_not_appended_through(tiny_recipe, workdir: Path, keep
 
 
 def test_a_manifest_link_is_replaced_not_written_through(tmp_path: Path, keep: Path) -> None:
-    from llmctl.rundir import write_atomic
+    from llmctl.store.files import write_atomic
 
     link = tmp_path / "llmctl.lock.json"
     link.symlink_to(keep)

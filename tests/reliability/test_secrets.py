@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from llmctl import recipe as recipe_loader
-from llmctl import redaction, schema
+from llmctl import redaction
 from llmctl.cli import app
+from llmctl.recipe import load as recipe_loader
+from llmctl.recipe import schema
 
 pytestmark = pytest.mark.reliability
 SECRET = "hf_SECRETtoken1234567890"

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from llmctl import runlog
 from llmctl.cli import app
 from llmctl.data.demo import qa_pairs
+from llmctl.store import history as runlog
 
 pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 GENERATE = """\
@@ -170,7 +170,7 @@ def test_hostile_reward_functions_fail_the_stage_within_their_timeout(
 
 def test_a_redos_pattern_in_a_builtin_regex_is_stopped_too(tmp_path: Path) -> None:
     from llmctl.models.rewards import RewardFailed, reward_functions
-    from llmctl.specs import RewardTerm
+    from llmctl.spec.generation import RewardTerm
 
     term = RewardTerm(builtin="regex", pattern="(a+)+$", timeout_s=2)
     [check], _ = reward_functions([term], None, tmp_path / "library.out")
@@ -284,7 +284,7 @@ def test_a_notify_command_that_floods_its_output_is_not_kept(tiny_recipe, workdi
 
 
 def test_a_hung_notify_command_is_ended_with_its_children(tiny_recipe, workdir: Path, monkeypatch) -> None:
-    from llmctl import firing
+    from llmctl.run import firing
 
     monkeypatch.setattr(firing, "NOTIFY_TIMEOUT_S", 2)
     recipe = tiny_recipe(steps=2)
@@ -298,7 +298,7 @@ def test_a_hung_notify_command_is_ended_with_its_children(tiny_recipe, workdir: 
 def worker_reward(tmp_path: Path, body: str, timeout_s: float = 5) -> object:
     """A reward function with `body`, loaded through the worker as a stage loads it."""
     from llmctl.models.rewards import reward_functions
-    from llmctl.specs import RewardTerm
+    from llmctl.spec.generation import RewardTerm
 
     (tmp_path / "hostile.py").write_text(REWARD.format(body="\n".join(f"    {line}" for line in body.splitlines())))
     term = RewardTerm(function=f"{tmp_path}/hostile.py:score", timeout_s=timeout_s)
@@ -327,7 +327,7 @@ def test_more_ways_for_a_reward_worker_to_break(tmp_path: Path, body: str, said:
 def test_a_module_that_exits_while_importing_is_a_recipe_mismatch(tmp_path: Path) -> None:
     from llmctl.errors import RecipeMismatch
     from llmctl.models.rewards import reward_functions
-    from llmctl.specs import RewardTerm
+    from llmctl.spec.generation import RewardTerm
 
     (tmp_path / "bad.py").write_text("import sys\nsys.exit(0)\n")
     with pytest.raises(RecipeMismatch, match=r"rewards\[0\].function.*SystemExit\(0\)"):

@@ -12,7 +12,7 @@ SCRIPT = """
 import json, sys
 from transformers import GPT2Config, GPT2LMHeadModel
 from llmctl.models import adapters
-from llmctl.specs import PeftSpec
+from llmctl.spec.training import PeftSpec
 
 model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64, n_positions=32))
 wrapped = adapters.apply(model, PeftSpec(r=4, target_modules=["c_attn", "c_fc"]))

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from llmctl.artifacts import ArtifactKind
 from llmctl.data.demo import corpus, qa_pairs
 from llmctl.stages import runner
+from llmctl.store.artifacts import ArtifactKind
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +63,7 @@ def test_sft_with_lora_trains_the_input_model_and_hands_on_a_merged_model(
 
 
 def test_deploy_publishes_the_input_model_as_a_registry_version(stage_context, tiny_lm: Path, tmp_path: Path) -> None:
-    from llmctl.serve.registry import Registry
+    from llmctl.store.registry import Registry
 
     registry = tmp_path / "models"
     spec, ctx, _ = stage_context(
@@ -79,8 +79,8 @@ def test_deploy_publishes_the_input_model_as_a_registry_version(stage_context, t
 def test_a_registry_champion_is_re_scored_on_the_same_data(
     stage_context, tiny_lm: Path, tmp_path: Path, rescore: bool
 ) -> None:
-    from llmctl.history import baseline
-    from llmctl.serve.registry import Registry
+    from llmctl.store.baselines import baseline
+    from llmctl.store.registry import Registry
 
     registry = Registry(tmp_path / "models")
     registry.deploy("chat", tiny_lm, {"metrics": {"perplexity": 0.5}}, promote=True, keep=None)  # a stored score

@@ -123,8 +123,8 @@ def test_full_fine_tune_with_a_named_reference_and_an_adapter_output(tiny_lm: Pa
 def test_plan_counts_the_reference_copy(tiny_lm: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    from llmctl.estimate import estimate_stage
     from llmctl.models.causal_lm import load_config
+    from llmctl.run.estimate import estimate_stage
     from llmctl.stages.dpo import DPOSpec
 
     def memory(**fields: object) -> float:

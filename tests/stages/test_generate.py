@@ -188,8 +188,8 @@ def test_recipe_mistakes_are_found_at_validate(tiny_lm: Path, qa: Path, stages, 
 def test_plan_estimates_a_generate_stage_as_inference(tiny_lm: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    from llmctl.estimate import estimate_stage
     from llmctl.models.causal_lm import load_config
+    from llmctl.run.estimate import estimate_stage
     from llmctl.stages.generate import GenerateSpec
     from llmctl.stages.sft import SFTSpec
 

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from llmctl import recipe, schema
-from llmctl.pipeline import execute, make_plan
+from llmctl.recipe import load as recipe
+from llmctl.recipe import schema
+from llmctl.run.execute import execute
+from llmctl.run.plan import make_plan
 
 pytestmark = pytest.mark.slow
 

@@ -206,7 +206,7 @@ def test_completion_only_masks_exactly_the_prompt(tiny_lm: Path, data: Path) -> 
 
     from llmctl.data.sources import load_examples
     from llmctl.models.causal_lm import load_tokenizer
-    from llmctl.specs import DataSpec
+    from llmctl.spec.data import DataSpec
 
     spec = DataSpec(
         path="qa.jsonl",

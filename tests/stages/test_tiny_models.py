@@ -49,7 +49,7 @@ def test_qlora_style_merge_into_a_reloaded_base_equals_the_in_memory_merge(tmp_p
     from transformers import AutoModelForCausalLM
 
     from llmctl.models import adapters
-    from llmctl.specs import PeftSpec
+    from llmctl.spec.training import PeftSpec
 
     base = tiny.folder_for("facebook/opt-1.3b", "causal_lm", TEXTS, tmp_path)
     model = adapters.apply(AutoModelForCausalLM.from_pretrained(base), PeftSpec(target_modules=["q_proj", "v_proj"]))

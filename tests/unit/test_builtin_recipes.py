@@ -7,8 +7,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from llmctl.builtin import FOLDER
 from llmctl.cli import app
+from llmctl.recipe.builtin import FOLDER
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()

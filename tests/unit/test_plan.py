@@ -11,12 +11,15 @@ from typing import ClassVar, Literal
 
 import pytest
 
-from llmctl import recipe, schema
-from llmctl.artifacts import Artifact, ArtifactKind
 from llmctl.errors import RecipeError, UsageError
-from llmctl.handoffs import resolve_inputs
-from llmctl.pipeline import FINGERPRINT_FILE, Plan, Selection, make_plan
-from llmctl.specs import InputSlot, StageSpec
+from llmctl.recipe import load as recipe
+from llmctl.recipe import schema
+from llmctl.recipe.handoffs import resolve_inputs
+from llmctl.run.plan import FINGERPRINT_FILE, Plan, Selection, make_plan
+from llmctl.spec.base import InputSlot
+from llmctl.spec.stage import StageSpec
+from llmctl.store.artifacts import Artifact, ArtifactKind
+from llmctl.store.layout import RunLayout
 from tests.conftest import write
 
 TWO_STAGES = """\
@@ -93,7 +96,7 @@ def test_changing_a_stage_reruns_it_and_downstream_only(chain: Path) -> None:
 
 
 def test_a_stage_another_process_is_running_says_so(chain: Path) -> None:
-    from llmctl.rundir import RunLock
+    from llmctl.store.lock import RunLock
 
     plan = plan_of(chain)
     plan.run_dir.mkdir(parents=True, exist_ok=True)
@@ -168,7 +171,7 @@ class _PolicySpec(StageSpec):
 
 
 def _fake_recipe(*stages: StageSpec) -> SimpleNamespace:
-    return SimpleNamespace(name="fake", run_dir=None, stages=list(stages))
+    return SimpleNamespace(name="fake", run_dir=None, stages=list(stages), layout=RunLayout.of("fake"))
 
 
 def test_previous_skips_stages_of_other_kinds() -> None:
@@ -188,7 +191,7 @@ def test_incompatible_handoff_is_rejected() -> None:
 
 
 def test_a_gate_baseline_from_the_registry_is_resolved_by_the_plan_and_fingerprinted(workdir: Path) -> None:
-    from llmctl.serve.registry import Registry
+    from llmctl.store.registry import Registry
 
     (workdir / "qa.jsonl").write_text('{"prompt": "q", "completion": " a"}\n')
     path = write(

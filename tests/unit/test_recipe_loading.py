@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from llmctl import recipe, schema
 from llmctl.errors import RecipeError
+from llmctl.recipe import load as recipe
+from llmctl.recipe import schema
 from tests.conftest import write
 
 BASE = """\
@@ -113,8 +114,8 @@ def test_duplicate_yaml_keys_are_errors(tmp_path: Path) -> None:
 def test_ppo_settings_moved_into_train_still_load_with_a_warning(tmp_path) -> None:
     import pytest
 
-    from llmctl import recipe as loader
-    from llmctl import schema
+    from llmctl.recipe import load as loader
+    from llmctl.recipe import schema
 
     path = tmp_path / "r.yaml"
     path.write_text(

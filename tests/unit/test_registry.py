@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from llmctl.cli import app
 from llmctl.errors import UsageError
-from llmctl.serve.registry import Registry
+from llmctl.store.registry import Registry
 
 
 def model_folder(tmp_path: Path, tag: str) -> Path:

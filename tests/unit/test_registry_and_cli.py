@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from llmctl.cli import app
-from llmctl.schema import AnyStage, Recipe, json_schema
+from llmctl.recipe.schema import AnyStage, Recipe, json_schema
 from llmctl.stages import ENTRIES, REGISTRY, SPECS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,7 +66,7 @@ def test_start_up_imports_nothing_heavy(args: list[str], code: int, tmp_path: Pa
         f"r = CliRunner().invoke(app, {args!r})\n"
         f"assert r.exit_code == {code}, r.output\n"
         "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft', 'deeplake', 'datasets', 'numpy', 'openvino',\n"
-        "                     'llmctl.pipeline') if m in sys.modules]\n"
+        "                     'llmctl.run.plan') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True, cwd=ROOT)

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from llmctl.errors import RecipeMismatch
 from llmctl.models.rewards import RewardFailed, reward_functions
-from llmctl.specs import RewardTerm
+from llmctl.spec.generation import RewardTerm
 
 
 def run(term: dict, completions: list, **columns: list) -> list[float]:

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from llmctl.errors import RunLocked
-from llmctl.records import Manifest
-from llmctl.rundir import RunLock, replace_dir
+from llmctl.store.files import replace_dir
+from llmctl.store.lock import RunLock
+from llmctl.store.manifest import Manifest
 
 
 def test_second_lock_fails_with_pid_and_time(tmp_path: Path) -> None:
@@ -29,7 +30,7 @@ def test_lock_of_a_killed_process_is_recovered(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "from llmctl.rundir import RunLock; import time\n"
+            "from llmctl.store.lock import RunLock; import time\n"
             f"with RunLock(__import__('pathlib').Path({str(tmp_path)!r})):\n    print('held', flush=True); time.sleep(60)",
         ],
         stdout=subprocess.PIPE,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from llmctl import jsonl, runlog
 from llmctl.errors import DataError, GateFailed, Interrupted, RunLocked, StageFailed
-from llmctl.rundir import HISTORY
+from llmctl.store import history as runlog
+from llmctl.store import jsonl
+from llmctl.store.layout import HISTORY
 
 
 def test_each_error_has_its_outcome_and_exit_code() -> None:

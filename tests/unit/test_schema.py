@@ -10,7 +10,7 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from llmctl.schema import SCHEMA_FILE, SCHEMA_ID, json_schema
+from llmctl.recipe.schema import SCHEMA_FILE, SCHEMA_ID, json_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 

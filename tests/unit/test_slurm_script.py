@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from llmctl.slurm import describe, script, submit_options
-from llmctl.specs import LauncherSpec
+from llmctl.launch.slurm import describe, script, submit_options
+from llmctl.spec.launcher import LauncherSpec
 
 
 def test_two_nodes_of_eight_gpus() -> None:
@@ -43,7 +43,7 @@ def test_two_nodes_of_eight_gpus() -> None:
     assert "--output=/shared/logs/slurm-%j-node%n.out" in step and "--kill-on-bad-exit=1" in step
     assert submit_options(Path("/shared/logs")) == ["--output=/shared/logs/slurm-%j.out"]  # sbatch's argv, no shell
     assert "--nnodes=$SLURM_NNODES --nproc_per_node=8 --node_rank=$SLURM_NODEID --master_addr=$MASTER_ADDR" in step
-    assert step.endswith("-m llmctl.worker /shared/runs/r/01-sft.tmp/worker.json'")
+    assert step.endswith("-m llmctl.launch.worker /shared/runs/r/01-sft.tmp/worker.json'")
     assert 'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)' in text
     assert describe(launcher) == (
         "Slurm job: 2 node(s) × 8 process(es), 8 GPU(s) per node (partition gpu, account lab, time 1-00:00:00)"
@@ -65,7 +65,7 @@ def test_bad_slurm_launchers(settings: dict, message: str) -> None:
 
 
 def test_a_job_ended_by_sigterm_counts_as_stopped_near_its_limit() -> None:
-    from llmctl.slurm import _terminated
+    from llmctl.launch.slurm import _terminated
 
     assert _terminated("143:0") and _terminated("0:15")
     assert not _terminated("1:0") and not _terminated("0:0") and not _terminated("137:0") and not _terminated("")

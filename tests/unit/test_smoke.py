@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llmctl import recipe, schema
 from llmctl.models.evaluate import token_f1
 from llmctl.models.tiny import TINY, shrink_config
-from llmctl.smoke import SMOKE, smoke_recipe
+from llmctl.recipe import load as recipe
+from llmctl.recipe import schema
+from llmctl.run.smoke import SMOKE, smoke_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -120,7 +121,7 @@ def test_squad_f1_normalises_like_the_official_script() -> None:
 
 
 def test_sharegpt_turns_become_messages_with_mapped_roles() -> None:
-    from llmctl.data.formats import chat_messages
+    from llmctl.spec.formats import chat_messages
 
     turns = [
         {"from": "system", "value": "Be brief."},

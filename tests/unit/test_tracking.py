@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from llmctl import tracking
-from llmctl.context import StageContext
-from llmctl.schema import Recipe
+from llmctl.recipe.schema import Recipe
+from llmctl.spec.context import StageContext
 
 STAGE = {"type": "sft", "model": "m", "data": {"path": "d.jsonl"}, "train": {"lr": 1e-4}}
 
