@@ -20,6 +20,7 @@ from llmctl.launch.protocol import ENV_VALUES, RANKS, RESULT, STOPPED, WORKFILE
 from llmctl.spec.launcher import LauncherSpec
 from llmctl.spec.stage import StageSpec
 from llmctl.store.artifacts import Artifact
+from llmctl.store.files import write_atomic
 from llmctl.store.layout import newest_checkpoint
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ def _write_workfile(ctx: StageContext, workfile: Path, resume_from: str | None) 
         "inputs": inputs,
         "resume_from": resume_from,
     }
-    workfile.write_text(json.dumps(state))
+    write_atomic(workfile, json.dumps(state))
 
 
 def _run_local(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from llmctl import signals
+from llmctl.store.files import write_atomic
 
 # A SIGTERM that arrives while the heavy modules below import (a Slurm job signalled early, a preemption) is kept
 # for the stage's graceful stop instead of killing the rank before it can save anything.
@@ -67,7 +68,7 @@ def main(workfile: str, resume_newest: bool = False) -> None:
     (stage_dir / RANKS).mkdir(exist_ok=True)
     (stage_dir / RANKS / f"rank-{rank}.sha256").write_text(weights_digest(ctx.out_dir))
     if rank == 0:
-        (stage_dir / RESULT).write_text(json.dumps(artifact.to_json(), default=str))
+        write_atomic(stage_dir / RESULT, json.dumps(artifact.to_json(), default=str))
 
 
 def accept_cpu_index_locations() -> None:

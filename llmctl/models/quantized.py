@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from llmctl.store.files import write_atomic
+
 DESCRIPTOR = "quantization.json"
 
 
@@ -18,7 +20,7 @@ def descriptor(path: str | Path) -> dict[str, Any] | None:
 
 
 def write_descriptor(out_dir: Path, info: dict[str, Any]) -> None:
-    (out_dir / DESCRIPTOR).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    write_atomic(out_dir / DESCRIPTOR, json.dumps(info, indent=2, sort_keys=True) + "\n")
 
 
 def backend_of(ref: str) -> str:

@@ -20,11 +20,12 @@ from llmctl.spec.generation import GREEDY, EndpointSpec, GenerationSpec
 from llmctl.spec.smokesize import SUFFIX, SmokeSize
 from llmctl.spec.stage import StageSpec
 from llmctl.store.artifacts import Artifact, ArtifactKind
+from llmctl.store.files import write_atomic
+from llmctl.store.registry import REF_PREFIX, Registry, parse_ref
 
 if TYPE_CHECKING:
     from llmctl.spec.context import StageContext
 
-REGISTRY = "registry:"
 MODEL_KINDS = (ArtifactKind.causal_lm, ArtifactKind.adapter, ArtifactKind.quantized_lm)
 LOCAL_METRICS = {
     "prompt_completion": ("exact_match",),
@@ -252,7 +253,7 @@ class BenchmarkSpec(StageSpec):
         if self.judge is not None and self.judge.model is not None:
             slots["judge"] = InputSlot(self.judge.model, MODEL_KINDS, "judge.model")
         reference = self.judge.reference if self.judge is not None else None
-        if reference is not None and not reference.startswith(REGISTRY):
+        if reference is not None and parse_ref(reference) is None:
             slots["judge_reference"] = InputSlot(reference, MODEL_KINDS, "judge.reference")
         return slots
 
@@ -290,7 +291,7 @@ def run(spec: BenchmarkSpec, ctx: StageContext) -> Artifact:
     if spec.local_tasks:
         harness.relocate_tasks(ctx.work_dir / "tasks", ctx.work_dir.absolute(), ctx.committed_dir.absolute())
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    (ctx.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_atomic(ctx.out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return Artifact(ArtifactKind.eval_report, str(ctx.out_dir), meta=meta)
 
 
@@ -360,10 +361,8 @@ def _reference(judge: JudgeSpec, ctx: StageContext) -> str | None:
     gate's champion; None when there is none."""
     if "judge_reference" in ctx.inputs:
         return ctx.input("judge_reference")
-    if judge.reference is not None:  # registry:DIR/NAME
-        from llmctl.store.registry import Registry
-
-        folder, _, name = judge.reference.removeprefix(REGISTRY).rpartition("/")
+    if judge.reference is not None and (named := parse_ref(judge.reference)) is not None:
+        folder, name = named
         registry = Registry(Path(folder))
         return str(registry.current_path(name)) if registry.current(name) else None
     champion = ctx.baseline
@@ -521,9 +520,9 @@ def smoke(stage: dict[str, Any], size: SmokeSize, notes: list[str], name: str) -
     if perplexity := stage.get("perplexity"):
         perplexity["max_length"] = min(perplexity["max_length"], size.seq_len)
     gate_spec = stage.get("gate") or {}
-    if str(gate_spec.get("baseline") or "").startswith("registry:"):  # never the production champion
-        folder, _, model = gate_spec["baseline"].removeprefix("registry:").rpartition("/")
-        gate_spec["baseline"] = f"registry:{folder.rstrip('/')}{SUFFIX}/{model}"
+    if (named := parse_ref(str(gate_spec.get("baseline") or ""))) is not None:  # never the production champion
+        folder, model = named
+        gate_spec["baseline"] = f"{REF_PREFIX}{folder.rstrip('/')}{SUFFIX}/{model}"
         notes.append(
             f"stage '{name}': a smoke run's gate compares with {gate_spec['baseline']}, where smoke runs deploy"
         )

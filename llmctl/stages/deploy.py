@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from llmctl import redaction
 from llmctl.models import publish
 from llmctl.spec.base import PREVIOUS, Block, InputSlot
 from llmctl.spec.smokesize import SUFFIX, SmokeSize
 from llmctl.spec.stage import StageSpec
 from llmctl.store.artifacts import Artifact, ArtifactKind
+from llmctl.store.files import write_atomic
 from llmctl.store.layout import NAME_PATTERN
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ def run(spec: DeploySpec, ctx: StageContext) -> Artifact:
         deployment["hub"] = _publish(spec.hub, spec.model_name, ctx, Path(deployment["path"]), info["metrics"], version)
         ctx.log(f"published to https://huggingface.co/{spec.hub.repo_id} ({spec.hub.revision})")
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    (ctx.out_dir / "deployment.json").write_text(json.dumps(redaction.redact(deployment), indent=2) + "\n")
+    write_atomic(ctx.out_dir / "deployment.json", json.dumps(deployment, indent=2) + "\n")
     serve_cmd = f"llmctl serve --registry {spec.registry} --name {spec.model_name}"
     metrics: dict[str, Any] = {"version": version, "new_version": new, "promoted": spec.promote, "serve": serve_cmd}
     return Artifact(ArtifactKind.deployment, str(ctx.out_dir), meta={"metrics": metrics, "deployment": deployment})

@@ -21,6 +21,7 @@ from llmctl.spec.data import DataSpec
 from llmctl.spec.smokesize import SmokeSize
 from llmctl.spec.stage import StageSpec
 from llmctl.store.artifacts import Artifact, ArtifactKind
+from llmctl.store.files import write_atomic
 
 if TYPE_CHECKING:
     from llmctl.spec.context import StageContext
@@ -318,7 +319,7 @@ def _search(
             loss = relative_loss(metric, before[metric], measured[metric])
             trial |= {metric: measured[metric], "loss": loss, "passed": loss <= spec.accuracy.tolerable_loss}
         trials.append(trial)
-        (ctx.work_dir / "trials.json").write_text(json.dumps(trials, indent=2) + "\n")
+        write_atomic(ctx.work_dir / "trials.json", json.dumps(trials, indent=2) + "\n")
         ctx.log(
             f"trial {index + 1}: {_config_name(config)} → {_describe(measured)}{'' if trial['passed'] else ' (over tolerance)'}"
         )

@@ -27,10 +27,10 @@ def baseline(ref: str, stage: str, runs_root: Path, previous: dict[str, Any]) ->
     'registry:DIR/NAME' (the metrics stored with the version deployed there), or a run folder/name."""
     if ref == "previous":
         return Baseline(previous or None, "previous run")
-    if ref.startswith("registry:"):
-        from llmctl.store.registry import Registry
+    from llmctl.store.registry import Registry, parse_ref
 
-        folder, _, name = ref[len("registry:") :].rpartition("/")
+    if (named := parse_ref(ref)) is not None:
+        folder, name = named
         registry = Registry(Path(folder))
         version = registry.current(name)
         info = registry.info(name, version) if version else {}

@@ -26,11 +26,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from llmctl import redaction
 from llmctl.errors import UsageError
 from llmctl.store import jsonl
 from llmctl.store.artifacts import file_manifest, manifest_damage
-from llmctl.store.files import open_own
+from llmctl.store.files import open_own, write_atomic
 from llmctl.store.layout import NAME_PATTERN
 from llmctl.store.times import iso_time
 
@@ -40,6 +39,18 @@ INFO = "version.json"
 CURRENT = "current"  # the served alias
 ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 LOG = "log.jsonl"
+
+
+REF_PREFIX = "registry:"
+
+
+def parse_ref(ref: str) -> tuple[str, str] | None:
+    """`registry:DIR/NAME` → (DIR, NAME): a registry's model, as gate baselines and judge references name it;
+    None for any other reference."""
+    if not ref.startswith(REF_PREFIX):
+        return None
+    folder, _, name = ref.removeprefix(REF_PREFIX).rpartition("/")
+    return folder, name
 
 
 def _checked_version(version: str) -> str:
@@ -187,7 +198,7 @@ class Registry:
             "files": file_manifest(tmp),
             "files_at": time.time(),
         }
-        (tmp / INFO).write_text(json.dumps(redaction.redact(record), indent=2, default=str) + "\n")
+        write_atomic(tmp / INFO, json.dumps(record, indent=2, default=str) + "\n")
         os.rename(tmp, self._folder(name) / version)
         self._log(name, "publish", version, run_id=info.get("run_id"))
         return version

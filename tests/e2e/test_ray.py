@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import cluster
 from tests.conftest import run_json, start_json_run
+from tests.support import cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from llmctl.cli import app
 from llmctl.recipe.builtin import FOLDER
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 runner = CliRunner()
 
 

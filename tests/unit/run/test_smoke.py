@@ -11,7 +11,7 @@ from llmctl.recipe import load as recipe
 from llmctl.recipe import schema
 from llmctl.run.smoke import SMOKE, smoke_recipe
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def smoked(name: str, *overrides: str, cuda: bool = False) -> tuple[schema.Recipe, schema.Recipe, list[str]]:

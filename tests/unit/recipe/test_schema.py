@@ -12,7 +12,7 @@ from jsonschema import Draft202012Validator
 
 from llmctl.recipe.schema import SCHEMA_FILE, SCHEMA_ID, json_schema
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
@@ -102,5 +102,5 @@ def test_init_writes_the_modeline_and_the_schema(tmp_path: Path) -> None:
 def test_the_recipe_format_is_unchanged() -> None:
     """Refactors of the specs keep the recipe format: the schema equals the committed snapshot. After an intended
     change of the format, write it again with `llmctl schema -o tests/assets/recipe.schema.json`."""
-    snapshot = Path(__file__).parents[1] / "assets" / "recipe.schema.json"
+    snapshot = Path(__file__).parents[2] / "assets" / "recipe.schema.json"
     assert json_schema() == json.loads(snapshot.read_text())
