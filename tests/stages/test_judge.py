@@ -1,9 +1,14 @@
-"""A benchmark's LLM judge: a local model judging by likelihood, `llmctl serve` as an endpoint judge gating a
-chain before deploy, and the champion of a registry as the default reference (skipped, once, while there is none)."""
+"""A benchmark's LLM judge: a local model judging by likelihood, an endpoint judge gating a chain before deploy (and
+`llmctl serve` with a tiny judge that gives no verdict failing the stage), and the champion of a registry as the
+default reference (skipped, once, while there is none)."""
 
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -74,9 +79,11 @@ def test_a_local_judge_sees_both_orders_and_a_model_against_itself_wins_half(
     assert metrics["judge/win_rate"] == 0.5  # whatever the judge's position bias, the swap cancels it
 
 
-def test_llmctl_serve_as_the_judge_gates_the_chain_before_deploy(
+def test_llmctl_serve_as_a_judge_that_gives_no_verdict_fails_the_stage(
     tiny_lm: Path, questions: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A 1-layer judge behind `llmctl serve` writes no verdict at all: that measures nothing, so the stage fails
+    (exit 4) — its ties (0.5 each) used to pass a `>= 0.5` gate."""
     from llmctl.serve.app import Source
     from tests.e2e.test_serve import server
 
@@ -87,10 +94,53 @@ def test_llmctl_serve_as_the_judge_gates_the_chain_before_deploy(
             f"      endpoint: {{url: '{base}/v1', api_key_env: JUDGE_KEY}}\n      reference: {other}\n"
             "      template: '{question} A:{answer_a} B:{answer_b} Better:'\n"  # the tiny judge's context is 64 tokens
         )
+        gate = "    gate: {checks: ['judge/win_rate >= 0.5']}\n"
+        code, events = run_json(
+            str(recipe(questions, judged(str(tiny_lm), judge, gate), DEPLOY.format(model=str(tiny_lm))))
+        )
+    assert code == 4, events[-1]["message"]
+    assert "the judge gave no verdict in any of its 12 replies" in events[-1]["message"]
+    assert not (questions / "models/tiny/current").exists()
+
+
+@contextmanager
+def tie_judge() -> Iterator[str]:
+    """An OpenAI-compatible judge that answers every comparison with a tie, [[C]]: a hosted judge's verdicts,
+    which no tiny random model writes."""
+
+    class Judge(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            asked = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            choices = [{"index": i, "text": " [[C]]", "finish_reason": "stop"} for i in range(asked.get("n", 1))]
+            body = json.dumps(
+                {"id": "j", "object": "text_completion", "created": 0, "model": "judge", "choices": choices}
+            )
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Judge)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_an_endpoint_judge_gates_the_chain_before_deploy(tiny_lm: Path, questions: Path, tmp_path: Path) -> None:
+    other = make_tiny_lm(tmp_path / "other", vocab=300)
+    with tie_judge() as base:
+        judge = f"      endpoint: {{url: '{base}', model: judge}}\n      reference: {other}\n"
         gate = "    gate: {checks: ['judge/win_rate >= 0.55']}\n"
         path = recipe(questions, judged(str(tiny_lm), judge, gate), DEPLOY.format(model=str(tiny_lm)))
         code, events = run_json(str(path))
-        assert code == 3, events[-1]["message"]  # a 1-layer judge writes no verdict: every pair is a tie, 0.5 < 0.55
+        assert code == 3, events[-1]["message"]  # every pair a tie: 0.5 < 0.55
         assert "FAIL  judge/win_rate = 0.5  (needs >= 0.55)" in events[-1]["message"]
         assert [e["stage"] for e in events if e["event"] == "stage_start"] == ["judged"]
         rows = judgments(questions)
