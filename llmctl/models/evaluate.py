@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import re
 import string
+from pathlib import Path
 from typing import Any
 
 
@@ -64,3 +65,42 @@ def mean_reward(policy: Any, tokenizer: Any, scorer: Any, prompts: list[str], ma
     responses = generate(policy, tokenizer, prompts, max_new_tokens)
     scores = scorer(prompts, responses)
     return round(sum(scores) / max(len(scores), 1), 4)
+
+
+class BeforeAfter:
+    """A tuned model measured before and after training, the same way in sft, dpo and ppo: exact match on the
+    stage's `eval_set` (exact_match_before / exact_match) and its `samples` prompts answered after training
+    (samples.json; with `samples_before`, the answers before training beside them). `rows`: the eval_set's rows,
+    for a trainer that evaluates on them during training too."""
+
+    def __init__(self, spec: Any, seed: int, sample_tokens: int, samples_before: bool) -> None:
+        from llmctl.data.sources import load_examples
+
+        self.spec, self.sample_tokens, self.samples_before = spec, sample_tokens, samples_before
+        self.rows = load_examples(spec.eval_set, seed=seed)[0] if spec.eval_set else None
+        self._answers_before: list[str] | None = None
+
+    def before(self, model: Any, tokenizer: Any) -> dict[str, Any]:
+        """exact_match_before (when there is an eval_set); the samples' answers before training are kept."""
+        from llmctl.models import causal_lm
+
+        spec = self.spec
+        metrics = exact_match_metric(model, tokenizer, self.rows, spec.eval_set, "exact_match_before", spec.generation)
+        if self.samples_before and spec.samples:
+            tokens = spec.generation.max_new_tokens or self.sample_tokens
+            self._answers_before = causal_lm.generate(model, tokenizer, spec.samples, tokens, spec.generation)
+        return metrics
+
+    def after(self, model: Any, tokenizer: Any, work_dir: Path) -> dict[str, Any]:
+        """exact_match (when there is an eval_set) and the samples, written to `work_dir`/samples.json."""
+        from llmctl.models import causal_lm
+
+        spec = self.spec
+        metrics: dict[str, Any] = exact_match_metric(
+            model, tokenizer, self.rows, spec.eval_set, "exact_match", spec.generation
+        )
+        if spec.samples:
+            metrics["samples"] = causal_lm.write_samples(
+                model, tokenizer, spec.samples, self.sample_tokens, work_dir, self._answers_before, spec.generation
+            )
+        return metrics

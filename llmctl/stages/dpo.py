@@ -136,7 +136,7 @@ def run(spec: DPOSpec, ctx: StageContext) -> Artifact:
     from llmctl.data.lengths import LengthLimit
     from llmctl.data.sources import load_examples
     from llmctl.models import causal_lm
-    from llmctl.models.evaluate import exact_match_metric
+    from llmctl.models.evaluate import BeforeAfter
     from llmctl.models.finetune import load_trainable, save_finetuned
     from llmctl.models.training import fit
 
@@ -145,25 +145,14 @@ def run(spec: DPOSpec, ctx: StageContext) -> Artifact:
     train_ds, eval_ds = (_prepared(ds, spec, tokenizer) for ds in load_examples(spec.data, ctx.seed, lengths))
     if isinstance(train_ds[0]["chosen"], list):  # conversational pairs: TRL renders them with the chat template
         use_template(tokenizer, spec.data)
-    eval_rows = load_examples(spec.eval_set, seed=ctx.seed)[0] if spec.eval_set else None
+    checks = BeforeAfter(spec, ctx.seed, spec.sample_tokens, samples_before=True)
     model = load_trainable(ctx.input("model"), spec.peft, spec.max_length, ctx)
     metrics: dict[str, Any] = {"too_long_rows": lengths.report["too_long"]}
-    metrics |= exact_match_metric(model, tokenizer, eval_rows, spec.eval_set, "exact_match_before", spec.generation)
-    before = (
-        causal_lm.generate(
-            model, tokenizer, spec.samples, spec.generation.max_new_tokens or spec.sample_tokens, spec.generation
-        )
-        if spec.samples
-        else []
-    )
-    trainer = _trainer(spec, ctx, model, tokenizer, train_ds, eval_ds, eval_rows)
+    metrics |= checks.before(model, tokenizer)
+    trainer = _trainer(spec, ctx, model, tokenizer, train_ds, eval_ds, checks.rows)
     metrics |= fit(trainer, ctx) | (_preference_metrics(trainer) if eval_ds is not None else {})
     model = save_finetuned(spec.peft, trainer.model, tokenizer, ctx)
-    metrics |= exact_match_metric(model, tokenizer, eval_rows, spec.eval_set, "exact_match", spec.generation)
-    if spec.samples:
-        metrics["samples"] = causal_lm.write_samples(
-            model, tokenizer, spec.samples, spec.sample_tokens, ctx.work_dir, before, spec.generation
-        )
+    metrics |= checks.after(model, tokenizer, ctx.work_dir)
     return Artifact(
         spec.output_kind(),
         str(ctx.out_dir),

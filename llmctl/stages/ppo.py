@@ -192,10 +192,10 @@ class PPOSpec(TrainingSpec):
 def run(spec: PPOSpec, ctx: StageContext) -> Artifact:
     from llmctl.data.sources import load_examples
     from llmctl.models import causal_lm
-    from llmctl.models.evaluate import exact_match_metric, mean_reward
+    from llmctl.models.evaluate import BeforeAfter, mean_reward
 
     prompts, held_out = load_examples(spec.data, seed=ctx.seed, keep=spec.reference_columns)
-    eval_rows = load_examples(spec.eval_set, seed=ctx.seed)[0] if spec.eval_set else None
+    checks = BeforeAfter(spec, ctx.seed, spec.response_length, samples_before=True)
     tokenizer = causal_lm.load_tokenizer(ctx.input("model"))
     model_scorer = RewardScorer(ctx.input("reward_model"), tokenizer) if "reward_model" in ctx.inputs else None
     functions, weights = (
@@ -211,23 +211,12 @@ def run(spec: PPOSpec, ctx: StageContext) -> Artifact:
     held = list(held_rows["prompt"])
     scorer = _combined(functions, weights, held_rows, spec.reference_columns) if spec.rewards else model_scorer
     metrics: dict[str, Any] = {"mean_reward_before": mean_reward(policy, tokenizer, scorer, held, spec.response_length)}
-    metrics |= exact_match_metric(policy, tokenizer, eval_rows, spec.eval_set, "exact_match_before", spec.generation)
-    before = (
-        causal_lm.generate(
-            policy, tokenizer, spec.samples, spec.generation.max_new_tokens or spec.response_length, spec.generation
-        )
-        if spec.samples
-        else []
-    )
+    metrics |= checks.before(policy, tokenizer)
     trainer = _trainer(spec, ctx, policy, tokenizer, model_scorer, prompts, (functions, weights))
     metrics |= _train(spec, trainer, ctx)
     policy = _save(spec, trainer, tokenizer, ctx)
     metrics["mean_reward"] = mean_reward(policy, tokenizer, scorer, held, spec.response_length)
-    metrics |= exact_match_metric(policy, tokenizer, eval_rows, spec.eval_set, "exact_match", spec.generation)
-    if spec.samples:
-        metrics["samples"] = causal_lm.write_samples(
-            policy, tokenizer, spec.samples, spec.response_length, ctx.work_dir, before, spec.generation
-        )
+    metrics |= checks.after(policy, tokenizer, ctx.work_dir)
     return Artifact(ArtifactKind.causal_lm, str(ctx.out_dir), meta={"metrics": metrics, **causal_lm.summary(policy)})
 
 

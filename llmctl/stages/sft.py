@@ -60,7 +60,7 @@ def run(spec: SFTSpec, ctx: StageContext) -> Artifact:
     from llmctl.data.lengths import LengthLimit, packing_hint
     from llmctl.data.sources import load_examples
     from llmctl.models import causal_lm
-    from llmctl.models.evaluate import exact_match_metric
+    from llmctl.models.evaluate import BeforeAfter
     from llmctl.models.finetune import load_trainable, save_finetuned
     from llmctl.models.training import eval_metrics, fit
 
@@ -71,21 +71,17 @@ def run(spec: SFTSpec, ctx: StageContext) -> Artifact:
     train_ds, eval_ds = load_examples(spec.data, ctx.seed, lengths)
     if hint := packing_hint(lengths.report["padding"], spec.packing):
         ctx.log(hint)
-    eval_rows = load_examples(spec.eval_set, seed=ctx.seed)[0] if spec.eval_set else None
+    checks = BeforeAfter(spec, ctx.seed, spec.sample_tokens, samples_before=False)
     model = load_trainable(ctx.input("model"), spec.peft, spec.max_length, ctx)
     metrics: dict[str, Any] = {
         "too_long_rows": lengths.report["too_long"],
         "padding_unpacked": lengths.report["padding"],
     }
-    metrics |= exact_match_metric(model, tokenizer, eval_rows, spec.eval_set, "exact_match_before", spec.generation)
-    trainer = _trainer(spec, ctx, model, tokenizer, train_ds, eval_ds, eval_rows)
+    metrics |= checks.before(model, tokenizer)
+    trainer = _trainer(spec, ctx, model, tokenizer, train_ds, eval_ds, checks.rows)
     metrics |= fit(trainer, ctx) | (eval_metrics(trainer) if eval_ds is not None else {})
     model = save_finetuned(spec.peft, trainer.model, tokenizer, ctx)
-    metrics |= exact_match_metric(model, tokenizer, eval_rows, spec.eval_set, "exact_match", spec.generation)
-    if spec.samples:
-        metrics["samples"] = causal_lm.write_samples(
-            model, tokenizer, spec.samples, spec.sample_tokens, ctx.work_dir, generation=spec.generation
-        )
+    metrics |= checks.after(model, tokenizer, ctx.work_dir)
     kind = spec.output_kind()
     return Artifact(
         kind, str(ctx.out_dir), meta={"metrics": metrics, "peft": spec.peft.method, **causal_lm.summary(model)}
