@@ -9,10 +9,11 @@ import pytest
 from typer.testing import CliRunner
 
 from llmctl.cli import app
-from llmctl.data import formats, lake
+from llmctl.data import lake
 from llmctl.data.fingerprint import content_key, fingerprint_data
 from llmctl.data.sources import load_examples, read_rows, source_kind
 from llmctl.errors import DataError
+from llmctl.spec import formats
 from llmctl.spec.data import DataSpec
 
 runner = CliRunner()

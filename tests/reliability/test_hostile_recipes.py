@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from llmctl.cli import app
 from llmctl.store.registry import Registry
-from tests.unit.test_recipe_errors import GOOD  # the smallest valid recipe, shared with the unit tests
+from tests.unit.recipe.test_recipe_errors import GOOD  # the smallest valid recipe, shared with the unit tests
 
 pytestmark = pytest.mark.reliability
 runner = CliRunner()
