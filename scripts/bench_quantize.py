@@ -148,10 +148,10 @@ GGUF_FORMATS = ("f16", "q8_0", "q4_k_m", "q4_0")
 
 
 def _gguf(source: Path, fmt: str, work: Path) -> object:
-    from llmctl.models import gguf
+    from llmctl.models import gguf, gguf_runtime
 
     gguf.export(str(source), fmt, work / f"gguf-{fmt}", f16_cache=work / "gguf-f16.gguf")
-    return gguf.load(str(work / f"gguf-{fmt}"))
+    return gguf_runtime.load(str(work / f"gguf-{fmt}"))
 
 
 def _against_llama_cpp(model: object, tokenizer: object, new_tokens: int, rounds: int) -> dict[str, float]:

@@ -46,9 +46,9 @@ def load_any(ref: str) -> Any:
 
         return openvino.load(ref)
     if backend == "gguf":
-        from llmctl.models import gguf
+        from llmctl.models import gguf_runtime
 
-        return gguf.load(ref)
+        return gguf_runtime.load(ref)
     from llmctl.models import inc
 
     return inc.load(ref)

@@ -1,5 +1,6 @@
 """`llmctl serve`: an OpenAI-compatible HTTP API (FastAPI) over the batching engine — the routes; what they
-share lives in serve/state.py, the wire format in serve/protocol.py.
+share lives in serve/state.py, the wire format in serve/protocol.py, the response bodies in serve/responses.py and
+the ASGI middleware (body limits, access log) in serve/middleware.py.
 
 Endpoints: GET /v1/models, POST /v1/completions, POST /v1/chat/completions (both with `stream: true` as
 server-sent events), GET /health, GET /metrics (Prometheus), POST /admin/reload. Errors use OpenAI's body
@@ -10,13 +11,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import difflib
-import json
 import logging
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -27,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from llmctl.data.chat import render as render_chat
 from llmctl.serve.engine import Overloaded
 from llmctl.serve.limits import Limits
+from llmctl.serve.middleware import AccessLog, BodyLimit
 from llmctl.serve.protocol import (
     APIError,
     ChatRequest,
@@ -37,6 +37,7 @@ from llmctl.serve.protocol import (
 )
 from llmctl.serve.requests import Request as GenRequest
 from llmctl.serve.requests import Sampling
+from llmctl.serve.responses import Job, choice, echoes_of, sse, usage_of
 from llmctl.serve.state import ServerState, Source
 
 __all__ = ["Limits", "Source", "create_app", "run_server"]
@@ -244,23 +245,6 @@ async def detokenize(body: DetokenizeRequest, request: Request) -> dict[str, Any
     return {"prompt": engine.decode(body.tokens, skip_special_tokens=False)}
 
 
-@dataclass
-class Job:
-    """What one API call asks the engine for."""
-
-    endpoint: str
-    kind: str  # the response object: "text_completion" or "chat.completion"
-    prompts: list[str | list[int]]
-    max_tokens: int
-    special_tokens: bool  # let the tokenizer add its own special tokens to text prompts
-    logprobs: int | None = None
-    echo: bool = False
-
-    @property
-    def chat(self) -> bool:
-        return self.kind.startswith("chat")
-
-
 async def _serve(job: Job, body: RequestBase, request: Request) -> Any:
     state = _state(request)
     started = time.perf_counter()
@@ -305,7 +289,7 @@ async def _serve(job: Job, body: RequestBase, request: Request) -> Any:
         "created": int(time.time()),
         "model": state.source.model_id,
     }
-    echoes = await asyncio.to_thread(_echoes, state, job, prompt_ids, body.n)
+    echoes = await asyncio.to_thread(echoes_of, state, job, prompt_ids, body.n)
     usage = body.stream_options is not None and body.stream_options.include_usage
     if body.stream:
         return StreamingResponse(
@@ -321,20 +305,10 @@ async def _serve(job: Job, body: RequestBase, request: Request) -> Any:
         )
     state.account(job.endpoint, "200", generations, started)
     choices = [
-        _choice(state, job, i, echoes[i] + t, g, g.finish_reason)
+        choice(state, job, i, echoes[i] + t, g, g.finish_reason)
         for i, (t, g) in enumerate(zip(texts, generations, strict=False))
     ]
-    return meta | {"object": job.kind, "choices": choices, "usage": _usage(generations, body.n)}
-
-
-def _echoes(state: ServerState, job: Job, prompt_ids: list[list[int]], n: int) -> list[str]:
-    """Per generation, the prompt text that `echo` puts before its completion ("" without echo)."""
-    if not job.echo:
-        return [""] * (len(prompt_ids) * n)
-    texts = [
-        p if isinstance(p, str) else state.engine.decode(ids) for p, ids in zip(job.prompts, prompt_ids, strict=False)
-    ]
-    return [text for text in texts for _ in range(n)]
+    return meta | {"object": job.kind, "choices": choices, "usage": usage_of(generations, body.n)}
 
 
 async def _collect(
@@ -378,7 +352,7 @@ async def _stream(
     try:
         if job.chat:
             for index in range(len(generations)):
-                yield _sse(
+                yield sse(
                     meta
                     | {
                         "object": chunk_kind,
@@ -390,7 +364,7 @@ async def _stream(
         while pending:
             index, event, data = await events.get()
             if event == "error":
-                yield _sse({"error": {"message": data, "type": "server_error", "param": None, "code": None}})
+                yield sse({"error": {"message": data, "type": "server_error", "param": None, "code": None}})
                 pending -= 1
                 continue
             finish = data if event == "done" else None
@@ -398,187 +372,26 @@ async def _stream(
             if not echoed[index]:
                 text, echoed[index] = echoes[index] + text, True
             pending -= event == "done"
-            yield _sse(
+            yield sse(
                 meta
                 | {
                     "object": chunk_kind,
-                    "choices": [_choice(state, job, index, text, generations[index], finish, stream=True)],
+                    "choices": [choice(state, job, index, text, generations[index], finish, stream=True)],
                 }
             )
         if usage:
-            yield _sse(
+            yield sse(
                 meta
                 | {
                     "object": chunk_kind,
                     "choices": [],
-                    "usage": _usage(generations, len(generations) // len(job.prompts)),
+                    "usage": usage_of(generations, len(generations) // len(job.prompts)),
                 }
             )
         yield "data: [DONE]\n\n"
         state.account(job.endpoint, "200", generations, started)
     finally:  # also on client disconnect (the generator is closed): stop generating
         state.cancel(generations)
-
-
-def _choice(
-    state: ServerState,
-    job: Job,
-    index: int,
-    text: str,
-    generation: GenRequest,
-    finish: str | None,
-    stream: bool = False,
-) -> dict[str, Any]:
-    """One choice of a response or (`stream`) of a chunk; a held request's text comes whole, with its logprobs."""
-    logprobs = _logprobs(state, job, generation) if generation.logprobs is not None and (text or not stream) else None
-    if not job.chat:
-        return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
-    if stream:
-        return {
-            "index": index,
-            "delta": {"content": text} if text else {},
-            "logprobs": logprobs,
-            "finish_reason": finish,
-        }
-    return {
-        "index": index,
-        "message": {"role": "assistant", "content": text},
-        "logprobs": logprobs,
-        "finish_reason": finish,
-    }
-
-
-def _logprobs(state: ServerState, job: Job, generation: GenRequest) -> dict[str, Any]:
-    """OpenAI's logprobs object: for completions, every returned token (the prompt's too with echo, its first
-    without a log-probability) and its offset in the text; for chat, the generated tokens."""
-    first = 0 if job.echo else generation.prompt_tokens
-    # Chat shows no end-of-sequence token
-    last = generation.prompt_tokens + len(generation.tokens) if job.chat else None
-    entries = generation.scored[first:last]
-    ids = sorted({token for token, _, _ in entries} | {alt for _, _, top in entries for alt, _ in top})
-    piece = dict(zip(ids, state.engine.pieces(ids), strict=False))
-    if job.chat:
-
-        def described(token: int, logprob: float | None) -> dict[str, Any]:
-            return {"token": piece[token], "logprob": logprob, "bytes": list(piece[token].encode())}
-
-        return {
-            "content": [
-                described(token, lp) | {"top_logprobs": [described(alt, v) for alt, v in top]}
-                for token, lp, top in entries
-            ]
-        }
-    offsets, at = [], 0
-    for token, _, _ in entries:
-        offsets.append(at)
-        at += len(piece[token])
-    return {
-        "tokens": [piece[token] for token, _, _ in entries],
-        "token_logprobs": [lp for _, lp, _ in entries],
-        # two tokens can share a text (byte pieces decode to U+FFFD): the likelier one's value is kept
-        "top_logprobs": [None if lp is None else {piece[alt]: v for alt, v in reversed(top)} for _, lp, top in entries],
-        "text_offset": offsets,
-    }
-
-
-def _usage(generations: list[GenRequest], n: int) -> dict[str, int]:
-    usage = {
-        "prompt_tokens": sum(g.prompt_tokens for g in generations[::n]),  # n choices share one prompt
-        "completion_tokens": sum(len(g.tokens) for g in generations),
-    }
-    return usage | {"total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]}
-
-
-class BodyLimit:
-    """ASGI middleware: a request body is read whole here, before the app sees it, within `max_bytes` (413, judged
-    by Content-Length before anything is read and counted as chunks arrive when there is none: Starlette and uvicorn
-    set no limit of their own) and within `timeout_s` (408: a client trickling its body cannot hold a request
-    open). The app then gets the body at once, and later `receive` calls (disconnect checks) go to the client."""
-
-    def __init__(self, app: Any, max_bytes: int, timeout_s: float) -> None:
-        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers", [])).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            return await _refuse(
-                scope,
-                receive,
-                send,
-                413,
-                f"request body of {int(declared):,} bytes is over this server's limit of {self.max_bytes:,}",
-            )
-        try:
-            body = await asyncio.wait_for(self._read(receive), self.timeout_s)
-        except TimeoutError:
-            return await _refuse(
-                scope, receive, send, 408, f"the request body did not arrive within {self.timeout_s:g} s"
-            )
-        if body is None:
-            return await _refuse(
-                scope, receive, send, 413, f"request body is over this server's limit of {self.max_bytes:,} bytes"
-            )
-        replayed = False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _read(self, receive: Any) -> bytes | None:
-        """The whole body, or None once it passes `max_bytes`."""
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return b"".join(chunks)
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_bytes:
-                return None
-            if not message.get("more_body", False):
-                return b"".join(chunks)
-
-
-class AccessLog:
-    """One line per request once its response is sent (a stream when it ends): method, path, status, tokens
-    generated, milliseconds. `llmctl serve` logs them unless --quiet."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started, status = time.perf_counter(), 0
-
-        async def sending(message: dict[str, Any]) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            generations = (scope.get("state") or {}).get("generations") or []
-            tokens = sum(len(g.tokens) for g in generations)
-            elapsed = (time.perf_counter() - started) * 1000
-            LOG.warning("%s %s %s %d tokens %.0f ms", scope["method"], scope["path"], status or "-", tokens, elapsed)
-
-
-async def _refuse(scope: dict[str, Any], receive: Any, send: Any, status: int, message: str) -> None:
-    await JSONResponse(APIError(status, message).body, status_code=status, headers={"connection": "close"})(
-        scope, receive, send
-    )
 
 
 def uvicorn_config(app: FastAPI, host: str, port: int, limits: Limits) -> Any:
@@ -605,10 +418,6 @@ def run_server(
     app = create_app(source, api_key, limits, watch, access_log=not quiet)
     LOG.warning("serving %s on http://%s:%s/v1 (Ctrl-C stops)", source.model_id, host, port)
     uvicorn.Server(uvicorn_config(app, host, port, limits)).run()
-
-
-def _sse(data: dict[str, Any]) -> str:
-    return f"data: {json.dumps(data)}\n\n"
 
 
 def _choice_sampling(sampling: Sampling, choice: int) -> Sampling:

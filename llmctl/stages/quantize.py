@@ -343,11 +343,11 @@ def _quantize(
     from llmctl.models import causal_lm, quantized
 
     if backend == "gguf":
-        from llmctl.models import gguf
+        from llmctl.models import gguf, gguf_runtime
 
         # the 16-bit conversion is shared by every trial of a search
         gguf.export(source, config["format"], out, f16_cache=out.parent / "f16.gguf")
-        model = gguf.load(str(out))
+        model = gguf_runtime.load(str(out))
     elif backend == "openvino":
         from llmctl.models import openvino
 

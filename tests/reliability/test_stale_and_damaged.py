@@ -121,7 +121,8 @@ def test_a_damaged_gguf_file_is_an_invalid_model(tiny_gguf: Path, tmp_path: Path
 
 
 def test_a_chat_template_with_triple_quotes_cannot_inject_modelfile_lines(tiny_lm: Path, tmp_path: Path) -> None:
-    from llmctl.models.gguf import modelfile
+    from llmctl.models.gguf import FILE
+    from llmctl.models.ollama import modelfile
 
     folder = tmp_path / "model"
     shutil.copytree(tiny_lm, folder)
@@ -131,6 +132,6 @@ def test_a_chat_template_with_triple_quotes_cannot_inject_modelfile_lines(tiny_l
         "{% if add_generation_prompt %}>{% endif %}"
     )
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
-    text = modelfile(str(folder))
+    text = modelfile(str(folder), FILE)
     assert [line for line in text.splitlines() if line.startswith("FROM")] == ["FROM ./model.gguf"]
     assert "SYSTEM" not in text and "TEMPLATE" not in text.replace("no TEMPLATE", "")

@@ -54,10 +54,14 @@ def agreeing_tokens(source: Path, converted: Path, tie: float, new_tokens: int =
     returns how many tokens were compared."""
     import torch
 
-    from llmctl.models import gguf
+    from llmctl.models import gguf_runtime
     from llmctl.models.causal_lm import load, load_tokenizer
 
-    tokenizer, original, model = load_tokenizer(str(source)), load(str(source)).eval(), gguf.load(str(converted))
+    tokenizer, original, model = (
+        load_tokenizer(str(source)),
+        load(str(source)).eval(),
+        gguf_runtime.load(str(converted)),
+    )
     compared = 0
     for prompt in PROMPTS:
         inputs = tokenizer(prompt, return_tensors="pt", return_token_type_ids=False)
@@ -143,11 +147,11 @@ def test_a_chat_template_becomes_an_ollama_template_with_its_stop_strings(tiny_l
     from transformers import AutoTokenizer
 
     from llmctl.data.chat import NAMED
-    from llmctl.models import gguf
+    from llmctl.models import ollama
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_lm)
     tokenizer.chat_template = NAMED["chatml"]
-    template, stops = gguf._ollama_template(tokenizer)
+    template, stops = ollama._ollama_template(tokenizer)
     assert template == (
         "{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}"
         "<|im_start|>user\n{{ .Prompt }}<|im_end|>\n<|im_start|>assistant\n{{ .Response }}<|im_end|>\n"
