@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmctl.spec.context import Emit
 from llmctl.store.layout import MANIFEST, RUNS_ROOT
 
 if TYPE_CHECKING:
@@ -19,6 +18,7 @@ if TYPE_CHECKING:
     from llmctl.recipe.schema import Recipe
     from llmctl.run.firing import Firing
     from llmctl.run.plan import Plan, Selection
+    from llmctl.spec.context import Emit
     from llmctl.store.artifacts import Artifact
 
 PathLike = str | Path

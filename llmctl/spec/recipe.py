@@ -3,14 +3,16 @@ stage registry, so nothing that names a recipe needs the stage union)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, PrivateAttr
 
 from llmctl.spec.base import MAX_SEED, Block, KeyPath, get_path
 from llmctl.spec.launcher import LauncherSpec
-from llmctl.spec.stage import StageSpec
 from llmctl.store.layout import NAME_PATTERN, RunLayout
+
+if TYPE_CHECKING:
+    from llmctl.spec.stage import StageSpec
 
 
 class Settings(Block):
@@ -45,8 +47,8 @@ class RecipeBase(Settings):
     stages as StageSpecs, and how it is written out. `llmctl.recipe.schema.Recipe` adds the stage union that
     validation needs (it imports the stage registry, which imports what stages are given: this class)."""
 
-    stages: list[StageSpec] = Field(min_length=1)
-    """The stages, run in order; each consumes the previous stage's output unless told otherwise."""
+    if TYPE_CHECKING:  # declared (and validated) by Recipe, as the union of every stage type
+        stages: list[StageSpec]
     _from_env: dict[KeyPath, str] = PrivateAttr(default_factory=dict)
 
     def public_dump(self) -> dict[str, Any]:

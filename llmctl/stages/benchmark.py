@@ -21,7 +21,7 @@ from llmctl.spec.smokesize import SUFFIX, SmokeSize
 from llmctl.spec.stage import StageSpec
 from llmctl.store.artifacts import Artifact, ArtifactKind
 from llmctl.store.files import write_atomic
-from llmctl.store.registry import REF_PREFIX, Registry, parse_ref
+from llmctl.store.layout import REF_PREFIX, parse_ref
 
 if TYPE_CHECKING:
     from llmctl.spec.context import StageContext
@@ -362,6 +362,8 @@ def _reference(judge: JudgeSpec, ctx: StageContext) -> str | None:
     if "judge_reference" in ctx.inputs:
         return ctx.input("judge_reference")
     if judge.reference is not None and (named := parse_ref(judge.reference)) is not None:
+        from llmctl.store.registry import Registry
+
         folder, name = named
         registry = Registry(Path(folder))
         return str(registry.current_path(name)) if registry.current(name) else None

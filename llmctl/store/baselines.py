@@ -27,7 +27,8 @@ def baseline(ref: str, stage: str, runs_root: Path, previous: dict[str, Any]) ->
     'registry:DIR/NAME' (the metrics stored with the version deployed there), or a run folder/name."""
     if ref == "previous":
         return Baseline(previous or None, "previous run")
-    from llmctl.store.registry import Registry, parse_ref
+    from llmctl.store.layout import parse_ref
+    from llmctl.store.registry import Registry
 
     if (named := parse_ref(ref)) is not None:
         folder, name = named

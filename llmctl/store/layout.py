@@ -110,3 +110,15 @@ def _looks_like_a_run(folder: Path) -> bool:
     return any((folder / n).exists() for n in (MANIFEST, HISTORY, LOCKFILE, RESOLVED)) or any(
         STAGE_DIR_RE.match(p.name) for p in folder.iterdir()
     )
+
+
+REF_PREFIX = "registry:"
+
+
+def parse_ref(ref: str) -> tuple[str, str] | None:
+    """`registry:DIR/NAME` → (DIR, NAME): a registry's model, as gate baselines and judge references name it;
+    None for any other reference."""
+    if not ref.startswith(REF_PREFIX):
+        return None
+    folder, _, name = ref.removeprefix(REF_PREFIX).rpartition("/")
+    return folder, name

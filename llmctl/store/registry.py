@@ -41,18 +41,6 @@ ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 LOG = "log.jsonl"
 
 
-REF_PREFIX = "registry:"
-
-
-def parse_ref(ref: str) -> tuple[str, str] | None:
-    """`registry:DIR/NAME` → (DIR, NAME): a registry's model, as gate baselines and judge references name it;
-    None for any other reference."""
-    if not ref.startswith(REF_PREFIX):
-        return None
-    folder, _, name = ref.removeprefix(REF_PREFIX).rpartition("/")
-    return folder, name
-
-
 def _checked_version(version: str) -> str:
     if not VERSION_RE.match(version):
         raise UsageError(f"version {version!r}: versions are v1, v2, …")
