@@ -179,3 +179,13 @@ def _local_imports(path: Path) -> list[Path]:
                 if candidate.is_file() and candidate.resolve() != path.resolve():
                     found.append(candidate)
     return found
+
+
+def reward_files(rewards: list[RewardTerm]) -> dict[str, str]:
+    """The files of a stage's function terms and the local modules they import, by field (`rewards[0].function`,
+    `rewards[0].function (helper.py)`): fingerprinted like data, so editing one re-runs the stage."""
+    return {
+        f"rewards[{i}].function" + (f" ({Path(path).name})" if n else ""): path
+        for i, term in enumerate(rewards)
+        for n, path in enumerate(term.source_files())
+    }

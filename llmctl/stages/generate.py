@@ -27,7 +27,7 @@ from llmctl.models.rewards import reward_functions, weighted_sum
 from llmctl.spec.base import PREVIOUS, InputSlot
 from llmctl.spec.data import PromptSetSpec
 from llmctl.spec.formats import allowed
-from llmctl.spec.generation import EndpointSpec, GenerationSpec, RewardTerm
+from llmctl.spec.generation import EndpointSpec, GenerationSpec, RewardTerm, reward_files
 from llmctl.spec.smokesize import SmokeSize
 from llmctl.spec.stage import StageSpec
 from llmctl.store.artifacts import Artifact, ArtifactKind
@@ -109,13 +109,8 @@ class GenerateSpec(StageSpec):
         return slots
 
     def data_files(self) -> dict[str, str]:
-        """Reward functions' files and the local modules they import: part of the fingerprint (edit one and the
-        stage re-runs)."""
-        return {
-            f"rewards[{i}].function" + (f" ({Path(path).name})" if n else ""): path
-            for i, term in enumerate(self.rewards)
-            for n, path in enumerate(term.source_files())
-        }
+        """Reward functions' files and the local modules they import (part of the fingerprint)."""
+        return reward_files(self.rewards)
 
     @property
     def sequences_at_once(self) -> int:

@@ -24,7 +24,7 @@ from llmctl.models.rewards import reward_functions, weighted_sum
 from llmctl.spec.base import PREVIOUS, Block, InputSlot
 from llmctl.spec.data import DataSpec, EvalSetSpec
 from llmctl.spec.formats import allowed
-from llmctl.spec.generation import GREEDY, GenerationSpec, RewardTerm
+from llmctl.spec.generation import GREEDY, GenerationSpec, RewardTerm, reward_files
 from llmctl.spec.smokesize import SmokeSize
 from llmctl.spec.stage import TrainingSpec
 from llmctl.spec.training import PeftSpec, TrainArgs
@@ -171,13 +171,8 @@ class PPOSpec(TrainingSpec):
         return next((term.model for term in self.rewards if term.model is not None), None)
 
     def data_files(self) -> dict[str, str]:
-        """Reward functions' files and the local modules they import: part of the fingerprint (edit one and the
-        stage re-runs)."""
-        return {
-            f"rewards[{i}].function" + (f" ({Path(path).name})" if n else ""): path
-            for i, term in enumerate(self.rewards)
-            for n, path in enumerate(term.source_files())
-        }
+        """Reward functions' files and the local modules they import (part of the fingerprint)."""
+        return reward_files(self.rewards)
 
     @property
     def reference_columns(self) -> tuple[str, ...]:

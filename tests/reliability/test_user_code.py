@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -204,16 +205,7 @@ def test_an_overflowing_weighted_sum_is_a_failure_not_infinity(generate, workdir
 
 def test_the_first_sigterm_ends_a_run_stuck_in_a_reward_function(generate, workdir: Path) -> None:
     recipe = generate("time.sleep(3600)", "{function: reward.py:score, timeout_s: 600}")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llmctl", "--json", "run", str(recipe)],
-        cwd=workdir,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    for line in proc.stdout:  # type: ignore[union-attr]
-        if json.loads(line)["event"] == "stage_start":
-            break
+    proc = run_until(recipe, workdir, lambda event: event["event"] == "stage_start")
     time.sleep(8)  # into the reward call
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
@@ -222,6 +214,22 @@ def test_the_first_sigterm_ends_a_run_stuck_in_a_reward_function(generate, workd
     assert time.monotonic() - sent < 15
     assert [r["outcome"] for r in runlog.read(workdir / "runs/t")] == ["interrupted"]
     assert not leftover_processes(workdir)
+
+
+def run_until(recipe: Path, workdir: Path, reached: Callable[[dict], bool]) -> subprocess.Popen:
+    """`llmctl --json run RECIPE` in a session of its own, returned once an event `reached` holds."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmctl", "--json", "run", str(recipe)],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    for line in proc.stdout:  # type: ignore[union-attr]
+        if reached(json.loads(line)):
+            break
+    return proc
 
 
 def leftover_processes(workdir: Path) -> list[str]:
@@ -255,18 +263,7 @@ def test_a_killed_run_resumed_leaves_no_process_behind(workdir: Path, tiny_recip
     """The issue's own path: SIGKILL the process group mid-training, run again to completion, and nothing of
     either run is left alive."""
     recipe = tiny_recipe(steps=40, save_steps=10)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llmctl", "--json", "run", str(recipe)],
-        cwd=workdir,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
-    for line in proc.stdout:  # type: ignore[union-attr]
-        event = json.loads(line)
-        if event["event"] == "progress" and event.get("step", 0) >= 12:
-            break
+    proc = run_until(recipe, workdir, lambda event: event["event"] == "progress" and event.get("step", 0) >= 12)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     done = llmctl(workdir, "run", str(recipe))
