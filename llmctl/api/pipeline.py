@@ -122,13 +122,13 @@ def _launch_checks(the_plan: Plan) -> None:
     before submitting: the commands, the controller, the partition (problems); a run folder under /tmp (a warning:
     other nodes do not see it)."""
     from llmctl.errors import Problem
-    from llmctl.launch import local as launch
+    from llmctl.launch import local
     from llmctl.run.execute import effective_launcher
 
     checked: set[str] = set()
     for step in the_plan.steps:
         launcher = effective_launcher(step.spec, the_plan.recipe)
-        step.runs_on = launch.where(launcher)
+        step.runs_on = local.where(launcher)
         if launcher.engine != "slurm" or step.action not in ("run", "resume"):
             continue
         key = launcher.model_dump_json()
@@ -199,7 +199,7 @@ def run(
     """`llmctl run`: cached stages are skipped, changed ones re-run, interrupted ones resume. Refuses what this
     machine cannot run (RecipeError). `if_changed`: do nothing unless some input changed since the last
     successful run (or since a gate rejected the model: that decision stands). Every firing but a dry run gets a
-    run id and a line in the run's history with its outcome (`llmctl.runlog`); `notify`: a shell command given
+    run id and a line in the run's history with its outcome (`llmctl.store.history`); `notify`: a shell command given
     that record as JSON on stdin (and LLMCTL_OUTCOME… in its environment) whatever the outcome — an invalid
     recipe too; its own failure is a warning. `serve`: a deploy stage with `serve: true` starts its server once
     the run succeeded (this call then blocks until the server stops)."""
@@ -413,9 +413,9 @@ def _serve_after_run(the_plan: Plan, artifacts: dict[str, Artifact]) -> None:
 
 def new_run_id() -> str:
     """A firing's id: sortable and unique (UTC time of the firing and 6 random hex digits)."""
-    from llmctl.store import history as runlog
+    from llmctl.store import history
 
-    return runlog.new_run_id()
+    return history.new_run_id()
 
 
 SIGNAL_CAUSES = {

@@ -24,23 +24,25 @@ def firings(run_ref: PathLike, root: PathLike = RUNS_ROOT, last: int | None = No
     """`llmctl runs NAME`: the recorded firings of a run (by name under `root`, or folder) — every one, or the
     `last` N — oldest first: run id, outcome, exit code, times, stages run / cached / rejected, data versions,
     git commit, what was published."""
-    from llmctl.store import history as runlog
+    from llmctl.store import history
 
-    return runlog.read(_run_folder(run_ref, root), last)
+    return history.read(_run_folder(run_ref, root), last)
 
 
 def firing(run_ref: PathLike, run_id: str, root: PathLike = RUNS_ROOT) -> dict[str, Any]:
     """`llmctl show NAME --run ID`: one firing's record (an unambiguous prefix of the id is enough)."""
+    import itertools
+
     from llmctl.errors import UsageError
     from llmctl.store import jsonl
     from llmctl.store.layout import HISTORY
 
-    path = _run_folder(run_ref, root) / HISTORY
-    first = jsonl.find_last(path, "run_id", lambda r: str(r["run_id"]).startswith(run_id))
-    other = first and jsonl.find_last(
-        path, "run_id", lambda r: str(r["run_id"]).startswith(run_id) and r["run_id"] != first["run_id"]
+    matching = (
+        r
+        for r in jsonl.backwards(_run_folder(run_ref, root) / HISTORY, "run_id")
+        if str(r["run_id"]).startswith(run_id)
     )
-    found = [r for r in (first, other) if r]
+    found = list(itertools.islice(matching, 2))  # one pass from the end: a second match is enough to refuse
     if len(found) != 1:
         raise UsageError(
             f"run {run_ref}: {'no' if not found else 'more than one'} firing with id {run_id!r}; "

@@ -3,7 +3,6 @@ environment they get (llmctl/launch/local.py, slurm.py, rayjob.py write them; wo
 
 from __future__ import annotations
 
-# A launched stage (llmctl/launch.py, llmctl/worker.py): what the ranks read and leave in the stage folder
 WORKFILE = "worker.json"
 ENV_VALUES = "LLMCTL_RECIPE_ENV_VALUES"  # values the recipe reads from the environment, never written to disk
 RESULT = "worker.result.json"

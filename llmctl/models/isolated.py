@@ -28,6 +28,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from llmctl.store.files import open_own
+
 STOP_GRACE_S = 2.0
 POLL_S = 0.1
 START_TIMEOUT_S = 120.0  # importing the user's modules
@@ -62,7 +64,7 @@ class Worker:
         sink = subprocess.DEVNULL
         if output is not None:
             output.parent.mkdir(parents=True, exist_ok=True)
-            sink = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            sink = open_own(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         try:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "llmctl.models.isolated", str(from_parent), str(to_parent), str(os.getpid())],
@@ -76,7 +78,6 @@ class Worker:
             for fd in (from_parent, to_parent) + ((sink,) if isinstance(sink, int) and sink >= 0 else ()):
                 os.close(fd)
         self._send, self._receive = Connection(to_child, readable=False), Connection(from_child, writable=False)
-        atexit.register(self.close)
         self._send.send((loader, list(items.items())))
         reply = self._wait(START_TIMEOUT_S, "loading the functions")
         if reply[0] == "load_error":
@@ -153,8 +154,10 @@ class Worker:
 _OPEN: weakref.WeakSet[Worker] = weakref.WeakSet()
 
 
+@atexit.register
 def close_all() -> None:
-    """Stop every worker still running (the pipeline calls this when a stage ends: its workers end with it)."""
+    """Stop every worker still running (the pipeline calls this when a stage ends: its workers end with it; and
+    at exit, for a caller outside the pipeline)."""
     for worker in list(_OPEN):
         worker.close()
 

@@ -1,5 +1,5 @@
 """One `llmctl run` seen from outside: what it did, its outcome, its line in the run's history, and the
-notification — for every outcome, an invalid recipe included (see `runlog` for the outcomes)."""
+notification — for every outcome, an invalid recipe included (see `store/history.py` for the outcomes)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from llmctl.errors import GateFailed, LlmctlError
 from llmctl.redaction import redact
 from llmctl.spec.context import Emit
-from llmctl.store import history as runlog
+from llmctl.store import history
 from llmctl.store.times import iso_time
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ class Firing:
     recipe_file: Path
     overrides: list[str]
     forward: Emit
-    run_id: str = field(default_factory=runlog.new_run_id)
+    run_id: str = field(default_factory=history.new_run_id)
     started: float = field(default_factory=time.time)
     plan: Plan | None = None
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -53,7 +53,7 @@ class Firing:
     @cached_property
     def git(self) -> dict[str, Any] | None:
         """The recipe's git commit (asked once per firing: the record and a published version share it)."""
-        return runlog.git_state(self.recipe_file) if self.recipe_file.exists() else None
+        return history.git_state(self.recipe_file) if self.recipe_file.exists() else None
 
     def lineage(self) -> dict[str, Any]:
         """What a published model records about its making: this firing, the recipe's commit, versions, data."""
@@ -68,15 +68,15 @@ class Firing:
 
     def finish(self, error: BaseException | None, notify: str | None, skipped: bool = False) -> dict[str, Any]:
         """Record the firing in the run's history and run the notify command; returns the record."""
-        outcome, code = ("skipped", 0) if skipped else runlog.outcome_of(error)
+        outcome, code = ("skipped", 0) if skipped else history.outcome_of(error)
         run_dir = self.plan.run_dir if self.plan else guess_run_dir(self.recipe_file, self.overrides)
-        previous = runlog.previous_outcome(run_dir) if run_dir else None
-        if outcome == "complete" and previous in runlog.UNHEALTHY:
+        previous = history.previous_outcome(run_dir) if run_dir else None
+        if outcome == "complete" and previous in history.UNHEALTHY:
             outcome = "recovered"
         record = self._record(outcome, code, error, run_dir, previous)
         if run_dir is not None:
             try:
-                runlog.append(run_dir, record)
+                history.append(run_dir, record)
             except (OSError, LlmctlError) as problem:  # a full disk or a planted link must not hide the outcome
                 self.forward({"event": "warning", "message": f"run history not written: {problem}"})
         self.forward(

@@ -3,7 +3,7 @@ record and one way to read them back.
 
 - `append`: one O_APPEND write and fsync, so concurrent writers never interleave; a crash leaves at most a torn
   last line, and the next append starts on a line of its own instead of gluing onto it; a symbolic link in
-  place of the file is refused (`rundir.open_own`).
+  place of the file is refused (`store.files.open_own`).
 - `read_last` and `find_last` read from the end, a block at a time: a history of a year of per-minute firings
   (hundreds of MB) answers in the time its last lines take. Torn or foreign lines (not a JSON object with the
   `key` field) are skipped."""
@@ -40,7 +40,7 @@ def append(path: Path, record: dict[str, Any]) -> None:
 def read_last(path: Path, key: str, limit: int | None = None) -> list[dict[str, Any]]:
     """The last `limit` records (all when None) that have `key`, oldest first."""
     found = []
-    for record in _records_backwards(path, key):
+    for record in backwards(path, key):
         found.append(record)
         if limit is not None and len(found) >= limit:
             break
@@ -52,10 +52,11 @@ def find_last(
 ) -> dict[str, Any] | None:
     """The newest record with `key` for which `wanted` holds. Lines containing `skip` are passed over unparsed
     (a cron job's thousands of `"outcome":"skipped"` lines cost a byte search each)."""
-    return next((r for r in _records_backwards(path, key, skip) if wanted(r)), None)
+    return next((r for r in backwards(path, key, skip) if wanted(r)), None)
 
 
-def _records_backwards(path: Path, key: str, skip: bytes | None = None) -> Iterator[dict[str, Any]]:
+def backwards(path: Path, key: str, skip: bytes | None = None) -> Iterator[dict[str, Any]]:
+    """The records with `key`, newest first, read lazily from the end (lines containing `skip` unparsed)."""
     for line in _lines_backwards(path):
         if skip is not None and skip in line:
             continue

@@ -38,7 +38,7 @@ def cache_root() -> Path:
 OUTPUT, CHECKPOINTS, LOGS = "output", "checkpoints", "logs"  # inside a stage folder
 PROGRESS_FILE = "progress.jsonl"  # in checkpoints/: what a stage that is no trainer has done so far (generate)
 MANIFEST = "llmctl.lock.json"
-HISTORY = "history.jsonl"  # one line per firing (llmctl.runlog)
+HISTORY = "history.jsonl"  # one line per firing (store/history.py)
 RESOLVED = "recipe.resolved.yaml"
 LOCKFILE = ".lock"
 TMP_SUFFIX = ".tmp"

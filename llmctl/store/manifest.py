@@ -1,5 +1,5 @@
 """The typed run record, `llmctl.lock.json`: one StageRecord per stage, read and written through Manifest.
-(Apart from rundir.py so that commands that only need the layout do not import pydantic.)"""
+(Apart from layout.py so that commands that only need the layout do not import pydantic.)"""
 
 from __future__ import annotations
 

@@ -51,9 +51,9 @@ def list_runs(root: Path) -> list[dict[str, Any]]:
 
 def _last_outcome(run_dir: Path) -> str | None:
     """The outcome of the run's last recorded firing (None before the first)."""
-    from llmctl.store import history as runlog
+    from llmctl.store import history
 
-    return runlog.last_outcome(run_dir)
+    return history.last_outcome(run_dir)
 
 
 def _status(stage: StageRecord, run_dir: Path) -> str:

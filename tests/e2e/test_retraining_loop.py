@@ -13,7 +13,7 @@ import pytest
 
 from llmctl import api
 from llmctl.errors import LlmctlError
-from llmctl.store import history as runlog
+from llmctl.store import history
 from llmctl.store.registry import Registry
 
 pytestmark = pytest.mark.slow
@@ -36,7 +36,7 @@ def fire(recipe: Path, notes: Path, *overrides: str) -> tuple[str, int]:
     try:
         result = api.run(recipe, list(overrides), if_changed=True, notify=f"cat >> {notes}; echo >> {notes}")
     except LlmctlError as error:
-        return runlog.outcome_of(error)
+        return history.outcome_of(error)
     return result.outcome, 0
 
 
@@ -72,16 +72,16 @@ def test_the_loop_never_promotes_a_regression_nor_a_duplicate(tiny_recipe, workd
 
     sent = [json.loads(line) for line in notes.read_text().splitlines() if line.strip()]
     assert [s["outcome"] for s in sent] == [f[0] for f in firings]  # every firing notifies; the command filters
-    history = runlog.read(workdir / "runs" / "tiny")
-    assert [h["outcome"] for h in history] == [f[0] for f in firings]  # the invalid one included
-    assert len({h["run_id"] for h in history}) == len(history)
+    recorded = history.read(workdir / "runs" / "tiny")
+    assert [h["outcome"] for h in recorded] == [f[0] for f in firings]  # the invalid one included
+    assert len({h["run_id"] for h in recorded}) == len(recorded)
     if baseline.startswith("registry:"):  # the champion was measured again on the same rows
-        assert "deployed tiny v1, re-scored now" in history[2]["message"]
-    rejected = history[4]
+        assert "deployed tiny v1, re-scored now" in recorded[2]["message"]
+    rejected = recorded[4]
     assert rejected["stages"]["bench"]["status"] == "rejected" and rejected["stages"]["deploy"]["status"] == "not_run"
     assert rejected["published"] == [] and "deploy" not in rejected["changed"]
     assert "metrics" not in rejected["stages"]["deploy"]  # no stale result of a stage that did not run
-    recovered = history[6]
+    recovered = recorded[6]
     assert recovered["previous_outcome"] == "invalid" and recovered["published"][0]["version"] == "v2"
     assert recovered["data"]["pretrain"]["data"]["files"]  # which data produced v2: file hashes
 

@@ -14,8 +14,7 @@ from typer.testing import CliRunner
 
 from llmctl.cli import app
 from llmctl.errors import UsageError
-from llmctl.store import history as runlog
-from llmctl.store import jsonl
+from llmctl.store import history, jsonl
 from llmctl.store.layout import HISTORY
 from llmctl.store.registry import Registry
 
@@ -151,14 +150,14 @@ def test_a_prune_that_cannot_delete_keeps_the_new_version_live(tmp_path: Path, m
 def test_a_year_of_per_minute_firings_is_read_from_its_end(tmp_path: Path) -> None:
     """~50 MB of skipped firings after one rejection: the previous outcome and the last firings are found
     without reading (or parsing) the whole file; `llmctl runs NAME` shows the last 100."""
-    runlog.append(tmp_path, {"run_id": "first", "outcome": "rejected"})
+    history.append(tmp_path, {"run_id": "first", "outcome": "rejected"})
     line = json.dumps({"run_id": "s", "outcome": "skipped", "message": "x" * 60}, separators=(",", ":")) + "\n"
     with open(tmp_path / HISTORY, "a") as handle:
         handle.write(line * 500_000)
-    runlog.append(tmp_path, {"run_id": "last", "outcome": "skipped"})
-    assert runlog.previous_outcome(tmp_path) == "rejected"
-    assert runlog.last_outcome(tmp_path) == "skipped"
-    assert [r["run_id"] for r in runlog.read(tmp_path, last=2)] == ["s", "last"]
+    history.append(tmp_path, {"run_id": "last", "outcome": "skipped"})
+    assert history.previous_outcome(tmp_path) == "rejected"
+    assert history.last_outcome(tmp_path) == "skipped"
+    assert [r["run_id"] for r in history.read(tmp_path, last=2)] == ["s", "last"]
     result = runner.invoke(app, ["--json", "runs", str(tmp_path)])
     assert result.exit_code == 0 and len(json.loads(result.stdout)) == 100
 

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from llmctl.cli import app
 from llmctl.data.demo import qa_pairs
-from llmctl.store import history as runlog
+from llmctl.store import history
 
 pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 GENERATE = """\
@@ -68,13 +68,13 @@ def llmctl(
 
 def recorded_failure(workdir: Path) -> dict:
     """The one firing recorded: failed (exit 4), notified, reported in the JUnit file."""
-    history = runlog.read(workdir / "runs/t")
-    assert [r["outcome"] for r in history] == ["failed"], history
-    assert history[0]["exit_code"] == 4
+    firings = history.read(workdir / "runs/t")
+    assert [r["outcome"] for r in firings] == ["failed"], firings
+    assert firings[0]["exit_code"] == 4
     assert json.loads((workdir / "notified.json").read_text())["outcome"] == "failed"
     assert "<error" in (workdir / "junit.xml").read_text()
     assert not (workdir / "runs/t/01-generate").exists()  # nothing committed
-    return history[0]
+    return firings[0]
 
 
 BAD_EXITS = {
@@ -139,8 +139,8 @@ def test_a_run_process_that_exits_without_recording_is_a_failure_the_watcher_rec
     )
     assert done.returncode == 4, done.stderr
     assert "without recording its outcome" in done.stderr
-    history = runlog.read(workdir / "runs/t")
-    assert [r["outcome"] for r in history] == ["failed"]
+    firings = history.read(workdir / "runs/t")
+    assert [r["outcome"] for r in firings] == ["failed"]
     assert json.loads((workdir / "notified.json").read_text())["outcome"] == "failed"
     manifest = json.loads((workdir / "runs/t/llmctl.lock.json").read_text())
     assert manifest["stages"]["generate"]["status"] == "failed"
@@ -212,7 +212,7 @@ def test_the_first_sigterm_ends_a_run_stuck_in_a_reward_function(generate, workd
     proc.stdout.read()  # type: ignore[union-attr]
     assert proc.wait(timeout=30) == 130
     assert time.monotonic() - sent < 15
-    assert [r["outcome"] for r in runlog.read(workdir / "runs/t")] == ["interrupted"]
+    assert [r["outcome"] for r in history.read(workdir / "runs/t")] == ["interrupted"]
     assert not leftover_processes(workdir)
 
 
