@@ -138,9 +138,11 @@ class StageKilled(StageFailed):
 
 
 class RunLocked(LlmctlError):
-    """Another llmctl process holds the run directory."""
+    """Another llmctl process holds the run directory (`pid` and `since`, epoch seconds, when known)."""
 
     exit_code = 5
+    pid: int | None = None
+    since: float | None = None
 
 
 class Interrupted(LlmctlError):

@@ -52,15 +52,17 @@ def cuda_visible() -> bool:
 @cache
 def detect(device: str = "auto", dtype: str = "auto") -> Hardware:
     """Resolve the recipe's `device`/`dtype` policy ("auto" or explicit) against this machine."""
-    import torch
+    cuda = False
+    if device == "cuda" or cuda_visible():  # torch takes seconds to import: not without a GPU driver
+        import torch
 
-    cuda = torch.cuda.is_available()
+        cuda = torch.cuda.is_available()
     chosen_device = "cuda" if device == "cuda" or (device == "auto" and cuda) else "cpu"
     if chosen_device == "cuda" and not cuda:
         from llmctl.errors import UsageError
 
         raise UsageError("device: cuda was requested but no CUDA GPU is visible; use device: auto or cpu")
-    gpus = torch.cuda.device_count() if chosen_device == "cuda" else 0
+    gpus = torch.cuda.device_count() if chosen_device == "cuda" else 0  # (torch imported when cuda)
     if dtype != "auto":
         return Hardware(chosen_device, dtype, f"dtype {dtype} set in the recipe", gpus)
     if chosen_device == "cuda":

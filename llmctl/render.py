@@ -142,14 +142,20 @@ class RichRenderer:
             handler(event)
 
     def _quiet(self, event: dict[str, Any]) -> None:
-        """--quiet: one line at the end (errors still go to stderr)."""
-        if event["event"] == "stage_end":
-            self.results.append((event["stage"], event["status"], event.get("metrics") or {}, event.get("duration_s")))
-        elif event["event"] == "run_end":
-            ran = sum(status == "complete" for _, status, _, _ in self.results)
-            self.console.print(f"run complete: {event['run_dir']} ({ran} ran, {len(self.results) - ran} cached)")
-        elif event["event"] == "skipped":
-            self._on_skipped(event)
+        """--quiet: nothing for a firing that completed or was skipped without an alert (cron mails whatever a
+        job prints); one line for one that alerts — an incident opened, changed or closed, an operator's decision
+        overridden, a killed firing found. Errors still go to stderr."""
+        record = event.get("record") or {}
+        if event["event"] == "warning" and "was killed" in event.get("message", ""):
+            self.console.print(f"warning: {event['message']}", markup=False, highlight=False)
+        elif (
+            event["event"] == "outcome"
+            and record.get("alert")
+            and event["outcome"] in ("complete", "recovered", "skipped")
+        ):
+            said = "; ".join(record.get("overrode") or []) or record.get("message") or ""
+            line = f"{record.get('recipe')}: {event['outcome']} ({record['alert']}){': ' + said if said else ''}"
+            self.console.print(line, markup=False, highlight=False)
 
     def _on_skipped(self, event: dict[str, Any]) -> None:
         self.console.print(f"{event['recipe']}: {event['reason']}; nothing to do")

@@ -137,6 +137,25 @@ def firing_run(recipe: Recipe, lineage: dict[str, Any]) -> Iterator[None]:
         del run
 
 
+def close_killed(recipe_name: str, run_id: str) -> None:
+    """End the MLflow parent run of firing `run_id` (and its stage runs) that a SIGKILL left RUNNING: status
+    KILLED, tag llmctl.outcome=killed. Called by the firing that records the kill."""
+    configure(["mlflow"], recipe_name)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(os.environ["MLFLOW_EXPERIMENT_NAME"])
+    if experiment is None:
+        return
+    parents = client.search_runs([experiment.experiment_id], f"tags.`llmctl.run_id` = '{run_id}'")
+    for parent in parents:
+        children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+        for run in [parent, *children]:
+            if run.info.status == "RUNNING":
+                client.set_tag(run.info.run_id, "llmctl.outcome", "killed")
+                client.set_terminated(run.info.run_id, "KILLED")
+
+
 PROBE_S = 3.0
 
 

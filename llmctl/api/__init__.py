@@ -14,7 +14,7 @@ names them, so `api.run(...)` stays the one way in; each module imports heavy li
 importing the API costs what the CLI's start-up costs."""
 
 from llmctl.api.data import demo_data, describe_data, import_data, preview_data
-from llmctl.api.models import model_info, model_log, models, promote, rollback
+from llmctl.api.models import model_info, model_log, models, pin, promote, rollback, unpin
 from llmctl.api.pipeline import (
     RunResult,
     Validated,
@@ -55,7 +55,9 @@ __all__ = [
     "new_run_id",
     "plan",
     "preview_data",
+    "pin",
     "promote",
+    "unpin",
     "report",
     "rollback",
     "run",

@@ -53,6 +53,22 @@ def rollback(name: str, registry: PathLike = "models", reason: str = "") -> str:
     return Registry(registry).rollback(name, reason)
 
 
+def pin(name: str, version: str, registry: PathLike = "models", reason: str = "", alias: str = "current") -> str:
+    """`llmctl models pin`: point `alias` at `version` and freeze it — pipelines' deploys publish but never move
+    it, and operators `unpin` before promoting again; returns the version."""
+    from llmctl.store.registry import Registry
+
+    Registry(registry).pin(name, version, reason, alias)
+    return version
+
+
+def unpin(name: str, registry: PathLike = "models", reason: str = "", alias: str = "current") -> str:
+    """`llmctl models unpin`: lift the pin; returns the version the alias keeps."""
+    from llmctl.store.registry import Registry
+
+    return Registry(registry).unpin(name, reason, alias)
+
+
 def model_log(name: str, registry: PathLike = "models") -> list[dict[str, Any]]:
     """`llmctl models log`: the registry's audit trail for `name`, oldest first (publish, promote, rollback,
     prune: time, user, version, previous, reason, run id)."""

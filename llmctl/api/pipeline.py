@@ -94,6 +94,7 @@ def plan(
     emit: Emit = _ignore,
     quiet: bool = True,
     estimate: bool = True,
+    preloaded: tuple[LoadedRecipe, Recipe] | None = None,
 ) -> Plan:
     """`llmctl plan`: each stage's action (cached / run / resume / skip) and why, model sizes and memory
     (`plan.estimates`), and what this machine cannot run (`plan.environment`; `run` refuses those). `smoke`: the
@@ -104,7 +105,7 @@ def plan(
     from llmctl.recipe.handoffs import data_problems, environment_problems
     from llmctl.run.plan import Selection, make_plan
 
-    loaded, parsed = load(path, overrides)
+    loaded, parsed = preloaded or load(path, overrides)
     if missing := data_problems(parsed, loaded):
         raise RecipeError(missing, str(path))
     if smoke:
@@ -146,22 +147,35 @@ def _launch_checks(the_plan: Plan) -> None:
             the_plan.warnings.append(Problem("", "run_dir", message))
 
 
-def estimate_memory(the_plan: Plan, ignore_memory: bool = False) -> None:
+def estimate_memory(the_plan: Plan, ignore_memory: bool = False, running_only: bool = False) -> None:
     """Model sizes and memory per stage (`plan.estimates`); the stages too big for this machine added to
-    `plan.environment` (to `plan.warnings` with `ignore_memory`), those near its limit to `plan.warnings`."""
+    `plan.environment` (to `plan.warnings` with `ignore_memory`), those near its limit to `plan.warnings`.
+    `running_only`: only the stages that will run or resume are checked — a fully cached run loads nothing. The
+    figures are kept in the run folder by stage fingerprint and dtype, so they are computed once per change."""
     from llmctl.hardware import detect
-    from llmctl.run.estimate import WARN_SHARE, estimate_plan, hub_problems, memory_problems
+    from llmctl.run.estimate import WARN_SHARE, cached_estimates, hub_problems, keep_estimates, memory_problems
 
-    stages = the_plan.recipe.stages
+    wanted = [s for s in the_plan.steps if not running_only or s.action in ("run", "resume")]
+    if not wanted:
+        return
     hw = detect(the_plan.recipe.device, the_plan.recipe.dtype)
-    the_plan.estimates = estimate_plan(stages, {s.name: s.inputs for s in the_plan.steps}, hw.dtype)
-    too_big = memory_problems(stages, the_plan.estimates, hw.device)
+    keys = {s.name: f"{s.fingerprint}:{hw.dtype}" for s in the_plan.steps}
+    estimates = cached_estimates(the_plan.run_dir, keys)
+    if estimates is None:
+        from llmctl.run.estimate import estimate_plan
+
+        estimates = estimate_plan(the_plan.recipe.stages, {s.name: s.inputs for s in the_plan.steps}, hw.dtype)
+        keep_estimates(the_plan.run_dir, keys, estimates)
+    the_plan.estimates = estimates
+    stages = the_plan.recipe.stages
+    estimates = {s.name: estimates[s.name] for s in wanted if s.name in estimates}  # the stages to check
+    too_big = memory_problems(stages, estimates, hw.device)
     if ignore_memory:
         the_plan.warnings += too_big
     else:
         the_plan.environment += too_big
-    the_plan.warnings += memory_problems(stages, the_plan.estimates, hw.device, share=WARN_SHARE)
-    the_plan.environment += hub_problems(stages, the_plan.estimates)
+    the_plan.warnings += memory_problems(stages, estimates, hw.device, share=WARN_SHARE)
+    the_plan.environment += hub_problems(stages, estimates)
 
 
 def mixtures(the_plan: Plan) -> dict[str, Any]:
@@ -207,6 +221,7 @@ def run(
 
     # A watched run (cli/supervise.py) uses the id its watcher records if this process is killed
     firing = Firing(Path(path), list(overrides), emit, run_id=os.environ.get("LLMCTL_RUN_ID") or new_run_id())
+    firing.notify = notify
     try:
         result = _run(firing, path, overrides, selection, smoke, dry_run, if_changed, quiet, ignore_memory)
     except (Exception, KeyboardInterrupt) as error:
@@ -252,7 +267,14 @@ def _run(
     from llmctl.errors import RecipeError
     from llmctl.run.execute import execute
 
-    the_plan = firing.plan = plan(path, overrides, selection, smoke, firing.emit, quiet, estimate=False)
+    preloaded = None
+    if not dry_run and not smoke:  # the lock first: a firing that finds the run busy answers at once
+        preloaded = _begin(firing, path, overrides)
+    the_plan = firing.plan = plan(
+        path, overrides, selection, smoke, firing.emit, quiet, estimate=False, preloaded=preloaded
+    )
+    if not dry_run and smoke:
+        firing.begin(the_plan.run_dir, the_plan.recipe.name, firing.notify, _uses_mlflow(the_plan.recipe))
     if the_plan.environment:
         raise RecipeError(the_plan.environment, str(path), "cannot run on this machine")
     if if_changed and (unchanged := _nothing_to_do(the_plan)):  # decided before the (slow) memory estimate
@@ -267,7 +289,7 @@ def _run(
             }
         )
         return RunResult(the_plan, "skipped")
-    estimate_memory(the_plan, ignore_memory)
+    estimate_memory(the_plan, ignore_memory, running_only=True)
     if the_plan.environment:
         raise RecipeError(the_plan.environment, str(path), "cannot run on this machine")
     running = {f"stages[{s.index}]" for s in the_plan.steps if s.action in ("run", "resume")}
@@ -287,6 +309,24 @@ def _run(
         return RunResult(the_plan, "dry-run")
     the_plan.lineage = firing.lineage()
     return RunResult(the_plan, "complete", execute(the_plan, firing.emit))
+
+
+def _begin(firing: Firing, path: PathLike, overrides: Sequence[str]) -> tuple[LoadedRecipe, Recipe]:
+    """Load the recipe, record the firings found killed in its run folder, drop this one's marker, and refuse
+    (RunLocked) when a live firing holds the folder — before the plan reads any data."""
+    from llmctl.store.lock import RunLock
+
+    loaded, recipe = load(path, overrides)
+    run_dir = recipe.layout.run_dir
+    firing.begin(run_dir, recipe.name, firing.notify, _uses_mlflow(recipe))
+    RunLock.check_free(run_dir)
+    return loaded, recipe
+
+
+def _uses_mlflow(recipe: Recipe) -> bool:
+    from llmctl.tracking import stage_trackers
+
+    return "mlflow" in {n for spec in recipe.stages for n in stage_trackers(spec, recipe.report_to)}
 
 
 def expected(the_plan: Plan) -> dict[str, Any]:
@@ -406,8 +446,8 @@ def _serve_after_run(the_plan: Plan, artifacts: dict[str, Artifact]) -> None:
             from llmctl.serve.app import Source, run_server
             from llmctl.serve.limits import Limits
 
-            registry, name, host, port = target
-            run_server(Source(registry=registry, name=name), host, port, None, Limits(), 2.0)
+            registry, name, host, port, alias = target
+            run_server(Source(registry=registry, name=name, alias=alias), host, port, None, Limits(), 2.0)
             return
 
 

@@ -80,6 +80,33 @@ def models_rollback(name: str, registry: RegistryOpt = Path("models"), reason: R
     OUTPUT.result({"name": name, "current": version}, f"{name}: rolled back to {version}")
 
 
+AliasPinOpt = Annotated[str, typer.Option(help="Pin this alias instead of `current`.")]
+
+
+@app.command("pin")
+@handle_errors
+def models_pin(
+    name: str,
+    version: str,
+    registry: RegistryOpt = Path("models"),
+    reason: ReasonOpt = "",
+    alias: AliasPinOpt = "current",
+) -> None:
+    """Serve VERSION and freeze it: pipelines' deploys publish but never promote until `unpin`."""
+    api.pin(name, version, registry, reason, alias)
+    OUTPUT.result({"name": name, alias: version, "pinned": True}, f"{name}: {alias} → {version} (pinned)")
+
+
+@app.command("unpin")
+@handle_errors
+def models_unpin(
+    name: str, registry: RegistryOpt = Path("models"), reason: ReasonOpt = "", alias: AliasPinOpt = "current"
+) -> None:
+    """Let pipelines promote again (an operator's last decision still holds against older challengers)."""
+    version = api.unpin(name, registry, reason, alias)
+    OUTPUT.result({"name": name, alias: version, "pinned": False}, f"{name}: {alias} {version} unpinned")
+
+
 @app.command("log")
 @handle_errors
 def models_log(name: str, registry: RegistryOpt = Path("models")) -> None:
@@ -89,6 +116,7 @@ def models_log(name: str, registry: RegistryOpt = Path("models")) -> None:
         entries,
         "\n".join(
             f"{e['time']}  {e['action']:<8} {e['version']:<5}"
+            + (f" @{e['alias']}" if e.get("alias") else "")
             + (f" (was {e['previous']})" if e.get("previous") else "")
             + f"  by {e.get('user', '?')}"
             + (f"  run {e['run_id']}" if e.get("run_id") else "")

@@ -37,19 +37,29 @@ def _print_firings(history: list[dict[str, Any]], run_ref: str) -> None:
     if not history:
         out.print(f"{run_ref}: no firings recorded yet")
         return
-    table = Table("run id", "finished", "outcome", "ran", "published", "data", "commit")
+    table = Table("finished", "outcome", "alert", "ran", "published", "data", "commit")
+    table.add_column("run id", no_wrap=True, min_width=22)  # never truncated: `show --run ID` takes it
+    table.columns.insert(0, table.columns.pop())
     for record in history:
         published = ", ".join(f"{p['version']}{'' if p.get('new') else ' (same)'}" for p in record.get("published", []))
         table.add_row(
             record["run_id"],
-            record.get("finished", "")[:16].replace("T", " "),
+            (record.get("finished") or record.get("detected") or "")[:16].replace("T", " "),
             _OUTCOME_STYLE.get(record["outcome"], record["outcome"]),
+            record.get("alert") or "",
             ", ".join(record.get("changed", [])) or "—",
             published or "—",
             _data_versions(record.get("data", {})),
             ((record.get("git") or {}).get("commit") or "—")[:10],
         )
     out.print(table)
+    from llmctl.store.history import incidents
+
+    for incident in incidents(history):
+        state = f"closed {incident['closed']} by {incident['closed_by']}" if incident["closed"] else "[red]open[/]"
+        out.print(
+            f"incident {incident['id']}: {incident['kind']}, opened {incident['opened']}, {state} ({incident['firings']} firings)"
+        )
 
 
 _OUTCOME_STYLE = {

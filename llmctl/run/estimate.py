@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from llmctl.errors import LlmctlError, Problem, RecipeMismatch
@@ -12,6 +14,8 @@ from llmctl.spec.base import PREVIOUS, stage_ref_name
 from llmctl.spec.stage import StageSpec
 from llmctl.spec.training import PeftSpec
 from llmctl.stages import entry
+from llmctl.store.files import write_atomic
+from llmctl.store.layout import ESTIMATES
 
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 ADAM_STATE_BYTES = 8  # two fp32 moments per trainable parameter (plus 4 bytes of fp32 gradient)
@@ -122,6 +126,44 @@ def estimate_plan(
                 ) from None
             out[spec.name] = f"unknown ({type(err).__name__}: {str(err).splitlines()[0][:80]})"
     return out
+
+
+def cached_estimates(run_dir: Path, keys: dict[str, str]) -> dict[str, ModelEstimate | str] | None:
+    """Every stage's estimate as a run folder keeps them (`keys`: stage → fingerprint and dtype), or None when
+    one is missing: building even a meta-device model imports transformers (seconds), so a cached run or a
+    `plan` of a finished recipe reads the figures it made before."""
+    try:
+        kept = json.loads((run_dir / ESTIMATES).read_text())
+    except (OSError, ValueError):
+        return None
+    found: dict[str, ModelEstimate | str] = {}
+    for stage, key in keys.items():
+        value = kept.get(key) if isinstance(kept, dict) else None
+        if isinstance(value, str):
+            found[stage] = value
+        elif isinstance(value, dict):
+            try:
+                found[stage] = ModelEstimate(**value)
+            except TypeError:
+                return None
+        else:
+            return None
+    return found
+
+
+def keep_estimates(run_dir: Path, keys: dict[str, str], estimates: dict[str, ModelEstimate | str]) -> None:
+    """Keep the estimates in an existing run folder (an unreachable hub's is not kept: it may answer later)."""
+    if not run_dir.is_dir():
+        return
+    kept = {
+        keys[stage]: asdict(value) if isinstance(value, ModelEstimate) else value
+        for stage, value in estimates.items()
+        if stage in keys and not isinstance(value, Unreachable)
+    }
+    try:
+        write_atomic(run_dir / ESTIMATES, json.dumps(kept, indent=1))
+    except OSError:
+        pass  # a cache: the next plan computes them again
 
 
 def _from_recipe(spec: StageSpec) -> bool:

@@ -23,8 +23,10 @@ from llmctl.store.times import iso_time
 if TYPE_CHECKING:
     from llmctl.run.plan import Plan
 
-NOTIFY_TIMEOUT_S = 120
+NOTIFY_TIMEOUT_S = 30  # LLMCTL_NOTIFY_TIMEOUT overrides
 NOTIFY_TAIL = 200
+LOCK_PATIENCE = 3  # a firing holding the lock longer than this many times the pipeline's expected time is stuck
+LOCK_PATIENCE_UNKNOWN_S = 6 * 3600  # …and when no stage ever finished here, this long
 
 
 @dataclass
@@ -39,6 +41,20 @@ class Firing:
     plan: Plan | None = None
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
     skipped_reason: str = ""
+    run_dir: Path | None = None  # known once the recipe loaded (`begin`)
+    recipe_name: str | None = None
+    held: list[str] = field(default_factory=list)  # deploys that left an operator's decision in place
+    overrode: list[str] = field(default_factory=list)  # deploys that moved an alias against one
+    notify: str | None = None  # the notify command (also given to killed firings found on the way)
+
+    def begin(self, run_dir: Path, recipe_name: str, notify: str | None, mlflow: bool = False) -> None:
+        """The firing knows its run folder: firings found there that were killed without a line are recorded
+        (and notified) first, then this one's marker is dropped."""
+        self.run_dir, self.recipe_name = run_dir, recipe_name
+        for info in history.unfinished(run_dir, self.run_id):
+            self._record_killed(info, notify, mlflow)
+        with contextlib.suppress(OSError, LlmctlError):  # a read-only run folder fails later, with its own message
+            history.mark_started(run_dir, self.run_id, {"recipe_file": str(self.recipe_file)})
 
     def emit(self, event: dict[str, Any]) -> None:
         """The events callback the pipeline gets: remembers stage starts and ends, then passes the event on."""
@@ -48,6 +64,10 @@ class Firing:
             self.stages.setdefault(event["stage"], {"action": "run"}).update(
                 status=event["status"], metrics=event.get("metrics") or {}
             )
+            if held := (event.get("metrics") or {}).get("held"):
+                self.held.append(f"{event['stage']}: {held}")
+            if overrode := (event.get("metrics") or {}).get("overrode"):
+                self.overrode.append(f"{event['stage']}: overrode the operator's {overrode}")
         self.forward(event)
 
     @cached_property
@@ -67,24 +87,82 @@ class Firing:
         }
 
     def finish(self, error: BaseException | None, notify: str | None, skipped: bool = False) -> dict[str, Any]:
-        """Record the firing in the run's history and run the notify command; returns the record."""
+        """Record the firing in the run's history — its outcome, the incident it opens, continues or closes —
+        after running the notify command (whose own result is part of the record); returns the record."""
         outcome, code = ("skipped", 0) if skipped else history.outcome_of(error)
-        run_dir = self.plan.run_dir if self.plan else guess_run_dir(self.recipe_file, self.overrides)
+        run_dir = self.plan.run_dir if self.plan else self.run_dir or guess_run_dir(self.recipe_file, self.overrides)
+        last = _last_record(run_dir) if run_dir else None
         previous = history.previous_outcome(run_dir) if run_dir else None
-        if outcome == "complete" and previous in history.UNHEALTHY:
-            outcome = "recovered"
+        benign = outcome == "locked" and run_dir is not None and _benign_lock(error, run_dir)
+        outcome, incident, alert = history.incident_after(last, outcome, self.run_id, benign)
         record = self._record(outcome, code, error, run_dir, previous)
-        if run_dir is not None:
-            try:
-                history.append(run_dir, record)
-            except (OSError, LlmctlError) as problem:  # a full disk or a planted link must not hide the outcome
-                self.forward({"event": "warning", "message": f"run history not written: {problem}"})
+        record |= {"incident": incident, "alert": alert}
+        if alert == "closed" and incident is not None:  # say what recovered
+            record["message"] = (record["message"] + "; " if record["message"] else "") + (
+                f"recovered from {incident['kind']} (incident {incident['id']}, open since {incident['opened']})"
+            )
+        if self.held:
+            record["held"] = self.held
+        if self.overrode:  # what is served changed against an operator's decision: always worth an alert
+            record["overrode"] = self.overrode
+            record["alert"] = alert if alert in ("opened", "changed") else "override"
+        if last is not None and (last.get("notify") or {}).get("ok") is False:
+            record["previous_notify"] = last["notify"]
+        if notify:
+            record["notify"] = _notify(notify, record, self.forward)
+        self._append(run_dir, record)
         self.forward(
             {"event": "outcome", "outcome": outcome, "exit_code": code, "run_id": self.run_id, "record": record}
         )
-        if notify:
-            _notify(notify, record, self.forward)
         return record
+
+    def _append(self, run_dir: Path | None, record: dict[str, Any]) -> None:
+        if run_dir is None:
+            return
+        try:
+            history.append(run_dir, record)
+        except (OSError, LlmctlError) as problem:  # a full disk or a planted link must not hide the outcome
+            self.forward({"event": "warning", "message": f"run history not written: {problem}"})
+        history.mark_finished(run_dir, record["run_id"])
+
+    def _record_killed(self, info: dict[str, Any], notify: str | None, mlflow: bool) -> None:
+        """Record a firing that died without its line (found by its marker): outcome `killed`, the stage it was
+        running marked failed, its MLflow run closed, the incident opened and notified."""
+        assert self.run_dir is not None
+        run_id, pid = str(info["run_id"]), int(info.get("pid") or 0)
+        stage = _fail_running_stage(self.run_dir, pid, "killed without recording (SIGKILL of the whole run)")
+        where = f" while stage '{stage}' was running" if stage else ""
+        last = _last_record(self.run_dir)
+        outcome, incident, alert = history.incident_after(last, "killed", run_id)
+        record = {
+            "run_id": run_id,
+            "recipe": self.recipe_name,
+            "recipe_file": info.get("recipe_file") or str(self.recipe_file),
+            "run_dir": str(self.run_dir.absolute()),
+            "outcome": outcome,
+            "exit_code": history.EXIT_CODES["killed"],
+            "previous_outcome": history.previous_outcome(self.run_dir),
+            "message": f"the firing (pid {pid}) was killed{where} before it could record an outcome "
+            "(SIGKILL of llmctl and its watcher: `timeout -s KILL`, `kill -9`); found by firing " + self.run_id,
+            "started": info.get("started"),
+            "finished": None,
+            "detected": iso_time(),
+            "duration_s": None,
+            "changed": [],
+            "published": [],
+            "stages": {stage: {"status": "failed", "action": "run"}} if stage else {},
+            "incident": incident,
+            "alert": alert,
+        }
+        if mlflow:
+            from llmctl import tracking
+
+            with contextlib.suppress(Exception):  # a tracker that cannot be reached must not stop this firing
+                tracking.close_killed(self.recipe_name or "", run_id)
+        if notify:
+            record["notify"] = _notify(notify, record, self.forward)
+        self._append(self.run_dir, record)
+        self.forward({"event": "warning", "message": record["message"]})
 
     def _record(
         self, outcome: str, code: int, error: BaseException | None, run_dir: Path | None, previous: str | None
@@ -143,6 +221,47 @@ class Firing:
         return found
 
 
+def _last_record(run_dir: Path) -> dict[str, Any] | None:
+    """The newest record, for the incident state; a skipped line written before incidents existed says nothing
+    about one, so the newest firing that did something decides then."""
+    last = history.last_record(run_dir)
+    if last is not None and last.get("outcome") == "skipped" and "incident" not in last:
+        return history.jsonl.find_last(
+            run_dir / history.HISTORY, "run_id", lambda r: r.get("outcome") != "skipped", skip=history.SKIPPED
+        )
+    return last
+
+
+def _benign_lock(error: BaseException | None, run_dir: Path) -> bool:
+    """Whether a `locked` firing met a holder that is alive and within LOCK_PATIENCE times the pipeline's
+    expected time (the stages' last durations here): a long run under a frequent cron, not an incident."""
+    since = getattr(error, "since", None)
+    if since is None:
+        return True  # an old-style lock file: no age to judge by
+    from llmctl.store.manifest import Manifest
+
+    try:
+        expected = sum(s.duration_s or 0 for s in Manifest.load(run_dir).data.stages.values() if not s.cached)
+    except (OSError, ValueError, LlmctlError):
+        expected = 0
+    patience = LOCK_PATIENCE * expected if expected else LOCK_PATIENCE_UNKNOWN_S
+    return time.time() - since <= patience
+
+
+def _fail_running_stage(run_dir: Path, pid: int, why: str) -> str | None:
+    """Mark the stage process `pid` was running as failed in the manifest; its name (None when none was)."""
+    from llmctl.store.layout import MANIFEST
+    from llmctl.store.manifest import Manifest
+
+    if not (run_dir / MANIFEST).is_file():
+        return None
+    manifest = Manifest.load(run_dir)
+    running = [n for n, s in manifest.data.stages.items() if s.status == "running" and s.pid == pid]
+    for name in running:
+        manifest.update(name, status="failed", error=why, finished=iso_time())
+    return running[0] if running else None
+
+
 def _published(stages: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """The registry versions that deploy stages which ran in this firing published (or found already there)."""
     return [
@@ -153,20 +272,24 @@ def _published(stages: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             "new": s["metrics"].get("new_version"),
         }
         for name, s in stages.items()
-        if s["status"] == "complete" and "version" in s.get("metrics", {})
+        if s["status"] == "complete" and "version" in s.get("metrics", {}) and not s["metrics"].get("held")
     ]
 
 
-def _notify(command: str, record: dict[str, Any], emit: Emit) -> None:
-    """Run the notify command with the record as JSON on stdin and LLMCTL_OUTCOME, LLMCTL_EXIT_CODE,
-    LLMCTL_RUN_ID and LLMCTL_RECIPE in its environment; its failure is a warning only. It runs in a process group
-    of its own, ended whole at the timeout (a script's children too); its output is not kept (stderr's last
-    NOTIFY_TAIL bytes go into the warning), so a chatty command cannot fill llmctl's memory."""
+def _notify(command: str, record: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    """Run the notify command with the record as JSON on stdin and LLMCTL_OUTCOME, LLMCTL_ALERT (opened, changed,
+    closed or empty), LLMCTL_EXIT_CODE, LLMCTL_RUN_ID and LLMCTL_RECIPE in its environment; returns its result
+    ({ok, exit_code | timeout_s, message}) for the record — its failure is a warning, never the firing's. It runs
+    in a process group of its own, ended whole at the timeout (LLMCTL_NOTIFY_TIMEOUT, default NOTIFY_TIMEOUT_S:
+    a script's children too); its output is not kept (stderr's last NOTIFY_TAIL bytes go into the warning), so a
+    chatty command cannot fill llmctl's memory."""
     import signal
     import tempfile
 
+    timeout = _notify_timeout()
     env = os.environ | {
         "LLMCTL_OUTCOME": record["outcome"],
+        "LLMCTL_ALERT": record.get("alert") or "",
         "LLMCTL_EXIT_CODE": str(record["exit_code"]),
         "LLMCTL_RUN_ID": record["run_id"],
         "LLMCTL_RECIPE": record["recipe"] or record["recipe_file"],
@@ -180,33 +303,55 @@ def _notify(command: str, record: dict[str, Any], emit: Emit) -> None:
                 start_new_session=True,
             )  # fmt: skip
         except OSError as problem:
-            emit({"event": "warning", "message": f"--notify-cmd failed: {problem}"})
-            return
+            return _notify_failed(emit, {"ok": False, "message": f"--notify-cmd failed: {problem}"})
         try:
-            code = proc.wait(timeout=NOTIFY_TIMEOUT_S)
+            code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            emit({"event": "warning", "message": f"--notify-cmd did not finish within {NOTIFY_TIMEOUT_S} s; stopped"})
-            return
+            message = f"--notify-cmd did not finish within {timeout:g} s; stopped (LLMCTL_NOTIFY_TIMEOUT)"
+            return _notify_failed(emit, {"ok": False, "timeout_s": timeout, "message": message})
         if code != 0:
             stderr.seek(max(0, stderr.seek(0, 2) - NOTIFY_TAIL))
             said = stderr.read().decode(errors="replace").strip()
-            emit({"event": "warning", "message": f"--notify-cmd exited {code}: {said}"})
+            return _notify_failed(
+                emit, {"ok": False, "exit_code": code, "message": f"--notify-cmd exited {code}: {said}"}
+            )
+    return {"ok": True, "exit_code": 0}
+
+
+def _notify_failed(emit: Emit, result: dict[str, Any]) -> dict[str, Any]:
+    emit({"event": "warning", "message": result["message"]})
+    return result
+
+
+def _notify_timeout() -> float:
+    try:
+        return max(1.0, float(os.environ.get("LLMCTL_NOTIFY_TIMEOUT", NOTIFY_TIMEOUT_S)))
+    except ValueError:
+        return NOTIFY_TIMEOUT_S
 
 
 def guess_run_dir(recipe_file: Path, overrides: list[str]) -> Path | None:
     """The run folder of a recipe that did not validate, from its `name:` (and `run_dir:` when that folder
-    already holds a run), so an invalid firing is recorded where the valid ones are; None when unknown."""
+    already holds a run), so an invalid firing is recorded where the valid ones are — read as YAML, or from the
+    top-level lines when the YAML does not parse; else the recipe file's own state folder
+    (runs/.recipes/STEM-HASH), so the firing is recorded all the same. None only when no file is named."""
+    import hashlib
+
     import yaml
 
-    from llmctl.store.layout import MANIFEST, NAME_PATTERN, RunLayout, unsafe_run_dir
+    from llmctl.store.layout import MANIFEST, NAME_PATTERN, RUNS_ROOT, RunLayout, unsafe_run_dir
 
     try:
-        raw = yaml.safe_load(recipe_file.read_text()[:1_000_000]) if recipe_file.is_file() else None
-    except (OSError, ValueError, yaml.YAMLError):
-        raw = None
+        text = recipe_file.read_text()[:1_000_000] if recipe_file.is_file() else ""
+    except (OSError, ValueError):
+        text = ""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError:  # a syntax error elsewhere: the top-level `name:` and `run_dir:` lines still say it
+        raw = {m[1]: m[2].strip().strip("'\"") for m in re.finditer(r"^(name|run_dir):[ \t]*([^#\n]*)", text, re.M)}
     values = dict(raw) if isinstance(raw, dict) else {}
     values |= dict(o.split("=", 1) for o in overrides if o.split("=", 1)[0] in ("name", "run_dir"))
     name, run_dir = values.get("name"), values.get("run_dir")
@@ -214,5 +359,10 @@ def guess_run_dir(recipe_file: Path, overrides: list[str]) -> Path | None:
         return Path(run_dir)
     if isinstance(name, str) and re.fullmatch(NAME_PATTERN, name) and not run_dir:
         folder = RunLayout.of(name, None).run_dir
-        return folder if unsafe_run_dir(folder) is None else None
-    return None
+        if unsafe_run_dir(folder) is None:
+            return folder
+    if not str(recipe_file):
+        return None
+    key = hashlib.sha256(str(recipe_file.absolute()).encode()).hexdigest()[:8]
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", recipe_file.stem)[:40] or "recipe"
+    return RUNS_ROOT / ".recipes" / f"{stem}-{key}"

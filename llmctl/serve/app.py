@@ -415,6 +415,12 @@ def run_server(
     from llmctl.render import quiet_libraries
 
     quiet_libraries()
+    if not LOG.handlers:  # each registry swap is a line on stderr (`registry: now serving …`), not a dropped record
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        LOG.addHandler(handler)
+        LOG.setLevel(logging.INFO)
+        LOG.propagate = False
     app = create_app(source, api_key, limits, watch, access_log=not quiet)
     LOG.warning("serving %s on http://%s:%s/v1 (Ctrl-C stops)", source.model_id, host, port)
     uvicorn.Server(uvicorn_config(app, host, port, limits)).run()

@@ -28,7 +28,7 @@ class StageEntry:
     """The architecture the stage builds from its own spec (plan's estimate); None: its model input's config."""
     smoke: Callable[[dict[str, Any], SmokeSize, list[str], str], None] | None = None
     """Shrinks the stage's own settings for --smoke (data, steps and lengths are cut for every stage)."""
-    serve_after_run: Callable[[Any], tuple[str, str, str, int] | None] | None = None
+    serve_after_run: Callable[[Any], tuple[str, str, str, int, str] | None] | None = None
     """(registry, model name, host, port) to serve once the whole run succeeded, or None."""
 
     @property

@@ -52,7 +52,11 @@ class DeploySpec(StageSpec):
     model_name: str = Field(pattern=NAME_PATTERN)
     """The model's name in the registry, e.g. lima-chat."""
     promote: bool = True
-    """Make the new version current (false: publish only; promote later with `llmctl models promote`)."""
+    """Point the alias at the new version (false: publish only; promote later with `llmctl models promote`).
+    An operator's rollback, promotion or pin holds: see `llmctl models pin`."""
+    alias: str = Field("current", pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    """The alias the stage moves: `current` (the served one) or another (champion, staging…), which
+    `llmctl serve --alias` follows and `gate.baseline: registry:DIR/NAME@ALIAS` compares with."""
     keep: int | None = Field(None, ge=1)
     """Keep at most this many versions (the current one is never deleted)."""
     serve: bool = False
@@ -102,21 +106,34 @@ def run(spec: DeploySpec, ctx: StageContext) -> Artifact:
         "metrics": getattr(report, "meta", {}).get("metrics", {}) if report is not None else {},
     }
     info |= ctx.lineage  # run id, data versions, git commit, llmctl and library versions: what produced it
-    version, pruned, new = registry.deploy(
-        spec.model_name, source, info, spec.promote, spec.keep, reuse_identical=True, reason=f"deploy stage {ctx.name}"
-    )
+    made = getattr(model_input, "committed", 0.0) or None  # when the model was made: an operator's decision
+    done = registry.deploy(
+        spec.model_name, source, info, spec.promote, spec.keep, reuse_identical=True,
+        reason=f"deploy stage {ctx.name}", alias=spec.alias, made=made,
+    )  # fmt: skip
     shutil.rmtree(ctx.work_dir / "merged", ignore_errors=True)  # a merged adapter now lives in the registry
+    version, new = done.version, done.new
     published = (
         f"published {spec.model_name} {version}" if new else f"{spec.model_name}: already {version} (same files)"
     )
-    ctx.log(f"{published} in {registry.root}/" + (", current" if spec.promote else ""))
+    if done.held:
+        ctx.log(f"{published if new else spec.model_name}: {spec.alias} not moved — {done.held}")
+    else:
+        moved = f", {spec.alias}" if spec.promote else ""
+        ctx.log(f"{published} in {registry.root}/{moved}")
+        if done.overrode:
+            d = done.overrode
+            ctx.log(f"this overrides {d.get('user', '?')}'s {d['action']} to {d['version']} at {d['time']}")
     deployment: dict[str, Any] = {
         "registry": str(registry.root.absolute()),
         "name": spec.model_name,
         "version": version,
         "new": new,
-        "promoted": spec.promote,
-        "pruned": pruned,
+        "alias": spec.alias,
+        "promoted": spec.promote and not done.held,
+        "held": done.held,
+        "overrode": done.overrode,
+        "pruned": done.pruned,
         "path": str((registry.root / spec.model_name / version).absolute()),
     }
     if spec.hub is not None:
@@ -125,7 +142,19 @@ def run(spec: DeploySpec, ctx: StageContext) -> Artifact:
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(ctx.out_dir / "deployment.json", json.dumps(deployment, indent=2) + "\n")
     serve_cmd = f"llmctl serve --registry {spec.registry} --name {spec.model_name}"
-    metrics: dict[str, Any] = {"version": version, "new_version": new, "promoted": spec.promote, "serve": serve_cmd}
+    serve_cmd += f" --alias {spec.alias}" if spec.alias != "current" else ""
+    metrics: dict[str, Any] = {
+        "version": version,
+        "new_version": new,
+        "promoted": deployment["promoted"],
+        "serve": serve_cmd,
+    }
+    if done.held:
+        metrics["held"] = done.held
+    if done.overrode:
+        metrics["overrode"] = (
+            f"{done.overrode['action']} to {done.overrode['version']} by {done.overrode.get('user', '?')}"
+        )
     return Artifact(ArtifactKind.deployment, str(ctx.out_dir), meta={"metrics": metrics, "deployment": deployment})
 
 
@@ -155,6 +184,6 @@ def smoke(stage: dict[str, Any], size: SmokeSize, notes: list[str], name: str) -
         notes.append(f"stage '{name}': a smoke run does not publish to the Hugging Face Hub")
 
 
-def serve_after_run(spec: DeploySpec) -> tuple[str, str, str, int] | None:
-    """(registry, model name, host, port) to serve once the whole run succeeded, when the stage asks to."""
-    return (spec.registry, spec.model_name, spec.host, spec.port) if spec.serve else None
+def serve_after_run(spec: DeploySpec) -> tuple[str, str, str, int, str] | None:
+    """(registry, model name, host, port, alias) to serve once the whole run succeeded, when the stage asks to."""
+    return (spec.registry, spec.model_name, spec.host, spec.port, spec.alias) if spec.serve else None

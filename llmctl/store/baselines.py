@@ -31,14 +31,14 @@ def baseline(ref: str, stage: str, runs_root: Path, previous: dict[str, Any]) ->
     from llmctl.store.registry import Registry
 
     if (named := parse_ref(ref)) is not None:
-        folder, name = named
+        folder, named_alias = named
+        name, _, alias = named_alias.partition("@")  # registry:DIR/NAME@champion: the version an alias names
         registry = Registry(Path(folder))
-        version = registry.current(name)
+        version = registry.alias(name, alias or "current")
         info = registry.info(name, version) if version else {}
-        path = str(registry.current_path(name)) if version else None
-        return Baseline(
-            info.get("metrics"), f"deployed {name} {version}", f"{ref}@{version}", info.get("model_fingerprint"), path
-        )
+        path = str(registry.current_path(name, alias or "current")) if version else None
+        label = f"deployed {name} {version}" if not alias else f"{name}@{alias} {version}"
+        return Baseline(info.get("metrics"), label, f"{ref}@{version}", info.get("model_fingerprint"), path)
     found = stage_metrics(ref, stage, runs_root)
     if found is None:
         raise UsageError(

@@ -4,6 +4,8 @@ runs/<name>/
   recipe.resolved.yaml    the validated recipe, dumped from the specs
   llmctl.lock.json        per stage: fingerprint, status, times, metrics, output path, versions (store/manifest.py)
   history.jsonl           one line per firing (store/history.py)
+  estimates.json          each stage's size and memory estimate, by fingerprint and dtype (run/estimate.py)
+  firings/                one marker per firing in progress (store/history.py): a killed firing's is found
   .lock                   held (flock) while a run is active; records pid and start time (store/lock.py)
   01-pretrain/            artifact.json  output/  logs/  metrics.json  (checkpoints/ while training)
   01-pretrain.tmp/        the stage being written; renamed to 01-pretrain/ when whole
@@ -39,6 +41,8 @@ OUTPUT, CHECKPOINTS, LOGS = "output", "checkpoints", "logs"  # inside a stage fo
 PROGRESS_FILE = "progress.jsonl"  # in checkpoints/: what a stage that is no trainer has done so far (generate)
 MANIFEST = "llmctl.lock.json"
 HISTORY = "history.jsonl"  # one line per firing (store/history.py)
+ESTIMATES = "estimates.json"  # stage estimates by fingerprint (run/estimate.py)
+FIRINGS = "firings"  # markers of firings in progress (store/history.py)
 RESOLVED = "recipe.resolved.yaml"
 LOCKFILE = ".lock"
 TMP_SUFFIX = ".tmp"
@@ -107,7 +111,7 @@ def unsafe_run_dir(run_dir: Path) -> str | None:
 
 def _looks_like_a_run(folder: Path) -> bool:
     """A folder llmctl made: it holds the manifest, lock or resolved recipe, or stage folders (`01-name`)."""
-    return any((folder / n).exists() for n in (MANIFEST, HISTORY, LOCKFILE, RESOLVED)) or any(
+    return any((folder / n).exists() for n in (MANIFEST, HISTORY, LOCKFILE, RESOLVED, FIRINGS, ESTIMATES)) or any(
         STAGE_DIR_RE.match(p.name) for p in folder.iterdir()
     )
 
@@ -116,8 +120,8 @@ REF_PREFIX = "registry:"
 
 
 def parse_ref(ref: str) -> tuple[str, str] | None:
-    """`registry:DIR/NAME` → (DIR, NAME): a registry's model, as gate baselines and judge references name it;
-    None for any other reference."""
+    """`registry:DIR/NAME` → (DIR, NAME): a registry's model, as gate baselines and judge references name it
+    (NAME may end in `@ALIAS`: the version that alias names); None for any other reference."""
     if not ref.startswith(REF_PREFIX):
         return None
     folder, _, name = ref.removeprefix(REF_PREFIX).rpartition("/")

@@ -26,15 +26,27 @@ class RunLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            said = os.read(fd, 200).decode(errors="replace")
             os.close(fd)
-            raise RunLocked(
-                f"run folder {self.path.parent} is locked by {holder}; wait for it to finish or stop it"
-            ) from None
+            raise _locked(self.path.parent, said) from None
         os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+        now = time.time()
+        os.write(
+            fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(now))} @{now:.0f}".encode()
+        )
         self._fd = fd
         return self
+
+    @staticmethod
+    def check_free(run_dir: Path) -> None:
+        """RunLocked (naming the holder) when a live process holds the run folder now: a firing finds out before
+        it plans anything."""
+        if RunLock.is_held(run_dir):
+            try:
+                said = (run_dir / LOCKFILE).read_text()[:200]
+            except OSError:
+                said = ""
+            raise _locked(run_dir, said)
 
     @staticmethod
     def is_held(run_dir: Path) -> bool:
@@ -57,3 +69,15 @@ class RunLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def _locked(run_dir: Path, said: str) -> RunLocked:
+    """The error for a held lock; `pid` and `since` (epoch seconds) set when the lock file says them."""
+    text, _, epoch = said.strip().partition(" @")
+    error = RunLocked(
+        f"run folder {run_dir} is locked by {text or 'another process'}; wait for it to finish or stop it"
+    )
+    words = text.split()
+    error.pid = int(words[1]) if len(words) > 1 and words[0] == "pid" and words[1].isdigit() else None
+    error.since = float(epoch) if epoch.strip().isdigit() else None
+    return error

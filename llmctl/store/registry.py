@@ -10,7 +10,14 @@
 
 A version is copied into `.v3.tmp/` and renamed into place when whole; publishing holds a per-name flock so
 two publishers cannot take the same number. A deploy of files identical to an existing version publishes
-nothing and names that version instead (a re-benchmarked champion is not a new model)."""
+nothing and names that version instead (a re-benchmarked champion is not a new model).
+
+Operators' decisions hold against pipelines: a promote, rollback or pin made by a person (a log entry without
+a run id) is the alias's *decision*. A pipeline's deploy then never moves the alias to a version an operator
+moved it away from, nor to a model made before the decision (a cached challenger the operator already saw);
+only a new challenger (new data, recipe or code) that passed its gate may, and the deploy says it overrode the
+decision (`Deployed.overrode`: the firing alerts). `models pin NAME vN` freezes the alias: deploys publish but
+never promote, operators must `unpin` first."""
 
 from __future__ import annotations
 
@@ -24,14 +31,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from llmctl.errors import UsageError
 from llmctl.store import jsonl
 from llmctl.store.artifacts import file_manifest, manifest_damage
 from llmctl.store.files import open_own, write_atomic
 from llmctl.store.layout import NAME_PATTERN
-from llmctl.store.times import iso_time
+from llmctl.store.times import iso_time, parse_time
 
 VERSION_RE = re.compile(r"^v(\d+)$")
 NAME_RE = re.compile(NAME_PATTERN)
@@ -39,6 +46,19 @@ INFO = "version.json"
 CURRENT = "current"  # the served alias
 ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 LOG = "log.jsonl"
+MOVES = ("promote", "rollback", "pin")  # log actions that point an alias
+
+
+class Deployed(NamedTuple):
+    """What `Registry.deploy` did: the version (published or found identical; when held without publishing,
+    the one the alias keeps), versions pruned, whether it is new, why the alias was not moved (None: moved or not
+    asked), and the operator decision a promotion overrode (None: none)."""
+
+    version: str
+    pruned: list[str]
+    new: bool
+    held: str | None = None
+    overrode: dict[str, Any] | None = None
 
 
 def _checked_version(version: str) -> str:
@@ -141,18 +161,106 @@ class Registry:
         keep: int | None,
         reuse_identical: bool = False,
         reason: str = "",
-    ) -> tuple[str, list[str], bool]:
-        """Publish `source` as the next version, promote it if asked, prune beyond `keep` — all under the
-        registry lock, so concurrent deployers never prune what another is reading or promoting. With
-        `reuse_identical`, files identical to an existing version's publish nothing: that version is used.
-        Returns the version, the versions pruned, and whether the version is new."""
+        alias: str = CURRENT,
+        made: float | None = None,
+    ) -> Deployed:
+        """Publish `source` as the next version, promote it (point `alias` at it) if asked and no operator decision
+        holds it back, prune beyond `keep` — all under the registry lock, so concurrent deployers never prune what
+        another is reading or promoting. With `reuse_identical`, files identical to an existing version's publish
+        nothing: that version is used. `made`: when the model was made (epoch seconds), against an operator's
+        decision."""
         with self._lock(name):
             existing = self._identical(name, source) if reuse_identical else None
-            version = existing or self._publish(name, source, info)
-            if promote and self.current(name) != version:
-                self._promote(name, version, reason or "deployed", info.get("run_id"))
-            pruned = self._prune(name, keep, protect=version) if keep else []
-        return version, pruned, existing is None
+            held, publish, overrode = self._hold(name, alias, existing, made) if promote else (None, True, None)
+            if publish:
+                version = existing or self._publish(name, source, info)
+            else:
+                version = self.alias(name, alias) or existing or ""
+            if promote and not held and self.alias(name, alias) != version:
+                self._promote(name, version, reason or "deployed", info.get("run_id"), alias=alias)
+            pruned = self._prune(name, keep, protect=version) if keep and version else []
+        return Deployed(version, pruned, publish and existing is None, held, overrode if not held else None)
+
+    def _hold(
+        self, name: str, alias: str, candidate: str | None, made: float | None
+    ) -> tuple[str | None, bool, dict[str, Any] | None]:
+        """(why the pipeline may not move `alias` — None when it may —, whether to publish the model anyway,
+        the operator decision a move would override)."""
+        if (pin := self.pinned(name, alias)) is not None:
+            return (
+                f"{alias} is pinned to {pin['version']} by {pin.get('user', '?')} at {pin['time']} "
+                f"(`llmctl models unpin {name}` lets pipelines promote again)",
+                True,
+                None,
+            )
+        decision = self.decision(name, alias)
+        if decision is None or (candidate is not None and candidate == self.alias(name, alias)):
+            return None, True, None
+        who = f"{decision.get('user', '?')}'s {decision['action']} to {decision['version']} at {decision['time']}"
+        if candidate is not None and candidate in self._moved_away(name, alias):
+            return (
+                f"an operator moved {alias} away from {candidate} ({who}); a pipeline never promotes it again",
+                False,
+                None,
+            )
+        if made is not None and made <= parse_time(decision["time"]):
+            return (
+                f"the model was made before {who}: the decision holds until a new challenger (new data, recipe or "
+                f"code) beats {decision['version']}",
+                False,
+                None,
+            )
+        return None, True, decision
+
+    def decision(self, name: str, alias: str = CURRENT) -> dict[str, Any] | None:
+        """The operator's standing decision on `alias`: its last move (promote, rollback, pin) when a person made
+        it — None when a pipeline made the last move, or none was made."""
+        for entry in reversed(self.log(name)):
+            if (entry.get("alias") or CURRENT) == alias and entry.get("action") in MOVES:
+                return None if entry.get("run_id") else entry
+        return None
+
+    def pinned(self, name: str, alias: str = CURRENT) -> dict[str, Any] | None:
+        """The pin on `alias` (its log entry), or None."""
+        for entry in reversed(self.log(name)):
+            if (entry.get("alias") or CURRENT) == alias and entry.get("action") in ("pin", "unpin"):
+                return entry if entry["action"] == "pin" else None
+        return None
+
+    def _moved_away(self, name: str, alias: str) -> set[str]:
+        """Versions an operator moved `alias` away from (never promoted again by a pipeline)."""
+        return {
+            e["previous"]
+            for e in self.log(name)
+            if (e.get("alias") or CURRENT) == alias
+            and e.get("action") in MOVES
+            and not e.get("run_id")
+            and e.get("previous")
+        }
+
+    def pin(self, name: str, version: str, reason: str = "", alias: str = CURRENT) -> None:
+        """Point `alias` at `version` and freeze it: deploys publish but never promote until `unpin`."""
+        self._existing(name)
+        with self._lock(name):
+            self._promote(name, version, reason, action="pin", alias=alias)
+
+    def unpin(self, name: str, reason: str = "", alias: str = CURRENT) -> str:
+        """Lift the pin on `alias`; returns the version it keeps pointing at."""
+        self._existing(name)
+        with self._lock(name):
+            if self.pinned(name, alias) is None:
+                raise UsageError(f"model '{name}': {alias} is not pinned")
+            version = self.alias(name, alias) or ""
+            where = {} if alias == CURRENT else {"alias": alias}
+            self._log(name, "unpin", version, reason=reason, **where)
+        return version
+
+    def _refuse_pinned(self, name: str, alias: str) -> None:
+        if (pin := self.pinned(name, alias)) is not None:
+            raise UsageError(
+                f"model '{name}': {alias} is pinned to {pin['version']} (by {pin.get('user', '?')} at {pin['time']}); "
+                f"`llmctl models unpin {name}` first"
+            )
 
     def _identical(self, name: str, source: Path) -> str | None:
         """The newest version whose files (sizes and hashes, its version.json aside) equal `source`'s."""
@@ -195,6 +303,7 @@ class Registry:
         """Point `alias` (default `current`, the served one) at `version` with one rename (atomic for readers)."""
         self._existing(name)
         with self._lock(name):
+            self._refuse_pinned(name, alias)
             self._promote(name, version, reason, alias=alias)
 
     def _promote(
@@ -232,6 +341,7 @@ class Registry:
         without one, the version numbered before it); returns it."""
         self._existing(name)
         with self._lock(name):
+            self._refuse_pinned(name, CURRENT)
             versions, current = self.versions(name), self.current(name)
             previous = self._served_before(name, current, versions)
             if previous is None:
@@ -245,7 +355,7 @@ class Registry:
         for entry in reversed(self.log(name)):
             if entry.get("alias"):  # another alias moved: not what was served
                 continue
-            if entry.get("action") in ("promote", "rollback") and entry.get("version") == current:
+            if entry.get("action") in MOVES and entry.get("version") == current:
                 previous = entry.get("previous")
                 if previous in versions and previous != current:
                     return previous

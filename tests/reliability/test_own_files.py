@@ -124,7 +124,7 @@ def test_a_damaged_old_version_blocks_no_later_deploy(tmp_path: Path) -> None:
     (tmp_path / "models/m/v1/version.json").write_text("{damaged")
     source = tmp_path / "src"
     (source / "weights.bin").write_bytes(b"new weights")
-    version, _, new = registry.deploy("m", source, {}, promote=True, keep=None, reuse_identical=True)
+    version, _, new, *_ = registry.deploy("m", source, {}, promote=True, keep=None, reuse_identical=True)
     assert (version, new) == ("v3", True)
 
 

@@ -97,8 +97,8 @@ def test_rollback_returns_to_the_version_served_before_and_the_trail_says_who_an
 def test_a_deploy_of_identical_files_names_the_existing_version(tmp_path: Path) -> None:
     registry = Registry(tmp_path / "models")
     source = model_folder(tmp_path, "same")
-    assert registry.deploy("chat", source, {}, promote=True, keep=None, reuse_identical=True) == ("v1", [], True)
-    assert registry.deploy("chat", source, {}, promote=True, keep=None, reuse_identical=True) == ("v1", [], False)
+    assert registry.deploy("chat", source, {}, promote=True, keep=None, reuse_identical=True)[:3] == ("v1", [], True)
+    assert registry.deploy("chat", source, {}, promote=True, keep=None, reuse_identical=True)[:3] == ("v1", [], False)
     (source / "config.json").write_text('{"tag": "other"}')
     assert registry.deploy("chat", source, {}, promote=True, keep=None, reuse_identical=True)[:1] == ("v2",)
 
