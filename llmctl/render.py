@@ -127,11 +127,13 @@ class RichRenderer:
         self.results: list[tuple[str, str, dict[str, Any], float | None]] = []
 
     def __enter__(self) -> RichRenderer:
-        self.progress.start()
+        if not self.quiet:  # (a stopped live display prints a newline: cron would mail it)
+            self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if not self.quiet:
+            self.progress.stop()
 
     def __call__(self, event: dict[str, Any]) -> None:
         if self.quiet:

@@ -94,7 +94,8 @@ class Firing:
         last = _last_record(run_dir) if run_dir else None
         previous = history.previous_outcome(run_dir) if run_dir else None
         benign = outcome == "locked" and run_dir is not None and _benign_lock(error, run_dir)
-        outcome, incident, alert = history.incident_after(last, outcome, self.run_id, benign)
+        neutral = benign or (outcome == "complete" and bool(self.held) and not self.overrode)
+        outcome, incident, alert = history.incident_after(last, outcome, self.run_id, neutral)
         record = self._record(outcome, code, error, run_dir, previous)
         record |= {"incident": incident, "alert": alert}
         if alert == "closed" and incident is not None:  # say what recovered

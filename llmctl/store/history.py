@@ -130,7 +130,7 @@ def git_state(recipe: Path) -> dict[str, Any] | None:
 
 
 def incident_after(
-    previous: dict[str, Any] | None, outcome: str, run_id: str, benign_lock: bool = False
+    previous: dict[str, Any] | None, outcome: str, run_id: str, neutral: bool = False
 ) -> tuple[str, dict[str, Any] | None, str | None]:
     """(outcome, incident, alert) of a firing with `outcome` after the `previous` record (None: the first).
 
@@ -145,10 +145,15 @@ def incident_after(
     |                      | and is whole again)             |               |         |
     | rejected             | skipped (the decision stands)   | skipped       | —       |
     | any                  | locked by a live firing within  | locked        | —       |
-    |                      | its expected time (benign_lock) |               |         |
+    |                      | its expected time (`neutral`)   |               |         |
+    | any                  | complete, a deploy held back by | complete      | —       |
+    |                      | an operator's decision          |               |         |
+    |                      | (`neutral`)                     |               |         |
+
+    A neutral firing proves nothing: it neither opens nor closes an incident.
     """
     opened = open_incident(previous)
-    if outcome == "locked" and benign_lock:
+    if neutral:
         return outcome, opened, None
     if outcome in UNHEALTHY:
         if opened is None:
@@ -171,8 +176,6 @@ def open_incident(record: dict[str, Any] | None) -> dict[str, Any] | None:
     outcome = record.get("outcome")
     if outcome in UNHEALTHY:
         return {"id": record.get("run_id"), "kind": outcome, "opened": record.get("started"), "state": "open"}
-    if outcome == "skipped":  # an old skipped line says nothing: the one before it decides
-        return None
     return None
 
 
@@ -211,12 +214,14 @@ def _now() -> str:
 
 def process_start(pid: int) -> str | None:
     """The start time of process `pid` in clock ticks since boot (field 22 of /proc/PID/stat; None when the
-    process is gone or there is no /proc): with the pid, it names one process even after the pid is reused."""
+    process is gone — a zombie too — or there is no /proc): with the pid, it names one process even after the
+    pid is reused."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rpartition(")")[2].split()[19]
+    fields = stat.rpartition(")")[2].split()
+    return None if fields[0] in ("Z", "X") else fields[19]
 
 
 def alive(pid: int, started: str | None) -> bool:
