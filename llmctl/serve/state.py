@@ -157,21 +157,27 @@ class ServerState:
         self.latency.labels(endpoint).observe(time.perf_counter() - started)
 
     def watch(self, every_s: float, log: Any) -> None:
-        """Follow the registry's `current` pointer; a failed load keeps the old model serving and is logged once
-        per distinct failure (e.g. a version being pruned mid-read: the next tick tries again)."""
+        """Follow the registry's alias (`current`, or the one served) every `every_s` seconds (`follow_once`)."""
         last = ""
         while True:
             time.sleep(every_s)
-            try:
-                before = self.version
-                if self.reload():
-                    log.info("registry: now serving %s %s (was %s)", self.source.model_id, self.version, before)
-                last = ""
-            except Exception as err:  # noqa: BLE001 - the server must outlive a bad registry state
-                if str(err) != last:
-                    log.warning(
-                        "registry watch: could not load the current version (%s: %s); still serving the previous one",
-                        type(err).__name__,
-                        err,
-                    )
-                last = str(err)
+            last = self.follow_once(log, last)
+
+    def follow_once(self, log: Any, last: str = "") -> str:
+        """Swap in the version the alias points at now, logging the swap; a failed load keeps the old model
+        serving and is logged once per distinct failure (e.g. a version being pruned mid-read: the next tick
+        tries again). Returns the failure seen ("" when none)."""
+        try:
+            before = self.version
+            if self.reload():
+                alias = "" if self.source.alias == "current" else f" (@{self.source.alias})"
+                log.info("registry: now serving %s %s%s (was %s)", self.source.model_id, self.version, alias, before)
+            return ""
+        except Exception as err:  # noqa: BLE001 - the server must outlive a bad registry state
+            if str(err) != last:
+                log.warning(
+                    "registry watch: could not load the current version (%s: %s); still serving the previous one",
+                    type(err).__name__,
+                    err,
+                )
+            return str(err)

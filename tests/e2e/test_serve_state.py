@@ -37,6 +37,27 @@ def test_a_registry_source_follows_promotions_and_the_key_guards_the_api(tiny_lm
     assert denied.value.status == 401
 
 
+def test_a_server_following_an_alias_swaps_when_a_deploy_moves_it(
+    tiny_lm: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    registry = Registry(tmp_path / "models")
+    first = registry.deploy("chat", tiny_lm, {"run_id": "r1"}, promote=True, keep=None, alias="champion")
+    assert registry.alias("chat", "champion") == first.version == "v1" and registry.current("chat") is None
+    state = ServerState(Source(registry=str(registry.root), name="chat", alias="champion"), None, Limits())
+    other = tmp_path / "other"
+    shutil.copytree(tiny_lm, other)
+    (other / "note.txt").write_text("a different model")
+    second = registry.deploy("chat", other, {"run_id": "r2"}, promote=True, keep=None, alias="champion")
+    assert second.version == "v2" and registry.alias("chat", "champion") == "v2" and registry.current("chat") is None
+    log = logging.getLogger("llmctl.serve.test")
+    with caplog.at_level(logging.INFO, logger="llmctl.serve.test"):
+        assert state.follow_once(log) == ""
+    assert state.version == "v2" and "registry: now serving chat v2 (@champion) (was v1)" in caplog.text
+    assert [(e["action"], e.get("alias")) for e in registry.log("chat")][-1] == ("promote", "champion")
+
+
 def test_a_folder_source_is_served_as_is(tiny_lm: Path, tmp_path: Path) -> None:
     folder = shutil.copytree(tiny_lm, tmp_path / "my-model")
     assert Source(str(folder)).resolve() == (str(folder), "my-model") and Source(str(folder)).model_id == "my-model"

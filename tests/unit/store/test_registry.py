@@ -130,3 +130,35 @@ def test_aliases_point_at_versions_are_never_pruned_and_are_served(tmp_path: Pat
         registry.promote("chat", "v1", alias="../x")
     listed = CliRunner().invoke(app, ["models", "list", "--registry", str(registry.root)])
     assert listed.exit_code == 0 and "champion → v1" in listed.output
+
+
+def test_an_operator_decision_holds_against_pipeline_deploys(tmp_path: Path) -> None:
+    import time
+
+    registry = Registry(tmp_path / "models")
+    old = model_folder(tmp_path, "old")
+    made_before = time.time() - 60
+    for tag in ("a", "b"):
+        registry.deploy("chat", model_folder(tmp_path, tag), {"run_id": f"run-{tag}"}, promote=True, keep=None)
+    registry.rollback("chat", reason="b is bad")  # an operator: back to v1
+    held = registry.deploy("chat", old, {"run_id": "run-c"}, promote=True, keep=None, made=made_before)
+    assert "made before" in (held.held or "") and held.version == "v1" and registry.versions("chat") == ["v1", "v2"]
+    again = registry.deploy(
+        "chat", tmp_path / "src-b", {"run_id": "run-d"}, promote=True, keep=None, reuse_identical=True
+    )
+    assert "never promotes it again" in (again.held or "") and registry.current("chat") == "v1"
+    new = registry.deploy("chat", model_folder(tmp_path, "new"), {"run_id": "run-e"}, promote=True, keep=None)
+    assert new.held is None and new.overrode["action"] == "rollback" and registry.current("chat") == "v3"
+    assert registry.decision("chat") is None  # a pipeline made the last move
+
+    registry.pin("chat", "v1", reason="audit")
+    pinned = registry.deploy("chat", model_folder(tmp_path, "newer"), {"run_id": "run-f"}, promote=True, keep=None)
+    assert pinned.new and pinned.version == "v4" and "pinned to v1" in (pinned.held or "")
+    assert registry.current("chat") == "v1"
+    with pytest.raises(UsageError, match="pinned to v1.*unpin"):
+        registry.promote("chat", "v4")
+    with pytest.raises(UsageError, match="pinned"):
+        registry.rollback("chat")
+    assert registry.unpin("chat") == "v1"
+    registry.promote("chat", "v4")
+    assert registry.current("chat") == "v4"
