@@ -49,6 +49,32 @@ def cuda_visible() -> bool:
     return Path("/proc/driver/nvidia/version").exists()
 
 
+def oom_kills() -> int | None:
+    """How many processes the kernel's OOM killer has killed in this process's memory cgroup (cgroup v2
+    `memory.events`, v1 `memory.oom_control`), or None where neither can be read: a SIGKILL is called the OOM
+    killer's only when this count rose."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        candidates = []
+        if controllers == "":
+            candidates = [Path("/sys/fs/cgroup") / path.lstrip("/") / "memory.events"]
+        elif "memory" in controllers.split(","):
+            candidates = [Path("/sys/fs/cgroup/memory") / path.lstrip("/") / "memory.oom_control"]
+        for candidate in candidates:
+            try:
+                for entry in candidate.read_text().splitlines():
+                    key, _, value = entry.partition(" ")
+                    if key == "oom_kill" and value.strip().isdigit():
+                        return int(value)
+            except OSError:
+                continue
+    return None
+
+
 @cache
 def detect(device: str = "auto", dtype: str = "auto") -> Hardware:
     """Resolve the recipe's `device`/`dtype` policy ("auto" or explicit) against this machine."""

@@ -157,7 +157,7 @@ class RichRenderer:
         ):
             said = "; ".join(record.get("overrode") or []) or record.get("message") or ""
             line = f"{record.get('recipe')}: {event['outcome']} ({record['alert']}){': ' + said if said else ''}"
-            self.console.print(line, markup=False, highlight=False)
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     def _on_skipped(self, event: dict[str, Any]) -> None:
         self.console.print(f"{event['recipe']}: {event['reason']}; nothing to do")

@@ -458,9 +458,13 @@ def new_run_id() -> str:
     return history.new_run_id()
 
 
+OOM_CAUSE = (
+    "the kernel's OOM killer: the machine ran out of memory (its cgroup's OOM-kill count rose) — lower batch_size "
+    "or max_length, use LoRA/QLoRA, or a bigger machine; `llmctl plan` estimates the memory"
+)
 SIGNAL_CAUSES = {
-    "SIGKILL": "most likely the kernel's OOM killer: the machine ran out of memory (`dmesg | grep -i oom` shows it) — "
-    "lower batch_size or max_length, use LoRA/QLoRA, or a bigger machine; `llmctl plan` estimates the memory",
+    "SIGKILL": "the kernel's OOM killer or another process (`kill -9`, `timeout -s KILL`): `dmesg | grep -i oom` "
+    "tells which; if it was memory, lower batch_size or max_length, use LoRA/QLoRA, or a bigger machine",
     "SIGSEGV": "a crash in native code (a library bug, or a damaged model file)",
     "SIGBUS": "a crash in native code reading memory (often a model file changed or truncated while mapped)",
     "SIGABRT": "a native library aborted (its message, if any, is in the stage's logs/library.out)",
@@ -499,7 +503,14 @@ def killed(
             manifest.update(stage, status="failed", error=why, finished=finished)
     error: LlmctlError
     if sig is not None:
-        error = StageKilled(stage, name, SIGNAL_CAUSES.get(name, "sent by another process"))
+        cause = SIGNAL_CAUSES.get(name, "sent by another process")
+        if name == "SIGKILL" and noted.get("oom") is not None:  # the cgroup's OOM-kill count says which
+            cause = (
+                OOM_CAUSE
+                if noted["oom"]
+                else "sent by another process (`kill -9`, `timeout -s KILL`): no OOM kill was counted"
+            )
+        error = StageKilled(stage, name, cause)
     else:
         error = StageFailed(
             stage,

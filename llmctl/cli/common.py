@@ -100,6 +100,11 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort):
             raise
+        except BrokenPipeError:  # `llmctl --json runs | head` closed the pipe: what a shell tool does is exit quietly
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (Python's own flush at exit would fail)
+            raise typer.Exit(141) from None
         except Exception as error:  # noqa: BLE001 - a bug in llmctl: say so in one line, traceback with --debug
             if (storage := storage_error(error)) is not None:  # a full or read-only disk is not a bug
                 report_error(storage)

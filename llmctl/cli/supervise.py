@@ -69,7 +69,9 @@ def _noted(path: str) -> dict[str, Any]:
 def run_watched(run: Callable[[], None]) -> NoReturn:
     """Run `run` (the CLI) in a child and exit as it did; a child killed by a signal is reported and recorded."""
     from llmctl import api
+    from llmctl.hardware import oom_kills
 
+    ooms_before = oom_kills()
     handle, info = tempfile.mkstemp(prefix="llmctl-run-", suffix=".json")
     os.close(handle)
     run_id = api.new_run_id()
@@ -89,6 +91,8 @@ def run_watched(run: Callable[[], None]) -> NoReturn:
     try:
         noted = _noted(info)
         if os.WIFSIGNALED(status):
+            after = oom_kills()
+            noted["oom"] = None if ooms_before is None or after is None else after > ooms_before
             code = _report_vanished(noted, os.WTERMSIG(status), None, child, run_id)
         elif noted.get("recipe") and not noted.get("dry_run") and "recorded" not in noted:
             code = _report_vanished(noted, None, os.WEXITSTATUS(status), child, run_id)

@@ -84,6 +84,22 @@ class Firing:
             "git": self.git,
             "versions": library_versions(),
             "data": self.plan.data_versions() if self.plan else {},
+            "produced_by": self._producers(),
+            "fingerprints": {s.name: s.fingerprint for s in self.plan.steps} if self.plan else {},
+        }
+
+    def _producers(self) -> dict[str, str | None]:
+        """Per stage, the firing whose run made its artifact: this one for stages it runs, else the one that
+        last ran it (a version deployed from a cached stage names the firing that trained its weights)."""
+        if self.plan is None:
+            return {}
+        from llmctl.store.manifest import Manifest
+
+        manifest = Manifest.load(self.plan.run_dir)
+        return {
+            s.name: self.run_id if s.action in ("run", "resume") else manifest.stage(s.name).run_id
+            for s in self.plan.steps
+            if s.action != "skip"
         }
 
     def finish(self, error: BaseException | None, notify: str | None, skipped: bool = False) -> dict[str, Any]:
@@ -200,11 +216,16 @@ class Firing:
         cached now (never an older result)."""
         if self.plan is None:
             return {}
+        from llmctl.store.manifest import Manifest
+
         rejected = getattr(error, "stage", None) if isinstance(error, GateFailed) else None
+        manifest = Manifest.load(self.plan.run_dir)
         found = {}
         for step in self.plan.steps:
             seen = self.stages.get(step.name)
             result: dict[str, Any] = {"type": step.spec.type, "action": step.action, "reason": step.reason}
+            if seen is not None and "status" in seen:  # lineage: which firing made the artifact, and its identity
+                result |= {"fingerprint": step.fingerprint, "produced_by": manifest.stage(step.name).run_id}
             if name := getattr(step.spec, "model_name", None):  # a deploy stage's model
                 result["name"] = name
             if step.action == "skip":

@@ -87,6 +87,17 @@ class Plan:
         return next(s for s in self.steps if s.name == name)
 
 
+def _steps_ratio(spec: Any, last_spec: dict[str, Any]) -> float:
+    """How much longer a training stage runs now than when it last ran here: the ratio of `max_steps` (a run of
+    400 steps takes about four times one of 100); 1 when either is unknown."""
+    train = spec.train_args
+    now = getattr(train, "max_steps", None) if train is not None else None
+    before = (last_spec.get("train") or {}).get("max_steps") if isinstance(last_spec, dict) else None
+    if isinstance(now, int) and isinstance(before, int) and now > 0 and before > 0:
+        return now / before
+    return 1.0
+
+
 @dataclass
 class Selection:
     """Which stages to run: the CLI's --force/--from/--only/--until."""
@@ -125,7 +136,7 @@ def make_plan(recipe: Recipe, loaded: LoadedRecipe | None = None, selection: Sel
         if busy and record.status == "running" and record.pid != os.getpid():
             step.running_pid = record.pid
         if record.duration_s and not record.cached:
-            step.last_duration_s = record.duration_s
+            step.last_duration_s = record.duration_s * _steps_ratio(spec, record.spec)
         step.data = _data_fingerprints(spec, manifest.stage(spec.name).data)
         upstream = {slot: _upstream_key(ref, steps) for slot, ref in step.inputs.items()}
         if (ref := spec.baseline_ref()) is not None:
