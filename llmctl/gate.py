@@ -53,7 +53,7 @@ def evaluate(
     compare: list[str],
     tolerance: float,
     baseline_name: str,
-    min_improvement: float = 0.0,
+    min_improvement: float | str = 0.0,
 ) -> dict[str, Any]:
     """{"passed": bool, "rows": [...], "message": str}: every check and baseline comparison, each with its
     value, threshold and outcome. A compared metric may be worse than the baseline by `tolerance` at most — or,
@@ -75,20 +75,30 @@ def evaluate(
                     {"metric": metric, "value": value, "rule": f"baseline {baseline_name}: no value", "passed": True}
                 )
                 continue
-            allowed = -min_improvement if min_improvement else tolerance
+            needed = improvement(min_improvement, base)
+            allowed = -needed if needed else tolerance
             ok = (
                 isinstance(value, (int, float))
                 and (value - base if lower_is_better(metric) else base - value) <= allowed
             )
             direction = "below" if lower_is_better(metric) else "above"
+            share = f" ({min_improvement})" if isinstance(min_improvement, str) else ""
             rule = (
-                f"at least {min_improvement:g} {direction} {base:g} ({baseline_name})"
-                if min_improvement
+                f"at least {needed:g}{share} {direction} {base:g} ({baseline_name})"
+                if needed
                 else f"no worse than {base:g} ({baseline_name}) - {tolerance:g}"
             )
             rows.append({"metric": metric, "value": value, "rule": rule, "passed": ok})
     passed = all(row["passed"] for row in rows)
     return {"passed": passed, "rows": rows, "message": message(rows, passed)}
+
+
+def improvement(min_improvement: float | str, base: float) -> float:
+    """How much better than `base` a challenger must be: `min_improvement` itself, or that share of the
+    baseline's value when it is a percentage ('2%')."""
+    if isinstance(min_improvement, str):
+        return abs(base) * float(min_improvement.rstrip("%")) / 100
+    return float(min_improvement)
 
 
 def message(rows: list[dict[str, Any]], passed: bool) -> str:

@@ -137,6 +137,19 @@ def firing_run(recipe: Recipe, lineage: dict[str, Any]) -> Iterator[None]:
         del run
 
 
+def tag_outcome(recipe_name: str, run_id: str, outcome: str) -> None:
+    """Set `llmctl.outcome` on firing `run_id`'s MLflow parent run once the firing's outcome is known (a
+    complete firing after an incident is `recovered`, as in the history)."""
+    configure(["mlflow"], recipe_name)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(os.environ["MLFLOW_EXPERIMENT_NAME"])
+    if experiment is not None:
+        for run in client.search_runs([experiment.experiment_id], f"tags.`llmctl.run_id` = '{run_id}'"):
+            client.set_tag(run.info.run_id, "llmctl.outcome", outcome)
+
+
 def close_killed(recipe_name: str, run_id: str) -> None:
     """End the MLflow parent run of firing `run_id` (and its stage runs) that a SIGKILL left RUNNING: status
     KILLED, tag llmctl.outcome=killed. Called by the firing that records the kill."""

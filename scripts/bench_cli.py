@@ -1,12 +1,18 @@
-"""CLI start-up benchmark: `llmctl --help` and `llmctl validate` on every shipped recipe.
+"""CLI start-up benchmark: `llmctl --help` and `llmctl validate` on every shipped recipe; with a finished
+quickstart (`llmctl run recipes/quickstart.yaml` once), the everyday path of a scheduled job too: a fully cached
+`run`, `plan`, an `--if-changed` no-op and a firing that finds the run locked.
 
 Run: .venv/bin/python scripts/bench_cli.py [--repeat 5]
-Target (issues 2, 20): each under 0.5 s on a 2-core machine (`--help`, `validate`, a bad recipe's error). Prints median and worst wall-clock times.
+Targets: `--help`, `validate` and a bad recipe's error under 0.5 s (issues 2, 20); the cached run, plan, no-op
+and locked firing under 1 s of CPU each (issue 41). Prints median and worst wall-clock times, and the median
+CPU time (user + system, the command and its children).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -18,13 +24,22 @@ ROOT = Path(__file__).resolve().parents[1]
 LLMCTL = [sys.executable, "-m", "llmctl"]
 
 
-def timed(args: list[str], repeat: int) -> list[float]:
-    times = []
+def timed(args: list[str], repeat: int) -> tuple[list[float], list[float]]:
+    """Wall-clock and CPU seconds (user + system of the command and everything it started) per repetition."""
+    walls, cpus = [], []
     for _ in range(repeat):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         subprocess.run(args, cwd=ROOT, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        times.append(time.perf_counter() - start)
-    return times
+        walls.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return walls, cpus
+
+
+def show(label: str, args: list[str], repeat: int) -> None:
+    walls, cpus = timed(LLMCTL + args, repeat)
+    print(f"{label:60s} {statistics.median(walls):7.3f}s {max(walls):7.3f}s {statistics.median(cpus):7.3f}s")
 
 
 def main() -> None:
@@ -37,10 +52,28 @@ def main() -> None:
     bad = Path(tempfile.mkdtemp()) / "bad.yaml"
     bad.write_text("name: x\nstages:\n  - type: sft\n    model: gpt2\n    lora: {r: -1}\n")
     cases["llmctl validate BAD (exit 2)"] = ["validate", str(bad)]
-    print(f"{'command':60s} {'median':>8s} {'worst':>8s}")
+    print(f"{'command':60s} {'median':>8s} {'worst':>8s} {'cpu':>8s}")
     for label, args in cases.items():
-        times = timed(LLMCTL + args, repeat)
-        print(f"{label:60s} {statistics.median(times):7.3f}s {max(times):7.3f}s")
+        show(label, args, repeat)
+    quickstart = ROOT / "runs" / "quickstart"
+    if not (quickstart / "llmctl.lock.json").is_file():
+        print("(no finished quickstart in runs/quickstart: run it once for the scheduled-job figures)")
+        return
+    recipe = "recipes/quickstart.yaml"
+    show("llmctl run quickstart (every stage cached)", ["run", recipe, "--quiet"], repeat)
+    show("llmctl plan quickstart", ["plan", recipe], repeat)
+    show("llmctl run quickstart --if-changed (no-op)", ["run", recipe, "--if-changed", "--quiet"], repeat)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from llmctl.store.lock import RunLock; "
+         "RunLock(Path(sys.argv[1])).__enter__(); print(flush=True); time.sleep(600)", str(quickstart)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True, env=os.environ,
+    )  # fmt: skip
+    try:
+        holder.stdout.readline()  # type: ignore[union-attr]  # the lock is held
+        show("llmctl run quickstart (locked by another firing, exit 5)", ["run", recipe, "--quiet"], repeat)
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 if __name__ == "__main__":

@@ -50,8 +50,8 @@ def write_junit(path: Path, suite: str, cases: list[Case]) -> None:
         )
         for kind in ("failure", "error", "skipped"):
             text = getattr(case, kind)
-            if text is not None:
-                head = text.splitlines()[0] if text else kind
+            if text is not None:  # the message attribute is what most viewers show: the whole text, bounded
+                head = " / ".join(line.strip() for line in text.splitlines() if line.strip())[:2000] or kind
                 ET.SubElement(element, kind, message=_xml(head)).text = _xml(text)
     path.parent.mkdir(parents=True, exist_ok=True)
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
@@ -96,7 +96,7 @@ def run_cases(recipe: str, record: dict[str, Any] | None, error: LlmctlError | N
     message = record.get("message") or ""
     cases = []
     for name, stage in record["stages"].items():
-        case = Case(name, f"llmctl.run.{record.get('recipe') or recipe}")
+        case = Case(name, f"llmctl.run.{record.get('recipe') or recipe}", seconds=stage.get("duration_s") or 0.0)
         status = stage["status"]
         if status == "rejected":
             case.failure = message
@@ -144,13 +144,33 @@ def annotate(error: LlmctlError, recipe: str | None) -> None:
         return
     found = problems(error)
     if not found:
-        found = [{"file": recipe, "line": None, "column": None, "field": None, "message": str(error)}]
+        stage = stage_of(error)
+        where = _stage_where(recipe, stage) if recipe and stage else {}
+        found = [{"file": recipe, "line": None, "column": None, "field": None, "message": str(error)} | where]
     for problem in found:
         properties = {"file": problem["file"] or recipe, "line": problem["line"], "col": problem["column"]}
         shown = ",".join(f"{k}={_escape(str(v), True)}" for k, v in properties.items() if v)
         title = f"llmctl: {problem['field']}" if problem["field"] else f"llmctl: {type(error).__name__}"
         head = f"::error {shown},title={_escape(title, True)}" if shown else f"::error title={_escape(title, True)}"
         print(f"{head}::{_escape(redact(problem['message']))}", file=sys.stderr, flush=True)
+
+
+def _stage_where(recipe: str, stage: str) -> dict[str, Any]:
+    """The file, line and column of stage `stage` in the recipe (its entry under `stages:`), {} when not found:
+    a gate's or a stage's failure annotates the stage's own line."""
+    from llmctl.recipe.load import load
+
+    try:
+        loaded = load(Path(recipe))
+    except (LlmctlError, OSError):
+        return {}
+    for index, spec in enumerate(loaded.tree.get("stages") or []):
+        if isinstance(spec, dict) and spec.get("name", spec.get("type")) == stage:
+            match = WHERE_RE.match(loaded.where(("stages", index)))
+            if match:
+                column = int(match["column"]) if match["column"] else None
+                return {"file": match["file"], "line": int(match["line"]), "column": column, "field": f"stages.{stage}"}
+    return {}
 
 
 def _escape(text: str, property_value: bool = False) -> str:

@@ -232,6 +232,11 @@ def train_metrics(trainer: Any, result: Any, resumed_at: int = 0) -> dict[str, A
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     tokens = max((entry.get("num_tokens", 0) for entry in trainer.state.log_history), default=0)
     runtime = result.metrics.get("train_runtime") or 0
+    # After a resume the Trainer counts every step's samples (and the tokens logged before the checkpoint) against
+    # this segment's runtime only: speed is this segment's share of the work over its time.
+    steps = trainer.state.global_step
+    share = (steps - resumed_at) / steps if resumed_at and steps > resumed_at else 1.0
+    samples_per_s = result.metrics.get("train_samples_per_second")
     best = trainer.state.best_model_checkpoint if trainer.args.load_best_model_at_end else None
     kept = {"best_step": int(best.rsplit("-", 1)[1]), "best_metric": trainer.state.best_metric} if best else {}
     return kept | {
@@ -240,10 +245,10 @@ def train_metrics(trainer: Any, result: Any, resumed_at: int = 0) -> dict[str, A
         "last_logged_loss": losses[-1] if losses else None,
         "steps": trainer.state.global_step,
         "train_runtime_s": result.metrics.get("train_runtime"),
-        "train_samples_per_s": result.metrics.get("train_samples_per_second"),
-        "train_tokens_per_s": round(tokens / runtime) if tokens and runtime else None,
+        "train_samples_per_s": round(samples_per_s * share, 3) if samples_per_s else samples_per_s,
+        "train_tokens_per_s": round(tokens * share / runtime) if tokens and runtime else None,
         "peak_memory_mib": peak_memory_mib(),
-    }
+    } | ({"resumed_at_step": resumed_at} if resumed_at else {})
 
 
 def peak_memory_mib() -> int:

@@ -62,7 +62,7 @@ class Firing:
             self.stages[event["stage"]] = {"action": event["action"]}
         elif event["event"] == "stage_end":
             self.stages.setdefault(event["stage"], {"action": "run"}).update(
-                status=event["status"], metrics=event.get("metrics") or {}
+                status=event["status"], metrics=event.get("metrics") or {}, duration_s=event.get("duration_s")
             )
             if held := (event.get("metrics") or {}).get("held"):
                 self.held.append(f"{event['stage']}: {held}")
@@ -125,6 +125,11 @@ class Firing:
             record["alert"] = alert if alert in ("opened", "changed") else "override"
         if last is not None and (last.get("notify") or {}).get("ok") is False:
             record["previous_notify"] = last["notify"]
+        if outcome == "recovered" and self.plan is not None and "mlflow" in _trackers(self.plan):
+            from llmctl import tracking
+
+            with contextlib.suppress(Exception):  # the tracker's tag must not lose the record
+                tracking.tag_outcome(self.plan.recipe.name, self.run_id, outcome)
         if notify:
             record["notify"] = _notify(notify, record, self.forward)
         self._append(run_dir, record)
@@ -237,10 +242,18 @@ class Firing:
                     "status": "rejected" if step.name == rejected else seen["status"],
                     "metrics": seen["metrics"],
                 }
+                if seen.get("duration_s") is not None:
+                    result["duration_s"] = seen["duration_s"]
             else:  # started, never ended
                 result["status"] = outcome if outcome in ("rejected", "interrupted") else "failed"
             found[step.name] = result
         return found
+
+
+def _trackers(the_plan: Plan) -> set[str]:
+    from llmctl.tracking import stage_trackers
+
+    return {n for spec in the_plan.recipe.stages for n in stage_trackers(spec, the_plan.recipe.report_to)}
 
 
 def _last_record(run_dir: Path) -> dict[str, Any] | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import difflib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -154,9 +154,10 @@ class GateSpec(Block):
     rescore: bool = True
     """With `baseline: registry:…`: evaluate the served champion in this run, on this stage's tasks and rows, and
     compare with that (false: with the metrics stored when it was deployed)."""
-    min_improvement: float = Field(0.0, ge=0)
-    """The challenger must beat the baseline by at least this much on every compared metric (absolute; lower
-    perplexity or loss, higher scores); 0: not being worse than `tolerance` allows is enough."""
+    min_improvement: Annotated[float, Field(ge=0)] | Annotated[str, Field(pattern=r"^\d+(\.\d+)?%$")] = 0.0
+    """The challenger must beat the baseline by at least this much on every compared metric: absolute (0.01), or
+    relative to the baseline's value ('2%': a perplexity of 20 must drop below 19.6); lower perplexity or loss,
+    higher scores. 0: not being worse than `tolerance` allows is enough."""
 
     @model_validator(mode="after")
     def _checks_parse(self) -> GateSpec:

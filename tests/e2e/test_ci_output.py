@@ -62,8 +62,17 @@ def test_run_writes_one_junit_case_per_stage(tiny_recipe, workdir: Path) -> None
         "  - type: deploy\n    model: stage:pretrain\n    model_name: tiny\n"
     )
     path = tiny_recipe(steps=2, extra=gate)
-    assert runner.invoke(app, ["run", str(path), "--junit", "run.xml"]).exit_code == 3
+    result = runner.invoke(app, ["run", str(path), "--junit", "run.xml"], env={"GITHUB_ACTIONS": "true"})
+    assert result.exit_code == 3
     assert cases(workdir / "run.xml") == {"pretrain": "passed", "bench": "Failure", "deploy": "Skipped"}
+    suite = next(iter(JUnitXml.fromfile(str(workdir / "run.xml"))))
+    timed = {case.name: case.time for case in suite}
+    assert timed["pretrain"] > 0  # each stage's own duration
+    failure = next(r for case in suite for r in case.result if isinstance(r, Failure))
+    assert "(needs < 1) / later stages did not run" in failure.message  # the whole message, not its head
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if "name: bench" in text) - 1
+    annotation = next(a for a in result.stderr.splitlines() if a.startswith("::error"))
+    assert f"{path.name},line={line}," in annotation and "stages.bench" in annotation  # the gate's stage
     assert runner.invoke(app, ["plan", str(path), "--junit", "plan.xml"]).exit_code == 0
     assert cases(workdir / "plan.xml") == {"pretrain": "passed", "bench": "passed", "deploy": "passed"}
     assert {Error, Failure, Skipped}  # the result kinds junitparser knows

@@ -183,6 +183,8 @@ def test_invalid_killed_and_overlapping_firings_are_each_told_once(tiny_recipe, 
     killed_runs = [r for r in runs if r.data.tags.get("llmctl.run_id") == history[4]["run_id"]]
     assert killed_runs and all(r.info.status == "KILLED" for r in killed_runs)
     assert not [r for r in runs if r.info.status == "RUNNING"]
+    recovering = [r for r in runs if r.data.tags.get("llmctl.run_id") == history[5]["run_id"]]
+    assert [r.data.tags["llmctl.outcome"] for r in recovering] == ["recovered"]  # as the history says
 
     long = cron.start("800")  # a long firing, and cron fires three more times meanwhile
     wait_for_stage(workdir / "runs" / "tiny")

@@ -98,7 +98,7 @@ def test_kill_9_at_a_dangerous_moment_then_the_next_run_recovers(
 def test_a_forced_rerun_killed_mid_commit_keeps_the_old_output(tiny_recipe, workdir: Path) -> None:
     recipe = tiny_recipe(steps=6)
     assert run_json(str(recipe))[0] == 0
-    code = subprocess.run(
+    done = subprocess.run(
         [
             sys.executable,
             "-c",
@@ -113,9 +113,10 @@ def test_a_forced_rerun_killed_mid_commit_keeps_the_old_output(tiny_recipe, work
         ],
         cwd=workdir,
         capture_output=True,
+        text=True,
         timeout=300,
-    ).returncode
-    assert code == -9
+    )
+    assert done.returncode == -9, done.stderr[-3000:]
     assert stages_complete_and_sound(workdir / "runs/tiny") == ["pretrain"]  # the old output, whole
 
 

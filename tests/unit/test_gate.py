@@ -50,3 +50,16 @@ def test_min_improvement_makes_a_tie_lose_in_the_right_direction() -> None:
 def test_direction_of_trainer_metrics() -> None:
     assert gate.lower_is_better("eval_loss") and gate.lower_is_better("ppl/bits_per_byte")
     assert not gate.lower_is_better("eval_reward_accuracy") and not gate.lower_is_better("toy/exact_match")
+
+
+def test_a_relative_min_improvement_is_a_share_of_the_baseline() -> None:
+    from llmctl.stages.benchmark import GateSpec
+
+    assert GateSpec(min_improvement="2%").min_improvement == "2%"
+    with pytest.raises(ValueError, match="min_improvement"):
+        GateSpec(min_improvement="2 pct")
+    baseline = {"perplexity": 20.0, "acc": 0.5}
+    short = gate.evaluate({"perplexity": 19.7, "acc": 0.6}, [], baseline, [], 0.0, "v1", "2%")
+    assert not short["passed"] and "at least 0.4 (2%) below 20" in short["message"]  # needs < 19.6
+    enough = gate.evaluate({"perplexity": 19.5, "acc": 0.52}, [], baseline, [], 0.0, "v1", "2%")
+    assert enough["passed"]  # 0.52 beats 0.5 by 0.02 >= 2% of 0.5
