@@ -147,14 +147,30 @@ def data_problems(recipe: Recipe, loaded: LoadedRecipe | None = None) -> list[Pr
             if "://" in path.removeprefix("file://") or not path or _names_something(path, run_dir):
                 continue
             where = loaded.where((STAGES, index, *split_path(field_path))) if loaded else ""
-            found.append(
-                Problem(
-                    where,
-                    f"stages[{index}].{field_path}",
-                    f"no file or folder matches {path!r} (relative paths start in the working directory, {Path.cwd()})",
+            message = f"no file or folder matches {path!r} (relative paths start in the working directory, {Path.cwd()})"
+            if _read_before(run_dir, spec.name, path):  # not a typo: data the pipeline used is gone
+                message = (
+                    f"{path!r} is gone: the last run of stage '{spec.name}' read it (deleted or moved?); restore it, "
+                    f"or point the recipe at its new place"
                 )
-            )
+            found.append(Problem(where, f"stages[{index}].{field_path}", message))
     return found
+
+
+def _read_before(run_dir: Path, stage: str, path: str) -> bool:
+    """Whether the run folder's last run of `stage` read data from `path` (its manifest names the file)."""
+    from llmctl.store.layout import MANIFEST
+
+    if not (run_dir / MANIFEST).is_file():
+        return False
+    from llmctl.store.manifest import Manifest
+
+    try:
+        sources = Manifest.load(run_dir).stage(stage).data.values()
+    except Exception:  # noqa: BLE001 - a damaged manifest only loses the finer message
+        return False
+    plain = path.removeprefix("file://")
+    return any(isinstance(s, dict) and (s.get("uri") == plain or plain in (s.get("files") or {})) for s in sources)
 
 
 def _local_paths(block: Any) -> list[tuple[str, str]]:

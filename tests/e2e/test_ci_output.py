@@ -101,3 +101,11 @@ def test_an_unreachable_hub_model_is_one_line_at_plan_and_refused_by_run(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     offline = runner.invoke(app, ["run", str(recipe)])
     assert offline.exit_code == 2 and "HF_HUB_OFFLINE is set" in offline.output
+
+
+def test_a_deleted_data_file_the_last_run_read_is_not_called_a_typo(tiny_recipe, workdir: Path) -> None:
+    path = tiny_recipe(steps=2)
+    assert runner.invoke(app, ["run", str(path)]).exit_code == 0
+    (workdir / "corpus.jsonl").rename(workdir / "moved.jsonl")
+    result = runner.invoke(app, ["run", str(path)])
+    assert result.exit_code == 2 and "'corpus.jsonl' is gone: the last run of stage 'pretrain' read it" in result.output
