@@ -31,7 +31,7 @@ from llmctl.api.pipeline import (
     validate,
 )
 from llmctl.api.recipes import init_recipe
-from llmctl.api.runs import compare, firing, firings, report, runs, show
+from llmctl.api.runs import compare, firing, firings, incidents, report, runs, show
 
 __all__ = [
     "RunResult",
@@ -45,6 +45,7 @@ __all__ = [
     "firing",
     "firings",
     "import_data",
+    "incidents",
     "init_recipe",
     "killed",
     "load",

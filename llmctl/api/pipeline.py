@@ -318,6 +318,7 @@ def _begin(firing: Firing, path: PathLike, overrides: Sequence[str]) -> tuple[Lo
 
     loaded, recipe = load(path, overrides)
     run_dir = recipe.layout.run_dir
+    firing.webhook = recipe.notify
     firing.begin(run_dir, recipe.name, firing.notify, _uses_mlflow(recipe))
     RunLock.check_free(run_dir)
     return loaded, recipe

@@ -29,6 +29,14 @@ def firings(run_ref: PathLike, root: PathLike = RUNS_ROOT, last: int | None = No
     return history.read(_run_folder(run_ref, root), last)
 
 
+def incidents(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The incidents these firings opened, continued and closed, oldest first: {id, kind, opened, closed,
+    closed_by, firings} (`closed` None while open)."""
+    from llmctl.store import history
+
+    return history.incidents(records)
+
+
 def firing(run_ref: PathLike, run_id: str, root: PathLike = RUNS_ROOT) -> dict[str, Any]:
     """`llmctl show NAME --run ID`: one firing's record (an unambiguous prefix of the id is enough)."""
     import itertools

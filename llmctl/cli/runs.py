@@ -53,9 +53,7 @@ def _print_firings(history: list[dict[str, Any]], run_ref: str) -> None:
             ((record.get("git") or {}).get("commit") or "—")[:10],
         )
     out.print(table)
-    from llmctl.store.history import incidents
-
-    for incident in incidents(history):
+    for incident in api.incidents(history):
         state = f"closed {incident['closed']} by {incident['closed_by']}" if incident["closed"] else "[red]open[/]"
         out.print(
             f"incident {incident['id']}: {incident['kind']}, opened {incident['opened']}, {state} ({incident['firings']} firings)"

@@ -239,16 +239,20 @@ def train_metrics(trainer: Any, result: Any, resumed_at: int = 0) -> dict[str, A
     samples_per_s = result.metrics.get("train_samples_per_second")
     best = trainer.state.best_model_checkpoint if trainer.args.load_best_model_at_end else None
     kept = {"best_step": int(best.rsplit("-", 1)[1]), "best_metric": trainer.state.best_metric} if best else {}
-    return kept | {
-        "train_loss": round(whole_loss(trainer, result, resumed_at), 4),
-        "first_logged_loss": losses[0] if losses else None,
-        "last_logged_loss": losses[-1] if losses else None,
-        "steps": trainer.state.global_step,
-        "train_runtime_s": result.metrics.get("train_runtime"),
-        "train_samples_per_s": round(samples_per_s * share, 3) if samples_per_s else samples_per_s,
-        "train_tokens_per_s": round(tokens * share / runtime) if tokens and runtime else None,
-        "peak_memory_mib": peak_memory_mib(),
-    } | ({"resumed_at_step": resumed_at} if resumed_at else {})
+    return (
+        kept
+        | {
+            "train_loss": round(whole_loss(trainer, result, resumed_at), 4),
+            "first_logged_loss": losses[0] if losses else None,
+            "last_logged_loss": losses[-1] if losses else None,
+            "steps": trainer.state.global_step,
+            "train_runtime_s": result.metrics.get("train_runtime"),
+            "train_samples_per_s": round(samples_per_s * share, 3) if samples_per_s else samples_per_s,
+            "train_tokens_per_s": round(tokens * share / runtime) if tokens and runtime else None,
+            "peak_memory_mib": peak_memory_mib(),
+        }
+        | ({"resumed_at_step": resumed_at} if resumed_at else {})
+    )
 
 
 def peak_memory_mib() -> int:

@@ -147,7 +147,9 @@ def data_problems(recipe: Recipe, loaded: LoadedRecipe | None = None) -> list[Pr
             if "://" in path.removeprefix("file://") or not path or _names_something(path, run_dir):
                 continue
             where = loaded.where((STAGES, index, *split_path(field_path))) if loaded else ""
-            message = f"no file or folder matches {path!r} (relative paths start in the working directory, {Path.cwd()})"
+            message = (
+                f"no file or folder matches {path!r} (relative paths start in the working directory, {Path.cwd()})"
+            )
             if _read_before(run_dir, spec.name, path):  # not a typo: data the pipeline used is gone
                 message = (
                     f"{path!r} is gone: the last run of stage '{spec.name}' read it (deleted or moved?); restore it, "

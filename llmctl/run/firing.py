@@ -46,6 +46,7 @@ class Firing:
     held: list[str] = field(default_factory=list)  # deploys that left an operator's decision in place
     overrode: list[str] = field(default_factory=list)  # deploys that moved an alias against one
     notify: str | None = None  # the notify command (also given to killed firings found on the way)
+    webhook: Any = None  # the recipe's `notify:` block, once it loaded (before the plan)
 
     def begin(self, run_dir: Path, recipe_name: str, notify: str | None, mlflow: bool = False) -> None:
         """The firing knows its run folder: firings found there that were killed without a line are recorded
@@ -132,11 +133,25 @@ class Firing:
                 tracking.tag_outcome(self.plan.recipe.name, self.run_id, outcome)
         if notify:
             record["notify"] = _notify(notify, record, self.forward)
+        self._webhook(record)
         self._append(run_dir, record)
         self.forward(
             {"event": "outcome", "outcome": outcome, "exit_code": code, "run_id": self.run_id, "record": record}
         )
         return record
+
+    def _webhook(self, record: dict[str, Any]) -> None:
+        """Deliver the record to the recipe's `notify.webhook` (when it wants this firing); the delivery goes into
+        the record. An invalid recipe has no webhook to read: `--notify-cmd` is the notifier that sees those."""
+        spec = self.plan.recipe.notify if self.plan is not None else self.webhook
+        if spec is None:
+            return
+        from llmctl.run import webhook
+
+        if webhook.wanted(spec, record):
+            record["webhook"] = webhook.deliver(spec, record)
+            if not record["webhook"]["ok"]:
+                self.forward({"event": "warning", "message": f"webhook not delivered: {record['webhook']['error']}"})
 
     def _append(self, run_dir: Path | None, record: dict[str, Any]) -> None:
         if run_dir is None:
@@ -156,7 +171,7 @@ class Firing:
         where = f" while stage '{stage}' was running" if stage else ""
         last = _last_record(self.run_dir)
         outcome, incident, alert = history.incident_after(last, "killed", run_id)
-        record = {
+        record: dict[str, Any] = {
             "run_id": run_id,
             "recipe": self.recipe_name,
             "recipe_file": info.get("recipe_file") or str(self.recipe_file),
@@ -183,6 +198,7 @@ class Firing:
                 tracking.close_killed(self.recipe_name or "", run_id)
         if notify:
             record["notify"] = _notify(notify, record, self.forward)
+        self._webhook(record)
         self._append(self.run_dir, record)
         self.forward({"event": "warning", "message": record["message"]})
 

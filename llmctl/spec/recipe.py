@@ -15,6 +15,22 @@ if TYPE_CHECKING:
     from llmctl.spec.stage import StageSpec
 
 
+class NotifySpec(Block):
+    """Built-in notification: each firing's record POSTed as JSON to a webhook (beside `--notify-cmd`)."""
+
+    webhook: str = Field(pattern=r"^https?://[^\s]+$")
+    """The URL the record is POSTed to (Slack-, Teams- or PagerDuty-compatible relays, your own service)."""
+    secret_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """An environment variable holding a shared secret: the body is signed with HMAC-SHA256 and sent as
+    `X-Llmctl-Signature: sha256=HEX` (GitHub's scheme), so the receiver can tell llmctl sent it."""
+    on: Literal["alerts", "every"] = "alerts"
+    """alerts: only firings that open, change or close an incident or override an operator; every: all firings."""
+    retries: int = Field(3, ge=0, le=10)
+    """Further attempts after a connection error, a timeout, 429 or 5xx (backoff 1 s, 2 s, 4 s…)."""
+    timeout_s: float = Field(10.0, gt=0, le=120)
+    """Per attempt."""
+
+
 class Settings(Block):
     """Recipe-wide settings (everything but `stages`)."""
 
@@ -40,6 +56,8 @@ class Settings(Block):
     report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = []
     """Experiment trackers for every training stage: tensorboard (event files in each stage's logs/tensorboard),
     mlflow (a local ./mlruns file store unless MLFLOW_TRACKING_URI is set), wandb (offline without WANDB_API_KEY)."""
+    notify: NotifySpec | None = None
+    """A webhook each firing's record is POSTed to (signed, retried, its delivery recorded in the history)."""
 
 
 class RecipeBase(Settings):

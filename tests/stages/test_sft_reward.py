@@ -125,7 +125,8 @@ def test_sft_resume_after_kill_matches_an_uninterrupted_run(tiny_lm: Path, data:
     straight = json.loads((data / "runs/straight/01-sft/metrics.json").read_text())
     resumed = metrics(data, "01-sft")
     assert resumed["steps"] == straight["steps"] == 16
-    assert resumed["resumed_at_step"] == 8 and "resumed_at_step" not in straight  # its speed: the last 8 steps    assert resumed["eval_loss"] == pytest.approx(straight["eval_loss"], rel=1e-4)
+    assert resumed["resumed_at_step"] == 8 and "resumed_at_step" not in straight  # its speed: the last 8 steps
+    assert resumed["eval_loss"] == pytest.approx(straight["eval_loss"], rel=1e-4)
     # The headline loss covers all 16 steps, not only the 8 run after the resume
     assert resumed["train_loss"] == pytest.approx(straight["train_loss"], rel=1e-3)
     # and the stage's duration both attempts
