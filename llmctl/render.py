@@ -101,6 +101,9 @@ class RateColumn(ProgressColumn):
         return Text(f"{speed:.2f} it/s" if speed else "", style="progress.data.speed")
 
 
+QUIET_TOLD = ("complete", "recovered", "skipped", "awaiting-approval")  # outcomes --quiet prints when they alert
+
+
 class RichRenderer:
     """A progress bar per training stage (steps, rate, elapsed, time left, loss), a line per stage, and a final
     table. When the output is not a terminal (CI logs, cron mail) a plain progress line is printed every

@@ -14,6 +14,7 @@ from typing import Any
 
 STOP = threading.Event()
 ECHO_S = 5.0
+EXPIRED: list[str] = []  # the time limits that asked for the stop (`deadline`)
 
 
 def requested() -> bool:
@@ -57,6 +58,28 @@ def graceful_stop(keep_pending: bool = False) -> Iterator[None]:
         for sig, old in previous.items():
             signal.signal(sig, old)
         STOP.clear()
+
+
+@contextmanager
+def deadline(seconds: float | None, what: str) -> Iterator[None]:
+    """A wall-clock limit: when it is reached, the process asks itself to stop as SIGTERM does (a trainer saves
+    a checkpoint, launched workers are told), and `EXPIRED` says which limit did it."""
+    if not seconds:
+        yield
+        return
+    import os
+
+    def expire() -> None:
+        EXPIRED.append(f"{what} reached its timeout_s ({seconds:g} s)")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def _stop_everywhere() -> bool:

@@ -46,7 +46,26 @@ def execute(plan: Plan, emit: Emit) -> dict[str, Artifact]:
     from llmctl import signals
 
     plan.run_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(plan.run_dir), signals.graceful_stop(), tracking.firing_run(plan.recipe, plan.lineage):
+    signals.EXPIRED.clear()
+    try:
+        return _execute(plan, emit)
+    except Interrupted as stopped:
+        if signals.EXPIRED:  # a time limit, not a person, stopped it: say which
+            raise Interrupted(
+                f"{signals.EXPIRED[0]}: stopped at its next safe point; `llmctl run` again resumes ({stopped})"
+            ) from None
+        raise
+
+
+def _execute(plan: Plan, emit: Emit) -> dict[str, Artifact]:
+    from llmctl import signals
+
+    with (
+        RunLock(plan.run_dir),
+        signals.graceful_stop(),
+        signals.deadline(plan.recipe.timeout_s, "the firing"),
+        tracking.firing_run(plan.recipe, plan.lineage),
+    ):
         write_atomic(plan.run_dir / RESOLVED, plan.recipe.resolved_yaml())
         manifest = Manifest.load(plan.run_dir)
         manifest.data.recipe, manifest.data.run_dir = plan.recipe.name, str(plan.run_dir.absolute())
@@ -79,7 +98,8 @@ def execute(plan: Plan, emit: Emit) -> dict[str, Artifact]:
                     }
                 )
             else:
-                artifacts[step.name] = _run_step(plan, step, artifacts, manifest, emit)
+                with signals.deadline(step.spec.timeout_s, f"stage '{step.name}'"):
+                    artifacts[step.name] = _run_step(plan, step, artifacts, manifest, emit)
             _enforce_gate(step, artifacts[step.name], plan.recipe.smoke, emit, manifest)
         return artifacts
 

@@ -121,6 +121,11 @@ class Firing:
             )
         if self.held:
             record["held"] = self.held
+        waiting = [p for p in record.get("published", []) if p.get("new") and p.get("promoted") is False]
+        if waiting and outcome in ("complete", "recovered"):  # published with promote: false: a person decides
+            record["outcome"] = outcome = "awaiting-approval"
+            record["awaiting"] = waiting
+            record["alert"] = alert = alert or "approval"
         if self.overrode:  # what is served changed against an operator's decision: always worth an alert
             record["overrode"] = self.overrode
             record["alert"] = alert if alert in ("opened", "changed") else "override"
@@ -321,6 +326,7 @@ def _published(stages: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             "name": s.get("name"),
             "version": s["metrics"]["version"],
             "new": s["metrics"].get("new_version"),
+            "promoted": s["metrics"].get("promoted"),
         }
         for name, s in stages.items()
         if s["status"] == "complete" and "version" in s.get("metrics", {}) and not s["metrics"].get("held")

@@ -144,7 +144,8 @@ def make_plan(recipe: Recipe, loaded: LoadedRecipe | None = None, selection: Sel
             if ref != "previous":  # another run's or the registry's champion is an input: a new one re-runs the gate
                 step.baseline_key = _baseline_key(step.baseline, upstream.get("model"), manifest.stage(spec.name))
                 upstream["baseline"] = step.baseline_key
-        spec_json = spec.model_dump(mode="json", exclude={"name"} | ({"launcher"} if spec.launcher is None else set()))
+        unhashed = {"name", "timeout_s"} | ({"launcher"} if spec.launcher is None else set())  # what changes no output
+        spec_json = spec.model_dump(mode="json", exclude=unhashed)
         step.parts = fp.stage_parts(spec_json, settings, upstream, {k: content_key(v) for k, v in step.data.items()})
         _decide(step, steps, manifest, selection, names)
         if step.running_pid:

@@ -58,6 +58,9 @@ class Settings(Block):
     mlflow (a local ./mlruns file store unless MLFLOW_TRACKING_URI is set), wandb (offline without WANDB_API_KEY)."""
     notify: NotifySpec | None = None
     """A webhook each firing's record is POSTed to (signed, retried, its delivery recorded in the history)."""
+    timeout_s: float | None = Field(None, gt=0)
+    """Wall-clock limit of a firing's stages (a night's budget): when reached, the running stage stops at its
+    next safe point with a checkpoint, the firing ends `interrupted` naming the limit, the next one resumes."""
 
 
 class RecipeBase(Settings):

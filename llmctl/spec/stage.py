@@ -26,6 +26,10 @@ class StageSpec(Block):
     """Overrides the recipe's seed for this stage."""
     launcher: LauncherSpec | None = None
     """Overrides the recipe's launcher for this stage (training stages: pretrain, sft, reward, dpo)."""
+    timeout_s: float | None = Field(None, gt=0)
+    """Wall-clock limit of this stage in one firing: when reached, it stops at its next safe point (a trainer
+    saves a checkpoint), the firing ends `interrupted` naming the limit, and the next firing resumes. Not part of
+    the stage's fingerprint."""
 
     produces: ClassVar[ArtifactKind]
     distributable: ClassVar[bool] = False  # trains with the HF Trainer, so torchrun/accelerate can scale it out

@@ -6,6 +6,7 @@ Outcomes, for scripts and alerts (the `--notify-cmd` summary's `outcome`, and th
 
     complete     0    the pipeline ran (or was cached) to the end
     recovered    0    complete, after a firing that was not (failed, invalid, locked, interrupted, rejected)
+    awaiting-approval 0  complete, and a deploy with `promote: false` published a new version nobody promoted
     skipped      0    `--if-changed` found nothing changed (after a rejection too: the decision stands)
     rejected     3    a quality gate stopped a challenger: the system worked, nothing was published
     invalid      2    the recipe, its data or the command line is wrong: nothing ran
@@ -49,6 +50,7 @@ from llmctl.store.layout import FIRINGS, HISTORY
 EXIT_CODES = {
     "complete": 0,
     "recovered": 0,
+    "awaiting-approval": 0,
     "skipped": 0,
     "rejected": 3,
     "invalid": 2,

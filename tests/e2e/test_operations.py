@@ -215,3 +215,34 @@ def test_a_hanging_notifier_is_stopped_whole_and_its_failure_recorded(tiny_recip
     )  # fmt: skip
     second = json.loads((workdir / "runs" / "tiny" / "history.jsonl").read_text().splitlines()[-1])
     assert second["notify"] == {"ok": True, "exit_code": 0} and second["previous_notify"]["ok"] is False
+
+
+def test_a_stage_over_its_time_limit_stops_with_a_checkpoint_and_the_next_firing_resumes(
+    tiny_recipe, workdir: Path
+) -> None:
+    from llmctl import api
+    from llmctl.errors import Interrupted
+
+    recipe = tiny_recipe(steps=3000, save_steps=1000)
+    recipe.write_text(recipe.read_text().replace("    block_size: 32\n", "    block_size: 32\n    timeout_s: 8\n"))
+    try:
+        api.run(recipe)
+        raise AssertionError("the stage should have been stopped by its time limit")
+    except Interrupted as stopped:
+        assert "stage 'pretrain' reached its timeout_s (8 s)" in str(stopped)
+    record = json.loads((workdir / "runs/tiny/history.jsonl").read_text().splitlines()[-1])
+    assert record["outcome"] == "interrupted" and "timeout_s" in record["message"]
+    plan = api.plan(recipe)
+    assert plan.steps[0].action == "resume"  # from the checkpoint the stop saved
+
+
+def test_a_version_published_without_promotion_awaits_approval_and_alerts_once(tiny_recipe, workdir: Path) -> None:
+    from llmctl import api
+
+    deploy = "  - type: deploy\n    model: stage:pretrain\n    model_name: tiny\n    promote: false\n"
+    recipe = tiny_recipe(steps=4, extra=deploy)
+    first = api.run(recipe, if_changed=True)
+    assert first.outcome == "awaiting-approval" and first.record["alert"] == "approval"
+    assert first.record["awaiting"][0]["version"] == "v1" and Registry(workdir / "models").current("tiny") is None
+    again = api.run(recipe, if_changed=True)
+    assert again.outcome == "skipped" and again.record["alert"] is None
