@@ -53,8 +53,11 @@ def fingerprint_source(
 
     path = demo.resolve(path)
     if lake.is_lake_path(path):
+        log = lake.local_log_key(path)  # a local dataset whose commit log is as before is at the same version
+        if log is not None and previous and previous.get("uri") == path and previous.get("log_key") == log:
+            return {"uri": path, "version": previous["version"], "log_key": log}
         try:
-            return {"uri": path, "version": lake.version(path)}
+            return {"uri": path, "version": lake.version(path)} | ({"log_key": log} if log else {})
         except Exception as err:  # noqa: BLE001 - offline `plan` of a remote recipe must still work
             return {"uri": path, "version": f"unavailable ({type(err).__name__})"}
     if hub.is_hub_path(path):
@@ -91,7 +94,7 @@ def content_key(fingerprint: dict[str, Any]) -> dict[str, Any]:
     file is not a change)."""
     if "mix" in fingerprint:
         return {"mix": [content_key(source) for source in fingerprint["mix"]]}
-    key = {k: v for k, v in fingerprint.items() if k not in ("files", "validation")}
+    key = {k: v for k, v in fingerprint.items() if k not in ("files", "validation", "log_key")}
     key["files"] = {p: f["sha256"] for p, f in fingerprint.get("files", {}).items()}
     if "validation" in fingerprint:
         key["validation"] = content_key(fingerprint["validation"])

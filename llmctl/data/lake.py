@@ -7,6 +7,8 @@ column keeps only mappings), named in the dataset's metadata so reads decode the
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -58,12 +60,49 @@ def column_names(dataset: Any) -> list[str]:
     return [column.name for column in dataset.schema.columns]
 
 
+def local_log_key(path: str) -> str | None:
+    """For a local Deep Lake dataset, a key of its commit log (`_deeplake_log/`: names, sizes and mtimes of its
+    files — every commit adds one), so `plan` knows the version is unchanged without importing deeplake (a third
+    of a cached run's time); None for a remote dataset or one without that log."""
+    if "://" in path and not path.startswith("file://"):
+        return None
+    log = Path(path.removeprefix("file://")).expanduser() / "_deeplake_log"
+    if not log.is_dir():
+        return None
+    entries = []
+    for folder in sorted(p for p in log.iterdir() if p.is_dir()):
+        for file in sorted(folder.iterdir()):
+            stat = file.stat()
+            entries.append(f"{folder.name}/{file.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
+
+
+_VERSIONS: dict[str, str] | None = None  # set while `versions_once` is active
+
+
+@contextlib.contextmanager
+def versions_once() -> Iterator[None]:
+    """Within this block each dataset's version is read once (a plan whose stages share a dataset opens it once:
+    each open costs ~40 ms); outside it, every call reads the dataset as it is now."""
+    global _VERSIONS
+    outer, _VERSIONS = _VERSIONS, ({} if _VERSIONS is None else _VERSIONS)
+    try:
+        yield
+    finally:
+        _VERSIONS = outer
+
+
 def version(path: str) -> str:
     """The dataset's current version: id, commit time and row count (cheap: metadata only). Version ids alone
     are counters that repeat when a dataset is deleted and created again, so the commit time goes with them."""
+    if _VERSIONS is not None and path in _VERSIONS:
+        return _VERSIONS[path]
     dataset, _ = open_view(path)
     commit = dataset.history[dataset.version]
-    return f"{dataset.version}@{commit.timestamp}/{len(dataset)}"
+    found = f"{dataset.version}@{commit.timestamp}/{len(dataset)}"
+    if _VERSIONS is not None:
+        _VERSIONS[path] = found
+    return found
 
 
 def json_columns(dataset: Any) -> set[str]:

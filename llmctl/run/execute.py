@@ -88,7 +88,7 @@ def _execute(plan: Plan, emit: Emit) -> dict[str, Artifact]:
             )
             if step.action == "cached":
                 artifacts[step.name] = Artifact.read(step.stage_dir)  # type: ignore[assignment]
-                manifest.update(step.name, status="complete", cached=True)
+                manifest.update(step.name, status="complete", cached=True, data=step.data)  # (refreshed stat keys)
                 emit(
                     {
                         "event": "stage_end",

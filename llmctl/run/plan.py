@@ -112,7 +112,15 @@ class Selection:
 
 
 def make_plan(recipe: Recipe, loaded: LoadedRecipe | None = None, selection: Selection | None = None) -> Plan:
-    """Decide, for each stage, whether it is cached, runs, resumes or is skipped — and why."""
+    """Decide, for each stage, whether it is cached, runs, resumes or is skipped — and why (each Deep Lake
+    dataset the stages share is opened once)."""
+    from llmctl.data import lake
+
+    with lake.versions_once():
+        return _make_plan(recipe, loaded, selection)
+
+
+def _make_plan(recipe: Recipe, loaded: LoadedRecipe | None, selection: Selection | None) -> Plan:
     selection = selection or Selection()
     layout = recipe.layout
     run_dir = layout.run_dir

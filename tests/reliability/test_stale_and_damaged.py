@@ -135,3 +135,28 @@ def test_a_chat_template_with_triple_quotes_cannot_inject_modelfile_lines(tiny_l
     text = modelfile(str(folder), FILE)
     assert [line for line in text.splitlines() if line.startswith("FROM")] == ["FROM ./model.gguf"]
     assert "SYSTEM" not in text and "TEMPLATE" not in text.replace("no TEMPLATE", "")
+
+
+def test_a_local_lake_dataset_is_versioned_without_opening_it_until_its_log_changes(tmp_path, monkeypatch) -> None:
+    import deeplake
+
+    from llmctl.data import lake
+    from llmctl.data.fingerprint import content_key, fingerprint_source
+
+    folder = tmp_path / "set"
+    dataset = deeplake.create(f"file://{folder}")
+    dataset.add_column("text", deeplake.types.Text())
+    dataset.append({"text": ["a", "b"]})
+    dataset.commit()
+    first = fingerprint_source(str(folder))
+    assert first["log_key"] and first["version"]
+    opened = []
+    monkeypatch.setattr(lake, "open_view", lambda *a, **k: opened.append(a) or (_ for _ in ()).throw(OSError("x")))
+    again = fingerprint_source(str(folder), first)
+    assert again == first and opened == []  # the commit log is as it was: same version, deeplake not opened
+    assert "log_key" not in content_key(first)  # (a stat key never enters a stage's fingerprint)
+    monkeypatch.undo()
+    dataset.append({"text": ["c"]})
+    dataset.commit()
+    changed = fingerprint_source(str(folder), first)
+    assert changed["log_key"] != first["log_key"] and changed["version"] != first["version"]
