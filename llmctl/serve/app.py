@@ -32,6 +32,7 @@ from llmctl.serve.protocol import (
     ChatRequest,
     CompletionRequest,
     DetokenizeRequest,
+    EmbeddingRequest,
     RequestBase,
     TokenizeRequest,
 )
@@ -206,6 +207,80 @@ async def chat(body: ChatRequest, request: Request) -> Any:
         logprobs,
     )
     return await _serve(job, body, request)
+
+
+@router.post("/v1/embeddings")
+async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]:
+    """OpenAI's embeddings: each input's mean-pooled last hidden states at unit length (`_embed` in engine.py),
+    as floats or base64 float32 (what the official client asks for by default)."""
+    import base64
+    import struct
+    from types import SimpleNamespace
+
+    state = _state(request)
+    started = time.perf_counter()
+    if state.engine.loaded.one_row:
+        raise APIError(
+            400,
+            "embeddings are not served from a GGUF folder (its runtime gives no hidden states here): serve the "
+            "PyTorch or INC folder of the same model",
+            param="model",
+        )
+    if body.dimensions is not None:
+        raise APIError(
+            400, "dimensions: embeddings have the model's hidden size and cannot be shortened", param="dimensions"
+        )
+    inputs = body.inputs()
+    if not inputs or any(len(i) == 0 for i in inputs):
+        raise APIError(400, "input must not be empty", param="input")
+    if len(inputs) > state.limits.max_prompts:
+        raise APIError(
+            400, f"{len(inputs)} inputs; this server takes at most {state.limits.max_prompts}", param="input"
+        )
+    asked: Any = SimpleNamespace(model=body.model, n=1)  # what prepare reads of a request
+    prompt_ids = await asyncio.to_thread(state.prepare, asked, inputs, 0, True)
+    loop = asyncio.get_running_loop()
+    answers: list[asyncio.Future[tuple[str, Any]]] = [loop.create_future() for _ in prompt_ids]
+
+    def settle(answer: asyncio.Future[tuple[str, Any]], event: str, data: Any) -> None:
+        if not answer.done():
+            answer.set_result((event, data))
+
+    def notify_for(answer: asyncio.Future[tuple[str, Any]]) -> Any:
+        def notify(event: str, data: Any) -> None:
+            if event in ("done", "error"):
+                loop.call_soon_threadsafe(settle, answer, event, data)
+
+        return notify
+
+    generations = [
+        GenRequest(ids, 0, Sampling(), [], notify_for(answer), hold=True, embed=True)
+        for ids, answer in zip(prompt_ids, answers, strict=False)
+    ]
+    try:
+        state.engine.submit(generations)
+    except Overloaded:
+        raise APIError(429, "the server is overloaded; retry later", "rate_limit_error", code="overloaded") from None
+    results = await asyncio.gather(*answers)
+    if failed := next((data for event, data in results if event == "error"), None):
+        unsupported = "hidden states" in str(failed)
+        kind = "invalid_request_error" if unsupported else "server_error"
+        raise APIError(400 if unsupported else 500, f"embeddings failed: {failed}", kind)
+    state.account("/v1/embeddings", "200", generations, started)
+    data = []
+    for index, generation in enumerate(generations):
+        vector = generation.embedding or []
+        encoded: Any = vector
+        if body.encoding_format == "base64":
+            encoded = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": encoded})
+    tokens = sum(len(ids) for ids in prompt_ids)
+    return {
+        "object": "list",
+        "data": data,
+        "model": state.source.model_id,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
 
 
 @router.get("/tokenizer_info")

@@ -144,7 +144,9 @@ class Engine:
     def _run(self, batch: list[Request], loaded: Loaded) -> None:
         self.batches += 1
         try:
-            if batch[0].one_forward:
+            if batch[0].embed:
+                _embed(batch, loaded)
+            elif batch[0].one_forward:
                 _forward(batch, loaded)
             else:
                 _generate(batch, loaded)
@@ -235,6 +237,36 @@ def _forward(batch: list[Request], loaded: Loaded) -> None:
             request.scored = _entries(request, log_probs)
         finish(request, "length")
         deliver(request)
+
+
+def _embed(batch: list[Request], loaded: Loaded) -> None:
+    """Embeddings from one right-padded forward pass: the last layer's hidden states averaged over each prompt's
+    own tokens, scaled to unit length (as OpenAI's are, so a dot product is the cosine similarity). Mean pooling,
+    not the last token: a causal LM's last position is trained to predict the next token, while the mean uses
+    every position (the choice of most decoder-embedding recipes without a trained pooling head)."""
+    import torch
+
+    sequences = [r.prompt_ids for r in batch]
+    inputs = _padded(sequences, loaded.tokenizer.pad_token_id, left=False)
+    with torch.no_grad():
+        output = loaded.model(**inputs, output_hidden_states=True)
+    hidden = getattr(output, "hidden_states", None)
+    if not hidden:
+        raise EmbeddingsUnsupported(
+            "this model's runtime returns logits only, no hidden states: embeddings need a PyTorch or INC folder"
+        )
+    last = hidden[-1].float()
+    mask = inputs["attention_mask"].unsqueeze(-1).to(last.dtype)
+    pooled = (last * mask).sum(1) / mask.sum(1).clamp(min=1)
+    pooled = torch.nn.functional.normalize(pooled, dim=-1)
+    for request, vector in zip(batch, pooled, strict=False):
+        request.embedding = vector.tolist()
+        finish(request, "stop")
+        deliver(request)
+
+
+class EmbeddingsUnsupported(Exception):
+    """The loaded model cannot give hidden states (an exported OpenVINO graph, a GGUF file)."""
 
 
 def _score(batch: list[Request], loaded: Loaded) -> None:

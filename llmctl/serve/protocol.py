@@ -213,6 +213,34 @@ class TokenizeRequest(BaseModel):
     add_generation_prompt: bool = True
 
 
+class EmbeddingRequest(BaseModel):
+    """OpenAI's /v1/embeddings body: one text, several, or token ids."""
+
+    model_config = STRICT
+
+    model: str | None = None
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = None  # accepted, changes nothing
+
+    def inputs(self) -> list[str | list[int]]:
+        """The texts or token-id lists to embed, one per output row."""
+        value = self.input
+        if isinstance(value, str):
+            return [value]
+        if value and all(isinstance(v, int) for v in value):
+            return [list(value)]  # type: ignore[arg-type]
+        return list(value)  # type: ignore[arg-type]
+
+    @field_validator("input")
+    @classmethod
+    def _encodable(cls, value: Any) -> Any:
+        texts = [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)]
+        _no_surrogates(texts)
+        return value
+
+
 class DetokenizeRequest(BaseModel):
     model_config = STRICT
 

@@ -60,6 +60,9 @@ class Request:
     finish_reason: str | None = None
     answered: bool = False  # its `done` or `error` was sent
     cancelled: bool = False
+    embed: bool = False
+    """Return the prompt's embedding (mean-pooled last hidden states, unit length) instead of text."""
+    embedding: list[float] | None = None
 
     @property
     def prompt_tokens(self) -> int:
@@ -70,9 +73,11 @@ class Request:
         """Served by one forward pass over the prompt: scoring (max_tokens 0), or scoring plus one greedy token
         (what lm-eval's log-likelihood requests ask for)."""
         plain = self.sampling.temperature == 0 and self.sampling.repetition_penalty == 1
-        return self.max_tokens == 0 or (self.hold and self.max_tokens == 1 and plain)
+        return self.embed or self.max_tokens == 0 or (self.hold and self.max_tokens == 1 and plain)
 
     def batch_key(self) -> tuple[Any, ...]:
+        if self.embed:
+            return ("embed",)
         return ("forward",) if self.one_forward else ("generate", self.sampling)
 
     @property

@@ -118,7 +118,10 @@ def test_an_openvino_int8_folder_is_served(tiny_lm: Path, tmp_path: Path, precis
                     range(4),
                 )
             )
+        embedded = httpx.post(f"{base}/v1/embeddings", json={"input": "3 plus 4"})
     assert len(set(texts)) == 1 and texts[0].split("\n")[0].strip() == expected  # int8 keeps the greedy answer
+    if embedded.status_code != 200:  # an exported graph without hidden states says so, and the server goes on
+        assert embedded.status_code == 400 and "hidden states" in embedded.json()["error"]["message"]
 
 
 def test_openvino_requests_join_the_running_batch(tiny_lm: Path, tmp_path: Path) -> None:
@@ -530,3 +533,30 @@ def test_a_served_model_name_and_a_line_per_request(tiny_lm: Path, caplog: pytes
     generated = done.usage.completion_tokens
     assert lines[1].startswith(f"POST /v1/completions 200 {generated} tokens") and lines[1].endswith(" ms")
     assert lines[2].startswith("POST /v1/completions 200 ") and " tokens " in lines[2]  # logged when the stream ended
+
+
+def test_embeddings_answer_the_official_client_and_a_gguf_folder_says_why_not(served_lm: Path, tiny_lm: Path) -> None:
+    import math
+
+    with server(Source(str(served_lm))) as base:
+        client = openai_client(base)
+        texts = ["3 plus 4 is 7", "3 plus 4 is 7", "The small cat sleeps"]
+        if served_lm != tiny_lm:  # GGUF: a 400 that says why, and what to serve instead
+            reply = httpx.post(f"{base}/v1/embeddings", json={"input": texts[0]})
+            assert reply.status_code == 400 and "GGUF" in reply.json()["error"]["message"]
+            return
+        done = client.embeddings.create(model=served_lm.name, input=texts)  # base64 on the wire: the client's default
+        vectors = [d.embedding for d in done.data]
+        assert [d.index for d in done.data] == [0, 1, 2] and len({len(v) for v in vectors}) == 1
+        assert all(math.isclose(sum(x * x for x in v), 1.0, rel_tol=1e-4) for v in vectors)  # unit length
+        assert vectors[0] == pytest.approx(vectors[1], abs=1e-5)  # the same text alone or beside others
+        assert done.usage.prompt_tokens > 0
+        plain = client.embeddings.create(model=served_lm.name, input="3 plus 4 is 7", encoding_format="float")
+        assert plain.data[0].embedding == pytest.approx(vectors[0], abs=1e-5)
+        ids = httpx.post(f"{base}/v1/embeddings", json={"input": [[5, 6, 7]], "encoding_format": "float"}).json()
+        assert len(ids["data"][0]["embedding"]) == len(vectors[0])  # token ids in
+        refused = httpx.post(f"{base}/v1/embeddings", json={"input": "x", "dimensions": 8})
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "dimensions"
+        empty = httpx.post(f"{base}/v1/embeddings", json={"input": ""})
+        assert empty.status_code == 400
+        assert 'llmctl_requests_total{endpoint="/v1/embeddings",status="200"}' in httpx.get(f"{base}/metrics").text
