@@ -45,13 +45,37 @@ def _model_source(
     return Source(registry=str(registry or Path("models")), name=name, alias=alias)
 
 
+def _model_sources(
+    model_dirs: list[Path], registry: Path | None, names: list[str], alias: str = "current"
+) -> list[Source]:
+    """The models one server serves: folders, and registry names (`NAME@ALIAS` follows that alias; a plain NAME
+    follows `--alias`)."""
+    sources = [_model_source("serve", folder, None, None) for folder in model_dirs]
+    for name in names:
+        plain, _, own = name.partition("@")
+        sources.append(_model_source("serve", None, registry, plain, own or alias))
+    if not sources:
+        raise UsageError("serve takes MODEL_DIR…, or --registry DIR --name NAME (repeat --name to serve several)")
+    return sources
+
+
 @handle_errors
 def serve(
-    model_dir: ModelDirArg = None,
+    model_dirs: Annotated[
+        list[Path] | None,
+        typer.Argument(metavar="MODEL_DIR", help="Model folders (plain, merged, INC, OpenVINO or GGUF)."),
+    ] = None,
     registry: Annotated[
         Path | None, typer.Option(help="Serve NAME's current version from this registry (hot reload).")
     ] = None,
-    name: ModelNameOpt = None,
+    names: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--name",
+            help="Model name in the registry; NAME@ALIAS follows that alias. Repeat to serve several models, "
+            "routed by each request's `model`.",
+        ),
+    ] = None,
     alias: AliasOpt = "current",
     host: Annotated[str, typer.Option(help="Bind address (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
@@ -83,18 +107,24 @@ def serve(
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No line per request.")] = False,
 ) -> None:
-    """Serve a model over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, streaming)."""
-    source = _model_source("serve", model_dir, registry, name, alias)
-    source.served_name = served_model_name
+    """Serve models over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, /v1/embeddings,
+    streaming): one, or several routed by each request's `model` (/v1/models lists them)."""
+    sources = _model_sources(model_dirs or [], registry, names or [], alias)
+    if served_model_name is not None:
+        if len(sources) > 1:
+            raise UsageError("--served-model-name names one model; with several, each is served under its own name")
+        sources[0].served_name = served_model_name
     limits = ServeLimits(max_tokens=max_tokens, max_batch=max_batch, max_queue=max_queue)
     key = api_key or os.environ.get("LLMCTL_API_KEY") or None
     if engine is Engine.vllm:
         from llmctl.serve import vllm
 
-        return vllm.run(source, host, port, key, limits)
+        if len(sources) > 1:
+            raise UsageError("--engine vllm serves one model per server; start one per model")
+        return vllm.run(sources[0], host, port, key, limits)
     from llmctl.serve.app import run_server
 
-    run_server(source, host, port, key, limits, watch, quiet)
+    run_server(sources, host, port, key, limits, watch, quiet)
 
 
 @handle_errors

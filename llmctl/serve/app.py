@@ -48,7 +48,22 @@ KNOWN_FIELDS = sorted(set(CompletionRequest.model_fields) | set(ChatRequest.mode
 
 
 def _state(request: Request) -> ServerState:
+    """The first (default) model's state: what answers requests that name no model, and counts errors."""
     return request.app.state.server
+
+
+def _model_state(request: Request, model: str | None) -> ServerState:
+    """The state of the model a request names (`model`), routed among the models this server serves; a single
+    model's server checks the name itself (`ServerState.prepare`)."""
+    servers: dict[str, ServerState] = request.app.state.servers
+    if model is None or len(servers) == 1:
+        return _state(request)
+    if model in servers:
+        return servers[model]
+    served = ", ".join(repr(m) for m in servers)
+    raise APIError(
+        404, f"model {model!r} is not served here; this server serves {served}", param="model", code="model_not_found"
+    )
 
 
 async def _authorized(request: Request) -> None:
@@ -61,18 +76,24 @@ router = APIRouter(dependencies=[Depends(_authorized)])
 
 
 def create_app(
-    source: Source,
+    source: Source | list[Source],
     api_key: str | None = None,
     limits: Limits | None = None,
     watch_s: float = 2.0,
     access_log: bool = False,
 ) -> FastAPI:
-    """The FastAPI app; the model loads now, so a bad folder fails before the server binds."""
-    state = ServerState(source, api_key, limits or Limits())
+    """The FastAPI app serving one model or several (routed by each request's `model`); the models load now, so
+    a bad folder — or models that together do not fit in memory — fail before the server binds."""
+    from llmctl.serve.state import check_memory, unique_ids
+
+    sources = unique_ids(source if isinstance(source, list) else [source])
+    check_memory(sources)
+    states = {s.model_id: ServerState(s, api_key, limits or Limits()) for s in sources}
+    state = next(iter(states.values()))
     # With a key, the schema needs it too, and the browser pages (which cannot send it) are off.
     docs: dict[str, Any] = {"openapi_url": None, "docs_url": None, "redoc_url": None} if api_key else {}
     app = FastAPI(title="llmctl serve", version="1", **docs)
-    app.state.server = state
+    app.state.server, app.state.servers = state, states
     app.include_router(router)
     if api_key:
         app.add_api_route(
@@ -88,8 +109,10 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _internal)
-    if source.registry and watch_s > 0:
-        threading.Thread(target=state.watch, args=(watch_s, LOG), name="llmctl-registry-watch", daemon=True).start()
+    for each in states.values():  # each model follows its own registry pointer
+        if each.source.registry and watch_s > 0:
+            name = f"llmctl-registry-watch-{each.source.model_id}"
+            threading.Thread(target=each.watch, args=(watch_s, LOG), name=name, daemon=True).start()
     return app
 
 
@@ -138,24 +161,32 @@ async def _internal(request: Request, err: Exception) -> JSONResponse:
 @router.get("/health")
 async def health(request: Request) -> dict[str, Any]:
     state = _state(request)
-    return {
+    found: dict[str, Any] = {
         "status": "ok",
         "model": state.source.model_id,
         "version": state.version,
         "queue": state.engine.queue_depth(),
     }
+    servers: dict[str, ServerState] = request.app.state.servers
+    if len(servers) > 1:
+        found["models"] = [
+            {"model": m, "version": s.version, "queue": s.engine.queue_depth()} for m, s in servers.items()
+        ]
+    return found
 
 
 @router.get("/metrics")
-async def prometheus(request: Request) -> PlainTextResponse:
+async def prometheus(request: Request, model: str | None = None) -> PlainTextResponse:
+    """The default model's metrics, or with `?model=ID` another served model's."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    return PlainTextResponse(generate_latest(_state(request).metrics).decode(), media_type=CONTENT_TYPE_LATEST)
+    state = _model_state(request, model)
+    return PlainTextResponse(generate_latest(state.metrics).decode(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/v1/models")
 async def models(request: Request) -> dict[str, Any]:
-    state = _state(request)
+    servers: dict[str, ServerState] = request.app.state.servers
     return {
         "object": "list",
         "data": [
@@ -166,22 +197,28 @@ async def models(request: Request) -> dict[str, Any]:
                 "owned_by": "llmctl",
                 "version": state.version,
             }
+            for state in servers.values()
         ],
     }
 
 
 @router.post("/admin/reload")
 async def admin_reload(request: Request) -> dict[str, Any]:
-    state = _state(request)
-    if not state.source.registry:
+    servers: dict[str, ServerState] = request.app.state.servers
+    following = [s for s in servers.values() if s.source.registry]
+    if not following:
         raise APIError(400, "reload needs a registry (llmctl serve --registry DIR --name NAME)")
-    changed = await asyncio.to_thread(state.reload)
-    return {"reloaded": changed, "version": state.version}
+    changed = {s.source.model_id: await asyncio.to_thread(s.reload) for s in following}
+    state = _state(request)
+    found: dict[str, Any] = {"reloaded": any(changed.values()), "version": state.version}
+    if len(servers) > 1:
+        found["models"] = {m: {"reloaded": c, "version": servers[m].version} for m, c in changed.items()}
+    return found
 
 
 @router.post("/v1/completions", response_model=None)
 async def completions(body: CompletionRequest, request: Request) -> Any:
-    limits = _state(request).limits
+    limits = _model_state(request, body.model).limits
     prompts = body.prompts()
     if not prompts:
         raise APIError(400, "prompt must not be empty", param="prompt")
@@ -195,7 +232,7 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat(body: ChatRequest, request: Request) -> Any:
-    counter = _state(request).engine.loaded.counter
+    counter = _model_state(request, body.model).engine.loaded.counter
     prompt, templated = await asyncio.to_thread(render_chat, counter, [m.model_dump() for m in body.messages])
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
     job = Job(
@@ -217,7 +254,7 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]
     import struct
     from types import SimpleNamespace
 
-    state = _state(request)
+    state = _model_state(request, body.model)
     started = time.perf_counter()
     if state.engine.loaded.one_row:
         raise APIError(
@@ -284,9 +321,9 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]
 
 
 @router.get("/tokenizer_info")
-async def tokenizer_info(request: Request) -> dict[str, Any]:
+async def tokenizer_info(request: Request, model: str | None = None) -> dict[str, Any]:
     """vLLM's tokenizer endpoints: lm-eval's local-completions finds them and needs no local tokenizer."""
-    loaded = _state(request).engine.loaded
+    loaded = _model_state(request, model).engine.loaded
     tokenizer = loaded.counter
     return {
         "tokenizer_class": type(tokenizer).__name__,
@@ -301,7 +338,7 @@ async def tokenizer_info(request: Request) -> dict[str, Any]:
 
 @router.post("/tokenize")
 async def tokenize(body: TokenizeRequest, request: Request) -> dict[str, Any]:
-    engine = _state(request).engine
+    engine = _model_state(request, body.model).engine
     if body.messages is not None:
         text, templated = await asyncio.to_thread(
             render_chat, engine.loaded.counter, [m.model_dump() for m in body.messages]
@@ -314,14 +351,14 @@ async def tokenize(body: TokenizeRequest, request: Request) -> dict[str, Any]:
 
 @router.post("/detokenize")
 async def detokenize(body: DetokenizeRequest, request: Request) -> dict[str, Any]:
-    engine = _state(request).engine
+    engine = _model_state(request, body.model).engine
     if engine.loaded.foreign_id(body.tokens) is not None:
         raise APIError(400, f"token ids must be within 0 to {engine.loaded.vocab_size - 1}", param="tokens")
     return {"prompt": engine.decode(body.tokens, skip_special_tokens=False)}
 
 
 async def _serve(job: Job, body: RequestBase, request: Request) -> Any:
-    state = _state(request)
+    state = _model_state(request, body.model)
     started = time.perf_counter()
     # tokenizing a long prompt takes a while: off the event loop
     prompt_ids = await asyncio.to_thread(state.prepare, body, job.prompts, job.max_tokens, job.special_tokens)
@@ -482,7 +519,13 @@ def uvicorn_config(app: FastAPI, host: str, port: int, limits: Limits) -> Any:
 
 
 def run_server(
-    source: Source, host: str, port: int, api_key: str | None, limits: Limits, watch: float, quiet: bool = False
+    source: Source | list[Source],
+    host: str,
+    port: int,
+    api_key: str | None,
+    limits: Limits,
+    watch: float,
+    quiet: bool = False,
 ) -> None:
     """Load the model, then serve until Ctrl-C/SIGTERM (blocking); a line per request unless `quiet`."""
     import uvicorn
@@ -497,7 +540,8 @@ def run_server(
         LOG.setLevel(logging.INFO)
         LOG.propagate = False
     app = create_app(source, api_key, limits, watch, access_log=not quiet)
-    LOG.warning("serving %s on http://%s:%s/v1 (Ctrl-C stops)", source.model_id, host, port)
+    served = ", ".join(s.model_id for s in (source if isinstance(source, list) else [source]))
+    LOG.warning("serving %s on http://%s:%s/v1 (Ctrl-C stops)", served, host, port)
     uvicorn.Server(uvicorn_config(app, host, port, limits)).run()
 
 

@@ -41,6 +41,54 @@ class Source:
         return self.served_name or self.name or Path(self.path or "model").name
 
 
+def unique_ids(sources: list[Source]) -> list[Source]:
+    """The sources with distinct model ids: the same registry name under two aliases is served as NAME and
+    NAME@ALIAS (`--served-model-name` sets one for a single model); a name served twice is a UsageError."""
+    from llmctl.errors import UsageError
+
+    seen: set[str] = set()
+    for source in sources:
+        if source.model_id in seen and source.name and source.alias != "current" and not source.served_name:
+            source.served_name = f"{source.name}@{source.alias}"
+        if source.model_id in seen:
+            raise UsageError(f"model {source.model_id!r} is named twice; serve each model once")
+        seen.add(source.model_id)
+    return sources
+
+
+MEMORY_MARGIN = 1.2  # weights on disk → in memory (tokenizer, buffers, the first batch's activations)
+
+
+def check_memory(sources: list[Source]) -> None:
+    """Refuse (UsageError) models whose files together exceed the memory available now, before loading any:
+    a second model that does not fit would otherwise push the first into swap or the OOM killer. Skipped where
+    /proc/meminfo cannot be read, and with a GPU (models load into its memory)."""
+    from llmctl.errors import UsageError
+    from llmctl.hardware import cuda_visible
+
+    if cuda_visible():
+        return
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+    except OSError:
+        return
+    available = next(
+        (int(line.split()[1]) * 1024 for line in meminfo.splitlines() if line.startswith("MemAvailable:")), 0
+    )
+    sizes = {s.model_id: _folder_bytes(Path(s.resolve()[0])) for s in sources}
+    needed = sum(sizes.values()) * MEMORY_MARGIN
+    if available and needed > available:
+        listed = ", ".join(f"{m} {b / 2**30:.1f} GiB" for m, b in sizes.items())
+        raise UsageError(
+            f"the models need ~{needed / 2**30:.1f} GiB ({listed}, ×{MEMORY_MARGIN} for loading) and this machine has "
+            f"{available / 2**30:.1f} GiB available: serve fewer models, or quantized ones"
+        )
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink())
+
+
 class ServerState:
     def __init__(self, source: Source, api_key: str | None, limits: Limits) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram

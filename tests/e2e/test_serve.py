@@ -560,3 +560,49 @@ def test_embeddings_answer_the_official_client_and_a_gguf_folder_says_why_not(se
         empty = httpx.post(f"{base}/v1/embeddings", json={"input": ""})
         assert empty.status_code == 400
         assert 'llmctl_requests_total{endpoint="/v1/embeddings",status="200"}' in httpx.get(f"{base}/metrics").text
+
+
+def test_two_models_in_one_server_are_routed_and_each_follows_its_own_alias(tiny_lm: Path, tmp_path: Path) -> None:
+    """Champion and challenger side by side: `--name chat --name chat@challenger`."""
+    from llmctl.store.registry import Registry
+
+    other = make_tiny_lm(tmp_path / "other", vocab=300)
+    registry = Registry(tmp_path / "models")
+    registry.deploy("chat", tiny_lm, {}, promote=True, keep=None)  # v1: current
+    registry.deploy("chat", other, {}, promote=True, keep=None, alias="challenger")  # v2: the challenger
+    sources = [
+        Source(registry=str(registry.root), name="chat"),
+        Source(registry=str(registry.root), name="chat", alias="challenger"),
+    ]
+    with server(sources) as base:  # type: ignore[arg-type]
+        client = openai_client(base)
+        assert [m.id for m in client.models.list().data] == ["chat", "chat@challenger"]
+        for model in ("chat", "chat@challenger"):
+            done = client.completions.create(model=model, prompt=PROMPT, max_tokens=2, temperature=0)
+            assert done.model == model and done.choices[0].finish_reason in ("stop", "length")
+        sizes = {
+            m: httpx.post(f"{base}/tokenize", json={"model": m, "prompt": PROMPT}).json()["count"]
+            for m in ("chat", "chat@challenger")
+        }
+        assert sizes["chat"] != sizes["chat@challenger"]  # two tokenizers: each request reached its own model
+        missing = httpx.post(f"{base}/v1/completions", json={"model": "nope", "prompt": "x"})
+        assert missing.status_code == 404 and "'chat@challenger'" in missing.json()["error"]["message"]
+        registry.promote("chat", "v1", alias="challenger")  # the challenger alias moves; current stays
+        reloaded = httpx.post(f"{base}/admin/reload").json()
+        assert reloaded["models"] == {
+            "chat": {"reloaded": False, "version": "v1"},
+            "chat@challenger": {"reloaded": True, "version": "v1"},
+        }
+        assert 'endpoint="/v1/completions"' in httpx.get(f"{base}/metrics", params={"model": "chat@challenger"}).text
+
+
+def test_models_that_do_not_fit_together_are_refused_before_loading(
+    tiny_lm: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmctl.errors import UsageError
+    from llmctl.serve import state
+
+    monkeypatch.setattr(state, "MEMORY_MARGIN", 1e9)  # as if the machine were a billion times too small
+    monkeypatch.setenv("LLMCTL_ASSUME_CUDA", "0")
+    with pytest.raises(UsageError, match="available: serve fewer models"):
+        create_app([Source(str(tiny_lm)), Source(str(tiny_lm), served_name="again")])
