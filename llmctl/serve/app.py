@@ -360,6 +360,7 @@ async def detokenize(body: DetokenizeRequest, request: Request) -> dict[str, Any
 async def _serve(job: Job, body: RequestBase, request: Request) -> Any:
     state = _model_state(request, body.model)
     started = time.perf_counter()
+    grammar = await asyncio.to_thread(_grammar, state, body)
     # tokenizing a long prompt takes a while: off the event loop
     prompt_ids = await asyncio.to_thread(state.prepare, body, job.prompts, job.max_tokens, job.special_tokens)
     loop = asyncio.get_running_loop()
@@ -389,6 +390,7 @@ async def _serve(job: Job, body: RequestBase, request: Request) -> Any:
                 notify,
                 job.logprobs,
                 hold=job.echo or job.logprobs is not None,
+                grammar=grammar,
             )
         )
     request.state.generations = generations  # the access log counts their tokens
@@ -421,6 +423,26 @@ async def _serve(job: Job, body: RequestBase, request: Request) -> Any:
         for i, (t, g) in enumerate(zip(texts, generations, strict=False))
     ]
     return meta | {"object": job.kind, "choices": choices, "usage": usage_of(generations, body.n)}
+
+
+def _grammar(state: ServerState, body: RequestBase) -> str | None:
+    """The grammar a request's `response_format` asks for (None: plain text); 400 for a schema that cannot be
+    enforced, or an engine that cannot enforce one."""
+    if body.response_format is None or body.response_format.type == "text":
+        return None
+    if state.engine.loaded.one_row:
+        raise APIError(
+            400,
+            "response_format on a GGUF folder is not served yet (llama.cpp's own grammar engine will be); serve "
+            "the PyTorch, INC or OpenVINO folder of the same model",
+            param="response_format",
+        )
+    from llmctl.serve.structured import grammar_for
+
+    try:
+        return grammar_for(body.response_format.wire())
+    except ValueError as err:
+        raise APIError(400, f"response_format: {err}", param="response_format") from None
 
 
 async def _collect(

@@ -52,7 +52,12 @@ class Continuous:
         sampling = request.sampling
         plain = not (sampling.presence_penalty or sampling.frequency_penalty) and sampling.repetition_penalty == 1
         return (
-            plain and sampling.seed is None and request.logprobs is None and not request.hold and request.max_tokens > 0
+            plain
+            and sampling.seed is None
+            and request.logprobs is None
+            and not request.hold
+            and request.max_tokens > 0
+            and request.grammar is None  # constrained decoding runs on the static path
         )
 
     @property

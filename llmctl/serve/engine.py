@@ -10,6 +10,7 @@ Any backend `quantized.load_any` returns works (PyTorch, INC, OpenVINO, GGUF): a
 from __future__ import annotations
 
 import collections
+import functools
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -56,6 +57,14 @@ class Loaded:
         from llmctl.models import quantized
 
         return quantized.load_any(self.path)
+
+    @functools.cached_property
+    def ll_tokenizer(self) -> Any:
+        """llguidance's view of the tokenizer, for constrained decoding (built on first need: it walks the
+        vocabulary)."""
+        from llmctl.serve.structured import ll_tokenizer
+
+        return ll_tokenizer(self.tokenizer, self.vocab_size)
 
     def foreign_id(self, ids: list[int]) -> int | None:
         """A token id in `ids` the model cannot embed (the lowest if negative, else the highest), or None."""
@@ -208,6 +217,10 @@ def _generate(batch: list[Request], loaded: Loaded) -> None:
         if sampling.presence_penalty or sampling.frequency_penalty
         else []
     )
+    if any(r.grammar is not None for r in batch):  # response_format: each row's token mask (serve/structured.py)
+        from llmctl.serve.structured import Constrained
+
+        processors.append(Constrained(batch, inputs["input_ids"].shape[1], tokenizer, loaded.ll_tokenizer))
     with torch.no_grad():
         loaded.model.generate(
             **inputs,

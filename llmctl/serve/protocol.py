@@ -7,13 +7,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 UNSUPPORTED = {  # field: why; refused when set to anything but its no-op value
     "suffix": "insertion (suffix) is not supported by llmctl serve",
     "best_of": "best_of is not supported by llmctl serve; use n",
     "logit_bias": "logit_bias is not supported by llmctl serve",
-    "response_format": "response_format (JSON mode, structured outputs) is not supported by llmctl serve",
     "tools": "tool calling is not supported by llmctl serve",
     "tool_choice": "tool calling is not supported by llmctl serve",
     "parallel_tool_calls": "tool calling is not supported by llmctl serve",
@@ -61,6 +60,38 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    json_schema: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's response_format: text, JSON mode (`json_object`) or a JSON schema (`json_schema`), enforced by
+    constrained decoding (serve/structured.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type json_schema needs json_schema: {name, schema}")
+        return self
+
+    def wire(self) -> dict[str, Any]:
+        """As OpenAI writes it (the schema under `schema`)."""
+        found: dict[str, Any] = {"type": self.type}
+        if self.json_schema is not None:
+            found["json_schema"] = {"name": self.json_schema.name, "schema": self.json_schema.json_schema or {}}
+        return found
+
+
 class RequestBase(BaseModel):
     """The generation settings both endpoints share (the penalties and top_k are vLLM's extensions too)."""
 
@@ -87,7 +118,7 @@ class RequestBase(BaseModel):
     suffix: Any = None
     best_of: Any = None
     logit_bias: Any = None
-    response_format: Any = None
+    response_format: ResponseFormat | None = None
     tools: Any = None
     tool_choice: Any = None
     parallel_tool_calls: Any = None

@@ -60,6 +60,8 @@ class Request:
     finish_reason: str | None = None
     answered: bool = False  # its `done` or `error` was sent
     cancelled: bool = False
+    grammar: str | None = None
+    """An llguidance grammar the output must follow (`response_format`: serve/structured.py)."""
     embed: bool = False
     """Return the prompt's embedding (mean-pooled last hidden states, unit length) instead of text."""
     embedding: list[float] | None = None

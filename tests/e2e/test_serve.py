@@ -250,7 +250,7 @@ def test_concurrent_requests_share_batches(served_lm: Path) -> None:
 
 
 def test_overload_answers_429(tiny_lm: Path) -> None:
-    with server(Source(str(tiny_lm)), limits=Limits(max_batch=1, max_queue=1, max_tokens=48)) as base:
+    with server(Source(str(tiny_lm)), limits=Limits(max_batch=1, max_queue=1, max_tokens=40)) as base:
 
         def ask(_: int) -> int:
             return httpx.post(
@@ -606,3 +606,70 @@ def test_models_that_do_not_fit_together_are_refused_before_loading(
     monkeypatch.setenv("LLMCTL_ASSUME_CUDA", "0")
     with pytest.raises(UsageError, match="available: serve fewer models"):
         create_app([Source(str(tiny_lm)), Source(str(tiny_lm), served_name="again")])
+
+
+SCHEMA = {  # short keys: the tiny model's context is 64 tokens of a character-level vocabulary
+    "type": "object",
+    "properties": {
+        "n": {"type": "integer", "minimum": 0, "maximum": 99},
+        "u": {"enum": ["a", "b"]},
+        "ok": {"type": "boolean"},
+    },
+    "required": ["n", "u", "ok"],
+    "additionalProperties": False,
+}
+
+
+def test_structured_outputs_from_a_random_model_always_validate(tiny_lm: Path, tmp_path: Path) -> None:
+    """Only the constraint can make a random-weight model's output valid: 10 seeds out of 10, temperature 1."""
+    import jsonschema
+    from pydantic import BaseModel
+
+    random = make_tiny_lm(tmp_path / "random", vocab=400)  # (untrained: its weights are random)
+    with server(Source(str(random))) as base:
+        client = openai_client(base)
+        fmt = {"type": "json_schema", "json_schema": {"name": "reply", "schema": SCHEMA, "strict": True}}
+        for seed in range(10):
+            done = client.chat.completions.create(
+                model=random.name, messages=[{"role": "user", "content": "3 plus 4?"}], max_tokens=40,
+                temperature=1, seed=seed, response_format=fmt,
+            )  # fmt: skip
+            assert done.choices[0].finish_reason == "stop", done.choices[0].message.content
+            jsonschema.validate(json.loads(done.choices[0].message.content), SCHEMA)
+        mode = client.completions.create(
+            model=random.name, prompt=PROMPT, max_tokens=40, temperature=1, seed=3,
+            extra_body={"response_format": {"type": "json_object"}},
+        )  # fmt: skip
+        if mode.choices[0].finish_reason == "stop":
+            assert isinstance(json.loads(mode.choices[0].text), dict)
+        cut = client.chat.completions.create(
+            model=random.name, messages=[{"role": "user", "content": "x"}], max_tokens=3, response_format=fmt
+        )
+        assert cut.choices[0].finish_reason == "length"  # max_tokens cut the document
+        chunks = list(
+            client.chat.completions.create(
+                model=random.name,
+                messages=[{"role": "user", "content": "x"}],
+                max_tokens=40,
+                temperature=1,
+                seed=1,
+                response_format=fmt,
+                stream=True,
+            )  # fmt: skip
+        )
+        streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        jsonschema.validate(json.loads(streamed), SCHEMA)
+
+        class Reply(BaseModel):
+            n: int
+            ok: bool
+
+        parsed = client.chat.completions.parse(
+            model=random.name, messages=[{"role": "user", "content": "x"}], max_tokens=40, response_format=Reply
+        )
+        assert isinstance(parsed.choices[0].message.parsed, Reply)  # the official client's structured outputs
+        bad = httpx.post(
+            f"{base}/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "strin"}}}},
+        )  # fmt: skip
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "response_format"
