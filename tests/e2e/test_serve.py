@@ -668,8 +668,9 @@ def test_structured_outputs_from_a_random_model_always_validate(tiny_lm: Path, t
             model=random.name, messages=[{"role": "user", "content": "x"}], max_tokens=40, response_format=Reply
         )
         assert isinstance(parsed.choices[0].message.parsed, Reply)  # the official client's structured outputs
+        typo = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "strin"}}}
         bad = httpx.post(
             f"{base}/v1/chat/completions",
-            json={"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "strin"}}}},
-        )  # fmt: skip
+            json={"messages": [{"role": "user", "content": "x"}], "response_format": typo},
+        )
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "response_format"
