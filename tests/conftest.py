@@ -126,8 +126,9 @@ def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_lm(tmp_path_factory.mktemp("tiny-gpt2"), vocab=400)
 
 
-def make_tiny_lm(folder: Path, vocab: int) -> Path:
-    """Save a 1-layer GPT-2 and a byte-level BPE of `vocab` tokens trained on demo text into `folder`."""
+def make_tiny_lm(folder: Path, vocab: int, positions: int = 64) -> Path:
+    """Save a 1-layer GPT-2 (a context of `positions` tokens) and a byte-level BPE of `vocab` tokens trained on
+    demo text into `folder`."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -140,7 +141,7 @@ def make_tiny_lm(folder: Path, vocab: int) -> Path:
         n_layer=1,
         n_head=2,
         n_embd=32,
-        n_positions=64,
+        n_positions=positions,
         vocab_size=len(tokenizer),
         bos_token_id=tokenizer.eos_token_id,
         eos_token_id=tokenizer.eos_token_id,

@@ -33,6 +33,7 @@ from llmctl.serve.protocol import (
     CompletionRequest,
     DetokenizeRequest,
     EmbeddingRequest,
+    NamedToolChoice,
     RequestBase,
     TokenizeRequest,
 )
@@ -232,8 +233,20 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat(body: ChatRequest, request: Request) -> Any:
-    counter = _model_state(request, body.model).engine.loaded.counter
-    prompt, templated = await asyncio.to_thread(render_chat, counter, [m.model_dump() for m in body.messages])
+    state = _model_state(request, body.model)
+    counter = state.engine.loaded.counter
+    messages = [m.model_dump(exclude_none=True) for m in body.messages]
+    tools = [t.model_dump(exclude_none=True) for t in body.tools or []]
+    with_tools = bool(tools) and body.tool_choice != "none"
+    grammar = None
+    if with_tools:
+        from llmctl.serve import tools as tool_calls
+
+        prompt, templated = await asyncio.to_thread(tool_calls.render, counter, messages, tools)
+        choice = body.tool_choice.model_dump() if isinstance(body.tool_choice, NamedToolChoice) else body.tool_choice
+        grammar = await asyncio.to_thread(_tool_grammar, state, body, tools, choice)
+    else:
+        prompt, templated = await asyncio.to_thread(render_chat, counter, messages)
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
     job = Job(
         "/v1/chat/completions",
@@ -242,8 +255,28 @@ async def chat(body: ChatRequest, request: Request) -> Any:
         body.max_completion_tokens or body.max_tokens,
         not templated,
         logprobs,
+        tools=with_tools,
+        grammar=grammar,
     )
     return await _serve(job, body, request)
+
+
+def _tool_grammar(state: ServerState, body: ChatRequest, tools: list[dict[str, Any]], choice: Any) -> str | None:
+    """The grammar forcing a call (`required` or a named tool), or None; 400 where it cannot be enforced."""
+    if choice in (None, "auto"):
+        return None
+    if body.response_format is not None and body.response_format.type != "text":
+        raise APIError(400, "response_format and a forced tool_choice ask for two formats at once", param="tool_choice")
+    if state.engine.loaded.one_row:
+        raise APIError(
+            400, "a forced tool_choice on a GGUF folder is not served yet; use tool_choice auto", param="tool_choice"
+        )
+    from llmctl.serve.tools import grammar
+
+    try:
+        return grammar(tools, choice)
+    except ValueError as err:
+        raise APIError(400, f"tools: {err}", param="tools") from None
 
 
 @router.post("/v1/embeddings")
@@ -360,7 +393,7 @@ async def detokenize(body: DetokenizeRequest, request: Request) -> dict[str, Any
 async def _serve(job: Job, body: RequestBase, request: Request) -> Any:
     state = _model_state(request, body.model)
     started = time.perf_counter()
-    grammar = await asyncio.to_thread(_grammar, state, body)
+    grammar = job.grammar or await asyncio.to_thread(_grammar, state, body)
     # tokenizing a long prompt takes a while: off the event loop
     prompt_ids = await asyncio.to_thread(state.prepare, body, job.prompts, job.max_tokens, job.special_tokens)
     loop = asyncio.get_running_loop()
@@ -389,7 +422,7 @@ async def _serve(job: Job, body: RequestBase, request: Request) -> Any:
                 stops,
                 notify,
                 job.logprobs,
-                hold=job.echo or job.logprobs is not None,
+                hold=job.echo or job.logprobs is not None or job.tools,  # a call is parsed from the whole text
                 grammar=grammar,
             )
         )

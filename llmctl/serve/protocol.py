@@ -13,9 +13,6 @@ UNSUPPORTED = {  # field: why; refused when set to anything but its no-op value
     "suffix": "insertion (suffix) is not supported by llmctl serve",
     "best_of": "best_of is not supported by llmctl serve; use n",
     "logit_bias": "logit_bias is not supported by llmctl serve",
-    "tools": "tool calling is not supported by llmctl serve",
-    "tool_choice": "tool calling is not supported by llmctl serve",
-    "parallel_tool_calls": "tool calling is not supported by llmctl serve",
     "functions": "function calling is not supported by llmctl serve",
     "function_call": "function calling is not supported by llmctl serve",
     "audio": "audio output is not supported by llmctl serve",
@@ -119,9 +116,6 @@ class RequestBase(BaseModel):
     best_of: Any = None
     logit_bias: Any = None
     response_format: ResponseFormat | None = None
-    tools: Any = None
-    tool_choice: Any = None
-    parallel_tool_calls: Any = None
     functions: Any = None
     function_call: Any = None
     audio: Any = None
@@ -219,8 +213,45 @@ def _no_surrogates(value: Any) -> Any:
     return value
 
 
+class FunctionSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["function"]
+    function: dict[str, str]
+
+
 class ChatRequest(RequestBase):
     messages: list[Message] = Field(min_length=1)
+    tools: list[ToolSpec] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None  # several <tool_call> blocks are parsed either way
+
+    @model_validator(mode="after")
+    def _choice_names_a_tool(self) -> ChatRequest:
+        if self.tool_choice not in (None, "none", "auto") and not self.tools:
+            raise ValueError("tool_choice needs tools")
+        if isinstance(self.tool_choice, NamedToolChoice):
+            name = self.tool_choice.function.get("name")
+            if name not in {t.function.name for t in self.tools or []}:
+                raise ValueError(f"tool_choice names {name!r}, which is not among the tools")
+        return self
+
     max_tokens: int = Field(16, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False

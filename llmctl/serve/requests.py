@@ -62,6 +62,7 @@ class Request:
     cancelled: bool = False
     grammar: str | None = None
     """An llguidance grammar the output must follow (`response_format`: serve/structured.py)."""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # parsed from the text (serve/tools.py)
     embed: bool = False
     """Return the prompt's embedding (mean-pooled last hidden states, unit length) instead of text."""
     embedding: list[float] | None = None

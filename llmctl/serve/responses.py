@@ -22,6 +22,8 @@ class Job:
     special_tokens: bool  # let the tokenizer add its own special tokens to text prompts
     logprobs: int | None = None
     echo: bool = False
+    tools: bool = False  # parse tool calls out of the answers (serve/tools.py)
+    grammar: str | None = None  # what the answers must follow (a forced tool call)
 
     @property
     def chat(self) -> bool:
@@ -51,19 +53,23 @@ def choice(
     logprobs = logprobs_of(state, job, generation) if generation.logprobs is not None and (text or not stream) else None
     if not job.chat:
         return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
+    content: str | None = text
+    if job.tools and text:
+        from llmctl.serve.tools import parse
+
+        content, generation.tool_calls = parse(text)
+    calls = generation.tool_calls
+    if calls and finish == "stop":
+        finish = "tool_calls"
     if stream:
-        return {
-            "index": index,
-            "delta": {"content": text} if text else {},
-            "logprobs": logprobs,
-            "finish_reason": finish,
-        }
-    return {
-        "index": index,
-        "message": {"role": "assistant", "content": text},
-        "logprobs": logprobs,
-        "finish_reason": finish,
-    }
+        delta: dict[str, Any] = {"content": content} if content else {}
+        if calls and text:
+            delta["tool_calls"] = [call | {"index": i} for i, call in enumerate(calls)]
+        return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if calls:
+        message["tool_calls"] = calls
+    return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish}
 
 
 def logprobs_of(state: ServerState, job: Job, generation: GenRequest) -> dict[str, Any]:

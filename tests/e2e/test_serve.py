@@ -674,3 +674,75 @@ def test_structured_outputs_from_a_random_model_always_validate(tiny_lm: Path, t
             json={"messages": [{"role": "user", "content": "x"}], "response_format": typo},
         )
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "response_format"
+
+
+ADD_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "description": "Add two numbers.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "a": {"type": "integer", "minimum": 0, "maximum": 9},
+                "b": {"type": "integer", "minimum": 0, "maximum": 9},
+            },
+            "required": ["a", "b"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def test_tool_calls_forced_parsed_streamed_and_continued(tmp_path: Path) -> None:
+    """A random-weight model (no tool template: the Hermes-style fallback) forced to call `add`: a valid call,
+    parsed into message.tool_calls; streamed as tool_calls deltas; a `role: tool` answer continues the chat."""
+    random = make_tiny_lm(tmp_path / "random", vocab=400, positions=1024)  # the fallback's tool list is long
+    with server(Source(str(random)), limits=Limits(max_tokens=100)) as base:
+        client = openai_client(base)
+        ask = [{"role": "user", "content": "3 plus 4?"}]
+        for choice in ("required", {"type": "function", "function": {"name": "add"}}):
+            done = client.chat.completions.create(
+                model=random.name, messages=ask, tools=[ADD_TOOL], tool_choice=choice, max_tokens=100, temperature=1,
+                seed=2,
+            )  # fmt: skip
+            answer = done.choices[0]
+            assert answer.finish_reason == "tool_calls" and answer.message.tool_calls, answer.message
+            call = answer.message.tool_calls[0]
+            arguments = json.loads(call.function.arguments)
+            assert call.function.name == "add" and set(arguments) == {"a", "b"} and call.id.startswith("call_")
+        chunks = list(
+            client.chat.completions.create(
+                model=random.name, messages=ask, tools=[ADD_TOOL], tool_choice="required", max_tokens=100, stream=True
+            )
+        )
+        deltas = [d for c in chunks if c.choices for d in (c.choices[0].delta.tool_calls or [])]
+        assert deltas and deltas[0].function.name == "add" and chunks[-1].choices[0].finish_reason == "tool_calls"
+        follow = ask + [
+            {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+            {"role": "tool", "tool_call_id": call.id, "content": "7"},
+        ]
+        after = client.chat.completions.create(model=random.name, messages=follow, tools=[ADD_TOOL], max_tokens=4)
+        assert after.choices[0].finish_reason in ("stop", "length", "tool_calls")  # the conversation goes on
+        none = client.chat.completions.create(
+            model=random.name, messages=ask, tools=[ADD_TOOL], tool_choice="none", max_tokens=4
+        )
+        assert not none.choices[0].message.tool_calls
+        wrong = httpx.post(
+            f"{base}/v1/chat/completions",
+            json={
+                "messages": ask,
+                "tools": [ADD_TOOL],
+                "tool_choice": {"type": "function", "function": {"name": "mul"}},
+            },
+        )
+        assert wrong.status_code == 400 and "not among the tools" in wrong.json()["error"]["message"]
+
+
+def test_a_tool_call_shaped_answer_is_parsed() -> None:
+    from llmctl.serve.tools import parse
+
+    content, calls = parse('Let me add.\n<tool_call>{"name": "add", "arguments": {"a": 3, "b": 4}}</tool_call>')
+    assert content == "Let me add." and calls[0]["function"] == {"name": "add", "arguments": '{"a": 3, "b": 4}'}
+    assert parse("no call here") == ("no call here", [])
+    assert parse("<tool_call>not json</tool_call>")[1] == []
