@@ -267,10 +267,6 @@ def _tool_grammar(state: ServerState, body: ChatRequest, tools: list[dict[str, A
         return None
     if body.response_format is not None and body.response_format.type != "text":
         raise APIError(400, "response_format and a forced tool_choice ask for two formats at once", param="tool_choice")
-    if state.engine.loaded.one_row:
-        raise APIError(
-            400, "a forced tool_choice on a GGUF folder is not served yet; use tool_choice auto", param="tool_choice"
-        )
     from llmctl.serve.tools import grammar
 
     try:
@@ -463,13 +459,6 @@ def _grammar(state: ServerState, body: RequestBase) -> str | None:
     enforced, or an engine that cannot enforce one."""
     if body.response_format is None or body.response_format.type == "text":
         return None
-    if state.engine.loaded.one_row:
-        raise APIError(
-            400,
-            "response_format on a GGUF folder is not served yet (llama.cpp's own grammar engine will be); serve "
-            "the PyTorch, INC or OpenVINO folder of the same model",
-            param="response_format",
-        )
     from llmctl.serve.structured import grammar_for
 
     try:

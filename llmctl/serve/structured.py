@@ -9,9 +9,10 @@ triton and a TVM runtime (~200 MB on a CPU machine) for the same job. Whitespace
 flexible (`whitespace_flexible: false`, compact JSON), so a weak model cannot loop on spaces; `max_tokens` still
 bounds the output, and a document it cuts ends with `finish_reason: length`.
 
-Served through the static batch path (PyTorch, INC, and an OpenVINO folder through optimum); a GGUF folder and
-OpenVINO GenAI's continuous pipeline do not take these requests (the former refuses, the latter hands them to
-the static path)."""
+Served through the static batch path (PyTorch, INC, an OpenVINO folder through optimum) and by the GGUF runtime
+(llama.cpp computes the logits, the same mask applies before sampling); OpenVINO GenAI's continuous pipeline
+does not take these requests and hands them to the static path. llama.cpp's own GBNF grammars were the other
+way for GGUF; one engine for every backend keeps one set of schema features and one behaviour."""
 
 from __future__ import annotations
 
