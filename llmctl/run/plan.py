@@ -153,6 +153,7 @@ def _make_plan(recipe: Recipe, loaded: LoadedRecipe | None, selection: Selection
                 step.baseline_key = _baseline_key(step.baseline, upstream.get("model"), manifest.stage(spec.name))
                 upstream["baseline"] = step.baseline_key
         unhashed = {"name", "timeout_s"} | ({"launcher"} if spec.launcher is None else set())  # what changes no output
+        unhashed |= {f for f in spec.quiet_defaults if f not in spec.model_fields_set}  # new keys: no re-run on upgrade
         spec_json = spec.model_dump(mode="json", exclude=unhashed)
         step.parts = fp.stage_parts(spec_json, settings, upstream, {k: content_key(v) for k, v in step.data.items()})
         _decide(step, steps, manifest, selection, names)

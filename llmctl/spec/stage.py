@@ -32,6 +32,7 @@ class StageSpec(Block):
     the stage's fingerprint."""
 
     produces: ClassVar[ArtifactKind]
+    quiet_defaults: ClassVar[frozenset[str]] = frozenset()  # fields left out of the fingerprint at their default
     distributable: ClassVar[bool] = False  # trains with the HF Trainer, so torchrun/accelerate can scale it out
     eval_metrics: ClassVar[tuple[str, ...] | None] = None  # what its evaluation reports, where llmctl knows it all
 
@@ -173,7 +174,10 @@ class TunedLMSpec(FineTuneSpec):
     sample_tokens: int = Field(32, ge=1)
     """Tokens generated per sample prompt, before and after training."""
 
-    produces: ClassVar[ArtifactKind] = ArtifactKind.causal_lm
+    produces: ClassVar[ArtifactKind]
+    quiet_defaults: ClassVar[frozenset[str]] = (
+        frozenset()
+    )  # fields left out of the fingerprint at their default = ArtifactKind.causal_lm
     distributable: ClassVar[bool] = True
 
     def output_kind(self) -> ArtifactKind:

@@ -61,6 +61,45 @@ class SamplingSpec(Block):
     """Nucleus sampling mass of the responses."""
 
 
+class LossSpec(Block):
+    """GRPO's policy objective (TRL's GRPOConfig; RLOO takes epsilon, epsilon_high and mask_truncated only).
+    The default is TRL's: `dapo`."""
+
+    type: Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"] = "dapo"
+    """How token losses are aggregated or clipped: grpo (per-sequence mean, DeepSeekMath, arXiv 2402.03300; length
+    biased), dr_grpo (a global constant, Dr. GRPO, 2503.20783), dapo (active tokens of the whole batch, DAPO,
+    2503.14476 — the default), bnpo (active tokens of the local batch), cispo (clipped importance weights,
+    MiniMax-M1, 2506.13585), sapo (a soft gate instead of clipping, 2511.20347), luspo (length-unbiased
+    sequence-level, 2602.05261: needs importance_sampling sequence), vespo (Gamma-weighted sequence ratios,
+    2602.10693)."""
+    epsilon: float = Field(0.2, gt=0, lt=1)
+    """Lower clip range of the importance ratio."""
+    epsilon_high: float | None = Field(None, gt=0, lt=10)
+    """Upper clip range ("clip-higher", DAPO: e.g. 0.28); default: epsilon."""
+    importance_sampling: Literal["token", "sequence"] = "token"
+    """Importance ratios per token, or one per sequence (GSPO, arXiv 2507.18071)."""
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    """Advantages divided by the rewards' standard deviation within each prompt's group, across the batch, or
+    not at all (Dr. GRPO recommends none: the std adds a question-difficulty bias)."""
+    mask_truncated: bool = False
+    """Leave completions cut by response_length out of the loss (DAPO's overlong filtering)."""
+    top_entropy_quantile: float = Field(1.0, gt=0, le=1)
+    """Train only on this top share of tokens by entropy (Beyond the 80/20 Rule, arXiv 2506.01939); 1: all."""
+    entropy_coef: float = Field(0.0, ge=0)
+    """An entropy bonus in the loss (exploration); 0: none."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LossSpec:
+        if self.type == "luspo" and self.importance_sampling != "sequence":
+            raise ValueError("loss.type luspo is sequence-level: set loss.importance_sampling: sequence")
+        if self.epsilon_high is not None and self.epsilon_high < self.epsilon:
+            raise ValueError(f"loss.epsilon_high {self.epsilon_high} is below loss.epsilon {self.epsilon}")
+        return self
+
+
+RLOO_LOSS_KEYS = {"epsilon", "epsilon_high", "mask_truncated"}  # what RLOOConfig takes of LossSpec
+
+
 class PPOSpec(TrainingSpec):
     """Reinforcement learning from a reward model: PPO, RLOO or GRPO."""
 
@@ -104,6 +143,11 @@ class PPOSpec(TrainingSpec):
     """eos: a response ends at the end-of-sequence token; null: always response_length tokens."""
     num_generations: int = Field(4, ge=2)
     """RLOO/GRPO: completions per prompt."""
+    loss: LossSpec = LossSpec()
+    """RLOO/GRPO: the policy objective — loss type, clip ranges, sequence-level importance sampling (GSPO),
+    reward scaling, truncated-completion masking, entropy terms; see LossSpec."""
+    num_iterations: int = Field(1, ge=1)
+    """RLOO/GRPO: optimisation passes over each batch of completions (GRPO's μ; >1 makes the clipping act)."""
     value_model: str | None = None
     """PPO: value model folder/hub id (default: initialised from the reward model)."""
     peft: PeftSpec = PeftSpec(method="none")
@@ -117,6 +161,7 @@ class PPOSpec(TrainingSpec):
     repetition_penalty, length_penalty, num_beams, max_new_tokens (default greedy)."""
 
     produces = ArtifactKind.causal_lm
+    quiet_defaults = frozenset({"loss", "num_iterations"})  # added after runs existed: at their default, unhashed
 
     @model_validator(mode="before")
     @classmethod
@@ -152,6 +197,13 @@ class PPOSpec(TrainingSpec):
             raise ValueError("kl.adaptive is a PPO controller; RLOO/GRPO use a fixed beta (kl.init)")
         if self.rewards and self.algorithm == "ppo":
             raise ValueError("rewards need algorithm grpo or rloo (PPO trains a value model on one reward model)")
+        changed = self.loss.model_fields_set
+        if self.algorithm == "ppo" and (changed or self.num_iterations != 1):
+            raise ValueError("loss and num_iterations are RLOO/GRPO settings; PPO uses cliprange, ppo_epochs, vf_coef")
+        if self.algorithm == "rloo" and (unsupported := sorted(changed - RLOO_LOSS_KEYS)):
+            raise ValueError(
+                f"loss.{unsupported[0]} is a GRPO setting; RLOO takes loss.epsilon, epsilon_high, mask_truncated"
+            )
         if sum(term.model is not None for term in self.rewards) > 1:
             raise ValueError("rewards: one model term at most (the stage's reward model)")
         return self
@@ -278,6 +330,7 @@ def _trainer(
         top_p=spec.sampling.top_p,
         per_device_train_batch_size=spec.train.batch_size,
         reward_weights=weights or None,
+        **objective_kwargs(spec),
     )
     return trainer_cls(
         model=policy,
@@ -288,6 +341,26 @@ def _trainer(
         callbacks=callbacks,
         peft_config=peft_config,
     )
+
+
+def objective_kwargs(spec: PPOSpec) -> dict[str, Any]:
+    """The recipe's `loss:` and `num_iterations` as GRPOConfig/RLOOConfig arguments."""
+    loss = spec.loss
+    found: dict[str, Any] = {
+        "epsilon": loss.epsilon,
+        "epsilon_high": loss.epsilon_high,
+        "mask_truncated_completions": loss.mask_truncated,
+        "num_iterations": spec.num_iterations,
+    }
+    if spec.algorithm == "grpo":
+        found |= {
+            "loss_type": loss.type,
+            "importance_sampling_level": loss.importance_sampling,
+            "scale_rewards": loss.scale_rewards,
+            "top_entropy_quantile": loss.top_entropy_quantile,
+            "entropy_coef": loss.entropy_coef,
+        }
+    return found
 
 
 def _common_args(spec: PPOSpec, ctx: StageContext) -> dict[str, Any]:

@@ -193,3 +193,42 @@ def test_grpo_with_reward_functions_needs_no_reward_model_and_reruns_when_the_fu
     path.write_text(text.replace("my_rewards.py:brief", "missing.py:brief"))
     code, events = run(path)
     assert code == 2 and "rewards[1].function: no file or folder matches 'missing.py'" in events[-1]["message"]
+
+
+def test_grpo_objectives_are_recipe_keys_validated_and_passed_to_trl(tiny_lm: Path, data: Path) -> None:  # noqa: F811
+    import pydantic
+
+    from llmctl.stages.ppo import LossSpec, PPOSpec, objective_kwargs
+
+    prompts = {"path": "qa.jsonl", "format": "prompt", "columns": {"prompt": "question"}}
+    spec = PPOSpec(
+        algorithm="grpo", data=prompts, train={"batch_size": 4}, num_generations=2, num_iterations=2,
+        loss={"type": "luspo", "importance_sampling": "sequence", "epsilon_high": 0.28, "scale_rewards": "none"},
+    )  # fmt: skip
+    assert objective_kwargs(spec) == {
+        "epsilon": 0.2, "epsilon_high": 0.28, "mask_truncated_completions": False, "num_iterations": 2,
+        "loss_type": "luspo", "importance_sampling_level": "sequence", "scale_rewards": "none",
+        "top_entropy_quantile": 1.0, "entropy_coef": 0.0,
+    }  # fmt: skip
+    for bad, why in (
+        ({"type": "luspo"}, "needs|sequence-level"),
+        ({"epsilon": 0.3, "epsilon_high": 0.2}, "below loss.epsilon"),
+        ({"type": "grpo_plus"}, "Input should be"),
+    ):
+        with pytest.raises(pydantic.ValidationError, match=why):
+            LossSpec(**bad)
+    with pytest.raises(pydantic.ValidationError, match="RLOO takes loss.epsilon"):
+        PPOSpec(algorithm="rloo", data=prompts, train={"batch_size": 4}, num_generations=2, loss={"type": "dr_grpo"})
+    with pytest.raises(pydantic.ValidationError, match="RLOO/GRPO settings"):
+        PPOSpec(algorithm="ppo", data=prompts, num_iterations=2)
+    # …and TRL takes them: a tiny GRPO run with a GSPO-style objective
+    (data / "my_rewards.py").write_text(REWARDS_PY.replace("{limit}", "3"))
+    stage = GRPO_FN.format(function="brief").replace(
+        "    num_generations: 2\n",
+        "    num_generations: 2\n    num_iterations: 2\n"
+        "    loss: {type: dr_grpo, importance_sampling: sequence, epsilon_high: 0.28, scale_rewards: none}\n",
+    )
+    path = recipe(data, sft("sft", str(tiny_lm), "{method: none}", steps=2), stage)
+    code, events = run(path)
+    assert code == 0, events[-1]
+    assert "mean_reward" in metrics(data, "02-grpo")
