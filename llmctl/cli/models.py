@@ -54,6 +54,7 @@ def _lines(record: dict[str, Any], indent: str = "") -> list[str]:
 
 
 ReasonOpt = Annotated[str, typer.Option("--reason", "-m", help="Why (kept in the audit trail: `llmctl models log`).")]
+AliasOpt = Annotated[str, typer.Option(help="The alias to point (or pin) instead of `current`: champion, staging, …")]
 
 
 @app.command("promote")
@@ -63,9 +64,7 @@ def models_promote(
     version: str,
     registry: RegistryOpt = Path("models"),
     reason: ReasonOpt = "",
-    alias: Annotated[
-        str, typer.Option(help="Point this alias instead of `current` (champion, staging, …).")
-    ] = "current",
+    alias: AliasOpt = "current",
 ) -> None:
     """Make VERSION current (a running `llmctl serve --registry` picks it up), or give it another alias."""
     api.promote(name, version, registry, reason, alias)
@@ -80,9 +79,6 @@ def models_rollback(name: str, registry: RegistryOpt = Path("models"), reason: R
     OUTPUT.result({"name": name, "current": version}, f"{name}: rolled back to {version}")
 
 
-AliasPinOpt = Annotated[str, typer.Option(help="Pin this alias instead of `current`.")]
-
-
 @app.command("pin")
 @handle_errors
 def models_pin(
@@ -90,7 +86,7 @@ def models_pin(
     version: str,
     registry: RegistryOpt = Path("models"),
     reason: ReasonOpt = "",
-    alias: AliasPinOpt = "current",
+    alias: AliasOpt = "current",
 ) -> None:
     """Serve VERSION and freeze it: pipelines' deploys publish but never promote until `unpin`."""
     api.pin(name, version, registry, reason, alias)
@@ -100,7 +96,7 @@ def models_pin(
 @app.command("unpin")
 @handle_errors
 def models_unpin(
-    name: str, registry: RegistryOpt = Path("models"), reason: ReasonOpt = "", alias: AliasPinOpt = "current"
+    name: str, registry: RegistryOpt = Path("models"), reason: ReasonOpt = "", alias: AliasOpt = "current"
 ) -> None:
     """Let pipelines promote again (an operator's last decision still holds against older challengers)."""
     version = api.unpin(name, registry, reason, alias)
