@@ -119,16 +119,7 @@ class Firing:
             record["message"] = (record["message"] + "; " if record["message"] else "") + (
                 f"recovered from {incident['kind']} (incident {incident['id']}, open since {incident['opened']})"
             )
-        if self.held:
-            record["held"] = self.held
-        waiting = [p for p in record.get("published", []) if p.get("new") and p.get("promoted") is False]
-        if waiting and outcome in ("complete", "recovered"):  # published with promote: false: a person decides
-            record["outcome"] = outcome = "awaiting-approval"
-            record["awaiting"] = waiting
-            record["alert"] = alert = alert or "approval"
-        if self.overrode:  # what is served changed against an operator's decision: always worth an alert
-            record["overrode"] = self.overrode
-            record["alert"] = alert if alert in ("opened", "changed") else "override"
+        outcome = self._deploy_alerts(record)
         if last is not None and (last.get("notify") or {}).get("ok") is False:
             record["previous_notify"] = last["notify"]
         if outcome == "recovered" and self.plan is not None and "mlflow" in _trackers(self.plan):
@@ -144,6 +135,20 @@ class Firing:
             {"event": "outcome", "outcome": outcome, "exit_code": code, "run_id": self.run_id, "record": record}
         )
         return record
+
+    def _deploy_alerts(self, record: dict[str, Any]) -> str:
+        """What deploys add to the record: versions held back by an operator's decision (`held`), a new version
+        published unpromoted (outcome `awaiting-approval`, alert `approval`), an operator's decision overridden
+        (alert `override`: what is served changed against it). Returns the outcome."""
+        if self.held:
+            record["held"] = self.held
+        waiting = [p for p in record.get("published", []) if p.get("new") and p.get("promoted") is False]
+        if waiting and record["outcome"] in ("complete", "recovered"):
+            record |= {"outcome": "awaiting-approval", "awaiting": waiting, "alert": record["alert"] or "approval"}
+        if self.overrode:
+            record["overrode"] = self.overrode
+            record["alert"] = record["alert"] if record["alert"] in ("opened", "changed") else "override"
+        return str(record["outcome"])
 
     def _webhook(self, record: dict[str, Any]) -> None:
         """Deliver the record to the recipe's `notify.webhook` (when it wants this firing); the delivery goes into

@@ -192,7 +192,11 @@ def test_bad_requests_get_openai_style_errors_and_the_server_survives(served_lm:
             (httpx.post(url, json={"prompt": "x", "temprature": 0.5}), 400, "did you mean 'temperature'?"),
             (httpx.post(url, json={"prompt": "x", "zzzzzz": 1}), 400, "unrecognized request argument; see GET /docs"),
             (httpx.post(url, json={"prompt": "x", "logit_bias": {"5": 10}}), 400, "logit_bias is not supported"),
-            (httpx.post(url, json={"prompt": "x", "response_format": {"type": "json_schema"}}), 400, "json_schema needs"),
+            (
+                httpx.post(url, json={"prompt": "x", "response_format": {"type": "json_schema"}}),
+                400,
+                "json_schema needs",
+            ),
             (httpx.post(url, json={"prompt": "x", "best_of": 3}), 400, "use n"),
             (httpx.post(url, json={"prompt": [5, 99999]}), 400, "outside this model's vocabulary"),
             (
