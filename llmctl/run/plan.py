@@ -153,7 +153,9 @@ def _make_plan(recipe: Recipe, loaded: LoadedRecipe | None, selection: Selection
                 step.baseline_key = _baseline_key(step.baseline, upstream.get("model"), manifest.stage(spec.name))
                 upstream["baseline"] = step.baseline_key
         unhashed = {"name", "timeout_s"} | ({"launcher"} if spec.launcher is None else set())  # what changes no output
-        unhashed |= {f for f in spec.quiet_defaults if f not in spec.model_fields_set}  # new keys: no re-run on upgrade
+        unhashed |= {
+            f for f in spec.quiet_defaults if getattr(spec, f) == type(spec).model_fields[f].default
+        }  # new keys
         spec_json = spec.model_dump(mode="json", exclude=unhashed)
         step.parts = fp.stage_parts(spec_json, settings, upstream, {k: content_key(v) for k, v in step.data.items()})
         _decide(step, steps, manifest, selection, names)

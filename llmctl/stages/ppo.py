@@ -197,7 +197,8 @@ class PPOSpec(TrainingSpec):
             raise ValueError("kl.adaptive is a PPO controller; RLOO/GRPO use a fixed beta (kl.init)")
         if self.rewards and self.algorithm == "ppo":
             raise ValueError("rewards need algorithm grpo or rloo (PPO trains a value model on one reward model)")
-        changed = self.loss.model_fields_set
+        default = LossSpec()
+        changed = {k for k in LossSpec.model_fields if getattr(self.loss, k) != getattr(default, k)}
         if self.algorithm == "ppo" and (changed or self.num_iterations != 1):
             raise ValueError("loss and num_iterations are RLOO/GRPO settings; PPO uses cliprange, ppo_epochs, vf_coef")
         if self.algorithm == "rloo" and (unsupported := sorted(changed - RLOO_LOSS_KEYS)):
