@@ -174,10 +174,7 @@ class TunedLMSpec(FineTuneSpec):
     sample_tokens: int = Field(32, ge=1)
     """Tokens generated per sample prompt, before and after training."""
 
-    produces: ClassVar[ArtifactKind]
-    quiet_defaults: ClassVar[frozenset[str]] = (
-        frozenset()
-    )  # fields left out of the fingerprint at their default = ArtifactKind.causal_lm
+    produces: ClassVar[ArtifactKind] = ArtifactKind.causal_lm
     distributable: ClassVar[bool] = True
 
     def output_kind(self) -> ArtifactKind:

@@ -261,7 +261,7 @@ def test_concurrent_requests_share_batches(served_lm: Path) -> None:
 
 
 def test_overload_answers_429(tiny_lm: Path) -> None:
-    with server(Source(str(tiny_lm)), limits=Limits(max_batch=1, max_queue=1, max_tokens=40)) as base:
+    with server(Source(str(tiny_lm)), limits=Limits(max_batch=1, max_queue=1, max_tokens=48)) as base:
 
         def ask(_: int) -> int:
             return httpx.post(
