@@ -29,6 +29,11 @@ def stage_trackers(spec: StageSpec, recipe_trackers: Sequence[str]) -> list[str]
     return list(own or recipe_trackers)
 
 
+def recipe_trackers(recipe: Recipe) -> set[str]:
+    """Every tracker any stage of the recipe reports to."""
+    return {n for spec in recipe.stages for n in stage_trackers(spec, recipe.report_to)}
+
+
 def configure(names: list[str], recipe_name: str) -> None:
     """Environment defaults that keep trackers local and offline unless the user configured them."""
     if "mlflow" in names:
@@ -105,7 +110,7 @@ def firing_run(recipe: Recipe, lineage: dict[str, Any]) -> Iterator[None]:
     """With mlflow among the recipe's trackers: one parent run RECIPE/RUN_ID around the whole `llmctl run`,
     the stages' runs nested in it, tagged with the run id, git commit and data versions; it ends FAILED with
     tag llmctl.outcome (rejected, failed, interrupted) unless the run completed."""
-    if "mlflow" not in {n for spec in recipe.stages for n in stage_trackers(spec, recipe.report_to)}:
+    if "mlflow" not in recipe_trackers(recipe):
         yield
         return
     configure(["mlflow"], recipe.name)

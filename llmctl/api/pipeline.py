@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmctl.store.layout import MANIFEST, RUNS_ROOT
+from llmctl.store.layout import RUNS_ROOT
 
 if TYPE_CHECKING:
     from llmctl.errors import LlmctlError, Problem
@@ -325,9 +325,9 @@ def _begin(firing: Firing, path: PathLike, overrides: Sequence[str]) -> tuple[Lo
 
 
 def _uses_mlflow(recipe: Recipe) -> bool:
-    from llmctl.tracking import stage_trackers
+    from llmctl.tracking import recipe_trackers
 
-    return "mlflow" in {n for spec in recipe.stages for n in stage_trackers(spec, recipe.report_to)}
+    return "mlflow" in recipe_trackers(recipe)
 
 
 def expected(the_plan: Plan) -> dict[str, Any]:
@@ -482,8 +482,7 @@ def killed(
     import signal
 
     from llmctl.errors import StageFailed, StageKilled
-    from llmctl.run.firing import Firing, guess_run_dir
-    from llmctl.store.manifest import Manifest
+    from llmctl.run.firing import Firing, fail_running_stage, guess_run_dir
 
     if sig is not None:
         name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else f"signal {sig}"
@@ -491,17 +490,8 @@ def killed(
         name = f"exit status {exit_status}"
     recipe_file, overrides = Path(noted.get("recipe") or "recipe.yaml"), list(noted.get("overrides") or [])
     run_dir = guess_run_dir(recipe_file, overrides)
-    stage = "?"
-    if run_dir is not None and (run_dir / MANIFEST).is_file():
-        manifest = Manifest.load(run_dir)
-        running = [n for n, s in manifest.data.stages.items() if s.status == "running" and s.pid == pid]
-        if running:
-            stage = running[0]
-            from llmctl.store.times import iso_time
-
-            finished = iso_time()
-            why = f"killed by {name}" if sig is not None else f"its process ended ({name}) without finishing"
-            manifest.update(stage, status="failed", error=why, finished=finished)
+    why = f"killed by {name}" if sig is not None else f"its process ended ({name}) without finishing"
+    stage = (fail_running_stage(run_dir, pid, why) if run_dir is not None else None) or "?"
     error: LlmctlError
     if sig is not None:
         cause = SIGNAL_CAUSES.get(name, "sent by another process")

@@ -122,11 +122,12 @@ class Firing:
         outcome = self._deploy_alerts(record)
         if last is not None and (last.get("notify") or {}).get("ok") is False:
             record["previous_notify"] = last["notify"]
-        if outcome == "recovered" and self.plan is not None and "mlflow" in _trackers(self.plan):
+        if outcome == "recovered" and self.plan is not None:
             from llmctl import tracking
 
-            with contextlib.suppress(Exception):  # the tracker's tag must not lose the record
-                tracking.tag_outcome(self.plan.recipe.name, self.run_id, outcome)
+            if "mlflow" in tracking.recipe_trackers(self.plan.recipe):
+                with contextlib.suppress(Exception):  # the tracker's tag must not lose the record
+                    tracking.tag_outcome(self.plan.recipe.name, self.run_id, outcome)
         if notify:
             record["notify"] = _notify(notify, record, self.forward)
         self._webhook(record)
@@ -177,7 +178,7 @@ class Firing:
         running marked failed, its MLflow run closed, the incident opened and notified."""
         assert self.run_dir is not None
         run_id, pid = str(info["run_id"]), int(info.get("pid") or 0)
-        stage = _fail_running_stage(self.run_dir, pid, "killed without recording (SIGKILL of the whole run)")
+        stage = fail_running_stage(self.run_dir, pid, "killed without recording (SIGKILL of the whole run)")
         where = f" while stage '{stage}' was running" if stage else ""
         last = _last_record(self.run_dir)
         outcome, incident, alert = history.incident_after(last, "killed", run_id)
@@ -276,12 +277,6 @@ class Firing:
         return found
 
 
-def _trackers(the_plan: Plan) -> set[str]:
-    from llmctl.tracking import stage_trackers
-
-    return {n for spec in the_plan.recipe.stages for n in stage_trackers(spec, the_plan.recipe.report_to)}
-
-
 def _last_record(run_dir: Path) -> dict[str, Any] | None:
     """The newest record, for the incident state; a skipped line written before incidents existed says nothing
     about one, so the newest firing that did something decides then."""
@@ -309,7 +304,7 @@ def _benign_lock(error: BaseException | None, run_dir: Path) -> bool:
     return time.time() - since <= patience
 
 
-def _fail_running_stage(run_dir: Path, pid: int, why: str) -> str | None:
+def fail_running_stage(run_dir: Path, pid: int, why: str) -> str | None:
     """Mark the stage process `pid` was running as failed in the manifest; its name (None when none was)."""
     from llmctl.store.layout import MANIFEST
     from llmctl.store.manifest import Manifest

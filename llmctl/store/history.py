@@ -46,6 +46,7 @@ from llmctl.errors import GateFailed, Interrupted, LlmctlError, RunLocked
 from llmctl.store import jsonl
 from llmctl.store.files import open_own
 from llmctl.store.layout import FIRINGS, HISTORY
+from llmctl.store.times import iso_time
 
 EXIT_CODES = {
     "complete": 0,
@@ -105,7 +106,7 @@ def previous_outcome(run_dir: Path) -> str | None:
 
 def last_outcome(run_dir: Path) -> str | None:
     """The outcome of the last recorded firing (None before the first), from the end of the history."""
-    found = jsonl.find_last(run_dir / HISTORY, "run_id", lambda r: True)
+    found = last_record(run_dir)
     return found.get("outcome") if found else None
 
 
@@ -159,7 +160,7 @@ def incident_after(
         return outcome, opened, None
     if outcome in UNHEALTHY:
         if opened is None:
-            return outcome, {"id": run_id, "kind": outcome, "opened": _now(), "state": "open"}, "opened"
+            return outcome, {"id": run_id, "kind": outcome, "opened": iso_time(), "state": "open"}, "opened"
         if opened["kind"] == outcome:
             return outcome, opened, None
         return outcome, opened | {"kind": outcome, "was": opened["kind"]}, "changed"
@@ -205,12 +206,6 @@ def incidents(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(found.values())
 
 
-def _now() -> str:
-    from llmctl.store.times import iso_time
-
-    return iso_time()
-
-
 # ---------------------------------------------------------------- firings in progress
 
 
@@ -245,7 +240,7 @@ def mark_started(run_dir: Path, run_id: str, info: dict[str, Any]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     pid = os.getpid()
     marker = folder / f"{run_id}.json"
-    body = {"run_id": run_id, "pid": pid, "pid_start": process_start(pid), "started": _now()} | info
+    body = {"run_id": run_id, "pid": pid, "pid_start": process_start(pid), "started": iso_time()} | info
     fd = open_own(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
         os.write(fd, json.dumps(body, default=str).encode())
